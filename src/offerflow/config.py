@@ -1,0 +1,267 @@
+"""The project file `offerflow.yaml`, as one typed, validated object.
+
+Load it once at the entry point (`load_config`) and pass down only the part a function needs.
+Every error names the file and the location inside it, e.g.
+``offerflow.yaml: ai_models[1].placements[0]: unknown placement 'push-hero'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CHANNELS = ("email", "push", "web", "in_app", "sms")
+#: Interaction event types the ranking models learn from; any other string is an experience event.
+INTERACTION_EVENT_TYPES = ("display", "click")
+
+
+class ConfigError(ValueError):
+    """A project file that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the input datasets live (relative paths are relative to the project file)."""
+
+    events: Path = Path("data/events.parquet")
+    profiles: Path = Path("data/profiles.parquet")
+    offers: Path = Path("data/offers.yaml")
+    quarantine_dir: Path = Path("data/quarantine")
+    outputs_dir: Path = Path("data/outputs")
+
+
+class RankingMethod(_Strict):
+    """How a placement orders its eligible offers: by priority, a formula, or an AI model."""
+
+    method: Literal["priority", "formula", "ai_model"] = "priority"
+    formula: str | None = None
+    ai_model: str | None = None
+
+    @model_validator(mode="after")
+    def _method_has_its_argument(self) -> "RankingMethod":
+        if self.method == "formula" and not self.formula:
+            raise ValueError("method 'formula' needs a 'formula' expression")
+        if self.method == "ai_model" and not self.ai_model:
+            raise ValueError("method 'ai_model' needs the name of an 'ai_model'")
+        return self
+
+
+class PlacementConfig(_Strict):
+    id: str = Field(min_length=1)
+    channel: Literal["email", "push", "web", "in_app", "sms"]
+    items: int = Field(1, ge=1, le=30, description="How many offers a decision returns.")
+    ranking: RankingMethod = RankingMethod()
+
+
+class LightGBMParams(_Strict):
+    num_leaves: int = Field(31, ge=2)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    n_estimators: int = Field(400, ge=1)
+    min_child_samples: int = Field(50, ge=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    num_threads: int = Field(0, ge=0, description="0 = all cores")
+
+
+class AIModelConfig(_Strict):
+    """A named offer-ranking model that one or more placements use."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    type: Literal["auto_optimization", "personalized"]
+    placements: list[str] = Field(min_length=1)
+    success_event: Literal["click"] | str = "click"
+    value_weighted: bool = False
+    training_window_days: int = Field(14, ge=1)
+    min_displays: int = Field(100, ge=0)
+    min_successes: int = Field(5, ge=0)
+    exploration_share: float = Field(0.10, ge=0, le=1)
+    status: Literal["active", "draft"] = "active"
+    lightgbm: LightGBMParams = LightGBMParams()
+
+
+class GoalCondition(_Strict):
+    """One condition on an event field, e.g. ``event_type == purchase`` or ``value > 20``."""
+
+    field: str
+    operator: Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in"] = "=="
+    value: Any
+
+
+class GoalDefinition(_Strict):
+    all_of: list[GoalCondition] = Field(default_factory=list)
+    any_of: list[GoalCondition] = Field(default_factory=list)
+    occurrence: Literal["will_occur", "will_not_occur"] = "will_occur"
+
+    @model_validator(mode="after")
+    def _has_conditions(self) -> "GoalDefinition":
+        if not self.all_of and not self.any_of:
+            raise ValueError("a goal needs at least one condition in 'all_of' or 'any_of'")
+        return self
+
+
+class PropensityGoalConfig(_Strict):
+    """A Customer AI instance: who will convert (or churn) within N days."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["conversion", "churn"] = "conversion"
+    goal: GoalDefinition
+    outcome_window_days: int = Field(30, ge=1, le=365)
+    eligible_active_within_days: int = Field(45, ge=1)
+    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    custom_event_types: list[str] = Field(default_factory=list)
+    profile_attributes: list[str] | None = None
+    min_positives: int = Field(500, ge=1)
+    min_negatives: int = Field(500, ge=1)
+    poor_auc: float = Field(0.65, gt=0.5, lt=1)
+    lightgbm: LightGBMParams = LightGBMParams()
+
+
+class TrackingConfig(_Strict):
+    uri: str = "sqlite:///mlflow.db"
+    artifact_root: Path = Path("mlruns")
+    experiment_prefix: str = "offerflow"
+
+
+class StoreConfig(_Strict):
+    path: Path = Path("data/rankings")
+    keep_versions: int = Field(5, ge=1)
+
+
+class ValidationConfig(_Strict):
+    great_expectations_dir: Path = Path("great_expectations")
+    future_tolerance_minutes: int = Field(10, ge=0)
+    window_start: str | None = None
+    window_end: str | None = None
+    max_row_drop_share: float = Field(0.5, ge=0, le=1)
+
+
+class ProjectConfig(_Strict):
+    project: str = "offerflow"
+    seed: int = 7
+    data: DataConfig = DataConfig()
+    placements: list[PlacementConfig] = Field(min_length=1)
+    ai_models: list[AIModelConfig] = Field(default_factory=list)
+    propensity_goals: list[PropensityGoalConfig] = Field(default_factory=list)
+    tracking: TrackingConfig = TrackingConfig()
+    store: StoreConfig = StoreConfig()
+    validation: ValidationConfig = ValidationConfig()
+    #: Directory the relative paths are resolved against (set by `load_config`).
+    root: Path = Path(".")
+
+    @field_validator("placements")
+    @classmethod
+    def _unique_placements(cls, value: list[PlacementConfig]) -> list[PlacementConfig]:
+        _check_unique([p.id for p in value], "placement id")
+        return value
+
+    @field_validator("ai_models")
+    @classmethod
+    def _unique_models(cls, value: list[AIModelConfig]) -> list[AIModelConfig]:
+        _check_unique([m.name for m in value], "ai_model name")
+        return value
+
+    @field_validator("propensity_goals")
+    @classmethod
+    def _unique_goals(cls, value: list[PropensityGoalConfig]) -> list[PropensityGoalConfig]:
+        _check_unique([g.name for g in value], "propensity goal name")
+        return value
+
+    def placement(self, placement_id: str) -> PlacementConfig:
+        for placement in self.placements:
+            if placement.id == placement_id:
+                return placement
+        known = ", ".join(p.id for p in self.placements)
+        raise KeyError(f"unknown placement {placement_id!r} (known: {known})")
+
+    def ai_model(self, name: str) -> AIModelConfig:
+        for model in self.ai_models:
+            if model.name == name:
+                return model
+        raise KeyError(f"unknown AI model {name!r}")
+
+    def path(self, relative: Path) -> Path:
+        """A configured path, resolved against the project file's directory."""
+        return relative if relative.is_absolute() else self.root / relative
+
+
+def _check_unique(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def _cross_check(raw: dict[str, Any], config: ProjectConfig) -> list[str]:
+    """References between sections: every name used must be defined."""
+    problems = []
+    placement_ids = {p.id for p in config.placements}
+    model_names = {m.name for m in config.ai_models}
+    for i, model in enumerate(config.ai_models):
+        for j, placement in enumerate(model.placements):
+            if placement not in placement_ids:
+                problems.append(f"ai_models[{i}].placements[{j}]: unknown placement {placement!r}")
+    for i, placement in enumerate(config.placements):
+        ranking = placement.ranking
+        if ranking.method == "ai_model" and ranking.ai_model not in model_names:
+            problems.append(
+                f"placements[{i}].ranking.ai_model: unknown AI model {ranking.ai_model!r}"
+                f" (defined: {', '.join(sorted(model_names)) or 'none'})"
+            )
+        if ranking.method == "ai_model" and ranking.ai_model in model_names:
+            if placement.id not in config.ai_model(ranking.ai_model).placements:
+                problems.append(
+                    f"placements[{i}].ranking.ai_model: AI model {ranking.ai_model!r} does not"
+                    f" list placement {placement.id!r} in its placements"
+                )
+    return problems
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(raw: Any, *, source: str = "offerflow.yaml", root: Path = Path(".")) -> ProjectConfig:
+    """Validate a parsed project file; raise `ConfigError` with located messages."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = ProjectConfig.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {_format_location(err['loc'])}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+    problems = _cross_check(raw, config)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    return config
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate `offerflow.yaml`; relative paths resolve against its directory."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: project file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(raw, source=path.name, root=path.parent.resolve())
