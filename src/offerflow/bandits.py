@@ -1,0 +1,94 @@
+"""Auto-optimization: Thompson sampling over Beta posteriors of each offer's success rate.
+
+Training is counting: per offer, displays and successes in a rolling window give a Beta(1 + s,
+1 + d - s) posterior. Serving samples one rate per offer and ranks by the samples, so traffic moves
+toward the best offers while still exploring. Offers with too little data ("new") are served only
+by the exploration share of traffic; with fewer than two qualified offers, serving is random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PRIOR_ALPHA = 1.0
+PRIOR_BETA = 1.0
+
+
+def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int) -> pd.DataFrame:
+    """Beta posteriors per offer from `offer_id, displays, successes` (successes may be fractional
+    when value-weighted). Returns the columns of `schema.POSTERIOR_SCHEMA`, sorted by offer_id."""
+    displays = counts["displays"].to_numpy(np.int64)
+    successes = np.minimum(counts["successes"].to_numpy(float), displays)
+    return pd.DataFrame({
+        "offer_id": counts["offer_id"].astype(str).to_numpy(),
+        "alpha": PRIOR_ALPHA + successes,
+        "beta": PRIOR_BETA + displays - successes,
+        "displays": displays,
+        "successes": successes,
+        "qualified": (displays >= min_displays) & (successes >= min_successes),
+    }).sort_values("offer_id", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Offers chosen for one decision, best first, and the probability of the first choice."""
+
+    indices: np.ndarray  # shape (n_items,), positions into the candidate arrays
+    propensity: float    # probability that the first item would have been chosen first
+    explored: bool
+
+
+def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
+                    n_items: int, exploration_share: float, rng: np.random.Generator,
+                    propensity_draws: int = 1000) -> Selection:
+    """Rank eligible offers for one request.
+
+    Args:
+        alpha, beta: shape (m,), posterior parameters per offer.
+        qualified: shape (m,), offers with enough data to be served by the model.
+        eligible: shape (m,), offers this profile may see.
+        n_items: how many offers to return (fewer if fewer are eligible).
+    """
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) == 0:
+        return Selection(np.empty(0, dtype=np.int64), 1.0, explored=False)
+    model_pool = candidates[qualified[candidates]]
+    explore = len(model_pool) < 2 or rng.random() < exploration_share
+    if explore:
+        order = rng.permutation(candidates)[:n_items]
+    else:
+        samples = rng.beta(alpha[model_pool], beta[model_pool])
+        ranked = model_pool[np.argsort(-samples, kind="stable")]
+        # New offers fill the remaining slots only after every qualified one.
+        rest = rng.permutation(np.setdiff1d(candidates, model_pool))
+        order = np.concatenate([ranked, rest])[:n_items]
+    first = order[0]
+    p_first = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
+                                       rng, propensity_draws)[first]
+    return Selection(order, float(p_first), explored=bool(explore))
+
+
+def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
+                             exploration_share: float, rng: np.random.Generator, draws: int = 1000) -> np.ndarray:
+    """Probability of each offer being ranked first, shape (m,).
+
+    The Thompson part has no closed form for more than two offers, so it is estimated by Monte
+    Carlo with `draws` samples; the exploration part is exact (uniform over eligible offers).
+    """
+    m = len(alpha)
+    probs = np.zeros(m)
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) == 0:
+        return probs
+    pool = candidates[qualified[candidates]]
+    uniform = np.zeros(m)
+    uniform[candidates] = 1.0 / len(candidates)
+    if len(pool) < 2:
+        return uniform
+    samples = rng.beta(alpha[pool], beta[pool], size=(draws, len(pool)))
+    wins = np.bincount(samples.argmax(axis=1), minlength=len(pool)) / draws
+    probs[pool] = wins
+    return exploration_share * uniform + (1.0 - exploration_share) * probs

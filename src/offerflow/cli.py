@@ -1,0 +1,245 @@
+"""The `offerflow` command line: one subcommand per stage.
+
+    offerflow generate    write a seeded synthetic world (profiles, offers, events, truth)
+    offerflow demo        generate a world, run the whole pipeline, show what to open next
+    offerflow run         run the pipeline flow for a project file
+    offerflow decide      which offers for a profile in one or more placements
+    offerflow rankings    list published ranking versions, roll back
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="offerflow: rank marketing offers with machine learning, self-hosted.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
+app.add_typer(rankings_app, name="rankings")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code=1)
+
+
+def _load(config_path: Path):
+    from offerflow.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def prepare_prefect_environment(project_dir: Path) -> None:
+    """Embedded defaults: a Prefect home inside the project, no analytics, a patient ephemeral
+    server start (10-20 s on 2 cores), no MLflow telemetry. Explicit settings win."""
+    os.environ.setdefault("PREFECT_HOME", str((project_dir / ".prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def run_pipeline(config_path: Path) -> dict:
+    """Run the pipeline flow (imports Prefect only here, never at import time)."""
+    config = _load(config_path)
+    prepare_prefect_environment(config.root)
+    from offerflow.catalog import CatalogError
+    from offerflow.events import EventFileError
+    from offerflow.goals import GoalError
+    from offerflow.ingestion import ValidationFailed
+
+    from flows.pipeline import pipeline
+
+    try:
+        return pipeline(config_path=str(config_path))
+    except (ValidationFailed, EventFileError, CatalogError, GoalError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory to write the world into.")] = Path("data"),
+    profiles: Annotated[int, typer.Option(min=10, help="Number of profiles.")] = 5_000,
+    offers: Annotated[int, typer.Option(min=4, max=500, help="Number of regular offers.")] = 12,
+    days: Annotated[int, typer.Option(min=30, help="Days of events.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same world.")] = 7,
+    end_date: Annotated[Optional[str], typer.Option(help="Last day (exclusive), YYYY-MM-DD; default today.")] = None,
+) -> None:
+    """Write a seeded synthetic world whose true click and purchase probabilities are known."""
+    from offerflow.world import WorldSpec, generate_world
+
+    spec = WorldSpec(profiles=profiles, offers=offers, days=days, seed=seed,
+                     **({"end_date": date.fromisoformat(end_date)} if end_date else {}))
+    with console.status(f"generating {profiles:,} profiles x {days} days"):
+        files = generate_world(spec, out)
+    console.print(f"wrote {files.event_count:,} events to {files.events}, profiles to {files.profiles},"
+                  f" offers to {files.offers}, truth to {files.truth}")
+
+
+@app.command()
+def run(config: ConfigOption = Path("offerflow.yaml"),
+        as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False) -> None:
+    """Run the whole pipeline: validate, train, score, publish."""
+    summary = run_pipeline(config)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    v = summary["validation"]
+    console.print(f"[bold]validation[/bold]: {v['accepted']:,} accepted, {v['quarantined']:,} quarantined"
+                  f" of {v['rows']:,} rows")
+    for name, r in summary["propensity"].items():
+        m = r["metrics"]
+        console.print(f"[bold]propensity {name}[/bold]: holdout AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f},"
+                      f" model v{r['model_version']} ({r['reason']})")
+    for name, r in summary["ranking_models"].items():
+        auc = r["metrics"].get("holdout_auc")
+        extra = f", holdout AUC {auc:.3f}" if auc is not None else ""
+        console.print(f"[bold]ranking model {name}[/bold] ({r['kind']}):"
+                      f" {int(r['metrics']['offers_qualified'])} offers qualified{extra}")
+    for placement, version in summary["published"].items():
+        console.print(f"[bold]published[/bold] {placement}: version {version}")
+
+
+def _engine(config_path: Path):
+    from offerflow.catalog import load_offers, load_profiles
+    from offerflow.decisioning import DecisionEngine
+    from offerflow.store import RankingStore
+
+    config = _load(config_path)
+    enriched = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    return config, DecisionEngine(config, store, offers, profiles)
+
+
+@app.command()
+def decide(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile id.")],
+    placement: Annotated[list[str], typer.Option("--placement", "-x", help="Placement id (repeatable).")],
+    items: Annotated[Optional[int], typer.Option(min=1, max=30, help="Items per placement.")] = None,
+    allow_duplicates: Annotated[bool, typer.Option(help="Allow an offer in several placements.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
+) -> None:
+    """Which offers to show a profile in one or more placements."""
+    from offerflow.decisioning import DecisionError, log_decisions
+
+    project, engine = _engine(config)
+    try:
+        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates)
+    except DecisionError as exc:
+        _fail(str(exc))
+    if log:
+        log_decisions([decision], project.path(project.data.outputs_dir) / "decision_log")
+    if as_json:
+        print(json.dumps(decision.to_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"decision {decision.decision_id} for {profile}")
+    for column in ("placement", "rank", "offer", "score", "source", "model"):
+        table.add_column(column)
+    for p in decision.placements:
+        for item in p.items:
+            score = "" if item.score is None else f"{item.score:.4f}"
+            model = f"{p.ai_model} v{p.model_version}" if p.ai_model else p.ranking_method
+            table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
+    console.print(table)
+
+
+@rankings_app.command("list")
+def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Published versions per placement (the current one marked with *)."""
+    from offerflow.store import RankingStore
+
+    project = _load(config)
+    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    table = Table(title="published ranking tables")
+    for column in ("placement", "versions", "current", "kind", "rows", "published at"):
+        table.add_column(column)
+    for placement in store.placements():
+        current = store.current_version(placement)
+        meta = store.read_metadata(placement) if current is not None else {}
+        table.add_row(placement, ", ".join(map(str, store.versions(placement))), str(current),
+                      str(meta.get("kind", "")), f"{meta.get('row_count', 0):,}", str(meta.get("published_at", "")))
+    console.print(table)
+
+
+@rankings_app.command("rollback")
+def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement id.")],
+                      version: Annotated[Optional[int], typer.Option(help="Version (default: previous).")] = None,
+                      config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Make an earlier published version current again."""
+    from offerflow.store import RankingStore, StoreError
+
+    project = _load(config)
+    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    try:
+        current = store.rollback(placement, version)
+    except StoreError as exc:
+        _fail(str(exc))
+    console.print(f"{placement}: version {current} is current")
+
+
+@app.command()
+def demo(
+    project: Annotated[Path, typer.Option(help="Project directory (offerflow.yaml and data/).")] = Path("."),
+    profiles: Annotated[int, typer.Option(min=100, help="Number of profiles in the demo world.")] = 5_000,
+    days: Annotated[int, typer.Option(min=45, help="Days of events.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Generate a demo world, run the whole pipeline, and show what to open next."""
+    from offerflow.world import demo_config_yaml
+
+    config_path = project / "offerflow.yaml"
+    if not config_path.exists():
+        config_path.write_text(demo_config_yaml("data"))
+        console.print(f"wrote {config_path}")
+    generate(out=project / "data", profiles=profiles, offers=12, days=days, seed=seed, end_date=None)
+    summary = run_pipeline(config_path)
+    _print_summary(summary)
+    cfg, engine = _engine(config_path)
+    console.rule("what to open next")
+    console.print(f"MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri}"
+                  f" --default-artifact-root {cfg.tracking.artifact_root} --port 5000")
+    if summary["validation"]["data_docs"]:
+        console.print(f"Data Docs:    {summary['validation']['data_docs']}")
+    console.print(f"Rankings:     {cfg.path(cfg.store.path)}  (offerflow rankings list)")
+    profile_ids = engine.profiles["profile_id"].tolist()
+    opted_out = engine.profiles.loc[~engine.profiles["email_opt_in"].astype(bool), "profile_id"]
+    samples = [(profile_ids[0], ["web-banner", "email-hero"]), (profile_ids[1], ["web-sidebar"]),
+               (opted_out.iat[0] if len(opted_out) else profile_ids[2], ["email-hero"])]
+    for profile_id, placements in samples:
+        decision = engine.decide(profile_id, placements)
+        shown = "; ".join(f"{p.placement_id}: {', '.join(i.offer_id for i in p.items)} ({p.source})"
+                          for p in decision.placements)
+        console.print(f"Decision:     offerflow decide -p {profile_id} "
+                      + " ".join(f"-x {p}" for p in placements) + f"   ->  {shown}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,97 @@
+"""Point-in-time features from events, and the encoding of attribute columns for LightGBM.
+
+Every feature for a cut-off date is computed from events strictly before it, in DuckDB over the
+validated events snapshot (Parquet), so the event data never has to fit in pandas at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+EVENTS_VIEW = "events"
+
+
+def open_events(path: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the events Parquet file(s) as view `events`."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    source = str(path / "*.parquet") if Path(path).is_dir() else str(path)
+    con.execute(f"CREATE VIEW {EVENTS_VIEW} AS SELECT * FROM read_parquet({_sql_str(source)})")
+    return con
+
+
+def event_time_range(con: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
+    """First and last event timestamp (UTC)."""
+    first, last = con.execute(f"SELECT min(timestamp), max(timestamp) FROM {EVENTS_VIEW}").fetchone()
+    if first is None:
+        raise ValueError("the events dataset is empty")
+    return pd.Timestamp(first).tz_convert("UTC").to_pydatetime(), pd.Timestamp(last).tz_convert("UTC").to_pydatetime()
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sql_ts(value: datetime) -> str:
+    return f"TIMESTAMPTZ {_sql_str(pd.Timestamp(value).isoformat())}"
+
+
+def safe_name(text: str) -> str:
+    """A column-name-safe version of an event type (`commerce.purchases` -> `commerce_purchases`)."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or "event"
+
+
+def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
+                         lookback_days: Sequence[int], event_types: Sequence[str],
+                         value_event_types: Sequence[str] = ("purchase",)) -> pd.DataFrame:
+    """Per profile, from events before `cutoff`: counts per type and window, days since last, value.
+
+    Returns one row per profile with any event before the cut-off, columns
+    `count_<type>_<L>d`, `days_since_<type>` (NaN if never) and `value_<type>_<L>d`.
+    """
+    cutoff_sql = _sql_ts(cutoff)
+    selects = []
+    for event_type in event_types:
+        name, quoted = safe_name(event_type), _sql_str(event_type)
+        for days in lookback_days:
+            since = f"{cutoff_sql} - INTERVAL {int(days)} DAY"
+            selects.append(f"count(*) FILTER (WHERE event_type = {quoted} AND timestamp >= {since})"
+                           f" AS count_{name}_{int(days)}d")
+            if event_type in value_event_types:
+                selects.append(f"coalesce(sum(value) FILTER (WHERE event_type = {quoted} AND timestamp >= {since}), 0)"
+                               f" AS value_{name}_{int(days)}d")
+        selects.append(f"date_diff('second', max(timestamp) FILTER (WHERE event_type = {quoted}), {cutoff_sql})"
+                       f" / 86400.0 AS days_since_{name}")
+    sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
+           f"WHERE timestamp < {cutoff_sql} GROUP BY profile_id ORDER BY profile_id")
+    return con.execute(sql).df()
+
+
+def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:
+    """Sorted category values of the given string/bool columns (fixed at training time)."""
+    return {c: sorted(map(str, pd.unique(frame[c].dropna()))) for c in columns}
+
+
+def categorical_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
+    """Columns LightGBM should treat as categorical: strings and booleans."""
+    return [c for c in frame.columns if c not in exclude
+            and (pd.api.types.is_bool_dtype(frame[c]) or not pd.api.types.is_numeric_dtype(frame[c]))]
+
+
+def encode(frame: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Cast categorical columns to pandas categories with the training-time values.
+
+    Values not seen at training time become missing rather than a new code, so LightGBM treats
+    them like any unknown value instead of confusing them with another category.
+    """
+    out = frame.copy()
+    for column, values in categories.items():
+        out[column] = pd.Categorical(out[column].astype("string").astype(object), categories=list(values))
+    return out

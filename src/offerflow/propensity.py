@@ -1,0 +1,147 @@
+"""Customer AI: propensity models that predict whether a profile reaches a goal within N days.
+
+Training examples are snapshots at several cut-off dates: features from events before the cut-off
+(`features.interaction_features`) plus profile attributes, the label from the outcome window after
+it (`goals.label_goal`). The split is by time: the most recent training cut-off validates early
+stopping, and the holdout cut-off (one outcome window before the end of the data) is never seen in
+training, so the holdout metrics estimate how the model does on the future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from offerflow.config import LightGBMParams, PropensityGoalConfig
+from offerflow.features import categorical_columns, categories_of, encode, interaction_features
+from offerflow.goals import GoalError, eligible_profiles, label_goal
+from offerflow.schema import PROFILE_ID
+
+BUCKETS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class CutoffPlan:
+    train: list[datetime]  # oldest first; the last one validates early stopping
+    holdout: datetime
+    scoring: datetime
+
+
+def plan_cutoffs(first_event: datetime, last_event: datetime, goal: PropensityGoalConfig,
+                 step_days: int = 7, min_history_days: int = 7) -> CutoffPlan:
+    """Cut-off dates on day boundaries: holdout = end - window, training cut-offs every week before.
+
+    Training labels end before the holdout cut-off, so no training label overlaps the holdout's.
+    """
+    end = pd.Timestamp(last_event).ceil("D").to_pydatetime()
+    start = pd.Timestamp(first_event).floor("D").to_pydatetime()
+    window = timedelta(days=goal.outcome_window_days)
+    holdout = end - window
+    latest_train = holdout - window
+    earliest = start + timedelta(days=min_history_days)
+    train = []
+    cutoff = latest_train
+    while cutoff >= earliest:
+        train.append(cutoff)
+        cutoff -= timedelta(days=step_days)
+    if len(train) < 2:
+        needed = 2 * goal.outcome_window_days + min_history_days + step_days
+        raise GoalError(f"propensity goal {goal.name!r}: the events span {(end - start).days} days, but an"
+                        f" outcome window of {goal.outcome_window_days} days needs at least {needed}")
+    return CutoffPlan(train=sorted(train), holdout=holdout, scoring=end)
+
+
+def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
+                  profile_ids: pd.Series, cutoff: datetime) -> pd.DataFrame:
+    """Features for `profile_ids` as of `cutoff`: interaction history + profile attributes."""
+    event_types = ["display", "click", "purchase", *goal.custom_event_types]
+    history = interaction_features(con, cutoff, goal.lookback_days, list(dict.fromkeys(event_types)))
+    attributes = profiles if goal.profile_attributes is None else profiles[[PROFILE_ID, *goal.profile_attributes]]
+    frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()})
+    frame = frame.merge(history, on=PROFILE_ID, how="left").merge(attributes, on=PROFILE_ID, how="left")
+    counts = [c for c in frame.columns if c.startswith(("count_", "value_"))]
+    frame[counts] = frame[counts].fillna(0)
+    return frame
+
+
+def build_examples(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
+                   cutoffs: list[datetime]) -> pd.DataFrame:
+    """Labelled snapshots at each cut-off, with columns `profile_id, cutoff, label` + features."""
+    parts = []
+    for cutoff in cutoffs:
+        labels = label_goal(con, goal, cutoff)
+        features = feature_frame(con, goal, profiles, labels[PROFILE_ID], cutoff)
+        parts.append(features.assign(cutoff=cutoff, label=labels["label"].to_numpy()))
+    return pd.concat(parts, ignore_index=True)
+
+
+def check_enough_examples(examples: pd.DataFrame, goal: PropensityGoalConfig) -> None:
+    positives = int(examples["label"].sum())
+    negatives = int(len(examples) - positives)
+    if positives < goal.min_positives or negatives < goal.min_negatives:
+        raise GoalError(f"propensity goal {goal.name!r}: too little data: found {positives} positive and"
+                        f" {negatives} negative examples, need at least {goal.min_positives} and"
+                        f" {goal.min_negatives}")
+
+
+@dataclass
+class PropensityModel:
+    """A fitted LightGBM classifier plus what it needs to turn a feature frame into its input."""
+
+    booster: object  # lightgbm.LGBMClassifier
+    feature_columns: list[str]
+    categories: dict[str, list[str]]
+    holdout_metrics: dict[str, float] = field(default_factory=dict)
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return encode(frame[self.feature_columns], self.categories)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict_proba(self.matrix(frame))[:, 1]
+
+
+def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
+    """Fit on all but the latest training cut-off; early-stop on the latest one (a time split)."""
+    import lightgbm as lgb
+
+    feature_columns = [c for c in examples.columns if c not in (PROFILE_ID, "cutoff", "label")]
+    categories = categories_of(examples, categorical_columns(examples[feature_columns]))
+    latest = examples["cutoff"].max()
+    train, valid = examples[examples["cutoff"] < latest], examples[examples["cutoff"] == latest]
+    positives = max(int(train["label"].sum()), 1)
+    model = lgb.LGBMClassifier(
+        n_estimators=params.n_estimators, learning_rate=params.learning_rate, num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples, subsample=params.subsample, subsample_freq=1,
+        colsample_bytree=params.colsample_bytree, n_jobs=params.num_threads or None, random_state=seed,
+        # Imbalance: weight positives up to the negatives' mass, at most 10x.
+        scale_pos_weight=float(min(10.0, max(1.0, (len(train) - positives) / positives))),
+        deterministic=True, force_row_wise=True, verbose=-1,
+    )
+    encoded = encode(examples[feature_columns], categories)
+    model.fit(encoded.loc[train.index], train["label"], eval_set=[(encoded.loc[valid.index], valid["label"])],
+              eval_metric="auc", callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    return PropensityModel(model, feature_columns, categories)
+
+
+def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: float = 25,
+                high_from: float = 75) -> pd.DataFrame:
+    """Probability (0-1), score (0-100), percentile (1-100) and bucket per profile."""
+    n = len(probability)
+    ranks = pd.Series(probability).rank(method="average").to_numpy()
+    percentile = np.ceil(ranks / max(n, 1) * 100).clip(1, 100).astype(np.int16)
+    score = np.round(probability * 100, 1)
+    bucket = np.where(score >= high_from, "high", np.where(score >= medium_from, "medium", "low"))
+    return pd.DataFrame({PROFILE_ID: profile_ids.to_numpy(), "probability": probability,
+                         "score": score, "percentile": percentile, "bucket": bucket})
+
+
+def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
+               profiles: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """Score every eligible profile as of `as_of` (features from events before it only)."""
+    ids = eligible_profiles(con, goal, as_of)
+    frame = feature_frame(con, goal, profiles, ids, as_of)
+    return score_table(model.predict(frame), ids)

@@ -1,0 +1,226 @@
+"""Offer ranking: eligibility, the personalized click model, formulas and priority, and top-k tables.
+
+Every ranking method is a function from a chunk of profiles and the placement's offers to a score
+matrix of shape (n_profiles, n_offers); `rank_profiles` applies eligibility, keeps the top k per
+profile and emits rows of `schema.RANKING_SCHEMA`. Profiles are processed in chunks so memory is
+bounded by the chunk size, not by the number of profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from offerflow.config import LightGBMParams
+from offerflow.features import EVENTS_VIEW, categorical_columns, categories_of, encode
+from offerflow.rules import Expression, parse_expression, schema_from_frames
+from offerflow.schema import PROFILE_ID
+
+#: Offer columns that describe the catalog entry rather than the offer itself.
+OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback")
+ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+
+
+def rule_columns(profiles: pd.DataFrame | None = None, offers: pd.DataFrame | None = None,
+                 n_profiles: int | None = None) -> dict[str, np.ndarray]:
+    """Columns for `Expression.evaluate_batch` over all profile x offer pairs (profile-major)."""
+    columns: dict[str, np.ndarray] = {}
+    m = 1 if offers is None else len(offers)
+    n = n_profiles if profiles is None else len(profiles)
+    if profiles is not None:
+        for c in profiles.columns:
+            columns[f"profile.{c}"] = np.repeat(profiles[c].to_numpy(), m)
+    if offers is not None:
+        for c in offers.columns:
+            if c not in ("placements",):
+                columns[f"offer.{c}"] = np.tile(offers[c].to_numpy(), n)
+    return columns
+
+
+def compile_rules(offers: pd.DataFrame, schema: Mapping[str, str]) -> list[Expression | None]:
+    """Parse every offer's eligibility rule once (None = always eligible)."""
+    return [parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
+            if isinstance(rule, str) else None
+            for oid, rule in zip(offers["offer_id"], offers["eligibility"])]
+
+
+def eligibility_matrix(profiles: pd.DataFrame, offers: pd.DataFrame,
+                       rules: list[Expression | None] | None = None) -> np.ndarray:
+    """Which offers each profile may see, shape (n_profiles, n_offers)."""
+    if rules is None:
+        rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
+    columns = {f"profile.{c}": profiles[c].to_numpy() for c in profiles.columns}
+    out = np.ones((len(profiles), len(offers)), dtype=bool)
+    for j, rule in enumerate(rules):
+        if rule is not None:
+            values = dict(columns)
+            values.update({f"offer.{c}": np.full(len(profiles), offers[c].iat[j], dtype=object)
+                           for c in offers.columns if f"offer.{c}" in rule.names})
+            out[:, j] = rule.evaluate_batch(values)
+    return out
+
+
+def top_k(scores: np.ndarray, eligible: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best k eligible offers per row: (row index, offer index, score) flattened, rank order."""
+    masked = np.where(eligible, scores, -np.inf)
+    k = min(k, masked.shape[1])
+    part = np.argpartition(-masked, k - 1, axis=1)[:, :k] if k < masked.shape[1] else \
+        np.tile(np.arange(masked.shape[1]), (masked.shape[0], 1))
+    part_scores = np.take_along_axis(masked, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    rows = np.repeat(np.arange(masked.shape[0]), k).reshape(-1, k)
+    keep = np.isfinite(best)
+    return rows[keep], idx[keep], best[keep]
+
+
+def rank_profiles(profiles: pd.DataFrame, offers: pd.DataFrame, score_fn: ScoreFn, k: int,
+                  chunk_profiles: int = 50_000) -> Iterator[pd.DataFrame]:
+    """Ranking-table rows (profile_id, rank, offer_id, score) chunk by chunk."""
+    rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
+    offer_ids = offers["offer_id"].to_numpy(dtype=object)
+    for start in range(0, len(profiles), chunk_profiles):
+        chunk = profiles.iloc[start:start + chunk_profiles].reset_index(drop=True)
+        eligible = eligibility_matrix(chunk, offers, rules)
+        rows, idx, best = top_k(score_fn(chunk, offers), eligible, k)
+        ranks = (np.arange(len(rows)) - np.searchsorted(rows, rows)).astype(np.int16) + 1
+        yield pd.DataFrame({PROFILE_ID: chunk[PROFILE_ID].to_numpy(dtype=object)[rows], "rank": ranks,
+                            "offer_id": offer_ids[idx], "score": best.astype(float)})
+
+
+def priority_scores(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+    return np.broadcast_to(offers["priority"].to_numpy(float), (len(profiles), len(offers)))
+
+
+def formula_scorer(formula: str, schema: Mapping[str, str]) -> ScoreFn:
+    """A score function from a ranking formula over `profile.*` and `offer.*` names."""
+    expression = parse_expression(formula, schema, kind="formula", source="ranking formula")
+
+    def score(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+        values = expression.evaluate_batch(rule_columns(profiles, offers))
+        return np.nan_to_num(values.reshape(len(profiles), len(offers)), nan=-np.inf)
+
+    return score
+
+
+# --- the personalized click model -------------------------------------------------------------
+
+def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
+                    end: datetime, success_event: str = "click") -> pd.DataFrame:
+    """Displays in [start, end) on the placements, each with `success` = 1 if its offer was clicked
+    in the same decision. Columns: profile_id, offer_id, placement_id, timestamp, propensity, success."""
+    marks = ", ".join("?" for _ in placement_ids)
+    sql = f"""
+        WITH s AS (SELECT DISTINCT decision_id, offer_id FROM {EVENTS_VIEW}
+                   WHERE event_type = ? AND decision_id IS NOT NULL)
+        SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
+               (s.decision_id IS NOT NULL)::TINYINT AS success
+        FROM {EVENTS_VIEW} d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
+        WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
+          AND d.timestamp >= ? AND d.timestamp < ?
+        ORDER BY d.timestamp, d.profile_id, d.offer_id"""
+    return con.execute(sql, [success_event, *placement_ids, start, end]).df()
+
+
+def offer_counts(log: pd.DataFrame) -> pd.DataFrame:
+    """Displays and successes per offer (and placement) from an interaction log."""
+    return (log.groupby("offer_id", as_index=False)
+               .agg(displays=("success", "size"), successes=("success", "sum")))
+
+
+def offer_features(offers: pd.DataFrame) -> pd.DataFrame:
+    """Offer columns the model may use: the id and the attributes, prefixed `o_`."""
+    keep = [c for c in offers.columns if c not in OFFER_BOOKKEEPING]
+    return offers[keep].rename(columns=lambda c: "offer_id" if c == "offer_id" else f"o_{c}")
+
+
+def profile_features(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Profile columns the model may use, prefixed `p_` (profile_id kept for joins)."""
+    return profiles.rename(columns=lambda c: c if c == PROFILE_ID else f"p_{c}")
+
+
+@dataclass
+class ClickModel:
+    """P(success | profile, offer): LightGBM over profile and offer attributes and the offer id."""
+
+    booster: object  # lightgbm.LGBMClassifier
+    feature_columns: list[str]
+    categories: dict[str, list[str]]
+    qualified_offers: list[str]
+    holdout_metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
+
+    def score_matrix(self, profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+        """Click probability for every profile x offer pair, shape (n_profiles, n_offers).
+
+        Offers the model does not personalize score as the worst qualified offer for that
+        profile, so they stay rankable and are shown by exploration traffic (see the decision step).
+        """
+        pf, of = profile_features(profiles), offer_features(offers)
+        pairs = pf.loc[np.repeat(np.arange(len(pf)), len(of))].reset_index(drop=True)
+        tiled = of.loc[np.tile(np.arange(len(of)), len(pf))].reset_index(drop=True)
+        frame = pd.concat([pairs, tiled], axis=1)
+        scores = self.predict_frame(frame).reshape(len(profiles), len(offers))
+        qualified = offers["offer_id"].isin(self.qualified_offers).to_numpy()
+        if qualified.any() and not qualified.all():
+            worst = scores[:, qualified].min(axis=1, keepdims=True)
+            scores = np.where(qualified[None, :], scores, worst)
+        return scores
+
+
+def training_frame(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """The interaction log joined with profile and offer features (inner join: known ids only)."""
+    return (log.merge(profile_features(profiles), on=PROFILE_ID, how="inner")
+               .merge(offer_features(offers), on="offer_id", how="inner"))
+
+
+def ips_weights(propensity: pd.Series, clip: float = 20.0) -> np.ndarray:
+    """Inverse logging propensities, clipped and normalised to mean 1 (1 where not logged).
+
+    Weighting by 1/propensity makes the training data look as if offers had been shown at
+    random, so the model does not inherit the logging policy's preference for some offers.
+    """
+    p = propensity.to_numpy(float)
+    w = np.where(np.isfinite(p) & (p > 0), 1.0 / np.clip(p, 1e-6, 1), 1.0)
+    w = np.minimum(w, clip * np.median(w))
+    return w / w.mean()
+
+
+def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
+                    seed: int) -> ClickModel:
+    """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout."""
+    import lightgbm as lgb
+
+    from offerflow.evaluation import classification_metrics
+
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    drop = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success"}
+    feature_columns = [c for c in frame.columns if c not in drop]
+    categories = categories_of(frame, categorical_columns(frame[feature_columns]))
+    n = len(frame)
+    cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
+    encoded = encode(frame[feature_columns], categories)
+    weights = ips_weights(frame["propensity"])
+    y = frame["success"].to_numpy()
+    model = lgb.LGBMClassifier(
+        n_estimators=params.n_estimators, learning_rate=params.learning_rate, num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples, subsample=params.subsample, subsample_freq=1,
+        colsample_bytree=params.colsample_bytree, n_jobs=params.num_threads or None, random_state=seed,
+        deterministic=True, force_row_wise=True, verbose=-1,
+    )
+    model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
+              eval_set=[(encoded.iloc[cut_train:cut_valid], y[cut_train:cut_valid])],
+              eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric="auc",
+              callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    click_model = ClickModel(model, feature_columns, categories, qualified_offers)
+    holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
+    click_model.holdout_metrics = holdout
+    return click_model

@@ -1,0 +1,129 @@
+"""Experiment tracking and the model registry: the only module that talks to MLflow.
+
+Tracking lives in a SQLite database (`sqlite:///mlflow.db` by default, resolved against the project
+directory) and artifacts under `mlruns/`. MLflow >= 3.13 refuses a plain `./mlruns` file store, so
+the two are kept apart on purpose. MLflow is imported lazily: importing offerflow stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def resolve_tracking_uri(uri: str, root: Path) -> str:
+    """Make a relative `sqlite:///file.db` URI absolute against the project root."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    experiment_id: str
+    model_uri: str | None = None
+    model_version: str | None = None
+
+
+class Tracker:
+    """MLflow tracking for one project: experiments, runs, logged models and registry aliases."""
+
+    def __init__(self, uri: str, artifact_root: Path) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        import mlflow
+
+        self._mlflow = mlflow
+        self.uri = uri
+        self.artifact_root = Path(artifact_root).resolve()
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create an experiment whose artifacts live under `artifact_root/name`."""
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = (self.artifact_root / name).as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """Start a run in `experiment`; yields its run id and ends it (FAILED on exception)."""
+        mlflow = self._mlflow
+        experiment_id = self.experiment_id(experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              tags=dict(tags or {})) as active:
+            yield active.info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._mlflow.log_params({k: _short(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._mlflow.set_tags({k: _short(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self._mlflow.log_dict(dict(data), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._mlflow.log_text(text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self._mlflow.log_figure(figure, artifact_file)
+
+    def log_lightgbm(self, model: Any, registered_name: str | None, input_example: Any = None) -> RunRecord:
+        """Log a LightGBM model in the active run and register it under `registered_name`."""
+        mlflow = self._mlflow
+        import mlflow.lightgbm
+
+        info = mlflow.lightgbm.log_model(model, name="model", input_example=input_example,
+                                         registered_model_name=registered_name)
+        run = mlflow.active_run()
+        version = getattr(info, "registered_model_version", None)
+        return RunRecord(run.info.run_id, run.info.experiment_id, info.model_uri,
+                         str(version) if version is not None else None)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version behind `models:/name@alias`, or None if the alias is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def version_run_id(self, name: str, version: str) -> str:
+        return str(self.client.get_model_version(name, version).run_id)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, version, key, _short(value))
+
+    def load_lightgbm(self, model_uri: str) -> Any:
+        import mlflow.lightgbm
+
+        return mlflow.lightgbm.load_model(model_uri)
+
+
+def _short(value: Any, limit: int = 5000) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,174 @@
+"""Training steps the flows call: fit, evaluate on a time holdout, log to MLflow, promote.
+
+Each function takes only the part of the config it needs and returns a small result record; the
+flows decide what to do with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from offerflow.bandits import fit_posteriors
+from offerflow.catalog import offers_for_placement
+from offerflow.config import AIModelConfig, PropensityGoalConfig
+from offerflow.evaluation import classification_metrics
+from offerflow.features import event_time_range
+from offerflow.promotion import should_promote
+from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
+                                  fit_propensity_model, plan_cutoffs, score_goal)
+from offerflow.ranking import ClickModel, fit_click_model, interaction_log, offer_counts, training_frame
+from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
+
+
+@dataclass
+class TrainingResult:
+    name: str
+    run_id: str
+    model_version: str | None
+    metrics: dict[str, float]
+    promoted: bool
+    reason: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _promote(tracker: Tracker, registered: str, version: str | None, metrics: dict[str, float],
+             metric: str, min_improvement: float) -> tuple[bool, str]:
+    """Apply the promotion rule against the current champion and set the registry alias."""
+    if version is None:
+        return False, "model was not registered"
+    champion_version = tracker.alias_version(registered, CHAMPION)
+    champion_metrics = None
+    if champion_version is not None and champion_version != version:
+        champion_metrics = tracker.run_metrics(tracker.version_run_id(registered, champion_version))
+        champion_metrics = {k.removeprefix("holdout_"): v for k, v in champion_metrics.items()}
+    decision = should_promote(metrics, champion_metrics, metric=metric, min_improvement=min_improvement)
+    tracker.set_alias(registered, CHAMPION if decision.promote else CHALLENGER, version)
+    tracker.set_version_tag(registered, version, "promotion_reason", decision.reason)
+    tracker.set_tags({"promoted": str(decision.promote), "promotion_reason": decision.reason})
+    return decision.promote, decision.reason
+
+
+def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
+                     tracker: Tracker, experiment_prefix: str, seed: int,
+                     tags: dict[str, str] | None = None) -> tuple[PropensityModel, TrainingResult]:
+    """Train one Customer AI goal, evaluate it on the time holdout, log and register it."""
+    first, last = event_time_range(con)
+    plan = plan_cutoffs(first, last, goal)
+    examples = build_examples(con, goal, profiles, plan.train)
+    check_enough_examples(examples, goal)
+    model = fit_propensity_model(examples, goal.lightgbm, seed)
+    holdout = build_examples(con, goal, profiles, [plan.holdout])
+    metrics = classification_metrics(holdout["label"].to_numpy(), model.predict(holdout))
+    model.holdout_metrics = metrics
+    warnings = []
+    if metrics["auc"] < goal.poor_auc:
+        warnings.append(f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}")
+    registered = f"{experiment_prefix}-propensity-{goal.name}"
+    with tracker.run(f"{experiment_prefix}-propensity-{goal.name}", run_name=f"train-{goal.name}",
+                     tags={**(tags or {}), "goal": goal.name, "goal_type": goal.type}) as run_id:
+        tracker.log_params({"outcome_window_days": goal.outcome_window_days,
+                            "lookback_days": goal.lookback_days,
+                            "train_cutoffs": [c.date().isoformat() for c in plan.train],
+                            "holdout_cutoff": plan.holdout.date().isoformat(),
+                            "n_train_examples": len(examples), "n_features": len(model.feature_columns),
+                            "best_iteration": model.booster.best_iteration_,
+                            **goal.lightgbm.model_dump()})
+        tracker.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        tracker.log_dict({"feature_columns": model.feature_columns, "categories": model.categories},
+                         "feature_spec.json")
+        if warnings:
+            tracker.set_tags({"quality_warning": "; ".join(warnings)})
+        record = tracker.log_lightgbm(model.booster, registered, input_example=None)
+        promoted, reason = _promote(tracker, registered, record.model_version, metrics, "auc", 0.0)
+    return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings)
+
+
+def score_propensity(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
+                     profiles: pd.DataFrame, as_of: datetime | None, model_version: str | None,
+                     out_dir: Path) -> tuple[pd.DataFrame, Path]:
+    """Score every eligible profile as of a date and write a new versioned Parquet batch."""
+    if as_of is None:
+        as_of = pd.Timestamp(event_time_range(con)[1]).ceil("D").to_pydatetime()
+    scores = score_goal(con, model, goal, profiles, as_of)
+    scores = scores.assign(model_version=model_version or "", score_date=as_of.date().isoformat())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"scores-{as_of.date().isoformat()}.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    scores.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return scores, path
+
+
+def enrich_profiles(profiles: pd.DataFrame, scores: dict[str, pd.DataFrame], path: Path | None = None) -> pd.DataFrame:
+    """Profiles with `propensity.<goal>.{probability,score,percentile,bucket}` columns, readable by
+    eligibility rules and formulas as `profile.propensity.<goal>.score`; written to `path` if given
+    (the decision step reads current attributes from there)."""
+    out = profiles
+    for goal, table in scores.items():
+        cols = table[["profile_id", "probability", "score", "percentile", "bucket"]]
+        out = out.merge(cols.rename(columns={c: f"propensity.{goal}.{c}" for c in cols.columns
+                                             if c != "profile_id"}), on="profile_id", how="left")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out.to_parquet(path.with_suffix(".tmp"), index=False)
+        path.with_suffix(".tmp").replace(path)
+    return out
+
+
+@dataclass
+class RankingModelResult(TrainingResult):
+    kind: str = "personalized"
+    posteriors: pd.DataFrame | None = None
+    click_model: ClickModel | None = None
+    window: tuple[datetime, datetime] | None = None
+
+
+def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
+                        offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
+                        tags: dict[str, str] | None = None) -> RankingModelResult:
+    """Train an auto-optimization (posteriors) or personalized (click model) ranking model."""
+    _, last = event_time_range(con)
+    end = pd.Timestamp(last).ceil("D").to_pydatetime()
+    start = end - timedelta(days=model_cfg.training_window_days)
+    log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
+    placement_offers = pd.concat([offers_for_placement(offers, p) for p in model_cfg.placements])
+    placement_offers = placement_offers.drop_duplicates("offer_id")
+    counts = offer_counts(log)
+    counts = placement_offers[["offer_id"]].merge(counts, on="offer_id", how="left").fillna(0)
+    posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes)
+    qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
+    experiment = f"{experiment_prefix}-ranking-{model_cfg.name}"
+    with tracker.run(experiment, run_name=f"train-{model_cfg.name}",
+                     tags={**(tags or {}), "ai_model": model_cfg.name, "type": model_cfg.type}) as run_id:
+        tracker.log_params({"type": model_cfg.type, "placements": model_cfg.placements,
+                            "training_window_start": start.isoformat(), "training_window_end": end.isoformat(),
+                            "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
+                            "exploration_share": model_cfg.exploration_share, "n_displays": len(log)})
+        metrics = {"displays": float(len(log)), "successes": float(log["success"].sum()),
+                   "offers_qualified": float(len(qualified)), "offers_total": float(len(posteriors))}
+        tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
+        result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
+                                    posteriors=posteriors, window=(start, end))
+        if model_cfg.type == "personalized":
+            frame = training_frame(log, profiles, placement_offers)
+            click_model = fit_click_model(frame, model_cfg.lightgbm, qualified, seed)
+            metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
+            metrics["offers_personalized"] = float(len(qualified))
+            tracker.log_params({"best_iteration": click_model.booster.best_iteration_,
+                                **model_cfg.lightgbm.model_dump()})
+            tracker.log_dict({"feature_columns": click_model.feature_columns,
+                              "categories": click_model.categories}, "feature_spec.json")
+            registered = f"{experiment_prefix}-ranking-{model_cfg.name}"
+            record = tracker.log_lightgbm(click_model.booster, registered)
+            result.model_version = record.model_version
+            result.promoted, result.reason = _promote(tracker, registered, record.model_version,
+                                                      click_model.holdout_metrics, "auc", 0.0)
+            result.click_model = click_model
+        tracker.log_metrics(metrics)
+        result.metrics = metrics
+    return result
