@@ -1,0 +1,346 @@
+"""The Great Expectations side of event validation: the suites, the file context, and one run.
+
+Two suites live in the project's file data context (``great_expectations/``):
+
+* ``events`` runs on the whole events frame: contract columns, null shares, known offers and
+  placements, value ranges and the row count against the previous run.
+* ``offer_conversion`` runs on a small derived table (one row per offer: displays, clicks,
+  conversion rate) because "clicks per offer <= displays per offer" is not a column property.
+
+The suites are defined here in code and written to ``great_expectations/expectations/*.json``,
+which is committed. Every expectation carries ``meta.severity`` (``critical`` or ``warning``)
+and ``meta.why``. Values that change from run to run (the offer catalog, the placements, the
+minimum row count) are suite parameters (``$PARAMETER``), so the committed JSON only changes
+when the definitions here change. Every ``ensure_*`` function is a get-or-create: running
+twice, or in a fresh clone with or without the committed files, works and rewrites nothing
+that is already up to date.
+
+Great Expectations is imported lazily (it takes seconds), through `import_gx`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from offerflow.schema import EVENT_COLUMNS, REQUIRED_EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EVENTS_SUITE = "events"
+CONVERSION_SUITE = "offer_conversion"
+DATASOURCE = "offerflow_pandas"
+BATCH_DEFINITION = "whole_frame"
+DOCS_SITE = "local_site"
+#: Share of rows that may fail a "mostly" expectation before the run fails: the row-level
+#: quarantine removes the bad rows, but more than this means the export itself is broken.
+MOSTLY = 0.99
+EVENT_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
+
+
+def import_gx() -> Any:
+    """Import great_expectations quietly: no analytics, no import-time deprecation noise."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    with warnings.catch_warnings():
+        # GX 1.x imports the stdlib modules `sre_constants` and `sre_parse`, deprecated since 3.11.
+        warnings.filterwarnings(
+            "ignore", message=r"module 'sre_(constants|parse)' is deprecated", category=DeprecationWarning
+        )
+        import great_expectations as gx
+    return gx
+
+
+def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
+    meta = {"severity": severity, "why": why}
+    if "mostly" in kwargs:
+        meta["threshold"] = (
+            f"mostly={kwargs['mostly']}: up to {1 - kwargs['mostly']:.0%} of the rows may fail;"
+            " the row-level quarantine removes them, more fails the run"
+        )
+    return expectation_cls(severity=severity, meta=meta, **kwargs)
+
+
+def events_expectations() -> list[Any]:
+    """The `events` suite: cheap, whole-frame expectations only (it runs on every row)."""
+    gxe = import_gx().expectations
+    specs = [
+        _spec(
+            gxe.ExpectColumnToExist,
+            "critical",
+            f"`{column}` is a required contract column: without it no event can be used.",
+            column=column,
+        )
+        for column in REQUIRED_EVENT_COLUMNS
+    ]
+    specs.append(
+        _spec(
+            gxe.ExpectTableColumnsToMatchSet,
+            "warning",
+            "The data contract lists these columns; a missing optional one is read as all-null,"
+            " which silently disables placement, value or propensity features.",
+            column_set=list(EVENT_COLUMNS),
+            exact_match=False,
+        )
+    )
+    for column in REQUIRED_EVENT_COLUMNS:
+        specs.append(
+            _spec(
+                gxe.ExpectColumnValuesToNotBeNull,
+                "critical",
+                f"Every event needs its `{column}`; more than 1% nulls means the export is broken,"
+                " not that a few rows are bad.",
+                column=column,
+                mostly=MOSTLY,
+            )
+        )
+    specs += [
+        _spec(
+            gxe.ExpectColumnValuesToMatchRegex,
+            "warning",
+            "Event types are identifiers used in goal definitions; free text (spaces, leading"
+            " digits) usually means a column shift in the export.",
+            column="event_type",
+            regex=EVENT_TYPE_PATTERN,
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeUnique,
+            "warning",
+            "Duplicate event ids double-count displays and clicks; the row checks quarantine"
+            " them, this reports how many arrived.",
+            column="event_id",
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeInSet,
+            "critical",
+            "Events must reference offers of the catalog; many unknown ids mean the events and"
+            " the catalog come from different environments or dates.",
+            column="offer_id",
+            value_set={"$PARAMETER": "offer_ids"},
+            mostly=MOSTLY,
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeInSet,
+            "critical",
+            "Events must reference configured placements; many unknown ids mean offerflow.yaml"
+            " and the event source disagree.",
+            column="placement_id",
+            value_set={"$PARAMETER": "placement_ids"},
+            mostly=MOSTLY,
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeBetween,
+            "warning",
+            "A logged propensity is a probability used for inverse-propensity weighting: it must"
+            " be in (0, 1] or the weights explode.",
+            column="propensity",
+            min_value=0,
+            max_value=1,
+            strict_min=True,
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeBetween,
+            "warning",
+            "Event values are order amounts or revenue; a negative value breaks value-weighted"
+            " success metrics.",
+            column="value",
+            min_value=0,
+        ),
+        _spec(
+            gxe.ExpectTableRowCountToBeBetween,
+            "critical",
+            "A sudden drop in volume (or no events at all) means a partial export; training on it"
+            " would silently forget offers and profiles.",
+            min_value={"$PARAMETER": "min_row_count"},
+        ),
+    ]
+    return specs
+
+
+def conversion_expectations() -> list[Any]:
+    """The `offer_conversion` suite, on the per-offer table of `conversion_table`."""
+    gxe = import_gx().expectations
+    return [
+        _spec(
+            gxe.ExpectColumnValuesToBeBetween,
+            "critical",
+            "An offer cannot be clicked more often than it was displayed: a rate above 1 means"
+            " clicks are logged twice or displays are lost, and would corrupt every model.",
+            column="conversion_rate",
+            min_value=0,
+            max_value=1,
+        )
+    ]
+
+
+def conversion_table(events: pd.DataFrame) -> pd.DataFrame:
+    """Displays, clicks and clicks/displays per offer (offers with at least one of either)."""
+    import numpy as np
+    import pandas as pd
+
+    interactions = events.loc[
+        events["event_type"].isin(["display", "click"]) & events["offer_id"].notna(),
+        ["offer_id", "event_type"],
+    ]
+    counts = pd.crosstab(interactions["offer_id"], interactions["event_type"])
+    table = pd.DataFrame(
+        {
+            "offer_id": counts.index.astype(str),
+            "displays": counts["display"].to_numpy() if "display" in counts else 0,
+            "clicks": counts["click"].to_numpy() if "click" in counts else 0,
+        }
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = table["clicks"].to_numpy(float) / table["displays"].to_numpy(float)
+    table["conversion_rate"] = np.where(table["clicks"] == 0, 0.0, rate)
+    return table
+
+
+def open_context(context_dir: Path) -> Any:
+    """The file data context rooted at `context_dir` (created if missing), analytics and
+    progress bars off (both persisted in great_expectations.yml)."""
+    gx = import_gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    context_dir.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", context_root_dir=str(context_dir))
+    bars = context.variables.progress_bars  # a ProgressBarsConfig, or a dict once reloaded
+    bars = bars.to_json_dict() if hasattr(bars, "to_json_dict") else dict(bars or {})
+    if bars.get("globally") is not False or bars.get("metric_calculations") is not False:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        context.variables.save()
+    if context.variables.analytics_enabled is not False:
+        context.enable_analytics(False)
+    return context
+
+
+def _definition(expectation: Any) -> dict[str, Any]:
+    config = expectation.configuration.to_json_dict()
+    return {key: config.get(key) for key in ("type", "kwargs", "meta", "severity")}
+
+
+def ensure_suite(context: Any, name: str, expectations: list[Any]) -> Any:
+    """Get the suite `name`, rewriting it only when its definitions differ from `expectations`."""
+    gx = import_gx()
+    try:
+        existing = context.suites.get(name)
+    except Exception:  # DataContextError: not in the store yet (fresh clone, first run)
+        existing = None
+    wanted = [_definition(e) for e in expectations]
+    if existing is not None and [_definition(e) for e in existing.expectations] == wanted:
+        return existing
+    suite = gx.ExpectationSuite(
+        name=name,
+        expectations=expectations,
+        meta={"generated_by": "offerflow.expectations: edit the code, not this file"},
+    )
+    return context.suites.add_or_update(suite)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one validation needs: the definition, and the checkpoint that also builds docs."""
+
+    validation_definition: Any
+    checkpoint: Any
+
+
+def ensure_target(context: Any, name: str, expectations: list[Any]) -> Target:
+    """Data source, dataframe asset `name`, batch definition, suite, validation definition and
+    checkpoint `name` (with an UpdateDataDocsAction): fetched if present, created if not."""
+    gx = import_gx()
+    suite = ensure_suite(context, name, expectations)
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except KeyError:
+        source = context.data_sources.add_pandas(DATASOURCE)
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch = asset.get_batch_definition(BATCH_DEFINITION)
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+    try:
+        definition = context.validation_definitions.get(name)
+        if definition.suite.name != name or definition.batch_definition.id != batch.id:
+            raise LookupError(name)
+    except Exception:  # missing, or pointing at an asset/suite that no longer exists
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
+    try:
+        checkpoint = context.checkpoints.get(name)
+        if [vd.id for vd in checkpoint.validation_definitions] != [definition.id]:
+            raise LookupError(name)
+    except Exception:
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
+                result_format={"result_format": "SUMMARY"},
+            )
+        )
+    return Target(definition, checkpoint)
+
+
+def init_project(context_dir: Path) -> Any:
+    """Create or refresh the context, both suites and their checkpoints, without validating.
+    This is what writes the committed files of ``great_expectations/``."""
+    context = open_context(context_dir)
+    ensure_target(context, EVENTS_SUITE, events_expectations())
+    ensure_target(context, CONVERSION_SUITE, conversion_expectations())
+    return context
+
+
+def run(
+    target: Target,
+    frame: pd.DataFrame,
+    *,
+    parameters: dict[str, Any],
+    run_id: str,
+    build_docs: bool,
+) -> Any:
+    """Validate `frame`; return the ExpectationSuiteValidationResult."""
+    gx = import_gx()
+    run_identifier = gx.RunIdentifier(run_name=run_id)
+    batch = {"dataframe": frame}
+    if not build_docs:
+        return target.validation_definition.run(
+            batch_parameters=batch,
+            expectation_parameters=parameters,
+            result_format={"result_format": "SUMMARY"},
+            run_id=run_identifier,
+        )
+    result = target.checkpoint.run(
+        batch_parameters=batch, expectation_parameters=parameters, run_id=run_identifier
+    )
+    return next(iter(result.run_results.values()))
+
+
+def docs_index(context: Any) -> Path | None:
+    """The local path of the Data Docs site's index.html, if it was built."""
+    for site in context.get_docs_sites_urls(site_name=DOCS_SITE):
+        url = site.get("site_url")
+        if url and url.startswith("file://"):
+            path = Path(unquote(urlparse(url).path))
+            return path if path.exists() else None
+    return None
+
+
+def exception_message(result: Any) -> str | None:
+    """The first error GX caught while evaluating one expectation, or None."""
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None

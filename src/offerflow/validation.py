@@ -1,0 +1,534 @@
+"""Validate an events frame before anything learns from it: two layers, one report.
+
+1. **Row-level checks** (vectorized pandas/numpy masks, no per-row Python loop, sized for tens
+   of millions of rows). Every row collects *all* its reasons (``"; "``-joined); a row with at
+   least one reason is quarantined, every other row is accepted. The invariant
+   ``len(accepted) + len(quarantined) == len(events)`` is asserted on every call.
+2. **Dataset-level expectations** with Great Expectations (suites ``events`` and
+   ``offer_conversion`` in the ``great_expectations/`` file context, see
+   `offerflow.expectations`). They say whether the delivery *as a whole* is usable: a failed
+   ``critical`` expectation fails the run (``report.success`` is False), a ``warning`` is
+   reported only. Data Docs are rebuilt on every run.
+
+The two layers agree: where an expectation tolerates a share of bad rows (``mostly=0.99``),
+the row checks quarantine exactly those rows, so the accepted frame is clean either way.
+
+Policies worth knowing:
+
+* Duplicate event ids: when every row of an id has identical content (provenance columns
+  aside), the first is kept and the later ones are quarantined as
+  ``event_id: duplicate (identical row)``. When the rows of an id differ, there is no way to
+  know which one is right, so *all* of them are quarantined as
+  ``event_id: duplicate with conflicting content`` (a later identical copy in such a group
+  carries both reasons).
+* Clicks must follow an *accepted* display: same ``(decision_id, offer_id)``, or, when the
+  click has no ``decision_id``, same profile, offer and placement at most 24 h before the click.
+* The per-offer conversion rate (clicks / displays <= 1) is computed on the *accepted* rows:
+  orphan clicks are already quarantined, what remains above 1 is clicks logged repeatedly.
+* A non-empty ``_parse_error`` and ``pre_reasons`` entries are used verbatim as reasons.
+* A null ``value`` or ``propensity`` means "not logged" and is fine; a propensity outside
+  (0, 1] or a negative value is not.
+* Window bounds are ISO dates or datetimes (UTC unless they carry an offset); a date-only
+  ``window_end`` includes that whole day.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from offerflow.config import ValidationConfig
+from offerflow.schema import CLICK, DISPLAY, EVENT_COLUMNS, INTERACTION_TYPES
+
+PROVENANCE_COLUMNS = ("_source_file", "_source_line")
+PARSE_ERROR_COLUMN = "_parse_error"
+CLICK_MATCH_WINDOW = "24h"
+_FLOAT_COLUMNS = ("value", "propensity")
+_NO_EVENTS_WHY = (
+    "An empty delivery means the export failed upstream; validating or training on it would"
+    " silently drop every offer's history."
+)
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    name: str
+    severity: Literal["critical", "warning"]
+    success: bool
+    why: str
+    observed: str
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationReport:
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    outcomes: list[ExpectationOutcome]
+    data_docs_path: Path | None
+    row_count: int
+    run_id: str = ""
+
+    @property
+    def critical_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "warning"]
+
+    @property
+    def success(self) -> bool:
+        return not self.critical_failures
+
+    def reason_counts(self) -> pd.Series:
+        """Quarantined rows per reason kind (quoted values and "(profile ...)" stripped)."""
+        if self.quarantined.empty:
+            return pd.Series(dtype="int64")
+        exploded = self.quarantined["reasons"].astype(str).str.split("; ").explode()
+        counts = exploded.value_counts()
+        kinds = [re.sub(r" ?'[^']*'| ?\(profile [^)]*\)", "", str(r)).strip() for r in counts.index]
+        return counts.groupby(kinds).sum().sort_values(ascending=False, kind="stable")
+
+    def summary(self) -> str:
+        status = "PASSED" if self.success else "FAILED"
+        run = f" {self.run_id}" if self.run_id else ""
+        lines = [
+            f"Event validation{run}: {status} ({len(self.critical_failures)} critical,"
+            f" {len(self.warnings)} warning expectations failed)",
+            f"  {self.row_count} rows: {len(self.accepted)} accepted,"
+            f" {len(self.quarantined)} quarantined",
+        ]
+        counts = self.reason_counts()
+        if len(counts):
+            lines.append("Quarantined rows by reason:")
+            lines += [f"  {count:>9}  {kind}" for kind, count in counts.items()]
+        for title, failed in (("Critical failures:", self.critical_failures),
+                              ("Warnings:", self.warnings)):
+            if failed:
+                lines.append(title)
+                lines += [f"  - {o.name}: {o.observed}\n      why: {o.why}" for o in failed]
+        if self.data_docs_path is not None:
+            lines.append(f"Data Docs: {self.data_docs_path}")
+        return "\n".join(lines)
+
+
+def validate_events(
+    events: pd.DataFrame,
+    *,
+    offer_ids: Collection[str],
+    placement_ids: Collection[str],
+    settings: ValidationConfig,
+    context_dir: Path,
+    run_id: str,
+    now: datetime | None = None,
+    previous_row_count: int | None = None,
+    pre_reasons: pd.Series | None = None,
+    build_docs: bool = True,
+) -> ValidationReport:
+    """Split `events` into accepted and quarantined rows and run the expectation suites.
+
+    `events` has the contract columns with `timestamp` as datetime64 (UTC, NaT allowed) and
+    `value`/`propensity` as floats; raw strings are coerced as a fallback. `pre_reasons` are
+    per-row parse reasons ("" = fine), aligned by position, merged into the quarantine reasons
+    as is, like a non-empty `_parse_error` column.
+    """
+    from offerflow import expectations as gxs
+
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    original = events.reset_index(drop=True)
+    frame, coerce_reasons = _prepare(original)
+    n = len(frame)
+    now_ts = _utc(pd.Timestamp(now if now is not None else datetime.now(timezone.utc)))
+    reasons = _row_reasons(
+        frame, coerce_reasons, pre_reasons,
+        offer_ids=offer_ids, placement_ids=placement_ids, settings=settings, now=now_ts,
+    )
+    flagged = reasons.flagged()
+    accepted = _accepted(frame, flagged)
+    quarantined = _quarantined(original, frame, flagged, reasons, run_id)
+    assert len(accepted) + len(quarantined) == n, "row conservation violated"
+
+    outcomes: list[ExpectationOutcome] = []
+    if n == 0:
+        outcomes.append(ExpectationOutcome("no events", "critical", False, _NO_EVENTS_WHY, "0 rows"))
+    context = gxs.open_context(Path(context_dir))
+    min_rows = 1
+    if previous_row_count is not None:
+        min_rows = max(1, math.ceil(previous_row_count * (1 - settings.max_row_drop_share) - 1e-9))
+    row_note = f"{n} rows; at least {min_rows} expected" + (
+        f" (previous run {previous_row_count} rows, max drop {settings.max_row_drop_share:.0%})"
+        if previous_row_count is not None else ""
+    )
+    target = gxs.ensure_target(context, gxs.EVENTS_SUITE, gxs.events_expectations())
+    parameters = {
+        "offer_ids": sorted(map(str, offer_ids)),
+        "placement_ids": sorted(map(str, placement_ids)),
+        "min_row_count": min_rows,
+    }
+    result = gxs.run(target, frame, parameters=parameters, run_id=run_id, build_docs=build_docs)
+    outcomes += _outcomes(target, result, {"expect_table_row_count_to_be_between": row_note})
+
+    rates = gxs.conversion_table(accepted)
+    over = rates[rates["conversion_rate"] > 1]
+    conversion_note = "; ".join(
+        f"offer {r.offer_id}: {r.clicks} clicks / {r.displays} displays" for r in over.itertuples()
+    ) or f"{len(rates)} offers, all at most 1"
+    target = gxs.ensure_target(context, gxs.CONVERSION_SUITE, gxs.conversion_expectations())
+    result = gxs.run(target, rates, parameters={}, run_id=run_id, build_docs=build_docs)
+    outcomes += _outcomes(target, result, {"expect_column_values_to_be_between": conversion_note})
+
+    docs = gxs.docs_index(context) if build_docs else None
+    return ValidationReport(accepted, quarantined, outcomes, docs, n, run_id)
+
+
+def write_quarantine(report: ValidationReport, directory: Path) -> Path | None:
+    """Write the quarantined rows to `directory/quarantine-<run_id>.parquet` (atomically)."""
+    if report.quarantined.empty:
+        return None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", report.run_id) or "run"
+    path = directory / f"quarantine-{safe_run}.parquet"
+    partial = path.with_suffix(".parquet.partial")
+    frame = report.quarantined
+    try:
+        frame.to_parquet(partial, index=False)
+    except (TypeError, ValueError):  # pyarrow cannot type a mixed object column: keep it as text
+        mixed = {c: frame[c].map(lambda v: None if _is_null(v) else str(v))
+                 for c in frame.columns if frame[c].dtype == object}
+        frame.assign(**mixed).to_parquet(partial, index=False)
+    os.replace(partial, path)
+    return path
+
+
+# -- preparation -------------------------------------------------------------------------------
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _prepare(original: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[np.ndarray, str]]]:
+    """Provenance columns added if missing; timestamp/value/propensity coerced if still raw."""
+    frame = original.copy(deep=False)
+    n = len(frame)
+    if "_source_file" not in frame.columns:
+        frame["_source_file"] = pd.Series("<memory>", index=frame.index, dtype="str")
+    if "_source_line" not in frame.columns:
+        frame["_source_line"] = np.arange(1, n + 1, dtype="int64")
+    notes: list[tuple[np.ndarray, str]] = []
+    if "timestamp" in frame.columns:
+        ts = frame["timestamp"]
+        if isinstance(ts.dtype, pd.DatetimeTZDtype):
+            if str(ts.dtype.tz) != "UTC":
+                frame["timestamp"] = ts.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(ts):
+            frame["timestamp"] = ts.dt.tz_localize("UTC")
+        else:
+            frame["timestamp"] = pd.to_datetime(ts, errors="coerce", utc=True, format="ISO8601")
+    for column in _FLOAT_COLUMNS:
+        if column not in frame.columns:
+            continue
+        raw = frame[column]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            if raw.dtype != "float64":
+                frame[column] = raw.astype("float64")
+            continue
+        number = pd.to_numeric(raw, errors="coerce").astype("float64")
+        notes.append(((raw.notna() & number.isna()).to_numpy(bool), f"{column}: not a number"))
+        frame[column] = number
+    return frame, notes
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """The column, or an all-null stand-in of the contract type when it is absent."""
+    if name in frame.columns:
+        return frame[name]
+    if name == "timestamp":
+        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
+    if name in _FLOAT_COLUMNS:
+        return pd.Series(np.nan, index=frame.index, dtype="float64")
+    return pd.Series(None, index=frame.index, dtype="str")
+
+
+def _mask(values: Any) -> np.ndarray:
+    return np.asarray(pd.Series(values).to_numpy(dtype=bool, na_value=False), dtype=bool)
+
+
+def _missing(series: pd.Series) -> np.ndarray:
+    missing = series.isna().to_numpy(copy=True)
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series)):
+        missing |= _mask(series == "")
+    return missing
+
+
+def _text(series: pd.Series, positions: np.ndarray) -> np.ndarray:
+    values = series.iloc[positions].astype(object)
+    return values.where(values.notna(), "?").map(str).to_numpy(dtype=object)
+
+
+def _window_bound(value: str, name: str, *, end: bool) -> tuple[pd.Timestamp, bool]:
+    """(bound, inclusive). A date-only end bound becomes the next midnight, exclusive."""
+    try:
+        bound = _utc(pd.Timestamp(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"validation.{name}: not an ISO date or datetime: {value!r}") from exc
+    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        return bound + pd.Timedelta(days=1), False
+    return bound, True
+
+
+# -- row-level checks --------------------------------------------------------------------------
+
+
+class _Reasons:
+    """(mask, text) pairs; text is a string or a function of the flagged positions. The
+    strings are only built for flagged rows, in `render`."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.items: list[tuple[np.ndarray, str | Callable[[np.ndarray], np.ndarray]]] = []
+
+    def add(self, mask: np.ndarray, text: str | Callable[[np.ndarray], np.ndarray]) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            self.items.append((mask, text))
+
+    def flagged(self) -> np.ndarray:
+        out = np.zeros(self.n, dtype=bool)
+        for mask, _ in self.items:
+            out |= mask
+        return out
+
+    def render(self, positions: np.ndarray) -> np.ndarray:
+        out = np.full(len(positions), "", dtype=object)
+        for mask, text in self.items:
+            selected = mask[positions]
+            if not selected.any():
+                continue
+            values = text if isinstance(text, str) else text(positions[selected])
+            current = out[selected]
+            out[selected] = np.where(current == "", values, current + "; " + values)
+        return out
+
+
+def _row_reasons(
+    frame: pd.DataFrame,
+    coerce_reasons: list[tuple[np.ndarray, str]],
+    pre_reasons: pd.Series | None,
+    *,
+    offer_ids: Collection[str],
+    placement_ids: Collection[str],
+    settings: ValidationConfig,
+    now: pd.Timestamp,
+) -> _Reasons:
+    n = len(frame)
+    col = {name: _column(frame, name) for name in EVENT_COLUMNS}
+    reasons = _Reasons(n)
+
+    if PARSE_ERROR_COLUMN in frame.columns:
+        parse_error = frame[PARSE_ERROR_COLUMN]
+        reasons.add(~_missing(parse_error), lambda p: _text(parse_error, p))
+    if pre_reasons is not None:
+        if len(pre_reasons) != n:
+            raise ValueError(f"pre_reasons has {len(pre_reasons)} entries for {n} events")
+        pre = pd.Series(pre_reasons).reset_index(drop=True)
+        reasons.add(~_missing(pre), lambda p: _text(pre, p))
+    for mask, text in coerce_reasons:
+        reasons.add(mask, text)
+
+    missing = {name: _missing(col[name]) for name in
+               ("event_id", "profile_id", "event_type", "offer_id", "placement_id", "decision_id")}
+    for name in ("event_id", "profile_id", "event_type"):
+        reasons.add(missing[name], f"{name}: missing")
+
+    ts = col["timestamp"]
+    nat = ts.isna().to_numpy()
+    reasons.add(nat, "timestamp: missing or unparseable")
+    tolerance = settings.future_tolerance_minutes
+    reasons.add(_mask(ts > now + pd.Timedelta(minutes=tolerance)),
+                f"timestamp: in the future (> now + {tolerance} min)")
+    if settings.window_start:
+        start, _ = _window_bound(settings.window_start, "window_start", end=False)
+        reasons.add(_mask(ts < start), "timestamp: before window start")
+    if settings.window_end:
+        end, inclusive = _window_bound(settings.window_end, "window_end", end=True)
+        reasons.add(_mask(ts > end if inclusive else ts >= end), "timestamp: after window end")
+
+    identical, conflicting = _duplicates(frame, col["event_id"], ~missing["event_id"])
+    reasons.add(identical, "event_id: duplicate (identical row)")
+    reasons.add(conflicting, "event_id: duplicate with conflicting content")
+
+    event_type = col["event_type"]
+    interaction = _mask(event_type.isin(list(INTERACTION_TYPES)))
+    offer, placement = col["offer_id"], col["placement_id"]
+    reasons.add(interaction & missing["offer_id"], "offer_id: missing for display/click")
+    reasons.add(interaction & missing["placement_id"], "placement_id: missing for display/click")
+    reasons.add(~missing["offer_id"] & ~_mask(offer.isin(list(offer_ids))),
+                lambda p: "offer_id: unknown offer '" + _text(offer, p) + "'")
+    reasons.add(~missing["placement_id"] & ~_mask(placement.isin(list(placement_ids))),
+                lambda p: "placement_id: unknown placement '" + _text(placement, p) + "'")
+
+    propensity = col["propensity"]
+    reasons.add(_mask((propensity <= 0) | (propensity > 1)), "propensity: not in (0, 1]")
+    reasons.add(_mask(col["value"] < 0), "value: negative")
+
+    _check_clicks(reasons, col, missing, nat, _mask(event_type == CLICK), _mask(event_type == DISPLAY))
+    return reasons
+
+
+def _duplicates(frame: pd.DataFrame, event_id: pd.Series, has_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(later copies of identical rows, every row of an id whose rows differ)."""
+    n = len(frame)
+    identical, conflicting = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    candidates = _mask(event_id.duplicated(keep=False)) & has_id
+    if not candidates.any():
+        return identical, conflicting
+    content = [c for c in frame.columns if c not in (*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN)]
+    rows = frame.loc[candidates, content]
+    try:
+        later = rows.duplicated(keep="first").to_numpy()
+    except TypeError:  # unhashable cell values (lists, dicts): compare their text
+        rows = rows.astype(str)
+        later = rows.duplicated(keep="first").to_numpy()
+    identical[rows.index[later]] = True
+    distinct_ids = rows.loc[~later, "event_id"]
+    conflicting_ids = distinct_ids[distinct_ids.duplicated(keep=False)].unique()
+    conflicting = _mask(event_id.isin(list(conflicting_ids))) & has_id
+    return identical, conflicting
+
+
+def _check_clicks(
+    reasons: _Reasons,
+    col: dict[str, pd.Series],
+    missing: dict[str, np.ndarray],
+    nat: np.ndarray,
+    is_click: np.ndarray,
+    is_display: np.ndarray,
+) -> None:
+    """Clicks need an accepted display (judged after every other check). Displays are first
+    narrowed to the clicks' decisions or profiles, so the joins stay click-sized."""
+    good_display = is_display & ~reasons.flagged()
+    candidates = is_click & ~missing["offer_id"]
+    decision, offer = col["decision_id"], col["offer_id"]
+    profile, placement, ts = col["profile_id"], col["placement_id"], col["timestamp"]
+
+    def rows(mask: np.ndarray, **columns: pd.Series) -> pd.DataFrame:
+        return pd.DataFrame({k: c[mask].reset_index(drop=True) for k, c in columns.items()})
+
+    by_decision = candidates & ~missing["decision_id"]
+    unmatched = np.zeros(len(is_click), dtype=bool)
+    if by_decision.any():
+        clicks = rows(by_decision, d=decision, o=offer).assign(pos=np.flatnonzero(by_decision))
+        shown = good_display & _mask(decision.isin(clicks["d"].unique()))
+        displays = rows(shown, d=decision, o=offer).drop_duplicates().assign(hit=True)
+        merged = clicks.merge(displays, on=["d", "o"], how="left")
+        unmatched[merged.loc[merged["hit"].isna(), "pos"].to_numpy()] = True
+    reasons.add(unmatched, lambda p: (
+        "click: no matching display for decision '" + _text(decision, p) + "' (profile "
+        + _text(profile, p) + ", offer " + _text(offer, p) + ")"
+    ))
+
+    by_time = candidates & missing["decision_id"]
+    if not by_time.any():
+        return
+    unmatched = by_time.copy()
+    keys_ok = ~missing["profile_id"] & ~missing["placement_id"] & ~missing["offer_id"] & ~nat
+    left = by_time & keys_ok
+    if left.any():
+        clicks = rows(left, ts=ts, p=profile, o=offer, pl=placement).assign(pos=np.flatnonzero(left))
+        shown = good_display & keys_ok & _mask(profile.isin(clicks["p"].unique()))
+        displays = rows(shown, ts=ts, p=profile, o=offer, pl=placement)
+        displays["shown_at"] = displays["ts"]
+        if len(displays):
+            merged = pd.merge_asof(
+                clicks.sort_values("ts", kind="stable"), displays.sort_values("ts", kind="stable"),
+                on="ts", by=["p", "o", "pl"], direction="backward",
+                tolerance=pd.Timedelta(CLICK_MATCH_WINDOW), allow_exact_matches=True,
+            )
+            unmatched[merged.loc[merged["shown_at"].notna(), "pos"].to_numpy()] = False
+    reasons.add(unmatched, lambda p: (
+        f"click: no matching display within {CLICK_MATCH_WINDOW[:-1]} h before it (profile "
+        + _text(profile, p) + ", offer " + _text(offer, p) + ", placement " + _text(placement, p) + ")"
+    ))
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def _accepted(frame: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
+    """Contract columns first (absent ones as typed nulls), then any extra columns."""
+    internal = {*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN}
+    extras = [c for c in frame.columns if c not in EVENT_COLUMNS and c not in internal]
+    kept = frame.loc[~flagged]
+    out = pd.DataFrame({name: _column(kept, name) for name in EVENT_COLUMNS}, index=kept.index)
+    for name in extras:
+        out[name] = kept[name]
+    return out.reset_index(drop=True)
+
+
+def _quarantined(
+    original: pd.DataFrame, frame: pd.DataFrame, flagged: np.ndarray, reasons: _Reasons, run_id: str
+) -> pd.DataFrame:
+    """The rows as they came in (raw values), with provenance, reasons and the run id."""
+    positions = np.flatnonzero(flagged)
+    out = original.iloc[positions].copy()
+    for name in PROVENANCE_COLUMNS:
+        out[name] = frame[name].iloc[positions].to_numpy()
+    out["reasons"] = pd.Series(reasons.render(positions), index=out.index, dtype="str")
+    out["run_id"] = pd.Series([run_id] * len(positions), index=out.index, dtype="str")
+    return out.reset_index(drop=True)
+
+
+def _outcomes(target: Any, result: Any, observed_notes: dict[str, str]) -> list[ExpectationOutcome]:
+    from offerflow.expectations import exception_message
+
+    order = {e.id: i for i, e in enumerate(target.validation_definition.suite.expectations)}
+    outcomes = []
+    for item in sorted(result.results, key=lambda r: order.get(r.expectation_config.id, len(order))):
+        config = item.expectation_config
+        meta = config.meta or {}
+        severity = str(meta.get("severity") or getattr(config.severity, "value", "critical"))
+        column = config.kwargs.get("column")
+        name = f"{config.type}({column})" if column else config.type
+        observed = _observed(item, exception_message(item))
+        if config.type in observed_notes and exception_message(item) is None:
+            observed = observed_notes[config.type]
+        outcomes.append(ExpectationOutcome(
+            name, "warning" if severity == "warning" else "critical", bool(item.success),
+            str(meta.get("why", "")), observed,
+        ))
+    return outcomes
+
+
+def _observed(item: Any, error: str | None) -> str:
+    if error:
+        return f"could not be evaluated: {error}"
+    result = item.result or {}
+    if item.expectation_config.type == "expect_column_to_exist":
+        return "column present" if item.success else "column missing"
+    if "unexpected_count" in result:
+        percent = result.get("unexpected_percent") or 0.0
+        text = (f"{result['unexpected_count']} of {result.get('element_count')} values"
+                f" unexpected ({percent:.2f}%)")
+        sample = [c["value"] for c in result.get("partial_unexpected_counts") or []][:5]
+        return text + (f", e.g. {sample}" if sample else "")
+    mismatched = (result.get("details") or {}).get("mismatched") or {}
+    if mismatched.get("missing"):
+        return f"missing columns: {', '.join(map(str, mismatched['missing']))}"
+    if "observed_value" in result:
+        return f"observed {result['observed_value']}"
+    return "ok" if item.success else "failed"

@@ -1,0 +1,56 @@
+"""Shared fixtures: one small seeded world per session, and the real Prefect test harness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+TEST_END_DATE = date(2026, 11, 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep Prefect, MLflow and GX local and quiet; never reach for the network.
+    home = Path(config.rootpath) / ".pytest_cache" / "prefect-home"
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3,000-profile, 12-offer, 60-day world, generated once per test session."""
+    from offerflow.world import WorldSpec, generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    generate_world(WorldSpec(profiles=3_000, offers=12, days=60, seed=11, end_date=TEST_END_DATE), out)
+    return out
+
+
+@pytest.fixture()
+def project_dir(tmp_path: Path, world_dir: Path) -> Path:
+    """A project folder with the demo offerflow.yaml, a copy of the world and our GX suite."""
+    from offerflow.world import demo_config_yaml
+
+    shutil.copytree(world_dir, tmp_path / "data")
+    repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
+    if repo_gx.exists():
+        shutil.copytree(repo_gx, tmp_path / "great_expectations",
+                        ignore=shutil.ignore_patterns("uncommitted"))
+    (tmp_path / "offerflow.yaml").write_text(demo_config_yaml("data"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect server and database for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from offerflow.config import ConfigError, load_config, parse_config
+from offerflow.world import demo_config_yaml
+
+
+def demo_raw() -> dict:
+    return yaml.safe_load(demo_config_yaml())
+
+
+def test_demo_config_is_valid(tmp_path: Path):
+    path = tmp_path / "offerflow.yaml"
+    path.write_text(demo_config_yaml())
+    config = load_config(path)
+    assert config.root == tmp_path.resolve()
+    assert config.placement("web-banner").items == 3
+    assert config.path(config.data.events) == tmp_path.resolve() / "data" / "events.parquet"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["ai_models"][1]["placements"].__setitem__(0, "push-hero"),
+     "offerflow.yaml: ai_models[1].placements[0]: unknown placement 'push-hero'"),
+    (lambda r: r["placements"][0].__setitem__("items", 31),
+     "offerflow.yaml: placements[0].items: Input should be less than or equal to 30"),
+    (lambda r: r["placements"][0].__setitem__("colour", "red"),
+     "offerflow.yaml: placements[0].colour: Extra inputs are not permitted"),
+    (lambda r: r["placements"][0]["ranking"].__setitem__("ai_model", "nope"),
+     "offerflow.yaml: placements[0].ranking.ai_model: unknown AI model 'nope'"),
+    (lambda r: r["placements"].append(dict(r["placements"][0])),
+     "offerflow.yaml: placements: duplicate placement id 'web-banner'"),
+    (lambda r: r["propensity_goals"][0]["goal"].__setitem__("all_of", []),
+     "offerflow.yaml: propensity_goals[0].goal: a goal needs at least one condition"),
+    (lambda r: r["placements"][1].__setitem__("channel", "fax"),
+     "offerflow.yaml: placements[1].channel: Input should be"),
+])
+def test_bad_config_gives_located_message(mutate, message):
+    raw = demo_raw()
+    mutate(raw)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert message in str(info.value)
+
+
+def test_invalid_yaml_names_line(tmp_path: Path):
+    path = tmp_path / "offerflow.yaml"
+    path.write_text("placements:\n  - id: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"offerflow.yaml: line \d+, column \d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="project file not found"):
+        load_config(tmp_path / "nope.yaml")
