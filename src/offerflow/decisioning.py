@@ -170,7 +170,7 @@ class DecisionEngine:
             chosen = [DecisionItem(placement_id, fallback_offer(self.offers.reset_index(drop=True), placement_id),
                                    1, None, fallback=True, propensity=1.0)]
             source = "fallback"
-        return PlacementDecision(placement_id, chosen, source=source, **info)
+        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, **info)
 
     def _thompson(self, placement_id: str, snap: Any, profile_values: dict[str, Any] | None,
                   n_items: int, used: set[str]) -> list[DecisionItem]:

@@ -27,9 +27,14 @@ def open_events(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
+    """Run a query and return its result as pandas, through Arrow (typed, no copies per row)."""
+    return con.sql(sql, params=list(params) or None).to_arrow_table().to_pandas()
+
+
 def event_time_range(con: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
     """First and last event timestamp (UTC)."""
-    first, last = con.execute(f"SELECT min(timestamp), max(timestamp) FROM {EVENTS_VIEW}").fetchone()
+    first, last = con.execute(f"SELECT min(timestamp), max(timestamp) FROM {EVENTS_VIEW}").fetchall()[0]
     if first is None:
         raise ValueError("the events dataset is empty")
     return pd.Timestamp(first).tz_convert("UTC").to_pydatetime(), pd.Timestamp(last).tz_convert("UTC").to_pydatetime()
@@ -71,7 +76,7 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
                        f" / 86400.0 AS days_since_{name}")
     sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
            f"WHERE timestamp < {cutoff_sql} GROUP BY profile_id ORDER BY profile_id")
-    return con.execute(sql).df()
+    return query_frame(con, sql)
 
 
 def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:

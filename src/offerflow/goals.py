@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from offerflow.config import GoalCondition, GoalDefinition, PropensityGoalConfig
-from offerflow.features import EVENTS_VIEW
+from offerflow.features import EVENTS_VIEW, query_frame
 
 _SQL_OPERATORS = {"==": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
@@ -72,7 +72,7 @@ def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutof
             WHERE timestamp >= ? AND timestamp < ? AND {predicate})
         SELECT e.profile_id, (r.profile_id IS NOT NULL)::TINYINT AS label
         FROM eligible e LEFT JOIN reached r USING (profile_id) ORDER BY e.profile_id"""
-    labels = con.execute(sql, [start, cutoff, cutoff, end, *params]).df()
+    labels = query_frame(con, sql, [start, cutoff, cutoff, end, *params])
     if goal.goal.occurrence == "will_not_occur":
         labels["label"] = (1 - labels["label"]).astype("int8")
     return labels
@@ -81,6 +81,6 @@ def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutof
 def eligible_profiles(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, as_of: datetime) -> pd.Series:
     """Profile ids active in the eligibility window before `as_of` (the population to score)."""
     start = as_of - timedelta(days=goal.eligible_active_within_days)
-    rows = con.execute(f"SELECT DISTINCT profile_id FROM {EVENTS_VIEW} WHERE timestamp >= ? AND timestamp < ?"
-                       " ORDER BY profile_id", [start, as_of]).df()
+    rows = query_frame(con, f"SELECT DISTINCT profile_id FROM {EVENTS_VIEW} WHERE timestamp >= ? AND timestamp < ?"
+                       " ORDER BY profile_id", [start, as_of])
     return rows["profile_id"]

@@ -122,7 +122,7 @@ def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: i
         deterministic=True, force_row_wise=True, verbose=-1,
     )
     encoded = encode(examples[feature_columns], categories)
-    model.fit(encoded.loc[train.index], train["label"], eval_set=[(encoded.loc[valid.index], valid["label"])],
+    model.fit(encoded.loc[train.index], train["label"], eval_X=(encoded.loc[valid.index],), eval_y=(valid["label"],),
               eval_metric="auc", callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     return PropensityModel(model, feature_columns, categories)
 

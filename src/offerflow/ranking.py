@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from offerflow.config import LightGBMParams
-from offerflow.features import EVENTS_VIEW, categorical_columns, categories_of, encode
+from offerflow.features import EVENTS_VIEW, categorical_columns, categories_of, encode, query_frame
 from offerflow.rules import Expression, parse_expression, schema_from_frames
 from offerflow.schema import PROFILE_ID
 
@@ -125,7 +125,7 @@ def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], st
         WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
           AND d.timestamp >= ? AND d.timestamp < ?
         ORDER BY d.timestamp, d.profile_id, d.offer_id"""
-    return con.execute(sql, [success_event, *placement_ids, start, end]).df()
+    return query_frame(con, sql, [success_event, *placement_ids, start, end])
 
 
 def offer_counts(log: pd.DataFrame) -> pd.DataFrame:
@@ -217,7 +217,7 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
         deterministic=True, force_row_wise=True, verbose=-1,
     )
     model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
-              eval_set=[(encoded.iloc[cut_train:cut_valid], y[cut_train:cut_valid])],
+              eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
               eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric="auc",
               callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     click_model = ClickModel(model, feature_columns, categories, qualified_offers)
