@@ -33,8 +33,7 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture()
-def project_dir(tmp_path: Path, world_dir: Path) -> Path:
+def make_project(tmp_path: Path, world_dir: Path) -> Path:
     """A project folder with the demo offerflow.yaml, a copy of the world and our GX suite."""
     from offerflow.world import demo_config_yaml
 
@@ -45,6 +44,26 @@ def project_dir(tmp_path: Path, world_dir: Path) -> Path:
                         ignore=shutil.ignore_patterns("uncommitted"))
     (tmp_path / "offerflow.yaml").write_text(demo_config_yaml("data"))
     return tmp_path
+
+
+@pytest.fixture()
+def project_dir(tmp_path: Path, world_dir: Path) -> Path:
+    return make_project(tmp_path, world_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory, world_dir: Path, prefect_harness):
+    """The whole pipeline run once per session on the seeded world: (project dir, run summary)."""
+    from flows.pipeline import pipeline
+
+    project = make_project(tmp_path_factory.mktemp("project"), world_dir)
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        summary = pipeline(config_path=str(project / "offerflow.yaml"))
+    finally:
+        os.chdir(cwd)
+    return project, summary
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ app = typer.Typer(help="offerflow: rank marketing offers with machine learning, 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
-console = Console()
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
@@ -225,10 +225,11 @@ def demo(
     if summary["validation"]["data_docs"]:
         console.print(f"Data Docs:    {summary['validation']['data_docs']}")
     console.print(f"Rankings:     {cfg.path(cfg.store.path)}  (offerflow rankings list)")
-    profile_ids = engine.profiles["profile_id"].tolist()
-    opted_out = engine.profiles.loc[~engine.profiles["email_opt_in"].astype(bool), "profile_id"]
-    samples = [(profile_ids[0], ["web-banner", "email-hero"]), (profile_ids[1], ["web-sidebar"]),
-               (opted_out.iat[0] if len(opted_out) else profile_ids[2], ["email-hero"])]
+    opted_in = engine.profiles["email_opt_in"].astype(bool)
+    profile_ids = engine.profiles["profile_id"]
+    # an opted-in profile, another one, and an opted-out one (eligible for no email offer: fallback)
+    samples = [(profile_ids[opted_in].iat[0], ["web-banner", "email-hero"]),
+               (profile_ids[opted_in].iat[1], ["web-sidebar"]), (profile_ids[~opted_in].iat[0], ["email-hero"])]
     for profile_id, placements in samples:
         decision = engine.decide(profile_id, placements)
         shown = "; ".join(f"{p.placement_id}: {', '.join(i.offer_id for i in p.items)} ({p.source})"

@@ -56,7 +56,7 @@ class PlacementDecision:
     ai_model: str | None
     model_version: str | None
     table_version: int | None
-    source: str  # personalized | posterior | non_personalized | fallback
+    source: str  # ranking_table | thompson_sampling | non_personalized | fallback
 
 
 @dataclass(frozen=True)
@@ -152,11 +152,11 @@ class DecisionEngine:
         chosen: list[DecisionItem] = []
         source = "non_personalized"
         if snap is not None and snap.kind == "posterior":
-            chosen, source = self._thompson(placement_id, snap, profile_values, n_items, used), "posterior"
+            chosen, source = self._thompson(placement_id, snap, profile_values, n_items, used), "thompson_sampling"
         else:
             offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
             if len(offer_ids):
-                source = "personalized"
+                source = "ranking_table"
             else:  # never seen by the table: non-personalized ranking by priority
                 offer_ids = np.asarray(self._by_priority[placement_id], dtype=object)
                 scores = self.offers.loc[offer_ids, "priority"].to_numpy(float) if len(offer_ids) else scores

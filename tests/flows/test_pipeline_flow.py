@@ -17,15 +17,6 @@ from offerflow.world import load_truth, true_click_probability
 pytestmark = pytest.mark.flow
 
 
-@pytest.fixture()
-def pipeline_run(project_dir, prefect_harness, monkeypatch):
-    from flows.pipeline import pipeline
-
-    monkeypatch.chdir(project_dir)
-    summary = pipeline(config_path=str(project_dir / "offerflow.yaml"))
-    return project_dir, summary
-
-
 def test_pipeline_end_to_end(pipeline_run):
     project_dir, summary = pipeline_run
     config = load_config(project_dir / "offerflow.yaml")
