@@ -54,3 +54,9 @@ def test_invalid_yaml_names_line(tmp_path: Path):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="project file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_committed_project_file_is_the_demo_config():
+    repo = Path(__file__).resolve().parents[2]
+    assert (repo / "offerflow.yaml").read_text() == demo_config_yaml("data")
+    load_config(repo / "offerflow.yaml")
