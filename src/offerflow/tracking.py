@@ -118,6 +118,11 @@ class Tracker:
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, version, key, _short(value))
 
+    def load_run_dict(self, run_id: str, artifact_file: str) -> dict[str, Any]:
+        import mlflow.artifacts
+
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
+
     def load_lightgbm(self, model_uri: str) -> Any:
         import mlflow.lightgbm
 

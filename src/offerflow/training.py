@@ -128,6 +128,15 @@ class RankingModelResult(TrainingResult):
     window: tuple[datetime, datetime] | None = None
 
 
+def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
+    version = tracker.alias_version(registered, CHAMPION)
+    run_id = tracker.version_run_id(registered, version)
+    spec = tracker.load_run_dict(run_id, "feature_spec.json")
+    booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
+    metrics = {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
+    return ClickModel(booster, spec["feature_columns"], spec["categories"], qualified, metrics), version
+
+
 def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
                         offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
                         tags: dict[str, str] | None = None) -> RankingModelResult:
@@ -168,6 +177,9 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
             result.model_version = record.model_version
             result.promoted, result.reason = _promote(tracker, registered, record.model_version,
                                                       click_model.holdout_metrics, "auc", 0.0)
+            if not result.promoted:
+                # The challenger is recorded, but placements keep being scored by the champion.
+                click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
             result.click_model = click_model
         tracker.log_metrics(metrics)
         result.metrics = metrics

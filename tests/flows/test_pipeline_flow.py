@@ -86,3 +86,24 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
     best_prio = cands["offer_id"].to_numpy()[prio.argmax(axis=1)]
     prio_truth = truth[np.arange(len(profiles)), o_idx[best_prio].to_numpy()].mean()
     assert model_truth > prio_truth * 1.1, (model_truth, prio_truth)
+
+
+def test_champion_loaded_from_registry_reproduces_published_scores(pipeline_run):
+    from offerflow.catalog import offers_for_placement
+    from offerflow.training import _load_champion_click_model
+
+    project_dir, _ = pipeline_run
+    config = load_config(project_dir / "offerflow.yaml")
+    tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    model, version = _load_champion_click_model(tracker, "offerflow-ranking-web-personalized", [])
+    assert version == "1"
+    store = RankingStore(config.path(config.store.path))
+    table = store.read_table("web-banner").to_pandas()
+    profiles = load_profiles(project_dir / "data" / "outputs" / "profiles_enriched.parquet").head(50)
+    offers = offers_for_placement(load_offers(config.path(config.data.offers)), "web-banner")
+    scores = model.score_matrix(profiles, offers)
+    first = table[table["rank"] == 1].set_index("profile_id")
+    for i, profile_id in enumerate(profiles["profile_id"]):
+        if profile_id in first.index:
+            j = offers.index[offers.offer_id == first.at[profile_id, "offer_id"]][0]
+            assert scores[i, j] == pytest.approx(first.at[profile_id, "score"], rel=1e-9)
