@@ -103,6 +103,21 @@ class PropensityModel:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict_proba(self.matrix(frame))[:, 1]
 
+    def predict_with_factors(self, frame: pd.DataFrame, top: int = 3) -> tuple[np.ndarray, pd.DataFrame]:
+        """Probabilities and the `top` most influential features per row (LightGBM `pred_contrib`,
+        SHAP values in log-odds): columns `factor_<k>`, `factor_<k>_impact` (signed), k = 1..top."""
+        contributions = self.booster.predict(self.matrix(frame), pred_contrib=True)
+        per_feature, base = contributions[:, :-1], contributions[:, -1]
+        probability = 1.0 / (1.0 + np.exp(-(per_feature.sum(axis=1) + base)))
+        top = min(top, per_feature.shape[1])
+        order = np.argsort(-np.abs(per_feature), axis=1)[:, :top]
+        names = np.asarray(self.feature_columns, dtype=object)
+        factors = {}
+        for k in range(top):
+            factors[f"factor_{k + 1}"] = names[order[:, k]]
+            factors[f"factor_{k + 1}_impact"] = np.take_along_axis(per_feature, order[:, k:k + 1], axis=1)[:, 0]
+        return probability, pd.DataFrame(factors)
+
 
 def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
     """Fit on all but the latest training cut-off; early-stop on the latest one (a time split)."""
@@ -131,7 +146,9 @@ def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: fl
                 high_from: float = 75) -> pd.DataFrame:
     """Probability (0-1), score (0-100), percentile (1-100) and bucket per profile."""
     n = len(probability)
-    ranks = pd.Series(probability).rank(method="average").to_numpy()
+    # Tree models give many profiles the very same probability; ranking ties by position keeps
+    # percentiles uniform (each holds 1% of profiles), as segment sizes by percentile expect.
+    ranks = pd.Series(probability).rank(method="first").to_numpy()
     percentile = np.ceil(ranks / max(n, 1) * 100).clip(1, 100).astype(np.int16)
     score = np.round(probability * 100, 1)
     bucket = np.where(score >= high_from, "high", np.where(score >= medium_from, "medium", "low"))
@@ -141,7 +158,9 @@ def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: fl
 
 def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
                profiles: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
-    """Score every eligible profile as of `as_of` (features from events before it only)."""
+    """Score every eligible profile as of `as_of` (features from events before it only), with the
+    top influential factors of each score."""
     ids = eligible_profiles(con, goal, as_of)
     frame = feature_frame(con, goal, profiles, ids, as_of)
-    return score_table(model.predict(frame), ids)
+    probability, factors = model.predict_with_factors(frame)
+    return pd.concat([score_table(probability, ids), factors], axis=1)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from offerflow.bandits import fit_posteriors
@@ -53,6 +54,24 @@ def _promote(tracker: Tracker, registered: str, version: str | None, metrics: di
     return decision.promote, decision.reason
 
 
+def _log_propensity_diagnostics(tracker: Tracker, model: PropensityModel, y: np.ndarray,
+                                probability: np.ndarray) -> None:
+    """Lift, gains, calibration, score distribution and importance as PNGs + the lift table."""
+    from offerflow import diagnostics
+
+    table = diagnostics.lift_table(y, probability)
+    tracker.log_text(table.to_csv(index=False), "diagnostics/lift_by_decile.csv")
+    tracker.log_metrics({"holdout_top_decile_lift": float(table["lift"].iat[0])})
+    gain = model.booster.booster_.feature_importance(importance_type="gain")
+    figures = {"calibration.png": diagnostics.calibration_figure(y, probability),
+               "lift_by_decile.png": diagnostics.lift_figure(table),
+               "cumulative_gains.png": diagnostics.gains_figure(table),
+               "score_distribution.png": diagnostics.score_distribution_figure(y, probability),
+               "feature_importance.png": diagnostics.importance_figure(model.feature_columns, gain)}
+    for name, figure in figures.items():
+        tracker.log_figure(figure, f"diagnostics/{name}")
+
+
 def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
                      tracker: Tracker, experiment_prefix: str, seed: int,
                      tags: dict[str, str] | None = None) -> tuple[PropensityModel, TrainingResult]:
@@ -83,6 +102,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                          "feature_spec.json")
         if warnings:
             tracker.set_tags({"quality_warning": "; ".join(warnings)})
+        _log_propensity_diagnostics(tracker, model, holdout["label"].to_numpy(), model.predict(holdout))
         record = tracker.log_lightgbm(model.booster, registered, input_example=None)
         promoted, reason = _promote(tracker, registered, record.model_version, metrics, "auc", 0.0)
     return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings)

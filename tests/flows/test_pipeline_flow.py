@@ -107,3 +107,24 @@ def test_champion_loaded_from_registry_reproduces_published_scores(pipeline_run)
         if profile_id in first.index:
             j = offers.index[offers.offer_id == first.at[profile_id, "offer_id"]][0]
             assert scores[i, j] == pytest.approx(first.at[profile_id, "score"], rel=1e-9)
+
+
+def test_customer_ai_logs_charts_and_explains_scores_with_true_drivers(pipeline_run):
+    project_dir, summary = pipeline_run
+    config = load_config(project_dir / "offerflow.yaml")
+    tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    run_id = summary["propensity"]["purchase_14d"]["run_id"]
+    logged = {a.path for a in tracker.client.list_artifacts(run_id, "diagnostics")}
+    assert {"diagnostics/calibration.png", "diagnostics/lift_by_decile.png", "diagnostics/cumulative_gains.png",
+            "diagnostics/score_distribution.png", "diagnostics/feature_importance.png"} <= logged
+    scores = pd.read_parquet(next((project_dir / "data/outputs/propensity/purchase_14d").glob("scores-*.parquet")))
+    assert {"probability", "score", "percentile", "bucket", "factor_1", "factor_1_impact"} <= set(scores.columns)
+    # The generator's purchase rate depends on loyalty tier, email opt-in, tenure and activity (seen
+    # through display/click counts); age, country and favourite category play no part.
+    top = scores["factor_1"].value_counts(normalize=True)
+    drivers = top[[n for n in top.index if n in ("loyalty_tier", "email_opt_in", "tenure_days")
+                   or n.startswith(("count_display", "count_click", "days_since_display", "days_since_click",
+                                    "count_purchase", "days_since_purchase", "value_purchase"))]].sum()
+    assert drivers > 0.9, top.head(8)
+    # percentiles are uniform
+    assert scores["percentile"].value_counts().max() < 3 * len(scores) / 100
