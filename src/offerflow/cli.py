@@ -4,6 +4,7 @@
     offerflow demo        generate a world, run the whole pipeline, show what to open next
     offerflow run         run the pipeline flow for a project file
     offerflow decide      which offers for a profile in one or more placements
+    offerflow serve       the HTTP decision service
     offerflow rankings    list published ranking versions, roll back
 """
 
@@ -121,16 +122,32 @@ def _print_summary(summary: dict) -> None:
 
 
 def _engine(config_path: Path):
-    from offerflow.catalog import load_offers, load_profiles
-    from offerflow.decisioning import DecisionEngine
-    from offerflow.store import RankingStore
+    from offerflow.catalog import CatalogError
+    from offerflow.service import build_engine
 
     config = _load(config_path)
-    enriched = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
-    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
-    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
-    return config, DecisionEngine(config, store, offers, profiles)
+    try:
+        return config, build_engine(config)
+    except CatalogError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("offerflow.yaml"),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    admin_token: Annotated[Optional[str], typer.Option(envvar="OFFERFLOW_ADMIN_TOKEN",
+                                                       help="Bearer token for /admin endpoints.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="OFFERFLOW_API_KEY",
+                                                   help="Require this X-API-Key on decision requests.")] = None,
+) -> None:
+    """Serve decisions over HTTP (POST /decisions, GET /health, OpenAPI docs at /docs)."""
+    from offerflow.service import run_server
+
+    project = _load(config)
+    console.print(f"serving decisions on http://{host}:{port} (docs at /docs)")
+    run_server(project, host=host, port=port, admin_token=admin_token, api_key=api_key)
 
 
 @app.command()

@@ -67,3 +67,40 @@ def test_bad_config_is_one_clear_message(tmp_path):
     assert result.exit_code == 1
     assert "offerflow.yaml: placements: List should have at least 1 item" in result.output
     assert "Traceback" not in result.output
+
+
+def test_serve_answers_over_real_http(pipeline_run):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    project, _ = pipeline_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config",
+                               str(project / "offerflow.yaml"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode()
+                time.sleep(0.3)
+        assert health.json()["placements"]["web-banner"] == 1
+        answer = httpx.post(f"http://127.0.0.1:{port}/decisions", timeout=5,
+                            json={"profile_id": "p0000002", "placements": ["web-banner"]})
+        assert answer.status_code == 200 and answer.json()["placements"][0]["items"]
+        bad = httpx.post(f"http://127.0.0.1:{port}/decisions", timeout=5, content=b"{not json",
+                         headers={"content-type": "application/json"})
+        assert bad.status_code == 422
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stdout.close()
