@@ -43,7 +43,7 @@ class Selection:
 
 def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
                     n_items: int, exploration_share: float, rng: np.random.Generator,
-                    propensity_draws: int = 1000) -> Selection:
+                    propensity_draws: int = 1000, first_probabilities: np.ndarray | None = None) -> Selection:
     """Rank eligible offers for one request.
 
     Args:
@@ -51,6 +51,8 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         qualified: shape (m,), offers with enough data to be served by the model.
         eligible: shape (m,), offers this profile may see.
         n_items: how many offers to return (fewer if fewer are eligible).
+        first_probabilities: shape (m,), `first_choice_probability` for these inputs if the caller
+            has it cached (it only changes with the posteriors and the eligible set).
     """
     candidates = np.flatnonzero(eligible)
     if len(candidates) == 0:
@@ -66,8 +68,10 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         rest = rng.permutation(np.setdiff1d(candidates, model_pool))
         order = np.concatenate([ranked, rest])[:n_items]
     first = order[0]
-    p_first = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
-                                       rng, propensity_draws)[first]
+    if first_probabilities is None:
+        first_probabilities = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
+                                                       rng, propensity_draws)
+    p_first = first_probabilities[first]
     return Selection(order, float(p_first), explored=bool(explore))
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offerflow.bandits import thompson_select
+from offerflow.bandits import first_choice_probability, thompson_select
 from offerflow.catalog import fallback_offer, offers_for_placement
 from offerflow.config import ProjectConfig
 from offerflow.rules import Expression, parse_expression, schema_from_frames
@@ -82,7 +82,10 @@ class DecisionEngine:
         self.store = store
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
-        self._profile_pos = pd.Index(self.profiles[PROFILE_ID].astype(str))
+        # Per-request lookups without pandas: id -> row position, and each column as a NumPy array.
+        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
+        self._profile_columns = [(f"profile.{c}", self.profiles[c].to_numpy(dtype=object))
+                                 for c in self.profiles.columns]
         schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
@@ -93,14 +96,16 @@ class DecisionEngine:
                              .sort_values(["priority", "offer_id"], ascending=[False, True])["offer_id"].tolist()
                              for p in config.placements}
         self._snapshots: dict[str, Any] = {}
+        self._posteriors: dict[str, _Posteriors] = {}
+        # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
+        self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
 
     def _profile_values(self, profile_id: str) -> dict[str, Any] | None:
-        pos = self._profile_pos.get_indexer([profile_id])[0]
-        if pos < 0:
+        pos = self._profile_pos.get(profile_id)
+        if pos is None:
             return None
-        row = self.profiles.iloc[pos]
-        return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in row.items()}
+        return {name: (None if _is_missing(column[pos]) else column[pos]) for name, column in self._profile_columns}
 
     def _eligible(self, offer_id: str, profile_values: dict[str, Any] | None) -> bool:
         rule = self._rules.get(offer_id)
@@ -172,19 +177,47 @@ class DecisionEngine:
             source = "fallback"
         return PlacementDecision(placement_id=placement_id, items=chosen, source=source, **info)
 
+    def _posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
+        cached = self._posteriors.get(placement_id)
+        if cached is None or cached.version != snap.version:
+            post = snap.posteriors
+            alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
+            cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
+                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta))
+            self._posteriors[placement_id] = cached
+        return cached
+
     def _thompson(self, placement_id: str, snap: Any, profile_values: dict[str, Any] | None,
                   n_items: int, used: set[str]) -> list[DecisionItem]:
-        post = snap.posteriors
+        post = self._posterior_arrays(placement_id, snap)
         eligible = np.array([oid not in used and oid in self._offer_values and self._eligible(oid, profile_values)
-                             for oid in post["offer_id"]], dtype=bool)
+                             for oid in post.offer_ids], dtype=bool)
         model = self.config.ai_model(snap.metadata["ai_model"])
-        selection = thompson_select(post["alpha"].to_numpy(), post["beta"].to_numpy(),
-                                    post["qualified"].to_numpy(bool), eligible, n_items,
-                                    model.exploration_share, self._rng)
-        means = (post["alpha"] / (post["alpha"] + post["beta"])).to_numpy()
-        return [DecisionItem(placement_id, str(post["offer_id"].iat[j]), r + 1, float(means[j]),
+        key = (placement_id, snap.version, eligible.tobytes())
+        probabilities = self._choice_probabilities.get(key)
+        if probabilities is None:
+            if len(self._choice_probabilities) > 10_000:
+                self._choice_probabilities.clear()
+            probabilities = first_choice_probability(post.alpha, post.beta, post.qualified, eligible,
+                                                     model.exploration_share, self._rng, draws=4000)
+            self._choice_probabilities[key] = probabilities
+        selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
+                                    model.exploration_share, self._rng, first_probabilities=probabilities)
+        return [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
                              propensity=selection.propensity if r == 0 else None)
                 for r, j in enumerate(selection.indices)]
+
+
+@dataclass(frozen=True)
+class _Posteriors:
+    """A posterior table as arrays, cached per published version."""
+
+    version: int
+    offer_ids: list[str]
+    alpha: np.ndarray
+    beta: np.ndarray
+    qualified: np.ndarray
+    means: np.ndarray
 
 
 def _is_missing(value: Any) -> bool:
