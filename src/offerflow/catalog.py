@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from offerflow.rules import ExpressionError, parse_expression, schema_from_frames
 from offerflow.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
 
 
@@ -70,16 +71,23 @@ def normalize_offers(raw: pd.DataFrame, source: str = "offers") -> pd.DataFrame:
     offers["placements"] = offers["placements"].map(_as_placement_list)
     if "eligibility" not in offers.columns:
         offers["eligibility"] = None
-    offers["eligibility"] = offers["eligibility"].map(
-        lambda r: r.strip() if isinstance(r, str) and r.strip() else None).astype(object)
+    # Built as an object Series: `.map` would infer a string dtype and turn the Nones into NaN.
+    offers["eligibility"] = pd.Series(
+        [r.strip() if isinstance(r, str) and r.strip() else None for r in offers["eligibility"]],
+        index=offers.index, dtype=object)
     if "fallback" not in offers.columns:
         offers["fallback"] = False
     offers["fallback"] = offers["fallback"].fillna(False).astype(bool)
     return offers.reset_index(drop=True)
 
 
-def check_offers(offers: pd.DataFrame, placement_ids: Collection[str], source: str = "offers") -> None:
-    """Unique ids, known placements, and a fallback offer for every placement."""
+def check_offers(offers: pd.DataFrame, placement_ids: Collection[str], source: str = "offers", *,
+                 profiles: pd.DataFrame | None = None) -> None:
+    """Unique ids, known placements, a fallback offer for every placement and, when `profiles` is
+    given, eligibility rules that parse and type-check against the profile and offer columns.
+
+    Every problem found is listed in one `CatalogError`.
+    """
     problems = []
     dupes = offers["offer_id"][offers["offer_id"].duplicated()].unique()
     if len(dupes):
@@ -95,15 +103,38 @@ def check_offers(offers: pd.DataFrame, placement_ids: Collection[str], source: s
     for placement in placement_ids:
         if placement not in fallback_spots:
             problems.append(f"placement {placement!r} has no fallback offer")
+    if profiles is not None:
+        problems += _rule_problems(offers, profiles)
     if problems:
         raise CatalogError(f"{source}: " + "; ".join(problems))
 
 
-def load_offers(path: Path, placement_ids: Collection[str] | None = None) -> pd.DataFrame:
-    """Read and check the offers catalog (checks placements only when `placement_ids` is given)."""
+def _rule_problems(offers: pd.DataFrame, profiles: pd.DataFrame) -> list[str]:
+    """The ExpressionError message of every eligibility rule that does not parse or type-check."""
+    if "eligibility" not in offers.columns:
+        return []
+    schema = schema_from_frames(profiles=profiles, offers=offers)
+    problems = []
+    for offer_id, rule in zip(offers["offer_id"], offers["eligibility"]):
+        if isinstance(rule, str) and rule.strip():
+            try:
+                parse_expression(rule, schema, kind="rule", source=f"offer {offer_id!r} eligibility")
+            except ExpressionError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def load_offers(path: Path, placement_ids: Collection[str] | None = None, *,
+                profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Read and check the offers catalog. Placements are checked only when `placement_ids` is
+    given, eligibility rules only when `profiles` is given (their columns are the rules' names)."""
     offers = normalize_offers(_read_table(path, "offers"), source=str(path))
     if placement_ids is not None:
-        check_offers(offers, placement_ids, source=str(path))
+        check_offers(offers, placement_ids, source=str(path), profiles=profiles)
+    elif profiles is not None:
+        problems = _rule_problems(offers, profiles)
+        if problems:
+            raise CatalogError(f"{path}: " + "; ".join(problems))
     return offers
 
 

@@ -26,7 +26,7 @@ app = typer.Typer(help="offerflow: rank marketing offers with machine learning, 
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long its path
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from offerflow.catalog import load_offers, load_profiles
 from offerflow.config import ProjectConfig
 from offerflow.events import coerce_event_types, read_events
-from offerflow.schema import EVENT_SCHEMA
+from offerflow.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
 from offerflow.validation import ValidationReport, validate_events, write_quarantine
 
 
@@ -40,8 +40,14 @@ class IngestionResult:
 
 def load_catalog(config: ProjectConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Profiles and offers, checked against the configured placements."""
-    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     profiles = load_profiles(config.path(config.data.profiles))
+    # Rules may use Customer AI scores, which exist only after training: check them against the
+    # columns the pipeline will add (all missing for now).
+    with_scores = profiles.assign(**{
+        f"propensity.{goal.name}.{field}": pd.Series(None, index=profiles.index,
+                                                     dtype="float64" if kind == "number" else "string")
+        for goal in config.propensity_goals for field, kind in PROPENSITY_FIELDS.items()})
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements], profiles=with_scores)
     return profiles, offers
 
 

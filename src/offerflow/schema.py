@@ -34,6 +34,9 @@ OFFER_OPTIONAL_COLUMNS: tuple[str, ...] = ("eligibility", "fallback")
 
 #: Profiles: `profile_id` plus attribute columns (age, loyalty_tier, country, ...).
 PROFILE_ID = "profile_id"
+#: Customer AI fields added to each profile as `propensity.<goal>.<field>` (rules and formulas
+#: read them as `profile.propensity.<goal>.<field>`), with their rule-language types.
+PROPENSITY_FIELDS = {"probability": "number", "score": "number", "percentile": "number", "bucket": "string"}
 
 #: Published ranking tables (personalized, priority and formula rankings).
 RANKING_SCHEMA = pa.schema(

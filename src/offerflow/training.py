@@ -23,6 +23,7 @@ from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.ranking import ClickModel, fit_click_model, interaction_log, offer_counts, training_frame
+from offerflow.schema import PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
 
 
@@ -130,7 +131,7 @@ def enrich_profiles(profiles: pd.DataFrame, scores: dict[str, pd.DataFrame], pat
     (the decision step reads current attributes from there)."""
     out = profiles
     for goal, table in scores.items():
-        cols = table[["profile_id", "probability", "score", "percentile", "bucket"]]
+        cols = table[["profile_id", *PROPENSITY_FIELDS]]
         out = out.merge(cols.rename(columns={c: f"propensity.{goal}.{c}" for c in cols.columns
                                              if c != "profile_id"}), on="profile_id", how="left")
     if path is not None:

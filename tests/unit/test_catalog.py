@@ -1,0 +1,238 @@
+"""The offer catalog and the profiles table: formats, checks, and the exact error messages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from offerflow.catalog import (CatalogError, check_offers, fallback_offer, load_offers, load_profiles,
+                               normalize_offers, offers_for_placement)
+
+PLACEMENTS = ["web-banner", "email-hero"]
+OFFERS = [
+    {"offer_id": "o-1", "name": "One", "priority": 3, "placements": ["web-banner", "email-hero"],
+     "eligibility": "profile.age >= 18", "fallback": False, "category": "home"},
+    {"offer_id": "o-2", "name": "Two", "priority": 5, "placements": ["web-banner"],
+     "eligibility": None, "fallback": False, "category": "sports"},
+    {"offer_id": "o-fb", "name": "Fallback", "priority": 0, "placements": ["web-banner", "email-hero"],
+     "eligibility": None, "fallback": True, "category": "none"},
+]
+PROFILES = pd.DataFrame({"profile_id": ["p1", "p2"], "age": [30, 17], "country": ["DE", "FR"]})
+
+
+def offers_frame(rows: list[dict] | None = None) -> pd.DataFrame:
+    return normalize_offers(pd.DataFrame.from_records(rows if rows is not None else OFFERS))
+
+
+def write_yaml(path: Path, rows: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"offers": rows}, sort_keys=False))
+    return path
+
+
+def raises(match: str):
+    return pytest.raises(CatalogError, match=f"^{re.escape(match)}$")
+
+
+# -- formats -------------------------------------------------------------------------------------
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "offers.yaml", OFFERS)
+    offers = load_offers(path, PLACEMENTS, profiles=PROFILES)
+    assert offers["offer_id"].tolist() == ["o-1", "o-2", "o-fb"]
+    assert offers["priority"].dtype == "int64" and offers["priority"].tolist() == [3, 5, 0]
+    assert offers["placements"].tolist() == [("web-banner", "email-hero"), ("web-banner",),
+                                             ("web-banner", "email-hero")]
+    assert offers["eligibility"].tolist() == ["profile.age >= 18", None, None]
+    assert offers["fallback"].tolist() == [False, False, True]
+    assert offers["category"].tolist() == ["home", "sports", "none"]
+
+
+def test_yaml_top_level_list_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "offers.yml"
+    path.write_text(yaml.safe_dump(OFFERS))
+    assert load_offers(path, PLACEMENTS)["offer_id"].tolist() == ["o-1", "o-2", "o-fb"]
+
+
+def test_csv_round_trip_with_pipe_separated_placements(tmp_path: Path) -> None:
+    path = tmp_path / "offers.csv"
+    frame = pd.DataFrame.from_records(OFFERS).assign(
+        placements=lambda f: f["placements"].map("|".join))
+    frame.to_csv(path, index=False)
+    assert "web-banner|email-hero" in path.read_text()
+    offers = load_offers(path, PLACEMENTS, profiles=PROFILES)
+    pd.testing.assert_frame_equal(offers, load_offers(write_yaml(tmp_path / "o.yaml", OFFERS), PLACEMENTS))
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "offers.parquet"
+    pd.DataFrame.from_records(OFFERS).to_parquet(path, index=False)
+    offers = load_offers(path, PLACEMENTS, profiles=PROFILES)
+    assert offers["placements"].tolist() == [("web-banner", "email-hero"), ("web-banner",),
+                                             ("web-banner", "email-hero")]
+    assert offers["priority"].tolist() == [3, 5, 0]
+    assert offers["eligibility"].tolist() == ["profile.age >= 18", None, None]
+    assert offers["fallback"].tolist() == [False, False, True]
+
+
+def test_defaults_for_optional_columns() -> None:
+    offers = offers_frame([{"offer_id": 7, "name": "x", "priority": 2.0, "placements": "a | b|"}])
+    assert offers["offer_id"].tolist() == ["7"]
+    assert offers["placements"].tolist() == [("a", "b")]
+    assert offers["eligibility"].tolist() == [None]
+    assert offers["fallback"].tolist() == [False]
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    with raises(f"{tmp_path / 'nope.yaml'}: offers file not found"):
+        load_offers(tmp_path / "nope.yaml")
+    with raises(f"{tmp_path / 'nope.csv'}: profiles file not found"):
+        load_profiles(tmp_path / "nope.csv")
+
+
+def test_unknown_format(tmp_path: Path) -> None:
+    path = tmp_path / "offers.json"
+    path.write_text("[]")
+    with raises(f"{path}: unknown format '.json' (expected .yaml, .csv or .parquet)"):
+        load_offers(path)
+
+
+def test_yaml_without_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "offers.yaml"
+    path.write_text("offer: 1\n")
+    with raises(f"{path}: expected a list of offers (under the key 'offers:')"):
+        load_offers(path)
+
+
+def test_missing_required_column(tmp_path: Path) -> None:
+    rows = [{k: v for k, v in o.items() if k not in ("priority", "name")} for o in OFFERS]
+    path = write_yaml(tmp_path / "offers.yaml", rows)
+    with raises(f"{path}: missing required column(s): name, priority"):
+        load_offers(path, PLACEMENTS)
+
+
+@pytest.mark.parametrize("bad", ["high", 2.5, None])
+def test_non_integer_priority(tmp_path: Path, bad) -> None:
+    rows = [dict(OFFERS[0], priority=bad), *OFFERS[1:]]
+    path = write_yaml(tmp_path / "offers.yaml", rows)
+    with raises(f"{path}: priority must be an integer (offers: o-1)"):
+        load_offers(path)
+
+
+# -- catalog checks -------------------------------------------------------------------------------
+
+
+def test_duplicate_offer_ids(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "offers.yaml", [*OFFERS, dict(OFFERS[1], name="again")])
+    with raises(f"{path}: duplicate offer_id: o-2"):
+        load_offers(path, PLACEMENTS)
+    load_offers(path)  # without placements nothing is checked
+
+
+def test_unknown_placement() -> None:
+    offers = offers_frame([*OFFERS, dict(OFFERS[1], offer_id="o-3", placements=["web-banner", "push", "sms"])])
+    with raises("offers: offer 'o-3': unknown placement(s) push, sms"):
+        check_offers(offers, PLACEMENTS)
+
+
+def test_no_placements() -> None:
+    offers = offers_frame([*OFFERS, dict(OFFERS[1], offer_id="o-3", placements=[])])
+    with raises("offers: offer 'o-3': no placements"):
+        check_offers(offers, PLACEMENTS)
+
+
+def test_no_fallback_for_a_placement(tmp_path: Path) -> None:
+    rows = [*OFFERS[:2], dict(OFFERS[2], placements=["web-banner"])]
+    path = write_yaml(tmp_path / "offers.yaml", rows)
+    with raises(f"{path}: placement 'email-hero' has no fallback offer"):
+        load_offers(path, PLACEMENTS)
+
+
+def test_unknown_name_in_a_rule(tmp_path: Path) -> None:
+    rows = [dict(OFFERS[0], eligibility="profile.agee >= 18"), *OFFERS[1:]]
+    path = write_yaml(tmp_path / "offers.yaml", rows)
+    with raises(f"{path}: offer 'o-1' eligibility: column 1: unknown name 'profile.agee'"
+                " (did you mean 'profile.age'?)"):
+        load_offers(path, PLACEMENTS, profiles=PROFILES)
+    load_offers(path, PLACEMENTS)  # without profiles the rules are not checked
+
+
+def test_rule_type_and_syntax_errors_without_placements() -> None:
+    offers = offers_frame([dict(OFFERS[0], eligibility="profile.age + 1"),
+                           dict(OFFERS[1], eligibility="profile.country == 'DE' and"), OFFERS[2]])
+    with pytest.raises(CatalogError) as info:
+        check_offers(offers, PLACEMENTS, profiles=PROFILES)
+    message = str(info.value)
+    assert message.startswith("offers: offer 'o-1' eligibility: column 1: a rule must be bool, got number; "
+                              "offer 'o-2' eligibility: ")
+    assert message.count("eligibility") == 2
+
+
+def test_rules_may_use_offer_columns() -> None:
+    offers = offers_frame([dict(OFFERS[0], eligibility="offer.category == 'home' and profile.country in ['DE']"),
+                           *OFFERS[1:]])
+    check_offers(offers, PLACEMENTS, profiles=PROFILES)
+
+
+def test_load_offers_checks_rules_without_placements(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "offers.yaml", [dict(OFFERS[0], eligibility="profile.agee > 1")])
+    with pytest.raises(CatalogError, match=re.escape(f"{path}: offer 'o-1' eligibility: column 1: "
+                                                     "unknown name 'profile.agee'")):
+        load_offers(path, profiles=PROFILES)
+
+
+def test_every_problem_in_one_message() -> None:
+    rows = [dict(OFFERS[0], eligibility="profile.agee > 1", placements=["web-banner", "push"]),
+            dict(OFFERS[1], placements=[]), dict(OFFERS[1]),
+            dict(OFFERS[2], placements=["web-banner"])]
+    with raises("cat.yaml: duplicate offer_id: o-2; offer 'o-1': unknown placement(s) push; "
+                "offer 'o-2': no placements; placement 'email-hero' has no fallback offer; "
+                "offer 'o-1' eligibility: column 1: unknown name 'profile.agee' (did you mean 'profile.age'?)"):
+        check_offers(offers_frame(rows), PLACEMENTS, source="cat.yaml", profiles=PROFILES)
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+
+def test_profiles_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.parquet"
+    PROFILES.assign(profile_id=[1, 2]).to_parquet(path, index=False)
+    profiles = load_profiles(path)
+    assert profiles["profile_id"].tolist() == ["1", "2"]
+    assert profiles["age"].tolist() == [30, 17]
+
+
+def test_profiles_with_duplicate_ids(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.csv"
+    pd.DataFrame({"profile_id": ["p1", "p2", "p2", "p3", "p3", "p3"]}).to_csv(path, index=False)
+    with raises(f"{path}: 3 duplicate profile_id(s), e.g. 'p2'"):
+        load_profiles(path)
+
+
+def test_profiles_without_profile_id(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.csv"
+    pd.DataFrame({"id": ["p1"], "age": [3]}).to_csv(path, index=False)
+    with raises(f"{path}: missing required column: profile_id"):
+        load_profiles(path)
+
+
+# -- lookups --------------------------------------------------------------------------------------
+
+
+def test_offers_for_placement_excludes_fallbacks() -> None:
+    offers = offers_frame()
+    assert offers_for_placement(offers, "web-banner")["offer_id"].tolist() == ["o-1", "o-2"]
+    assert offers_for_placement(offers, "email-hero")["offer_id"].tolist() == ["o-1"]
+    assert offers_for_placement(offers, "push").empty
+
+
+def test_fallback_offer_is_the_highest_priority_one() -> None:
+    offers = offers_frame([*OFFERS, dict(OFFERS[2], offer_id="o-fb2", priority=9, placements=["email-hero"])])
+    assert fallback_offer(offers, "web-banner") == "o-fb"
+    assert fallback_offer(offers, "email-hero") == "o-fb2"
+    with raises("placement 'push' has no fallback offer"):
+        fallback_offer(offers, "push")
