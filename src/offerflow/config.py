@@ -69,6 +69,13 @@ class LightGBMParams(_Strict):
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     num_threads: int = Field(0, ge=0, description="0 = all cores")
 
+    def classifier_kwargs(self, seed: int) -> dict[str, object]:
+        """Arguments for `lightgbm.LGBMClassifier`: these settings, deterministic and quiet."""
+        return dict(n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                    min_child_samples=self.min_child_samples, subsample=self.subsample, subsample_freq=1,
+                    colsample_bytree=self.colsample_bytree, n_jobs=self.num_threads or None, random_state=seed,
+                    deterministic=True, force_row_wise=True, verbose=-1)
+
 
 class AIModelConfig(_Strict):
     """A named offer-ranking model that one or more placements use."""

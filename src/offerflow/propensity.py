@@ -129,12 +129,9 @@ def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: i
     train, valid = examples[examples["cutoff"] < latest], examples[examples["cutoff"] == latest]
     positives = max(int(train["label"].sum()), 1)
     model = lgb.LGBMClassifier(
-        n_estimators=params.n_estimators, learning_rate=params.learning_rate, num_leaves=params.num_leaves,
-        min_child_samples=params.min_child_samples, subsample=params.subsample, subsample_freq=1,
-        colsample_bytree=params.colsample_bytree, n_jobs=params.num_threads or None, random_state=seed,
+        **params.classifier_kwargs(seed),
         # Imbalance: weight positives up to the negatives' mass, at most 10x.
         scale_pos_weight=float(min(10.0, max(1.0, (len(train) - positives) / positives))),
-        deterministic=True, force_row_wise=True, verbose=-1,
     )
     encoded = encode(examples[feature_columns], categories)
     model.fit(encoded.loc[train.index], train["label"], eval_X=(encoded.loc[valid.index],), eval_y=(valid["label"],),

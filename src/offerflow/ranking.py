@@ -210,12 +210,7 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     encoded = encode(frame[feature_columns], categories)
     weights = ips_weights(frame["propensity"])
     y = frame["success"].to_numpy()
-    model = lgb.LGBMClassifier(
-        n_estimators=params.n_estimators, learning_rate=params.learning_rate, num_leaves=params.num_leaves,
-        min_child_samples=params.min_child_samples, subsample=params.subsample, subsample_freq=1,
-        colsample_bytree=params.colsample_bytree, n_jobs=params.num_threads or None, random_state=seed,
-        deterministic=True, force_row_wise=True, verbose=-1,
-    )
+    model = lgb.LGBMClassifier(**params.classifier_kwargs(seed))
     model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
               eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
               eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric="auc",

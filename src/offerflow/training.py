@@ -38,6 +38,11 @@ class TrainingResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _holdout_metrics(tracker: Tracker, run_id: str) -> dict[str, float]:
+    """A training run's holdout metrics, keyed as `classification_metrics` names them."""
+    return {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
+
+
 def _promote(tracker: Tracker, registered: str, version: str | None, metrics: dict[str, float],
              metric: str, min_improvement: float) -> tuple[bool, str]:
     """Apply the promotion rule against the current champion and set the registry alias."""
@@ -46,8 +51,7 @@ def _promote(tracker: Tracker, registered: str, version: str | None, metrics: di
     champion_version = tracker.alias_version(registered, CHAMPION)
     champion_metrics = None
     if champion_version is not None and champion_version != version:
-        champion_metrics = tracker.run_metrics(tracker.version_run_id(registered, champion_version))
-        champion_metrics = {k.removeprefix("holdout_"): v for k, v in champion_metrics.items()}
+        champion_metrics = _holdout_metrics(tracker, tracker.version_run_id(registered, champion_version))
     decision = should_promote(metrics, champion_metrics, metric=metric, min_improvement=min_improvement)
     tracker.set_alias(registered, CHAMPION if decision.promote else CHALLENGER, version)
     tracker.set_version_tag(registered, version, "promotion_reason", decision.reason)
@@ -83,7 +87,8 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     check_enough_examples(examples, goal)
     model = fit_propensity_model(examples, goal.lightgbm, seed)
     holdout = build_examples(con, goal, profiles, [plan.holdout])
-    metrics = classification_metrics(holdout["label"].to_numpy(), model.predict(holdout))
+    holdout_y, holdout_p = holdout["label"].to_numpy(), model.predict(holdout)
+    metrics = classification_metrics(holdout_y, holdout_p)
     model.holdout_metrics = metrics
     warnings = []
     if metrics["auc"] < goal.poor_auc:
@@ -103,7 +108,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                          "feature_spec.json")
         if warnings:
             tracker.set_tags({"quality_warning": "; ".join(warnings)})
-        _log_propensity_diagnostics(tracker, model, holdout["label"].to_numpy(), model.predict(holdout))
+        _log_propensity_diagnostics(tracker, model, holdout_y, holdout_p)
         record = tracker.log_lightgbm(model.booster, registered, input_example=None)
         promoted, reason = _promote(tracker, registered, record.model_version, metrics, "auc", 0.0)
     return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings)
@@ -154,8 +159,8 @@ def _load_champion_click_model(tracker: Tracker, registered: str, qualified: lis
     run_id = tracker.version_run_id(registered, version)
     spec = tracker.load_run_dict(run_id, "feature_spec.json")
     booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
-    metrics = {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
-    return ClickModel(booster, spec["feature_columns"], spec["categories"], qualified, metrics), version
+    return ClickModel(booster, spec["feature_columns"], spec["categories"], qualified,
+                      _holdout_metrics(tracker, run_id)), version
 
 
 def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
