@@ -24,6 +24,8 @@ def build_ranking_table(placement: PlacementConfig, profiles: pd.DataFrame, offe
     method = placement.ranking.method
     if method == "ai_model" and model is not None and model.click_model is not None:
         score_fn = model.click_model.score_matrix
+        # Scored chunk by chunk; announcing the whole run lets a large one compile the model first.
+        model.click_model.predictor().expect_rows(len(profiles) * len(candidates))
     elif method == "formula":
         score_fn = formula_scorer(placement.ranking.formula or "",
                                   schema_from_frames(profiles=profiles, offers=candidates))

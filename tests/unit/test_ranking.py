@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from offerflow.ranking import formula_scorer, ips_weights, rank_profiles, top_k
 from offerflow.rules import schema_from_frames
@@ -39,3 +40,76 @@ def test_ips_weights_undo_logging_bias():
     w = ips_weights(propensity)
     assert w.mean() == 1.0 or abs(w.mean() - 1.0) < 1e-12
     assert w[2] == 5 * w[0]
+
+
+def _click_world(n_profiles=1500, n_offers=12, n_displays=30_000, seed=3):
+    from offerflow.world import make_offers, make_profiles, true_click_probability
+
+    rng = np.random.default_rng(seed)
+    profiles = make_profiles(n_profiles, rng)
+    offers = make_offers(n_offers, rng)
+    p_idx = rng.integers(0, n_profiles, n_displays)
+    o_idx = rng.integers(0, len(offers), n_displays)
+    truth = true_click_probability(profiles, offers, "web")[p_idx, o_idx]
+    log = pd.DataFrame({"profile_id": profiles["profile_id"].to_numpy()[p_idx],
+                        "offer_id": offers["offer_id"].to_numpy()[o_idx],
+                        "placement_id": "web-banner",
+                        "timestamp": pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(np.arange(n_displays), "s"),
+                        "propensity": 1.0 / len(offers),
+                        "success": (rng.random(n_displays) < truth).astype(np.int8)})
+    public_profiles = profiles.drop(columns=["activity"])
+    public_offers = offers.drop(columns=["quality"])
+    return public_profiles, public_offers, log, profiles, offers
+
+
+@pytest.mark.parametrize("compile", ["never", "always"])
+def test_pair_scoring_equals_lightgbm_on_the_cross_joined_frame(compile, tmp_path, monkeypatch):
+    """The NumPy pair matrix gives what predicting on the cross-joined, encoded frame gives,
+    including categories never seen in training and missing values (NaN, as LightGBM reads them),
+    both through LightGBM's predict and through the compiled (lleaves) model."""
+    monkeypatch.setenv("OFFERFLOW_CACHE_DIR", str(tmp_path))
+    from offerflow.config import LightGBMParams
+    from offerflow.ranking import fit_click_model, offer_features, profile_features, training_frame
+
+    profiles, offers, log, _, _ = _click_world()
+    params = LightGBMParams(n_estimators=60, num_leaves=15, min_child_samples=20)
+    model = fit_click_model(training_frame(log, profiles, offers), params, offers["offer_id"].tolist(), seed=1)
+    model.compile = compile
+    scoring = profiles.head(300).copy()
+    scoring.loc[0, "country"] = "atlantis"  # unseen category
+    scoring.loc[1, "loyalty_tier"] = None  # missing
+    scoring["age"] = scoring["age"].astype(float)
+    scoring.loc[2, "age"] = np.nan
+    fast = model.score_matrix(scoring, offers, max_rows_per_predict=1000)  # several blocks
+    pf, of = profile_features(scoring), offer_features(offers)
+    pairs = pd.concat([pf.loc[np.repeat(np.arange(len(pf)), len(of))].reset_index(drop=True),
+                       of.loc[np.tile(np.arange(len(of)), len(pf))].reset_index(drop=True)], axis=1)
+    reference = model.predict_frame(pairs).reshape(len(scoring), len(offers))
+    np.testing.assert_allclose(fast, reference, rtol=0, atol=1e-12)
+    assert model.predictor().compiled == (compile == "always")
+    if compile == "always":  # the compiled library is cached by model text, and reused
+        assert len(list((tmp_path / "compiled").glob("lgbm-*.so"))) == 1
+
+
+def test_click_model_learns_the_true_click_probability():
+    from scipy.stats import spearmanr
+
+    from offerflow.config import LightGBMParams
+    from offerflow.ranking import fit_click_model, training_frame
+
+    profiles, offers, log, truth_profiles, truth_offers = _click_world(n_displays=60_000)
+    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=200),
+                            offers["offer_id"].tolist(), seed=1)
+    learned = model.score_matrix(profiles, offers)
+    true = true_click_probability_of(truth_profiles, truth_offers)
+    assert spearmanr(learned.ravel(), true.ravel()).statistic > 0.8
+    # Choosing the best offer per profile by the model gets most of the oracle's true CTR.
+    rows = np.arange(len(profiles))
+    model_ctr = true[rows, learned.argmax(axis=1)].mean()
+    assert model_ctr > true.mean() + 0.8 * (true.max(axis=1).mean() - true.mean())
+
+
+def true_click_probability_of(profiles, offers):
+    from offerflow.world import true_click_probability
+
+    return true_click_probability(profiles, offers, "web")
