@@ -17,11 +17,24 @@ PRIOR_ALPHA = 1.0
 PRIOR_BETA = 1.0
 
 
-def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int) -> pd.DataFrame:
-    """Beta posteriors per offer from `offer_id, displays, successes` (successes may be fractional
-    when value-weighted). Returns the columns of `schema.POSTERIOR_SCHEMA`, sorted by offer_id."""
+def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
+                   value_weighted: bool = False, value_prior_successes: float = 5.0) -> pd.DataFrame:
+    """Beta posteriors per offer from `offer_id, displays, successes[, value]`. Returns the columns
+    of `schema.POSTERIOR_SCHEMA`, sorted by offer_id.
+
+    Value-weighted models rank by expected value per display = success rate x mean value of a
+    success. The mean value per offer is shrunk toward the mean over all offers, as if each offer
+    had `value_prior_successes` extra successes of average value, so an offer with two lucky large
+    orders does not jump to the top.
+    """
     displays = counts["displays"].to_numpy(np.int64)
     successes = np.minimum(counts["successes"].to_numpy(float), displays)
+    weight = np.ones(len(counts))
+    if value_weighted:
+        value = counts["value"].to_numpy(float) if "value" in counts else np.zeros(len(counts))
+        value = np.nan_to_num(value)
+        overall = value.sum() / successes.sum() if successes.sum() > 0 else 0.0
+        weight = (value + value_prior_successes * overall) / (successes + value_prior_successes)
     return pd.DataFrame({
         "offer_id": counts["offer_id"].astype(str).to_numpy(),
         "alpha": PRIOR_ALPHA + successes,
@@ -29,6 +42,7 @@ def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int) 
         "displays": displays,
         "successes": successes,
         "qualified": (displays >= min_displays) & (successes >= min_successes),
+        "value_weight": weight,
     }).sort_values("offer_id", kind="stable").reset_index(drop=True)
 
 
@@ -43,7 +57,8 @@ class Selection:
 
 def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
                     n_items: int, exploration_share: float, rng: np.random.Generator,
-                    propensity_draws: int = 1000, first_probabilities: np.ndarray | None = None) -> Selection:
+                    propensity_draws: int = 1000, first_probabilities: np.ndarray | None = None,
+                    weights: np.ndarray | None = None) -> Selection:
     """Rank eligible offers for one request.
 
     Args:
@@ -53,6 +68,7 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         n_items: how many offers to return (fewer if fewer are eligible).
         first_probabilities: shape (m,), `first_choice_probability` for these inputs if the caller
             has it cached (it only changes with the posteriors and the eligible set).
+        weights: shape (m,), value of a success per offer (value-weighted models); None = 1.
     """
     candidates = np.flatnonzero(eligible)
     if len(candidates) == 0:
@@ -63,6 +79,8 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         order = rng.permutation(candidates)[:n_items]
     else:
         samples = rng.beta(alpha[model_pool], beta[model_pool])
+        if weights is not None:
+            samples = samples * weights[model_pool]
         ranked = model_pool[np.argsort(-samples, kind="stable")]
         # New offers fill the remaining slots only after every qualified one.
         rest = rng.permutation(np.setdiff1d(candidates, model_pool))
@@ -70,13 +88,14 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
     first = order[0]
     if first_probabilities is None:
         first_probabilities = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
-                                                       rng, propensity_draws)
+                                                       rng, propensity_draws, weights)
     p_first = first_probabilities[first]
     return Selection(order, float(p_first), explored=bool(explore))
 
 
 def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
-                             exploration_share: float, rng: np.random.Generator, draws: int = 1000) -> np.ndarray:
+                             exploration_share: float, rng: np.random.Generator, draws: int = 1000,
+                             weights: np.ndarray | None = None) -> np.ndarray:
     """Probability of each offer being ranked first, shape (m,).
 
     The Thompson part has no closed form for more than two offers, so it is estimated by Monte
@@ -93,6 +112,8 @@ def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.
     if len(pool) < 2:
         return uniform
     samples = rng.beta(alpha[pool], beta[pool], size=(draws, len(pool)))
+    if weights is not None:
+        samples = samples * weights[pool]
     wins = np.bincount(samples.argmax(axis=1), minlength=len(pool)) / draws
     probs[pool] = wins
     return exploration_share * uniform + (1.0 - exploration_share) * probs

@@ -6,6 +6,7 @@
     offerflow decide      which offers for a profile in one or more placements
     offerflow serve       the HTTP decision service
     offerflow rankings    list published ranking versions, roll back
+    offerflow models      the AI models: what they optimize, when they last trained, how good they are
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ app = typer.Typer(help="offerflow: rank marketing offers with machine learning, 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
+models_app = typer.Typer(help="The project's AI models: configuration, last training, quality.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long its path
 
@@ -216,6 +219,77 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
     except StoreError as exc:
         _fail(str(exc))
     console.print(f"{placement}: version {current} is current")
+
+
+def _model_overview(config_path: Path):
+    from offerflow.aimodels import overview
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+
+    project = _load(config_path)
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                      project.path(project.tracking.artifact_root))
+    return project, tracker, overview(project, tracker)
+
+
+def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "" if value is None else pattern.format(value)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = Path("offerflow.yaml"),
+                as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Every AI model: type, status, placements, last trained, offers it personalizes, traffic, Gini."""
+    _, _, models = _model_overview(config)
+    if as_json:
+        print(json.dumps([m.to_dict() for m in models], indent=2, default=str))
+        return
+    table = Table(title="AI models")
+    for column in ("name", "type", "status", "placements", "last trained", "offers qualified",
+                   "traffic model/explore/holdout", "holdout Gini"):
+        table.add_column(column)
+    for m in models:
+        qualified = m.metrics.get("offers_qualified")
+        table.add_row(m.name, m.type, m.status, ", ".join(m.placements), m.last_trained or "never",
+                      "" if qualified is None else f"{int(qualified)} of {int(m.metrics.get('offers_total', 0))}",
+                      "/".join(f"{m.traffic[k]:.0%}" for k in ("model", "exploration", "holdout")),
+                      _fmt(m.holdout_gini))
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
+                config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """One AI model in detail: configuration, last training run, and what it learned per offer."""
+    from offerflow.aimodels import offer_table
+
+    _, tracker, models = _model_overview(config)
+    model = next((m for m in models if m.name == name), None)
+    if model is None:
+        _fail(f"unknown AI model {name!r} (defined: {', '.join(m.name for m in models) or 'none'})")
+    console.print(f"[bold]{model.name}[/bold] ({model.type}, {model.status}): {model.description}")
+    console.print(f"placements:        {', '.join(model.placements)}")
+    console.print(f"optimizes:         {model.optimization_metric}")
+    console.print(f"training window:   {model.training_window_days} days")
+    console.print("traffic:           " + ", ".join(f"{k} {v:.0%}" for k, v in model.traffic.items()))
+    console.print(f"MLflow experiment: {model.experiment}")
+    if model.run_id is None:
+        console.print("last trained:      never")
+        return
+    console.print(f"last trained:      {model.last_trained} (run {model.run_id})")
+    if model.champion_version:
+        console.print(f"champion:          version {model.champion_version}")
+    m = model.metrics
+    console.print(f"data seen:         {int(m.get('displays', 0)):,} displays, {m.get('successes', 0):,.0f} successes")
+    if model.holdout_gini is not None:
+        console.print(f"holdout quality:   AUC {m['holdout_auc']:.3f}, Gini {model.holdout_gini:.3f}")
+    offers = offer_table(tracker, model.run_id)
+    table = Table(title=f"offers as {model.name} last saw them")
+    for column in ("offer", "displays", "successes", "posterior rate", "qualified"):
+        table.add_column(column)
+    for row in offers.itertuples():
+        table.add_row(row.offer_id, f"{row.displays:,}", f"{row.successes:,.0f}", f"{row.rate:.4f}",
+                      "yes" if row.qualified else "new")
+    console.print(table)
 
 
 @app.command()

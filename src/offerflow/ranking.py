@@ -115,14 +115,16 @@ def formula_scorer(formula: str, schema: Mapping[str, str]) -> ScoreFn:
 
 def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
                     end: datetime, success_event: str = "click") -> pd.DataFrame:
-    """Displays in [start, end) on the placements, each with `success` = 1 if its offer was clicked
-    in the same decision. Columns: profile_id, offer_id, placement_id, timestamp, propensity, success."""
+    """Displays in [start, end) on the placements, each with `success` = 1 if the success event
+    (a click by default) happened for its offer in the same decision, and `value` = the summed
+    value of those success events (0 without one). Columns: profile_id, offer_id, placement_id,
+    timestamp, propensity, success, value."""
     marks = ", ".join("?" for _ in placement_ids)
     sql = f"""
-        WITH s AS (SELECT DISTINCT decision_id, offer_id FROM {EVENTS_VIEW}
-                   WHERE event_type = ? AND decision_id IS NOT NULL)
+        WITH s AS (SELECT decision_id, offer_id, COALESCE(SUM(value), 0) AS value FROM {EVENTS_VIEW}
+                   WHERE event_type = ? AND decision_id IS NOT NULL GROUP BY decision_id, offer_id)
         SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
-               (s.decision_id IS NOT NULL)::TINYINT AS success
+               (s.decision_id IS NOT NULL)::TINYINT AS success, COALESCE(s.value, 0)::DOUBLE AS value
         FROM {EVENTS_VIEW} d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
         WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
           AND d.timestamp >= ? AND d.timestamp < ?
@@ -131,9 +133,11 @@ def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], st
 
 
 def offer_counts(log: pd.DataFrame) -> pd.DataFrame:
-    """Displays and successes per offer (and placement) from an interaction log."""
+    """Displays, successes and the value of the successes per offer, from an interaction log."""
+    if "value" not in log:
+        log = log.assign(value=0.0)
     return (log.groupby("offer_id", as_index=False)
-               .agg(displays=("success", "size"), successes=("success", "sum")))
+               .agg(displays=("success", "size"), successes=("success", "sum"), value=("value", "sum")))
 
 
 def offer_features(offers: pd.DataFrame) -> pd.DataFrame:
@@ -157,6 +161,9 @@ class ClickModel:
     qualified_offers: list[str]
     holdout_metrics: dict[str, float] = field(default_factory=dict)
     compile: CompileMode = "auto"
+    #: Value of a success per offer id, for value-weighted models: scores become expected value per
+    #: display (click probability x value). None ranks by click probability.
+    offer_weights: dict[str, float] | None = None
     _predictor: BoosterPredictor | None = field(default=None, init=False, repr=False)
 
     def predictor(self) -> BoosterPredictor:
@@ -201,6 +208,9 @@ class ClickModel:
             block[:, p_pos] = np.repeat(p_block[start:stop], m, axis=0)
             block[:, o_pos] = np.tile(o_block, (stop - start, 1))
             scores[start:stop] = predictor.predict(block).reshape(stop - start, m)
+        if self.offer_weights is not None:
+            default = float(np.mean(list(self.offer_weights.values()))) if self.offer_weights else 1.0
+            scores *= offers["offer_id"].map(self.offer_weights).fillna(default).to_numpy(float)[None, :]
         qualified = offers["offer_id"].isin(self.qualified_offers).to_numpy()
         if qualified.any() and not qualified.all():
             worst = scores[:, qualified].min(axis=1, keepdims=True)
@@ -234,7 +244,7 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     from offerflow.evaluation import classification_metrics
 
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    drop = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success"}
+    drop = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
     feature_columns = [c for c in frame.columns if c not in drop]
     categories = categories_of(frame, categorical_columns(frame[feature_columns]))
     n = len(frame)

@@ -56,5 +56,8 @@ POSTERIOR_SCHEMA = pa.schema(
         pa.field("displays", pa.int64(), nullable=False),
         pa.field("successes", pa.float64(), nullable=False),
         pa.field("qualified", pa.bool_(), nullable=False),
+        # Mean value of a success (1.0 unless the model is value-weighted): Thompson samples of the
+        # success rate are multiplied by it, so offers rank by expected value per display.
+        pa.field("value_weight", pa.float64(), nullable=False),
     ]
 )

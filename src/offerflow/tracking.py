@@ -109,6 +109,23 @@ class Tracker:
         except MlflowException:
             return None
 
+    def latest_run(self, experiment: str) -> dict[str, Any] | None:
+        """The most recent finished run of an experiment: id, start time (UTC ISO), metrics, params
+        and tags; None if the experiment has no finished run."""
+        existing = self.client.get_experiment_by_name(experiment)
+        if existing is None:
+            return None
+        runs = self.client.search_runs([existing.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        run = runs[0]
+        from datetime import datetime, timezone
+
+        started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+        return {"run_id": run.info.run_id, "started": started, "metrics": dict(run.data.metrics),
+                "params": dict(run.data.params), "tags": dict(run.data.tags)}
+
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 

@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from offerflow.aimodels import experiment_name
 from offerflow.bandits import fit_posteriors
 from offerflow.catalog import offers_for_placement
 from offerflow.config import AIModelConfig, PropensityGoalConfig
@@ -175,9 +176,9 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
     placement_offers = placement_offers.drop_duplicates("offer_id")
     counts = offer_counts(log)
     counts = placement_offers[["offer_id"]].merge(counts, on="offer_id", how="left").fillna(0)
-    posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes)
+    posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted)
     qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
-    experiment = f"{experiment_prefix}-ranking-{model_cfg.name}"
+    experiment = experiment_name(experiment_prefix, model_cfg.name)
     with tracker.run(experiment, run_name=f"train-{model_cfg.name}",
                      tags={**(tags or {}), "ai_model": model_cfg.name, "type": model_cfg.type}) as run_id:
         tracker.log_params({"type": model_cfg.type, "placements": model_cfg.placements,
@@ -198,7 +199,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")
-            registered = f"{experiment_prefix}-ranking-{model_cfg.name}"
+            registered = experiment
             record = tracker.log_lightgbm(click_model.booster, registered)
             result.model_version = record.model_version
             result.promoted, result.reason = _promote(tracker, registered, record.model_version,
@@ -206,6 +207,8 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
             if not result.promoted:
                 # The challenger is recorded, but placements keep being scored by the champion.
                 click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
+            if model_cfg.value_weighted:  # rank by click probability x value of a success
+                click_model.offer_weights = dict(zip(posteriors["offer_id"], posteriors["value_weight"]))
             result.click_model = click_model
         tracker.log_metrics(metrics)
         result.metrics = metrics

@@ -53,3 +53,35 @@ def test_ineligible_offers_never_selected():
     for _ in range(200):
         sel = thompson_select(np.full(4, 5.0), np.full(4, 50.0), np.ones(4, bool), eligible, 3, 0.2, rng, 50)
         assert set(sel.indices) <= {1, 3}
+
+
+def test_value_weighting_ranks_by_expected_value_per_display():
+    # a: 5% conversion at 10 per conversion (0.5 per display); b: 3% at 50 (1.5 per display).
+    table = pd.DataFrame({"offer_id": ["a", "b"], "displays": [20_000, 20_000], "successes": [1000, 600],
+                          "value": [10_000.0, 30_000.0]})
+    plain = fit_posteriors(table, 100, 5)
+    weighted = fit_posteriors(table, 100, 5, value_weighted=True)
+    assert plain["value_weight"].tolist() == [1.0, 1.0]
+    # shrunk slightly toward the overall mean value per success (40,000 / 1,600 = 25)
+    assert weighted["value_weight"].iat[0] == pytest.approx((10_000 + 5 * 25) / 1005)
+    assert weighted["value_weight"].iat[1] == pytest.approx((30_000 + 5 * 25) / 605)
+    rng = np.random.default_rng(4)
+    args = dict(qualified=np.ones(2, bool), eligible=np.ones(2, bool), n_items=1, exploration_share=0.0, rng=rng)
+
+    def first(post, weights=None):
+        return [thompson_select(post["alpha"].to_numpy(), post["beta"].to_numpy(), weights=weights, **args).indices[0]
+                for _ in range(300)]
+
+    assert np.mean(first(plain)) < 0.05  # by rate, a wins
+    assert np.mean(first(weighted, weighted["value_weight"].to_numpy())) > 0.95  # by value, b wins
+    probs = first_choice_probability(weighted["alpha"].to_numpy(), weighted["beta"].to_numpy(), np.ones(2, bool),
+                                     np.ones(2, bool), 0.0, rng, weights=weighted["value_weight"].to_numpy())
+    assert probs[1] > 0.95
+
+
+def test_value_shrinkage_keeps_lucky_offers_in_check():
+    # c had two large orders out of 2 successes; with shrinkage it does not outrank d's steady value.
+    table = pd.DataFrame({"offer_id": ["c", "d"], "displays": [200, 5000], "successes": [2, 500],
+                          "value": [2_000.0, 25_000.0]})
+    weighted = fit_posteriors(table, 100, 1, value_weighted=True)
+    assert weighted["value_weight"].iat[0] < 1_000 / 2

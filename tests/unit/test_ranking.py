@@ -113,3 +113,58 @@ def true_click_probability_of(profiles, offers):
     from offerflow.world import true_click_probability
 
     return true_click_probability(profiles, offers, "web")
+
+
+def _write_events(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from offerflow.schema import EVENT_SCHEMA
+
+    frame = pd.DataFrame(rows, columns=["event_id", "timestamp", "profile_id", "event_type", "offer_id",
+                                        "placement_id", "channel", "value", "propensity", "decision_id"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    pq.write_table(pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False), path)
+
+
+def test_interaction_log_joins_success_events_and_their_value_by_decision(tmp_path):
+    from datetime import datetime, timezone
+
+    from offerflow.features import open_events
+    from offerflow.ranking import interaction_log, offer_counts
+
+    t = "2026-10-01T10:00:00"
+    _write_events(tmp_path / "e.parquet", [
+        ("1", t, "p1", "display", "a", "web", "web", None, 0.5, "d1"),
+        ("2", t, "p1", "purchase", "a", "web", "web", 30.0, None, "d1"),
+        ("3", t, "p1", "purchase", "a", "web", "web", 20.0, None, "d1"),  # two orders, one display
+        ("4", t, "p2", "display", "a", "web", "web", None, 0.5, "d2"),
+        ("5", t, "p2", "click", "a", "web", "web", None, None, "d2"),  # a click is not a purchase
+        ("6", t, "p3", "display", "b", "web", "web", None, 0.5, "d3"),
+        ("7", t, "p3", "purchase", "a", "web", "web", 99.0, None, "d3"),  # another offer's purchase
+    ])
+    con = open_events(tmp_path / "e.parquet")
+    start, end = datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 10, 2, tzinfo=timezone.utc)
+    log = interaction_log(con, ["web"], start, end, success_event="purchase")
+    by_profile = log.set_index("profile_id")
+    assert by_profile.loc["p1", ["success", "value"]].tolist() == [1, 50.0]
+    assert by_profile.loc["p2", ["success", "value"]].tolist() == [0, 0.0]
+    assert by_profile.loc["p3", ["success", "value"]].tolist() == [0, 0.0]
+    counts = offer_counts(log).set_index("offer_id")
+    assert counts.loc["a"].tolist() == [2, 1, 50.0]
+    clicks = interaction_log(con, ["web"], start, end)
+    assert clicks.set_index("profile_id").loc["p2", "success"] == 1
+
+
+def test_value_weighted_click_model_ranks_by_expected_value():
+    from offerflow.config import LightGBMParams
+    from offerflow.ranking import fit_click_model, training_frame
+
+    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
+    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
+                            offers["offer_id"].tolist(), seed=1)
+    plain = model.score_matrix(profiles.head(50), offers)
+    weights = {oid: float(i + 1) for i, oid in enumerate(offers["offer_id"])}
+    model.offer_weights = weights
+    weighted = model.score_matrix(profiles.head(50), offers)
+    np.testing.assert_allclose(weighted, plain * np.arange(1, len(offers) + 1)[None, :])
