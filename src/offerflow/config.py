@@ -148,6 +148,12 @@ class ValidationConfig(_Strict):
     window_start: str | None = None
     window_end: str | None = None
     max_row_drop_share: float = Field(0.5, ge=0, le=1)
+    #: Events are read, checked and staged this many rows at a time (memory ~ one batch).
+    batch_rows: int = Field(1_000_000, ge=1_000)
+    #: The `events` expectation suite runs on at most about this many rows (a sample beyond).
+    expectation_sample_rows: int = Field(200_000, ge=1_000)
+    #: Memory cap of the DuckDB cross-row checks; beyond it they spill to disk.
+    duckdb_memory_mib: int = Field(3072, ge=256)
 
 
 class ProjectConfig(_Strict):

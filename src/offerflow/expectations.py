@@ -1,9 +1,11 @@
 """The Great Expectations side of event validation: the suites, the file context, and one run.
 
-Two suites live in the project's file data context (``great_expectations/``):
+The suites live in the project's file data context (``great_expectations/``):
 
-* ``events`` runs on the whole events frame: contract columns, null shares, known offers and
-  placements, value ranges and the row count against the previous run.
+* ``events`` runs on the events (every row, or a deterministic sample of a large delivery):
+  contract columns, null shares, known offers and placements, value ranges.
+* ``event_totals`` runs on a one-row table of exact counts over every row: the row count
+  against the previous run, rows sharing an event id.
 * ``offer_conversion`` runs on a small derived table (one row per offer: displays, clicks,
   conversion rate) because "clicks per offer <= displays per offer" is not a column property.
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 EVENTS_SUITE = "events"
 CONVERSION_SUITE = "offer_conversion"
+TOTALS_SUITE = "event_totals"
 DATASOURCE = "offerflow_pandas"
 BATCH_DEFINITION = "whole_frame"
 DOCS_SITE = "local_site"
@@ -66,7 +69,7 @@ def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
 
 
 def events_expectations() -> list[Any]:
-    """The `events` suite: cheap, whole-frame expectations only (it runs on every row)."""
+    """The `events` suite: per-value expectations, on every row or a sample (see module doc)."""
     gxe = import_gx().expectations
     specs = [
         _spec(
@@ -82,9 +85,10 @@ def events_expectations() -> list[Any]:
             gxe.ExpectTableColumnsToMatchSet,
             "warning",
             "The data contract lists these columns; a missing optional one is read as all-null,"
-            " which silently disables placement, value or propensity features.",
+            " which silently disables placement, value or propensity features, and an extra one"
+            " is kept but unused (often a renamed contract column).",
             column_set=list(EVENT_COLUMNS),
-            exact_match=False,
+            exact_match=True,
         )
     )
     for column in REQUIRED_EVENT_COLUMNS:
@@ -106,13 +110,6 @@ def events_expectations() -> list[Any]:
             " digits) usually means a column shift in the export.",
             column="event_type",
             regex=EVENT_TYPE_PATTERN,
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeUnique,
-            "warning",
-            "Duplicate event ids double-count displays and clicks; the row checks quarantine"
-            " them, this reports how many arrived.",
-            column="event_id",
         ),
         _spec(
             gxe.ExpectColumnValuesToBeInSet,
@@ -150,19 +147,36 @@ def events_expectations() -> list[Any]:
             column="value",
             min_value=0,
         ),
-        _spec(
-            gxe.ExpectTableRowCountToBeBetween,
-            "critical",
-            "A sudden drop in volume (or no events at all) means a partial export; training on it"
-            " would silently forget offers and profiles.",
-            min_value={"$PARAMETER": "min_row_count"},
-        ),
     ]
     return specs
 
 
+def totals_expectations() -> list[Any]:
+    """The `event_totals` suite, on the one-row table of exact counts over every input row."""
+    gxe = import_gx().expectations
+    return [
+        _spec(
+            gxe.ExpectColumnValuesToBeBetween,
+            "critical",
+            "A sudden drop in volume (or no events at all) means a partial export; training on it"
+            " would silently forget offers and profiles.",
+            column="rows",
+            min_value={"$PARAMETER": "min_row_count"},
+        ),
+        _spec(
+            gxe.ExpectColumnValuesToBeBetween,
+            "warning",
+            "Duplicate event ids double-count displays and clicks; the row checks quarantine"
+            " them, this reports how many arrived.",
+            column="duplicate_event_id_rows",
+            min_value=0,
+            max_value=0,
+        ),
+    ]
+
+
 def conversion_expectations() -> list[Any]:
-    """The `offer_conversion` suite, on the per-offer table of `conversion_table`."""
+    """The `offer_conversion` suite, on the per-offer table of `EventStage.conversion_table`."""
     gxe = import_gx().expectations
     return [
         _spec(
@@ -175,29 +189,6 @@ def conversion_expectations() -> list[Any]:
             max_value=1,
         )
     ]
-
-
-def conversion_table(events: pd.DataFrame) -> pd.DataFrame:
-    """Displays, clicks and clicks/displays per offer (offers with at least one of either)."""
-    import numpy as np
-    import pandas as pd
-
-    interactions = events.loc[
-        events["event_type"].isin(["display", "click"]) & events["offer_id"].notna(),
-        ["offer_id", "event_type"],
-    ]
-    counts = pd.crosstab(interactions["offer_id"], interactions["event_type"])
-    table = pd.DataFrame(
-        {
-            "offer_id": counts.index.astype(str),
-            "displays": counts["display"].to_numpy() if "display" in counts else 0,
-            "clicks": counts["click"].to_numpy() if "click" in counts else 0,
-        }
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = table["clicks"].to_numpy(float) / table["displays"].to_numpy(float)
-    table["conversion_rate"] = np.where(table["clicks"] == 0, 0.0, rate)
-    return table
 
 
 def open_context(context_dir: Path) -> Any:
@@ -296,6 +287,7 @@ def init_project(context_dir: Path) -> Any:
     This is what writes the committed files of ``great_expectations/``."""
     context = open_context(context_dir)
     ensure_target(context, EVENTS_SUITE, events_expectations())
+    ensure_target(context, TOTALS_SUITE, totals_expectations())
     ensure_target(context, CONVERSION_SUITE, conversion_expectations())
     return context
 

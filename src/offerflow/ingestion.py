@@ -1,26 +1,33 @@
 """Ingestion: read the project's datasets, validate the events, and keep a validated snapshot.
 
-The validated snapshot (`<outputs>/validated/events.parquet`) is what every later step reads; it
-is replaced atomically, so a failed run leaves the previous snapshot (and everything published
-from it) untouched. Rejected rows go to `<quarantine_dir>/quarantine-<run_id>.parquet`.
+Events stream through in batches of `validation.batch_rows` rows (read -> type -> row checks ->
+staged as Parquet), then the cross-row checks and the suites run in DuckDB over the staged
+files, and the accepted rows and the quarantine are written from there in Arrow batches: peak
+memory is about one batch plus DuckDB's cap (`validation.duckdb_memory_mib`), whatever the
+file size. The stage lives in `<outputs>/validated/.stage-<run_id>/` and is removed afterwards.
+
+The validated snapshot (`<outputs>/validated/events.parquet`, sorted by time and event id) is
+what every later step reads; it is replaced atomically, so a failed run leaves the previous
+snapshot (and everything published from it) untouched. Rejected rows go to
+`<quarantine_dir>/quarantine-<run_id>.parquet` (written even when the run fails).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from offerflow.catalog import load_offers, load_profiles
 from offerflow.config import ProjectConfig
-from offerflow.events import coerce_event_types, read_events
+from offerflow.event_stage import EventStage
+from offerflow.events import coerce_event_types, read_events_batches
 from offerflow.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
-from offerflow.validation import ValidationReport, validate_events, write_quarantine
+from offerflow.validation import ValidationReport, judge_events, quarantine_file, stage_events
 
 
 class ValidationFailed(RuntimeError):
@@ -34,8 +41,8 @@ class IngestionResult:
     report: ValidationReport
 
     def counts(self) -> dict[str, int]:
-        return {"rows": self.report.row_count, "accepted": len(self.report.accepted),
-                "quarantined": len(self.report.quarantined)}
+        return {"rows": self.report.row_count, "accepted": self.report.accepted_count,
+                "quarantined": self.report.quarantined_count}
 
 
 def load_catalog(config: ProjectConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,31 +71,43 @@ def _previous_row_count(state_file: Path) -> int | None:
 
 def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
                   now: datetime | None = None, build_docs: bool = True) -> IngestionResult:
-    """Read, type, validate and quarantine the events; write the validated snapshot.
+    """Read, type, validate and quarantine the events in batches; write the validated snapshot.
 
     Raises `ValidationFailed` (with a readable summary) when a critical expectation fails; the
-    quarantine file is still written so the bad rows can be inspected.
+    quarantine file is still written so the bad rows can be inspected. Raises `EventFileError`
+    for a whole-file problem, before anything is written.
     """
-    raw = read_events(config.path(config.data.events))
-    typed, reasons = coerce_event_types(raw)
+    settings = config.validation
     out_dir = validated_dir(config)
     state_file = out_dir / "last_run.json"
-    report = validate_events(
-        typed, offer_ids=set(offers["offer_id"]), placement_ids=[p.id for p in config.placements],
-        settings=config.validation, context_dir=config.path(config.validation.great_expectations_dir),
-        run_id=run_id, now=now or datetime.now(timezone.utc), previous_row_count=_previous_row_count(state_file),
-        pre_reasons=reasons, build_docs=build_docs)
-    quarantine_path = write_quarantine(report, config.path(config.data.quarantine_dir))
-    if not report.success:
-        raise ValidationFailed(report.summary())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    accepted = report.accepted[list(EVENT_SCHEMA.names)].sort_values(["timestamp", "event_id"], kind="stable")
-    path = out_dir / "events.parquet"
-    tmp = out_dir / f".events-{run_id}.parquet.tmp"
-    pq.write_table(pa.Table.from_pandas(accepted, schema=EVENT_SCHEMA, preserve_index=False), tmp,
-                   compression="zstd")
-    tmp.replace(path)
+    now_ts = pd.Timestamp(now if now is not None else datetime.now(timezone.utc))
+    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    checks = dict(offer_ids=set(offers["offer_id"]), placement_ids=[p.id for p in config.placements],
+                  settings=settings)
+    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id) or "run"
+    with EventStage(out_dir / f".stage-{safe_run}", memory_limit_mib=settings.duckdb_memory_mib) as stage:
+        for batch in read_events_batches(config.path(config.data.events), batch_rows=settings.batch_rows):
+            typed, reasons = coerce_event_types(batch)
+            stage_events(stage, typed, reasons, now=now_ts, **checks)
+            del batch, typed, reasons
+        report = judge_events(
+            stage, **checks, context_dir=config.path(settings.great_expectations_dir), run_id=run_id,
+            previous_row_count=_previous_row_count(state_file), build_docs=build_docs)
+        quarantine_path = None
+        if report.quarantined_count:
+            quarantine_path = quarantine_file(config.path(config.data.quarantine_dir), run_id)
+            quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = quarantine_path.with_suffix(".parquet.partial")
+            stage.write(stage.quarantine_batches(run_id), partial)
+            partial.replace(quarantine_path)
+        if not report.success:
+            raise ValidationFailed(report.summary())
+        path = out_dir / "events.parquet"
+        tmp = out_dir / f".events-{safe_run}.parquet.tmp"
+        written = stage.write(stage.accepted_batches(sort=True), tmp, schema=EVENT_SCHEMA)
+        assert written == report.accepted_count, "accepted rows lost while writing the snapshot"
+        tmp.replace(path)
     state_file.write_text(json.dumps({"run_id": run_id, "row_count": report.row_count,
-                                      "accepted": len(report.accepted),
-                                      "quarantined": len(report.quarantined)}))
+                                      "accepted": report.accepted_count,
+                                      "quarantined": report.quarantined_count}))
     return IngestionResult(path, quarantine_path, report)

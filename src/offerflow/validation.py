@@ -1,17 +1,26 @@
 """Validate an events frame before anything learns from it: two layers, one report.
 
-1. **Row-level checks** (vectorized pandas/numpy masks, no per-row Python loop, sized for tens
-   of millions of rows). Every row collects *all* its reasons (``"; "``-joined); a row with at
-   least one reason is quarantined, every other row is accepted. The invariant
-   ``len(accepted) + len(quarantined) == len(events)`` is asserted on every call.
-2. **Dataset-level expectations** with Great Expectations (suites ``events`` and
-   ``offer_conversion`` in the ``great_expectations/`` file context, see
+1. **Row checks**, streamed: `stage_events` checks one batch at a time (vectorized
+   pandas/numpy masks, no per-row Python loop) and stages it on disk (`EventStage`); after the
+   last batch, the checks that need every row (duplicate event ids, clicks without a display)
+   run in DuckDB over the staged files (`offerflow.event_stage`). Every row collects *all* its
+   reasons (``"; "``-joined: its own first, then duplicates, then clicks); a row with at least
+   one reason is quarantined, every other row is accepted. ``accepted + quarantined == input``
+   is asserted on every run. Memory is one batch plus DuckDB's capped working set.
+2. **Dataset-level expectations** with Great Expectations (`judge_events`; suites ``events``,
+   ``event_totals`` and ``offer_conversion`` in the ``great_expectations/`` file context, see
    `offerflow.expectations`). They say whether the delivery *as a whole* is usable: a failed
    ``critical`` expectation fails the run (``report.success`` is False), a ``warning`` is
-   reported only. Data Docs are rebuilt on every run.
+   reported only. ``events`` runs on every row up to ``expectation_sample_rows`` rows, beyond
+   that on a deterministic sample of about that many (the shares of its ``mostly``
+   expectations are then estimates, and the report says so); ``event_totals`` (row count
+   versus the last run, duplicate ids) and ``offer_conversion`` run on exact aggregates of all
+   rows. Data Docs are rebuilt on every run.
 
+`validate_events` runs both on one in-memory frame and returns the accepted and quarantined
+rows as frames; `offerflow.ingestion` streams a file through the same functions.
 The two layers agree: where an expectation tolerates a share of bad rows (``mostly=0.99``),
-the row checks quarantine exactly those rows, so the accepted frame is clean either way.
+the row checks quarantine exactly those rows, so the accepted rows are clean either way.
 
 Policies worth knowing:
 
@@ -37,21 +46,23 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from offerflow.config import ValidationConfig
-from offerflow.schema import CLICK, DISPLAY, EVENT_COLUMNS, INTERACTION_TYPES
+from offerflow.event_stage import EventStage
+from offerflow.schema import EVENT_COLUMNS, INTERACTION_TYPES
 
 PROVENANCE_COLUMNS = ("_source_file", "_source_line")
 PARSE_ERROR_COLUMN = "_parse_error"
-CLICK_MATCH_WINDOW = "24h"
 _FLOAT_COLUMNS = ("value", "propensity")
 _NO_EVENTS_WHY = (
     "An empty delivery means the export failed upstream; validating or training on it would"
@@ -70,12 +81,19 @@ class ExpectationOutcome:
 
 @dataclass(frozen=True, eq=False)
 class ValidationReport:
-    accepted: pd.DataFrame
-    quarantined: pd.DataFrame
+    """What validation found. `accepted`/`quarantined` are frames only for `validate_events`
+    (in memory); the streaming path writes them to files and keeps the counts."""
+
     outcomes: list[ExpectationOutcome]
     data_docs_path: Path | None
     row_count: int
+    accepted_count: int
+    quarantined_count: int
+    quarantine_reasons: pd.Series
     run_id: str = ""
+    sample_rows: int | None = None
+    accepted: pd.DataFrame | None = None
+    quarantined: pd.DataFrame | None = None
 
     @property
     def critical_failures(self) -> list[ExpectationOutcome]:
@@ -91,12 +109,7 @@ class ValidationReport:
 
     def reason_counts(self) -> pd.Series:
         """Quarantined rows per reason kind (quoted values and "(profile ...)" stripped)."""
-        if self.quarantined.empty:
-            return pd.Series(dtype="int64")
-        exploded = self.quarantined["reasons"].astype(str).str.split("; ").explode()
-        counts = exploded.value_counts()
-        kinds = [re.sub(r" ?'[^']*'| ?\(profile [^)]*\)", "", str(r)).strip() for r in counts.index]
-        return counts.groupby(kinds).sum().sort_values(ascending=False, kind="stable")
+        return self.quarantine_reasons
 
     def summary(self) -> str:
         status = "PASSED" if self.success else "FAILED"
@@ -104,9 +117,11 @@ class ValidationReport:
         lines = [
             f"Event validation{run}: {status} ({len(self.critical_failures)} critical,"
             f" {len(self.warnings)} warning expectations failed)",
-            f"  {self.row_count} rows: {len(self.accepted)} accepted,"
-            f" {len(self.quarantined)} quarantined",
+            f"  {self.row_count} rows: {self.accepted_count} accepted,"
+            f" {self.quarantined_count} quarantined",
         ]
+        if self.sample_rows is not None and self.sample_rows < self.row_count:
+            lines.append(f"  column expectations evaluated on a sample of {self.sample_rows} rows")
         counts = self.reason_counts()
         if len(counts):
             lines.append("Quarantined rows by reason:")
@@ -134,33 +149,98 @@ def validate_events(
     pre_reasons: pd.Series | None = None,
     build_docs: bool = True,
 ) -> ValidationReport:
-    """Split `events` into accepted and quarantined rows and run the expectation suites.
+    """Split an in-memory `events` frame into accepted and quarantined rows and run the suites.
 
-    `events` has the contract columns with `timestamp` as datetime64 (UTC, NaT allowed) and
-    `value`/`propensity` as floats; raw strings are coerced as a fallback. `pre_reasons` are
-    per-row parse reasons ("" = fine), aligned by position, merged into the quarantine reasons
-    as is, like a non-empty `_parse_error` column.
+    The same code as the streaming path (one batch, staged in a temporary directory), with the
+    accepted rows (contract columns, then extra columns as text, input order) and the quarantined
+    rows returned as frames. `events` has the contract columns with `timestamp` as datetime64
+    (UTC, NaT allowed) and `value`/`propensity` as floats; raw strings are coerced as a fallback.
+    `pre_reasons` are per-row parse reasons ("" = fine), aligned by position.
     """
+    with tempfile.TemporaryDirectory(prefix="offerflow-validate-") as tmp, \
+            EventStage(Path(tmp) / "stage", memory_limit_mib=512) as stage:
+        now_ts = _now(now)
+        stage_events(stage, events, pre_reasons, offer_ids=offer_ids, placement_ids=placement_ids,
+                     settings=settings, now=now_ts)
+        report = judge_events(stage, offer_ids=offer_ids, placement_ids=placement_ids, settings=settings,
+                              context_dir=context_dir, run_id=run_id,
+                              previous_row_count=previous_row_count, build_docs=build_docs)
+        accepted = _to_pandas(stage.accepted_batches(sort=False))
+        quarantined = _to_pandas(stage.quarantine_batches(run_id))
+    assert len(accepted) + len(quarantined) == report.row_count, "row conservation violated"
+    return replace(report, accepted=accepted, quarantined=quarantined)
+
+
+def _to_pandas(batches: Iterable[pa.RecordBatch]) -> pd.DataFrame:
+    return pa.Table.from_batches(list(batches)).to_pandas()
+
+
+def _now(now: datetime | None) -> pd.Timestamp:
+    return _utc(pd.Timestamp(now if now is not None else datetime.now(timezone.utc)))
+
+
+def stage_events(
+    stage: EventStage,
+    events: pd.DataFrame,
+    pre_reasons: pd.Series | None = None,
+    *,
+    offer_ids: Collection[str],
+    placement_ids: Collection[str],
+    settings: ValidationConfig,
+    now: pd.Timestamp,
+) -> None:
+    """Row-level checks of one batch (vectorized), then the batch goes to the stage."""
+    original = events.reset_index(drop=True)
+    frame, coerce_reasons = _prepare(original)
+    reasons = _row_reasons(frame, coerce_reasons, pre_reasons, offer_ids=offer_ids,
+                           placement_ids=placement_ids, settings=settings, now=now)
+    text = np.full(len(frame), "", dtype=object)
+    flagged = np.flatnonzero(reasons.flagged())
+    text[flagged] = reasons.render(flagged)
+    typed = pd.DataFrame({name: _column(frame, name) for name in EVENT_COLUMNS}, index=frame.index)
+    internal = {*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN}
+    extras = [c for c in frame.columns if c not in EVENT_COLUMNS and c not in internal]
+    for name in [*extras, *PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN]:
+        if name in frame.columns:
+            typed[name] = frame[name]
+    stage.add(original, typed, text, extras)
+
+
+def judge_events(
+    stage: EventStage,
+    *,
+    offer_ids: Collection[str],
+    placement_ids: Collection[str],
+    settings: ValidationConfig,
+    context_dir: Path,
+    run_id: str,
+    previous_row_count: int | None = None,
+    build_docs: bool = True,
+) -> ValidationReport:
+    """The cross-row checks (in the stage's DuckDB) and the expectation suites, after every
+    batch was staged: the `events` suite on (a sample of) the rows, `event_totals` on the exact
+    counts, `offer_conversion` on the per-offer table of the accepted rows."""
     from offerflow import expectations as gxs
 
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    original = events.reset_index(drop=True)
-    frame, coerce_reasons = _prepare(original)
-    n = len(frame)
-    now_ts = _utc(pd.Timestamp(now if now is not None else datetime.now(timezone.utc)))
-    reasons = _row_reasons(
-        frame, coerce_reasons, pre_reasons,
-        offer_ids=offer_ids, placement_ids=placement_ids, settings=settings, now=now_ts,
-    )
-    flagged = reasons.flagged()
-    accepted = _accepted(frame, flagged)
-    quarantined = _quarantined(original, frame, flagged, reasons, run_id)
-    assert len(accepted) + len(quarantined) == n, "row conservation violated"
+    n = stage.rows
+    accepted_count, quarantined_count = stage.counts()
+    assert accepted_count + quarantined_count == n, "row conservation violated"
 
     outcomes: list[ExpectationOutcome] = []
     if n == 0:
         outcomes.append(ExpectationOutcome("no events", "critical", False, _NO_EVENTS_WHY, "0 rows"))
     context = gxs.open_context(Path(context_dir))
+
+    sample = stage.sample(settings.expectation_sample_rows)
+    sampled = len(sample) < n
+    target = gxs.ensure_target(context, gxs.EVENTS_SUITE, gxs.events_expectations())
+    parameters = {"offer_ids": sorted(map(str, offer_ids)), "placement_ids": sorted(map(str, placement_ids))}
+    result = gxs.run(target, sample, parameters=parameters, run_id=run_id, build_docs=build_docs)
+    suffix = f" (in a sample of {len(sample)} of {n} rows)" if sampled else ""
+    outcomes += [replace(o, observed=o.observed + suffix) if "unexpected" in o.observed else o
+                 for o in _outcomes(target, result, {})]
+
     min_rows = 1
     if previous_row_count is not None:
         min_rows = max(1, math.ceil(previous_row_count * (1 - settings.max_row_drop_share) - 1e-9))
@@ -168,53 +248,50 @@ def validate_events(
         f" (previous run {previous_row_count} rows, max drop {settings.max_row_drop_share:.0%})"
         if previous_row_count is not None else ""
     )
-    target = gxs.ensure_target(context, gxs.EVENTS_SUITE, gxs.events_expectations())
-    parameters = {
-        "offer_ids": sorted(map(str, offer_ids)),
-        "placement_ids": sorted(map(str, placement_ids)),
-        "min_row_count": min_rows,
-    }
-    result = gxs.run(target, frame, parameters=parameters, run_id=run_id, build_docs=build_docs)
-    outcomes += _outcomes(target, result, {"expect_table_row_count_to_be_between": row_note})
+    duplicates = stage.duplicate_id_rows()
+    totals = pd.DataFrame({"rows": [n], "duplicate_event_id_rows": [duplicates]}, dtype="int64")
+    target = gxs.ensure_target(context, gxs.TOTALS_SUITE, gxs.totals_expectations())
+    result = gxs.run(target, totals, parameters={"min_row_count": min_rows}, run_id=run_id,
+                     build_docs=build_docs)
+    outcomes += _outcomes(target, result, {
+        "expect_column_values_to_be_between(rows)": row_note,
+        "expect_column_values_to_be_between(duplicate_event_id_rows)":
+            f"{duplicates} of {n} rows share their event_id with another row",
+    })
 
-    rates = gxs.conversion_table(accepted)
+    rates = stage.conversion_table()
     over = rates[rates["conversion_rate"] > 1]
     conversion_note = "; ".join(
         f"offer {r.offer_id}: {r.clicks} clicks / {r.displays} displays" for r in over.itertuples()
     ) or f"{len(rates)} offers, all at most 1"
     target = gxs.ensure_target(context, gxs.CONVERSION_SUITE, gxs.conversion_expectations())
     result = gxs.run(target, rates, parameters={}, run_id=run_id, build_docs=build_docs)
-    outcomes += _outcomes(target, result, {"expect_column_values_to_be_between": conversion_note})
+    outcomes += _outcomes(target, result, {"expect_column_values_to_be_between(conversion_rate)": conversion_note})
 
     docs = gxs.docs_index(context) if build_docs else None
-    return ValidationReport(accepted, quarantined, outcomes, docs, n, run_id)
+    return ValidationReport(outcomes, docs, n, accepted_count, quarantined_count, stage.reason_counts(),
+                            run_id, len(sample))
+
+
+def quarantine_file(directory: Path, run_id: str) -> Path:
+    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id) or "run"
+    return Path(directory) / f"quarantine-{safe_run}.parquet"
 
 
 def write_quarantine(report: ValidationReport, directory: Path) -> Path | None:
-    """Write the quarantined rows to `directory/quarantine-<run_id>.parquet` (atomically)."""
-    if report.quarantined.empty:
+    """Write an in-memory report's quarantined rows to `directory/quarantine-<run_id>.parquet`
+    (atomically); None when nothing was quarantined."""
+    if report.quarantined is None or report.quarantined.empty:
         return None
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", report.run_id) or "run"
-    path = directory / f"quarantine-{safe_run}.parquet"
+    path = quarantine_file(directory, report.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".parquet.partial")
-    frame = report.quarantined
-    try:
-        frame.to_parquet(partial, index=False)
-    except (TypeError, ValueError):  # pyarrow cannot type a mixed object column: keep it as text
-        mixed = {c: frame[c].map(lambda v: None if _is_null(v) else str(v))
-                 for c in frame.columns if frame[c].dtype == object}
-        frame.assign(**mixed).to_parquet(partial, index=False)
+    report.quarantined.to_parquet(partial, index=False)
     os.replace(partial, path)
     return path
 
 
 # -- preparation -------------------------------------------------------------------------------
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -368,10 +445,6 @@ def _row_reasons(
         end, inclusive = _window_bound(settings.window_end, "window_end", end=True)
         reasons.add(_mask(ts > end if inclusive else ts >= end), "timestamp: after window end")
 
-    identical, conflicting = _duplicates(frame, col["event_id"], ~missing["event_id"])
-    reasons.add(identical, "event_id: duplicate (identical row)")
-    reasons.add(conflicting, "event_id: duplicate with conflicting content")
-
     event_type = col["event_type"]
     interaction = _mask(event_type.isin(list(INTERACTION_TYPES)))
     offer, placement = col["offer_id"], col["placement_id"]
@@ -385,112 +458,10 @@ def _row_reasons(
     propensity = col["propensity"]
     reasons.add(_mask((propensity <= 0) | (propensity > 1)), "propensity: not in (0, 1]")
     reasons.add(_mask(col["value"] < 0), "value: negative")
-
-    _check_clicks(reasons, col, missing, nat, _mask(event_type == CLICK), _mask(event_type == DISPLAY))
     return reasons
 
 
-def _duplicates(frame: pd.DataFrame, event_id: pd.Series, has_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(later copies of identical rows, every row of an id whose rows differ)."""
-    n = len(frame)
-    identical, conflicting = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    candidates = _mask(event_id.duplicated(keep=False)) & has_id
-    if not candidates.any():
-        return identical, conflicting
-    content = [c for c in frame.columns if c not in (*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN)]
-    rows = frame.loc[candidates, content]
-    try:
-        later = rows.duplicated(keep="first").to_numpy()
-    except TypeError:  # unhashable cell values (lists, dicts): compare their text
-        rows = rows.astype(str)
-        later = rows.duplicated(keep="first").to_numpy()
-    identical[rows.index[later]] = True
-    distinct_ids = rows.loc[~later, "event_id"]
-    conflicting_ids = distinct_ids[distinct_ids.duplicated(keep=False)].unique()
-    conflicting = _mask(event_id.isin(list(conflicting_ids))) & has_id
-    return identical, conflicting
-
-
-def _check_clicks(
-    reasons: _Reasons,
-    col: dict[str, pd.Series],
-    missing: dict[str, np.ndarray],
-    nat: np.ndarray,
-    is_click: np.ndarray,
-    is_display: np.ndarray,
-) -> None:
-    """Clicks need an accepted display (judged after every other check). Displays are first
-    narrowed to the clicks' decisions or profiles, so the joins stay click-sized."""
-    good_display = is_display & ~reasons.flagged()
-    candidates = is_click & ~missing["offer_id"]
-    decision, offer = col["decision_id"], col["offer_id"]
-    profile, placement, ts = col["profile_id"], col["placement_id"], col["timestamp"]
-
-    def rows(mask: np.ndarray, **columns: pd.Series) -> pd.DataFrame:
-        return pd.DataFrame({k: c[mask].reset_index(drop=True) for k, c in columns.items()})
-
-    by_decision = candidates & ~missing["decision_id"]
-    unmatched = np.zeros(len(is_click), dtype=bool)
-    if by_decision.any():
-        clicks = rows(by_decision, d=decision, o=offer).assign(pos=np.flatnonzero(by_decision))
-        shown = good_display & _mask(decision.isin(clicks["d"].unique()))
-        displays = rows(shown, d=decision, o=offer).drop_duplicates().assign(hit=True)
-        merged = clicks.merge(displays, on=["d", "o"], how="left")
-        unmatched[merged.loc[merged["hit"].isna(), "pos"].to_numpy()] = True
-    reasons.add(unmatched, lambda p: (
-        "click: no matching display for decision '" + _text(decision, p) + "' (profile "
-        + _text(profile, p) + ", offer " + _text(offer, p) + ")"
-    ))
-
-    by_time = candidates & missing["decision_id"]
-    if not by_time.any():
-        return
-    unmatched = by_time.copy()
-    keys_ok = ~missing["profile_id"] & ~missing["placement_id"] & ~missing["offer_id"] & ~nat
-    left = by_time & keys_ok
-    if left.any():
-        clicks = rows(left, ts=ts, p=profile, o=offer, pl=placement).assign(pos=np.flatnonzero(left))
-        shown = good_display & keys_ok & _mask(profile.isin(clicks["p"].unique()))
-        displays = rows(shown, ts=ts, p=profile, o=offer, pl=placement)
-        displays["shown_at"] = displays["ts"]
-        if len(displays):
-            merged = pd.merge_asof(
-                clicks.sort_values("ts", kind="stable"), displays.sort_values("ts", kind="stable"),
-                on="ts", by=["p", "o", "pl"], direction="backward",
-                tolerance=pd.Timedelta(CLICK_MATCH_WINDOW), allow_exact_matches=True,
-            )
-            unmatched[merged.loc[merged["shown_at"].notna(), "pos"].to_numpy()] = False
-    reasons.add(unmatched, lambda p: (
-        f"click: no matching display within {CLICK_MATCH_WINDOW[:-1]} h before it (profile "
-        + _text(profile, p) + ", offer " + _text(offer, p) + ", placement " + _text(placement, p) + ")"
-    ))
-
-
-# -- outputs -----------------------------------------------------------------------------------
-
-
-def _accepted(frame: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
-    """Contract columns first (absent ones as typed nulls), then any extra columns."""
-    internal = {*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN}
-    extras = [c for c in frame.columns if c not in EVENT_COLUMNS and c not in internal]
-    kept = frame.loc[~flagged]
-    out = pd.DataFrame({name: _column(kept, name) for name in EVENT_COLUMNS}, index=kept.index)
-    for name in extras:
-        out[name] = kept[name]
-    return out.reset_index(drop=True)
-
-
-def _quarantined(
-    original: pd.DataFrame, frame: pd.DataFrame, flagged: np.ndarray, reasons: _Reasons, run_id: str
-) -> pd.DataFrame:
-    """The rows as they came in (raw values), with provenance, reasons and the run id."""
-    positions = np.flatnonzero(flagged)
-    out = original.iloc[positions].copy()
-    for name in PROVENANCE_COLUMNS:
-        out[name] = frame[name].iloc[positions].to_numpy()
-    out["reasons"] = pd.Series(reasons.render(positions), index=out.index, dtype="str")
-    out["run_id"] = pd.Series([run_id] * len(positions), index=out.index, dtype="str")
-    return out.reset_index(drop=True)
+# -- outcomes --------------------------------------------------------------------------------
 
 
 def _outcomes(target: Any, result: Any, observed_notes: dict[str, str]) -> list[ExpectationOutcome]:
@@ -505,8 +476,8 @@ def _outcomes(target: Any, result: Any, observed_notes: dict[str, str]) -> list[
         column = config.kwargs.get("column")
         name = f"{config.type}({column})" if column else config.type
         observed = _observed(item, exception_message(item))
-        if config.type in observed_notes and exception_message(item) is None:
-            observed = observed_notes[config.type]
+        if name in observed_notes and exception_message(item) is None:
+            observed = observed_notes[name]
         outcomes.append(ExpectationOutcome(
             name, "warning" if severity == "warning" else "critical", bool(item.success),
             str(meta.get("why", "")), observed,
@@ -527,8 +498,13 @@ def _observed(item: Any, error: str | None) -> str:
         sample = [c["value"] for c in result.get("partial_unexpected_counts") or []][:5]
         return text + (f", e.g. {sample}" if sample else "")
     mismatched = (result.get("details") or {}).get("mismatched") or {}
+    problems = []
     if mismatched.get("missing"):
-        return f"missing columns: {', '.join(map(str, mismatched['missing']))}"
+        problems.append(f"missing columns: {', '.join(map(str, mismatched['missing']))}")
+    if mismatched.get("unexpected"):
+        problems.append(f"extra columns (kept): {', '.join(map(str, mismatched['unexpected']))}")
+    if problems:
+        return "; ".join(problems)
     if "observed_value" in result:
         return f"observed {result['observed_value']}"
     return "ok" if item.success else "failed"

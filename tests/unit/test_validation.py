@@ -209,7 +209,9 @@ def test_conflicting_duplicates_quarantine_every_copy(context_dir: Path) -> None
         "event_id: duplicate (identical row); event_id: duplicate with conflicting content",
     ]
     assert report.accepted["event_id"].is_unique
-    assert [w.name for w in report.warnings] == ["expect_column_values_to_be_unique(event_id)"]
+    (warning,) = report.warnings
+    assert warning.name == "expect_column_values_to_be_between(duplicate_event_id_rows)"
+    assert warning.observed == "3 of 6 rows share their event_id with another row"
 
 
 def test_click_needs_a_display_of_the_same_decision_and_offer(context_dir: Path) -> None:
@@ -277,7 +279,7 @@ def test_row_count_drop_beyond_the_allowed_share_fails_critically(context_dir: P
     report = run(events, context_dir, previous_row_count=10)
     assert not report.success and report.quarantined.empty
     (failure,) = report.critical_failures
-    assert failure.name == "expect_table_row_count_to_be_between"
+    assert failure.name == "expect_column_values_to_be_between(rows)"
     assert failure.observed == "4 rows; at least 5 expected (previous run 10 rows, max drop 50%)"
     summary = report.summary()
     assert "FAILED" in summary and "Critical failures:" in summary
@@ -323,11 +325,12 @@ def test_outcomes_carry_severity_and_why(context_dir: Path) -> None:
     assert all(o.success and o.why.endswith(".") and o.observed for o in report.outcomes)
     names = {o.name: o.severity for o in report.outcomes}
     assert names["expect_column_values_to_be_in_set(offer_id)"] == "critical"
-    assert names["expect_column_values_to_be_unique(event_id)"] == "warning"
+    assert names["expect_column_values_to_be_between(duplicate_event_id_rows)"] == "warning"
+    assert names["expect_column_values_to_be_between(rows)"] == "critical"
 
 
 def test_committed_suites_document_every_expectation() -> None:
-    for name in ("events", "offer_conversion"):
+    for name in ("events", "event_totals", "offer_conversion"):
         suite = json.loads((REPO_GX / "expectations" / f"{name}.json").read_text())
         assert suite["expectations"]
         for expectation in suite["expectations"]:

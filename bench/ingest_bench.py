@@ -1,0 +1,127 @@
+"""Event ingestion throughput and memory: reading alone, and reading + validating (the pipeline's
+validate step: row checks, DuckDB cross-row checks, Great Expectations, quarantine, snapshot).
+
+    python bench/ingest_bench.py --world /tmp/w1m [--format parquet|csv] [--limit-rows N]
+                                 [--workdir /tmp/ofi] [--no-docs]
+
+`--world` is a directory written by `offerflow generate`. `--limit-rows` takes the first N events
+(written to the workdir as the chosen format); `--format csv` converts the events to CSV first.
+Each measurement runs in a fresh child process, so its peak RSS (VmHWM) is that stage's alone.
+Prints one JSON document: rows, wall seconds, rows/s and peak RSS per stage, and the ratio
+read+validate / read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def _child(stage: str, project: Path) -> dict:
+    """Runs inside the child process: one stage, its figures as a dict."""
+    from offerflow.config import load_config
+    from offerflow.events import read_events_batches
+    from offerflow.ingestion import ingest_events, load_catalog
+
+    config = load_config(project / "offerflow.yaml")
+    _, offers = load_catalog(config)
+    start = time.perf_counter()
+    if stage == "read":
+        rows = 0
+        for batch in read_events_batches(config.path(config.data.events), batch_rows=config.validation.batch_rows):
+            rows += len(batch)
+        out: dict = {"rows": rows}
+    else:
+        result = ingest_events(config, offers, uuid.uuid4().hex, build_docs=os.environ.get("BENCH_DOCS") == "1")
+        out = result.counts()
+        out["sampled_rows"] = result.report.sample_rows
+    seconds = time.perf_counter() - start
+    out.update(seconds=round(seconds, 2), rows_per_second=round(out["rows"] / seconds),
+               peak_rss_mib=_peak_rss_mib())
+    return out
+
+
+def _prepare(world: Path, work: Path, fmt: str, limit: int | None) -> int:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from offerflow.world import demo_config_yaml
+
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "data").mkdir(parents=True)
+    repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
+    shutil.copytree(repo_gx, work / "great_expectations", ignore=shutil.ignore_patterns("uncommitted"))
+    for name in ("profiles.parquet", "offers.yaml"):
+        shutil.copy(world / name, work / "data" / name)
+    source = pq.ParquetFile(world / "events.parquet")
+    target = work / "data" / f"events.{fmt}"
+    rows = 0
+    writer = None
+    for batch in source.iter_batches(batch_size=500_000):
+        if limit is not None and rows >= limit:
+            break
+        if limit is not None:
+            batch = batch.slice(0, limit - rows)
+        if writer is None:
+            writer = (pq.ParquetWriter(target, batch.schema, compression="zstd") if fmt == "parquet"
+                      else pcsv.CSVWriter(target, batch.schema))
+        writer.write_batch(batch)
+        rows += batch.num_rows
+    if writer is not None:
+        writer.close()
+    config = demo_config_yaml("data").replace("data/events.parquet", f"data/events.{fmt}")
+    (work / "offerflow.yaml").write_text(config)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, required=True)
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    parser.add_argument("--limit-rows", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-ingest-bench"))
+    parser.add_argument("--no-docs", action="store_true", help="Skip building Data Docs.")
+    parser.add_argument("--child", choices=("read", "ingest"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.workdir)))
+        return
+    rows = _prepare(args.world, args.workdir, args.format, args.limit_rows)
+    env = {**os.environ, "BENCH_DOCS": "0" if args.no_docs else "1"}
+    stages = {}
+    for stage in ("read", "ingest"):
+        done = subprocess.run([sys.executable, __file__, "--child", stage, "--world", str(args.world),
+                               "--workdir", str(args.workdir)], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            sys.exit(f"{stage} failed:\n{done.stderr}")
+        stages[stage] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps({stage: stages[stage]}), file=sys.stderr, flush=True)
+    read, ingest = stages["read"], stages["ingest"]
+    print(json.dumps({
+        "events": rows, "format": args.format,
+        "read": read, "read_and_validate": ingest,
+        "validate_over_read_seconds": round(ingest["seconds"] / read["seconds"], 2),
+        "validate_over_read_peak_rss": round(ingest["peak_rss_mib"] / read["peak_rss_mib"], 2),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
