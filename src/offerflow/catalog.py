@@ -1,7 +1,8 @@
 """The offer catalog and the profiles table: loading and checking.
 
 An offer has an id, a name, an integer priority (higher wins), the placements it may appear in,
-an optional eligibility rule (see `offerflow.rules`), a fallback flag and any attribute columns
+an optional eligibility rule (see `offerflow.rules`), optional frequency caps (see
+`offerflow.capping`), a fallback flag and any attribute columns
 (category, discount_pct, ...). The catalog is a YAML file (`offers: [...]`), CSV or Parquet; in CSV
 the placements are written `web-banner|email-hero`.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from offerflow.capping import CapError, parse_caps
 from offerflow.rules import ExpressionError, parse_expression, schema_from_frames
 from offerflow.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
 
@@ -78,7 +80,24 @@ def normalize_offers(raw: pd.DataFrame, source: str = "offers") -> pd.DataFrame:
     if "fallback" not in offers.columns:
         offers["fallback"] = False
     offers["fallback"] = offers["fallback"].fillna(False).astype(bool)
+    offers["caps"] = _parse_offer_caps(offers, source)
     return offers.reset_index(drop=True)
+
+
+def _parse_offer_caps(offers: pd.DataFrame, source: str) -> pd.Series:
+    """Each offer's cap rules as a tuple of `CapRule` (empty: uncapped); all problems in one error."""
+    if "caps" not in offers.columns:
+        return pd.Series([()] * len(offers), index=offers.index, dtype=object)
+    parsed, problems = [], []
+    for offer_id, value in zip(offers["offer_id"], offers["caps"]):
+        try:
+            parsed.append(parse_caps(value, f"offer {offer_id!r}"))
+        except CapError as exc:
+            parsed.append(())
+            problems.append(str(exc))
+    if problems:
+        raise CatalogError(f"{source}: " + "; ".join(problems))
+    return pd.Series(parsed, index=offers.index, dtype=object)
 
 
 def check_offers(offers: pd.DataFrame, placement_ids: Collection[str], source: str = "offers", *,

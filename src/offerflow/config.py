@@ -90,6 +90,9 @@ class AIModelConfig(_Strict):
     min_displays: int = Field(100, ge=0)
     min_successes: int = Field(5, ge=0)
     exploration_share: float = Field(0.10, ge=0, le=1)
+    holdout_share: float = Field(0.10, ge=0, lt=1, description=(
+        "Share of the model's decisions served a uniformly random order of the eligible offers "
+        "(arm 'holdout' in the decision metadata), to measure the model's lift."))
     status: Literal["active", "draft"] = "active"
     lightgbm: LightGBMParams = LightGBMParams()
 

@@ -24,7 +24,7 @@ from offerflow.rules import Expression, parse_expression, schema_from_frames
 from offerflow.schema import PROFILE_ID
 
 #: Offer columns that describe the catalog entry rather than the offer itself.
-OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback")
+OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback", "caps")
 ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
 
 
@@ -121,7 +121,7 @@ def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], st
     timestamp, propensity, success, value."""
     marks = ", ".join("?" for _ in placement_ids)
     sql = f"""
-        WITH s AS (SELECT decision_id, offer_id, COALESCE(SUM(value), 0) AS value FROM {EVENTS_VIEW}
+        WITH s AS (SELECT decision_id, offer_id, SUM(IF(isfinite(value), value, 0)) AS value FROM {EVENTS_VIEW}
                    WHERE event_type = ? AND decision_id IS NOT NULL GROUP BY decision_id, offer_id)
         SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
                (s.decision_id IS NOT NULL)::TINYINT AS success, COALESCE(s.value, 0)::DOUBLE AS value

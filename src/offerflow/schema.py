@@ -30,7 +30,7 @@ INTERACTION_TYPES: tuple[str, ...] = (DISPLAY, CLICK)
 
 #: Offers catalog: these columns plus any attribute columns (category, discount_pct, ...).
 OFFER_REQUIRED_COLUMNS: tuple[str, ...] = ("offer_id", "name", "priority", "placements")
-OFFER_OPTIONAL_COLUMNS: tuple[str, ...] = ("eligibility", "fallback")
+OFFER_OPTIONAL_COLUMNS: tuple[str, ...] = ("eligibility", "fallback", "caps")
 
 #: Profiles: `profile_id` plus attribute columns (age, loyalty_tier, country, ...).
 PROFILE_ID = "profile_id"
@@ -61,3 +61,20 @@ POSTERIOR_SCHEMA = pa.schema(
         pa.field("value_weight", pa.float64(), nullable=False),
     ]
 )
+#: Decision metadata: one row per (decision, placement), next to the decision log's display events
+#: (`<outputs>/decision_log/meta/decisions-*.parquet`); displays and clicks join on decision_id.
+#: `arm`: model | holdout (the model's random holdout share) | non_personalized | fallback.
+DECISION_META_SCHEMA = pa.schema(
+    [
+        pa.field("decision_id", pa.string(), nullable=False),
+        pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("profile_id", pa.string(), nullable=False),
+        pa.field("placement_id", pa.string(), nullable=False),
+        pa.field("ai_model", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("table_version", pa.int64()),
+        pa.field("ranking_method", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+    ]
+)
+DECISION_ARMS: tuple[str, ...] = ("model", "holdout", "non_personalized", "fallback")

@@ -53,6 +53,13 @@ LOGGING_PRIORITY_TEMPERATURE = 2.0
 #: The demo's placements: (id, channel, items).
 DEMO_PLACEMENTS = (("web-banner", "web", 3), ("email-hero", "email", 1), ("web-sidebar", "web", 2))
 FALLBACK_OFFER_ID = "o-fallback"
+#: Frequency caps of a few demo offers (see `offerflow.capping`); they change no generated event.
+DEMO_CAPS = {
+    "o-001": [{"event": "display", "scope": "per_profile", "limit": 3, "reset": "daily"}],
+    "o-002": [{"event": "click", "scope": "per_profile", "limit": 1, "reset": "weekly"},
+              {"event": "decision", "scope": "total", "limit": 50_000, "reset": "daily", "per_placement": True}],
+    "o-005": [{"event": "display", "scope": "total", "limit": 200_000, "reset": "monthly"}],
+}
 
 
 @dataclass(frozen=True)
@@ -130,12 +137,13 @@ def make_offers(m: int, rng: np.random.Generator) -> pd.DataFrame:
             "category": categories,
             "discount_pct": rng.choice([5, 10, 15, 20, 25, 30, 40, 50], size=m).astype(float),
             "quality": quality,
+            "caps": [DEMO_CAPS.get(oid) for oid in ids],
         }
     )
     fallback = {
         "offer_id": FALLBACK_OFFER_ID, "name": "Free shipping on your next order", "priority": 0,
         "placements": [p for p, _, _ in DEMO_PLACEMENTS], "eligibility": None, "fallback": True,
-        "category": "grocery", "discount_pct": 0.0, "quality": 0.0,
+        "category": "grocery", "discount_pct": 0.0, "quality": 0.0, "caps": None,
     }
     return pd.concat([offers, pd.DataFrame([fallback])], ignore_index=True)
 
@@ -319,8 +327,10 @@ def write_offers_yaml(offers: pd.DataFrame, path: Path) -> None:
     records = []
     for row in offers.to_dict(orient="records"):
         row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-        if not row.get("eligibility"):
-            row.pop("eligibility", None)
+        for optional in ("eligibility", "caps"):
+            value = row.get(optional)
+            if not isinstance(value, (str, list)) or not value:  # None, NaN or empty
+                row.pop(optional, None)
         records.append(row)
     path.write_text(yaml.safe_dump({"offers": records}, sort_keys=False), encoding="utf-8")
 

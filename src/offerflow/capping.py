@@ -1,0 +1,350 @@
+"""Frequency caps: how often an offer may be proposed, shown or clicked before it is withheld.
+
+An offer carries up to several cap rules (`caps:` in the catalog). Each rule counts one kind of
+event (`display`, `click` or `decision`), either in total or per profile, in a window that resets
+daily, weekly (Monday) or monthly at 00:00 UTC, or never, across all placements or per placement.
+An offer is capped for a request as soon as any of its rules has reached its limit.
+
+Counters start from the data, counted in DuckDB: ingested interaction events (the validated
+snapshot) plus the decision log. A decision the engine logged is a `display` event in the log and
+may come back through ingestion with the same `event_id`; it is counted once. `decision` events are
+the offers the engine proposed (the decision log only). From there the serving process counts in
+memory: every decided offer adds one display and one decision, so caps hold between reloads.
+
+Catalog form (YAML; a CSV or Parquet catalog carries the same list as JSON in a `caps` column)::
+
+    caps:
+      - {event: display, scope: per_profile, limit: 3, reset: daily}
+      - {event: click, scope: total, limit: 500, reset: never, per_placement: true}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CAP_EVENTS = ("display", "click", "decision")
+#: Counted for every offer the engine decides: it is logged as a display, and it is a decision.
+DECIDED_EVENTS = ("display", "decision")
+RESETS = ("daily", "weekly", "monthly", "never")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ALL = ""  # the placement / profile part of a counter key when the rule does not split by it
+
+
+class CapError(ValueError):
+    """A cap rule that cannot be used; the message says which offer and which field."""
+
+
+class CapRule(BaseModel):
+    """One cap: at most `limit` `event`s per window, in total or per profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event: Literal["display", "click", "decision"] = "display"
+    scope: Literal["total", "per_profile"] = "per_profile"
+    limit: int = Field(ge=1, description="The offer is capped once the count reaches this.")
+    reset: Literal["daily", "weekly", "monthly", "never"] = "never"
+    per_placement: bool = Field(False, description="Count each placement separately.")
+
+    @property
+    def family(self) -> Family:
+        return Family(self.event, self.scope, self.reset, self.per_placement)
+
+    def describe(self) -> str:
+        where = "per placement" if self.per_placement else "all placements"
+        return f"{self.limit} {self.event}s {self.scope.replace('_', ' ')}, {self.reset}, {where}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """Rules that share one set of counters: same event, scope, window and placement split."""
+
+    event: str
+    scope: str
+    reset: str
+    per_placement: bool
+
+    def key(self, offer_id: str, placement_id: str, profile_id: str) -> tuple[str, str, str]:
+        return (offer_id, placement_id if self.per_placement else ALL,
+                profile_id if self.scope == "per_profile" else ALL)
+
+
+def parse_caps(value: Any, where: str) -> tuple[CapRule, ...]:
+    """The cap rules of one catalog cell: a list of mappings, its JSON text, or empty.
+
+    Raises CapError located as ``<where>: caps[1].limit: ...``.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return ()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CapError(f"{where}: caps: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise CapError(f"{where}: caps: expected a list of cap rules, got {type(value).__name__}")
+    rules = []
+    for i, raw in enumerate(value):
+        if not isinstance(raw, Mapping):
+            raise CapError(f"{where}: caps[{i}]: expected a mapping like {{event: display, limit: 3}}")
+        try:
+            rules.append(CapRule.model_validate(dict(raw)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise CapError(f"{where}: caps[{i}]{'.' + field if field else ''}: "
+                           f"{first['msg'].removeprefix('Value error, ')}") from None
+    return tuple(rules)
+
+
+def caps_of(offers: pd.DataFrame) -> dict[str, tuple[CapRule, ...]]:
+    """offer_id -> its cap rules, for offers that have any (the `caps` column of a loaded catalog)."""
+    if "caps" not in offers.columns:
+        return {}
+    return {str(oid): tuple(rules) for oid, rules in zip(offers["offer_id"], offers["caps"]) if rules}
+
+
+def window_start(reset: str, now: datetime) -> datetime:
+    """Start (UTC) of the counting window that contains `now`."""
+    now = now.astimezone(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if reset == "daily":
+        return day
+    if reset == "weekly":
+        return day - timedelta(days=day.weekday())
+    if reset == "monthly":
+        return day.replace(day=1)
+    return EPOCH
+
+
+def next_window_start(reset: str, now: datetime) -> datetime:
+    """When the window containing `now` ends (far future for `never`)."""
+    start = window_start(reset, now)
+    if reset == "daily":
+        return start + timedelta(days=1)
+    if reset == "weekly":
+        return start + timedelta(days=7)
+    if reset == "monthly":
+        return (start + timedelta(days=32)).replace(day=1)
+    return datetime.max.replace(tzinfo=timezone.utc)
+
+
+def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
+                     decision_log_dir: Path | None, now: datetime,
+                     resets: Mapping[str, datetime] | None = None) -> dict[Family, pd.DataFrame]:
+    """Counts per family from the data: columns offer_id, placement_id, profile_id, n.
+
+    `placement_id` / `profile_id` are "" when the family does not split by them. Displays are the
+    ingested `display` events plus the decision log's, deduplicated on `event_id`; clicks come from
+    the ingested events, decisions from the decision log. `resets` (offer_id -> time, "*" for all)
+    drops events before an administrator's counter reset.
+    """
+    families = list(dict.fromkeys(families))
+    empty = pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
+        {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
+    if not families or not offer_ids:
+        return {f: empty for f in families}
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("capped_offers", pd.DataFrame({"offer_id": list(offer_ids)}))
+    cols = "event_id, timestamp, profile_id, offer_id, placement_id"
+    parts = []
+    has_ingested = events_path is not None and Path(events_path).exists()
+    if has_ingested:
+        con.execute(f"CREATE TEMP VIEW ingested AS SELECT {cols}, event_type FROM read_parquet({_literal(events_path)}) "
+                    "WHERE event_type IN ('display', 'click') AND offer_id IN (SELECT offer_id FROM capped_offers)")
+        parts.append("SELECT event_type, timestamp, profile_id, offer_id, placement_id FROM ingested")
+    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
+    if logs:
+        files = "[" + ", ".join(_literal(p) for p in logs) + "]"
+        con.execute(f"CREATE TEMP VIEW logged AS SELECT {cols} FROM read_parquet({files}, union_by_name = true) "
+                    "WHERE offer_id IN (SELECT offer_id FROM capped_offers)")
+        dedupe = (" WHERE NOT EXISTS (SELECT 1 FROM ingested i WHERE i.event_type = 'display' "
+                  "AND i.event_id = l.event_id)") if has_ingested else ""
+        parts.append(f"SELECT 'display', timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
+        parts.append("SELECT 'decision', timestamp, profile_id, offer_id, placement_id FROM logged")
+    if not parts:
+        return {f: empty for f in families}
+    con.execute("CREATE TEMP TABLE cap_events AS " + " UNION ALL ".join(parts))
+    reset_rows = [(k, v) for k, v in (resets or {}).items()]
+    con.register("cap_resets", pd.DataFrame({"offer_id": [k for k, _ in reset_rows],
+                                             "reset_at": pd.to_datetime([v for _, v in reset_rows], utc=True)}))
+    out = {}
+    for family in families:
+        placement = "placement_id" if family.per_placement else "''"
+        profile = "profile_id" if family.scope == "per_profile" else "''"
+        sql = (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
+               "count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? "
+               "AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
+               "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
+               "GROUP BY ALL")
+        frame = con.sql(sql, params=[family.event, window_start(family.reset, now)]).to_arrow_table().to_pandas()
+        out[family] = frame if len(frame) else empty
+    con.close()
+    return out
+
+
+def _literal(path: Path) -> str:
+    """A path as a SQL string literal (DuckDB cannot take parameters in a view definition)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+class CapCounters:
+    """The live cap state of a serving process: counts per counter key, rolled at UTC boundaries.
+
+    Thread-safe: the decision engine takes `lock` around check-then-record, so a total cap holds
+    even with concurrent requests.
+    """
+
+    def __init__(self, caps: Mapping[str, Sequence[CapRule]], now: datetime | None = None,
+                 counts: Mapping[Family, pd.DataFrame] | None = None) -> None:
+        now = now or datetime.now(timezone.utc)
+        self.caps = {oid: tuple(rules) for oid, rules in caps.items() if rules}
+        self.lock = threading.RLock()
+        self._counts: dict[Family, dict[tuple[str, str, str], int]] = {}
+        self._window: dict[Family, datetime] = {}
+        for rules in self.caps.values():
+            for rule in rules:
+                self._counts.setdefault(rule.family, {})
+                self._window[rule.family] = window_start(rule.reset, now)
+        for family, frame in (counts or {}).items():
+            if family in self._counts and len(frame):
+                keys = zip(frame["offer_id"].astype(str), frame["placement_id"].astype(str),
+                           frame["profile_id"].astype(str))
+                self._counts[family].update(zip(keys, frame["n"].astype(int).tolist()))
+        self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
+
+    @property
+    def families(self) -> list[Family]:
+        return list(self._counts)
+
+    def _roll(self, now: datetime) -> None:
+        """Start new windows that began since the last call (counts of a finished window drop)."""
+        if self._next_roll is None or now < self._next_roll:
+            return
+        for family in self._counts:
+            start = window_start(family.reset, now)
+            if start != self._window[family]:
+                self._counts[family] = {}
+                self._window[family] = start
+        self._next_roll = min(next_window_start(f.reset, now) for f in self._counts)
+
+    def count(self, rule: CapRule, offer_id: str, placement_id: str, profile_id: str,
+              now: datetime | None = None) -> int:
+        with self.lock:
+            self._roll(now or datetime.now(timezone.utc))
+            return self._counts[rule.family].get(rule.family.key(offer_id, placement_id, profile_id), 0)
+
+    def capped(self, offer_id: str, placement_id: str, profile_id: str, now: datetime) -> bool:
+        """True as soon as one of the offer's rules has reached its limit."""
+        rules = self.caps.get(offer_id)
+        if not rules:
+            return False
+        self._roll(now)
+        return any(self._counts[r.family].get(r.family.key(offer_id, placement_id, profile_id), 0) >= r.limit
+                   for r in rules)
+
+    def record(self, offer_ids: Iterable[str], placement_id: str, profile_id: str, now: datetime,
+               events: Sequence[str] = DECIDED_EVENTS) -> None:
+        """Count `events` of these offers (by default: they were just decided, so logged as displays)."""
+        self._roll(now)
+        for offer_id in offer_ids:
+            seen = set()
+            for rule in self.caps.get(offer_id, ()):
+                family = rule.family
+                if family.event in events and family not in seen:
+                    seen.add(family)
+                    key = family.key(offer_id, placement_id, profile_id)
+                    counts = self._counts[family]
+                    counts[key] = counts.get(key, 0) + 1
+
+    def reset(self, offer_id: str | None = None) -> int:
+        """Forget the counts of one offer (None: all offers); returns how many counters were cleared."""
+        cleared = 0
+        with self.lock:
+            for family, counts in self._counts.items():
+                if offer_id is None:
+                    cleared += len(counts)
+                    self._counts[family] = {}
+                else:
+                    doomed = [k for k in counts if k[0] == offer_id]
+                    for k in doomed:
+                        del counts[k]
+                    cleared += len(doomed)
+        return cleared
+
+    def counts_frame(self, family: Family) -> pd.DataFrame:
+        """The counts of one family as columns offer_id, placement_id, profile_id, n (for batch work)."""
+        with self.lock:
+            items = list(self._counts.get(family, {}).items())
+        if not items:
+            return pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
+                {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
+        keys, n = zip(*items)
+        offer, placement, profile = zip(*keys)
+        return pd.DataFrame({"offer_id": offer, "placement_id": placement, "profile_id": profile,
+                             "n": np.asarray(n, dtype=np.int64)})
+
+    def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
+        """One row per offer and rule: the window, the count (the largest for per-profile rules,
+        or this profile's when given), how many counters are at the limit, capped or not."""
+        now = now or datetime.now(timezone.utc)
+        rows = []
+        with self.lock:
+            self._roll(now)
+            for offer_id, rules in sorted(self.caps.items()):
+                for i, rule in enumerate(rules):
+                    counts = {k: n for k, n in self._counts[rule.family].items() if k[0] == offer_id
+                              and (profile_id is None or rule.scope == "total" or k[2] == profile_id)}
+                    top = max(counts.values(), default=0)
+                    rows.append({"offer_id": offer_id, "rule": i, "cap": rule.describe(),
+                                 "window_start": self._window[rule.family].isoformat(),
+                                 "resets_at": (None if rule.reset == "never"
+                                               else next_window_start(rule.reset, now).isoformat()),
+                                 "limit": rule.limit, "count": top,
+                                 "at_limit": sum(n >= rule.limit for n in counts.values()),
+                                 "capped": top >= rule.limit})
+        return rows
+
+
+def read_cap_resets(path: Path) -> dict[str, datetime]:
+    """Administrator resets: offer_id (or "*") -> time; counts before it are ignored."""
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return {str(k): datetime.fromisoformat(v) for k, v in raw.items()}
+
+
+def write_cap_reset(path: Path, offer_id: str | None, now: datetime) -> None:
+    """Record a reset so a reload (or another process) does not count the old events again."""
+    resets = {k: v.isoformat() for k, v in read_cap_resets(path).items()}
+    resets[offer_id or "*"] = now.isoformat()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(resets, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None,
+                      decision_log_dir: Path | None, resets_path: Path | None = None,
+                      now: datetime | None = None) -> CapCounters:
+    """Cap counters of a project, counted from the ingested events and the decision log."""
+    now = now or datetime.now(timezone.utc)
+    caps = {oid: rules for oid, rules in caps.items() if rules}
+    families = [r.family for rules in caps.values() for r in rules]
+    resets = read_cap_resets(resets_path) if resets_path is not None else {}
+    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets)
+    return CapCounters(caps, now, counts)
