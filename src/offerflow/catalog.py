@@ -143,6 +143,11 @@ def _rule_problems(offers: pd.DataFrame, profiles: pd.DataFrame) -> list[str]:
     return problems
 
 
+def read_offers(path: Path) -> pd.DataFrame:
+    """The offers catalog read and normalized (see `normalize_offers`), not checked yet."""
+    return normalize_offers(_read_table(path, "offers"), source=str(path))
+
+
 def load_offers(path: Path, placement_ids: Collection[str] | None = None, *,
                 profiles: pd.DataFrame | None = None) -> pd.DataFrame:
     """Read and check the offers catalog. Placements are checked only when `placement_ids` is
@@ -157,16 +162,30 @@ def load_offers(path: Path, placement_ids: Collection[str] | None = None, *,
     return offers
 
 
+def read_profiles(path: Path) -> pd.DataFrame:
+    """The profiles table as stored, not checked yet (see `check_profiles`)."""
+    return _read_table(path, "profiles")
+
+
+def check_profiles(profiles: pd.DataFrame, source: str = "profiles") -> pd.DataFrame:
+    """Profiles with `profile_id` as text; every id present and unique, else a `CatalogError`."""
+    if PROFILE_ID not in profiles.columns:
+        raise CatalogError(f"{source}: missing required column: {PROFILE_ID}")
+    raw = profiles[PROFILE_ID]
+    missing = raw.isna().to_numpy() | (raw.astype("str").str.strip() == "").to_numpy()
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0]) + 1
+        raise CatalogError(f"{source}: {int(missing.sum())} profile(s) without a profile_id (first: row {first})")
+    ids = raw.astype(str)
+    dupes = ids[ids.duplicated()]
+    if len(dupes):
+        raise CatalogError(f"{source}: {len(dupes)} duplicate profile_id(s), e.g. {dupes.iat[0]!r}")
+    return profiles.assign(**{PROFILE_ID: ids})
+
+
 def load_profiles(path: Path) -> pd.DataFrame:
     """Read the profiles table; profile ids must be present and unique."""
-    profiles = _read_table(path, "profiles")
-    if PROFILE_ID not in profiles.columns:
-        raise CatalogError(f"{path}: missing required column: {PROFILE_ID}")
-    profiles[PROFILE_ID] = profiles[PROFILE_ID].astype(str)
-    dupes = profiles[PROFILE_ID][profiles[PROFILE_ID].duplicated()]
-    if len(dupes):
-        raise CatalogError(f"{path}: {len(dupes)} duplicate profile_id(s), e.g. {dupes.iat[0]!r}")
-    return profiles
+    return check_profiles(read_profiles(path), str(path))
 
 
 def offers_for_placement(offers: pd.DataFrame, placement_id: str) -> pd.DataFrame:

@@ -6,6 +6,9 @@ The suites live in the project's file data context (``great_expectations/``):
   contract columns, null shares, known offers and placements, value ranges.
 * ``event_totals`` runs on a one-row table of exact counts over every row: the row count
   against the previous run, rows sharing an event id.
+* ``profiles``, ``offers`` and ``placements`` run in the catalog step, before the events: the
+  profiles table as stored, the offers catalog (one row per offer) and a table with one row per
+  configured placement (how many regular and fallback offers it has).
 * ``offer_conversion`` runs on a small derived table (one row per offer: displays, clicks,
   conversion rate) because "clicks per offer <= displays per offer" is not a column property.
 
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
 EVENTS_SUITE = "events"
 CONVERSION_SUITE = "offer_conversion"
 TOTALS_SUITE = "event_totals"
+PROFILES_SUITE = "profiles"
+OFFERS_SUITE = "offers"
+PLACEMENTS_SUITE = "placements"
 DATASOURCE = "offerflow_pandas"
 BATCH_DEFINITION = "whole_frame"
 DOCS_SITE = "local_site"
@@ -191,6 +197,54 @@ def conversion_expectations() -> list[Any]:
     ]
 
 
+def profiles_expectations() -> list[Any]:
+    """The `profiles` suite, on the profiles table as stored."""
+    gxe = import_gx().expectations
+    return [
+        _spec(gxe.ExpectColumnToExist, "critical",
+              "Every event and every decision names a profile by `profile_id`.", column="profile_id"),
+        _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
+              "A profile without an id can never be matched to its events or decided for.",
+              column="profile_id"),
+        _spec(gxe.ExpectColumnValuesToBeUnique, "critical",
+              "Two rows with one id give one person two sets of attributes: features, eligibility"
+              " and Customer AI scores would depend on which row a join happens to keep.",
+              column="profile_id"),
+    ]
+
+
+def offers_expectations() -> list[Any]:
+    """The `offers` suite, on the normalized catalog (one row per offer)."""
+    gxe = import_gx().expectations
+    return [
+        _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
+              "Events, rankings and decisions refer to offers by `offer_id`.", column="offer_id"),
+        _spec(gxe.ExpectColumnValuesToBeUnique, "critical",
+              "Two offers with one id would merge their displays and clicks, and a decision could"
+              " not say which one it showed.", column="offer_id"),
+        _spec(gxe.ExpectColumnValuesToBeOfType, "critical",
+              "Priorities are compared as integers (higher wins); a fractional or text priority"
+              " would rank offers in an order nobody configured.", column="priority", type_="int64"),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
+              "An offer that may appear in no placement can never be shown: usually a typo in its"
+              " placement list.", column="placement_count", min_value=1),
+    ]
+
+
+def placements_expectations() -> list[Any]:
+    """The `placements` suite, on one row per configured placement."""
+    gxe = import_gx().expectations
+    return [
+        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
+              "A placement must always return something: when a profile is eligible for no offer,"
+              " its fallback offer is shown, so every placement needs one.",
+              column="fallback_offers", min_value=1),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
+              "A placement with no regular offer only ever shows its fallback: nothing to rank or"
+              " learn from.", column="regular_offers", min_value=1),
+    ]
+
+
 def open_context(context_dir: Path) -> Any:
     """The file data context rooted at `context_dir` (created if missing), analytics and
     progress bars off (both persisted in great_expectations.yml)."""
@@ -289,6 +343,9 @@ def init_project(context_dir: Path) -> Any:
     ensure_target(context, EVENTS_SUITE, events_expectations())
     ensure_target(context, TOTALS_SUITE, totals_expectations())
     ensure_target(context, CONVERSION_SUITE, conversion_expectations())
+    ensure_target(context, PROFILES_SUITE, profiles_expectations())
+    ensure_target(context, OFFERS_SUITE, offers_expectations())
+    ensure_target(context, PLACEMENTS_SUITE, placements_expectations())
     return context
 
 

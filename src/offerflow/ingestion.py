@@ -22,16 +22,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from offerflow.catalog import load_offers, load_profiles
+from offerflow.catalog import CatalogError, check_offers, check_profiles, read_offers, read_profiles
 from offerflow.config import ProjectConfig
 from offerflow.event_stage import EventStage
 from offerflow.events import coerce_event_types, read_events_batches
 from offerflow.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
-from offerflow.validation import ValidationReport, judge_events, quarantine_file, stage_events
+from offerflow.validation import (ValidationReport, judge_events, quarantine_file, stage_events,
+                                  validate_catalog)
 
 
 class ValidationFailed(RuntimeError):
     """Critical expectations failed: the run stops before training. The message is the summary."""
+
+    def __init__(self, summary: str, data_docs_path: Path | None = None) -> None:
+        super().__init__(summary)
+        self.data_docs_path = data_docs_path
 
 
 @dataclass(frozen=True)
@@ -45,16 +50,32 @@ class IngestionResult:
                 "quarantined": self.report.quarantined_count}
 
 
-def load_catalog(config: ProjectConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Profiles and offers, checked against the configured placements."""
-    profiles = load_profiles(config.path(config.data.profiles))
+def load_catalog(config: ProjectConfig, *, run_id: str = "catalog",
+                 build_docs: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profiles and offers, checked against the configured placements.
+
+    The `profiles`, `offers` and `placements` expectation suites run first (their results go to
+    the Data Docs), then the catalog checks, which raise a `CatalogError` with every problem; a
+    critical expectation that fails where those checks pass raises one too.
+    """
+    profiles_path, offers_path = config.path(config.data.profiles), config.path(config.data.offers)
+    placement_ids = [p.id for p in config.placements]
+    raw_profiles = read_profiles(profiles_path)
+    offers = read_offers(offers_path)
+    outcomes = validate_catalog(raw_profiles, offers, placement_ids,
+                                context_dir=config.path(config.validation.great_expectations_dir),
+                                run_id=run_id, build_docs=build_docs)
+    profiles = check_profiles(raw_profiles, str(profiles_path))
     # Rules may use Customer AI scores, which exist only after training: check them against the
     # columns the pipeline will add (all missing for now).
     with_scores = profiles.assign(**{
         f"propensity.{goal.name}.{field}": pd.Series(None, index=profiles.index,
                                                      dtype="float64" if kind == "number" else "string")
         for goal in config.propensity_goals for field, kind in PROPENSITY_FIELDS.items()})
-    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements], profiles=with_scores)
+    check_offers(offers, placement_ids, source=str(offers_path), profiles=with_scores)
+    failed = [o for o in outcomes if not o.success and o.severity == "critical"]
+    if failed:
+        raise CatalogError("catalog expectations failed: " + "; ".join(f"{o.name} ({o.observed})" for o in failed))
     return profiles, offers
 
 
@@ -101,7 +122,7 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
             stage.write(stage.quarantine_batches(run_id), partial)
             partial.replace(quarantine_path)
         if not report.success:
-            raise ValidationFailed(report.summary())
+            raise ValidationFailed(report.summary(), report.data_docs_path)
         path = out_dir / "events.parquet"
         tmp = out_dir / f".events-{safe_run}.parquet.tmp"
         written = stage.write(stage.accepted_batches(sort=True), tmp, schema=EVENT_SCHEMA)

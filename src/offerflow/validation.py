@@ -273,6 +273,44 @@ def judge_events(
                             run_id, len(sample))
 
 
+def validate_catalog(
+    profiles: pd.DataFrame,
+    offers: pd.DataFrame,
+    placement_ids: Collection[str],
+    *,
+    context_dir: Path,
+    run_id: str,
+    build_docs: bool = True,
+) -> list[ExpectationOutcome]:
+    """The `profiles` suite on the profiles table as stored, `offers` on the normalized catalog
+    (`offerflow.catalog.normalize_offers`) and `placements` on one row per configured placement.
+    """
+    from offerflow import expectations as gxs
+
+    context = gxs.open_context(Path(context_dir))
+    placements = offers[["offer_id", "placements", "fallback"]].explode("placements")
+    regular = placements.loc[~placements["fallback"], "placements"].value_counts()
+    fallback = placements.loc[placements["fallback"], "placements"].value_counts()
+    ids = list(placement_ids)
+    tables = {
+        gxs.PROFILES_SUITE: (profiles, gxs.profiles_expectations()),
+        gxs.OFFERS_SUITE: (pd.DataFrame({
+            "offer_id": offers["offer_id"], "priority": offers["priority"],
+            "placement_count": offers["placements"].map(len).astype("int64")}), gxs.offers_expectations()),
+        gxs.PLACEMENTS_SUITE: (pd.DataFrame({
+            "placement_id": ids,
+            "regular_offers": regular.reindex(ids, fill_value=0).to_numpy(dtype="int64"),
+            "fallback_offers": fallback.reindex(ids, fill_value=0).to_numpy(dtype="int64")}),
+            gxs.placements_expectations()),
+    }
+    outcomes: list[ExpectationOutcome] = []
+    for name, (table, expectations) in tables.items():
+        target = gxs.ensure_target(context, name, expectations)
+        result = gxs.run(target, table, parameters={}, run_id=run_id, build_docs=build_docs)
+        outcomes += [replace(o, name=f"{name}: {o.name}") for o in _outcomes(target, result, {})]
+    return outcomes
+
+
 def quarantine_file(directory: Path, run_id: str) -> Path:
     safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id) or "run"
     return Path(directory) / f"quarantine-{safe_run}.parquet"
