@@ -5,12 +5,18 @@ list, or auto-optimization posteriors to Thompson-sample), drop offers whose eli
 false for the profile's current attributes, drop offers already chosen for an earlier placement of
 the same request (unless duplicates are allowed), keep the top items, and fall back to the
 placement's fallback offer when nothing is left. A profile the table has never seen gets the
-placement's non-personalized ranking (priority). Every decision can be logged as `display` events
-in the data contract, with the propensity of what was shown, so the next training run learns from it.
+placement's non-personalized ranking (priority). Offers that reached a frequency cap are skipped
+(see `offerflow.capping`); every decided offer is counted at once, so caps hold within a process.
+
+A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
+eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured. Every
+decision is logged as `display` events in the data contract, with the propensity of the offer shown
+first, plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,10 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offerflow.bandits import first_choice_probability, thompson_select
-from offerflow.catalog import fallback_offer, offers_for_placement
+from offerflow.capping import CapCounters, caps_of, load_cap_counters
+from offerflow.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.config import ProjectConfig
 from offerflow.rules import Expression, parse_expression, schema_from_frames
-from offerflow.schema import EVENT_SCHEMA, PROFILE_ID
+from offerflow.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 from offerflow.store import RankingStore
 
 MAX_ITEMS = 30
@@ -56,7 +63,8 @@ class PlacementDecision:
     ai_model: str | None
     model_version: str | None
     table_version: int | None
-    source: str  # ranking_table | thompson_sampling | non_personalized | fallback
+    source: str  # ranking_table | thompson_sampling | non_personalized | random_holdout | fallback
+    arm: str = "non_personalized"  # model | holdout | non_personalized | fallback
 
 
 @dataclass(frozen=True)
@@ -74,14 +82,19 @@ class Decision:
 
 
 class DecisionEngine:
-    """Answers decision requests from the published ranking tables of one project."""
+    """Answers decision requests from the published ranking tables of one project.
+
+    `caps`: the live cap counters (None: counters for the catalog's caps, starting at zero).
+    `seed` makes Thompson sampling and the holdout draw reproducible.
+    """
 
     def __init__(self, config: ProjectConfig, store: RankingStore, offers: pd.DataFrame,
-                 profiles: pd.DataFrame, seed: int | None = None) -> None:
+                 profiles: pd.DataFrame, seed: int | None = None, caps: CapCounters | None = None) -> None:
         self.config = config
         self.store = store
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
+        self.caps = caps if caps is not None else CapCounters(caps_of(offers))
         # Per-request lookups without pandas: id -> row position, and each column as a NumPy array.
         self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
         self._profile_columns = [(f"profile.{c}", self.profiles[c].to_numpy(dtype=object))
@@ -90,16 +103,19 @@ class DecisionEngine:
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
             for oid, rule in zip(offers["offer_id"], offers["eligibility"]) if isinstance(rule, str)}
-        self._offer_values = {oid: {f"offer.{c}": v for c, v in row.items() if c != "placements"}
+        self._offer_values = {oid: {f"offer.{c}": v for c, v in row.items() if c not in ("placements", "caps")}
                               for oid, row in self.offers.to_dict(orient="index").items()}
         self._by_priority = {p.id: offers_for_placement(offers, p.id)
                              .sort_values(["priority", "offer_id"], ascending=[False, True])["offer_id"].tolist()
                              for p in config.placements}
+        self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
+        self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
         self._posteriors: dict[str, _Posteriors] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
         self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
+        self._holdout_rng = np.random.default_rng(seed)
 
     def _profile_values(self, profile_id: str) -> dict[str, Any] | None:
         pos = self._profile_pos.get(profile_id)
@@ -115,7 +131,7 @@ class DecisionEngine:
             profile_values = {}
         return bool(rule.evaluate_one({**profile_values, **self._offer_values[offer_id]}))
 
-    def _snapshot(self, placement_id: str):
+    def snapshot(self, placement_id: str):
         """The current published table, reloaded when a new version has been published."""
         current = self.store.current_version(placement_id)
         cached = self._snapshots.get(placement_id)
@@ -126,72 +142,120 @@ class DecisionEngine:
         return cached
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
-               allow_duplicates: bool = False) -> Decision:
+               allow_duplicates: bool = False, now: datetime | None = None) -> Decision:
         """Decide for one profile across placements (filled in request order)."""
         if not placement_ids:
             raise DecisionError("at least one placement is required")
         if items is not None and not 1 <= items <= MAX_ITEMS:
             raise DecisionError(f"items must be between 1 and {MAX_ITEMS}, got {items}")
-        known = {p.id for p in self.config.placements}
-        unknown = [p for p in placement_ids if p not in known]
+        unknown = [p for p in placement_ids if p not in self._by_priority]
         if unknown:
-            raise DecisionError(f"unknown placement(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise DecisionError(f"unknown placement(s): {', '.join(unknown)} "
+                                f"(known: {', '.join(sorted(self._by_priority))})")
+        now = now or datetime.now(timezone.utc)
         profile_values = self._profile_values(profile_id)
+        eligible_cache: dict[str, bool] = {}
+
+        def eligible(offer_id: str) -> bool:
+            known = eligible_cache.get(offer_id)
+            if known is None:
+                known = eligible_cache[offer_id] = self._eligible(offer_id, profile_values)
+            return known
+
         used: set[str] = set()
         results = []
-        for placement_id in placement_ids:
-            result = self._decide_placement(profile_id, placement_id, profile_values, items, used)
-            if not allow_duplicates:
-                used.update(i.offer_id for i in result.items)
-            results.append(result)
-        return Decision(f"dec-{uuid.uuid4().hex}", profile_id, datetime.now(timezone.utc).isoformat(), results)
+        with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
+            for placement_id in placement_ids:
+                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now)
+                self.caps.record([i.offer_id for i in result.items], placement_id, profile_id, now)
+                if not allow_duplicates:
+                    used.update(i.offer_id for i in result.items)
+                results.append(result)
+        return Decision(f"dec-{uuid.uuid4().hex}", profile_id, now.isoformat(), results)
 
-    def _decide_placement(self, profile_id: str, placement_id: str, profile_values: dict[str, Any] | None,
-                          items: int | None, used: set[str]) -> PlacementDecision:
+    def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
+                          used: set[str], now: datetime) -> PlacementDecision:
         placement = self.config.placement(placement_id)
         n_items = items or placement.items
-        snap = self._snapshot(placement_id)
+        snap = self.snapshot(placement_id)
         meta = snap.metadata if snap is not None else {}
         info = dict(channel=placement.channel, ranking_method=placement.ranking.method, ai_model=meta.get("ai_model"),
                     model_version=meta.get("model_version"), table_version=snap.version if snap else None)
-        chosen: list[DecisionItem] = []
-        source = "non_personalized"
-        if snap is not None and snap.kind == "posterior":
-            chosen, source = self._thompson(placement_id, snap, profile_values, n_items, used), "thompson_sampling"
-        else:
-            offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
-            if len(offer_ids):
-                source = "ranking_table"
-            else:  # never seen by the table: non-personalized ranking by priority
-                offer_ids = np.asarray(self._by_priority[placement_id], dtype=object)
-                scores = self.offers.loc[offer_ids, "priority"].to_numpy(float) if len(offer_ids) else scores
-            for offer_id, score in zip(offer_ids, scores):
-                if len(chosen) == n_items:
-                    break
-                if offer_id in used or not self._eligible(offer_id, profile_values):
-                    continue
-                chosen.append(DecisionItem(placement_id, str(offer_id), len(chosen) + 1, float(score)))
-        if not chosen:
-            chosen = [DecisionItem(placement_id, fallback_offer(self.offers.reset_index(drop=True), placement_id),
-                                   1, None, fallback=True, propensity=1.0)]
-            source = "fallback"
-        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, **info)
 
-    def _posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
+        def allowed(offer_id: str) -> bool:
+            return (offer_id not in used and offer_id in self._offer_values and eligible(offer_id)
+                    and not self.caps.capped(offer_id, placement_id, profile_id, now))
+
+        model = self.model_of(placement, meta)
+        if snap is not None and snap.kind == "posterior":
+            chosen, pool, first_probability = self._thompson(placement_id, snap, allowed, n_items)
+            source, arm = "thompson_sampling", "model" if model is not None else "non_personalized"
+        else:
+            chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
+            arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
+        if chosen and arm == "model" and model.holdout_share > 0:
+            share = model.holdout_share
+            if self._holdout_rng.random() < share:
+                order = self._holdout_rng.permutation(len(pool))[:n_items]
+                chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+                source, arm = "random_holdout", "holdout"
+            first = chosen[0].offer_id
+            propensity = share / len(pool) + (1.0 - share) * first_probability(first)
+            chosen[0] = DecisionItem(placement_id, first, 1, chosen[0].score, propensity=propensity)
+        if not chosen:
+            chosen = [DecisionItem(placement_id, self._fallback[placement_id], 1, None, fallback=True, propensity=1.0)]
+            source, arm = "fallback", "fallback"
+        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm, **info)
+
+    def model_of(self, placement: Any, metadata: dict[str, Any]) -> Any:
+        """The AI model config serving the placement's published table (None: not an AI model)."""
+        name = metadata.get("ai_model") if placement.ranking.method == "ai_model" else None
+        if name is None:
+            return None
+        try:
+            return self.config.ai_model(name)
+        except KeyError:  # a table published by a model since removed from the project file
+            return None
+
+    def _ranked(self, placement_id: str, snap: Any, profile_id: str, allowed: Any, n_items: int):
+        """The profile's ranked offers (table first, then priority to fill), the eligible pool and
+        the logging probability of a first offer (deterministic: 1 for the first, else 0)."""
+        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
+        source = "ranking_table" if len(offer_ids) else "non_personalized"
+        pool = [oid for oid in self._by_priority[placement_id] if allowed(oid)]
+        pool_set = set(pool)
+        chosen: list[DecisionItem] = []
+        taken: set[str] = set()
+        for offer_id, score in zip(offer_ids, scores):
+            if len(chosen) == n_items:
+                break
+            if offer_id in pool_set:
+                chosen.append(DecisionItem(placement_id, str(offer_id), len(chosen) + 1, float(score)))
+                taken.add(offer_id)
+        for offer_id in pool:  # fewer ranked offers left than asked for: fill by priority
+            if len(chosen) == n_items:
+                break
+            if offer_id not in taken:
+                chosen.append(DecisionItem(placement_id, offer_id, len(chosen) + 1, self._priority[offer_id]))
+        if chosen:
+            chosen[0] = DecisionItem(placement_id, chosen[0].offer_id, 1, chosen[0].score, propensity=1.0)
+        first = chosen[0].offer_id if chosen else None
+        return chosen, pool, (lambda oid: 1.0 if oid == first else 0.0), source
+
+    def posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
         cached = self._posteriors.get(placement_id)
         if cached is None or cached.version != snap.version:
             post = snap.posteriors
             alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
+            in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
             cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
-                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta))
+                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta), in_placement)
             self._posteriors[placement_id] = cached
         return cached
 
-    def _thompson(self, placement_id: str, snap: Any, profile_values: dict[str, Any] | None,
-                  n_items: int, used: set[str]) -> list[DecisionItem]:
-        post = self._posterior_arrays(placement_id, snap)
-        eligible = np.array([oid not in used and oid in self._offer_values and self._eligible(oid, profile_values)
-                             for oid in post.offer_ids], dtype=bool)
+    def choice_probabilities(self, placement_id: str, snap: Any, eligible: np.ndarray) -> np.ndarray:
+        """Thompson first-choice probabilities for an eligible mask, cached per table version."""
+        post = self.posterior_arrays(placement_id, snap)
         model = self.config.ai_model(snap.metadata["ai_model"])
         key = (placement_id, snap.version, eligible.tobytes())
         probabilities = self._choice_probabilities.get(key)
@@ -201,11 +265,21 @@ class DecisionEngine:
             probabilities = first_choice_probability(post.alpha, post.beta, post.qualified, eligible,
                                                      model.exploration_share, self._rng, draws=4000)
             self._choice_probabilities[key] = probabilities
+        return probabilities
+
+    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int):
+        post = self.posterior_arrays(placement_id, snap)
+        eligible = np.array([ok and allowed(oid) for oid, ok in zip(post.offer_ids, post.in_placement)], dtype=bool)
+        model = self.config.ai_model(snap.metadata["ai_model"])
+        probabilities = self.choice_probabilities(placement_id, snap, eligible)
         selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
                                     model.exploration_share, self._rng, first_probabilities=probabilities)
-        return [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
-                             propensity=selection.propensity if r == 0 else None)
-                for r, j in enumerate(selection.indices)]
+        chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
+                               propensity=selection.propensity if r == 0 else None)
+                  for r, j in enumerate(selection.indices)]
+        position = {oid: j for j, oid in enumerate(post.offer_ids)}
+        pool = [post.offer_ids[j] for j in np.flatnonzero(eligible)]
+        return chosen, pool, (lambda oid: float(probabilities[position[oid]]))
 
 
 @dataclass(frozen=True)
@@ -218,6 +292,7 @@ class _Posteriors:
     beta: np.ndarray
     qualified: np.ndarray
     means: np.ndarray
+    in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
 
 
 def _is_missing(value: Any) -> bool:
@@ -239,11 +314,82 @@ def decisions_to_events(decisions: Sequence[Decision]) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False)
 
 
+def decisions_to_meta(decisions: Sequence[Decision]) -> pa.Table:
+    """One `DECISION_META_SCHEMA` row per (decision, placement): who, where, which model and arm."""
+    rows = [{"decision_id": d.decision_id, "decided_at": pd.Timestamp(d.decided_at), "profile_id": d.profile_id,
+             "placement_id": p.placement_id, "ai_model": p.ai_model,
+             "model_version": None if p.model_version is None else str(p.model_version),
+             "table_version": p.table_version, "ranking_method": p.ranking_method, "arm": p.arm}
+            for d in decisions for p in d.placements]
+    frame = pd.DataFrame(rows, columns=DECISION_META_SCHEMA.names)
+    return pa.Table.from_pandas(frame, schema=DECISION_META_SCHEMA, preserve_index=False)
+
+
+def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Path:
+    """Append display events and their decision metadata as two new Parquet files with one name
+    (`decisions-*.parquet` and `meta/decisions-*.parquet`); the metadata is written first, so every
+    logged display has its row. Files are never rewritten; each appears atomically (rename)."""
+    name = f"decisions-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    for table, folder in ((meta, directory / "meta"), (events, directory)):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(folder / name)
+    return directory / name
+
+
 def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
-    """Append decisions to the decision log (one new Parquet file per call, never rewritten)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"decisions-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(decisions_to_events(decisions), tmp)
-    tmp.replace(path)
-    return path
+    """Append decisions to the decision log (display events + metadata; see `write_decision_log`)."""
+    return write_decision_log(decisions_to_events(decisions), decisions_to_meta(decisions), directory)
+
+
+def decision_log_dir(config: ProjectConfig) -> Path:
+    return config.path(config.data.outputs_dir) / "decision_log"
+
+
+def cap_resets_path(config: ProjectConfig) -> Path:
+    return config.path(config.data.outputs_dir) / "caps" / "resets.json"
+
+
+def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None) -> DecisionEngine:
+    """The decision engine of a project: enriched profiles if the pipeline wrote them (else the raw
+    ones), the catalog, the ranking store, and cap counters counted from the validated events and
+    the decision log."""
+    outputs = config.path(config.data.outputs_dir)
+    enriched = outputs / "profiles_enriched.parquet"
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    validated = outputs / "validated" / "events.parquet"
+    caps = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
+                             decision_log_dir(config), cap_resets_path(config), now=now)
+    return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)
+
+
+_ENGINES: dict[Path, DecisionEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def decide(profile_id: str, placements: str | Sequence[str], items: int | None = None,
+           config: str | Path = "offerflow.yaml", allow_duplicates: bool = False, log: bool = True) -> Decision:
+    """Decide for one profile from Python (`offerflow.decide`). The engine of each project file is
+    built once per process and cached; the decision is appended to the decision log unless `log`
+    is False."""
+    from offerflow.config import load_config
+
+    path = Path(config).resolve()
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(path)
+        if engine is None:
+            engine = _ENGINES[path] = build_engine(load_config(path))
+    decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
+                             items=items, allow_duplicates=allow_duplicates)
+    if log:
+        log_decisions([decision], decision_log_dir(engine.config))
+    return decision
+
+
+def clear_engine_cache() -> None:
+    """Forget the cached engines of `decide` (the next call reloads profiles, offers and caps)."""
+    with _ENGINES_LOCK:
+        _ENGINES.clear()

@@ -2,7 +2,8 @@
 
 `create_app(config)` answers ``POST /decisions`` with the same decisions as ``offerflow decide``,
 reports the published ranking version of every placement on ``GET /health`` and rebuilds the
-engine (profiles, offers) on ``POST /admin/reload``. Newly published ranking versions need no
+engine (profiles, offers, cap counters) on ``POST /admin/reload``. ``GET /admin/caps`` shows the
+live cap counters and ``POST /admin/caps/reset`` clears them (both need the admin token). Newly published ranking versions need no
 reload: the engine checks the store's CURRENT version on every request.
 
 Handlers are plain ``def``: FastAPI runs them in its threadpool. Decisions are buffered in memory
@@ -14,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -24,10 +26,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from offerflow.catalog import load_offers, load_profiles
 from offerflow.config import ProjectConfig
-from offerflow.decisioning import MAX_ITEMS, Decision, DecisionEngine, DecisionError, log_decisions
-from offerflow.store import RankingStore
+from offerflow.capping import write_cap_reset
+from offerflow.decisioning import (MAX_ITEMS, Decision, DecisionEngine, DecisionError, build_engine,
+                                   cap_resets_path, log_decisions)
 
 FLUSH_EVERY = 500
 FLUSH_INTERVAL_S = 2.0
@@ -64,7 +66,8 @@ class PlacementDecisionOut(BaseModel):
     ai_model: str | None
     model_version: str | None
     table_version: int | None
-    source: str = Field(description="ranking_table | thompson_sampling | non_personalized | fallback")
+    source: str = Field(description="ranking_table | thompson_sampling | non_personalized | random_holdout | fallback")
+    arm: str = Field(description="model | holdout | non_personalized | fallback")
 
 
 class DecisionOut(BaseModel):
@@ -83,13 +86,15 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-def build_engine(config: ProjectConfig) -> DecisionEngine:
-    """The decision engine of a project: enriched profiles if the pipeline wrote them, else the raw ones."""
-    enriched = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
-    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
-    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
-    return DecisionEngine(config, store, offers, profiles)
+class CapResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offer_id: str | None = Field(default=None, description="Only this offer (default: every offer).")
+
+
+class CapResetOut(BaseModel):
+    status: str
+    offer_id: str | None
+    counters_cleared: int
 
 
 class DecisionLogBuffer:
@@ -206,8 +211,27 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
               summary="Reload profiles and offers (new ranking versions need no reload)")
     def reload():
         with reload_lock:
+            buffer.flush()  # so the new engine's cap counters include every decision made so far
             app.state.engine = build_engine(config)  # built first, then swapped in one assignment
         return {"status": "reloaded", "placements": versions()}
+
+    @app.get("/admin/caps", dependencies=[Depends(check_admin)], responses={401: {"model": ErrorOut}},
+             summary="Cap state: per offer and rule, the current count, the window and whether it is capped")
+    def caps_state(profile_id: str | None = None):
+        return app.state.engine.caps.state(profile_id=profile_id)
+
+    @app.post("/admin/caps/reset", response_model=CapResetOut, dependencies=[Depends(check_admin)],
+              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+              summary="Reset cap counters (one offer or all); events before now stop counting")
+    def caps_reset(request: CapResetRequest | None = None):
+        offer_id = request.offer_id if request is not None else None
+        engine: DecisionEngine = app.state.engine
+        if offer_id is not None and offer_id not in engine.offers.index:
+            raise HTTPException(404, f"unknown offer {offer_id!r}")
+        with engine.caps.lock:
+            write_cap_reset(cap_resets_path(config), offer_id, datetime.now(timezone.utc))
+            cleared = engine.caps.reset(offer_id)
+        return {"status": "reset", "offer_id": offer_id, "counters_cleared": cleared}
 
     return app
 
