@@ -5,6 +5,11 @@ validate events -> train Customer AI goals -> score profiles -> train ranking mo
 
 Every step is a call into the `offerflow` library; this file only wires them, names the tasks
 Prefect shows, retries I/O, and stops the run when validation fails.
+
+Bad input (an unreadable events file, a broken catalog, failed critical expectations) is not a
+bug: the task logs the message once, without a traceback, and returns a `Failed` state named
+`BadInput` (never retried); the flow then ends `Failed` with that message, and calling
+`pipeline()` raises the original exception, which `offerflow run` prints as its error.
 """
 
 from __future__ import annotations
@@ -14,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from offerflow.catalog import CatalogError
 
 from offerflow.config import ProjectConfig, load_config
 from offerflow.features import open_events
-from offerflow.ingestion import IngestionResult, ingest_events, load_catalog
+from offerflow.events import EventFileError
+from offerflow.ingestion import IngestionResult, ValidationFailed, ingest_events, load_catalog
 from offerflow.publishing import publish_placement
 from offerflow.store import RankingStore
 from offerflow.tracking import Tracker, resolve_tracking_uri
@@ -28,18 +37,52 @@ from offerflow.training import (RankingModelResult, TrainingResult, enrich_profi
                                 train_propensity, train_ranking_model)
 
 
-@task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+BAD_INPUT = "BadInput"
+
+
+def _bad_input(exc: Exception) -> State:
+    """The task's end on bad input: one log record with the message, no traceback."""
+    get_run_logger().error("%s", exc)
+    return Failed(name=BAD_INPUT, message=str(exc).splitlines()[0], data=exc)
+
+
+def _retry_unless_bad_input(task, task_run, state: State) -> bool:
+    return state.name != BAD_INPUT
+
+
+def _stop(state: State) -> State:
+    """The flow's final state when a step failed: the step's message and exception."""
+    return Failed(name=state.name, message=state.message, data=state.result(raise_on_failure=False))
+
+
+def _record_data_docs(path: Path | None) -> None:
+    if path is not None:
+        get_run_logger().info("Data Docs: %s", path)
+        create_link_artifact(link=path.resolve().as_uri(), link_text="Data Docs", key="data-docs",
+                             description="Great Expectations validation results of this run")
+
+
+@task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_retry_unless_bad_input,
+      cache_policy=NO_CACHE)
 def load_catalog_task(config: ProjectConfig):
-    return load_catalog(config)
+    try:
+        return load_catalog(config)
+    except CatalogError as exc:
+        return _bad_input(exc)
 
 
 @task(name="validate-events", cache_policy=NO_CACHE)
 def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult:
-    result = ingest_events(config, offers, run_id)
+    try:
+        result = ingest_events(config, offers, run_id)
+    except ValidationFailed as exc:
+        _record_data_docs(exc.data_docs_path)
+        return _bad_input(exc)
+    except EventFileError as exc:
+        return _bad_input(exc)
     logger = get_run_logger()
     logger.info("validated %s", result.counts())
-    if result.report.data_docs_path:
-        logger.info("Data Docs: %s", result.report.data_docs_path)
+    _record_data_docs(result.report.data_docs_path)
     for warning in result.report.warnings:
         logger.warning("expectation warning: %s (%s)", warning.name, warning.observed)
     return result
@@ -62,7 +105,8 @@ def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: s
 def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str, profiles, offers, tags):
     con = open_events(events_path)
     return train_ranking_model(con, config.ai_model(model_name), profiles, offers, _tracker(config),
-                               config.tracking.experiment_prefix, config.seed, tags)
+                               config.tracking.experiment_prefix, config.seed, tags,
+                               stats_dir=offer_stats_dir(config))
 
 
 @task(name="publish-ranking", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
@@ -70,6 +114,11 @@ def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, mod
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
     return publish_placement(store, config.placement(placement_id), profiles, offers, model,
                              {"pipeline_run_id": run_id})
+
+
+def offer_stats_dir(config: ProjectConfig) -> Path:
+    """Where the daily offer statistics of each AI model are kept between runs."""
+    return config.path(config.data.outputs_dir) / "offer_stats"
 
 
 def _tracker(config: ProjectConfig) -> Tracker:
@@ -80,6 +129,8 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["# offerflow pipeline run", "", "| step | result |", "|---|---|"]
     v = summary["validation"]
     lines.append(f"| validation | {v['accepted']} accepted, {v['quarantined']} quarantined of {v['rows']} |")
+    if v.get("data_docs"):
+        lines.append(f"| Data Docs | `{v['data_docs']}` |")
     for name, r in summary["propensity"].items():
         lines.append(f"| propensity `{name}` | AUC {r['metrics']['auc']:.3f}, v{r['model_version']},"
                      f" promoted={r['promoted']} |")
@@ -98,8 +149,14 @@ def pipeline(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     config = load_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}
-    profiles, offers = load_catalog_task(config)
-    ingestion = validate_task(config, offers, run_id)
+    catalog = load_catalog_task(config, return_state=True)
+    if catalog.is_failed():
+        return _stop(catalog)
+    profiles, offers = catalog.result()
+    validated = validate_task(config, offers, run_id, return_state=True)
+    if validated.is_failed():
+        return _stop(validated)
+    ingestion = validated.result()
     events_path = ingestion.validated_path
 
     propensity: dict[str, TrainingResult] = {}

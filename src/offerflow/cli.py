@@ -5,6 +5,8 @@
     offerflow run         run the pipeline flow for a project file
     offerflow decide      which offers for a profile in one or more placements
     offerflow serve       the HTTP decision service
+    offerflow decide-batch  decide for every profile of a segment (Prefect flow)
+    offerflow caps        frequency caps: show counters, reset
     offerflow rankings    list published ranking versions, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are
 """
@@ -26,6 +28,8 @@ app = typer.Typer(help="offerflow: rank marketing offers with machine learning, 
                   no_args_is_help=True, pretty_exceptions_enable=False)
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
+caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
+app.add_typer(caps_app, name="caps")
 models_app = typer.Typer(help="The project's AI models: configuration, last training, quality.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)
@@ -111,6 +115,8 @@ def _print_summary(summary: dict) -> None:
     v = summary["validation"]
     console.print(f"[bold]validation[/bold]: {v['accepted']:,} accepted, {v['quarantined']:,} quarantined"
                   f" of {v['rows']:,} rows")
+    if v.get("data_docs"):
+        console.print(f"[bold]Data Docs[/bold]: {v['data_docs']}", highlight=False)
     for name, r in summary["propensity"].items():
         m = r["metrics"]
         console.print(f"[bold]propensity {name}[/bold]: holdout AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f},"
@@ -187,6 +193,84 @@ def decide(
     console.print(table)
 
 
+@app.command("decide-batch")
+def decide_batch_command(
+    placement: Annotated[Optional[list[str]], typer.Option("--placement", "-x",
+                                                           help="Placement id (repeatable; default: all).")] = None,
+    profiles_file: Annotated[Optional[Path], typer.Option(help="Profile ids: text (one per line), CSV or Parquet.")] = None,
+    goal: Annotated[Optional[str], typer.Option(help="Customer AI goal of the segment (with --bucket).")] = None,
+    bucket: Annotated[Optional[str], typer.Option(help="Customer AI bucket: low, medium or high.")] = None,
+    items: Annotated[Optional[int], typer.Option(min=1, max=30, help="Items per placement.")] = None,
+    allow_duplicates: Annotated[bool, typer.Option(help="Allow an offer in several placements.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
+    from offerflow.batch_decisions import SegmentError
+    from offerflow.catalog import CatalogError
+    from offerflow.decisioning import DecisionError
+
+    project = _load(config)
+    prepare_prefect_environment(project.root)
+    from flows.decisions import batch_decisions
+
+    try:
+        summary = batch_decisions(config_path=str(config), placements=placement or None,
+                                  profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates)
+    except (SegmentError, DecisionError, CatalogError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    console.print(f"decided {summary['profiles']:,} profiles in {', '.join(summary['placements'])}"
+                  f" ({summary['items']:,} items) in {summary['seconds']:.1f} s -> {summary['decisions_path']}")
+
+
+@caps_app.command("show")
+def caps_show(config: ConfigOption = Path("offerflow.yaml"),
+              profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Counts of one profile.")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
+    from offerflow.capping import caps_of, load_cap_counters
+    from offerflow.catalog import CatalogError, load_offers
+    from offerflow.decisioning import cap_resets_path, decision_log_dir
+
+    project = _load(config)
+    try:
+        offers = load_offers(project.path(project.data.offers), [p.id for p in project.placements])
+    except CatalogError as exc:
+        _fail(str(exc))
+    validated = project.path(project.data.outputs_dir) / "validated" / "events.parquet"
+    counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
+                                 decision_log_dir(project), cap_resets_path(project))
+    rows = counters.state(profile_id=profile)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="frequency caps" + (f" for {profile}" if profile else ""))
+    for column in ("offer", "cap", "count", "limit", "at limit", "capped", "resets at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["offer_id"], r["cap"], str(r["count"]), str(r["limit"]), str(r["at_limit"]),
+                      "yes" if r["capped"] else "no", r["resets_at"] or "never")
+    console.print(table)
+
+
+@caps_app.command("reset")
+def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
+               offer: Annotated[Optional[str], typer.Option(help="Only this offer (default: all).")] = None) -> None:
+    """Reset cap counters: events before now stop counting (a running service: POST /admin/caps/reset)."""
+    from datetime import datetime, timezone
+
+    from offerflow.capping import write_cap_reset
+    from offerflow.decisioning import cap_resets_path
+
+    project = _load(config)
+    write_cap_reset(cap_resets_path(project), offer, datetime.now(timezone.utc))
+    console.print(f"cap counters reset for {offer or 'every offer'}")
+
+
 @rankings_app.command("list")
 def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Published versions per placement (the current one marked with *)."""
@@ -244,14 +328,15 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
         print(json.dumps([m.to_dict() for m in models], indent=2, default=str))
         return
     table = Table(title="AI models")
-    for column in ("name", "type", "status", "placements", "last trained", "offers qualified",
-                   "traffic model/explore/holdout", "holdout Gini"):
+    for column in ("model", "type", "placements", "last trained (UTC)", "offers qualified",
+                   "traffic % model/explore/holdout", "holdout Gini"):
         table.add_column(column)
     for m in models:
         qualified = m.metrics.get("offers_qualified")
-        table.add_row(m.name, m.type, m.status, ", ".join(m.placements), m.last_trained or "never",
+        table.add_row(m.name + (" (draft)" if m.status == "draft" else ""), m.type.replace("_", "-"),
+                      ", ".join(m.placements), (m.last_trained or "never")[:16].replace("T", " "),
                       "" if qualified is None else f"{int(qualified)} of {int(m.metrics.get('offers_total', 0))}",
-                      "/".join(f"{m.traffic[k]:.0%}" for k in ("model", "exploration", "holdout")),
+                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout")),
                       _fmt(m.holdout_gini))
     console.print(table)
 

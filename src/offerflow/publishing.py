@@ -36,10 +36,11 @@ def build_ranking_table(placement: PlacementConfig, profiles: pd.DataFrame, offe
     return pa.Table.from_pandas(frame, schema=RANKING_SCHEMA, preserve_index=False)
 
 
-def publish_placement(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame,
+def publish_placement(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame | None,
                       offers: pd.DataFrame, model: RankingModelResult | None,
                       extra_metadata: Mapping[str, object] | None = None) -> int:
-    """Score and publish one placement atomically; returns the new version number."""
+    """Score and publish one placement atomically; returns the new version number. (Posterior
+    tables of auto-optimization models need no profiles.)"""
     metadata: dict[str, object] = {
         "placement_id": placement.id, "ranking_method": placement.ranking.method,
         "items": placement.items, "scored_at": datetime.now(timezone.utc).isoformat(),
@@ -52,5 +53,7 @@ def publish_placement(store: RankingStore, placement: PlacementConfig, profiles:
     if model is not None and model.kind == "auto_optimization":
         table = pa.Table.from_pandas(model.posteriors, schema=POSTERIOR_SCHEMA, preserve_index=False)
         return store.publish(placement.id, table, {**metadata, "kind": "posterior"})
+    if profiles is None:
+        raise ValueError(f"placement {placement.id!r}: scoring a ranking table needs the profiles")
     table = build_ranking_table(placement, profiles, offers, model)
     return store.publish(placement.id, table, {**metadata, "kind": "ranking"})

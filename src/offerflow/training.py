@@ -20,10 +20,11 @@ from offerflow.catalog import offers_for_placement
 from offerflow.config import AIModelConfig, PropensityGoalConfig
 from offerflow.evaluation import classification_metrics
 from offerflow.features import event_time_range
+from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
-from offerflow.ranking import ClickModel, fit_click_model, interaction_log, offer_counts, training_frame
+from offerflow.ranking import ClickModel, fit_click_model, interaction_log, training_frame
 from offerflow.schema import PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
 
@@ -164,17 +165,28 @@ def _load_champion_click_model(tracker: Tracker, registered: str, qualified: lis
                       _holdout_metrics(tracker, run_id)), version
 
 
-def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
+def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame | None,
                         offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
-                        tags: dict[str, str] | None = None) -> RankingModelResult:
-    """Train an auto-optimization (posteriors) or personalized (click model) ranking model."""
+                        tags: dict[str, str] | None = None, stats_dir: Path | None = None) -> RankingModelResult:
+    """Train an auto-optimization (posteriors) or personalized (click model) ranking model.
+
+    Per-offer counts come from the daily offer statistics: kept under `stats_dir/<model>` and
+    updated incrementally when given (cheap enough for auto-optimization every 15 minutes),
+    otherwise computed for the window.
+    """
     _, last = event_time_range(con)
     end = pd.Timestamp(last).ceil("D").to_pydatetime()
     start = end - timedelta(days=model_cfg.training_window_days)
-    log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
+    stats_update = None
+    if stats_dir is not None:
+        stats_store = OfferStatsStore(stats_dir / model_cfg.name, model_cfg.placements, model_cfg.success_event)
+        stats_update = stats_store.update(con)
+        stats = stats_store.read()
+    else:
+        stats = daily_stats(con, model_cfg.placements, model_cfg.success_event, since=start)
     placement_offers = pd.concat([offers_for_placement(offers, p) for p in model_cfg.placements])
     placement_offers = placement_offers.drop_duplicates("offer_id")
-    counts = offer_counts(log)
+    counts = window_counts(stats, start, end)
     counts = placement_offers[["offer_id"]].merge(counts, on="offer_id", how="left").fillna(0)
     posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted)
     qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
@@ -184,13 +196,18 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         tracker.log_params({"type": model_cfg.type, "placements": model_cfg.placements,
                             "training_window_start": start.isoformat(), "training_window_end": end.isoformat(),
                             "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
-                            "exploration_share": model_cfg.exploration_share, "n_displays": len(log)})
-        metrics = {"displays": float(len(log)), "successes": float(log["success"].sum()),
+                            "exploration_share": model_cfg.exploration_share,
+                            "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
+                            "n_displays": int(counts["displays"].sum()),
+                            "stats_update": stats_update.mode if stats_update else "window"})
+        metrics = {"displays": float(counts["displays"].sum()), "successes": float(counts["successes"].sum()),
+                   "success_value": float(counts["value"].sum()),
                    "offers_qualified": float(len(qualified)), "offers_total": float(len(posteriors))}
         tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
                                     posteriors=posteriors, window=(start, end))
         if model_cfg.type == "personalized":
+            log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
             frame = training_frame(log, profiles, placement_offers)
             click_model = fit_click_model(frame, model_cfg.lightgbm, qualified, seed)
             metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})

@@ -36,13 +36,15 @@ def test_models_list_reports_training_and_quality(pipeline_run):
         assert sum(m["traffic"].values()) == pytest.approx(1.0)
         assert m["optimization_metric"].startswith("click rate")
 
-    table = invoke("models", "list", "--config", str(project / "offerflow.yaml"))
+    table = runner.invoke(app, ["models", "list", "--config", str(project / "offerflow.yaml")],
+                          env={"COLUMNS": "160"}, catch_exceptions=False)
     assert table.exit_code == 0 and "web-personalized" in table.output and "email-auto" in table.output
 
 
 def test_models_show_lists_offers_best_first(pipeline_run):
     project, _ = pipeline_run
-    result = invoke("models", "show", "email-auto", "--config", str(project / "offerflow.yaml"))
+    result = runner.invoke(app, ["models", "show", "email-auto", "--config", str(project / "offerflow.yaml")],
+                           env={"COLUMNS": "160"}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "MLflow experiment: offerflow-ranking-email-auto" in result.output
     assert "o-fallback" not in result.output.split("offers as")[0]
