@@ -489,7 +489,11 @@ def _parquet_pieces(label: str, path: Path, profile_field: str | None, value_fie
         try:
             with pq.ParquetFile(file) as handle:
                 empty = handle.schema_arrow.empty_table()  # the columns, even for a file without rows
-                rest = [handle.read()] if batch_rows is None else handle.iter_batches(batch_size=batch_rows)
+                # One row group at a time: asked for all at once, pyarrow's threaded reader
+                # decodes every row group ahead (4 GiB for a 28.7M-event file before batch one).
+                rest = [handle.read()] if batch_rows is None else (
+                    batch for group in range(handle.num_row_groups)
+                    for batch in handle.iter_batches(batch_size=batch_rows, row_groups=[group]))
                 for chunk in [empty, *rest]:
                     frame = _parquet_frame(chunk, keys)
                     frame[SOURCE_FILE] = name

@@ -191,7 +191,7 @@ def stage_events(
 ) -> None:
     """Row-level checks of one batch (vectorized), then the batch goes to the stage."""
     original = events.reset_index(drop=True)
-    frame, coerce_reasons = _prepare(original)
+    frame, coerce_reasons = _prepare(original, first_line=stage.rows + 1)
     reasons = _row_reasons(frame, coerce_reasons, pre_reasons, offer_ids=offer_ids,
                            placement_ids=placement_ids, settings=settings, now=now)
     text = np.full(len(frame), "", dtype=object)
@@ -336,14 +336,15 @@ def _utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _prepare(original: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[np.ndarray, str]]]:
-    """Provenance columns added if missing; timestamp/value/propensity coerced if still raw."""
+def _prepare(original: pd.DataFrame, first_line: int = 1) -> tuple[pd.DataFrame, list[tuple[np.ndarray, str]]]:
+    """Provenance columns added if missing (lines numbered from `first_line`); timestamp/value/
+    propensity coerced if still raw."""
     frame = original.copy(deep=False)
     n = len(frame)
     if "_source_file" not in frame.columns:
         frame["_source_file"] = pd.Series("<memory>", index=frame.index, dtype="str")
     if "_source_line" not in frame.columns:
-        frame["_source_line"] = np.arange(1, n + 1, dtype="int64")
+        frame["_source_line"] = np.arange(first_line, first_line + n, dtype="int64")
     notes: list[tuple[np.ndarray, str]] = []
     if "timestamp" in frame.columns:
         ts = frame["timestamp"]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
@@ -413,3 +415,47 @@ def test_malformed_frames_conserve_rows(rows: list[dict[str, object]], context_d
     assert f"{len(accepted)} accepted, {len(report.quarantined)} quarantined" in report.summary()
     if not rows:
         assert report.critical_failures[0].name == "no events"
+
+
+# -- streaming: batches staged one by one give the verdict of the whole frame ------------------
+
+
+def staged_verdict(events: pd.DataFrame, cuts: list[int], tmp: Path) -> tuple[list, list, int, int]:
+    """(accepted ids, quarantined (id, line, reasons), counts) with `events` staged in pieces."""
+    from offerflow.event_stage import EventStage
+    from offerflow.validation import stage_events
+
+    with EventStage(tmp / "stage", memory_limit_mib=256) as stage:
+        for start, stop in zip([0, *cuts], [*cuts, len(events)]):
+            stage_events(stage, events.iloc[start:stop], offer_ids=OFFERS, placement_ids=PLACEMENTS,
+                         settings=ValidationConfig(), now=pd.Timestamp(NOW))
+        accepted = pa.Table.from_batches(list(stage.accepted_batches(sort=False))).to_pandas()
+        quarantined = pa.Table.from_batches(list(stage.quarantine_batches("r"))).to_pandas()
+        counts = stage.counts()
+    assert counts == (len(accepted), len(quarantined)) and sum(counts) == len(events)
+    return (accepted["event_id"].tolist(),
+            list(zip(quarantined["event_id"], quarantined["_source_line"], quarantined["reasons"])), *counts)
+
+
+@hyp_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows_strategy, data=st.data())
+def test_batches_give_the_verdict_of_one_frame(rows: list[dict[str, object]], data: st.DataObject) -> None:
+    """Duplicates and clicks whose display sits in another batch are judged the same."""
+    events = frame(rows) if rows else frame([event("e1")]).iloc[:0]
+    events["_source_file"] = "f"
+    events["_source_line"] = np.arange(1, len(events) + 1)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(events)), max_size=4))))
+    with tempfile.TemporaryDirectory() as tmp:
+        assert staged_verdict(events, cuts, Path(tmp)) == staged_verdict(events, [], Path(tmp))
+
+
+def test_cross_batch_duplicates_and_clicks(tmp_path: Path) -> None:
+    rows = clean_rows() + [dict(clean_rows()[2]), event("e5", event_type="click", decision_id="d9",
+                                                        propensity=np.nan)]
+    events = frame(rows)
+    accepted, quarantined, n_accepted, n_quarantined = staged_verdict(events, [1, 2, 4, 5], tmp_path)
+    assert accepted == ["e1", "e2", "e3", "e4"]  # e2's display e1 was in the batch before
+    assert quarantined == [
+        ("e3", 5, "event_id: duplicate (identical row)"),
+        ("e5", 6, "click: no matching display for decision 'd9' (profile p1, offer o1)"),
+    ]
