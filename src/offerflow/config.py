@@ -117,15 +117,40 @@ class GoalDefinition(_Strict):
         return self
 
 
+class ScoreBuckets(_Strict):
+    """Where a score (0-100) turns from low to medium and from medium to high."""
+
+    medium_from: float = Field(25.0, gt=0, lt=100)
+    high_from: float = Field(75.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ScoreBuckets":
+        if self.medium_from >= self.high_from:
+            raise ValueError(f"medium_from ({self.medium_from:g}) must be below high_from ({self.high_from:g})")
+        return self
+
+
 class PropensityGoalConfig(_Strict):
     """A Customer AI instance: who will convert (or churn) within N days."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     type: Literal["conversion", "churn"] = "conversion"
     goal: GoalDefinition
+    buckets: ScoreBuckets = ScoreBuckets()
+    top_factors: int = Field(3, ge=1, le=20, description="Influential factors kept per profile.")
+    promotion_min_auc_gain: float = Field(0.0, ge=0, le=1,
+                                          description="AUC a new model must add over the champion on the same holdout.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _churn_means_will_not_occur(cls, data: Any) -> Any:
+        """A churn goal predicts that the goal events stop: 'will not occur' unless said otherwise."""
+        if isinstance(data, dict) and data.get("type") == "churn" and isinstance(data.get("goal"), dict):
+            data = {**data, "goal": {"occurrence": "will_not_occur", **data["goal"]}}
+        return data
     outcome_window_days: int = Field(30, ge=1, le=365)
     eligible_active_within_days: int = Field(45, ge=1)
-    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
     custom_event_types: list[str] = Field(default_factory=list)
     profile_attributes: list[str] | None = None
     min_positives: int = Field(500, ge=1)
@@ -159,6 +184,22 @@ class ValidationConfig(_Strict):
     duckdb_memory_mib: int = Field(3072, ge=256)
 
 
+class EvaluationConfig(_Strict):
+    """Off-policy evaluation and holdout reports (`offerflow evaluate`, see docs/evaluation.md)."""
+
+    window_days: int = Field(7, ge=1, description="Evaluate on the last N days; learn only from before.")
+    reward_model_days: int = Field(30, ge=1, description="Days before the window the DR reward model learns from.")
+    bootstrap_samples: int = Field(500, ge=50)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    headline_estimator: Literal["ips", "snips", "dr"] = "dr"
+    baseline_strategy: str = Field("priority", description="What the summary compares against.")
+    formulas: dict[str, str] = Field(default_factory=dict, description="Extra ranking formulas to compare.")
+    min_ess: float = Field(200.0, ge=0)
+    min_propensity: float = Field(0.01, ge=0, lt=1)
+    promotion_min_lift: float = Field(0.0, description="Lift CI lower end a candidate must exceed to be served.")
+    report_dir: Path | None = Field(None, description="Where reports go; default <data.outputs_dir>/evaluation.")
+
+
 class ProjectConfig(_Strict):
     project: str = "offerflow"
     seed: int = 7
@@ -169,6 +210,7 @@ class ProjectConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     store: StoreConfig = StoreConfig()
     validation: ValidationConfig = ValidationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

@@ -85,6 +85,10 @@ class Tracker:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._mlflow.log_figure(figure, artifact_file)
 
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy a local file (e.g. an HTML report) into the active run's artifacts."""
+        self._mlflow.log_artifact(str(path), artifact_path)
+
     def log_lightgbm(self, model: Any, registered_name: str | None, input_example: Any = None) -> RunRecord:
         """Log a LightGBM model in the active run and register it under `registered_name`."""
         mlflow = self._mlflow

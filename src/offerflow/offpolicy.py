@@ -1,0 +1,368 @@
+"""Off-policy evaluation: what click rate would another ranking strategy have achieved on the
+traffic we logged, estimated from displays that carry the logging propensity.
+
+What is evaluated: the FIRST item of each slate. Per (decision, placement) we take the display
+that carries the propensity (rank 1; the decision log gives it only to rank 1) and its reward, a
+click on that offer in the same decision. A target strategy is a probability vector over the
+placement's offers eligible for that profile: the chance it would have put each offer first. The
+estimand is the strategy's first-item click rate on the logged contexts of the evaluation window.
+
+Estimators (x = logged context, a = logged offer, p = its logging propensity, r = click,
+w = pi(a|x) / p, q = a reward model's click probability):
+- IPS:  mean(w r)                         unbiased if p is right and p > 0 wherever pi > 0;
+- SNIPS: sum(w r) / sum(w)                slightly biased, much lower variance;
+- DR:   mean(sum_b pi(b|x) q(x,b) + w (r - q(x,a)))   unbiased if either p or q is right.
+Intervals are Poisson-bootstrap percentiles over displays; the same resamples give paired
+intervals for the lift of one strategy over another. The reward model and every learned target
+strategy are trained only on events before the evaluation window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from offerflow.features import EVENTS_VIEW, query_frame
+from offerflow.ranking import eligibility_matrix
+from offerflow.schema import PROFILE_ID
+
+ESTIMATORS = ("ips", "snips", "dr")
+FIRST_ITEM_NOTE = ("Estimates are for the first item of each slate: the offer a strategy would put "
+                   "in rank 1, and whether the profile clicked it.")
+
+#: A target policy: (profiles, offers, eligible[n_profiles, n_offers]) -> probabilities, same shape,
+#: each row summing to 1 over the eligible offers (0 where nothing is eligible).
+PolicyFn = Callable[[pd.DataFrame, pd.DataFrame, np.ndarray], np.ndarray]
+
+
+@dataclass
+class LoggedDisplays:
+    """The first-item displays of one placement in the evaluation window, as columns.
+
+    `profiles` holds each profile once; `profile_row[i]` points display i at its profile and
+    `action[i]` at its offer in `offers` (-1 if the offer is not in the placement's catalog).
+    """
+
+    placement_id: str
+    start: datetime
+    end: datetime
+    profiles: pd.DataFrame
+    offers: pd.DataFrame
+    eligible: np.ndarray        # (n_profiles, n_offers) bool, current attributes
+    profile_row: np.ndarray     # (n,) int
+    action: np.ndarray          # (n,) int
+    propensity: np.ndarray      # (n,) float, NaN if missing
+    reward: np.ndarray          # (n,) float 0/1
+    day: np.ndarray             # (n,) datetime64[D]
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> displays not usable
+
+    @property
+    def n(self) -> int:
+        return len(self.reward)
+
+
+def load_logged_displays(con: duckdb.DuckDBPyConnection, placement_id: str, start: datetime, end: datetime,
+                         profiles: pd.DataFrame, offers: pd.DataFrame,
+                         success_event: str = "click") -> LoggedDisplays:
+    """First-item displays of `placement_id` in [start, end) with their reward, from the events view.
+
+    `offers` are the placement's offers (fallback included). Displays without a usable propensity,
+    of unknown profiles or of offers outside the catalog are dropped and counted in `dropped`.
+    """
+    sql = f"""
+        WITH d AS (
+            SELECT profile_id, offer_id, propensity, timestamp, COALESCE(decision_id, event_id) AS decision_key,
+                   decision_id,
+                   row_number() OVER (PARTITION BY COALESCE(decision_id, event_id)
+                                      ORDER BY (propensity IS NULL), event_id) AS slot
+            FROM {EVENTS_VIEW}
+            WHERE event_type = 'display' AND placement_id = ? AND timestamp >= ? AND timestamp < ?),
+        s AS (SELECT DISTINCT decision_id, offer_id FROM {EVENTS_VIEW}
+              WHERE event_type = ? AND decision_id IS NOT NULL)
+        SELECT d.profile_id, d.offer_id, d.propensity, CAST(d.timestamp AS DATE) AS day,
+               (s.decision_id IS NOT NULL)::DOUBLE AS reward
+        FROM d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
+        WHERE d.slot = 1
+        ORDER BY d.timestamp, d.profile_id"""
+    log = query_frame(con, sql, [placement_id, start, end, success_event])
+    dropped: dict[str, int] = {}
+    p = log["propensity"].to_numpy(float)
+    bad_p = ~np.isfinite(p) | (p <= 0) | (p > 1)
+    if bad_p.any():
+        dropped["propensity missing or outside (0, 1]"] = int(bad_p.sum())
+    known_offer = log["offer_id"].isin(offers["offer_id"]).to_numpy()
+    if (~known_offer & ~bad_p).any():
+        dropped["offer not in the placement's catalog"] = int((~known_offer & ~bad_p).sum())
+    known_profile = log[PROFILE_ID].isin(profiles[PROFILE_ID]).to_numpy()
+    if (~known_profile & known_offer & ~bad_p).any():
+        dropped["unknown profile"] = int((~known_profile & known_offer & ~bad_p).sum())
+    log = log[~bad_p & known_offer & known_profile].reset_index(drop=True)
+    ids = pd.Index(log[PROFILE_ID].unique())
+    window_profiles = profiles.set_index(PROFILE_ID).loc[ids].reset_index()
+    offers = offers.reset_index(drop=True)
+    return LoggedDisplays(
+        placement_id=placement_id, start=start, end=end, profiles=window_profiles, offers=offers,
+        eligible=placement_eligibility(window_profiles, offers),
+        profile_row=ids.get_indexer(log[PROFILE_ID]).astype(np.int64),
+        action=pd.Index(offers["offer_id"]).get_indexer(log["offer_id"]).astype(np.int64),
+        propensity=log["propensity"].to_numpy(float), reward=log["reward"].to_numpy(float),
+        day=pd.to_datetime(log["day"]).to_numpy().astype("datetime64[D]"), dropped=dropped)
+
+
+def placement_eligibility(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+    """Eligibility as the decision engine applies it: a fallback offer only when no regular one is."""
+    if len(profiles) == 0:
+        return np.zeros((0, len(offers)), dtype=bool)
+    eligible = eligibility_matrix(profiles, offers)
+    if "fallback" in offers:
+        fallback = offers["fallback"].fillna(False).to_numpy(bool)
+        if fallback.any():
+            none_regular = ~eligible[:, ~fallback].any(axis=1)
+            eligible[:, fallback] = eligible[:, fallback] & none_regular[:, None]
+    return eligible
+
+
+# --- target policies --------------------------------------------------------------------------
+
+def uniform_policy(eligible: np.ndarray) -> np.ndarray:
+    """Uniformly random over the eligible offers."""
+    count = eligible.sum(axis=1, keepdims=True)
+    return np.where(eligible, 1.0 / np.maximum(count, 1), 0.0)
+
+
+def argmax_policy(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """The best-scoring eligible offer first; exact ties share the probability equally."""
+    masked = np.where(eligible, scores, -np.inf)
+    best = masked.max(axis=1, keepdims=True)
+    top = eligible & (masked == best) & np.isfinite(best)
+    return top / np.maximum(top.sum(axis=1, keepdims=True), 1)
+
+
+def softmax_policy(scores: np.ndarray, eligible: np.ndarray, temperature: float) -> np.ndarray:
+    """Eligible offers in proportion to exp(score / temperature)."""
+    masked = np.where(eligible, scores / temperature, -np.inf)
+    masked = masked - np.where(eligible.any(axis=1, keepdims=True), masked.max(axis=1, keepdims=True), 0.0)
+    weights = np.where(eligible, np.exp(masked), 0.0)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+
+
+def score_policy(score_fn: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]) -> PolicyFn:
+    """Rank by a score function (priority, a formula, a click model): argmax over eligible offers."""
+    def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
+        return argmax_policy(np.asarray(score_fn(profiles, offers), dtype=float), eligible)
+    return policy
+
+
+def thompson_policy(posteriors: pd.DataFrame, exploration_share: float, seed: int,
+                    draws: int = 4000) -> PolicyFn:
+    """Auto-optimization as served: the Thompson first-choice probability of each offer, computed
+    once per distinct eligible set (offers without a posterior are never qualified)."""
+    from offerflow.bandits import first_choice_probability
+
+    def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
+        post = offers[["offer_id"]].merge(posteriors, on="offer_id", how="left")
+        alpha = post["alpha"].fillna(1.0).to_numpy(float)
+        beta = post["beta"].fillna(1.0).to_numpy(float)
+        qualified = post["qualified"].fillna(False).to_numpy(bool)
+        sets, inverse = np.unique(eligible, axis=0, return_inverse=True)
+        rng = np.random.default_rng(seed)
+        per_set = np.stack([first_choice_probability(alpha, beta, qualified, row, exploration_share, rng, draws)
+                            for row in sets]) if len(sets) else np.zeros((0, len(offers)))
+        return per_set[inverse.reshape(-1)]
+    return policy
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A candidate ranking strategy: `name` is a metric-safe slug, `label` what people read."""
+
+    name: str
+    label: str
+    kind: str  # random | priority | formula | auto_optimization | personalized | logged
+    policy: PolicyFn | None  # None for the logged policy itself (on-policy mean)
+    offers_personalized: int | None = None
+
+
+# --- estimation -------------------------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """Estimates for every strategy x estimator on one placement, plus their bootstrap replicates."""
+
+    placement_id: str
+    n: int
+    table: pd.DataFrame                  # strategy, label, kind, estimator, value, low, high, ess, warnings
+    replicates: dict[tuple[str, str], np.ndarray]  # (strategy, estimator) -> (B,)
+    policies: dict[str, np.ndarray]      # strategy -> (n_profiles, n_offers) target probabilities
+    confidence: float
+    warnings: list[str] = field(default_factory=list)  # about the placement's data as a whole
+
+    def estimate(self, strategy: str, estimator: str) -> pd.Series:
+        rows = self.table[(self.table["strategy"] == strategy) & (self.table["estimator"] == estimator)]
+        if rows.empty:
+            raise KeyError(f"no estimate for strategy {strategy!r} with estimator {estimator!r}")
+        return rows.iloc[0]
+
+    def lift(self, candidate: str, baseline: str, estimator: str = "dr") -> dict[str, float]:
+        """(candidate - baseline) / baseline with a paired bootstrap interval."""
+        c, b = self.estimate(candidate, estimator), self.estimate(baseline, estimator)
+        rc, rb = self.replicates[(candidate, estimator)], self.replicates[(baseline, estimator)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reps = (rc - rb) / rb
+        reps = reps[np.isfinite(reps)]
+        tail = (1 - self.confidence) / 2
+        value = (c["value"] - b["value"]) / b["value"] if b["value"] > 0 else float("nan")
+        low, high = (np.quantile(reps, [tail, 1 - tail]) if len(reps) else (np.nan, np.nan))
+        return {"lift": float(value), "low": float(low), "high": float(high), "candidate": float(c["value"]),
+                "baseline": float(b["value"]), "n": float(self.n)}
+
+
+@dataclass(frozen=True)
+class WarningLimits:
+    min_ess: float = 200.0            # effective sample size below this: estimate not trusted
+    min_ess_share: float = 0.01       # ... or below this share of the displays
+    min_propensity: float = 0.01      # logging propensities below this are "near zero"
+    unseen_mass: float = 0.01         # target mass on offers never logged above this share
+
+
+def expected_value(policy: np.ndarray, click_probability: np.ndarray) -> np.ndarray:
+    """Per display, the click probability of the strategy's first item: sum_b pi(b|x) q(x,b)."""
+    return (policy * click_probability).sum(axis=1)
+
+
+def _warnings(logged: LoggedDisplays, strategy: Strategy, policy: np.ndarray, w: np.ndarray, ess: float,
+              limits: WarningLimits) -> list[str]:
+    out = []
+    n = logged.n
+    if ess < max(limits.min_ess, limits.min_ess_share * n):
+        out.append(f"tiny effective sample size: {ess:,.0f} of {n:,} displays (the strategy rarely agrees "
+                   "with what was logged; the interval is wide and may miss)")
+    shown = np.bincount(logged.action, minlength=len(logged.offers)) > 0
+    unseen_mass = float(policy[:, ~shown].sum() / max(n, 1))
+    if unseen_mass > limits.unseen_mass:
+        names = ", ".join(logged.offers["offer_id"].to_numpy()[~shown & (policy.sum(axis=0) > 0)][:5])
+        out.append(f"{unseen_mass:.1%} of the strategy's choices are offers the logger never showed in the "
+                   f"window ({names}); IPS cannot see their clicks and underestimates")
+    near_zero = logged.propensity < limits.min_propensity
+    if near_zero.any() and float(w[near_zero].sum()) > 0.1 * float(w.sum()):
+        out.append(f"{int(near_zero.sum()):,} displays with logging propensity below {limits.min_propensity:g} "
+                   "carry over 10% of the weight; the estimate leans on a few displays")
+    return out
+
+
+def evaluate(logged: LoggedDisplays, strategies: Sequence[Strategy], reward_model: np.ndarray | None,
+             n_bootstrap: int = 500, confidence: float = 0.95, seed: int = 0,
+             limits: WarningLimits = WarningLimits()) -> Evaluation:
+    """IPS, SNIPS and DR estimates of each strategy's first-item click rate, with intervals.
+
+    Args:
+        logged: the placement's first-item displays in the evaluation window.
+        strategies: candidates; a strategy with `policy=None` is the logged policy (mean reward).
+        reward_model: (n_profiles, n_offers) click probabilities from a model trained before the
+            window, rows aligned with `logged.profiles`; None skips DR.
+    """
+    n, m = logged.n, len(logged.offers)
+    placement_warnings = [f"{count:,} displays dropped: {reason}" for reason, count in logged.dropped.items()]
+    if n == 0:
+        raise ValueError(f"placement {logged.placement_id!r}: no usable logged displays between "
+                         f"{logged.start:%Y-%m-%d} and {logged.end:%Y-%m-%d}")
+    p, r = logged.propensity, logged.reward
+    if (p < limits.min_propensity).any():
+        placement_warnings.append(f"{int((p < limits.min_propensity).sum()):,} of {n:,} displays have a logging "
+                                  f"propensity below {limits.min_propensity:g}")
+    rows = np.arange(n)
+    q = reward_model[logged.profile_row] if reward_model is not None else None
+    # Per display and strategy, the terms whose (resampled) sums give every estimator.
+    policies: dict[str, np.ndarray] = {}
+    ess: list[float] = []
+    warns: list[list[str]] = []
+    columns: list[np.ndarray] = []  # per strategy: w, w*r and the DR term per display
+    for strategy in strategies:
+        if strategy.policy is None:  # the logged policy: every weight is 1, every estimator the mean
+            w, dr_term = np.ones(n), r.copy()
+            warns.append([])
+        else:
+            per_profile = strategy.policy(logged.profiles, logged.offers, logged.eligible)
+            policies[strategy.name] = per_profile
+            policy = per_profile[logged.profile_row]
+            w = policy[rows, logged.action] / p
+            dr_term = (expected_value(policy, q) + w * (r - q[rows, logged.action])) if q is not None \
+                else np.full(n, np.nan)
+        ess.append(float(w.sum() ** 2 / max(float((w ** 2).sum()), 1e-300)))
+        if strategy.policy is not None:
+            warns.append(_warnings(logged, strategy, policy, w, ess[-1], limits))
+            del policy
+        columns.append(np.stack([w, w * r, dr_term], axis=1))
+    terms = np.concatenate(columns, axis=1)  # (n, 3 S)
+    del columns
+    totals = np.concatenate([[n], terms.sum(axis=0)])
+    reps = _poisson_bootstrap(terms, n_bootstrap, seed)  # (B, 1 + 3 S): resampled n and sums
+    tail = (1 - confidence) / 2
+    table, replicates = [], {}
+    for s, strategy in enumerate(strategies):
+        i = 1 + 3 * s
+        w_sum, wr_sum, dr_sum = totals[i], totals[i + 1], totals[i + 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = {"ips": (wr_sum / n, reps[:, i + 1] / reps[:, 0]),
+                      "snips": (wr_sum / w_sum, reps[:, i + 1] / reps[:, i]),
+                      "dr": (dr_sum / n, reps[:, i + 2] / reps[:, 0])}
+        for estimator, (value, rep) in values.items():
+            if not np.isfinite(value):
+                continue
+            replicates[(strategy.name, estimator)] = rep
+            low, high = np.quantile(rep[np.isfinite(rep)], [tail, 1 - tail])
+            table.append({"strategy": strategy.name, "label": strategy.label, "kind": strategy.kind,
+                          "estimator": estimator, "value": float(value), "low": float(low), "high": float(high),
+                          "ess": ess[s], "n": n, "offers_personalized": strategy.offers_personalized,
+                          "warnings": warns[s]})
+    return Evaluation(logged.placement_id, n, pd.DataFrame(table), replicates, policies, confidence,
+                      placement_warnings)
+
+
+def _poisson_bootstrap(terms: np.ndarray, n_bootstrap: int, seed: int, chunk: int = 50) -> np.ndarray:
+    """Resampled (count, column sums) with Poisson(1) display weights: B x (1 + columns).
+
+    Poisson weights approximate the multinomial bootstrap and batch as one matrix product."""
+    rng = np.random.default_rng(seed)
+    filled = np.nan_to_num(terms)
+    out = np.empty((n_bootstrap, 1 + terms.shape[1]))
+    for start in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - start)
+        counts = rng.poisson(1.0, size=(size, len(terms))).astype(np.float64)
+        out[start:start + size, 0] = counts.sum(axis=1)
+        out[start:start + size, 1:] = counts @ filled
+    out[:, 1:][:, np.isnan(terms).any(axis=0)] = np.nan
+    return out
+
+
+# --- serving decision ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServingDecision:
+    serve_candidate: bool
+    reason: str
+    evidence: Mapping[str, float]
+
+
+def serving_decision(candidate: str, current: str, lift: Mapping[str, float], min_lift: float = 0.0,
+                     warnings: Sequence[str] = ()) -> ServingDecision:
+    """Serve the candidate only when the lower end of its lift interval over the current strategy
+    is above `min_lift` and its estimate carries no warning (a warned estimate is not evidence)."""
+    low = lift.get("low", float("nan"))
+    evidence = dict(lift)
+    if candidate == current:
+        return ServingDecision(False, f"{candidate} is already the current strategy", evidence)
+    if warnings:
+        return ServingDecision(False, f"estimate for {candidate} is not trusted: {warnings[0]}", evidence)
+    if not np.isfinite(low):
+        return ServingDecision(False, f"no finite lift interval for {candidate} over {current}", evidence)
+    if low > min_lift:
+        return ServingDecision(True, f"{candidate} beats {current}: lift {lift['lift']:+.1%}, interval lower end "
+                                     f"{low:+.1%} > {min_lift:+.1%}", evidence)
+    return ServingDecision(False, f"{candidate} not proven better than {current}: lift {lift['lift']:+.1%}, "
+                                  f"interval lower end {low:+.1%} <= {min_lift:+.1%}", evidence)
