@@ -86,6 +86,22 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
     best_prio = cands["offer_id"].to_numpy()[prio.argmax(axis=1)]
     prio_truth = truth[np.arange(len(profiles)), o_idx[best_prio].to_numpy()].mean()
     assert model_truth > prio_truth * 1.1, (model_truth, prio_truth)
+    # auto-optimization on the same placement: the eligible offer with the best posterior mean
+    # over the same 30-day window the personalized model learned from
+    from offerflow.bandits import fit_posteriors
+    from offerflow.features import open_events
+    from offerflow.offer_stats import daily_stats, window_counts
+
+    con = open_events(project_dir / "data/outputs/validated/events.parquet")
+    end = pd.Timestamp("2026-11-01", tz="UTC").to_pydatetime()
+    counts = window_counts(daily_stats(con, ["web-banner"], "click"), end - pd.Timedelta(days=30), end)
+    post = fit_posteriors(cands[["offer_id"]].merge(counts, how="left").fillna(0), 250, 25).set_index("offer_id")
+    means = (post["alpha"] / (post["alpha"] + post["beta"])).loc[cands["offer_id"]].to_numpy()
+    best_auto = cands["offer_id"].to_numpy()[np.where(elig, means[None, :], -np.inf).argmax(axis=1)]
+    auto_truth = truth[np.arange(len(profiles)), o_idx[best_auto].to_numpy()].mean()
+    assert model_truth > auto_truth * 1.05, (model_truth, auto_truth)
+    print(f"true CTR of the first offer: personalized {model_truth:.4f}, auto-optimization {auto_truth:.4f},"
+          f" priority {prio_truth:.4f}")
 
 
 def test_champion_loaded_from_registry_reproduces_published_scores(pipeline_run):
