@@ -9,6 +9,7 @@
     offerflow caps        frequency caps: show counters, reset
     offerflow rankings    list published ranking versions, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are
+    offerflow evaluate    which strategy helps most: off-policy estimates, holdout lift, HTML report
 """
 
 from __future__ import annotations
@@ -341,6 +342,26 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
     console.print(table)
 
 
+@models_app.command("retrain")
+def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Retrain the auto-optimization models from the validated events and publish their posteriors
+    (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
+    project = _load(config)
+    prepare_prefect_environment(project.root)
+    from flows.auto_optimization import retrain_auto_optimization
+
+    try:
+        summary = retrain_auto_optimization(config_path=str(config))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for name, model in summary["models"].items():
+        m = model["metrics"]
+        console.print(f"[bold]{name}[/bold]: {int(m['displays']):,} displays in the window,"
+                      f" {int(m['offers_qualified'])} of {int(m['offers_total'])} offers qualified")
+    for placement, version in summary["published"].items():
+        console.print(f"[bold]published[/bold] {placement}: version {version}")
+
+
 @models_app.command("show")
 def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
                 config: ConfigOption = Path("offerflow.yaml")) -> None:
@@ -375,6 +396,38 @@ def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
         table.add_row(row.offer_id, f"{row.displays:,}", f"{row.successes:,.0f}", f"{row.rate:.4f}",
                       "yes" if row.qualified else "new")
     console.print(table)
+
+
+@app.command()
+def evaluate(
+    config: ConfigOption = Path("offerflow.yaml"),
+    events: Annotated[Optional[Path], typer.Option(help="Events to evaluate on (default: the validated snapshot).")] = None,
+    decision_log: Annotated[Optional[Path], typer.Option(help="Decision log directory (default: <outputs>/decision_log).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Which strategy helps most: off-policy estimates, holdout lift, an HTML report and an MLflow run."""
+    from offerflow.catalog import CatalogError
+    from offerflow.events import EventFileError
+
+    project = _load(config)
+    prepare_prefect_environment(project.root)
+    if events is not None and not events.exists():
+        _fail(f"{events}: events file not found")
+    from flows.evaluate import evaluate_models
+
+    try:
+        result = evaluate_models(config_path=str(config), events=str(events) if events else None,
+                                 decision_log=str(decision_log) if decision_log else None)
+    except (CatalogError, EventFileError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0])
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    for line in result["summary"]:
+        console.print(f"- {line}", highlight=False)
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"report: {result['report']}  (MLflow run {result['mlflow_run_id']})", highlight=False)
 
 
 @app.command()
