@@ -55,3 +55,26 @@ def test_models_show_lists_offers_best_first(pipeline_run):
     unknown = invoke("models", "show", "push-auto", "--config", str(project / "offerflow.yaml"))
     assert unknown.exit_code == 1
     assert "unknown AI model 'push-auto' (defined: web-personalized, email-auto)" in unknown.output
+
+
+def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path):
+    import shutil
+
+    from offerflow.store import RankingStore
+
+    project = tmp_path / "project"
+    shutil.copytree(pipeline_run[0], project)
+    before = RankingStore(project / "data/rankings").current_version("email-hero")
+    result = invoke("models", "retrain", "--config", str(project / "offerflow.yaml"))
+    assert result.exit_code == 0, result.output
+    assert f"published email-hero: version {before + 1}" in result.output
+    assert "email-auto:" in result.output and "offers qualified" in result.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "offerflow.yaml").write_text((project / "offerflow.yaml").read_text())
+    (empty / "data").mkdir()
+    shutil.copy(project / "data/offers.yaml", empty / "data/offers.yaml")
+    missing = invoke("models", "retrain", "--config", str(empty / "offerflow.yaml"))
+    assert missing.exit_code == 1
+    assert "no validated events yet; run the pipeline (offerflow run) first" in missing.output
