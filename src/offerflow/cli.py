@@ -362,26 +362,6 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
         console.print(f"[bold]published[/bold] {placement}: version {version}")
 
 
-@models_app.command("retrain")
-def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
-    """Retrain the auto-optimization models from the validated events and publish their posteriors
-    (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
-    project = _load(config)
-    prepare_prefect_environment(project.root)
-    from flows.auto_optimization import retrain_auto_optimization
-
-    try:
-        summary = retrain_auto_optimization(config_path=str(config))
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-    for name, model in summary["models"].items():
-        m = model["metrics"]
-        console.print(f"[bold]{name}[/bold]: {int(m['displays']):,} displays in the window,"
-                      f" {int(m['offers_qualified'])} of {int(m['offers_total'])} offers qualified")
-    for placement, version in summary["published"].items():
-        console.print(f"[bold]published[/bold] {placement}: version {version}")
-
-
 @models_app.command("show")
 def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
                 config: ConfigOption = Path("offerflow.yaml")) -> None:
