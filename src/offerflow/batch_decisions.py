@@ -18,15 +18,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from offerflow.capping import DECIDED_EVENTS, ALL, CapRule, Family
-from offerflow.decisioning import MAX_ITEMS, DecisionEngine, DecisionError
+from offerflow.capping import ALL, DECIDED_EVENTS, CapRule, Family
+from offerflow.decisioning import MAX_ITEMS, DecisionEngine, DecisionError, write_decision_log
 from offerflow.ranking import eligibility_matrix, top_k
 from offerflow.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 
@@ -54,6 +56,11 @@ class BatchResult:
     meta: pa.Table       # DECISION_META_SCHEMA
     profiles: int
     seconds: float
+
+    def arm_counts(self) -> dict[str, int]:
+        """Decisions (per placement) by traffic arm."""
+        counts = pc.value_counts(self.meta["arm"]).to_pylist()
+        return {c["values"]: c["counts"] for c in counts}
 
 
 @dataclass
@@ -293,6 +300,8 @@ class _Plan:
 
 
 def _decision_ids(run: str, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=object)
     digits = np.char.zfill(np.arange(n).astype(str), max(8, len(str(n))))
     return np.char.add(f"dec-{run}-", digits).astype(object)
 
@@ -341,3 +350,54 @@ def _tables(engine: DecisionEngine, plans: list[_Plan], parts: list[dict[str, np
         "ranking_method": per_placement(lambda p: p.placement.ranking.method, pa.string()),
         "arm": meta["arm"]}, schema=DECISION_META_SCHEMA)
     return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started)
+
+
+class SegmentError(ValueError):
+    """A segment that cannot be resolved (missing file, unknown goal or bucket)."""
+
+
+BUCKETS = ("low", "medium", "high")
+
+
+def segment_profile_ids(profiles: pd.DataFrame, profiles_file: str | Path | None = None, goal: str | None = None,
+                        bucket: str | None = None) -> np.ndarray:
+    """Profile ids of a segment: a file of ids (text, one per line; CSV or Parquet with a
+    `profile_id` column), or a Customer AI bucket (`propensity.<goal>.bucket == bucket`), or all."""
+    if profiles_file is not None and (goal or bucket):
+        raise SegmentError("give either a profiles file or a goal and bucket, not both")
+    if profiles_file is not None:
+        path = Path(profiles_file)
+        if not path.exists():
+            raise SegmentError(f"{path}: profiles file not found")
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str)
+        else:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            return np.asarray([line for line in lines if line], dtype=object)
+        if PROFILE_ID not in frame.columns:
+            raise SegmentError(f"{path}: missing column {PROFILE_ID}")
+        return frame[PROFILE_ID].dropna().astype(str).to_numpy(dtype=object)
+    if goal is not None or bucket is not None:
+        column = f"propensity.{goal}.bucket"
+        if goal is None or bucket is None:
+            raise SegmentError("a Customer AI segment needs both a goal and a bucket")
+        if bucket not in BUCKETS:
+            raise SegmentError(f"unknown bucket {bucket!r} (one of: {', '.join(BUCKETS)})")
+        if column not in profiles.columns:
+            known = sorted({c.split(".")[1] for c in profiles.columns if c.startswith("propensity.")})
+            raise SegmentError(f"no Customer AI scores for goal {goal!r} on the profiles "
+                               f"(scored goals: {', '.join(known) or 'none; run the pipeline first'})")
+        return profiles.loc[profiles[column].astype(str) == bucket, PROFILE_ID].astype(str).to_numpy(dtype=object)
+    return profiles[PROFILE_ID].astype(str).to_numpy(dtype=object)
+
+
+def write_batch(result: BatchResult, path: Path, decision_log: Path) -> Path:
+    """Write the decisions dataset to `path` and append displays + metadata to the decision log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(result.decisions, tmp, compression="zstd")
+    tmp.replace(path)
+    write_decision_log(result.events, result.meta, decision_log)
+    return path

@@ -1,0 +1,143 @@
+"""Batch decisioning against the per-request engine, caps in batch, and the batch-decisions flow."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from offerflow.batch_decisions import SegmentError, decide_batch, segment_profile_ids
+from offerflow.capping import CapCounters, CapRule, caps_of
+from offerflow.config import load_config
+from offerflow.decisioning import DecisionEngine, build_engine
+from offerflow.schema import DECISION_META_SCHEMA
+
+pytestmark = pytest.mark.flow
+PLACEMENTS = ["web-banner", "email-hero", "web-sidebar"]
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def config(pipeline_run):
+    project_dir, _ = pipeline_run
+    return load_config(project_dir / "offerflow.yaml")
+
+
+def _engine(config, caps=None, seed=5) -> DecisionEngine:
+    base = build_engine(config, now=NOW)
+    return DecisionEngine(config, base.store, base.offers.reset_index(drop=True), base.profiles, seed=seed,
+                          caps=caps if caps is not None else CapCounters(caps_of(base.offers), now=NOW))
+
+
+def test_batch_agrees_with_the_engine(config):
+    batch_engine, engine = _engine(config), _engine(config)
+    ids = list(engine.profiles["profile_id"]) + ["unknown-1", "unknown-2"]
+    result = decide_batch(batch_engine, ids, PLACEMENTS, now=NOW, seed=3)
+    items = result.decisions.to_pandas()
+    meta = result.meta.to_pandas()
+    assert result.meta.schema == DECISION_META_SCHEMA and len(meta) == len(ids) * len(PLACEMENTS)
+    assert set(meta["arm"]) <= {"model", "holdout", "non_personalized", "fallback"}
+    # invariants per decision: ranks 1..k, at most `items`, no offer twice across placements
+    per = items.groupby(["decision_id", "placement_id"])["rank"]
+    assert (per.max() == per.size()).all() and (per.min() == 1).all()
+    assert (per.size() <= items.groupby(["decision_id", "placement_id"]).size().index.get_level_values(1)
+            .map(lambda p: config.placement(p).items)).all()
+    assert not items.duplicated(["decision_id", "offer_id"]).any()
+    # every offer shown is eligible now and allowed in its placement; the fallback only when nothing is
+    offers = engine.offers
+    for row in items.sample(2000, random_state=0).itertuples():
+        values = engine._profile_values(row.profile_id)
+        if row.fallback:
+            assert row.offer_id == "o-fallback" and row.arm == "fallback"
+        else:
+            assert engine._eligible(row.offer_id, values) and row.placement_id in offers.loc[row.offer_id, "placements"]
+    # deterministic answers are the engine's answers: same offers in the same order, request by request
+    pair = ["web-banner", "web-sidebar"]
+    both = decide_batch(_engine(config), ids, pair, now=NOW, seed=4).decisions.to_pandas()
+    compared = 0
+    for profile_id, group in list(both.groupby("profile_id"))[:500]:
+        expected = engine.decide(profile_id, pair, now=NOW)
+        if "holdout" in set(group["arm"]) or any(p.arm == "holdout" for p in expected.placements):
+            continue
+        compared += 1
+        for placement in expected.placements:
+            mine = group[group.placement_id == placement.placement_id].sort_values("rank")
+            assert mine["offer_id"].tolist() == [i.offer_id for i in placement.items], profile_id
+            assert set(mine["arm"]) == {placement.arm}
+    assert compared > 300
+    # unknown profiles: non-personalized or fallback, never the model
+    assert set(meta.loc[meta.profile_id.str.startswith("unknown"), "arm"]) <= {"non_personalized", "fallback", "model"}
+    assert set(meta.loc[meta.profile_id.str.startswith("unknown") & (meta.placement_id == "web-banner"), "arm"]) \
+        <= {"non_personalized", "fallback"}
+    # the holdout share is the configured 10% of the model's decisions
+    model = meta[meta["arm"].isin(["model", "holdout"])]
+    share = (model["arm"] == "holdout").mean()
+    assert abs(share - 0.10) < 4 * np.sqrt(0.1 * 0.9 / len(model))
+    first = items[items["rank"] == 1]
+    assert first["propensity"].between(0, 1, inclusive="right").all()
+
+
+def test_caps_in_batch_hold_and_total_caps_go_in_profile_order(config):
+    base = _engine(config)
+    caps = caps_of(base.offers)
+    caps["o-003"] = (CapRule(event="display", scope="total", limit=100, reset="never", per_placement=True),)
+    caps["o-006"] = (CapRule(event="decision", scope="per_profile", limit=1, reset="daily"),)
+    ids = list(base.profiles["profile_id"])
+    uncapped = decide_batch(_engine(config), ids, ["web-banner"], now=NOW, seed=9).decisions.to_pandas()
+    counters = CapCounters(caps, now=NOW)
+    already = ids[:50]
+    for profile_id in already:  # these profiles already got o-006 today
+        counters.record(["o-006"], "email-hero", profile_id, NOW)
+    capped = decide_batch(_engine(config, counters), ids, ["web-banner"], now=NOW, seed=9).decisions.to_pandas()
+    wanted = uncapped.loc[uncapped.offer_id == "o-003", "profile_id"].sort_values().tolist()
+    got = capped.loc[capped.offer_id == "o-003", "profile_id"].sort_values().tolist()
+    assert len(wanted) > 100 and got == wanted[:100]
+    assert not capped[capped.profile_id.isin(already) & (capped.offer_id == "o-006")].shape[0]
+    assert capped[~capped.profile_id.isin(already) & (capped.offer_id == "o-006")].shape[0] > 0
+    # the per-request engine holds the same total cap
+    engine = _engine(config, CapCounters(caps, now=NOW))
+    served = sum(i.offer_id == "o-003" for p in ids[:1500] for i in engine.decide(p, ["web-banner"], now=NOW).placements[0].items)
+    assert served == 100
+
+
+def test_segments(config, tmp_path):
+    profiles = _engine(config).profiles
+    (tmp_path / "ids.txt").write_text("p0000001\n\np0000002\n")
+    assert segment_profile_ids(profiles, tmp_path / "ids.txt").tolist() == ["p0000001", "p0000002"]
+    medium = segment_profile_ids(profiles, goal="purchase_14d", bucket="medium")
+    assert 0 < len(medium) < len(profiles)
+    with pytest.raises(SegmentError, match="no Customer AI scores for goal 'nope'"):
+        segment_profile_ids(profiles, goal="nope", bucket="high")
+    with pytest.raises(SegmentError, match="unknown bucket 'top'"):
+        segment_profile_ids(profiles, goal="purchase_14d", bucket="top")
+    with pytest.raises(SegmentError, match="profiles file not found"):
+        segment_profile_ids(profiles, tmp_path / "missing.csv")
+
+
+def test_batch_flow_writes_decisions_and_the_log_counts_for_caps(pipeline_run, tmp_path, prefect_harness):
+    import shutil
+
+    from flows.decisions import batch_decisions
+
+    project_dir, _ = pipeline_run
+    copy = shutil.copytree(project_dir, tmp_path / "project")
+    shutil.rmtree(copy / "data/outputs/decision_log", ignore_errors=True)
+    ids = pd.DataFrame({"profile_id": [f"p{i:07d}" for i in range(1, 401)]})
+    ids.to_csv(tmp_path / "segment.csv", index=False)
+    summary = batch_decisions(config_path=str(copy / "offerflow.yaml"), profiles_file=str(tmp_path / "segment.csv"))
+    assert summary["profiles"] == 400 and sum(summary["arms"].values()) == 400 * 3
+    decisions = pq.read_table(summary["decisions_path"]).to_pandas()
+    log = copy / "data/outputs/decision_log"
+    events = pd.concat(pd.read_parquet(p) for p in log.glob("decisions-*.parquet"))
+    meta = pd.concat(pd.read_parquet(p) for p in (log / "meta").glob("decisions-*.parquet"))
+    assert len(events) == len(decisions) and set(events["decision_id"]) == set(meta["decision_id"])
+    assert events.loc[events.event_id.str.endswith("-1"), "propensity"].notna().all()
+    # the batch's decisions now count for caps: o-002's per-placement daily decision cap
+    engine = build_engine(load_config(copy / "offerflow.yaml"))
+    rule = engine.caps.caps["o-002"][1]
+    for placement in PLACEMENTS:
+        expected = int(((decisions.offer_id == "o-002") & (decisions.placement_id == placement)).sum())
+        assert engine.caps.count(rule, "o-002", placement, "") == expected
