@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,9 @@ with warnings.catch_warnings():
 
 from offerflow.catalog import load_profiles
 from offerflow.config import load_config
-from offerflow.service import FLUSH_EVERY, build_engine, create_app
+from offerflow.decisioning import build_engine
+from offerflow.service import FLUSH_EVERY, create_app
+from offerflow.schema import DECISION_META_SCHEMA
 from offerflow.store import RankingStore
 
 pytestmark = pytest.mark.flow
@@ -56,20 +59,30 @@ def test_decision_for_a_known_profile(client, project, known_profile):
     body = resp.json()
     assert body["decision_id"].startswith("dec-") and body["profile_id"] == known_profile
     (placement,) = body["placements"]
-    assert placement["placement_id"] == "web-banner" and placement["source"] == "ranking_table"
+    assert placement["placement_id"] == "web-banner"
+    assert (placement["source"], placement["arm"]) in {("ranking_table", "model"), ("random_holdout", "holdout")}
+    assert 0 < placement["items"][0]["propensity"] <= 1
     assert 1 <= len(placement["items"]) <= config.placement("web-banner").items
     assert [i["rank"] for i in placement["items"]] == list(range(1, len(placement["items"]) + 1))
     assert placement["table_version"] == RankingStore(config.path(config.store.path)).current_version("web-banner")
 
 
-def test_two_placements_have_no_duplicate_offers_unless_allowed(client, known_profile):
-    body = _decide(client, profile_id=known_profile, placements=["web-banner", "web-sidebar"]).json()
-    offers = [i["offer_id"] for p in body["placements"] for i in p["items"]]
-    assert len(offers) == len(set(offers)) and len(body["placements"]) == 2
-    dup = _decide(client, profile_id=known_profile, placements=["web-banner", "web-banner"],
-                  allow_duplicates=True).json()
-    first, second = ([i["offer_id"] for i in p["items"]] for p in dup["placements"])
-    assert first == second  # the same ranking twice when duplicates are allowed
+def test_two_placements_have_no_duplicate_offers_unless_allowed(client, project):
+    config, _ = project
+    table = RankingStore(config.path(config.store.path)).read_table("web-banner").column("profile_id")
+    profiles = sorted(set(table.to_pylist()))[10:40]  # fresh profiles: no cap counted for them yet
+    for profile_id in profiles:
+        body = _decide(client, profile_id=profile_id, placements=["web-banner", "web-sidebar"]).json()
+        offers = [i["offer_id"] for p in body["placements"] for i in p["items"]]
+        assert len(offers) == len(set(offers)) and len(body["placements"]) == 2
+    repeated = 0
+    for profile_id in profiles[:15]:
+        dup = _decide(client, profile_id=profile_id, placements=["web-banner", "web-banner"],
+                      allow_duplicates=True).json()
+        first, second = ([i["offer_id"] for i in p["items"]] for p in dup["placements"])
+        if "holdout" not in {p["arm"] for p in dup["placements"]}:
+            repeated += first == second  # the same ranking twice when duplicates are allowed
+    assert repeated >= 10
 
 
 def test_opted_out_profile_gets_the_email_fallback(client, project):
@@ -166,3 +179,102 @@ def test_new_ranking_version_is_served_without_reload(pipeline_run, tmp_path, kn
         assert published == before + 1
         assert version() == before + 1
         assert c.get("/health").json()["placements"]["web-banner"] == before + 1
+
+
+def test_decision_metadata_is_logged_next_to_the_displays(project, tmp_path):
+    config, engine = project
+    with TestClient(create_app(config, engine=engine, log_dir=tmp_path)) as c:
+        ids = [c.post("/decisions", json={"profile_id": f"p{i:07d}", "placements": ["web-banner", "email-hero"]})
+               .json()["decision_id"] for i in range(100, 160)]
+    meta = pd.concat([pd.read_parquet(p) for p in (tmp_path / "meta").glob("decisions-*.parquet")])
+    assert list(meta.columns) == DECISION_META_SCHEMA.names and len(meta) == 120
+    assert set(meta["decision_id"]) == set(ids) and set(meta["arm"]) <= {"model", "holdout", "fallback"}
+    events = pd.concat([pd.read_parquet(p) for p in tmp_path.glob("decisions-*.parquet")])
+    assert events.loc[events.event_id.str.endswith("-1"), "propensity"].between(0, 1, inclusive="right").all()
+
+
+def test_admin_cap_state_and_reset(pipeline_run, tmp_path):
+    project_dir, _ = pipeline_run
+    copy = Path(shutil.copytree(project_dir, tmp_path / "project"))
+    config = load_config(copy / "offerflow.yaml")
+    app = create_app(config, admin_token="adm1n", log_dir=tmp_path / "log")
+    auth = {"Authorization": "Bearer adm1n"}
+    with TestClient(app) as c:
+        assert c.get("/admin/caps").status_code == 401
+        assert c.post("/admin/caps/reset", json={}).status_code == 401
+        engine = app.state.engine
+        now = datetime.now(timezone.utc)
+        for _ in range(3):  # o-001: at most 3 displays per profile and day
+            engine.caps.record(["o-001"], "web-banner", "p0000007", now)
+        state = {r["offer_id"]: r for r in c.get("/admin/caps", params={"profile_id": "p0000007"}, headers=auth).json()}
+        assert state["o-001"]["capped"] and state["o-001"]["count"] == 3
+        for _ in range(20):
+            body = c.post("/decisions", json={"profile_id": "p0000007", "placements": ["web-banner", "web-sidebar"],
+                                              "items": 5}).json()
+            assert "o-001" not in [i["offer_id"] for p in body["placements"] for i in p["items"]]
+        assert c.post("/admin/caps/reset", json={"offer_id": "o-999"}, headers=auth).status_code == 404
+        reset = c.post("/admin/caps/reset", json={"offer_id": "o-001"}, headers=auth)
+        assert reset.status_code == 200 and reset.json()["counters_cleared"] >= 1
+        state = {r["offer_id"]: r for r in c.get("/admin/caps", params={"profile_id": "p0000007"}, headers=auth).json()}
+        assert not state["o-001"]["capped"]
+    assert (copy / "data/outputs/caps/resets.json").exists()  # a reload does not count the old events again
+
+
+def test_publishing_under_load_drops_no_request(pipeline_run, tmp_path):
+    """A real uvicorn server on loopback, four client threads, a new version published mid-stream."""
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    project_dir, _ = pipeline_run
+    copy = Path(shutil.copytree(project_dir, tmp_path / "project"))
+    config = load_config(copy / "offerflow.yaml")
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    before = store.current_version("web-banner")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(config, log_dir=tmp_path / "log"), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.05)
+    stop = threading.Event()
+    seen: list[list[tuple[int, int]]] = [[] for _ in range(4)]
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            i = 0
+            while not stop.is_set():
+                r = http.post("/decisions", json={"profile_id": f"p{(k * 500 + i) % 3000 + 1:07d}",
+                                                  "placements": ["web-banner"]})
+                version = r.json()["placements"][0]["table_version"] if r.status_code == 200 else -1
+                seen[k].append((r.status_code, version))
+                i += 1
+
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    try:
+        for w in workers:
+            w.start()
+        while min(len(s) for s in seen) < 50:
+            threading.Event().wait(0.05)
+        published = store.publish("web-banner", store.read_table("web-banner"),
+                                  {**store.read_metadata("web-banner"), "kind": "ranking"})
+        counts = [len(s) for s in seen]
+        while min(len(s) - c for s, c in zip(seen, counts)) < 50:
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        server.should_exit = True
+        thread.join()
+    assert published == before + 1
+    for responses in seen:
+        assert {status for status, _ in responses} == {200}
+        versions = [v for _, v in responses]
+        assert set(versions) <= {before, published} and versions == sorted(versions)  # never back to the old one
+        assert versions[-1] == published

@@ -1,0 +1,169 @@
+"""Decision-service load benchmark: the real HTTP service on loopback, driven at a steady rate.
+
+    .venv/bin/python bench/decision_bench.py --profiles 1000000 --rate 2000 --seconds 30 [--batch]
+
+Builds a project of N seeded profiles and the demo catalog (with its caps), publishes a ranking
+table of every profile for `web-banner` (the demo formula's scores, tagged as the AI model
+`web-personalized` so the holdout path runs too) and for `web-sidebar`, starts `offerflow serve`
+as a separate process (one uvicorn worker), and sends single-placement decisions from this process
+over keep-alive connections at a fixed rate (open loop: latency counts from the scheduled send
+time, so a slow server cannot hide its queue). Prints JSON: decisions/s, p50/p95/p99 latency,
+errors. `--batch` also times batch decisioning of every profile (both placements, with caps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_project(root: Path, n_profiles: int, seed: int) -> Path:
+    """Profiles, catalog and project file, and the two published ranking tables."""
+    from offerflow.catalog import load_offers
+    from offerflow.config import load_config
+    from offerflow.publishing import build_ranking_table
+    from offerflow.store import RankingStore
+    from offerflow.world import demo_config_yaml, make_offers, make_profiles, write_offers_yaml
+
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    profiles = make_profiles(n_profiles, rng).drop(columns=["activity"])
+    profiles.to_parquet(data / "profiles.parquet", index=False)
+    write_offers_yaml(make_offers(12, rng).drop(columns=["quality"]), data / "offers.yaml")
+    (root / "offerflow.yaml").write_text(demo_config_yaml("data"))
+    config = load_config(root / "offerflow.yaml")
+    offers = load_offers(data / "offers.yaml", [p.id for p in config.placements])
+    store = RankingStore(config.path(config.store.path))
+    sidebar = config.placement("web-sidebar")
+    for placement_id, extra in (("web-banner", {"ai_model": "web-personalized", "model_version": "bench"}),
+                                ("web-sidebar", {})):
+        placement = config.placement(placement_id).model_copy(update={"ranking": sidebar.ranking})
+        table = build_ranking_table(placement, profiles, offers, None)
+        store.publish(placement_id, table, {"kind": "ranking", "ranking_method": "ai_model" if extra else "formula",
+                                            **extra})
+    return root / "offerflow.yaml"
+
+
+def wait_healthy(port: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("the service did not become healthy")
+
+
+async def drive(port: int, profile_ids: list[str], rate: float, seconds: float, connections: int,
+                placement: str) -> dict:
+    """Open-loop load: request k is due at t0 + k / rate; each connection takes the next due one."""
+    total = int(rate * seconds)
+    latencies = np.full(total, np.nan)
+    statuses = np.zeros(total, dtype=np.int32)
+    counter = iter(range(total))
+    t0 = time.perf_counter() + 0.2
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for k in counter:
+                due = t0 + k / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                body = json.dumps({"profile_id": random.choice(profile_ids), "placements": [placement]}).encode()
+                writer.write(b"POST /decisions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                status_line = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                latencies[k] = time.perf_counter() - due
+                statuses[k] = int(status_line.split()[1])
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    elapsed = time.perf_counter() - max(started, t0)
+    ok = statuses == 200
+    ms = latencies[ok] * 1000
+    return {"requests": total, "ok": int(ok.sum()), "errors": int((~ok).sum()), "target_rate": rate,
+            "decisions_per_s": round(total / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "max_ms": round(float(ms.max()), 2)}
+
+
+def bench_batch(config_path: Path) -> dict:
+    from offerflow.batch_decisions import decide_batch
+    from offerflow.config import load_config
+    from offerflow.decisioning import build_engine
+
+    config = load_config(config_path)
+    started = time.perf_counter()
+    engine = build_engine(config, seed=1)
+    loaded = time.perf_counter() - started
+    result = decide_batch(engine, engine.profiles["profile_id"].to_numpy(), ["web-banner", "web-sidebar"], seed=1)
+    capped_total = int((result.decisions["offer_id"].to_numpy(zero_copy_only=False) == "o-005").sum())
+    return {"batch_profiles": result.profiles, "batch_placements": 2, "batch_items": result.decisions.num_rows,
+            "batch_engine_load_s": round(loaded, 1), "batch_decide_s": round(result.seconds, 1),
+            "batch_o005_shown": capped_total, "batch_o005_total_cap": 200_000, "batch_arms": result.arm_counts()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep the project here (default: a temp dir).")
+    parser.add_argument("--batch", action="store_true", help="Also time batch decisioning of every profile.")
+    args = parser.parse_args()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="offerflow-decision-bench-"))
+    started = time.perf_counter()
+    config_path = root / "offerflow.yaml"
+    if not config_path.exists():
+        config_path = build_project(root, args.profiles, args.seed)
+    setup_s = time.perf_counter() - started
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
+                               "--port", str(args.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_healthy(args.port)
+        import pandas as pd
+
+        ids = pd.read_parquet(root / "data/profiles.parquet", columns=["profile_id"])["profile_id"].tolist()
+        asyncio.run(drive(args.port, ids, min(args.rate, 500), 3, args.connections, "web-banner"))  # warm-up
+        figures = asyncio.run(drive(args.port, ids, args.rate, args.seconds, args.connections, "web-banner"))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = {"profiles": args.profiles, "placement": "web-banner", "connections": args.connections,
+           "cores": os.cpu_count(), "setup_s": round(setup_s, 1), **figures}
+    if args.batch:
+        out.update(bench_batch(config_path))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
