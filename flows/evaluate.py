@@ -20,9 +20,9 @@ from prefect.runtime import flow_run
 
 from offerflow.config import ProjectConfig, load_config
 from offerflow.features import open_events
-from offerflow.ingestion import load_catalog, validated_dir
-from offerflow.report import (EvaluationResult, add_holdout, add_offline, log_evaluation, summary_sentences,
-                              write_report)
+from offerflow.ingestion import validated_dir
+from offerflow.report import (EvaluationResult, add_holdout, add_offline, load_evaluation_catalog, log_evaluation,
+                              summary_sentences, write_report)
 from offerflow.strategies import evaluate_placement
 from offerflow.tracking import Tracker, resolve_tracking_uri
 
@@ -41,13 +41,7 @@ def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple
 
 @task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def load_catalog_task(config: ProjectConfig):
-    profiles, offers = load_catalog(config)
-    enriched = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
-    if enriched.exists():  # formulas and rules may read Customer AI scores
-        import pandas as pd
-
-        profiles = pd.read_parquet(enriched)
-    return profiles, offers
+    return load_evaluation_catalog(config)
 
 
 @task(name="evaluate-placement", cache_policy=NO_CACHE)

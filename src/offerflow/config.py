@@ -189,6 +189,7 @@ class EvaluationConfig(_Strict):
 
     window_days: int = Field(7, ge=1, description="Evaluate on the last N days; learn only from before.")
     reward_model_days: int = Field(30, ge=1, description="Days before the window the DR reward model learns from.")
+    reward_model: LightGBMParams = LightGBMParams()
     bootstrap_samples: int = Field(500, ge=50)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     headline_estimator: Literal["ips", "snips", "dr"] = "dr"

@@ -138,16 +138,17 @@ def lift_table(outcomes: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
         return pd.DataFrame(columns=["placement_id", "ai_model", "day", "displays_model", "clicks_model",
                                      "displays_holdout", "clicks_holdout", "rate_model", "rate_holdout",
                                      "lift", "lift_low", "lift_high", "z", "p_value"])
-    counts = (served.groupby(["placement_id", "ai_model", "day", "arm"])["converted"]
-                    .agg(["size", "sum"]).unstack("arm", fill_value=0))
-    overall = counts.groupby(level=["placement_id", "ai_model"]).sum()
-    overall["day"] = None
-    overall = overall.reset_index().set_index(["placement_id", "ai_model", "day"])
+    keys = ["placement_id", "ai_model", "day"]
+    grouped = served.assign(model=served["arm"] == "model").groupby(keys + ["model"])["converted"].agg(["size", "sum"])
+    counts = grouped.unstack("model", fill_value=0)
+    counts.columns = [f"{stat}_{'model' if is_model else 'holdout'}" for stat, is_model in counts.columns]
+    counts = counts.reindex(columns=["size_model", "sum_model", "size_holdout", "sum_holdout"], fill_value=0)
+    overall = counts.groupby(level=["placement_id", "ai_model"]).sum().reset_index().assign(day=None)
+    both = pd.concat([counts.reset_index(), overall[counts.reset_index().columns]], ignore_index=True)
     rows = []
-    for (placement, model, day), c in pd.concat([counts, overall]).iterrows():
-        n1, x1 = int(c.get(("size", "model"), 0)), int(c.get(("sum", "model"), 0))
-        n0, x0 = int(c.get(("size", "holdout"), 0)), int(c.get(("sum", "holdout"), 0))
-        rows.append({"placement_id": placement, "ai_model": model, "day": day, "displays_model": n1,
+    for c in both.itertuples(index=False):
+        n1, x1, n0, x0 = int(c.size_model), int(c.sum_model), int(c.size_holdout), int(c.sum_holdout)
+        rows.append({"placement_id": c.placement_id, "ai_model": c.ai_model, "day": c.day, "displays_model": n1,
                      "clicks_model": x1, "displays_holdout": n0, "clicks_holdout": x0,
                      **two_proportion(x1, n1, x0, n0, confidence)})
     return pd.DataFrame(rows)

@@ -42,6 +42,16 @@ class EvaluationResult:
     summary: list[str] = field(default_factory=list)
 
 
+def load_evaluation_catalog(config: ProjectConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Profiles (enriched with Customer AI scores when the pipeline wrote them, since formulas and
+    rules may read them) and the offer catalog; both were validated by the pipeline."""
+    from offerflow.catalog import load_offers, load_profiles
+
+    enriched = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    return profiles, load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+
+
 def run_evaluation(con: duckdb.DuckDBPyConnection, config: ProjectConfig, profiles: pd.DataFrame,
                    offers: pd.DataFrame, events_source: str, decision_log_dir: Path | None = None,
                    click_sources: list[Path] | None = None, placement_ids: list[str] | None = None) -> EvaluationResult:

@@ -127,7 +127,7 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
     try:
         log = pre_window_log(con, [placement_id], window_start, config.evaluation.reward_model_days)
         reward_model = fit_reward_model(log, profiles, offers_for_placement(offers, placement_id),
-                                        LightGBMParams(), config.seed)
+                                        config.evaluation.reward_model, config.seed)
     except ValueError as exc:
         notes.append(f"no DR reward model: {exc}")
     ranking = placement.ranking
