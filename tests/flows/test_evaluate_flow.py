@@ -1,0 +1,127 @@
+"""`offerflow evaluate` / the `evaluate-models` flow after a real pipeline run, with a decision log
+written by the real decision engine (model and holdout arms) and clicks drawn from the truth."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from offerflow.batch_decisions import decide_batch
+from offerflow.config import load_config
+from offerflow.decisioning import build_engine, write_decision_log
+from offerflow.schema import EVENT_SCHEMA
+from offerflow.world import load_truth, true_click_probability
+
+pytestmark = pytest.mark.flow
+FAST = """
+evaluation:
+  bootstrap_samples: 200
+  reward_model: {n_estimators: 80, learning_rate: 0.1, num_leaves: 15, early_stopping_rounds: 10, num_threads: 1}
+"""
+
+
+def served_traffic(project: Path, days: int = 7, seed: int = 3) -> dict[str, float]:
+    """Decide for every profile on `days` days with the real engine, log it, and write the clicks
+    (each shown offer clicked with its true probability). Returns the true lift per placement of
+    model over holdout decisions (chance that a decision gets at least one click)."""
+    config = load_config(project / "offerflow.yaml")
+    engine = build_engine(config, seed=seed)
+    profiles, offers = load_truth(project / "data")
+    log_dir = config.path(config.data.outputs_dir) / "decision_log"
+    rng = np.random.default_rng(seed)
+    clicks, metas, shown = [], [], []
+    start = datetime.now(timezone.utc) - timedelta(days=days)
+    for d in range(days):
+        result = decide_batch(engine, profiles["profile_id"], ["web-banner", "email-hero"],
+                              now=start + timedelta(days=d), seed=seed + d)
+        write_decision_log(result.events, result.meta, log_dir)
+        metas.append(result.meta.to_pandas())
+        shown.append(result.events.to_pandas())
+    events, meta = pd.concat(shown), pd.concat(metas)
+    events["p_true"] = np.nan
+    for placement_id in ("web-banner", "email-hero"):
+        rows = events["placement_id"] == placement_id
+        idx_p = pd.Index(profiles["profile_id"]).get_indexer(events.loc[rows, "profile_id"])
+        idx_o = pd.Index(offers["offer_id"]).get_indexer(events.loc[rows, "offer_id"])
+        q = true_click_probability(profiles, offers, config.placement(placement_id).channel)
+        events.loc[rows, "p_true"] = np.where(offers["fallback"].to_numpy(bool)[idx_o], 0.0, q[idx_p, idx_o])
+    clicked = events[rng.random(len(events)) < events["p_true"]]
+    clicks = clicked.assign(event_type="click", event_id=clicked["event_id"] + "-click", propensity=np.nan)
+    pq.write_table(pa.Table.from_pandas(clicks[EVENT_SCHEMA.names].reset_index(drop=True), schema=EVENT_SCHEMA,
+                                        preserve_index=False), log_dir / "clicks-served.parquet")
+    conv = (events.groupby(["decision_id", "placement_id"])["p_true"].agg(lambda p: 1 - np.prod(1 - p))
+                  .rename("p_convert").reset_index().merge(meta, on=["decision_id", "placement_id"]))
+    truth = {}
+    for placement_id, rows in conv[conv["arm"].isin(["model", "holdout"])].groupby("placement_id"):
+        rate = rows.groupby("arm")["p_convert"].mean()
+        truth[placement_id] = float(rate["model"] / rate["holdout"] - 1)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def evaluated_project(pipeline_run, tmp_path_factory):
+    source, _ = pipeline_run
+    project = tmp_path_factory.mktemp("evaluate") / "project"
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns(".prefect", "decision_log"))
+    (project / "offerflow.yaml").write_text((project / "offerflow.yaml").read_text() + FAST)
+    truth = served_traffic(project)
+    from flows.evaluate import evaluate_models
+
+    summary = evaluate_models(config_path=str(project / "offerflow.yaml"))
+    return project, summary, truth
+
+
+def test_flow_writes_the_report_and_one_mlflow_run(evaluated_project) -> None:
+    import mlflow
+
+    project, summary, _ = evaluated_project
+    report = Path(summary["report"])
+    assert report.exists() and report.parent == project / "data/outputs/evaluation"
+    assert "validated" in report.read_text()  # evaluated on the validated snapshot
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(summary["mlflow_run_id"])
+    metrics = run.data.metrics
+    for placement in ("web-banner", "email-hero", "web-sidebar"):
+        for strategy in ("random", "priority"):
+            for estimator in ("ips", "snips", "dr"):
+                assert f"{placement}.{strategy}.{estimator}" in metrics
+                assert metrics[f"{placement}.{strategy}.{estimator}.low"] <= metrics[f"{placement}.{strategy}.{estimator}"]
+    assert "web-banner.web-personalized.dr" in metrics and "email-hero.email-auto.dr" in metrics
+    assert {f"serving.{p}" for p in ("web-banner", "email-hero", "web-sidebar")} <= set(run.data.tags)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"charts", "report", "serving_decisions.json", "holdout_lift.csv"} <= artifacts
+    decisions = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/serving_decisions.json")["serving_decisions"]
+    assert set(decisions["web-banner"]["evidence"]) >= {"lift", "low", "high"}
+
+
+def test_holdout_lift_from_the_decision_engine_covers_the_truth(evaluated_project) -> None:
+    project, summary, truth = evaluated_project
+    lines = [line for line in summary["summary"] if "random holdout" in line]
+    assert {line.split(",")[0] for line in lines} == {"On web-banner", "On email-hero"}
+    from offerflow.holdout import decision_outcomes, lift_table
+
+    table = lift_table(decision_outcomes(project / "data/outputs/decision_log", []))
+    overall = table[table["day"].isna()].set_index("placement_id")
+    for placement_id, true_lift in truth.items():
+        row = overall.loc[placement_id]
+        assert row["displays_holdout"] > 0.05 * row["displays_model"]
+        assert row["lift_low"] <= true_lift <= row["lift_high"], (placement_id, true_lift, row.to_dict())
+
+
+def test_cli_evaluate_reports_a_missing_events_file_in_one_line(evaluated_project) -> None:
+    from offerflow.cli import app
+
+    project, _, _ = evaluated_project
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(project / "offerflow.yaml"),
+                                      "--events", str(project / "nope.parquet")])
+    assert result.exit_code == 1
+    assert "nope.parquet: events file not found" in result.output
+    assert len(result.output.strip().splitlines()) == 1
