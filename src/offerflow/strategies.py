@@ -160,3 +160,22 @@ def evaluate_placement(con: duckdb.DuckDBPyConnection, config: ProjectConfig, pl
                       limits=WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity))
     result.warnings.extend(candidates.notes)
     return result, candidates
+
+
+def true_first_item_rates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, world_dir, evaluations,
+                          profiles: pd.DataFrame, offers: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """For a seeded world only (tests, benchmarks): per (placement, strategy), the TRUE first-item
+    click rate on the evaluated displays, from `world.true_click_probability`."""
+    from offerflow.world import load_truth, true_click_probability
+
+    truth_profiles, truth_offers = load_truth(world_dir)
+    out = {}
+    for placement_id, evaluation in evaluations.items():
+        start, end = evaluation_window(con, [placement_id], config.evaluation.window_days)
+        logged = load_logged_displays(con, placement_id, start, end, profiles, placement_offer_set(offers, placement_id))
+        p = logged.profiles[["profile_id"]].merge(truth_profiles, on="profile_id")
+        o = logged.offers[["offer_id"]].merge(truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
+        q = true_click_probability(p, o, config.placement(placement_id).channel)
+        for name, policy in evaluation.policies.items():
+            out[(placement_id, name)] = float((policy * q).sum(axis=1)[logged.profile_row].mean())
+    return out

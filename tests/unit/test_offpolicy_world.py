@@ -10,17 +10,15 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from offerflow.config import parse_config
 from offerflow.features import open_events
 from offerflow.holdout import simulate_decision_log
-from offerflow.offpolicy import load_logged_displays
 from offerflow.report import load_evaluation_catalog, run_evaluation, write_report
-from offerflow.strategies import evaluation_window, placement_offer_set
-from offerflow.world import WorldSpec, demo_config_yaml, generate_world, load_truth, true_click_probability
+from offerflow.strategies import true_first_item_rates
+from offerflow.world import WorldSpec, demo_config_yaml, generate_world
 
 END = date(2026, 11, 1)
 #: Small trees: the tests check the estimators, not the models.
@@ -36,28 +34,12 @@ def fast_config(world: Path):
     return parse_config(raw, root=Path("/"))
 
 
-def true_rates(con, config, world: Path, result) -> dict[tuple[str, str], float]:
-    """Per (placement, strategy), the true first-item click rate on the evaluated displays."""
-    truth_profiles, truth_offers = load_truth(world)
-    profiles, offers = load_evaluation_catalog(config)
-    out = {}
-    for placement_id, evaluation in result.offline.items():
-        start, end = evaluation_window(con, [placement_id], config.evaluation.window_days)
-        logged = load_logged_displays(con, placement_id, start, end, profiles, placement_offer_set(offers, placement_id))
-        p = logged.profiles[["profile_id"]].merge(truth_profiles, on="profile_id")
-        o = logged.offers[["offer_id"]].merge(truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
-        q = true_click_probability(p, o, config.placement(placement_id).channel)
-        for name, policy in evaluation.policies.items():
-            out[(placement_id, name)] = float((policy * q).sum(axis=1)[logged.profile_row].mean())
-    return out
-
-
 def evaluate_world(world: Path, decision_log: Path | None = None):
     config = fast_config(world)
     profiles, offers = load_evaluation_catalog(config)
     con = open_events(world / "events.parquet")
     result = run_evaluation(con, config, profiles, offers, "events.parquet", decision_log)
-    return config, con, result, true_rates(con, config, world, result)
+    return config, con, result, true_first_item_rates(con, config, world, result.offline, profiles, offers)
 
 
 def coverage(result, truth: dict, estimators=("ips", "dr")) -> tuple[int, int, list[str]]:
