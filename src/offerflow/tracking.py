@@ -133,6 +133,9 @@ class Tracker:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
+
     def version_run_id(self, name: str, version: str) -> str:
         return str(self.client.get_model_version(name, version).run_id)
 
@@ -148,6 +151,19 @@ class Tracker:
         import mlflow.lightgbm
 
         return mlflow.lightgbm.load_model(model_uri)
+
+    def model_versions(self, name: str) -> list[str]:
+        """Every version of a registered model, oldest first ([] if the model does not exist)."""
+        versions = self.client.search_model_versions(f"name = '{name}'")
+        return sorted((str(v.version) for v in versions), key=int)
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, version).tags)
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Tag a finished run (e.g. the training run of a version promoted by hand)."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, _short(value))
 
 
 def _short(value: Any, limit: int = 5000) -> str:

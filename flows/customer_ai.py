@@ -1,0 +1,88 @@
+"""Train Customer AI (the propensity goals) on its own, weekly, or a variant by hand.
+
+Reads the validated events snapshot the pipeline (or `validate-data`) wrote, trains each selected
+goal with the pipeline's own task (fit, time holdout, MLflow run, registry, promotion rule), scores
+every eligible profile and refreshes the enriched profiles that rules, formulas and personalized
+models read. `options.overrides` trains a variant (`lightgbm.num_leaves: 63`) without touching
+`offerflow.yaml`; the variant is tagged in MLflow and promoted only if the rule says so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from flows.pipeline import load_catalog_task, train_propensity_task
+from flows.scoring import score_goal_task
+from offerflow.config import ProjectConfig, load_config
+from offerflow.ingestion import validated_dir
+from offerflow.overrides import apply_overrides, describe_overrides
+from offerflow.champions import latest_goal_scores
+from offerflow.training import enrich_profiles
+
+
+class CustomerAIOptions(BaseModel):
+    """What to train (rendered as a form in the Prefect UI)."""
+
+    goals: list[str] = Field(default_factory=list, description="Goal names; empty trains every goal.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "Settings of the goal to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
+
+
+def variant_config(config: ProjectConfig, goals: list[str], overrides: dict[str, Any]) -> ProjectConfig:
+    """The project config with `overrides` applied to each selected goal (validated)."""
+    known = [g.name for g in config.propensity_goals]
+    for name in goals:
+        if name not in known:
+            raise ValueError(f"unknown propensity goal {name!r} (defined: {', '.join(known) or 'none'})")
+    if not overrides:
+        return config
+    updated = [apply_overrides(g, overrides, source=f"--set (goal {g.name})") if g.name in goals else g
+               for g in config.propensity_goals]
+    return config.model_copy(update={"propensity_goals": updated})
+
+
+@flow(name="train-customer-ai", log_prints=True)
+def train_customer_ai(config_path: str = "offerflow.yaml",
+                      options: CustomerAIOptions = CustomerAIOptions()) -> dict[str, Any]:
+    """Train the selected Customer AI goals on the validated events, score profiles, refresh them."""
+    config = load_config(config_path)
+    goals = options.goals or [g.name for g in config.propensity_goals]
+    config = variant_config(config, goals, options.overrides)
+    events_path = validated_dir(config) / "events.parquet"
+    if not events_path.exists():
+        raise FileNotFoundError(f"{events_path}: no validated events yet; run the pipeline (offerflow run) first")
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    tags = {"flow_run_id": run_id, "project": config.project}
+    if options.overrides:
+        tags["variant"] = describe_overrides(options.overrides)
+    profiles, _ = load_catalog_task(config)
+    outputs = config.path(config.data.outputs_dir)
+    summary: dict[str, Any] = {"run_id": run_id, "goals": {}}
+    scores = {}
+    for name in goals:
+        result, scores[name], path = train_propensity_task(config, events_path, name, profiles, tags)
+        summary["goals"][name] = {"metrics": result.metrics, "model_version": result.model_version,
+                                  "promoted": result.promoted, "reason": result.reason, "run_id": result.run_id,
+                                  "scores_path": str(path)}
+        get_run_logger().info("%s: holdout AUC %.3f, version %s, promoted=%s (%s)", name, result.metrics["auc"],
+                              result.model_version, result.promoted, result.reason)
+        if not result.promoted:  # a challenger is recorded; profiles keep the champion's scores
+            scores[name] = score_goal_task(config, events_path, name, profiles)
+    for goal in config.propensity_goals:  # goals not retrained keep their latest scores
+        if goal.name not in scores and (latest := latest_goal_scores(outputs / "propensity" / goal.name)) is not None:
+            scores[goal.name] = latest
+    enrich_profiles(profiles, scores, outputs / "profiles_enriched.parquet")
+    lines = ["# Customer AI training", "", "| goal | AUC | version | promoted | reason |", "|---|---|---|---|---|"]
+    lines += [f"| `{g}` | {r['metrics']['auc']:.3f} | {r['model_version']} | {r['promoted']} | {r['reason']} |"
+              for g, r in summary["goals"].items()]
+    if options.overrides:
+        lines += ["", f"Variant: `{describe_overrides(options.overrides)}`"]
+    create_markdown_artifact("\n".join(lines), key="customer-ai-training",
+                             description="Customer AI goals trained by this run")
+    return summary

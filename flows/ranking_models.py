@@ -1,0 +1,85 @@
+"""Train the offer-ranking AI models on their own (`train-ranking-models`) and publish their
+placements, daily for personalized models, or one variant by hand (`offerflow train --model`).
+
+Reads the validated events snapshot and the enriched profiles (Customer AI scores) the last
+pipeline or `train-customer-ai` run wrote; the pipeline's training and publishing tasks do the work.
+A personalized variant that does not beat the champion is recorded as `@challenger` and the
+placement keeps being scored by the champion.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from flows.pipeline import load_catalog_task, publish_task, train_ranking_task
+from offerflow.catalog import load_profiles
+from offerflow.config import ProjectConfig, load_config
+from offerflow.ingestion import validated_dir
+from offerflow.overrides import apply_overrides, describe_overrides
+
+
+class RankingModelOptions(BaseModel):
+    """What to train (rendered as a form in the Prefect UI)."""
+
+    models: list[str] = Field(default_factory=list, description="AI model names; empty trains every active model.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "Settings of the model to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
+
+
+def variant_models(config: ProjectConfig, models: list[str], overrides: dict[str, Any]) -> ProjectConfig:
+    """The project config with `overrides` applied to each selected AI model (validated)."""
+    known = [m.name for m in config.ai_models]
+    for name in models:
+        if name not in known:
+            raise ValueError(f"unknown AI model {name!r} (defined: {', '.join(known) or 'none'})")
+    if not overrides:
+        return config
+    updated = [apply_overrides(m, overrides, source=f"--set (model {m.name})") if m.name in models else m
+               for m in config.ai_models]
+    return config.model_copy(update={"ai_models": updated})
+
+
+@flow(name="train-ranking-models", log_prints=True)
+def train_ranking_models(config_path: str = "offerflow.yaml",
+                         options: RankingModelOptions = RankingModelOptions()) -> dict[str, Any]:
+    """Train the selected ranking models and publish the placements they rank."""
+    config = load_config(config_path)
+    names = options.models or [m.name for m in config.ai_models if m.status == "active"]
+    config = variant_models(config, names, options.overrides)
+    events_path = validated_dir(config) / "events.parquet"
+    if not events_path.exists():
+        raise FileNotFoundError(f"{events_path}: no validated events yet; run the pipeline (offerflow run) first")
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    tags = {"flow_run_id": run_id, "project": config.project}
+    if options.overrides:
+        tags["variant"] = describe_overrides(options.overrides)
+    profiles, offers = load_catalog_task(config)
+    enriched_path = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
+    if enriched_path.exists():  # personalized models and formulas read Customer AI scores
+        profiles = load_profiles(enriched_path)
+    logger = get_run_logger()
+    summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
+    for name in names:
+        result = train_ranking_task(config, events_path, name, profiles, offers, tags)
+        summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
+                                   "model_version": result.model_version, "promoted": result.promoted,
+                                   "reason": result.reason}
+        logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
+                    result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
+        for placement in config.placements:
+            if placement.ranking.method == "ai_model" and placement.ranking.ai_model == name:
+                summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
+                                                                  run_id)
+    lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {m['kind']} | {int(m['metrics']['offers_qualified'])} | {m['promoted']} |"
+              for n, m in summary["models"].items()]
+    lines += ["", *[f"- published `{p}` version {v}" for p, v in summary["published"].items()]]
+    create_markdown_artifact("\n".join(lines), key="ranking-models-training",
+                             description="Ranking models trained and tables published by this run")
+    return summary
