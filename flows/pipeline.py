@@ -71,7 +71,10 @@ def load_catalog_task(config: ProjectConfig):
         return _bad_input(exc)
 
 
-@task(name="validate-events", cache_policy=NO_CACHE)
+# One retry, never on bad input: with retries=0 Prefect logs a returned failed state once more,
+# with an empty traceback ("NoneType: None").
+@task(name="validate-events", retries=1, retry_delay_seconds=[5], retry_condition_fn=_retry_unless_bad_input,
+      cache_policy=NO_CACHE)
 def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult:
     try:
         result = ingest_events(config, offers, run_id)

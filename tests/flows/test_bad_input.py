@@ -39,6 +39,20 @@ def flat(text: str) -> str:
     return text.replace("\n", "")
 
 
+def last_flow_run() -> tuple[object, list[str]]:
+    """The most recent flow run and every log message Prefect recorded for it (and its tasks)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    return run, [log.message for log in logs]
+
+
 def published(project: Path) -> dict[str, int | None]:
     store = RankingStore(project / "data" / "rankings")
     return {p: store.current_version(p) for p in PLACEMENTS}
@@ -106,6 +120,12 @@ def test_bad_input_never_replaces_good_output(in_project: Path, prefect_harness)
         assert "Traceback" not in result.output
         for text in expected:
             assert text in output, result.output
+        # Prefect recorded the failure, with the message and without a traceback
+        run, logs = last_flow_run()
+        assert run.state.is_failed() and run.state.name == "BadInput", run.state
+        assert run.state.message == expected[0].splitlines()[0] or expected[0] in run.state.message
+        assert any(expected[0] in message for message in logs), logs
+        assert not any("Traceback" in message or "NoneType: None" in message for message in logs), logs
         assert_untouched()
         events_path.write_bytes(good_events)
         offers_path.write_text(good_offers)
@@ -132,7 +152,7 @@ def test_bad_input_never_replaces_good_output(in_project: Path, prefect_harness)
     # (d) 60% of the rows gone since the last run (max_row_drop_share 0.5)
     kept = n_rows - math.ceil(n_rows * 0.6)
     pq.write_table(good_table.slice(0, kept), events_path)
-    fails("Event validation", "FAILED", "Critical failures:", "expect_table_row_count_to_be_between",
+    fails("Event validation", "FAILED", "Critical failures:", "expect_column_values_to_be_between(rows)",
           f"{kept} rows; at least {math.ceil(n_rows * 0.5)} expected (previous run {n_rows} rows, max drop 50%)")
     assert sorted(quarantine_dir.glob("*.parquet")) == []  # a row-count failure quarantines nothing
 
