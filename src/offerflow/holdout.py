@@ -174,7 +174,7 @@ def simulate_decision_log(data_dir: Path, out_dir: Path, placements: dict[str, t
     """
     from offerflow.catalog import offers_for_placement
     from offerflow.ranking import eligibility_matrix
-    from offerflow.world import _click_logit, _sigmoid, load_truth
+    from offerflow.world import load_truth, true_click_logit
 
     rng = np.random.default_rng(seed)
     profiles, offers = load_truth(data_dir)
@@ -186,10 +186,10 @@ def simulate_decision_log(data_dir: Path, out_dir: Path, placements: dict[str, t
     for placement, (channel, model_name) in placements.items():
         regular = offers_for_placement(offers, placement)
         eligible = eligibility_matrix(attributes, regular.drop(columns=["quality"]))
-        logit = _click_logit(profiles, regular, channel, pairwise=True)
+        logit = true_click_logit(profiles, regular, channel)
         noisy = np.where(eligible, logit + rng.normal(0, model_noise, logit.shape), -np.inf)
         model_pick = noisy.argmax(axis=1)
-        p_true = _sigmoid(logit)
+        p_true = 1.0 / (1.0 + np.exp(-logit))
         model_rate, holdout_rate, served = 0.0, 0.0, 0
         for d in range(days):
             day = pd.Timestamp(end - timedelta(days=days - d), tz="UTC")
