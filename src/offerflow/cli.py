@@ -10,6 +10,9 @@
     offerflow rankings    list published ranking versions, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are
     offerflow evaluate    which strategy helps most: off-policy estimates, holdout lift, HTML report
+    offerflow train       train Customer AI / ranking models, or a variant (--set lightgbm.num_leaves=63)
+    offerflow promote     make a model version @champion by hand, with the reason recorded
+    offerflow up / down   start / stop the Prefect server, a worker and MLflow; deploy every flow
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -465,6 +468,245 @@ def demo(
                           for p in decision.placements)
         console.print(f"Decision:     offerflow decide -p {profile_id} "
                       + " ".join(f"-x {p}" for p in placements) + f"   ->  {shown}")
+
+
+@app.callback()
+def _verbosity(verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                                     help="Show the flows' INFO logs (quiet by default).")] = False) -> None:
+    """Quiet by default: Prefect and MLflow log warnings only; --verbose shows every step's log."""
+    import logging
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    for name in ("mlflow", "alembic", "great_expectations"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _code_dir() -> Path:
+    """The directory holding prefect.yaml and flows/ (where the deployments' code lives)."""
+    import flows
+
+    return Path(flows.__file__).resolve().parents[1]
+
+
+@app.command()
+def up(config: ConfigOption = Path("offerflow.yaml"),
+       prefect_port: Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1.")] = 4200,
+       mlflow_port: Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")] = 5000,
+       deploy: Annotated[bool, typer.Option(help="Register every deployment of prefect.yaml.")] = True,
+       schedules: Annotated[bool, typer.Option(help="Run the scheduler (off: deployments run only by hand).")] = True,
+       ) -> None:
+    """Start a Prefect server, a worker and an MLflow server on 127.0.0.1 and deploy every flow."""
+    from offerflow.ops import OpsError
+    from offerflow.ops import up as start_servers
+
+    project = _load(config)
+    try:
+        with console.status("starting the Prefect server, the MLflow server and a worker") as status:
+            state = start_servers(project, _code_dir(), prefect_port, mlflow_port, deploy=deploy,
+                                  schedules=schedules, say=lambda m: status.update(m))
+    except OpsError as exc:
+        _fail(str(exc))
+    console.print(f"Prefect UI:  {state.prefect_url}", highlight=False)
+    console.print(f"MLflow UI:   {state.mlflow_url}", highlight=False)
+    console.print(f"deployments: {', '.join(state.deployments) or 'none'}", highlight=False)
+    console.print(f"processes:   " + ", ".join(f"{p.name} (pid {p.pid})" for p in state.processes), highlight=False)
+    console.print(f"to run one:  PREFECT_API_URL={state.api_url} prefect deployment run 'offerflow-pipeline/daily'",
+                  highlight=False)
+    console.print("to stop:     offerflow down", highlight=False)
+
+
+@app.command()
+def down(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Stop exactly the processes `offerflow up` started for this project."""
+    from offerflow.ops import down as stop_servers
+
+    project = _load(config)
+    stopped = stop_servers(project.root)
+    if not stopped:
+        console.print("nothing running for this project")
+    for proc in stopped:
+        console.print(f"stopped {proc.name} (pid {proc.pid})", highlight=False)
+
+
+@app.command()
+def train(
+    goal: Annotated[Optional[list[str]], typer.Option("--goal", "-g", help="Customer AI goal (repeatable).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Ranking AI model (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE of the goal/model config, "
+                                                      "e.g. lightgbm.num_leaves=63 (repeatable).")] = None,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Train Customer AI goals and/or ranking models (a variant with --set), logged to MLflow, promotion
+    rule applied; without --goal or --model, every Customer AI goal."""
+    from offerflow.config import ConfigError
+    from offerflow.overrides import parse_assignments
+
+    project = _load(config)
+    try:
+        overrides = parse_assignments(set_ or [])
+    except ConfigError as exc:
+        _fail(str(exc))
+    prepare_prefect_environment(project.root)
+    from flows.customer_ai import CustomerAIOptions, train_customer_ai
+    from flows.ranking_models import RankingModelOptions, train_ranking_models
+
+    summary: dict = {}
+    try:
+        if goal or not model:
+            with console.status("training Customer AI " + ", ".join(goal or ["(every goal)"])):
+                summary["customer_ai"] = train_customer_ai(str(config), CustomerAIOptions(goals=goal or [],
+                                                                                          overrides=overrides))
+        if model:
+            with console.status("training ranking models " + ", ".join(model)):
+                summary["ranking_models"] = train_ranking_models(str(config), RankingModelOptions(
+                    models=model, overrides=overrides))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc).splitlines()[0])
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
+        console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
+                      f" {'promoted to @champion' if r['promoted'] else 'kept as @challenger'} ({r['reason']})")
+    for name, r in summary.get("ranking_models", {}).get("models", {}).items():
+        auc = r["metrics"].get("holdout_auc")
+        console.print(f"[bold]{name}[/bold] ({r['kind']}): " + (f"holdout AUC {auc:.4f}, " if auc else "")
+                      + f"version {r['model_version']}" + (f", promoted={r['promoted']} ({r['reason']})"
+                                                            if r["model_version"] else ""))
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option("--model", help="Registered model name, e.g. offerflow-propensity-purchase_14d.")],
+    version: Annotated[str, typer.Option("--version", help="Model version to make @champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version and its run).")],
+    config: ConfigOption = Path("offerflow.yaml"),
+) -> None:
+    """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
+    from offerflow.champions import RegistryError, promote_by_hand
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+
+    project = _load(config)
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                      project.path(project.tracking.artifact_root))
+    try:
+        record = promote_by_hand(tracker, model, version, reason)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"{record.model}: version {record.version} is @champion"
+                  + (f" (was {record.previous_champion}, now @challenger)" if record.previous_champion
+                     and record.previous_champion != record.version else "")
+                  + f"; reason recorded: {record.reason}", highlight=False)
+
+
+def _goal(project, name: str):
+    for goal in project.propensity_goals:
+        if goal.name == name:
+            return goal
+    _fail(f"unknown propensity goal {name!r} (defined: {', '.join(g.name for g in project.propensity_goals) or 'none'})")
+
+
+@app.command()
+def score(
+    goal: Annotated[Optional[list[str]], typer.Option("--goal", "-g", help="Customer AI goal (repeatable; default all).")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD): features from"
+                                                  " earlier events only; default: the end of the data.")] = None,
+    refit: Annotated[bool, typer.Option(help="Train a fresh model on events before --as-of only (a strict backtest)"
+                                        " instead of using the registry's @champion.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Score Customer AI goals as of a date into a new batch, and backtest against what happened next."""
+    from datetime import datetime, timezone
+
+    from offerflow.catalog import load_profiles
+    from offerflow.champions import load_propensity_champion, propensity_model_name
+    from offerflow.features import event_time_range, open_events
+    from offerflow.goals import GoalError
+    from offerflow.ingestion import validated_dir
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.training import fit_propensity_before, score_propensity_as_of
+
+    project = _load(config)
+    goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
+    if not goals:
+        _fail(f"{config}: no propensity_goals defined")
+    events_path = validated_dir(project) / "events.parquet"
+    if not events_path.exists():
+        _fail(f"{events_path}: no validated events yet; run `offerflow run` first")
+    try:
+        day = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=timezone.utc) if as_of else None
+    except ValueError:
+        _fail(f"--as-of: expected a date as YYYY-MM-DD, got {as_of!r}")
+    if refit and day is None:
+        _fail("--refit needs --as-of (the date to train before)")
+    con = open_events(events_path)
+    first, last = event_time_range(con)
+    if day is None:  # the day after the last event, as the pipeline scores
+        day = datetime.combine(last.date(), datetime.min.time(), timezone.utc) + timedelta(days=1)
+    elif not first < day <= last + timedelta(days=1):
+        _fail(f"--as-of {as_of}: outside the events ({first:%Y-%m-%d} to {last:%Y-%m-%d})")
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root), project.path(project.tracking.artifact_root))
+    profiles = load_profiles(project.path(project.data.profiles))
+    results = []
+    for g in goals:
+        try:
+            if refit:
+                model, label = fit_propensity_before(con, g, profiles, day, project.seed), f"refit before {day:%Y-%m-%d}"
+            else:
+                loaded = load_propensity_champion(tracker, propensity_model_name(project.tracking.experiment_prefix, g.name))
+                if loaded is None:
+                    _fail(f"{g.name}: no @champion yet; run `offerflow run` (or use --refit)")
+                model, label = loaded[0], f"v{loaded[1]}"
+            with console.status(f"scoring {g.name} as of {day:%Y-%m-%d}"):
+                results.append(score_propensity_as_of(con, model, g, profiles, day, label,
+                                                      project.path(project.data.outputs_dir) / "propensity" / g.name,
+                                                      tracker, project.tracking.experiment_prefix))
+        except GoalError as exc:
+            _fail(str(exc))
+    if as_json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in results], indent=2, default=str))
+        return
+    for r in results:
+        line = f"[bold]{r.goal}[/bold] as of {r.as_of} ({r.model}): {r.profiles:,} profiles -> {r.path}"
+        if r.backtest is None:
+            line += "; no events after this date to backtest against"
+        else:
+            b = r.backtest
+            partial = "" if b["observed_days"] >= _goal(project, r.goal).outcome_window_days else \
+                f" (partial window: {b['observed_days']:.1f} days observed)"
+            line += (f"\n  backtest vs what happened next: AUC {b['auc']:.3f}, Gini {b['gini']:.3f}, base rate"
+                     f" {b['base_rate']:.3f} on {int(b['n']):,} profiles{partial}")
+        console.print(line, highlight=False)
+
+
+@app.command()
+def segment(
+    goal: Annotated[str, typer.Option("--goal", "-g", help="Customer AI goal.")],
+    bucket: Annotated[Optional[str], typer.Option(help="low, medium or high.")] = None,
+    min_score: Annotated[Optional[float], typer.Option(min=0, max=100, help="Keep scores >= this (0-100).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output file, .csv or .parquet"
+                                                " (default: segment-<goal>.csv).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Score batch (default: latest of the newest date).")] = None,
+    config: ConfigOption = Path("offerflow.yaml"),
+) -> None:
+    """Export the profiles of a Customer AI bucket and/or above a score as CSV or Parquet."""
+    from offerflow.segments import SegmentError, read_batch, select_segment, write_segment
+
+    project = _load(config)
+    _goal(project, goal)
+    if bucket is not None and bucket not in ("low", "medium", "high"):
+        _fail(f"--bucket: expected low, medium or high, got {bucket!r}")
+    try:
+        scores, number = read_batch(project.path(project.data.outputs_dir) / "propensity" / goal, batch)
+        chosen = select_segment(scores, bucket, min_score)
+        path = write_segment(chosen, out or Path(f"segment-{goal}.csv"))
+    except SegmentError as exc:
+        _fail(str(exc))
+    as_of = scores["score_date"].iat[0] if len(scores) else "?"
+    console.print(f"{len(chosen):,} of {len(scores):,} profiles (batch {number}, as of {as_of}) -> {path}",
+                  highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point
