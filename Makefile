@@ -9,8 +9,11 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+# Where `prefect deploy` points the deployments (see prefect.yaml and docs/operations.md).
+export OFFERFLOW_PROJECT_DIR ?= $(CURDIR)
+export OFFERFLOW_CODE_DIR ?= $(CURDIR)
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean serve down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +29,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+serve: install
+	$(BIN)/offerflow up --config offerflow.yaml
+
+down:
+	$(BIN)/offerflow down --config offerflow.yaml
 
 bench: install
 	$(BIN)/python bench/pipeline_bench.py --profiles 100000

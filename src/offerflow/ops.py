@@ -177,6 +177,13 @@ def _run(argv: list[str], env: Mapping[str, str], cwd: Path, what: str, timeout_
     return result.stdout
 
 
+def mlflow_server_argv(config: ProjectConfig, port: int) -> list[str]:
+    """The MLflow server on the project's tracking store (SQLite file or e.g. postgresql://...)."""
+    return [_tool("mlflow"), "server", "--host", HOST, "--port", str(port), "--workers", "1",
+            "--backend-store-uri", resolve_tracking_uri(config.tracking.uri, config.root.resolve()),
+            "--no-serve-artifacts", "--default-artifact-root", str(config.path(config.tracking.artifact_root).resolve())]
+
+
 def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        deploy: bool = True, schedules: bool = True, startup_timeout_s: float = 180,
        say: Callable[[str], None] = lambda _: None) -> ServerState:
@@ -201,17 +208,16 @@ def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_p
     server_env.pop("PREFECT_API_URL", None)
     state = ServerState(str(project), f"http://{HOST}:{prefect_port}", f"http://{HOST}:{mlflow_port}")
     client_env = {**env, "PREFECT_API_URL": state.api_url}
-    tracking_uri = resolve_tracking_uri(config.tracking.uri, project)
-    artifact_root = config.path(config.tracking.artifact_root).resolve()
-    artifact_root.mkdir(parents=True, exist_ok=True)
+    # MLflow 3's server starts a pool of job consumers (GenAI jobs) by default: not used here, and
+    # they cost a core's worth of start-up on a small machine.
+    mlflow_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env}
+    config.path(config.tracking.artifact_root).resolve().mkdir(parents=True, exist_ok=True)
     try:
         state.processes.append(_spawn("prefect-server", [_tool("prefect"), "server", "start", "--host", HOST,
                                                          "--port", str(prefect_port)], server_env, project, project))
         _write_state(project, state)
-        state.processes.append(_spawn("mlflow-server", [
-            _tool("mlflow"), "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "1",
-            "--backend-store-uri", tracking_uri, "--no-serve-artifacts",
-            "--default-artifact-root", str(artifact_root)], env, project, project))
+        state.processes.append(_spawn("mlflow-server", mlflow_server_argv(config, mlflow_port), mlflow_env,
+                                      project, project))
         _write_state(project, state)
         seconds = wait_healthy(f"{state.api_url}/health", state.processes[0], startup_timeout_s)
         say(f"Prefect server ready in {seconds:.0f} s")
