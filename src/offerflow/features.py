@@ -40,6 +40,15 @@ def event_time_range(con: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime
     return pd.Timestamp(first).tz_convert("UTC").to_pydatetime(), pd.Timestamp(last).tz_convert("UTC").to_pydatetime()
 
 
+def events_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """A short content version of the events dataset (row count, time span and a hash of the event
+    ids): tagged on every training run, so a model says which data it learned from."""
+    count, first, last, ids = con.execute(
+        f"SELECT count(*), min(timestamp), max(timestamp), bit_xor(hash(event_id)) FROM {EVENTS_VIEW}").fetchall()[0]
+    span = f"{pd.Timestamp(first):%Y%m%d}-{pd.Timestamp(last):%Y%m%d}" if count else "empty"
+    return f"{count}-{span}-{int(ids or 0):016x}"
+
+
 def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -55,14 +64,22 @@ def safe_name(text: str) -> str:
 
 def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
                          lookback_days: Sequence[int], event_types: Sequence[str],
-                         value_event_types: Sequence[str] = ("purchase",)) -> pd.DataFrame:
+                         value_event_types: Sequence[str] = ("purchase",),
+                         active_day_channels: Sequence[str] = ()) -> pd.DataFrame:
     """Per profile, from events before `cutoff`: counts per type and window, days since last, value.
 
     Returns one row per profile with any event before the cut-off, columns
-    `count_<type>_<L>d`, `days_since_<type>` (NaN if never) and `value_<type>_<L>d`.
+    `count_<type>_<L>d`, `days_since_<type>` (NaN if never), `value_<type>_<L>d` and, per channel
+    in `active_day_channels`, `active_days_<channel>_<L>d`: days with any event on that channel
+    (how often a profile comes back, without the noise of how many offers one visit showed).
     """
     cutoff_sql = _sql_ts(cutoff)
     selects = []
+    for channel in active_day_channels:
+        for days in lookback_days:
+            since = f"{cutoff_sql} - INTERVAL {int(days)} DAY"
+            selects.append(f"count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE channel = {_sql_str(channel)}"
+                           f" AND timestamp >= {since}) AS active_days_{safe_name(channel)}_{int(days)}d")
     for event_type in event_types:
         name, quoted = safe_name(event_type), _sql_str(event_type)
         for days in lookback_days:

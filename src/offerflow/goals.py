@@ -72,7 +72,11 @@ def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutof
             WHERE timestamp >= ? AND timestamp < ? AND {predicate})
         SELECT e.profile_id, (r.profile_id IS NOT NULL)::TINYINT AS label
         FROM eligible e LEFT JOIN reached r USING (profile_id) ORDER BY e.profile_id"""
-    labels = query_frame(con, sql, [start, cutoff, cutoff, end, *params])
+    try:
+        labels = query_frame(con, sql, [start, cutoff, cutoff, end, *params])
+    except duckdb.Error as exc:  # e.g. `value > "abc"`: a condition value of the wrong type
+        detail = str(exc).strip().splitlines()[0]
+        raise GoalError(f"propensity_goals[{goal.name}].goal: cannot evaluate the conditions: {detail}") from None
     if goal.goal.occurrence == "will_not_occur":
         labels["label"] = (1 - labels["label"]).astype("int8")
     return labels

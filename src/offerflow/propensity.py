@@ -16,8 +16,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from offerflow.config import LightGBMParams, PropensityGoalConfig
-from offerflow.features import categorical_columns, categories_of, encode, interaction_features
+from offerflow.config import CHANNELS, LightGBMParams, PropensityGoalConfig
+from offerflow.features import (categorical_columns, categories_of, encode, feature_matrix,
+                                interaction_features)
 from offerflow.goals import GoalError, eligible_profiles, label_goal
 from offerflow.schema import PROFILE_ID
 
@@ -59,11 +60,20 @@ def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, pr
                   profile_ids: pd.Series, cutoff: datetime) -> pd.DataFrame:
     """Features for `profile_ids` as of `cutoff`: interaction history + profile attributes."""
     event_types = ["display", "click", "purchase", *goal.custom_event_types]
-    history = interaction_features(con, cutoff, goal.lookback_days, list(dict.fromkeys(event_types)))
-    attributes = profiles if goal.profile_attributes is None else profiles[[PROFILE_ID, *goal.profile_attributes]]
+    history = interaction_features(con, cutoff, goal.lookback_days, list(dict.fromkeys(event_types)),
+                                   active_day_channels=CHANNELS)
+    if goal.profile_attributes is None:
+        attributes = profiles
+    else:
+        unknown = [a for a in goal.profile_attributes if a not in profiles.columns or a == PROFILE_ID]
+        if unknown:
+            known = ", ".join(c for c in profiles.columns if c != PROFILE_ID)
+            raise GoalError(f"propensity_goals[{goal.name}].profile_attributes: unknown profile attribute(s)"
+                            f" {', '.join(map(repr, unknown))} (attributes: {known})")
+        attributes = profiles[[PROFILE_ID, *goal.profile_attributes]]
     frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()})
     frame = frame.merge(history, on=PROFILE_ID, how="left").merge(attributes, on=PROFILE_ID, how="left")
-    counts = [c for c in frame.columns if c.startswith(("count_", "value_"))]
+    counts = [c for c in frame.columns if c.startswith(("count_", "value_", "active_days_"))]
     frame[counts] = frame[counts].fillna(0)
     return frame
 
@@ -100,23 +110,61 @@ class PropensityModel:
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
         return encode(frame[self.feature_columns], self.categories)
 
+    def numeric_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The features as float64, categoricals as training-time codes (LightGBM's own encoding)."""
+        return feature_matrix(frame, self.feature_columns, self.categories)
+
+    @property
+    def n_trees(self) -> int:
+        """Trees the classifier predicts with (the best iteration when early stopping fired)."""
+        return int(self.booster.best_iteration_ or self.booster.booster_.current_iteration())
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict_proba(self.matrix(frame))[:, 1]
 
-    def predict_with_factors(self, frame: pd.DataFrame, top: int = 3) -> tuple[np.ndarray, pd.DataFrame]:
-        """Probabilities and the `top` most influential features per row (LightGBM `pred_contrib`,
-        SHAP values in log-odds): columns `factor_<k>`, `factor_<k>_impact` (signed), k = 1..top."""
-        contributions = self.booster.predict(self.matrix(frame), pred_contrib=True)
+    def contributions(self, frame: pd.DataFrame, method: str = "grouped") -> np.ndarray:
+        """Per-row SHAP contributions (log-odds), shape (n, n_features + 1), last column the base.
+
+        `plain` is LightGBM's `pred_contrib` on every row; `grouped` gives the same numbers (see
+        `contributions.grouped_contributions`) many times faster.
+        """
+        if method == "plain":
+            return self.booster.predict(self.matrix(frame), pred_contrib=True)
+        from offerflow.contributions import grouped_contributions
+
+        return grouped_contributions(self.booster.booster_, self.numeric_matrix(frame), self.n_trees)
+
+    def predict_with_factors(self, frame: pd.DataFrame, top: int = 3,
+                             method: str = "grouped") -> tuple[np.ndarray, pd.DataFrame]:
+        """Probabilities and the `top` most influential features of each row.
+
+        Returns columns `factor_<k>` (feature name), `factor_<k>_impact` (signed SHAP value in
+        log-odds), `factor_<k>_direction` (`raises` / `lowers` the probability) and
+        `factor_<k>_importance` (share of the row's total absolute contribution, 0-1), k = 1..top.
+        """
+        contributions = self.contributions(frame, method)
         per_feature, base = contributions[:, :-1], contributions[:, -1]
         probability = 1.0 / (1.0 + np.exp(-(per_feature.sum(axis=1) + base)))
-        top = min(top, per_feature.shape[1])
-        order = np.argsort(-np.abs(per_feature), axis=1)[:, :top]
-        names = np.asarray(self.feature_columns, dtype=object)
-        factors = {}
-        for k in range(top):
-            factors[f"factor_{k + 1}"] = names[order[:, k]]
-            factors[f"factor_{k + 1}_impact"] = np.take_along_axis(per_feature, order[:, k:k + 1], axis=1)[:, 0]
-        return probability, pd.DataFrame(factors)
+        return probability, top_factors(per_feature, self.feature_columns, top)
+
+
+def top_factors(per_feature: np.ndarray, names: list[str], top: int) -> pd.DataFrame:
+    """The `top` features with the largest absolute contribution per row, largest first."""
+    top = min(top, per_feature.shape[1])
+    magnitude = np.abs(per_feature)
+    total = magnitude.sum(axis=1)
+    # Stable sort on the negated magnitude: ties (e.g. unused features at 0) keep column order.
+    order = np.argsort(-magnitude, axis=1, kind="stable")[:, :top]
+    impact = np.take_along_axis(per_feature, order, axis=1)
+    share = np.divide(np.abs(impact), total[:, None], out=np.zeros_like(impact), where=total[:, None] > 0)
+    labels = np.asarray(names, dtype=object)
+    factors: dict[str, np.ndarray] = {}
+    for k in range(top):
+        factors[f"factor_{k + 1}"] = labels[order[:, k]]
+        factors[f"factor_{k + 1}_impact"] = impact[:, k]
+        factors[f"factor_{k + 1}_direction"] = np.where(impact[:, k] >= 0, "raises", "lowers").astype(object)
+        factors[f"factor_{k + 1}_importance"] = np.round(share[:, k], 4)
+    return pd.DataFrame(factors)
 
 
 def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
@@ -159,5 +207,26 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
     top influential factors of each score."""
     ids = eligible_profiles(con, goal, as_of)
     frame = feature_frame(con, goal, profiles, ids, as_of)
-    probability, factors = model.predict_with_factors(frame)
-    return pd.concat([score_table(probability, ids), factors], axis=1)
+    probability, factors = model.predict_with_factors(frame, top=goal.top_factors)
+    table = score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from)
+    return pd.concat([table, factors], axis=1)
+
+
+def backtest_scores(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, scores: pd.DataFrame,
+                    as_of: datetime) -> dict[str, float]:
+    """As-of scores against what really happened in the outcome window after `as_of`.
+
+    Returns `classification_metrics` (auc, gini, pr_auc, ...) plus `observed_days`: days of events
+    after `as_of` inside the window (less than `outcome_window_days` means a partial window).
+    """
+    from offerflow.evaluation import classification_metrics
+    from offerflow.features import event_time_range
+
+    _, last = event_time_range(con)
+    observed = (pd.Timestamp(last) - pd.Timestamp(as_of)).total_seconds() / 86400
+    if observed <= 0:
+        raise GoalError(f"propensity goal {goal.name!r}: no events after {as_of:%Y-%m-%d}, nothing to backtest against")
+    labels = label_goal(con, goal, as_of)
+    joined = scores[[PROFILE_ID, "probability"]].merge(labels, on=PROFILE_ID, how="inner")
+    metrics = classification_metrics(joined["label"].to_numpy(), joined["probability"].to_numpy())
+    return {**metrics, "observed_days": float(min(observed, goal.outcome_window_days))}

@@ -6,6 +6,8 @@ flows decide what to do with it.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from offerflow.bandits import fit_posteriors
 from offerflow.catalog import offers_for_placement
 from offerflow.config import AIModelConfig, PropensityGoalConfig
 from offerflow.evaluation import classification_metrics
-from offerflow.features import event_time_range
+from offerflow.features import event_time_range, events_fingerprint
 from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
@@ -79,10 +81,47 @@ def _log_propensity_diagnostics(tracker: Tracker, model: PropensityModel, y: np.
         tracker.log_figure(figure, f"diagnostics/{name}")
 
 
+def code_version() -> str:
+    """The git commit of the offerflow checkout (with `+dirty` if it has local changes), or
+    `unknown` outside a git checkout: a tag that says which code trained a model."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def _champion_on_holdout(tracker: Tracker, registered: str, holdout: pd.DataFrame,
+                         new_version: str | None) -> tuple[str | None, dict[str, float] | None, str]:
+    """The current champion re-scored on THIS run's holdout (so both models are compared on the
+    same examples): (champion version, its metrics or None, a note for the promotion reason)."""
+    from offerflow.champions import load_propensity_champion
+
+    loaded = load_propensity_champion(tracker, registered)
+    if loaded is None or loaded[1] == new_version:
+        return None, None, ""
+    champion, version = loaded
+    missing = [c for c in champion.feature_columns if c not in holdout.columns]
+    if missing:
+        return version, None, f"champion v{version} uses features this goal no longer builds ({', '.join(missing[:3])})"
+    metrics = classification_metrics(holdout["label"].to_numpy(), champion.predict(holdout))
+    return version, metrics, f"champion v{version} re-scored on this run's holdout"
+
+
 def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
                      tracker: Tracker, experiment_prefix: str, seed: int,
                      tags: dict[str, str] | None = None) -> tuple[PropensityModel, TrainingResult]:
-    """Train one Customer AI goal, evaluate it on the time holdout, log and register it."""
+    """Train one Customer AI goal, evaluate it on the time holdout, log and register it.
+
+    The new model becomes `@champion` only if it beats the current champion on the same holdout
+    (the champion is re-scored on this run's holdout) by `goal.promotion_min_auc_gain`.
+    """
     first, last = event_time_range(con)
     plan = plan_cutoffs(first, last, goal)
     examples = build_examples(con, goal, profiles, plan.train)
@@ -96,40 +135,116 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     if metrics["auc"] < goal.poor_auc:
         warnings.append(f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}")
     registered = f"{experiment_prefix}-propensity-{goal.name}"
+    goal_json = json.dumps(goal.model_dump(mode="json"), sort_keys=True)
+    run_tags = {**(tags or {}), "goal": goal.name, "goal_type": goal.type, "dataset_version": events_fingerprint(con),
+                "git_commit": code_version(), "goal_config": goal_json}
     with tracker.run(f"{experiment_prefix}-propensity-{goal.name}", run_name=f"train-{goal.name}",
-                     tags={**(tags or {}), "goal": goal.name, "goal_type": goal.type}) as run_id:
+                     tags=run_tags) as run_id:
         tracker.log_params({"outcome_window_days": goal.outcome_window_days,
                             "lookback_days": goal.lookback_days,
                             "train_cutoffs": [c.date().isoformat() for c in plan.train],
                             "holdout_cutoff": plan.holdout.date().isoformat(),
                             "n_train_examples": len(examples), "n_features": len(model.feature_columns),
+                            "train_positives": int(examples["label"].sum()),
                             "best_iteration": model.booster.best_iteration_,
                             **goal.lightgbm.model_dump()})
         tracker.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         tracker.log_dict({"feature_columns": model.feature_columns, "categories": model.categories},
                          "feature_spec.json")
+        tracker.log_dict(json.loads(goal_json), "goal_config.json")
         if warnings:
             tracker.set_tags({"quality_warning": "; ".join(warnings)})
         _log_propensity_diagnostics(tracker, model, holdout_y, holdout_p)
+        champion_version, champion_metrics, note = _champion_on_holdout(tracker, registered, holdout, None)
+        if champion_metrics is not None:
+            tracker.log_metrics({f"champion_holdout_{k}": v for k, v in champion_metrics.items()})
         record = tracker.log_lightgbm(model.booster, registered, input_example=None)
-        promoted, reason = _promote(tracker, registered, record.model_version, metrics, "auc", 0.0)
+        promoted, reason = _promote_propensity(tracker, registered, record.model_version, metrics,
+                                               champion_version, champion_metrics, note, goal.promotion_min_auc_gain)
     return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings)
+
+
+def _promote_propensity(tracker: Tracker, registered: str, version: str | None, metrics: dict[str, float],
+                        champion_version: str | None, champion_metrics: dict[str, float] | None, note: str,
+                        min_gain: float) -> tuple[bool, str]:
+    """Apply the promotion rule to metrics from the same holdout; set the alias, record why."""
+    if version is None:
+        return False, "model was not registered"
+    decision = should_promote(metrics, champion_metrics, metric="auc", min_improvement=min_gain)
+    reason = f"{decision.reason} ({note})" if note else decision.reason
+    tracker.set_alias(registered, CHAMPION if decision.promote else CHALLENGER, version)
+    tracker.set_version_tag(registered, version, "promotion_reason", reason)
+    tracker.set_tags({"promoted": str(decision.promote), "promotion_reason": reason,
+                      "compared_with_champion": champion_version or ""})
+    return decision.promote, reason
 
 
 def score_propensity(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
                      profiles: pd.DataFrame, as_of: datetime | None, model_version: str | None,
                      out_dir: Path) -> tuple[pd.DataFrame, Path]:
-    """Score every eligible profile as of a date and write a new versioned Parquet batch."""
+    """Score every eligible profile as of a date and write it as a new Parquet batch.
+
+    Batches are never overwritten: `scores-<as-of date>-b<batch number>.parquet`, so the newest
+    scores of the latest date sort last and older batches (and backtests) stay readable.
+    """
     if as_of is None:
         as_of = pd.Timestamp(event_time_range(con)[1]).ceil("D").to_pydatetime()
     scores = score_goal(con, model, goal, profiles, as_of)
     scores = scores.assign(model_version=model_version or "", score_date=as_of.date().isoformat())
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"scores-{as_of.date().isoformat()}.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    scores.to_parquet(tmp, index=False)
+    batch = 1 + max((int(m.group(1)) for f in out_dir.glob("scores-*.parquet")
+                     if (m := re.search(r"-b(\d+)\.parquet$", f.name))), default=0)
+    path = out_dir / f"scores-{as_of.date().isoformat()}-b{batch:05d}.parquet"
+    tmp = out_dir / f".{path.name}.tmp"
+    scores.assign(batch=batch).to_parquet(tmp, index=False)
     tmp.replace(path)
-    return scores, path
+    return scores.assign(batch=batch), path
+
+
+@dataclass
+class AsOfScoring:
+    """A scoring run as of a date: where the batch went and how it did against what happened next."""
+
+    goal: str
+    as_of: str
+    path: Path
+    profiles: int
+    model: str  # "v3" (registry champion) or "refit before <date>"
+    backtest: dict[str, float] | None  # None when there are no events after the as-of date
+    run_id: str | None = None
+
+
+def fit_propensity_before(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
+                          until: datetime, seed: int) -> PropensityModel:
+    """A model trained only on what was known at `until`: every training label window ends
+    before it, so scoring as of `until` and comparing with what happened next is a fair backtest."""
+    first, _ = event_time_range(con)
+    plan = plan_cutoffs(first, until, goal)
+    examples = build_examples(con, goal, profiles, plan.train)
+    check_enough_examples(examples, goal)
+    return fit_propensity_model(examples, goal.lightgbm, seed)
+
+
+def score_propensity_as_of(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
+                           profiles: pd.DataFrame, as_of: datetime, model_label: str, out_dir: Path,
+                           tracker: Tracker | None = None, experiment_prefix: str = "offerflow") -> AsOfScoring:
+    """Score as of `as_of` (features from earlier events only), write a new batch, and backtest it
+    against the goal events in the outcome window after `as_of`; logged as a `score-...` MLflow run."""
+    from offerflow.propensity import backtest_scores
+
+    scores, path = score_propensity(con, model, goal, profiles, as_of, model_label, out_dir)
+    _, last = event_time_range(con)
+    backtest = backtest_scores(con, goal, scores, as_of) if last > as_of else None
+    result = AsOfScoring(goal.name, as_of.date().isoformat(), path, len(scores), model_label, backtest)
+    if tracker is not None:
+        with tracker.run(f"{experiment_prefix}-propensity-{goal.name}", run_name=f"score-{goal.name}-{result.as_of}",
+                         tags={"goal": goal.name, "as_of": result.as_of, "model": model_label,
+                               "dataset_version": events_fingerprint(con)}) as run_id:
+            tracker.log_params({"as_of": result.as_of, "scores_path": str(path), "model": model_label})
+            tracker.log_metrics({"scored_profiles": float(len(scores)),
+                                 **{f"backtest_{k}": v for k, v in (backtest or {}).items()}})
+        result.run_id = run_id
+    return result
 
 
 def enrich_profiles(profiles: pd.DataFrame, scores: dict[str, pd.DataFrame], path: Path | None = None) -> pd.DataFrame:

@@ -1,0 +1,96 @@
+"""Goal definitions: predicates, churn meaning 'will not occur', and located errors for bad goals."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+
+from offerflow.config import ConfigError, PropensityGoalConfig, parse_config
+from offerflow.features import open_events
+from offerflow.goals import GoalError, goal_predicate, label_goal
+from offerflow.propensity import feature_frame
+
+T0 = pd.Timestamp("2026-10-01", tz="UTC")
+
+
+@pytest.fixture()
+def con(tmp_path):
+    rows = [("e1", T0 - pd.Timedelta(days=2), "p1", "display", None), ("e2", T0 - pd.Timedelta(days=1), "p2", "display", None),
+            ("e3", T0 + pd.Timedelta(days=1), "p1", "purchase", 30.0), ("e4", T0 + pd.Timedelta(days=2), "p2", "purchase", 5.0),
+            ("e5", T0 - pd.Timedelta(days=90), "p3", "display", None)]
+    frame = pd.DataFrame(rows, columns=["event_id", "timestamp", "profile_id", "event_type", "value"])
+    frame["channel"] = "web"
+    frame.to_parquet(tmp_path / "events.parquet", index=False)
+    return open_events(tmp_path / "events.parquet")
+
+
+def goal(**overrides) -> PropensityGoalConfig:
+    raw = {"name": "big_purchase_7d", "outcome_window_days": 7,
+           "goal": {"all_of": [{"field": "event_type", "value": "purchase"}, {"field": "value", "operator": ">", "value": 20}]}}
+    return PropensityGoalConfig.model_validate({**raw, **overrides})
+
+
+def test_all_of_conditions_and_eligible_population(con):
+    labels = label_goal(con, goal(), T0.to_pydatetime())
+    assert labels.to_dict("list") == {"profile_id": ["p1", "p2"], "label": [1, 0]}  # p3 inactive 45+ days
+
+
+def test_any_of_and_will_not_occur(con):
+    g = goal(goal={"any_of": [{"field": "value", "operator": ">", "value": 20}, {"field": "value", "operator": "<", "value": 1}],
+                   "occurrence": "will_not_occur"})
+    assert label_goal(con, g, T0.to_pydatetime())["label"].tolist() == [0, 1]
+
+
+def test_churn_defaults_to_will_not_occur_and_can_say_otherwise():
+    assert goal(type="churn").goal.occurrence == "will_not_occur"
+    explicit = goal(type="churn", goal={"all_of": [{"field": "event_type", "value": "display"}], "occurrence": "will_occur"})
+    assert explicit.goal.occurrence == "will_occur"
+    assert goal().goal.occurrence == "will_occur"
+
+
+def test_values_are_bound_not_pasted():
+    sql, params = goal_predicate(goal(goal={"all_of": [{"field": "event_type", "operator": "in",
+                                                         "value": ["purchase", "x'); DROP TABLE events; --"]}]}).goal,
+                                 ["event_type"])
+    assert sql == '("event_type" IN (?, ?))' and params[1].startswith("x'")
+
+
+def test_unknown_event_field_is_a_located_error(con):
+    bad = goal(goal={"all_of": [{"field": "evnt_type", "value": "purchase"}]})
+    with pytest.raises(GoalError, match=r"^propensity_goals\[big_purchase_7d\]\.goal\.all_of\[0\]: unknown event field"
+                                        r" 'evnt_type' \(fields: channel, event_id, event_type, profile_id, timestamp, value\)$"):
+        label_goal(con, bad, T0.to_pydatetime())
+
+
+def test_value_of_the_wrong_type_is_a_located_error(con):
+    bad = goal(goal={"all_of": [{"field": "value", "operator": ">", "value": "lots"}]})
+    with pytest.raises(GoalError, match=r"^propensity_goals\[big_purchase_7d\]\.goal: cannot evaluate the conditions: "):
+        label_goal(con, bad, T0.to_pydatetime())
+
+
+def test_unknown_profile_attribute_is_a_located_error(con):
+    profiles = pd.DataFrame({"profile_id": ["p1", "p2"], "age": [30, 40]})
+    with pytest.raises(GoalError, match=r"^propensity_goals\[big_purchase_7d\]\.profile_attributes: unknown profile"
+                                        r" attribute\(s\) 'agee' \(attributes: age\)$"):
+        feature_frame(con, goal(profile_attributes=["agee"]), profiles, profiles["profile_id"],
+                      datetime(2026, 10, 1, tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"buckets": {"medium_from": 80, "high_from": 75}}, "propensity_goals[0].buckets: medium_from (80) must be below high_from (75)"),
+    ({"top_factors": 0}, "propensity_goals[0].top_factors: Input should be greater than or equal to 1"),
+    ({"type": "upsell"}, "propensity_goals[0].type: Input should be 'conversion' or 'churn'"),
+    ({"goal": {"all_of": [{"field": "event_type", "operator": "~", "value": 1}]}},
+     "propensity_goals[0].goal.all_of[0].operator: Input should be"),
+])
+def test_misconfigured_goal_is_a_located_config_error(change, message):
+    from offerflow.world import demo_config_yaml
+    import yaml
+
+    raw = yaml.safe_load(demo_config_yaml("data"))
+    raw["propensity_goals"][0].update(change)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(raw)
+    assert str(raised.value).startswith(f"offerflow.yaml: {message}")
