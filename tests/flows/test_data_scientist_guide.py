@@ -84,7 +84,7 @@ def test_every_command_of_the_guide_runs(project_dir):
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = "offerflow-propensity-purchase_14d"
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == "2" and champion.tags["promotion"] == "manual"
+    assert str(champion.version) == "2" and champion.tags["promotion"] == "manual"
     assert champion.tags["promotion_reason"].startswith("num_leaves=63")
     assert client.get_run(champion.run_id).data.params["num_leaves"] == "63"
     assert client.get_run(champion.run_id).data.tags["promotion_reason"] == champion.tags["promotion_reason"]
