@@ -20,7 +20,9 @@ deleting it, so a directory named ``vNNNNNN`` is always whole. Versions only gro
 one more than the largest version on disk or in CURRENT.
 
 Personalized tables are stored sorted by (profile_id, rank); `RankingSnapshot` relies on it to
-answer per-profile lookups with one binary search.
+answer per-profile lookups with one binary search. A table scored in partitions is published
+from its sorted Parquet parts with `publish_parts`, which sort-merges them into the version's one
+table.parquet with memory bounded by the parts' batch size (same atomicity as `publish`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +194,68 @@ def _sorted_ranking(table: pa.Table) -> pa.Table:
     return table
 
 
+def _write_table(table: pa.Table, path: Path) -> int:
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def _key(table: pa.Table, row: int) -> tuple[str, int]:
+    return table.column("profile_id")[row].as_py(), table.column("rank")[row].as_py()
+
+
+def _merge_sorted_parts(parts: list[Path], path: Path, batch_rows: int) -> int:
+    """K-way merge of sorted ranking parts into one Parquet file at `path`, round by round.
+
+    A round takes, from every part's buffered batch, the rows whose profile_id is <= the smallest
+    last-buffered profile_id among parts with unread batches (nothing later can sort before it),
+    sorts those rows (a few batches) and appends them as a row group. Returns the row count."""
+    readers = [pq.ParquetFile(p).iter_batches(batch_size=batch_rows) for p in parts]
+    buffers: list[pa.Table | None] = [None] * len(parts)
+    pending = [True] * len(parts)  # the part may have unread batches
+    written, last = 0, None
+    with pq.ParquetWriter(path, RANKING_SCHEMA) as writer:
+        while True:
+            for i, reader in enumerate(readers):
+                while pending[i] and (buffers[i] is None or buffers[i].num_rows == 0):
+                    batch = next(reader, None)
+                    if batch is None:
+                        pending[i] = False
+                    else:
+                        buffers[i] = _conform(pa.Table.from_batches([batch]), "ranking")
+                        if buffers[i].num_rows and pc.min(buffers[i].column("rank")).as_py() < 1:
+                            raise StoreError(f"ranking part {parts[i]}: column 'rank' must be >= 1")
+            live = [b for b in buffers if b is not None and b.num_rows]
+            if not live:
+                break
+            bounds = [b.column("profile_id")[-1] for b, more in zip(buffers, pending)
+                      if more and b is not None and b.num_rows]
+            bound = min(bounds, key=lambda s: s.as_py()) if bounds else None
+            taken = []
+            for i, buffer in enumerate(buffers):
+                if buffer is None or buffer.num_rows == 0:
+                    continue
+                if bound is None:
+                    n_take = buffer.num_rows
+                else:  # rows are sorted: the first row past the bound ends the take
+                    n_take = int(pc.sum(pc.less_equal(buffer.column("profile_id"), bound)).as_py() or 0)
+                taken.append(buffer.slice(0, n_take))
+                buffers[i] = buffer.slice(n_take)
+            chunk = pa.concat_tables(taken).combine_chunks()
+            chunk = chunk.sort_by([("profile_id", "ascending"), ("rank", "ascending")])
+            if chunk.num_rows == 0:
+                continue
+            bad = np.flatnonzero(~_ordered(chunk)) if chunk.num_rows > 1 else np.empty(0, int)
+            first = _key(chunk, 0)
+            if bad.size or (last is not None and first <= last):
+                pid, rank = _key(chunk, int(bad[0]) + 1) if bad.size else first
+                raise StoreError(f"ranking parts: profile '{pid}' rank {rank} is duplicated or out of order "
+                                 "(each part must be sorted by profile_id, rank, and hold its own profiles)")
+            writer.write_table(chunk)
+            written += chunk.num_rows
+            last = _key(chunk, chunk.num_rows - 1)
+    return written
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -269,6 +333,7 @@ class RankingStore:
             raise StoreError(f"keep_versions must be an integer >= 1, got {keep_versions!r}")
         self.root = Path(root)
         self.keep_versions = keep_versions
+        self._current_paths: dict[str, str] = {}
 
     def publish(self, placement_id: str, table: pa.Table | pd.DataFrame, metadata: Mapping[str, Any]) -> int:
         """Publish `table` as the new current version of the placement and return its number.
@@ -287,6 +352,37 @@ class RankingStore:
             conformed = _sorted_ranking(conformed)
         elif pc.count_distinct(conformed.column("offer_id")).as_py() != conformed.num_rows:
             raise StoreError("posterior table: column 'offer_id' has duplicate values")
+        return self._publish_written(placement_dir, kind, metadata,
+                                     lambda path: _write_table(conformed, path))
+
+    def publish_parts(self, placement_id: str, parts: Sequence[Path], metadata: Mapping[str, Any],
+                      batch_rows: int = 262_144) -> int:
+        """Publish Parquet parts of one ranking table as one new version, atomically, like `publish`.
+
+        Each part must hold RANKING_SCHEMA rows sorted by (profile_id, rank) (as
+        `publishing.write_ranking_part` writes them); parts hold disjoint profiles, e.g. one hash
+        partition each. They are sort-merged into the version's single table.parquet in rounds:
+        each round reads at most `batch_rows` rows per part, so memory is bounded by
+        len(parts) x batch_rows rows, never by the whole table. Any row out of (profile_id, rank)
+        order across the merged output (an unsorted part, a profile in two parts) is a StoreError
+        and nothing is published.
+        """
+        placement_dir = self._placement_dir(placement_id)
+        if not isinstance(metadata, Mapping) or metadata.get("kind") != "ranking":
+            raise StoreError("publish_parts publishes ranking tables: metadata['kind'] must be 'ranking'")
+        if batch_rows < 1:
+            raise StoreError(f"batch_rows must be >= 1, got {batch_rows!r}")
+        files = [Path(p) for p in parts]
+        for path in files:
+            if not path.is_file():
+                raise StoreError(f"ranking part {path} does not exist")
+        return self._publish_written(placement_dir, "ranking", metadata,
+                                     lambda path: _merge_sorted_parts(files, path, batch_rows))
+
+    def _publish_written(self, placement_dir: Path, kind: str, metadata: Mapping[str, Any],
+                         write: Callable[[Path], int]) -> int:
+        """The atomic part of publishing: `write(path)` writes table.parquet into a private
+        directory and returns its row count; then metadata, fsyncs, rename, CURRENT, pruning."""
         try:
             json.dumps(dict(metadata))
         except (TypeError, ValueError) as exc:
@@ -298,12 +394,12 @@ class RankingStore:
             tmp = placement_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
             tmp.mkdir()
             try:
-                pq.write_table(conformed, tmp / TABLE_FILE)
+                row_count = write(tmp / TABLE_FILE)
                 with open(tmp / TABLE_FILE, "rb") as f:
                     os.fsync(f.fileno())
                     digest = hashlib.file_digest(f, "sha256").hexdigest()
                 record = {**metadata, "version": version, "published_at": datetime.now(UTC).isoformat(),
-                          "row_count": conformed.num_rows, "kind": kind, "sha256": digest}
+                          "row_count": row_count, "kind": kind, "sha256": digest}
                 _write_durably(tmp / METADATA_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
                 _fsync_dir(tmp)
                 os.rename(tmp, placement_dir / _version_name(version))
@@ -339,6 +435,19 @@ class RankingStore:
     def current_version(self, placement_id: str) -> int | None:
         """The current version of the placement, None if nothing was published."""
         return _read_current(self._placement_dir(placement_id))
+
+    def current_stamp(self, placement_id: str) -> tuple[int, int] | None:
+        """(inode, mtime_ns) of the placement's CURRENT pointer, None if nothing is published. It
+        changes whenever CURRENT is replaced: one cheap stat for readers polling for new versions."""
+        try:
+            st = os.stat(self._current_paths.get(placement_id) or self._current_path(placement_id))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _current_path(self, placement_id: str) -> str:
+        path = self._current_paths[placement_id] = str(self._placement_dir(placement_id) / CURRENT_FILE)
+        return path
 
     def versions(self, placement_id: str) -> list[int]:
         """Versions kept on disk for the placement, ascending."""
