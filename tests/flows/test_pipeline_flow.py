@@ -139,7 +139,7 @@ def test_customer_ai_logs_charts_and_explains_scores_with_true_drivers(pipeline_
     # through display/click counts); age, country and favourite category play no part.
     top = scores["factor_1"].value_counts(normalize=True)
     drivers = top[[n for n in top.index if n in ("loyalty_tier", "email_opt_in", "tenure_days")
-                   or n.startswith(("count_display", "count_click", "days_since_display", "days_since_click",
+                   or n.startswith(("count_display", "count_click", "days_since_display", "days_since_click", "active_days_",
                                     "count_purchase", "days_since_purchase", "value_purchase"))]].sum()
     assert drivers > 0.9, top.head(8)
     # percentiles are uniform
