@@ -113,10 +113,21 @@ def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str
 
 
 @task(name="publish-ranking", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
+def publish_whole_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
     return publish_placement(store, config.placement(placement_id), profiles, offers, model,
                              {"pipeline_run_id": run_id})
+
+
+def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
+    """Score and publish one placement: as one table, or in profile partitions (on a Dask cluster
+    with `compute.dask_address`, see flows/scale_out.py) when `compute` asks for it."""
+    from flows.scale_out import publish_partitioned, uses_partitions
+
+    posterior = model is not None and model.kind == "auto_optimization"  # one row per offer: no partitions
+    if uses_partitions(config) and profiles is not None and not posterior:
+        return publish_partitioned(config, placement_id, profiles, offers, model, run_id)
+    return publish_whole_task(config, placement_id, profiles, offers, model, run_id)
 
 
 def offer_stats_dir(config: ProjectConfig) -> Path:

@@ -170,6 +170,16 @@ class StoreConfig(_Strict):
     keep_versions: int = Field(5, ge=1)
 
 
+class ComputeConfig(_Strict):
+    """Where scoring runs. Without a Dask address everything runs in this process; with one,
+    score-and-publish ranks its partitions as Prefect tasks on that cluster and personalized click
+    models train with lightgbm.dask (see docs/scaling.md)."""
+
+    dask_address: str | None = Field(None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786.")
+    partitions: int = Field(1, ge=1, le=4096, description=(
+        "Profile hash partitions scored one at a time (in-process) or in parallel (Dask); 1 = one table."))
+
+
 class ValidationConfig(_Strict):
     great_expectations_dir: Path = Path("great_expectations")
     future_tolerance_minutes: int = Field(10, ge=0)
@@ -210,6 +220,7 @@ class ProjectConfig(_Strict):
     propensity_goals: list[PropensityGoalConfig] = Field(default_factory=list)
     tracking: TrackingConfig = TrackingConfig()
     store: StoreConfig = StoreConfig()
+    compute: ComputeConfig = ComputeConfig()
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).

@@ -1,0 +1,88 @@
+"""The personalized click model trained on a Dask cluster with `lightgbm.dask`.
+
+Same examples, time split, IPS weights, features and categorical encoding as
+`ranking.fit_click_model`, so the result is a `ClickModel` that scores and ranks like a locally
+trained one. Two differences, both inherent to distributed LightGBM and stated here because
+tests and users compare the two:
+
+* the trees are not identical: each worker builds histograms over its own rows and LightGBM
+  merges them over its network, and bagging draws per worker, so predictions and holdout AUC
+  differ slightly from the single-process model (the test allows a small AUC tolerance);
+* `lightgbm.dask` has no early-stopping callback, so all `n_estimators` rounds are trained while
+  recording the validation AUC, and the model keeps the best round (the iteration early stopping
+  would have picked, ignoring the patience limit).
+
+Dask is imported only here and only when called: the library does not need it otherwise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from offerflow.config import LightGBMParams
+from offerflow.features import categorical_columns, categories_of, feature_matrix
+from offerflow.ranking import ClickModel, ips_weights
+from offerflow.schema import PROFILE_ID
+
+_NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
+
+
+def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
+                               seed: int, client: Any) -> ClickModel:
+    """`fit_click_model` with the training rounds run by `lightgbm.dask.DaskLGBMClassifier` on the
+    workers of `client` (a `distributed.Client`); the rows are shipped as float matrices, one block
+    of the training and one of the validation rows per worker."""
+    import dask
+    import dask.array as da
+    import lightgbm as lgb
+    from lightgbm.dask import DaskLGBMClassifier
+
+    from offerflow.evaluation import classification_metrics
+
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    feature_columns = [c for c in frame.columns if c not in _NOT_FEATURES]
+    categories = categories_of(frame, categorical_columns(frame[feature_columns]))
+    matrix = feature_matrix(frame, feature_columns, categories)  # LightGBM's own pandas encoding
+    categorical = [j for j, c in enumerate(feature_columns) if c in categories]
+    n = len(frame)
+    cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
+    weights = ips_weights(frame["propensity"])
+    y = frame["success"].to_numpy()
+    workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {})) or [None]
+
+    def spread(values: np.ndarray, start: int, stop: int) -> Any:
+        """Rows start:stop as a dask array with one block pinned to each worker: every worker then
+        holds training AND validation rows, as lightgbm.dask needs for a reliable validation AUC."""
+        edges = np.linspace(start, stop, len(workers) + 1).astype(int)
+        pieces = []
+        for worker, a, b in zip(workers, edges[:-1], edges[1:]):
+            block = values[a:b]
+            future = client.scatter(block, workers=[worker] if worker else None, broadcast=False)
+            pieces.append(da.from_delayed(dask.delayed(future), shape=block.shape, dtype=block.dtype))
+        return da.concatenate(pieces)
+
+    kwargs = params.classifier_kwargs(seed)
+    kwargs.pop("n_jobs", None)  # each worker uses its own threads
+    model = DaskLGBMClassifier(client=client, **kwargs)
+    with warnings.catch_warnings():
+        # lightgbm.dask warns that it replaces n_jobs by the workers' threads even when n_jobs is unset.
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
+        model.fit(spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),
+                  eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
+                  eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric="auc",
+                  categorical_feature=categorical)
+    local = model.to_local()
+    aucs = local.evals_result_["valid_0"]["auc"] if local.evals_result_ else []
+    best = int(np.argmax(aucs)) + 1 if aucs else local.booster_.current_iteration()
+    # Keep the best round only: the text model (what scoring ships to workers) and predict agree.
+    booster = lgb.Booster(model_str=local.booster_.model_to_string(num_iteration=best))
+    click_model = ClickModel(booster, feature_columns, categories, qualified_offers)
+    holdout = frame.iloc[cut_valid:]
+    predictions = booster.predict(feature_matrix(holdout, feature_columns, categories))
+    click_model.holdout_metrics = {**classification_metrics(y[cut_valid:], predictions),
+                                   "best_iteration": float(best)}
+    return click_model
