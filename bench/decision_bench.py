@@ -58,9 +58,11 @@ def build_project(root: Path, n_profiles: int, seed: int) -> Path:
     return root / "offerflow.yaml"
 
 
-def wait_healthy(port: int, timeout_s: float = 300) -> None:
+def wait_healthy(port: int, server: subprocess.Popen, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the service exited: " + server.stderr.read().decode()[-2000:])
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                 if r.status == 200:
@@ -149,7 +151,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
                                "--port", str(args.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_healthy(args.port)
+        wait_healthy(args.port, server)
         import pandas as pd
 
         ids = pd.read_parquet(root / "data/profiles.parquet", columns=["profile_id"])["profile_id"].tolist()

@@ -137,7 +137,7 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
     for c, start in enumerate(range(0, len(ids), chunk_size)):
         chunk_ids = ids[start:start + chunk_size]
         chunk = profiles.reindex(chunk_ids).rename_axis(PROFILE_ID).reset_index()
-        known = np.isin(chunk_ids, profiles.index)
+        known = profiles.index.get_indexer(chunk_ids) >= 0  # hashed; np.isin on strings is quadratic here
         caps.start_chunk(chunk_ids)
         used = np.zeros((len(chunk_ids), len(offer_pos)), dtype=bool)
         rng = np.random.default_rng(None if seed is None else [seed, c])

@@ -174,8 +174,8 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
                     "WHERE offer_id IN (SELECT offer_id FROM capped_offers)")
         dedupe = (" WHERE NOT EXISTS (SELECT 1 FROM ingested i WHERE i.event_type = 'display' "
                   "AND i.event_id = l.event_id)") if has_ingested else ""
-        parts.append(f"SELECT 'display', timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
-        parts.append("SELECT 'decision', timestamp, profile_id, offer_id, placement_id FROM logged")
+        parts.append(f"SELECT 'display' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
+        parts.append("SELECT 'decision' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged")
     if not parts:
         return {f: empty for f in families}
     con.execute("CREATE TEMP TABLE cap_events AS " + " UNION ALL ".join(parts))
@@ -226,6 +226,8 @@ class CapCounters:
                            frame["profile_id"].astype(str))
                 self._counts[family].update(zip(keys, frame["n"].astype(int).tolist()))
         self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
+        # Per offer: (family, limit) of each rule, resolved once (the hot path of every decision).
+        self._checks = {oid: [(r.family, r.limit) for r in rules] for oid, rules in self.caps.items()}
 
     @property
     def families(self) -> list[Family]:
@@ -250,12 +252,12 @@ class CapCounters:
 
     def capped(self, offer_id: str, placement_id: str, profile_id: str, now: datetime) -> bool:
         """True as soon as one of the offer's rules has reached its limit."""
-        rules = self.caps.get(offer_id)
-        if not rules:
+        checks = self._checks.get(offer_id)
+        if not checks:
             return False
         self._roll(now)
-        return any(self._counts[r.family].get(r.family.key(offer_id, placement_id, profile_id), 0) >= r.limit
-                   for r in rules)
+        return any(self._counts[family].get(family.key(offer_id, placement_id, profile_id), 0) >= limit
+                   for family, limit in checks)
 
     def record(self, offer_ids: Iterable[str], placement_id: str, profile_id: str, now: datetime,
                events: Sequence[str] = DECIDED_EVENTS) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,15 @@ class Decision:
         return [item.offer_id for p in self.placements for item in p.items]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly)."""
+        return {"decision_id": self.decision_id, "profile_id": self.profile_id, "decided_at": self.decided_at,
+                "placements": [{"placement_id": p.placement_id, "channel": p.channel,
+                                "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
+                                           "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
+                                          for i in p.items],
+                                "ranking_method": p.ranking_method, "ai_model": p.ai_model,
+                                "model_version": p.model_version, "table_version": p.table_version,
+                                "source": p.source, "arm": p.arm} for p in self.placements]}
 
 
 class DecisionEngine:
@@ -111,6 +119,7 @@ class DecisionEngine:
         self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
         self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
+        self._stamps: dict[str, tuple[int, int] | None] = {}
         self._posteriors: dict[str, _Posteriors] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
         self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
@@ -132,9 +141,15 @@ class DecisionEngine:
         return bool(rule.evaluate_one({**profile_values, **self._offer_values[offer_id]}))
 
     def snapshot(self, placement_id: str):
-        """The current published table, reloaded when a new version has been published."""
-        current = self.store.current_version(placement_id)
+        """The current published table, reloaded when a new version has been published. CURRENT is
+        read only when its stamp changed (a stat; reading the file every request costs as much as
+        the rest of a decision)."""
         cached = self._snapshots.get(placement_id)
+        stamp = self.store.current_stamp(placement_id)
+        if cached is not None and stamp is not None and self._stamps.get(placement_id) == stamp:
+            return cached
+        current = self.store.current_version(placement_id)
+        self._stamps[placement_id] = stamp
         if current is None:
             return None
         if cached is None or cached.version != current:
