@@ -359,6 +359,8 @@ def test_provenance_and_quarantine_file(context_dir: Path, tmp_path: Path) -> No
     events["campaign"] = "spring"  # extra columns survive
     report = run(events, context_dir)
     assert list(report.accepted.columns) == [*EVENT_COLUMNS, "campaign"]
+    warnings = {w.name: w.observed for w in report.warnings}  # kept, and said so
+    assert warnings["expect_table_columns_to_match_set"] == "extra columns (kept): campaign"
     q = report.quarantined
     assert q[["_source_file", "_source_line", "run_id"]].values.tolist() == [["<memory>", 4, "test-run"]]
     path = write_quarantine(report, tmp_path / "quarantine")
@@ -437,7 +439,7 @@ def staged_verdict(events: pd.DataFrame, cuts: list[int], tmp: Path) -> tuple[li
             list(zip(quarantined["event_id"], quarantined["_source_line"], quarantined["reasons"])), *counts)
 
 
-@hyp_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hyp_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=rows_strategy, data=st.data())
 def test_batches_give_the_verdict_of_one_frame(rows: list[dict[str, object]], data: st.DataObject) -> None:
     """Duplicates and clicks whose display sits in another batch are judged the same."""
@@ -459,3 +461,20 @@ def test_cross_batch_duplicates_and_clicks(tmp_path: Path) -> None:
         ("e3", 5, "event_id: duplicate (identical row)"),
         ("e5", 6, "click: no matching display for decision 'd9' (profile p1, offer o1)"),
     ]
+
+
+def test_large_deliveries_run_the_events_suite_on_a_sample(context_dir: Path) -> None:
+    rows = [event(f"e{i}", event_type="purchase", offer_id=None, placement_id=None,
+                  decision_id=None, propensity=np.nan) for i in range(400)]
+    for row in rows[:40]:
+        row["profile_id"] = None  # 10 %: fails the 1 % "mostly" in the sample too
+    sampled = ValidationConfig().model_copy(update={"expectation_sample_rows": 100})
+    report = run(frame(rows), context_dir, settings=sampled)
+    assert 60 <= report.sample_rows <= 140 and report.row_count == 400
+    assert report.quarantined_count == 40  # row checks still cover every row
+    (failure,) = report.critical_failures
+    assert failure.name == "expect_column_values_to_not_be_null(profile_id)"
+    assert failure.observed.endswith(f"(in a sample of {report.sample_rows} of 400 rows)")
+    assert f"column expectations evaluated on a sample of {report.sample_rows} rows" in report.summary()
+    again = run(frame(rows), context_dir, settings=sampled)
+    assert again.outcomes == report.outcomes  # the sample is deterministic
