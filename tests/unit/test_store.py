@@ -39,7 +39,8 @@ def ranking_table(n_profiles: int, k: int = 3, score: float | None = None, seed:
 
 def posterior_frame() -> pd.DataFrame:
     return pd.DataFrame({"offer_id": ["b", "a"], "alpha": [3.0, 11.0], "beta": [9.0, 41.0],
-                         "displays": [10, 50], "successes": [2.0, 10.0], "qualified": [False, True]})
+                         "displays": [10, 50], "successes": [2.0, 10.0], "qualified": [False, True],
+                         "value_weight": [1.0, 1.0]})
 
 
 @pytest.fixture
