@@ -167,7 +167,10 @@ class _Plan:
             self.offer_ids = [post.offer_ids[j] for j in self.post_pos]
             self.qualified, self.means = post.qualified[self.post_pos], post.means[self.post_pos]
             self.exploration = engine.config.ai_model(self.meta["ai_model"]).exploration_share
+            self.weights = post.weights[self.post_pos] if post.weights is not None else None
         else:
+            # personalized models explore: a random order for `exploration_share` of their traffic
+            self.exploration = self.model.exploration_share if self.model is not None else 0.0
             self.offer_ids = list(engine._by_priority[placement_id])
             self.table = engine.store.read_table(placement_id) if self.snap is not None else None
             if self.table is not None:
@@ -214,6 +217,8 @@ class _Plan:
         holdout_row = rng.random(n) < self.holdout
         if self.posterior:
             samples = rng.beta(self.post.alpha[self.post_pos], self.post.beta[self.post_pos], size=(n, m))
+            if self.weights is not None:
+                samples = samples * self.weights[None, :]
             explore_draw = rng.random(n) < self.exploration
             scores = np.broadcast_to(self.means, (n, m))
             arm_model = np.full(n, self.model is not None)
@@ -224,11 +229,12 @@ class _Plan:
             table_key = np.where(in_table, 1000.0 - ranks, -1.0 - np.arange(m)[None, :])
             scores = np.where(in_table, table_scores, self.priority[None, :])
             arm_model = listed & (self.model is not None)
+            explore_draw = (rng.random(n) < self.exploration) & arm_model
         holdout_row &= arm_model
 
         def model_key(mask: np.ndarray) -> np.ndarray:
             if not self.posterior:
-                return table_key
+                return np.where(explore_draw[:, None], random_order, table_key)
             pool = (mask & self.qualified[None, :]).sum(axis=1)
             explore = explore_draw | (pool < 2)
             return np.where(explore[:, None] | ~self.qualified[None, :], random_order, 2.0 + samples)
@@ -254,9 +260,11 @@ class _Plan:
                 state.increments += chosen[:, j]
         if not allow_duplicates:
             used[:, cols] |= chosen
-        return self._items(rows, idx, n, allowed, holdout_row, arm_model, scores, model_key)
+        return self._items(rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
+                           *((None, None) if self.posterior else (explore_draw, table_key)))
 
-    def _items(self, rows, idx, n, allowed, holdout_row, arm_model, scores, model_key) -> dict[str, np.ndarray]:
+    def _items(self, rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
+               explored: np.ndarray | None = None, table_key: np.ndarray | None = None) -> dict[str, np.ndarray]:
         counts = np.bincount(rows, minlength=n)
         rank = (np.arange(len(rows)) - np.searchsorted(rows, rows)).astype(np.int16) + 1
         arm = np.where(holdout_row, HOLDOUT, np.where(arm_model, MODEL, NON_PERSONALIZED))
@@ -264,17 +272,23 @@ class _Plan:
         propensity = np.full(len(rows), np.nan)
         first_rows, first_idx = rows[first], idx[first]
         p = np.ones(len(first_rows))
+        n_pool = allowed[first_rows].sum(axis=1)
         if self.posterior:
             p = self._thompson_probability(allowed[first_rows], first_idx)
+        elif explored is not None and self.exploration > 0:
+            # the model's own first choice (table order), whatever this row drew
+            model_first = np.argmax(np.where(allowed, table_key, -np.inf), axis=1)
+            p = np.where(arm_model[first_rows], self.exploration / n_pool
+                         + (1 - self.exploration) * (first_idx == model_first[first_rows]), p)
         if self.holdout > 0:
             key = model_key(allowed)
             model_first = np.argmax(np.where(allowed, key, -np.inf), axis=1)[first_rows]
-            model_p = p if self.posterior else (first_idx == model_first).astype(float)
-            n_pool = allowed[first_rows].sum(axis=1)
+            model_p = p if (self.posterior or self.exploration > 0) else (first_idx == model_first).astype(float)
             p = np.where(arm_model[first_rows], self.holdout / n_pool + (1 - self.holdout) * model_p, p)
         propensity[first] = p
         offer_ids = np.asarray(self.offer_ids, dtype=object)
-        item_scores = np.where(holdout_row[rows], np.nan, scores[rows, idx])
+        random_rows = holdout_row if explored is None else holdout_row | explored
+        item_scores = np.where(random_rows[rows], np.nan, scores[rows, idx])
         empty = np.flatnonzero(counts == 0)
         return {"row": np.concatenate([rows, empty]), "rank": np.concatenate([rank, np.ones(len(empty), np.int16)]),
                 "offer_id": np.concatenate([offer_ids[idx], np.full(len(empty), self.fallback, dtype=object)]),

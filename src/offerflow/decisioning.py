@@ -123,8 +123,9 @@ class DecisionEngine:
         self._posteriors: dict[str, _Posteriors] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
         self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
-        self._rng = np.random.default_rng(seed)
-        self._holdout_rng = np.random.default_rng(seed)
+        # Independent streams: Thompson sampling and exploration, and the holdout draw (the same
+        # seed for both would make every explored decision a holdout decision too).
+        self._rng, self._holdout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
 
     def _profile_values(self, profile_id: str) -> dict[str, Any] | None:
         pos = self._profile_pos.get(profile_id)
@@ -208,6 +209,9 @@ class DecisionEngine:
         else:
             chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
+            if arm == "model" and model.exploration_share > 0 and chosen:
+                chosen, first_probability, source = self._explore(placement_id, chosen, pool, model.exploration_share,
+                                                                  n_items, source)
         if chosen and arm == "model" and model.holdout_share > 0:
             share = model.holdout_share
             if self._holdout_rng.random() < share:
@@ -221,6 +225,24 @@ class DecisionEngine:
             chosen = [DecisionItem(placement_id, self._fallback[placement_id], 1, None, fallback=True, propensity=1.0)]
             source, arm = "fallback", "fallback"
         return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm, **info)
+
+    def _explore(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float,
+                 n_items: int, source: str):
+        """A personalized model shows `share` of its traffic a random order of the eligible offers,
+        so offers it cannot personalize yet (too little data) keep being shown and learned. The
+        first item's propensity is share / |pool| + (1 - share) * [it is the model's first choice]."""
+        top = chosen[0].offer_id
+        if self._rng.random() < share:
+            order = self._rng.permutation(len(pool))[:n_items]
+            chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+            source = "exploration"
+
+        def probability(offer_id: str) -> float:
+            return share / len(pool) + (1.0 - share) * (1.0 if offer_id == top else 0.0)
+
+        chosen[0] = DecisionItem(placement_id, chosen[0].offer_id, 1, chosen[0].score,
+                                 propensity=probability(chosen[0].offer_id))
+        return chosen, probability, source
 
     def model_of(self, placement: Any, metadata: dict[str, Any]) -> Any:
         """The AI model config serving the placement's published table (None: not an AI model)."""
@@ -263,8 +285,11 @@ class DecisionEngine:
             post = snap.posteriors
             alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
             in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
+            # value per success (value-weighted models; tables published before it existed: 1)
+            weights = post["value_weight"].to_numpy(float) if "value_weight" in post else np.ones(len(alpha))
             cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
-                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta), in_placement)
+                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta) * weights, in_placement,
+                                 None if np.all(weights == 1.0) else weights)
             self._posteriors[placement_id] = cached
         return cached
 
@@ -278,7 +303,8 @@ class DecisionEngine:
             if len(self._choice_probabilities) > 10_000:
                 self._choice_probabilities.clear()
             probabilities = first_choice_probability(post.alpha, post.beta, post.qualified, eligible,
-                                                     model.exploration_share, self._rng, draws=4000)
+                                                     model.exploration_share, self._rng, draws=4000,
+                                                     weights=post.weights)
             self._choice_probabilities[key] = probabilities
         return probabilities
 
@@ -288,7 +314,8 @@ class DecisionEngine:
         model = self.config.ai_model(snap.metadata["ai_model"])
         probabilities = self.choice_probabilities(placement_id, snap, eligible)
         selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
-                                    model.exploration_share, self._rng, first_probabilities=probabilities)
+                                    model.exploration_share, self._rng, first_probabilities=probabilities,
+                                    weights=post.weights)
         chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
                                propensity=selection.propensity if r == 0 else None)
                   for r, j in enumerate(selection.indices)]
@@ -308,6 +335,7 @@ class _Posteriors:
     qualified: np.ndarray
     means: np.ndarray
     in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
+    weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)
 
 
 def _is_missing(value: Any) -> bool:

@@ -60,7 +60,9 @@ def test_batch_agrees_with_the_engine(config):
     compared = 0
     for profile_id, group in list(both.groupby("profile_id"))[:500]:
         expected = engine.decide(profile_id, pair, now=NOW)
-        if "holdout" in set(group["arm"]) or any(p.arm == "holdout" for p in expected.placements):
+        # random traffic (holdout, a personalized model's exploration) shows no score: not comparable
+        randomized = group["score"].isna() & ~group["fallback"]
+        if randomized.any() or any(p.source in ("random_holdout", "exploration") for p in expected.placements):
             continue
         compared += 1
         for placement in expected.placements:
@@ -141,3 +143,32 @@ def test_batch_flow_writes_decisions_and_the_log_counts_for_caps(pipeline_run, t
     for placement in PLACEMENTS:
         expected = int(((decisions.offer_id == "o-002") & (decisions.placement_id == placement)).sum())
         assert engine.caps.count(rule, "o-002", placement, "") == expected
+
+
+def test_personalized_exploration_share_and_logged_propensity(config):
+    """A personalized placement explores 10% of its model traffic (random order of the eligible
+    offers); the logged propensity of the first item is its true probability, in the engine and in
+    batch."""
+    engine = _engine(config, caps=CapCounters({}, now=NOW))
+    profile = engine.profiles["profile_id"].iat[0]
+    firsts, propensity, sources = [], {}, []
+    for _ in range(3000):
+        placement = engine.decide(profile, ["web-banner"], now=NOW).placements[0]
+        first = placement.items[0]
+        firsts.append(first.offer_id)
+        sources.append(placement.source)
+        propensity.setdefault(first.offer_id, set()).add(round(first.propensity, 12))
+    model = [s for s in sources if s in ("ranking_table", "exploration")]
+    assert abs(sources.count("exploration") / len(model) - 0.10) < 0.03
+    observed = pd.Series(firsts).value_counts(normalize=True)
+    for offer_id, values in propensity.items():
+        assert len(values) == 1  # one probability per offer: it does not depend on the draw
+        assert abs(observed[offer_id] - values.pop()) < 0.02, offer_id
+
+    batch = decide_batch(_engine(config), list(engine.profiles["profile_id"]), ["web-banner"], now=NOW,
+                         seed=8).decisions.to_pandas()
+    model_rows = batch[(batch["arm"] == "model") & (batch["rank"] == 1)]
+    explored = model_rows["score"].isna().mean()
+    assert abs(explored - 0.10) < 0.02
+    # explored first items that are not the model's choice carry share / |eligible offers|
+    assert (model_rows.loc[model_rows["score"].isna(), "propensity"] < 0.1).mean() > 0.5
