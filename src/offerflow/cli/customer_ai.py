@@ -1,0 +1,121 @@
+"""Customer AI from the command line: score as of a date, export segments."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from offerflow.cli.common import app, console, ConfigOption, fail, load_project
+
+
+def _goal(project, name: str):
+    for goal in project.propensity_goals:
+        if goal.name == name:
+            return goal
+    fail(f"unknown propensity goal {name!r} (defined: {', '.join(g.name for g in project.propensity_goals) or 'none'})")
+
+
+@app.command()
+def score(
+    goal: Annotated[Optional[list[str]], typer.Option("--goal", "-g", help="Customer AI goal (repeatable; default all).")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD): features from"
+                                                  " earlier events only; default: the end of the data.")] = None,
+    refit: Annotated[bool, typer.Option(help="Train a fresh model on events before --as-of only (a strict backtest)"
+                                        " instead of using the registry's @champion.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Score Customer AI goals as of a date into a new batch, and backtest against what happened next."""
+    from datetime import datetime, timezone
+
+    from offerflow.catalog import load_profiles
+    from offerflow.champions import load_propensity_champion, propensity_model_name
+    from offerflow.features import event_time_range, open_events
+    from offerflow.goals import GoalError
+    from offerflow.ingestion import validated_dir
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.training import fit_propensity_before, score_propensity_as_of
+
+    project = load_project(config)
+    goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
+    if not goals:
+        fail(f"{config}: no propensity_goals defined")
+    events_path = validated_dir(project) / "events.parquet"
+    if not events_path.exists():
+        fail(f"{events_path}: no validated events yet; run `offerflow run` first")
+    try:
+        day = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=timezone.utc) if as_of else None
+    except ValueError:
+        fail(f"--as-of: expected a date as YYYY-MM-DD, got {as_of!r}")
+    if refit and day is None:
+        fail("--refit needs --as-of (the date to train before)")
+    con = open_events(events_path)
+    first, last = event_time_range(con)
+    if day is None:  # the day after the last event, as the pipeline scores
+        day = datetime.combine(last.date(), datetime.min.time(), timezone.utc) + timedelta(days=1)
+    elif not first < day <= last + timedelta(days=1):
+        fail(f"--as-of {as_of}: outside the events ({first:%Y-%m-%d} to {last:%Y-%m-%d})")
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root), project.path(project.tracking.artifact_root))
+    profiles = load_profiles(project.path(project.data.profiles))
+    results = []
+    for g in goals:
+        try:
+            if refit:
+                model, label = fit_propensity_before(con, g, profiles, day, project.seed), f"refit before {day:%Y-%m-%d}"
+            else:
+                loaded = load_propensity_champion(tracker, propensity_model_name(project.tracking.experiment_prefix, g.name))
+                if loaded is None:
+                    fail(f"{g.name}: no @champion yet; run `offerflow run` (or use --refit)")
+                model, label = loaded[0], f"v{loaded[1]}"
+            with console.status(f"scoring {g.name} as of {day:%Y-%m-%d}"):
+                results.append(score_propensity_as_of(con, model, g, profiles, day, label,
+                                                      project.path(project.data.outputs_dir) / "propensity" / g.name,
+                                                      tracker, project.tracking.experiment_prefix))
+        except GoalError as exc:
+            fail(str(exc))
+    if as_json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in results], indent=2, default=str))
+        return
+    for r in results:
+        line = f"[bold]{r.goal}[/bold] as of {r.as_of} ({r.model}): {r.profiles:,} profiles -> {r.path}"
+        if r.backtest is None:
+            line += "; no events after this date to backtest against"
+        else:
+            b = r.backtest
+            partial = "" if b["observed_days"] >= _goal(project, r.goal).outcome_window_days else \
+                f" (partial window: {b['observed_days']:.1f} days observed)"
+            line += (f"\n  backtest vs what happened next: AUC {b['auc']:.3f}, Gini {b['gini']:.3f}, base rate"
+                     f" {b['base_rate']:.3f} on {int(b['n']):,} profiles{partial}")
+        console.print(line, highlight=False)
+
+
+@app.command()
+def segment(
+    goal: Annotated[str, typer.Option("--goal", "-g", help="Customer AI goal.")],
+    bucket: Annotated[Optional[str], typer.Option(help="low, medium or high.")] = None,
+    min_score: Annotated[Optional[float], typer.Option(min=0, max=100, help="Keep scores >= this (0-100).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output file, .csv or .parquet"
+                                                " (default: segment-<goal>.csv).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Score batch (default: latest of the newest date).")] = None,
+    config: ConfigOption = Path("offerflow.yaml"),
+) -> None:
+    """Export the profiles of a Customer AI bucket and/or above a score as CSV or Parquet."""
+    from offerflow.segments import SegmentError, read_batch, select_segment, write_segment
+
+    project = load_project(config)
+    _goal(project, goal)
+    if bucket is not None and bucket not in ("low", "medium", "high"):
+        fail(f"--bucket: expected low, medium or high, got {bucket!r}")
+    try:
+        scores, number = read_batch(project.path(project.data.outputs_dir) / "propensity" / goal, batch)
+        chosen = select_segment(scores, bucket, min_score)
+        path = write_segment(chosen, out or Path(f"segment-{goal}.csv"))
+    except SegmentError as exc:
+        fail(str(exc))
+    as_of = scores["score_date"].iat[0] if len(scores) else "?"
+    console.print(f"{len(chosen):,} of {len(scores):,} profiles (batch {number}, as of {as_of}) -> {path}",
+                  highlight=False)

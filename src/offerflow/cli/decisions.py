@@ -1,0 +1,143 @@
+"""Decisions from the command line: one profile, a segment in batch, the HTTP service, caps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from offerflow.cli.common import (app, caps_app, console, ConfigOption, fail, load_project,
+                                 prepare_prefect_environment, project_engine)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("offerflow.yaml"),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    admin_token: Annotated[Optional[str], typer.Option(envvar="OFFERFLOW_ADMIN_TOKEN",
+                                                       help="Bearer token for /admin endpoints.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="OFFERFLOW_API_KEY",
+                                                   help="Require this X-API-Key on decision requests.")] = None,
+) -> None:
+    """Serve decisions over HTTP (POST /decisions, GET /health, OpenAPI docs at /docs)."""
+    from offerflow.service import run_server
+
+    project = load_project(config)
+    console.print(f"serving decisions on http://{host}:{port} (docs at /docs)")
+    run_server(project, host=host, port=port, admin_token=admin_token, api_key=api_key)
+
+
+@app.command()
+def decide(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile id.")],
+    placement: Annotated[list[str], typer.Option("--placement", "-x", help="Placement id (repeatable).")],
+    items: Annotated[Optional[int], typer.Option(min=1, max=30, help="Items per placement.")] = None,
+    allow_duplicates: Annotated[bool, typer.Option(help="Allow an offer in several placements.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+    log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
+) -> None:
+    """Which offers to show a profile in one or more placements."""
+    from offerflow.decisioning import DecisionError, log_decisions
+
+    project, engine = project_engine(config)
+    try:
+        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates)
+    except DecisionError as exc:
+        fail(str(exc))
+    if log:
+        log_decisions([decision], project.path(project.data.outputs_dir) / "decision_log")
+    if as_json:
+        print(json.dumps(decision.to_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"decision {decision.decision_id} for {profile}")
+    for column in ("placement", "rank", "offer", "score", "source", "model"):
+        table.add_column(column)
+    for p in decision.placements:
+        for item in p.items:
+            score = "" if item.score is None else f"{item.score:.4f}"
+            model = f"{p.ai_model} v{p.model_version}" if p.ai_model else p.ranking_method
+            table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
+    console.print(table)
+
+
+@app.command("decide-batch")
+def decide_batch_command(
+    placement: Annotated[Optional[list[str]], typer.Option("--placement", "-x",
+                                                           help="Placement id (repeatable; default: all).")] = None,
+    profiles_file: Annotated[Optional[Path], typer.Option(help="Profile ids: text (one per line), CSV or Parquet.")] = None,
+    goal: Annotated[Optional[str], typer.Option(help="Customer AI goal of the segment (with --bucket).")] = None,
+    bucket: Annotated[Optional[str], typer.Option(help="Customer AI bucket: low, medium or high.")] = None,
+    items: Annotated[Optional[int], typer.Option(min=1, max=30, help="Items per placement.")] = None,
+    allow_duplicates: Annotated[bool, typer.Option(help="Allow an offer in several placements.")] = False,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
+    from offerflow.batch_decisions import SegmentError
+    from offerflow.catalog import CatalogError
+    from offerflow.decisioning import DecisionError
+
+    project = load_project(config)
+    prepare_prefect_environment(project.root)
+    from flows.decisions import batch_decisions
+
+    try:
+        summary = batch_decisions(config_path=str(config), placements=placement or None,
+                                  profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates)
+    except (SegmentError, DecisionError, CatalogError) as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    console.print(f"decided {summary['profiles']:,} profiles in {', '.join(summary['placements'])}"
+                  f" ({summary['items']:,} items) in {summary['seconds']:.1f} s -> {summary['decisions_path']}")
+
+
+@caps_app.command("show")
+def caps_show(config: ConfigOption = Path("offerflow.yaml"),
+              profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Counts of one profile.")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
+    from offerflow.capping import caps_of, load_cap_counters
+    from offerflow.catalog import CatalogError, load_offers
+    from offerflow.decisioning import cap_resets_path, decision_log_dir
+
+    project = load_project(config)
+    try:
+        offers = load_offers(project.path(project.data.offers), [p.id for p in project.placements])
+    except CatalogError as exc:
+        fail(str(exc))
+    validated = project.path(project.data.outputs_dir) / "validated" / "events.parquet"
+    counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
+                                 decision_log_dir(project), cap_resets_path(project))
+    rows = counters.state(profile_id=profile)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="frequency caps" + (f" for {profile}" if profile else ""))
+    for column in ("offer", "cap", "count", "limit", "at limit", "capped", "resets at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["offer_id"], r["cap"], str(r["count"]), str(r["limit"]), str(r["at_limit"]),
+                      "yes" if r["capped"] else "no", r["resets_at"] or "never")
+    console.print(table)
+
+
+@caps_app.command("reset")
+def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
+               offer: Annotated[Optional[str], typer.Option(help="Only this offer (default: all).")] = None) -> None:
+    """Reset cap counters: events before now stop counting (a running service: POST /admin/caps/reset)."""
+    from datetime import datetime, timezone
+
+    from offerflow.capping import write_cap_reset
+    from offerflow.decisioning import cap_resets_path
+
+    project = load_project(config)
+    write_cap_reset(cap_resets_path(project), offer, datetime.now(timezone.utc))
+    console.print(f"cap counters reset for {offer or 'every offer'}")

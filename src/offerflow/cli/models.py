@@ -1,0 +1,211 @@
+"""Models from the command line: AI models, ranking tables, training variants, promotion by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, fail, load_project,
+                                 prepare_prefect_environment)
+
+
+@rankings_app.command("list")
+def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Published versions per placement (the current one marked with *)."""
+    from offerflow.store import RankingStore
+
+    project = load_project(config)
+    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    table = Table(title="published ranking tables")
+    for column in ("placement", "versions", "current", "kind", "rows", "published at"):
+        table.add_column(column)
+    for placement in store.placements():
+        current = store.current_version(placement)
+        meta = store.read_metadata(placement) if current is not None else {}
+        table.add_row(placement, ", ".join(map(str, store.versions(placement))), str(current),
+                      str(meta.get("kind", "")), f"{meta.get('row_count', 0):,}", str(meta.get("published_at", "")))
+    console.print(table)
+
+
+@rankings_app.command("rollback")
+def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement id.")],
+                      version: Annotated[Optional[int], typer.Option(help="Version (default: previous).")] = None,
+                      config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Make an earlier published version current again."""
+    from offerflow.store import RankingStore, StoreError
+
+    project = load_project(config)
+    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    try:
+        current = store.rollback(placement, version)
+    except StoreError as exc:
+        fail(str(exc))
+    console.print(f"{placement}: version {current} is current")
+
+
+def _model_overview(config_path: Path):
+    from offerflow.aimodels import overview
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+
+    project = load_project(config_path)
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                      project.path(project.tracking.artifact_root))
+    return project, tracker, overview(project, tracker)
+
+
+def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "" if value is None else pattern.format(value)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = Path("offerflow.yaml"),
+                as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Every AI model: type, status, placements, last trained, offers it personalizes, traffic, Gini."""
+    _, _, models = _model_overview(config)
+    if as_json:
+        print(json.dumps([m.to_dict() for m in models], indent=2, default=str))
+        return
+    table = Table(title="AI models")
+    for column in ("model", "type", "placements", "last trained (UTC)", "offers qualified",
+                   "traffic % model/explore/holdout", "holdout Gini"):
+        table.add_column(column)
+    for m in models:
+        qualified = m.metrics.get("offers_qualified")
+        table.add_row(m.name + (" (draft)" if m.status == "draft" else ""), m.type.replace("_", "-"),
+                      ", ".join(m.placements), (m.last_trained or "never")[:16].replace("T", " "),
+                      "" if qualified is None else f"{int(qualified)} of {int(m.metrics.get('offers_total', 0))}",
+                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout")),
+                      _fmt(m.holdout_gini))
+    console.print(table)
+
+
+@models_app.command("retrain")
+def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Retrain the auto-optimization models from the validated events and publish their posteriors
+    (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
+    project = load_project(config)
+    prepare_prefect_environment(project.root)
+    from flows.auto_optimization import retrain_auto_optimization
+
+    try:
+        summary = retrain_auto_optimization(config_path=str(config))
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    for name, model in summary["models"].items():
+        m = model["metrics"]
+        console.print(f"[bold]{name}[/bold]: {int(m['displays']):,} displays in the window,"
+                      f" {int(m['offers_qualified'])} of {int(m['offers_total'])} offers qualified")
+    for placement, version in summary["published"].items():
+        console.print(f"[bold]published[/bold] {placement}: version {version}")
+
+
+@models_app.command("show")
+def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
+                config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """One AI model in detail: configuration, last training run, and what it learned per offer."""
+    from offerflow.aimodels import offer_table
+
+    _, tracker, models = _model_overview(config)
+    model = next((m for m in models if m.name == name), None)
+    if model is None:
+        fail(f"unknown AI model {name!r} (defined: {', '.join(m.name for m in models) or 'none'})")
+    console.print(f"[bold]{model.name}[/bold] ({model.type}, {model.status}): {model.description}")
+    console.print(f"placements:        {', '.join(model.placements)}")
+    console.print(f"optimizes:         {model.optimization_metric}")
+    console.print(f"training window:   {model.training_window_days} days")
+    console.print("traffic:           " + ", ".join(f"{k} {v:.0%}" for k, v in model.traffic.items()))
+    console.print(f"MLflow experiment: {model.experiment}")
+    if model.run_id is None:
+        console.print("last trained:      never")
+        return
+    console.print(f"last trained:      {model.last_trained} (run {model.run_id})")
+    if model.champion_version:
+        console.print(f"champion:          version {model.champion_version}")
+    m = model.metrics
+    console.print(f"data seen:         {int(m.get('displays', 0)):,} displays, {m.get('successes', 0):,.0f} successes")
+    if model.holdout_gini is not None:
+        console.print(f"holdout quality:   AUC {m['holdout_auc']:.3f}, Gini {model.holdout_gini:.3f}")
+    offers = offer_table(tracker, model.run_id)
+    table = Table(title=f"offers as {model.name} last saw them")
+    for column in ("offer", "displays", "successes", "posterior rate", "qualified"):
+        table.add_column(column)
+    for row in offers.itertuples():
+        table.add_row(row.offer_id, f"{row.displays:,}", f"{row.successes:,.0f}", f"{row.rate:.4f}",
+                      "yes" if row.qualified else "new")
+    console.print(table)
+
+
+@app.command()
+def train(
+    goal: Annotated[Optional[list[str]], typer.Option("--goal", "-g", help="Customer AI goal (repeatable).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Ranking AI model (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE of the goal/model config, "
+                                                      "e.g. lightgbm.num_leaves=63 (repeatable).")] = None,
+    config: ConfigOption = Path("offerflow.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Train Customer AI goals and/or ranking models (a variant with --set), logged to MLflow, promotion
+    rule applied; without --goal or --model, every Customer AI goal."""
+    from offerflow.config import ConfigError
+    from offerflow.overrides import parse_assignments
+
+    project = load_project(config)
+    try:
+        overrides = parse_assignments(set_ or [])
+    except ConfigError as exc:
+        fail(str(exc))
+    prepare_prefect_environment(project.root)
+    from flows.customer_ai import CustomerAIOptions, train_customer_ai
+    from flows.ranking_models import RankingModelOptions, train_ranking_models
+
+    summary: dict = {}
+    try:
+        if goal or not model:
+            with console.status("training Customer AI " + ", ".join(goal or ["(every goal)"])):
+                summary["customer_ai"] = train_customer_ai(str(config), CustomerAIOptions(goals=goal or [],
+                                                                                          overrides=overrides))
+        if model:
+            with console.status("training ranking models " + ", ".join(model)):
+                summary["ranking_models"] = train_ranking_models(str(config), RankingModelOptions(
+                    models=model, overrides=overrides))
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
+        console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
+                      f" {'promoted to @champion' if r['promoted'] else 'kept as @challenger'} ({r['reason']})")
+    for name, r in summary.get("ranking_models", {}).get("models", {}).items():
+        auc = r["metrics"].get("holdout_auc")
+        console.print(f"[bold]{name}[/bold] ({r['kind']}): " + (f"holdout AUC {auc:.4f}, " if auc else "")
+                      + f"version {r['model_version']}" + (f", promoted={r['promoted']} ({r['reason']})"
+                                                            if r["model_version"] else ""))
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option("--model", help="Registered model name, e.g. offerflow-propensity-purchase_14d.")],
+    version: Annotated[str, typer.Option("--version", help="Model version to make @champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version and its run).")],
+    config: ConfigOption = Path("offerflow.yaml"),
+) -> None:
+    """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
+    from offerflow.champions import RegistryError, promote_by_hand
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+
+    project = load_project(config)
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                      project.path(project.tracking.artifact_root))
+    try:
+        record = promote_by_hand(tracker, model, version, reason)
+    except RegistryError as exc:
+        fail(str(exc))
+    console.print(f"{record.model}: version {record.version} is @champion"
+                  + (f" (was {record.previous_champion}, now @challenger)" if record.previous_champion
+                     and record.previous_champion != record.version else "")
+                  + f"; reason recorded: {record.reason}", highlight=False)

@@ -1,0 +1,132 @@
+"""Pipeline runs from the command line: generate a world, run the pipeline, the demo, evaluate."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from offerflow.cli.common import (app, console, ConfigOption, fail, load_project,
+                                 prepare_prefect_environment, run_pipeline, project_engine)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Directory to write the world into.")] = Path("data"),
+    profiles: Annotated[int, typer.Option(min=10, help="Number of profiles.")] = 5_000,
+    offers: Annotated[int, typer.Option(min=4, max=500, help="Number of regular offers.")] = 12,
+    days: Annotated[int, typer.Option(min=30, help="Days of events.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same world.")] = 7,
+    end_date: Annotated[Optional[str], typer.Option(help="Last day (exclusive), YYYY-MM-DD; default today.")] = None,
+) -> None:
+    """Write a seeded synthetic world whose true click and purchase probabilities are known."""
+    from offerflow.world import WorldSpec, generate_world
+
+    spec = WorldSpec(profiles=profiles, offers=offers, days=days, seed=seed,
+                     **({"end_date": date.fromisoformat(end_date)} if end_date else {}))
+    with console.status(f"generating {profiles:,} profiles x {days} days"):
+        files = generate_world(spec, out)
+    console.print(f"wrote {files.event_count:,} events to {files.events}, profiles to {files.profiles},"
+                  f" offers to {files.offers}, truth to {files.truth}")
+
+
+@app.command()
+def run(config: ConfigOption = Path("offerflow.yaml"),
+        as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False) -> None:
+    """Run the whole pipeline: validate, train, score, publish."""
+    summary = run_pipeline(config)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    v = summary["validation"]
+    console.print(f"[bold]validation[/bold]: {v['accepted']:,} accepted, {v['quarantined']:,} quarantined"
+                  f" of {v['rows']:,} rows")
+    if v.get("data_docs"):
+        console.print(f"[bold]Data Docs[/bold]: {v['data_docs']}", highlight=False)
+    for name, r in summary["propensity"].items():
+        m = r["metrics"]
+        console.print(f"[bold]propensity {name}[/bold]: holdout AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f},"
+                      f" model v{r['model_version']} ({r['reason']})")
+    for name, r in summary["ranking_models"].items():
+        auc = r["metrics"].get("holdout_auc")
+        extra = f", holdout AUC {auc:.3f}" if auc is not None else ""
+        console.print(f"[bold]ranking model {name}[/bold] ({r['kind']}):"
+                      f" {int(r['metrics']['offers_qualified'])} offers qualified{extra}")
+    for placement, version in summary["published"].items():
+        console.print(f"[bold]published[/bold] {placement}: version {version}")
+
+
+@app.command()
+def evaluate(
+    config: ConfigOption = Path("offerflow.yaml"),
+    events: Annotated[Optional[Path], typer.Option(help="Events to evaluate on (default: the validated snapshot).")] = None,
+    decision_log: Annotated[Optional[Path], typer.Option(help="Decision log directory (default: <outputs>/decision_log).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Which strategy helps most: off-policy estimates, holdout lift, an HTML report and an MLflow run."""
+    from offerflow.catalog import CatalogError
+    from offerflow.events import EventFileError
+
+    project = load_project(config)
+    prepare_prefect_environment(project.root)
+    if events is not None and not events.exists():
+        fail(f"{events}: events file not found")
+    from flows.evaluate import evaluate_models
+
+    try:
+        result = evaluate_models(config_path=str(config), events=str(events) if events else None,
+                                 decision_log=str(decision_log) if decision_log else None)
+    except (CatalogError, EventFileError, ValueError) as exc:
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    for line in result["summary"]:
+        console.print(f"- {line}", highlight=False)
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"report: {result['report']}  (MLflow run {result['mlflow_run_id']})", highlight=False)
+
+
+@app.command()
+def demo(
+    project: Annotated[Path, typer.Option(help="Project directory (offerflow.yaml and data/).")] = Path("."),
+    profiles: Annotated[int, typer.Option(min=100, help="Number of profiles in the demo world.")] = 5_000,
+    days: Annotated[int, typer.Option(min=45, help="Days of events.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Generate a demo world, run the whole pipeline, and show what to open next."""
+    from offerflow.world import demo_config_yaml
+
+    config_path = project / "offerflow.yaml"
+    if not config_path.exists():
+        config_path.write_text(demo_config_yaml("data"))
+        console.print(f"wrote {config_path}")
+    generate(out=project / "data", profiles=profiles, offers=12, days=days, seed=seed, end_date=None)
+    summary = run_pipeline(config_path)
+    _print_summary(summary)
+    cfg, engine = project_engine(config_path)
+    console.rule("what to open next")
+    console.print(f"MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri}"
+                  f" --default-artifact-root {cfg.tracking.artifact_root} --port 5000")
+    if summary["validation"]["data_docs"]:
+        console.print(f"Data Docs:    {summary['validation']['data_docs']}")
+    console.print(f"Rankings:     {cfg.path(cfg.store.path)}  (offerflow rankings list)")
+    opted_in = engine.profiles["email_opt_in"].astype(bool)
+    profile_ids = engine.profiles["profile_id"]
+    # an opted-in profile, another one, and an opted-out one (eligible for no email offer: fallback)
+    samples = [(profile_ids[opted_in].iat[0], ["web-banner", "email-hero"]),
+               (profile_ids[opted_in].iat[1], ["web-sidebar"]), (profile_ids[~opted_in].iat[0], ["email-hero"])]
+    for profile_id, placements in samples:
+        decision = engine.decide(profile_id, placements)
+        shown = "; ".join(f"{p.placement_id}: {', '.join(i.offer_id for i in p.items)} ({p.source})"
+                          for p in decision.placements)
+        console.print(f"Decision:     offerflow decide -p {profile_id} "
+                      + " ".join(f"-x {p}" for p in placements) + f"   ->  {shown}")

@@ -1,0 +1,57 @@
+"""The local servers: `offerflow up` / `offerflow down`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from offerflow.cli.common import app, console, ConfigOption, fail, load_project
+
+
+def _code_dir() -> Path:
+    """The directory holding prefect.yaml and flows/ (where the deployments' code lives)."""
+    import flows
+
+    return Path(flows.__file__).resolve().parents[1]
+
+
+@app.command()
+def up(config: ConfigOption = Path("offerflow.yaml"),
+       prefect_port: Annotated[int, typer.Option(help="Prefect server port on 127.0.0.1.")] = 4200,
+       mlflow_port: Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")] = 5000,
+       deploy: Annotated[bool, typer.Option(help="Register every deployment of prefect.yaml.")] = True,
+       schedules: Annotated[bool, typer.Option(help="Run the scheduler (off: deployments run only by hand).")] = True,
+       ) -> None:
+    """Start a Prefect server, a worker and an MLflow server on 127.0.0.1 and deploy every flow."""
+    from offerflow.ops import OpsError
+    from offerflow.ops import up as start_servers
+
+    project = load_project(config)
+    try:
+        with console.status("starting the Prefect server, the MLflow server and a worker") as status:
+            state = start_servers(project, _code_dir(), prefect_port, mlflow_port, deploy=deploy,
+                                  schedules=schedules, say=lambda m: status.update(m))
+    except OpsError as exc:
+        fail(str(exc))
+    console.print(f"Prefect UI:  {state.prefect_url}", highlight=False)
+    console.print(f"MLflow UI:   {state.mlflow_url}", highlight=False)
+    console.print(f"deployments: {', '.join(state.deployments) or 'none'}", highlight=False)
+    console.print(f"processes:   " + ", ".join(f"{p.name} (pid {p.pid})" for p in state.processes), highlight=False)
+    console.print(f"to run one:  PREFECT_API_URL={state.api_url} prefect deployment run 'offerflow-pipeline/daily'",
+                  highlight=False)
+    console.print("to stop:     offerflow down", highlight=False)
+
+
+@app.command()
+def down(config: ConfigOption = Path("offerflow.yaml")) -> None:
+    """Stop exactly the processes `offerflow up` started for this project."""
+    from offerflow.ops import down as stop_servers
+
+    project = load_project(config)
+    stopped = stop_servers(project.root)
+    if not stopped:
+        console.print("nothing running for this project")
+    for proc in stopped:
+        console.print(f"stopped {proc.name} (pid {proc.pid})", highlight=False)
