@@ -187,7 +187,7 @@ def pipeline(config_path: str = "offerflow.yaml") -> dict[str, Any]:
 
     published = {}
     for placement in config.placements:
-        model = ranking.get(placement.ranking.ai_model) if placement.ranking.method == "ai_model" else None
+        model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
         published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id)
 
     summary = {

@@ -73,7 +73,7 @@ def train_ranking_models(config_path: str = "offerflow.yaml",
         logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
                     result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
         for placement in config.placements:
-            if placement.ranking.method == "ai_model" and placement.ranking.ai_model == name:
+            if placement.ranking.ai_model == name:  # ranked by it, or a formula reading its `ai_score`
                 summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
                                                                   run_id)
     lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]

@@ -70,7 +70,7 @@ def score_and_publish(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     published, skipped = {}, {}
     for placement in config.placements:
         model = None
-        if placement.ranking.method == "ai_model":
+        if placement.ranking.ai_model:  # ranked by the model, or a formula reading its `ai_score`
             model_cfg = config.ai_model(placement.ranking.ai_model)
             if model_cfg.type != "personalized":
                 skipped[placement.id] = "auto-optimization: published by retrain-auto-optimization"

@@ -41,6 +41,8 @@ class RankingMethod(_Strict):
 
     method: Literal["priority", "formula", "ai_model"] = "priority"
     formula: str | None = None
+    #: The AI model ranking the placement (method ai_model), or, with a formula, the personalized
+    #: model whose score the formula reads as `ai_score`.
     ai_model: str | None = None
 
     @model_validator(mode="after")
@@ -281,12 +283,16 @@ def _cross_check(raw: dict[str, Any], config: ProjectConfig) -> list[str]:
                 problems.append(f"ai_models[{i}].placements[{j}]: unknown placement {placement!r}")
     for i, placement in enumerate(config.placements):
         ranking = placement.ranking
-        if ranking.method == "ai_model" and ranking.ai_model not in model_names:
+        if ranking.ai_model is not None and ranking.ai_model not in model_names:
             problems.append(
                 f"placements[{i}].ranking.ai_model: unknown AI model {ranking.ai_model!r}"
                 f" (defined: {', '.join(sorted(model_names)) or 'none'})"
             )
-        if ranking.method == "ai_model" and ranking.ai_model in model_names:
+        if ranking.method == "formula" and ranking.ai_model in model_names \
+                and config.ai_model(ranking.ai_model).type != "personalized":
+            problems.append(f"placements[{i}].ranking.ai_model: a formula reads `ai_score` from a personalized"
+                            f" model; {ranking.ai_model!r} is {config.ai_model(ranking.ai_model).type}")
+        if ranking.ai_model is not None and ranking.ai_model in model_names:
             if placement.id not in config.ai_model(ranking.ai_model).placements:
                 problems.append(
                     f"placements[{i}].ranking.ai_model: AI model {ranking.ai_model!r} does not"

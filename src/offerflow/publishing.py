@@ -33,18 +33,9 @@ from offerflow.training import RankingModelResult
 def build_ranking_table(placement: PlacementConfig, profiles: pd.DataFrame, offers: pd.DataFrame,
                         model: RankingModelResult | None, chunk_profiles: int = 50_000) -> pa.Table:
     """The ranking table a placement serves: top `items` eligible offers per profile."""
-    candidates = offers_for_placement(offers, placement.id)
-    method = placement.ranking.method
-    if method == "ai_model" and model is not None and model.click_model is not None:
-        score_fn = model.click_model.score_matrix
-        # Scored chunk by chunk; announcing the whole run lets a large one compile the model first.
-        model.click_model.predictor().expect_rows(len(profiles) * len(candidates))
-    elif method == "formula":
-        score_fn = formula_scorer(placement.ranking.formula or "",
-                                  schema_from_frames(profiles=profiles, offers=candidates))
-    else:
-        score_fn = priority_scores
-    parts = list(rank_profiles(profiles, candidates, score_fn, placement.items, chunk_profiles))
+    plan = plan_scoring(placement, profiles, offers, model)
+    parts = list(rank_profiles(profiles, plan.candidates, plan.score_fn(model.click_model if model else None),
+                               placement.items, chunk_profiles))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RANKING_SCHEMA.names)
     return pa.Table.from_pandas(frame, schema=RANKING_SCHEMA, preserve_index=False)
 
@@ -123,13 +114,19 @@ class ScoringPlan:
         model.qualified_offers = list(self.qualified_offers)
         return model
 
-    def score_fn(self) -> ScoreFn:
-        if self.method == "ai_model" and self.model_text is not None:
-            model = self.click_model()
+    def score_fn(self, click_model: ClickModel | None = None) -> ScoreFn:
+        """The score function; `click_model` is the in-process model when there is one (a worker
+        rebuilds it from the model text instead)."""
+        model = None
+        if self.model_text is not None:
+            model = click_model if click_model is not None else self.click_model()
+            # Scored chunk by chunk; announcing the whole run lets a large one compile the model first.
             model.predictor().expect_rows(self.expected_rows)
+        if self.method == "ai_model" and model is not None:
             return model.score_matrix
         if self.method == "formula":
-            return formula_scorer(self.placement.ranking.formula or "", self.formula_schema or {})
+            return formula_scorer(self.placement.ranking.formula or "", self.formula_schema or {},
+                                  ai_scores=model.score_matrix if model is not None else None)
         return priority_scores
 
 
@@ -139,16 +136,18 @@ def plan_scoring(placement: PlacementConfig, profiles: pd.DataFrame, offers: pd.
     schema comes from all profiles here, as in a single-process run."""
     candidates = offers_for_placement(offers, placement.id)
     method = placement.ranking.method
-    if method == "ai_model" and model is not None and model.click_model is not None:
-        click = model.click_model
-        booster = getattr(click.booster, "booster_", click.booster)
-        return ScoringPlan(placement, candidates, method, model_text=booster.model_to_string(),
-                           feature_columns=list(click.feature_columns), categories=dict(click.categories),
-                           qualified_offers=list(click.qualified_offers), offer_weights=click.offer_weights,
-                           compile=click.compile, expected_rows=len(profiles) * len(candidates))
+    click: dict[str, object] = {}
+    if method in ("ai_model", "formula") and model is not None and model.click_model is not None:
+        c = model.click_model
+        booster = getattr(c.booster, "booster_", c.booster)
+        click = dict(model_text=booster.model_to_string(), feature_columns=list(c.feature_columns),
+                     categories=dict(c.categories), qualified_offers=list(c.qualified_offers),
+                     offer_weights=c.offer_weights, compile=c.compile, expected_rows=len(profiles) * len(candidates))
+    if method == "ai_model" and click:
+        return ScoringPlan(placement, candidates, method, **click)
     if method == "formula":
         return ScoringPlan(placement, candidates, method,
-                           formula_schema=dict(schema_from_frames(profiles=profiles, offers=candidates)))
+                           formula_schema=dict(schema_from_frames(profiles=profiles, offers=candidates)), **click)
     return ScoringPlan(placement, candidates, "priority")
 
 

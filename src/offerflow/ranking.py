@@ -100,12 +100,24 @@ def priority_scores(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
     return np.broadcast_to(offers["priority"].to_numpy(float), (len(profiles), len(offers)))
 
 
-def formula_scorer(formula: str, schema: Mapping[str, str]) -> ScoreFn:
-    """A score function from a ranking formula over `profile.*` and `offer.*` names."""
+#: The name a ranking formula uses for the score of the placement's personalized AI model.
+AI_SCORE = "ai_score"
+
+
+def formula_scorer(formula: str, schema: Mapping[str, str], ai_scores: ScoreFn | None = None) -> ScoreFn:
+    """A score function from a ranking formula over `profile.*` and `offer.*` names, and
+    `ai_score` (the personalized model's score for the pair) when `ai_scores` is given, e.g.
+    ``ai_score * (1 + profile.propensity.purchase_14d.probability)``."""
+    if ai_scores is not None:
+        schema = {**schema, AI_SCORE: "number"}
     expression = parse_expression(formula, schema, kind="formula", source="ranking formula")
+    uses_ai = ai_scores is not None and AI_SCORE in expression.names
 
     def score(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
-        values = expression.evaluate_batch(rule_columns(profiles, offers))
+        columns = rule_columns(profiles, offers)
+        if uses_ai:
+            columns[AI_SCORE] = ai_scores(profiles, offers).ravel()
+        values = expression.evaluate_batch(columns)
         return np.nan_to_num(values.reshape(len(profiles), len(offers)), nan=-np.inf)
 
     return score

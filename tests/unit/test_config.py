@@ -35,6 +35,13 @@ def test_demo_config_is_valid(tmp_path: Path):
      "offerflow.yaml: propensity_goals[0].goal: a goal needs at least one condition"),
     (lambda r: r["placements"][1].__setitem__("channel", "fax"),
      "offerflow.yaml: placements[1].channel: Input should be"),
+    # a formula reads `ai_score` from a personalized model that serves the placement
+    (lambda r: r["placements"][2]["ranking"].__setitem__("ai_model", "email-auto"),
+     "offerflow.yaml: placements[2].ranking.ai_model: a formula reads `ai_score` from a personalized model;"
+     " 'email-auto' is auto_optimization"),
+    (lambda r: r["placements"][2]["ranking"].__setitem__("ai_model", "web-personalized"),
+     "offerflow.yaml: placements[2].ranking.ai_model: AI model 'web-personalized' does not list placement"
+     " 'web-sidebar' in its placements"),
 ])
 def test_bad_config_gives_located_message(mutate, message):
     raw = demo_raw()
@@ -60,3 +67,12 @@ def test_committed_project_file_is_the_demo_config():
     repo = Path(__file__).resolve().parents[2]
     assert (repo / "offerflow.yaml").read_text() == demo_config_yaml("data")
     load_config(repo / "offerflow.yaml")
+
+
+def test_formula_placement_may_name_its_personalized_model():
+    raw = demo_raw()
+    raw["placements"][2]["ranking"] = {"method": "formula", "ai_model": "web-personalized",
+                                       "formula": "ai_score * (1 + profile.propensity.purchase_14d.probability)"}
+    raw["ai_models"][0]["placements"].append("web-sidebar")
+    config = parse_config(raw)
+    assert config.placement("web-sidebar").ranking.ai_model == "web-personalized"

@@ -168,3 +168,50 @@ def test_value_weighted_click_model_ranks_by_expected_value():
     model.offer_weights = weights
     weighted = model.score_matrix(profiles.head(50), offers)
     np.testing.assert_allclose(weighted, plain * np.arange(1, len(offers) + 1)[None, :])
+
+
+def test_formula_reads_the_personalized_model_score_as_ai_score():
+    from offerflow.config import LightGBMParams
+    from offerflow.ranking import fit_click_model, formula_scorer, training_frame
+    from offerflow.rules import ExpressionError
+
+    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
+    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
+                            offers["offer_id"].tolist(), seed=1)
+    schema = schema_from_frames(profiles=profiles, offers=offers)
+    chunk = profiles.head(40)
+    score = formula_scorer("ai_score * (1 + offer.discount_pct / 100)", schema, ai_scores=model.score_matrix)
+    expected = model.score_matrix(chunk, offers) * (1 + offers["discount_pct"].to_numpy(float) / 100)[None, :]
+    np.testing.assert_allclose(score(chunk, offers), expected)
+    with pytest.raises(ExpressionError, match="unknown name 'ai_score'"):
+        formula_scorer("ai_score * 2", schema)  # no model named for the placement: a clear error
+
+
+def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
+    """A formula placement that names a personalized model gets the same table in process and
+    from the picklable plan a worker receives (the model travels as text)."""
+    import pickle
+
+    from offerflow.config import LightGBMParams, PlacementConfig, RankingMethod
+    from offerflow.publishing import build_ranking_table, plan_scoring, rank_partition
+    from offerflow.ranking import fit_click_model, training_frame
+    from offerflow.training import RankingModelResult
+
+    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
+    click = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
+                            offers["offer_id"].tolist(), seed=1)
+    click.compile = "never"
+    model = RankingModelResult("m", "run", "1", {}, True, "", click_model=click)
+    placement = PlacementConfig(id="web-banner", channel="web", items=2, ranking=RankingMethod(
+        method="formula", formula="ai_score * offer.discount_pct", ai_model="m"))
+    table = build_ranking_table(placement, profiles, offers, model).to_pandas()
+    first = table[table["rank"] == 1].set_index("profile_id")["score"]
+    candidates = offers[offers["placements"].map(lambda spots: "web-banner" in spots)].reset_index(drop=True)
+    raw = click.score_matrix(profiles, candidates) * candidates["discount_pct"].to_numpy(float)[None, :]
+    from offerflow.ranking import eligibility_matrix
+    best = np.where(eligibility_matrix(profiles, candidates), raw, -np.inf).max(axis=1)
+    np.testing.assert_allclose(first.loc[profiles["profile_id"]].to_numpy(), best)
+    shipped = pickle.loads(pickle.dumps(plan_scoring(placement, profiles, offers, model)))
+    again = rank_partition(shipped, profiles).to_pandas().sort_values(["profile_id", "rank"]).reset_index(drop=True)
+    expected = table.sort_values(["profile_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, expected, check_dtype=False)
