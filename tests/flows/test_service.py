@@ -60,7 +60,8 @@ def test_decision_for_a_known_profile(client, project, known_profile):
     assert body["decision_id"].startswith("dec-") and body["profile_id"] == known_profile
     (placement,) = body["placements"]
     assert placement["placement_id"] == "web-banner"
-    assert (placement["source"], placement["arm"]) in {("ranking_table", "model"), ("random_holdout", "holdout")}
+    assert (placement["source"], placement["arm"]) in {("ranking_table", "model"), ("exploration", "model"),
+                                                       ("random_holdout", "holdout")}
     assert 0 < placement["items"][0]["propensity"] <= 1
     assert 1 <= len(placement["items"]) <= config.placement("web-banner").items
     assert [i["rank"] for i in placement["items"]] == list(range(1, len(placement["items"]) + 1))
