@@ -307,9 +307,11 @@ def render_html(result: EvaluationResult, charts: dict[str, Any], config: Projec
             parts.append(_table_html(rows.drop(columns=["placement_id", "ai_model"])))
     if "personalized-offers.png" in images:
         parts.append("<h2>Personalized models</h2>" + img("personalized-offers.png"))
-    parts.append("<script>window.chartsReady = Promise.all([...document.images].map(i => i.decode()))"
-                 ".then(() => document.body.dataset.charts = [...document.images].map(i => "
-                 "i.naturalWidth + 'x' + i.naturalHeight).join(','));</script></body></html>")
+    # After the load event every (inline) image has loaded: record their decoded sizes on the body,
+    # so a headless browser's DOM dump shows whether the charts rendered.
+    parts.append("<script>window.addEventListener('load', () => { document.body.dataset.charts = "
+                 "[...document.images].map(i => (i.complete ? i.naturalWidth : 0) + 'x' + "
+                 "(i.complete ? i.naturalHeight : 0)).join(','); });</script></body></html>")
     return "\n".join(parts)
 
 
