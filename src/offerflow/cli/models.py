@@ -69,17 +69,19 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
     if as_json:
         print(json.dumps([m.to_dict() for m in models], indent=2, default=str))
         return
-    table = Table(title="AI models")
-    for column in ("model", "type", "placements", "last trained (UTC)", "offers qualified",
-                   "traffic % model/explore/holdout", "holdout Gini"):
-        table.add_column(column)
+    from rich import box
+
+    table = Table(title="AI models (traffic % = model / explore / holdout)", box=box.SIMPLE_HEAD)
+    for column in ("model", "type", "placements", "trained (UTC)", "offers", "traffic %", "Gini"):
+        table.add_column(column, no_wrap=column != "placements", min_width=10 if column == "placements" else None)
     for m in models:
         qualified = m.metrics.get("offers_qualified")
-        table.add_row(m.name + (" (draft)" if m.status == "draft" else ""), m.type.replace("_", "-"),
-                      ", ".join(m.placements), (m.last_trained or "never")[:16].replace("T", " "),
-                      "" if qualified is None else f"{int(qualified)} of {int(m.metrics.get('offers_total', 0))}",
+        table.add_row(m.name + (" (draft)" if m.status == "draft" else ""),
+                      {"auto_optimization": "auto-opt", "personalized": "personal."}.get(m.type, m.type), ", ".join(m.placements),
+                      (m.last_trained or "never")[5:16].replace("T", " "),
+                      "" if qualified is None else f"{int(qualified)}/{int(m.metrics.get('offers_total', 0))}",
                       "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout")),
-                      _fmt(m.holdout_gini))
+                      _fmt(m.holdout_gini, "{:.2f}"))
     console.print(table)
 
 
