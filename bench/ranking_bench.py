@@ -40,9 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from offerflow.config import LightGBMParams
-    from offerflow.features import feature_matrix
-    from offerflow.ranking import (fit_click_model, formula_scorer, offer_features, profile_features,
-                                   rank_profiles, training_frame)
+    from offerflow.ranking import fit_click_model, formula_scorer, rank_profiles, training_frame
     from offerflow.rules import schema_from_frames
     from offerflow.store import RankingStore
     from offerflow.world import make_offers, make_profiles, true_click_probability
@@ -100,22 +98,11 @@ def main() -> None:
         rec["version"] = publish("personalized", timed_scores)
         rec["scoring_seconds"] = round(scoring_seconds, 2)
 
-    # LightGBM alone on the same rows: pair matrices built first (not timed), then predict.
+    # LightGBM alone on the same rows: each pair block is built first (not timed), then predicted.
     booster = model.booster.booster_
-    pf, of = profile_features(profiles), offer_features(offers)
-    p_cols = [c for c in model.feature_columns if c in pf.columns]
-    o_cols = [c for c in model.feature_columns if c not in p_cols]
-    p_pos = [model.feature_columns.index(c) for c in p_cols]
-    o_pos = [model.feature_columns.index(c) for c in o_cols]
-    o_block = feature_matrix(of, o_cols, model.categories)
-    step = max(1, 1_000_000 // len(offers))
     predict_seconds = 0.0
     with stage(results, "lightgbm_predict_only", args.profiles * len(offers)) as rec:
-        for start in range(0, args.profiles, step):
-            chunk = pf.iloc[start:start + step]
-            block = np.empty((len(chunk) * len(offers), len(model.feature_columns)))
-            block[:, p_pos] = np.repeat(feature_matrix(chunk, p_cols, model.categories), len(offers), axis=0)
-            block[:, o_pos] = np.tile(o_block, (len(chunk), 1))
+        for _, _, block in model.pair_blocks(profiles, offers):
             t0 = time.perf_counter()
             booster.predict(block)
             predict_seconds += time.perf_counter() - t0

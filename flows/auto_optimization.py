@@ -21,7 +21,7 @@ from flows.pipeline import _tracker, offer_stats_dir
 from offerflow.catalog import load_offers
 from offerflow.config import ProjectConfig, load_config
 from offerflow.features import open_events
-from offerflow.ingestion import validated_dir
+from offerflow.ingestion import validated_events
 from offerflow.publishing import publish_placement
 from offerflow.store import RankingStore
 from offerflow.training import RankingModelResult, train_ranking_model
@@ -29,7 +29,7 @@ from offerflow.training import RankingModelResult, train_ranking_model
 
 @task(name="retrain-auto-optimization-model", cache_policy=NO_CACHE)
 def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str, str]) -> RankingModelResult:
-    con = open_events(validated_dir(config) / "events.parquet")
+    con = open_events(validated_events(config))
     return train_ranking_model(con, config.ai_model(model_name), None, offers, _tracker(config),
                                config.tracking.experiment_prefix, config.seed, tags,
                                stats_dir=offer_stats_dir(config))
@@ -47,9 +47,7 @@ def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, 
     """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
     config = load_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    events = validated_dir(config) / "events.parquet"
-    if not events.exists():
-        raise FileNotFoundError(f"{events}: no validated events yet; run the pipeline (offerflow run) first")
+    events = validated_events(config)
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     logger = get_run_logger()
     summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}

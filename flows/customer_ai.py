@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from flows.pipeline import load_catalog_task, train_propensity_task
 from flows.scoring import score_goal_task
-from offerflow.config import ProjectConfig, load_config
-from offerflow.ingestion import validated_dir
-from offerflow.overrides import apply_overrides, describe_overrides
+from offerflow.config import load_config
+from offerflow.ingestion import validated_events
+from offerflow.overrides import describe_overrides, variant
 from offerflow.champions import latest_goal_scores
 from offerflow.training import enrich_profiles
 
@@ -34,29 +34,14 @@ class CustomerAIOptions(BaseModel):
         "Settings of the goal to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
 
 
-def variant_config(config: ProjectConfig, goals: list[str], overrides: dict[str, Any]) -> ProjectConfig:
-    """The project config with `overrides` applied to each selected goal (validated)."""
-    known = [g.name for g in config.propensity_goals]
-    for name in goals:
-        if name not in known:
-            raise ValueError(f"unknown propensity goal {name!r} (defined: {', '.join(known) or 'none'})")
-    if not overrides:
-        return config
-    updated = [apply_overrides(g, overrides, source=f"--set (goal {g.name})") if g.name in goals else g
-               for g in config.propensity_goals]
-    return config.model_copy(update={"propensity_goals": updated})
-
-
 @flow(name="train-customer-ai", log_prints=True)
 def train_customer_ai(config_path: str = "offerflow.yaml",
                       options: CustomerAIOptions = CustomerAIOptions()) -> dict[str, Any]:
     """Train the selected Customer AI goals on the validated events, score profiles, refresh them."""
     config = load_config(config_path)
     goals = options.goals or [g.name for g in config.propensity_goals]
-    config = variant_config(config, goals, options.overrides)
-    events_path = validated_dir(config) / "events.parquet"
-    if not events_path.exists():
-        raise FileNotFoundError(f"{events_path}: no validated events yet; run the pipeline (offerflow run) first")
+    config = variant(config, "propensity_goals", goals, options.overrides)
+    events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"flow_run_id": run_id, "project": config.project}
     if options.overrides:

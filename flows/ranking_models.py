@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from flows.pipeline import load_catalog_task, publish_task, train_ranking_task
 from offerflow.catalog import load_profiles
-from offerflow.config import ProjectConfig, load_config
-from offerflow.ingestion import validated_dir
-from offerflow.overrides import apply_overrides, describe_overrides
+from offerflow.config import load_config
+from offerflow.ingestion import validated_events
+from offerflow.overrides import describe_overrides, variant
 
 
 class RankingModelOptions(BaseModel):
@@ -32,29 +32,14 @@ class RankingModelOptions(BaseModel):
         "Settings of the model to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
 
 
-def variant_models(config: ProjectConfig, models: list[str], overrides: dict[str, Any]) -> ProjectConfig:
-    """The project config with `overrides` applied to each selected AI model (validated)."""
-    known = [m.name for m in config.ai_models]
-    for name in models:
-        if name not in known:
-            raise ValueError(f"unknown AI model {name!r} (defined: {', '.join(known) or 'none'})")
-    if not overrides:
-        return config
-    updated = [apply_overrides(m, overrides, source=f"--set (model {m.name})") if m.name in models else m
-               for m in config.ai_models]
-    return config.model_copy(update={"ai_models": updated})
-
-
 @flow(name="train-ranking-models", log_prints=True)
 def train_ranking_models(config_path: str = "offerflow.yaml",
                          options: RankingModelOptions = RankingModelOptions()) -> dict[str, Any]:
     """Train the selected ranking models and publish the placements they rank."""
     config = load_config(config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
-    config = variant_models(config, names, options.overrides)
-    events_path = validated_dir(config) / "events.parquet"
-    if not events_path.exists():
-        raise FileNotFoundError(f"{events_path}: no validated events yet; run the pipeline (offerflow run) first")
+    config = variant(config, "ai_models", names, options.overrides)
+    events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"flow_run_id": run_id, "project": config.project}
     if options.overrides:

@@ -23,7 +23,7 @@ from offerflow.champions import (latest_goal_scores, load_propensity_champion, l
                                  propensity_model_name)
 from offerflow.config import ProjectConfig, load_config
 from offerflow.features import open_events
-from offerflow.ingestion import validated_dir
+from offerflow.ingestion import validated_events
 from offerflow.training import enrich_profiles, score_propensity
 
 
@@ -52,9 +52,7 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
 def score_and_publish(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
     config = load_config(config_path)
-    events_path = validated_dir(config) / "events.parquet"
-    if not events_path.exists():
-        raise FileNotFoundError(f"{events_path}: no validated events yet; run the pipeline (offerflow run) first")
+    events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     logger = get_run_logger()
     profiles, offers = load_catalog_task(config)

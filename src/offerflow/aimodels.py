@@ -31,7 +31,7 @@ def optimization_metric(model: AIModelConfig) -> str:
 def traffic_split(model: AIModelConfig) -> dict[str, float]:
     """Configured shares of the model's decisions: served by the model, explored at random, and
     held out at random to measure lift (see the evaluation report)."""
-    holdout = float(getattr(model, "holdout_share", 0.0))
+    holdout = float(model.holdout_share)
     exploration = float(model.exploration_share) * (1.0 - holdout)
     return {"model": round(1.0 - holdout - exploration, 4), "exploration": round(exploration, 4),
             "holdout": round(holdout, 4)}

@@ -83,6 +83,15 @@ def validated_dir(config: ProjectConfig) -> Path:
     return config.path(config.data.outputs_dir) / "validated"
 
 
+def validated_events(config: ProjectConfig) -> Path:
+    """The validated events snapshot the training and scoring flows read; FileNotFoundError with a
+    one-line message when no pipeline run has written one yet."""
+    path = validated_dir(config) / "events.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no validated events yet; run the pipeline (offerflow run) first")
+    return path
+
+
 def _previous_row_count(state_file: Path) -> int | None:
     try:
         return int(json.loads(state_file.read_text())["row_count"])

@@ -9,12 +9,12 @@ out-of-range value is the same located one-line error a bad project file gives.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from offerflow.config import ConfigError
+from offerflow.config import ConfigError, ProjectConfig
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -55,6 +55,27 @@ def apply_overrides(section: _M, overrides: Mapping[str, Any], source: str = "--
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"{source} {where}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+_SECTIONS = {"propensity_goals": "propensity goal", "ai_models": "AI model"}
+
+
+def variant(config: ProjectConfig, section: Literal["propensity_goals", "ai_models"], names: list[str],
+            overrides: Mapping[str, Any]) -> ProjectConfig:
+    """The project config with `overrides` applied to the named goals (or AI models), validated;
+    an unknown name is a ValueError listing the defined ones."""
+    what = _SECTIONS[section]
+    items = getattr(config, section)
+    known = [item.name for item in items]
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r} (defined: {', '.join(known) or 'none'})")
+    if not overrides:
+        return config
+    label = "goal" if section == "propensity_goals" else "model"
+    updated = [apply_overrides(item, overrides, source=f"--set ({label} {item.name})") if item.name in names else item
+               for item in items]
+    return config.model_copy(update={section: updated})
 
 
 def describe_overrides(overrides: Mapping[str, Any]) -> str:

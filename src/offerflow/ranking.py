@@ -187,16 +187,14 @@ class ClickModel:
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
 
-    def score_matrix(self, profiles: pd.DataFrame, offers: pd.DataFrame,
-                     max_rows_per_predict: int = 1_000_000) -> np.ndarray:
-        """Click probability for every profile x offer pair, shape (n_profiles, n_offers).
+    def pair_blocks(self, profiles: pd.DataFrame, offers: pd.DataFrame,
+                    max_rows: int = 1_000_000) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The model's feature matrix of every profile x offer pair, as (start, stop, block) for
+        the profiles [start, stop), profile-major, at most `max_rows` rows per block.
 
-        Profile and offer features are encoded once each, as float matrices, and the pair matrix
-        is assembled block by block with NumPy (`repeat`/`tile`), so nearly all the time goes to
-        LightGBM's own predict rather than to building a cross-joined DataFrame.
-
-        Offers the model does not personalize score as the worst qualified offer for that
-        profile, so they stay rankable and are shown by exploration traffic (see the decision step).
+        Profile and offer features are encoded once each, as float matrices, and each block is
+        assembled with NumPy (`repeat`/`tile`) instead of a cross-joined DataFrame. The block's
+        buffer is reused: use it before asking for the next one.
         """
         pf, of = profile_features(profiles), offer_features(offers)
         p_cols = [c for c in self.feature_columns if c in pf.columns]
@@ -209,16 +207,28 @@ class ClickModel:
         p_block = feature_matrix(pf, p_cols, self.categories)
         o_block = feature_matrix(of, o_cols, self.categories)
         n, m = len(profiles), len(offers)
-        scores = np.empty((n, m))
-        predictor = self.predictor()
-        predictor.expect_rows(n * m)
-        step = max(1, max_rows_per_predict // max(m, 1))
+        step = max(1, max_rows // max(m, 1))
         pairs = np.empty((min(step, n) * m, len(self.feature_columns)))
         for start in range(0, n, step):
             stop = min(start + step, n)
             block = pairs[: (stop - start) * m]
             block[:, p_pos] = np.repeat(p_block[start:stop], m, axis=0)
             block[:, o_pos] = np.tile(o_block, (stop - start, 1))
+            yield start, stop, block
+
+    def score_matrix(self, profiles: pd.DataFrame, offers: pd.DataFrame,
+                     max_rows_per_predict: int = 1_000_000) -> np.ndarray:
+        """Click probability for every profile x offer pair, shape (n_profiles, n_offers), predicted
+        block by block (`pair_blocks`), so nearly all the time goes to the model's predict.
+
+        Offers the model does not personalize score as the worst qualified offer for that
+        profile, so they stay rankable and are shown by exploration traffic (see the decision step).
+        """
+        n, m = len(profiles), len(offers)
+        scores = np.empty((n, m))
+        predictor = self.predictor()
+        predictor.expect_rows(n * m)
+        for start, stop, block in self.pair_blocks(profiles, offers, max_rows_per_predict):
             scores[start:stop] = predictor.predict(block).reshape(stop - start, m)
         if self.offer_weights is not None:
             default = float(np.mean(list(self.offer_weights.values()))) if self.offer_weights else 1.0

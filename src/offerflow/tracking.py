@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,6 @@ class Tracker:
         if not runs:
             return None
         run = runs[0]
-        from datetime import datetime, timezone
-
         started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds")
         return {"run_id": run.info.run_id, "started": started, "metrics": dict(run.data.metrics),
                 "params": dict(run.data.params), "tags": dict(run.data.tags)}
