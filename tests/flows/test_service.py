@@ -76,14 +76,17 @@ def test_two_placements_have_no_duplicate_offers_unless_allowed(client, project)
         body = _decide(client, profile_id=profile_id, placements=["web-banner", "web-sidebar"]).json()
         offers = [i["offer_id"] for p in body["placements"] for i in p["items"]]
         assert len(offers) == len(set(offers)) and len(body["placements"]) == 2
-    repeated = 0
-    for profile_id in profiles[:15]:
+    compared = 0
+    for profile_id in profiles:
         dup = _decide(client, profile_id=profile_id, placements=["web-banner", "web-banner"],
                       allow_duplicates=True).json()
-        first, second = ([i["offer_id"] for i in p["items"]] for p in dup["placements"])
-        if "holdout" not in {p["arm"] for p in dup["placements"]}:
-            repeated += first == second  # the same ranking twice when duplicates are allowed
-    assert repeated >= 10
+        # Holdout and exploration draws are random per placement; only two rankings both read from
+        # the table must agree, and they must then be the same offers (duplicates are allowed).
+        if {(p["source"], p["arm"]) for p in dup["placements"]} == {("ranking_table", "model")}:
+            first, second = ([i["offer_id"] for i in p["items"]] for p in dup["placements"])
+            assert first == second
+            compared += 1
+    assert compared >= 5  # ~70% of 30 requests qualify; fewer than 5 has a chance below 1e-8
 
 
 def test_opted_out_profile_gets_the_email_fallback(client, project):
