@@ -1,7 +1,8 @@
 """Which ranking strategy helps most, as one Prefect flow (`evaluate-models`):
 
 per placement, off-policy estimates of every candidate strategy trained before the evaluation
-window -> holdout lift from the decision log -> HTML report -> one MLflow run.
+window -> holdout lift from the decision log -> HTML report -> one MLflow run -> where the
+promotion rule says so, the placement switches to the winner (recorded and re-published).
 
 Every step is a call into the `offerflow` library; this file only wires them and names the tasks.
 """
@@ -23,6 +24,7 @@ from offerflow.features import open_events
 from offerflow.ingestion import validated_dir
 from offerflow.report import (EvaluationResult, add_holdout, add_offline, load_evaluation_catalog, log_evaluation,
                               summary_sentences, write_report)
+from offerflow.serving import apply_serving_decisions
 from offerflow.strategies import evaluate_placement
 from offerflow.tracking import Tracker, resolve_tracking_uri
 
@@ -65,6 +67,12 @@ def log_evaluation_task(config: ProjectConfig, result: EvaluationResult, report_
     return log_evaluation(tracker, config, result, report_path, charts, tags)
 
 
+@task(name="switch-serving", cache_policy=NO_CACHE)  # no retries: a switch is recorded once
+def switch_serving_task(config: ProjectConfig, result: EvaluationResult, run_id: str, profiles, offers):
+    tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    return apply_serving_decisions(config, result, run_id, profiles, offers, tracker)
+
+
 @flow(name="evaluate-models", log_prints=True)
 def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = None,
                     decision_log: str | None = None) -> dict[str, Any]:
@@ -86,10 +94,17 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
     report_path, charts = write_report_task(config, result)
     run_id = log_evaluation_task(config, result, report_path, charts,
                                  {"flow_run_id": str(flow_run.get_id() or uuid.uuid4())})
+    switched = switch_serving_task(config, result, run_id, profiles, offers) if any(
+        d.serve_candidate for d in result.serving.values()) else {}
+    for placement_id, done in switched.items():
+        print(f"{placement_id} now serves {done['strategy']} (serving version {done['serving_version']}"
+              + (f", table version {done['table_version']})" if done["table_version"] else
+                 f"; published at the next scoring run: {done['not_published']})"))
     create_markdown_artifact("# offerflow evaluation\n\n" + "\n".join(f"- {line}" for line in result.summary)
                              + f"\n\nReport: `{report_path}`", key="evaluation-summary",
                              description="Which ranking strategy helps most")
     print(f"report: {report_path}")
     return {"report": str(report_path), "mlflow_run_id": run_id, "summary": result.summary, "notes": result.notes,
-            "serving": {p: {"serve_candidate": d.serve_candidate, "reason": d.reason}
+            "serving": {p: {"serve_candidate": d.serve_candidate, "reason": d.reason, "candidate": d.candidate,
+                            "current": d.current, "switched": switched.get(p)}
                         for p, d in result.serving.items()}}

@@ -347,6 +347,8 @@ class ServingDecision:
     serve_candidate: bool
     reason: str
     evidence: Mapping[str, float]
+    candidate: str | None = None   # the best-estimated servable strategy
+    current: str | None = None     # the strategy the placement serves now
 
 
 def serving_decision(candidate: str, current: str, lift: Mapping[str, float], min_lift: float = 0.0,
@@ -356,13 +358,16 @@ def serving_decision(candidate: str, current: str, lift: Mapping[str, float], mi
     low = lift.get("low", float("nan"))
     evidence = dict(lift)
     if candidate == current:
-        return ServingDecision(False, f"{candidate} is already the current strategy", evidence)
+        return ServingDecision(False, f"{candidate} is already the current strategy", evidence, candidate, current)
     if warnings:
-        return ServingDecision(False, f"estimate for {candidate} is not trusted: {warnings[0]}", evidence)
+        return ServingDecision(False, f"estimate for {candidate} is not trusted: {warnings[0]}", evidence, candidate,
+                               current)
     if not np.isfinite(low):
-        return ServingDecision(False, f"no finite lift interval for {candidate} over {current}", evidence)
+        return ServingDecision(False, f"no finite lift interval for {candidate} over {current}", evidence, candidate,
+                               current)
     if low > min_lift:
         return ServingDecision(True, f"{candidate} beats {current}: lift {lift['lift']:+.1%}, interval lower end "
-                                     f"{low:+.1%} > {min_lift:+.1%}", evidence)
+                                     f"{low:+.1%} > {min_lift:+.1%}", evidence, candidate, current)
     return ServingDecision(False, f"{candidate} not proven better than {current}: lift {lift['lift']:+.1%}, "
-                                  f"interval lower end {low:+.1%} <= {min_lift:+.1%}", evidence)
+                                  f"interval lower end {low:+.1%} <= {min_lift:+.1%}", evidence, candidate,
+                           current)

@@ -78,7 +78,7 @@ def add_offline(result: EvaluationResult, config: ProjectConfig, evaluation: Eva
     result.offline[evaluation.placement_id] = evaluation
     result.candidates[evaluation.placement_id] = candidates
     result.serving[evaluation.placement_id] = decide_serving(evaluation, candidates.current, ev.headline_estimator,
-                                                             ev.promotion_min_lift)
+                                                             ev.promotion_min_lift, set(candidates.rankings))
 
 
 def add_holdout(result: EvaluationResult, config: ProjectConfig, decision_log_dir: Path,
@@ -93,11 +93,15 @@ def add_holdout(result: EvaluationResult, config: ProjectConfig, decision_log_di
     result.traffic = traffic_allocation(outcomes)
 
 
-def decide_serving(evaluation: Evaluation, current: str, estimator: str, min_lift: float) -> ServingDecision:
-    """The best-estimated candidate (not the logged policy) against the placement's current strategy."""
+def decide_serving(evaluation: Evaluation, current: str, estimator: str, min_lift: float,
+                   servable: set[str] | None = None) -> ServingDecision:
+    """The best-estimated candidate that a placement can serve (`servable`: strategies with a
+    ranking method; never the logged policy, nor random) against the current strategy."""
     table = evaluation.table[(evaluation.table["estimator"] == estimator) & (evaluation.table["kind"] != "logged")]
     if current not in set(table["strategy"]):
         return ServingDecision(False, f"current strategy {current!r} has no estimate", {})
+    if servable is not None:
+        table = table[table["strategy"].isin(servable | {current})]
     best = table.sort_values("value", ascending=False, kind="stable").iloc[0]
     lift = evaluation.lift(best["strategy"], current, estimator)
     return serving_decision(best["strategy"], current, lift, min_lift, best["warnings"])

@@ -10,7 +10,7 @@ library code the pipeline trains with, but nothing is registered or promoted in 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
@@ -19,7 +19,7 @@ import pandas as pd
 
 from offerflow.bandits import fit_posteriors
 from offerflow.catalog import offers_for_placement
-from offerflow.config import AIModelConfig, LightGBMParams, ProjectConfig
+from offerflow.config import AIModelConfig, LightGBMParams, ProjectConfig, RankingMethod
 from offerflow.features import EVENTS_VIEW
 from offerflow.offpolicy import (Evaluation, LoggedDisplays, Strategy, WarningLimits, evaluate,
                                  load_logged_displays, score_policy, thompson_policy, uniform_policy)
@@ -73,9 +73,11 @@ def fit_reward_model(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataF
 @dataclass
 class PlacementCandidates:
     strategies: list[Strategy]
-    current: str            # the strategy the placement serves now (config)
+    current: str            # the strategy the placement serves now (config + serving switches)
     reward_model: ClickModel | None
     notes: list[str]
+    #: strategy name -> the ranking that serves it; random and logged cannot be served
+    rankings: dict[str, RankingMethod] = field(default_factory=dict)
 
 
 def _formulas(config: ProjectConfig) -> dict[str, str]:
@@ -95,10 +97,12 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
                            lambda p, o, e: uniform_policy(e)),
                   Strategy("priority", "priority", "priority", score_policy(priority_scores))]
     notes: list[str] = []
+    rankings = {"priority": RankingMethod(method="priority")}
     for name, formula in _formulas(config).items():
         try:
             strategies.append(Strategy(name, name.replace("formula-", "formula ", 1), "formula",
                                        score_policy(formula_scorer(formula, schema))))
+            rankings[name] = RankingMethod(method="formula", formula=formula)
         except ValueError as exc:  # a formula over columns this placement's data lacks
             notes.append(f"{name} skipped: {exc}")
     for model in config.ai_models:
@@ -114,6 +118,7 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
         if model.type == "auto_optimization":
             strategies.append(Strategy(slug(model.name), model.name, model.type,
                                        thompson_policy(posteriors, model.exploration_share, config.seed)))
+            rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
             continue
         try:
             click_model = fit_click_model(training_frame(log, profiles, model_offers), model.lightgbm, qualified,
@@ -123,6 +128,7 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
             continue
         strategies.append(Strategy(slug(model.name), model.name, model.type, score_policy(click_model.score_matrix),
                                    offers_personalized=len(qualified)))
+        rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
     reward_model = None
     try:
         log = pre_window_log(con, [placement_id], window_start, config.evaluation.reward_model_days)
@@ -133,7 +139,7 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
     ranking = placement.ranking
     current = {"priority": "priority", "formula": f"formula-{placement.id}",
                "ai_model": slug(ranking.ai_model or "")}[ranking.method]
-    return PlacementCandidates(strategies, current, reward_model, notes)
+    return PlacementCandidates(strategies, current, reward_model, notes, rankings)
 
 
 def reward_matrix(model: ClickModel | None, logged: LoggedDisplays) -> np.ndarray | None:

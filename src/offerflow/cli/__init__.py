@@ -10,6 +10,7 @@
     offerflow rankings    list published ranking versions, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are
     offerflow evaluate    which strategy helps most: off-policy estimates, holdout lift, HTML report
+    offerflow serving     what each placement serves (evaluation switches), history, revert with a reason
     offerflow train       train Customer AI / ranking models, or a variant (--set lightgbm.num_leaves=63)
     offerflow promote     make a model version @champion by hand, with the reason recorded
     offerflow up / down   start / stop the Prefect server, a worker and MLflow; deploy every flow
@@ -18,7 +19,7 @@
 
 # Importing a command module registers its commands, in this order in `offerflow --help`.
 from offerflow.cli import runs  # noqa: F401,I001
-from offerflow.cli import decisions, models, customer_ai, servers  # noqa: F401,I001
+from offerflow.cli import decisions, models, customer_ai, servers, serving  # noqa: F401,I001
 from offerflow.cli.common import app
 
 __all__ = ["app", "main"]

@@ -1,0 +1,123 @@
+"""What each placement serves, from the command line: the project file's ranking or the one an
+evaluation switched it to; the history of switches; a revert by a person, with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from offerflow.cli.common import app, console, ConfigOption, fail
+
+serving_app = typer.Typer(help="What each placement serves: switches made by evaluations, history, revert.",
+                          no_args_is_help=True)
+app.add_typer(serving_app, name="serving")
+
+
+def _written_project(config_path: Path):
+    """The project file as written (no switches applied): switches are read against it."""
+    from offerflow.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path, serving=False)
+    except ConfigError as exc:
+        fail(str(exc).splitlines()[0])
+
+
+@serving_app.command("list")
+def serving_list(config: ConfigOption = Path("offerflow.yaml"),
+                 as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Per placement: the ranking in offerflow.yaml, the ranking it serves, and since when and why."""
+    from offerflow.config import ConfigError
+    from offerflow.serving import ranking_label, serving_status
+
+    project = _written_project(config)
+    try:
+        status = serving_status(project)
+    except ConfigError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps([{"placement_id": s.placement_id, "configured": s.configured, "serving": s.serving,
+                           "switched": s.switched, "stale": s.stale, "record": s.record} for s in status],
+                         indent=2, default=str))
+        return
+    table = Table(title="what each placement serves", box=box.SIMPLE_HEAD)
+    for column in ("placement", "offerflow.yaml", "serving", "since (UTC)", "why"):
+        table.add_column(column, overflow="fold")
+    for s in status:
+        if s.switched:
+            why = s.record["reason"] + (f" (MLflow run {s.record['mlflow_run_id']})" if s.record.get("mlflow_run_id") else "")
+            table.add_row(s.placement_id, ranking_label(s.configured), ranking_label(s.serving),
+                          s.record["at"][:16].replace("T", " "), why)
+        else:
+            table.add_row(s.placement_id, ranking_label(s.configured), "(as offerflow.yaml)", "",
+                          f"recorded switch ignored: {s.stale}" if s.stale else "")
+    console.print(table)
+
+
+@serving_app.command("history")
+def serving_history(config: ConfigOption = Path("offerflow.yaml"),
+                    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Every recorded switch and revert, oldest first."""
+    from offerflow.config import ConfigError
+    from offerflow.serving import load_history, ranking_label
+
+    project = _written_project(config)
+    try:
+        history = load_history(project)
+    except ConfigError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(history, indent=2, default=str))
+        return
+    if not history:
+        console.print("no serving changes recorded: every placement serves what offerflow.yaml says")
+        return
+    table = Table(title="serving changes", box=box.SIMPLE_HEAD)
+    for column in ("version", "placement", "action", "serving", "by", "at (UTC)", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in history:
+        table.add_row(str(r.get("version")), str(r.get("placement_id")), str(r.get("action")),
+                      ranking_label(r.get("ranking") or {}), str(r.get("by", "")),
+                      str(r.get("at", ""))[:16].replace("T", " "), str(r.get("reason", "")))
+    console.print(table)
+
+
+@serving_app.command("revert")
+def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id.")],
+                   reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the history and MLflow).")],
+                   config: ConfigOption = Path("offerflow.yaml"),
+                   publish: Annotated[bool, typer.Option(help="Re-publish the placement's table now.")] = True) -> None:
+    """Serve what offerflow.yaml says on PLACEMENT again; the reason goes to the history and to MLflow."""
+    from offerflow.catalog import CatalogError
+    from offerflow.config import ConfigError
+    from offerflow.serving import ServingError, publish_serving, ranking_label, record_revert
+    from offerflow.tracking import Tracker, resolve_tracking_uri
+
+    project = _written_project(config)
+    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                      project.path(project.tracking.artifact_root))
+    try:
+        record = record_revert(project, placement, reason, tracker=tracker)
+    except (ServingError, ConfigError) as exc:
+        fail(str(exc))
+    console.print(f"{placement}: serves {ranking_label(record['ranking'])} again (was "
+                  f"{ranking_label(record['replaces'])}); reason recorded in MLflow run {record['mlflow_run_id']}",
+                  highlight=False)
+    if not publish:
+        return
+    from offerflow.report import load_evaluation_catalog
+
+    try:
+        profiles, offers = load_evaluation_catalog(project)
+        version, why = publish_serving(project, placement, profiles, offers, tracker,
+                                       {"serving_version": record["version"]})
+    except (CatalogError, FileNotFoundError, ValueError) as exc:
+        fail(f"reverted, but not re-published: {str(exc).splitlines()[0]}")
+    console.print(f"{placement}: " + (f"published version {version}" if version is not None
+                                      else f"not re-published ({why}); the next scoring run publishes it"),
+                  highlight=False)
