@@ -225,6 +225,7 @@ class ProjectConfig(_Strict):
     compute: ComputeConfig = ComputeConfig()
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    cache: CacheConfig = CacheConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 
@@ -326,8 +327,10 @@ def parse_config(raw: Any, *, source: str = "offerflow.yaml", root: Path = Path(
     return config
 
 
-def load_config(path: str | Path) -> ProjectConfig:
-    """Read and validate `offerflow.yaml`; relative paths resolve against its directory."""
+def load_config(path: str | Path, serving: bool = True) -> ProjectConfig:
+    """Read and validate `offerflow.yaml`; relative paths resolve against its directory. With
+    `serving` (the default) each placement's ranking is the one it serves: the file's, unless the
+    evaluation switched it (`offerflow.serving`; `offerflow serving list` shows which)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: project file not found")
@@ -340,4 +343,9 @@ def load_config(path: str | Path) -> ProjectConfig:
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse_config(raw, source=path.name, root=path.parent.resolve())
+    config = parse_config(raw, source=path.name, root=path.parent.resolve())
+    if not serving:
+        return config
+    from offerflow.serving import apply_serving  # serving builds on this module
+
+    return apply_serving(config)
