@@ -225,7 +225,6 @@ class ProjectConfig(_Strict):
     compute: ComputeConfig = ComputeConfig()
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    cache: CacheConfig = CacheConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 
