@@ -113,6 +113,46 @@ def test_summary_speaks_plainly_and_personalized_models_are_counted(evaluated) -
     assert rows.loc[rows["strategy"] == "web-personalized", "offers_personalized"].iat[0] > 0
 
 
+def test_the_winner_is_served_after_evaluation_and_a_candidate_below_the_bar_is_not(evaluated, tmp_path: Path) -> None:
+    from offerflow.decisioning import DecisionEngine
+    from offerflow.report import decide_serving
+    from offerflow.serving import apply_serving, apply_serving_decisions, serving_status
+    from offerflow.store import RankingStore
+
+    config, result, truth, _ = evaluated
+    config = config.model_copy(update={"store": config.store.model_copy(update={"path": tmp_path / "rankings"})})
+    email = result.serving["email-hero"]
+    # on this world the sidebar's formula is truly better than Thompson sampling in the email slot,
+    # and the evidence clears the bar; the banner and the sidebar already serve their best strategy
+    assert email.serve_candidate, email.reason
+    assert truth[("email-hero", email.candidate)] > truth[("email-hero", email.current)]
+    assert [p for p, d in result.serving.items() if d.serve_candidate] == ["email-hero"]
+    profiles, offers = load_evaluation_catalog(config)
+    done = apply_serving_decisions(config, result, None, profiles, offers, tracker=None)
+    assert set(done) == {"email-hero"} and done["email-hero"]["table_version"] == 1
+    status = {s.placement_id: s for s in serving_status(config)}
+    assert status["email-hero"].switched and not status["web-banner"].switched
+    served = apply_serving(config)
+    assert served.placement("email-hero").ranking == result.candidates["email-hero"].rankings[email.candidate]
+    assert served.placement("web-banner").ranking == config.placement("web-banner").ranking
+    # the next decision serves the winner's table
+    store = RankingStore(served.path(served.store.path))
+    assert store.read_metadata("email-hero")["ranking_method"] == "formula"
+    engine = DecisionEngine(served, store, offers, profiles, seed=1)
+    sources = []
+    for profile_id in profiles["profile_id"].iloc[:40]:
+        placement = engine.decide(profile_id, ["email-hero"]).placements[0]
+        assert placement.ranking_method == "formula" and placement.arm != "model"  # no Thompson sampling
+        sources.append(placement.source)
+        if placement.source == "ranking_table":
+            assert placement.items[0].offer_id == store.snapshot("email-hero").lookup(profile_id)[0][0]
+    assert set(sources) <= {"ranking_table", "fallback"} and sources.count("ranking_table") >= 10, sources
+    # with a bar above the lower end of the lift interval the same evidence does not switch
+    strict = decide_serving(result.offline["email-hero"], email.current, "dr", email.evidence["low"] + 0.01,
+                            set(result.candidates["email-hero"].rankings))
+    assert not strict.serve_candidate and "not proven better" in strict.reason
+
+
 def chromium_binary() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
