@@ -125,3 +125,43 @@ def test_cli_evaluate_reports_a_missing_events_file_in_one_line(evaluated_projec
     assert result.exit_code == 1
     assert "nope.parquet: events file not found" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_switches_are_served_by_the_next_decision_and_a_person_can_revert_them(evaluated_project) -> None:
+    """Whatever the rule decided on this project: a switched placement serves the winner (project
+    config, published table, the engine's decision), the others serve the project file; a revert
+    from the CLI puts the project file's ranking back, with the reason in MLflow."""
+    import mlflow
+
+    from offerflow.cli import app
+    from offerflow.store import RankingStore
+
+    project, summary, _ = evaluated_project
+    path = project / "offerflow.yaml"
+    served, written = load_config(path), load_config(path, serving=False)
+    store = RankingStore(served.path(served.store.path))
+    engine = build_engine(served, seed=1)
+    switched = {p: s["switched"] for p, s in summary["serving"].items() if s["serve_candidate"]}
+    assert switched, summary["serving"]  # on this world the email slot's formula beats Thompson sampling
+    for placement_id, outcome in summary["serving"].items():
+        ranking = served.placement(placement_id).ranking.model_dump(mode="json", exclude_none=True)
+        if placement_id not in switched:
+            assert served.placement(placement_id).ranking == written.placement(placement_id).ranking
+            continue
+        assert ranking == switched[placement_id]["ranking"], outcome
+        meta = store.read_metadata(placement_id)
+        assert meta["ranking_method"] == ranking["method"] and meta["published_by"] == "serving"
+        decision = engine.decide(load_truth(project / "data")[0]["profile_id"].iloc[0], [placement_id])
+        assert decision.placements[0].ranking_method == ranking["method"]
+    run = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(summary["mlflow_run_id"])
+    assert {f"serving.{p}.switched_to" for p in switched} <= set(run.data.tags)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["serving", "list", "--config", str(path)])
+    assert listed.exit_code == 0 and all(p in listed.output for p in summary["serving"])
+    for placement_id in switched:
+        result = runner.invoke(app, ["serving", "revert", placement_id, "--reason", "test revert", "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        assert load_config(path).placement(placement_id).ranking == written.placement(placement_id).ranking
+        meta = store.read_metadata(placement_id)  # re-published with the project file's ranking
+        assert (meta["ranking_method"], meta.get("ai_model")) == (written.placement(placement_id).ranking.method,
+                                                                  written.placement(placement_id).ranking.ai_model)
