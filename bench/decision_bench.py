@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -58,11 +57,11 @@ def build_project(root: Path, n_profiles: int, seed: int) -> Path:
     return root / "offerflow.yaml"
 
 
-def wait_healthy(port: int, server: subprocess.Popen, timeout_s: float = 300) -> None:
+def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError("the service exited: " + server.stderr.read().decode()[-2000:])
+            raise RuntimeError("the service exited: " + log.read_text(errors="replace")[-2000:])
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                 if r.status == 200:
@@ -72,12 +71,17 @@ def wait_healthy(port: int, server: subprocess.Popen, timeout_s: float = 300) ->
     raise RuntimeError("the service did not become healthy")
 
 
-async def drive(port: int, profile_ids: list[str], rate: float, seconds: float, connections: int,
-                placement: str) -> dict:
-    """Open-loop load: request k is due at t0 + k / rate; each connection takes the next due one."""
+async def drive(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict:
+    """Open-loop load: request k is due at t0 + k / rate; each connection takes the next due one.
+
+    Kept cheap, since it shares the 2 cores with the server: request bytes are built before the
+    clock starts, a response is read with two awaits (headers, then body), and the CPU seconds the
+    client used are reported next to the figures."""
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
     statuses = np.zeros(total, dtype=np.int32)
+    requests = [b"POST /decisions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
     counter = iter(range(total))
     t0 = time.perf_counter() + 0.2
 
@@ -89,17 +93,13 @@ async def drive(port: int, profile_ids: list[str], rate: float, seconds: float, 
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                body = json.dumps({"profile_id": random.choice(profile_ids), "placements": [placement]}).encode()
-                writer.write(b"POST /decisions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
+                writer.write(requests[k % len(requests)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                at = head.lower().find(b"content-length:")
+                length = int(head[at + 15:head.index(b"\r\n", at)]) if at >= 0 else 0
                 await reader.readexactly(length)
                 latencies[k] = time.perf_counter() - due
-                statuses[k] = int(status_line.split()[1])
+                statuses[k] = int(head[9:12])
         finally:
             writer.close()
 
@@ -111,7 +111,55 @@ async def drive(port: int, profile_ids: list[str], rate: float, seconds: float, 
     return {"requests": total, "ok": int(ok.sum()), "errors": int((~ok).sum()), "target_rate": rate,
             "decisions_per_s": round(total / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "max_ms": round(float(ms.max()), 2)}
+            "max_ms": round(float(ms.max()), 2), "elapsed_s": round(elapsed, 2)}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc; children not included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
+def server_pids(root: int) -> list[int]:
+    """The server process and its descendants (uvicorn's worker processes), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(parents.get(pid, []))
+    return pids
+
+
+def run_load(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int,
+             server_pids: list[int]) -> dict:
+    """`drive` on uvloop (when installed), with the CPU seconds used by the client and the server."""
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    client_before, server_before = time.process_time(), cpu_seconds(server_pids)
+    figures = runner(drive(port, bodies, rate, seconds, connections))
+    client_cpu, server_cpu = time.process_time() - client_before, cpu_seconds(server_pids) - server_before
+    wall = figures["elapsed_s"]
+    return {**figures, "client_cpu_s": round(client_cpu, 1), "server_cpu_s": round(server_cpu, 1),
+            "client_cpu_pct": round(100 * client_cpu / wall), "server_cpu_pct": round(100 * server_cpu / wall),
+            "server_cpu_us_per_decision": round(1e6 * server_cpu / figures["requests"]),
+            "client_cpu_us_per_decision": round(1e6 * client_cpu / figures["requests"])}
 
 
 def bench_batch(config_path: Path) -> dict:
@@ -148,20 +196,29 @@ def main() -> None:
         config_path = build_project(root, args.profiles, args.seed)
     setup_s = time.perf_counter() - started
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server_log = (root / "server.log").open("wb")  # a file, not a pipe nobody drains
     server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
-                               "--port", str(args.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--port", str(args.port)], env=env, stdout=server_log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(args.port, server)
+        wait_healthy(args.port, server, root / "server.log")
         import pandas as pd
 
-        ids = pd.read_parquet(root / "data/profiles.parquet", columns=["profile_id"])["profile_id"].tolist()
-        asyncio.run(drive(args.port, ids, min(args.rate, 500), 3, args.connections, "web-banner"))  # warm-up
-        figures = asyncio.run(drive(args.port, ids, args.rate, args.seconds, args.connections, "web-banner"))
+        ids = pd.read_parquet(root / "data/profiles.parquet", columns=["profile_id"])["profile_id"].to_numpy()
+        rng = np.random.default_rng(args.seed)
+        bodies = [json.dumps({"profile_id": str(pid), "placements": ["web-banner"]}).encode()
+                  for pid in rng.choice(ids, size=min(len(ids), 200_000), replace=False)]
+        pids = server_pids(server.pid)
+        run_load(args.port, bodies, min(args.rate, 500), 3, args.connections, pids)  # warm-up
+        load_before = os.getloadavg()[0]
+        figures = run_load(args.port, bodies, args.rate, args.seconds, args.connections, pids)
+        load_after = os.getloadavg()[0]
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server_log.close()
     out = {"profiles": args.profiles, "placement": "web-banner", "connections": args.connections,
-           "cores": os.cpu_count(), "setup_s": round(setup_s, 1), **figures}
+           "cores": os.cpu_count(), "setup_s": round(setup_s, 1),
+           "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2), **figures}
     if args.batch:
         out.update(bench_batch(config_path))
     print(json.dumps(out, indent=2))

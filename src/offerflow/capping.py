@@ -226,8 +226,13 @@ class CapCounters:
                            frame["profile_id"].astype(str))
                 self._counts[family].update(zip(keys, frame["n"].astype(int).tolist()))
         self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
-        # Per offer: (family, limit) of each rule, resolved once (the hot path of every decision).
-        self._checks = {oid: [(r.family, r.limit) for r in rules] for oid, rules in self.caps.items()}
+        # The hot path of every decision, resolved once per offer: each rule's counter dict (never
+        # replaced, only cleared, so these references stay live), how its key splits, its limit;
+        # and the distinct families a decided offer counts in.
+        self._checks = {oid: [(self._counts[r.family], r.per_placement, r.scope == "per_profile", r.limit)
+                              for r in rules] for oid, rules in self.caps.items()}
+        self._recorded = {oid: [(self._counts[f], f.per_placement, f.scope == "per_profile", f.event)
+                                for f in dict.fromkeys(r.family for r in rules)] for oid, rules in self.caps.items()}
 
     @property
     def families(self) -> list[Family]:
@@ -240,7 +245,7 @@ class CapCounters:
         for family in self._counts:
             start = window_start(family.reset, now)
             if start != self._window[family]:
-                self._counts[family] = {}
+                self._counts[family].clear()
                 self._window[family] = start
         self._next_roll = min(next_window_start(f.reset, now) for f in self._counts)
 
@@ -256,21 +261,20 @@ class CapCounters:
         if not checks:
             return False
         self._roll(now)
-        return any(self._counts[family].get(family.key(offer_id, placement_id, profile_id), 0) >= limit
-                   for family, limit in checks)
+        for counts, by_placement, by_profile, limit in checks:
+            key = (offer_id, placement_id if by_placement else ALL, profile_id if by_profile else ALL)
+            if counts.get(key, 0) >= limit:
+                return True
+        return False
 
     def record(self, offer_ids: Iterable[str], placement_id: str, profile_id: str, now: datetime,
                events: Sequence[str] = DECIDED_EVENTS) -> None:
         """Count `events` of these offers (by default: they were just decided, so logged as displays)."""
         self._roll(now)
         for offer_id in offer_ids:
-            seen = set()
-            for rule in self.caps.get(offer_id, ()):
-                family = rule.family
-                if family.event in events and family not in seen:
-                    seen.add(family)
-                    key = family.key(offer_id, placement_id, profile_id)
-                    counts = self._counts[family]
+            for counts, by_placement, by_profile, event in self._recorded.get(offer_id, ()):
+                if event in events:
+                    key = (offer_id, placement_id if by_placement else ALL, profile_id if by_profile else ALL)
                     counts[key] = counts.get(key, 0) + 1
 
     def reset(self, offer_id: str | None = None) -> int:
@@ -280,7 +284,7 @@ class CapCounters:
             for family, counts in self._counts.items():
                 if offer_id is None:
                     cleared += len(counts)
-                    self._counts[family] = {}
+                    counts.clear()
                 else:
                     doomed = [k for k in counts if k[0] == offer_id]
                     for k in doomed:

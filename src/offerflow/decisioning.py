@@ -10,8 +10,9 @@ placement's non-personalized ranking (priority). Offers that reached a frequency
 
 A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
 eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured. Every
-decision is logged as `display` events in the data contract, with the propensity of the offer shown
-first, plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
+decision is logged as `display` events in the data contract, each with its per-slot propensity (the
+probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
+first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from offerflow.bandits import first_choice_probability, thompson_select
 from offerflow.capping import CapCounters, caps_of, load_cap_counters
 from offerflow.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.config import ProjectConfig
+from offerflow.ranking import eligibility_matrix
 from offerflow.rules import Expression, parse_expression, schema_from_frames
 from offerflow.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 from offerflow.store import RankingStore
@@ -113,6 +115,12 @@ class DecisionEngine:
             for oid, rule in zip(offers["offer_id"], offers["eligibility"]) if isinstance(rule, str)}
         self._offer_values = {oid: {f"offer.{c}": v for c, v in row.items() if c not in ("placements", "caps")}
                               for oid, row in self.offers.to_dict(orient="index").items()}
+        # Eligibility of every (profile, offer with a rule), evaluated once, column-wise: a request
+        # reads one row instead of evaluating each rule. Rules read only profile and offer
+        # attributes, both fixed for the engine's lifetime (a reload builds a new engine).
+        self._rule_column = {oid: j for j, oid in enumerate(self._rules)}
+        self._eligibility = self._eligibility_rows()
+        self._unknown_eligibility = np.array([self._eligible(oid, None) for oid in self._rules], dtype=bool)
         self._by_priority = {p.id: offers_for_placement(offers, p.id)
                              .sort_values(["priority", "offer_id"], ascending=[False, True])["offer_id"].tolist()
                              for p in config.placements}
@@ -126,6 +134,17 @@ class DecisionEngine:
         # Independent streams: Thompson sampling and exploration, and the holdout draw (the same
         # seed for both would make every explored decision a holdout decision too).
         self._rng, self._holdout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+
+    def _eligibility_rows(self, chunk_rows: int = 250_000) -> np.ndarray:
+        """Bool matrix (n_profiles, n_offers with a rule) in `_rule_column` order, built in chunks."""
+        out = np.ones((len(self.profiles), len(self._rules)), dtype=bool)
+        if not self._rules:
+            return out
+        offers = self.offers.loc[list(self._rules)].reset_index(drop=True)
+        rules = list(self._rules.values())
+        for lo in range(0, len(self.profiles), chunk_rows):
+            out[lo:lo + chunk_rows] = eligibility_matrix(self.profiles.iloc[lo:lo + chunk_rows], offers, rules)
+        return out
 
     def _profile_values(self, profile_id: str) -> dict[str, Any] | None:
         pos = self._profile_pos.get(profile_id)
@@ -169,14 +188,13 @@ class DecisionEngine:
             raise DecisionError(f"unknown placement(s): {', '.join(unknown)} "
                                 f"(known: {', '.join(sorted(self._by_priority))})")
         now = now or datetime.now(timezone.utc)
-        profile_values = self._profile_values(profile_id)
-        eligible_cache: dict[str, bool] = {}
+        pos = self._profile_pos.get(profile_id)
+        row = self._unknown_eligibility if pos is None else self._eligibility[pos]
+        rule_column = self._rule_column
 
         def eligible(offer_id: str) -> bool:
-            known = eligible_cache.get(offer_id)
-            if known is None:
-                known = eligible_cache[offer_id] = self._eligible(offer_id, profile_values)
-            return known
+            j = rule_column.get(offer_id)
+            return j is None or bool(row[j])
 
         used: set[str] = set()
         results = []
@@ -218,9 +236,12 @@ class DecisionEngine:
                 order = self._holdout_rng.permutation(len(pool))[:n_items]
                 chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
                 source, arm = "random_holdout", "holdout"
-            first = chosen[0].offer_id
-            propensity = share / len(pool) + (1.0 - share) * first_probability(first)
-            chosen[0] = DecisionItem(placement_id, first, 1, chosen[0].score, propensity=propensity)
+            # per slot: share / |pool| (a random order puts any offer in any slot equally often) plus
+            # (1 - share) x the model's probability of that offer in that slot (None: not known)
+            model_p = [first_probability(item.offer_id, item.rank) for item in chosen]
+            chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
+                                   propensity=None if p is None else share / len(pool) + (1.0 - share) * p)
+                      for item, p in zip(chosen, model_p)]
         if not chosen:
             chosen = [DecisionItem(placement_id, self._fallback[placement_id], 1, None, fallback=True, propensity=1.0)]
             source, arm = "fallback", "fallback"
@@ -229,19 +250,20 @@ class DecisionEngine:
     def _explore(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float,
                  n_items: int, source: str):
         """A personalized model shows `share` of its traffic a random order of the eligible offers,
-        so offers it cannot personalize yet (too little data) keep being shown and learned. The
-        first item's propensity is share / |pool| + (1 - share) * [it is the model's first choice]."""
-        top = chosen[0].offer_id
+        so offers it cannot personalize yet (too little data) keep being shown and learned. Each
+        slot's propensity is share / |pool| + (1 - share) * [it is the model's offer for that slot]."""
+        ranked = [item.offer_id for item in chosen]
         if self._rng.random() < share:
             order = self._rng.permutation(len(pool))[:n_items]
             chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
             source = "exploration"
 
-        def probability(offer_id: str) -> float:
-            return share / len(pool) + (1.0 - share) * (1.0 if offer_id == top else 0.0)
+        def probability(offer_id: str, rank: int = 1) -> float:
+            model = 1.0 if rank <= len(ranked) and ranked[rank - 1] == offer_id else 0.0
+            return share / len(pool) + (1.0 - share) * model
 
-        chosen[0] = DecisionItem(placement_id, chosen[0].offer_id, 1, chosen[0].score,
-                                 propensity=probability(chosen[0].offer_id))
+        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
+                               propensity=probability(item.offer_id, item.rank)) for item in chosen]
         return chosen, probability, source
 
     def model_of(self, placement: Any, metadata: dict[str, Any]) -> Any:
@@ -256,7 +278,7 @@ class DecisionEngine:
 
     def _ranked(self, placement_id: str, snap: Any, profile_id: str, allowed: Any, n_items: int):
         """The profile's ranked offers (table first, then priority to fill), the eligible pool and
-        the logging probability of a first offer (deterministic: 1 for the first, else 0)."""
+        the logging probability of an offer in a slot (deterministic: 1 for the slot's offer, else 0)."""
         offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
         source = "ranking_table" if len(offer_ids) else "non_personalized"
         pool = [oid for oid in self._by_priority[placement_id] if allowed(oid)]
@@ -274,10 +296,9 @@ class DecisionEngine:
                 break
             if offer_id not in taken:
                 chosen.append(DecisionItem(placement_id, offer_id, len(chosen) + 1, self._priority[offer_id]))
-        if chosen:
-            chosen[0] = DecisionItem(placement_id, chosen[0].offer_id, 1, chosen[0].score, propensity=1.0)
-        first = chosen[0].offer_id if chosen else None
-        return chosen, pool, (lambda oid: 1.0 if oid == first else 0.0), source
+        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score, propensity=1.0) for item in chosen]
+        ranked = [item.offer_id for item in chosen]  # deterministic: each slot's offer has probability 1
+        return chosen, pool, (lambda oid, rank=1: float(rank <= len(ranked) and ranked[rank - 1] == oid)), source
 
     def posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
         cached = self._posteriors.get(placement_id)
@@ -321,7 +342,8 @@ class DecisionEngine:
                   for r, j in enumerate(selection.indices)]
         position = {oid: j for j, oid in enumerate(post.offer_ids)}
         pool = [post.offer_ids[j] for j in np.flatnonzero(eligible)]
-        return chosen, pool, (lambda oid: float(probabilities[position[oid]]))
+        # the first-choice probability is exact; later slots' marginals are not computed (None)
+        return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None)
 
 
 @dataclass(frozen=True)
@@ -343,29 +365,41 @@ def _is_missing(value: Any) -> bool:
 
 
 def decisions_to_events(decisions: Sequence[Decision]) -> pa.Table:
-    """Decisions as `display` events in the data contract, ready for the next ingestion."""
-    rows = []
-    for decision in decisions:
-        for placement in decision.placements:
-            for item in placement.items:
-                rows.append({"event_id": f"{decision.decision_id}-{placement.placement_id}-{item.rank}",
-                             "timestamp": pd.Timestamp(decision.decided_at), "profile_id": decision.profile_id,
-                             "event_type": "display", "offer_id": item.offer_id,
-                             "placement_id": placement.placement_id, "channel": placement.channel,
-                             "value": None, "propensity": item.propensity, "decision_id": decision.decision_id})
-    frame = pd.DataFrame(rows, columns=EVENT_SCHEMA.names)
-    return pa.Table.from_pandas(frame, schema=EVENT_SCHEMA, preserve_index=False)
+    """Decisions as `display` events in the data contract, ready for the next ingestion.
+
+    Built column by column (no per-row DataFrame work: the service writes these from a background
+    thread that shares the interpreter with request handling)."""
+    event_id, timestamp, profile_id, offer_id, placement_id, channel, propensity, decision_id = ([] for _ in range(8))
+    for d in decisions:
+        at = datetime.fromisoformat(d.decided_at)
+        for p in d.placements:
+            for item in p.items:
+                event_id.append(f"{d.decision_id}-{p.placement_id}-{item.rank}")
+                timestamp.append(at)
+                profile_id.append(d.profile_id)
+                offer_id.append(item.offer_id)
+                placement_id.append(p.placement_id)
+                channel.append(p.channel)
+                propensity.append(item.propensity)
+                decision_id.append(d.decision_id)
+    n = len(event_id)
+    return pa.Table.from_pydict({"event_id": event_id, "timestamp": timestamp, "profile_id": profile_id,
+                                 "event_type": ["display"] * n, "offer_id": offer_id, "placement_id": placement_id,
+                                 "channel": channel, "value": [None] * n, "propensity": propensity,
+                                 "decision_id": decision_id}, schema=EVENT_SCHEMA)
 
 
 def decisions_to_meta(decisions: Sequence[Decision]) -> pa.Table:
     """One `DECISION_META_SCHEMA` row per (decision, placement): who, where, which model and arm."""
-    rows = [{"decision_id": d.decision_id, "decided_at": pd.Timestamp(d.decided_at), "profile_id": d.profile_id,
-             "placement_id": p.placement_id, "ai_model": p.ai_model,
-             "model_version": None if p.model_version is None else str(p.model_version),
-             "table_version": p.table_version, "ranking_method": p.ranking_method, "arm": p.arm}
-            for d in decisions for p in d.placements]
-    frame = pd.DataFrame(rows, columns=DECISION_META_SCHEMA.names)
-    return pa.Table.from_pandas(frame, schema=DECISION_META_SCHEMA, preserve_index=False)
+    rows = [(d, datetime.fromisoformat(d.decided_at), p) for d in decisions for p in d.placements]
+    return pa.Table.from_pydict({
+        "decision_id": [d.decision_id for d, _, _ in rows], "decided_at": [at for _, at, _ in rows],
+        "profile_id": [d.profile_id for d, _, _ in rows], "placement_id": [p.placement_id for _, _, p in rows],
+        "ai_model": [p.ai_model for _, _, p in rows],
+        "model_version": [None if p.model_version is None else str(p.model_version) for _, _, p in rows],
+        "table_version": [p.table_version for _, _, p in rows],
+        "ranking_method": [p.ranking_method for _, _, p in rows], "arm": [p.arm for _, _, p in rows]},
+        schema=DECISION_META_SCHEMA)
 
 
 def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Path:

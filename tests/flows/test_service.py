@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,7 +159,11 @@ def test_decisions_are_logged_as_display_events(project, known_profile, tmp_path
         for _ in range(FLUSH_EVERY):
             ids.append(c.post("/decisions", json={"profile_id": known_profile, "placements": ["web-banner"]})
                        .json()["decision_id"])
-        assert list(log_dir.glob("*.parquet"))  # the N-th decision flushed the buffer
+        # the N-th decision woke the writer thread (requests never write themselves)
+        deadline = time.monotonic() + 10
+        while not list(log_dir.glob("*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert list(log_dir.glob("*.parquet")) and app.state.decision_log.pending() == 0
         c.post("/decisions", json={"profile_id": "late", "placements": ["web-sidebar"]})
     # shutdown flushed the rest
     events = pd.concat([pd.read_parquet(p) for p in sorted(log_dir.glob("*.parquet"))])
