@@ -72,6 +72,12 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
     `count_<type>_<L>d`, `days_since_<type>` (NaN if never), `value_<type>_<L>d` and, per channel
     in `active_day_channels`, `active_days_<channel>_<L>d`: days with any event on that channel
     (how often a profile comes back, without the noise of how many offers one visit showed).
+
+    Rates: `per_day_<type>_<L>d` (events per observed day) and `active_share_<channel>_<L>d`
+    (share of observed days active on the channel), where the observed days of a window are the
+    part of it after the first event of the dataset (at least one day). Training snapshots at
+    early cut-offs see less history than the scoring date does; a raw count over a window longer
+    than the history means something else at every cut-off, a rate means the same thing.
     """
     cutoff_sql = _sql_ts(cutoff)
     selects = []
@@ -103,7 +109,16 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
         names = [f"active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
         sql = (f"SELECT h.*, {', '.join(f'coalesce(a.{n}, 0) AS {n}' for n in names)}"
                f" FROM ({sql}) h LEFT JOIN ({days}) a USING (profile_id)")
-    return query_frame(con, f"SELECT * FROM ({sql}) ORDER BY profile_id")
+    # Days of data before the cut-off: from the dataset's first event (point in time: an event
+    # before the cut-off), so a window is clipped to what could have been observed.
+    history = (f"(SELECT date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 FROM {EVENTS_VIEW}"
+               f" WHERE timestamp < {cutoff_sql})")
+    rates = [f"count_{safe_name(t)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0) AS per_day_{safe_name(t)}_{int(d)}d"
+             for t in event_types for d in lookback_days]
+    rates += [f"active_days_{safe_name(c)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0)"
+              f" AS active_share_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
+    return query_frame(con, f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {history} AS hist)"
+                            " ORDER BY profile_id")
 
 
 def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:

@@ -73,7 +73,7 @@ def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, pr
         attributes = profiles[[PROFILE_ID, *goal.profile_attributes]]
     frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()})
     frame = frame.merge(history, on=PROFILE_ID, how="left").merge(attributes, on=PROFILE_ID, how="left")
-    counts = [c for c in frame.columns if c.startswith(("count_", "value_", "active_days_"))]
+    counts = [c for c in frame.columns if c.startswith(("count_", "value_", "active_days_", "per_day_", "active_share_"))]
     frame[counts] = frame[counts].fillna(0)
     return frame
 
@@ -167,23 +167,34 @@ def top_factors(per_feature: np.ndarray, names: list[str], top: int) -> pd.DataF
     return pd.DataFrame(factors)
 
 
+def _pos_weight(labels: pd.Series) -> float:
+    """Imbalance: weight positives up to the negatives' mass, at most 10x."""
+    positives = max(int(labels.sum()), 1)
+    return float(min(10.0, max(1.0, (len(labels) - positives) / positives)))
+
+
 def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
-    """Fit on all but the latest training cut-off; early-stop on the latest one (a time split)."""
+    """Early-stop on the latest training cut-off (a time split), then refit on every cut-off.
+
+    The number of trees comes from the time split: fit on all but the latest cut-off, stop when
+    its AUC stops improving. The final model is then refitted with that many trees on all the
+    cut-offs, the latest included: it has the longest history, the closest to the scoring date's
+    (measured on the 100,000-profile world: holdout AUC 0.8137 -> 0.8191, docs/customer-ai.md).
+    """
     import lightgbm as lgb
 
     feature_columns = [c for c in examples.columns if c not in (PROFILE_ID, "cutoff", "label")]
     categories = categories_of(examples, categorical_columns(examples[feature_columns]))
     latest = examples["cutoff"].max()
     train, valid = examples[examples["cutoff"] < latest], examples[examples["cutoff"] == latest]
-    positives = max(int(train["label"].sum()), 1)
-    model = lgb.LGBMClassifier(
-        **params.classifier_kwargs(seed),
-        # Imbalance: weight positives up to the negatives' mass, at most 10x.
-        scale_pos_weight=float(min(10.0, max(1.0, (len(train) - positives) / positives))),
-    )
     encoded = encode(examples[feature_columns], categories)
-    model.fit(encoded.loc[train.index], train["label"], eval_X=(encoded.loc[valid.index],), eval_y=(valid["label"],),
-              eval_metric="auc", callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    stopper = lgb.LGBMClassifier(**params.classifier_kwargs(seed), scale_pos_weight=_pos_weight(train["label"]))
+    stopper.fit(encoded.loc[train.index], train["label"], eval_X=(encoded.loc[valid.index],), eval_y=(valid["label"],),
+                eval_metric="auc", callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    trees = int(stopper.best_iteration_ or stopper.booster_.current_iteration())
+    model = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), "n_estimators": trees},
+                               scale_pos_weight=_pos_weight(examples["label"]))
+    model.fit(encoded, examples["label"])
     return PropensityModel(model, feature_columns, categories)
 
 

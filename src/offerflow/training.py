@@ -146,7 +146,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                             "holdout_cutoff": plan.holdout.date().isoformat(),
                             "n_train_examples": len(examples), "n_features": len(model.feature_columns),
                             "train_positives": int(examples["label"].sum()),
-                            "best_iteration": model.booster.best_iteration_,
+                            "best_iteration": model.n_trees,
                             **goal.lightgbm.model_dump()})
         tracker.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         tracker.log_dict({"feature_columns": model.feature_columns, "categories": model.categories},

@@ -399,7 +399,7 @@ propensity_goals:
       all_of:
         - {{field: event_type, operator: "==", value: purchase}}
     outcome_window_days: 14
-    lookback_days: [7, 30]
+    lookback_days: [7, 30, 90]
     min_positives: 200
     min_negatives: 200
 tracking:

@@ -1,9 +1,11 @@
 """Customer AI against the known truth of the seeded world (3,000 profiles, 60 days, seed 11).
 
 The generator's daily purchase probability depends on loyalty tier, email opt-in, tenure and a
-hidden activity rate (visible only through how often a profile is shown offers); churn (no web
-visit in the window) depends on activity alone. A model that learned the right thing ranks
-profiles like the true probabilities do and is nearly as good as them on the holdout.
+hidden activity rate (the daily probability of a web visit); churn (no web visit in the window)
+depends on activity alone. The oracle knows each profile's activity exactly; any model can only
+infer it from the days of history before the cut-off. So the model is held to two yardsticks:
+the AUC of the true probabilities (the oracle), and the AUC of the best estimate the observable
+history allows (`_best_from_history`: the Bayes posterior under the generator's own model).
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from scipy.stats import spearmanr
 
 from offerflow.config import PropensityGoalConfig
 from offerflow.evaluation import classification_metrics
-from offerflow.features import event_time_range, open_events
+from offerflow.features import event_time_range, open_events, query_frame
 from offerflow.goals import GoalError
 from offerflow.propensity import build_examples, check_enough_examples, fit_propensity_model, plan_cutoffs, score_goal
-from offerflow.world import load_truth, true_purchase_probability
+from offerflow.world import load_truth, true_daily_purchase_rate, true_purchase_probability
 
+# One LightGBM thread: on a shared 2-core machine OpenMP threads spinning against other jobs made
+# these small fits ~7x slower; the holdout AUC is the same with 2 threads.
 PURCHASE = {"name": "purchase_14d", "goal": {"all_of": [{"field": "event_type", "value": "purchase"}]},
-            "outcome_window_days": 14, "lookback_days": [7, 30], "min_positives": 200, "min_negatives": 200}
+            "outcome_window_days": 14, "lookback_days": [7, 30, 90], "min_positives": 200, "min_negatives": 200,
+            "lightgbm": {"num_threads": 1}}
 CHURN = {"name": "web_churn_14d", "type": "churn",
          "goal": {"all_of": [{"field": "event_type", "value": "display"}, {"field": "channel", "value": "web"}]},
-         "outcome_window_days": 14, "lookback_days": [7, 30], "min_positives": 200, "min_negatives": 200}
+         "outcome_window_days": 14, "lookback_days": [7, 30, 90], "min_positives": 200, "min_negatives": 200,
+         "lightgbm": {"num_threads": 1}}
 
 
 def _fit(world_dir: Path, raw: dict):
@@ -43,26 +49,55 @@ def _fit(world_dir: Path, raw: dict):
     return goal, con, profiles, plan, model, holdout
 
 
+def _best_from_history(con, holdout: pd.DataFrame, cutoff, truth: pd.DataFrame, window: int) -> dict[str, np.ndarray]:
+    """The best predictions the events before `cutoff` allow: posterior means under the generator.
+
+    Activity shows in the data as the days with a web visit (Binomial(n, activity) over the n days
+    of history) and, through the purchase rate it drives, the days with a purchase (Binomial(n,
+    rate(activity, attributes))); clicks do not depend on it. Prior: the true activity
+    distribution of the world (200 equal-mass quantiles). Returns the posterior mean of the
+    purchase probability within `window` days and of the chance of no web visit in it.
+    """
+    first, _ = event_time_range(con)
+    n = (pd.Timestamp(cutoff) - pd.Timestamp(first).floor("D")).days
+    seen = query_frame(con, """SELECT profile_id,
+        count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE channel = 'web') AS web_days,
+        count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE event_type = 'purchase') AS purchase_days
+        FROM events WHERE timestamp < ? GROUP BY profile_id""", [cutoff])
+    seen = holdout[["profile_id"]].merge(seen, on="profile_id", how="left").fillna(0)
+    k, m = seen["web_days"].to_numpy(float)[:, None], seen["purchase_days"].to_numpy(float)[:, None]
+    grid = np.quantile(truth["activity"].to_numpy(), (np.arange(200) + 0.5) / 200)
+    rate = np.column_stack([true_daily_purchase_rate(holdout.assign(activity=a)) for a in grid])
+    log_like = (k * np.log(grid) + (n - k) * np.log1p(-grid)
+                + m * np.log(rate) + (n - m) * np.log1p(-rate))
+    weight = np.exp(log_like - log_like.max(axis=1, keepdims=True))
+    weight /= weight.sum(axis=1, keepdims=True)
+    return {"purchase": (weight * (1 - (1 - rate) ** window)).sum(axis=1),
+            "churn": (weight * (1 - grid) ** window).sum(axis=1)}
+
+
 @pytest.fixture(scope="module")
 def purchase(world_dir):
     return _fit(world_dir, PURCHASE)
 
 
 def test_learned_propensity_tracks_the_true_purchase_probability(purchase, world_dir):
-    goal, _, _, _, model, holdout = purchase
+    goal, con, _, plan, model, holdout = purchase
     learned = model.predict(holdout)
     truth, _ = load_truth(world_dir)
-    true_p = true_purchase_probability(truth.set_index("profile_id").loc[holdout["profile_id"]].reset_index(),
-                                       goal.outcome_window_days)
+    true_p = true_purchase_probability(holdout, goal.outcome_window_days)
     rho = spearmanr(learned, true_p).statistic
     assert rho > 0.6, rho
     y = holdout["label"].to_numpy()
-    model_auc = classification_metrics(y, learned)["auc"]
-    true_auc = classification_metrics(y, true_p)["auc"]
-    # The issue asks for 0.03. The true probability uses the hidden activity rate, which history
-    # reveals only through ~46 days of visits: the gap measured here is 0.053 (3,000 profiles)
-    # and 0.039 at 100,000 profiles (docs/customer-ai.md), so the test holds the measured bound.
-    assert model_auc > true_auc - 0.06, (model_auc, true_auc)
+    auc = {name: classification_metrics(y, p)["auc"] for name, p in [
+        ("model", learned), ("oracle", true_p),
+        ("history", _best_from_history(con, holdout, plan.holdout, truth, goal.outcome_window_days)["purchase"])]}
+    # Measured (docs/customer-ai.md): model 0.810, best from history 0.823, oracle 0.846. What
+    # separates the oracle from the best estimate is information the ~46 days of history before
+    # the holdout cut-off do not hold (the exact activity rate), not something a model can learn.
+    assert auc["oracle"] - auc["history"] > 0.015, auc
+    assert auc["model"] > auc["history"] - 0.03, auc  # the issue's 0.03, against what history allows
+    assert auc["model"] > auc["oracle"] - 0.045, auc  # and the measured gap to the oracle (0.036)
 
 
 def test_scores_percentiles_buckets_and_factors(purchase):
@@ -92,7 +127,8 @@ def test_factors_name_the_attributes_the_generator_uses(purchase):
     scores = score_goal(con, model, goal, profiles, plan.scoring)
     # purchase rate: tier, opt-in, tenure, and activity seen through display/click/purchase history;
     # age, country and favourite category play no part in it.
-    used = ("loyalty_tier", "email_opt_in", "tenure_days", "count_", "days_since_", "value_purchase", "active_days_")
+    used = ("loyalty_tier", "email_opt_in", "tenure_days", "count_", "days_since_", "value_purchase", "active_days_",
+            "per_day_", "active_share_")
     top = scores["factor_1"]
     assert top.map(lambda n: n.startswith(used)).mean() > 0.95, top.value_counts().head(8)
     unused = scores[["factor_1", "factor_2", "factor_3"]].isin(["age", "country", "favorite_category"])
@@ -100,15 +136,18 @@ def test_factors_name_the_attributes_the_generator_uses(purchase):
 
 
 def test_churn_goal_predicts_who_stops_visiting(world_dir):
-    goal, _, _, _, model, holdout = _fit(world_dir, CHURN)
+    goal, con, _, plan, model, holdout = _fit(world_dir, CHURN)
     assert goal.goal.occurrence == "will_not_occur"
     y = holdout["label"].to_numpy()
     learned = model.predict(holdout)
     # truth: P(no web visit in 14 days) = (1 - activity)^14 (almost every visitor is shown an offer)
     true_churn = (1 - holdout["activity"].to_numpy()) ** goal.outcome_window_days
     assert spearmanr(learned, true_churn).statistic > 0.6
-    auc, true_auc = classification_metrics(y, learned)["auc"], classification_metrics(y, true_churn)["auc"]
-    assert auc > 0.75 and auc > true_auc - 0.07, (auc, true_auc)  # measured gap 0.061, see purchase test
+    truth, _ = load_truth(world_dir)
+    best = _best_from_history(con, holdout, plan.holdout, truth, goal.outcome_window_days)["churn"]
+    auc = {name: classification_metrics(y, p)["auc"] for name, p in
+           [("model", learned), ("oracle", true_churn), ("history", best)]}
+    assert auc["model"] > auc["history"] - 0.03 and auc["model"] > auc["oracle"] - 0.06, auc
 
 
 def test_too_little_data_says_how_many_examples_it_found(world_dir):

@@ -1,0 +1,117 @@
+"""Bad input to the single-purpose flows (Customer AI, ranking models, scoring, batch decisions,
+auto-optimization, validation) ends the run `Failed`/`BadInput` with a one-line message that the
+logs carry once, never a traceback; and a missing optional event column is a named warning in the
+validation result and its artifact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from offerflow.config import load_config
+from offerflow.ingestion import ingest_events, load_catalog
+
+pytestmark = pytest.mark.flow
+
+
+def flows():
+    from flows.auto_optimization import retrain_auto_optimization
+    from flows.customer_ai import train_customer_ai
+    from flows.decisions import batch_decisions
+    from flows.ranking_models import train_ranking_models
+    from flows.scoring import score_and_publish
+    from flows.validate import validate_data
+
+    return {"train-customer-ai": train_customer_ai, "train-ranking-models": train_ranking_models,
+            "score-and-publish": score_and_publish, "batch-decisions": batch_decisions,
+            "retrain-auto-optimization": retrain_auto_optimization, "validate-data": validate_data}
+
+
+def run_logs(state) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    return [log.message for log in logs]
+
+
+def assert_bad_input(state, expected: str) -> None:
+    assert state.is_failed() and state.name == "BadInput", state
+    assert expected in state.message and "\n" not in state.message, state.message
+    logs = run_logs(state)
+    # logged once where it was met (and named in Prefect's own "Finished in state" line)
+    assert sum(expected in m and not m.startswith("Finished in state") for m in logs) == 1, logs
+    assert not any("Traceback" in m or "NoneType: None" in m for m in logs), logs
+
+
+def test_bad_config_is_one_line_in_every_flow(tmp_path, prefect_harness):
+    config = tmp_path / "offerflow.yaml"
+    config.write_text("placements:\n  - id: web-banner\n    channel: telepathy\n")
+    for name, flow in flows().items():
+        state = flow(config_path=str(config), return_state=True)
+        assert_bad_input(state, "offerflow.yaml: placements[0].channel:")
+    missing = flows()["train-customer-ai"](config_path=str(tmp_path / "nope.yaml"), return_state=True)
+    assert_bad_input(missing, "nope.yaml: project file not found")
+
+
+def test_missing_validated_events_and_bad_catalog_are_one_line(project_dir, prefect_harness):
+    config = str(project_dir / "offerflow.yaml")
+    snapshot = project_dir / "data/outputs/validated/events.parquet"
+    for name in ("train-customer-ai", "train-ranking-models", "score-and-publish", "retrain-auto-optimization"):
+        state = flows()[name](config_path=config, return_state=True)
+        assert_bad_input(state, f"{snapshot}: no validated events yet; run the pipeline (offerflow run) first")
+
+    # a snapshot to read, and a catalog whose fallback offer is no longer a fallback
+    snapshot.parent.mkdir(parents=True)
+    shutil.copy(project_dir / "data/events.parquet", snapshot)
+    offers_path = project_dir / "data/offers.yaml"
+    catalog = yaml.safe_load(offers_path.read_text())
+    for offer in catalog["offers"]:
+        offer["fallback"] = False
+    offers_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    for name in ("train-customer-ai", "train-ranking-models", "batch-decisions", "validate-data"):
+        state = flows()[name](config_path=config, return_state=True)
+        assert_bad_input(state, f"{offers_path}: placement 'web-banner' has no fallback offer")
+
+
+def test_unknown_segment_file_is_one_line(pipeline_run):
+    project, _ = pipeline_run
+    state = flows()["batch-decisions"](config_path=str(project / "offerflow.yaml"),
+                                       profiles_file=str(project / "nobody.csv"), return_state=True)
+    assert_bad_input(state, f"{project / 'nobody.csv'}: profiles file not found")
+
+
+def test_missing_optional_column_is_a_named_warning(project_dir):
+    config = load_config(project_dir / "offerflow.yaml")
+    events = config.path(config.data.events)
+    pq.write_table(pq.read_table(events).drop_columns(["propensity", "decision_id"]), events)
+    _, offers = load_catalog(config, build_docs=False)
+    result = ingest_events(config, offers, "missing-columns", build_docs=False)
+    (warning,) = [w for w in result.report.warnings if w.name == "optional event columns present"]
+    assert warning.observed == "missing optional column(s), filled with nulls: propensity, decision_id"
+    assert "optional event columns present: missing optional column(s)" in result.report.summary()
+    assert result.report.accepted_count == pq.read_metadata(events).num_rows  # a warning, nothing quarantined
+
+
+def test_missing_optional_column_reaches_the_validation_artifact(project_dir, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    events = project_dir / "data/events.parquet"
+    pq.write_table(pq.read_table(events).drop_columns(["channel"]), events)
+    state = flows()["validate-data"](config_path=str(project_dir / "offerflow.yaml"), return_state=True)
+    assert state.is_completed(), state
+    warning = "optional event columns present: missing optional column(s), filled with nulls: channel"
+    assert warning in state.result()["warnings"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert any(warning in (a.data or "") for a in artifacts), [a.data for a in artifacts]
+    assert any("missing optional column(s), filled with nulls: channel" in m for m in run_logs(state))
