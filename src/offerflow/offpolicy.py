@@ -1,9 +1,9 @@
 """Off-policy evaluation: what click rate would another ranking strategy have achieved on the
 traffic we logged, estimated from displays that carry the logging propensity.
 
-What is evaluated: the FIRST item of each slate. Per (decision, placement) we take the display
-that carries the propensity (rank 1; the decision log gives it only to rank 1) and its reward, a
-click on that offer in the same decision. A target strategy is a probability vector over the
+What is evaluated here: the FIRST item of each slate. Per (decision, placement) we take the rank-1
+display (the event id's trailing `-<rank>`, else the one that carries a propensity) and its reward,
+a click on that offer in the same decision. Whole slates: `offerflow.slates`. A target strategy is a probability vector over the
 placement's offers eligible for that profile: the chance it would have put each offer first. The
 estimand is the strategy's first-item click rate on the logged contexts of the evaluation window.
 
@@ -79,7 +79,9 @@ def load_logged_displays(con: duckdb.DuckDBPyConnection, placement_id: str, star
             SELECT profile_id, offer_id, propensity, timestamp, COALESCE(decision_id, event_id) AS decision_key,
                    decision_id,
                    row_number() OVER (PARTITION BY COALESCE(decision_id, event_id)
-                                      ORDER BY (propensity IS NULL), event_id) AS slot
+                                      ORDER BY (propensity IS NULL),
+                                               TRY_CAST(regexp_extract(event_id, '-([0-9]+)$', 1) AS INTEGER)
+                                               NULLS LAST, event_id) AS slot
             FROM {EVENTS_VIEW}
             WHERE event_type = 'display' AND placement_id = ? AND timestamp >= ? AND timestamp < ?),
         s AS (SELECT DISTINCT decision_id, offer_id FROM {EVENTS_VIEW}
@@ -186,6 +188,8 @@ class Strategy:
     kind: str  # random | priority | formula | auto_optimization | personalized | logged
     policy: PolicyFn | None  # None for the logged policy itself (on-policy mean)
     offers_personalized: int | None = None
+    #: per-slot probabilities for whole slates (`slates.SlatePolicyFn`); None: first item only
+    slate: Callable[..., np.ndarray] | None = None
 
 
 # --- estimation -------------------------------------------------------------------------------
@@ -201,6 +205,8 @@ class Evaluation:
     policies: dict[str, np.ndarray]      # strategy -> (n_profiles, n_offers) target probabilities
     confidence: float
     warnings: list[str] = field(default_factory=list)  # about the placement's data as a whole
+    slates: object | None = None   # `slates.SlateEvaluation` for multi-item placements with per-slot logs
+    slate_note: str | None = None  # why there is no slate estimate
 
     def estimate(self, strategy: str, estimator: str) -> pd.Series:
         rows = self.table[(self.table["strategy"] == strategy) & (self.table["estimator"] == estimator)]

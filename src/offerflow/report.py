@@ -24,6 +24,7 @@ import pandas as pd
 from offerflow.config import ProjectConfig
 from offerflow.holdout import DecisionLogError, decision_outcomes, lift_table, traffic_allocation
 from offerflow.offpolicy import FIRST_ITEM_NOTE, Evaluation, ServingDecision, serving_decision
+from offerflow.slates import SLATE_NOTE
 from offerflow.strategies import PlacementCandidates, evaluate_placement
 
 EXPERIMENT_SUFFIX = "evaluation"
@@ -300,6 +301,7 @@ def render_html(result: EvaluationResult, charts: dict[str, Any], config: Projec
         shown = table.assign(warnings=table["warnings"].map("; ".join))[
             ["label", "kind", "estimator", "value", "low", "high", "ess", "warnings"]]
         parts.append(_table_html(shown))
+        parts.append(_slate_html(evaluation, config))
     parts.append("<h2>Online: model versus random holdout</h2>")
     if result.lift.empty:
         parts.append("<p class='note'>No decision metadata with holdout traffic yet.</p>")
@@ -317,6 +319,25 @@ def render_html(result: EvaluationResult, charts: dict[str, Any], config: Projec
                  "[...document.images].map(i => (i.complete ? i.naturalWidth : 0) + 'x' + "
                  "(i.complete ? i.naturalHeight : 0)).join(','); });</script></body></html>")
     return "\n".join(parts)
+
+
+def _slate_html(evaluation: Evaluation, config: ProjectConfig) -> str:
+    """The whole-slate (position-aware) estimates of a multi-item placement, or why there are none."""
+    items = config.placement(evaluation.placement_id).items
+    if items == 1:
+        return ""
+    head = f"<h4>Whole slates ({items} slots): expected clicks per decision</h4>"
+    slates = evaluation.slates
+    if slates is None:
+        return head + (f"<p class='note'>No slate estimate: {html.escape(evaluation.slate_note or 'not computed')}. "
+                       "The estimates above are for the first item only.</p>")
+    table = slates.table.assign(warnings=slates.table["warnings"].map("; ".join))[
+        ["label", "kind", "estimator", "value", "low", "high", "ess", "warnings"]]
+    theta = ", ".join(f"{t:.2f}" for t in slates.position_weights) if np.isfinite(slates.position_weights).all() else "n/a"
+    notes = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in slates.warnings)
+    return (head + f"<p class='note'>{html.escape(SLATE_NOTE)} Based on {slates.n:,} decisions; observed / "
+            f"predicted clicks per slot (DR position weights): {theta}. Strategies ranked by Thompson sampling "
+            "are evaluated on the first item only.</p>" + notes + _table_html(table))
 
 
 def write_report(result: EvaluationResult, config: ProjectConfig, out_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -338,6 +359,10 @@ def evaluation_metrics(result: EvaluationResult) -> dict[str, float]:
             key = f"{placement_id}.{row.strategy}.{row.estimator}"
             metrics.update({key: row.value, f"{key}.low": row.low, f"{key}.high": row.high})
             metrics[f"{placement_id}.{row.strategy}.ess"] = row.ess
+        if evaluation.slates is not None:
+            for row in evaluation.slates.table.itertuples():
+                key = f"{placement_id}.{row.strategy}.slate_{row.estimator}"
+                metrics.update({key: row.value, f"{key}.low": row.low, f"{key}.high": row.high})
     overall = result.lift[result.lift["day"].isna()] if not result.lift.empty else result.lift
     for row in overall.itertuples():
         key = f"{row.placement_id}.{row.ai_model}.holdout_lift"

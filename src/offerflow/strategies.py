@@ -26,6 +26,8 @@ from offerflow.offpolicy import (Evaluation, LoggedDisplays, Strategy, WarningLi
 from offerflow.ranking import (ClickModel, fit_click_model, formula_scorer, interaction_log, offer_counts,
                                priority_scores, training_frame)
 from offerflow.rules import schema_from_frames
+from offerflow.slates import (SlateEvaluation, SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
+                              score_slate_policy)
 
 
 def slug(text: str) -> str:
@@ -94,14 +96,16 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
     schema = schema_from_frames(profiles=profiles, offers=placement_offers)
     strategies = [Strategy("logged", "logged (what was served)", "logged", None),
                   Strategy("random", "random", "random",
-                           lambda p, o, e: uniform_policy(e)),
-                  Strategy("priority", "priority", "priority", score_policy(priority_scores))]
+                           lambda p, o, e: uniform_policy(e), slate=random_slate_policy),
+                  Strategy("priority", "priority", "priority", score_policy(priority_scores),
+                           slate=score_slate_policy(priority_scores))]
     notes: list[str] = []
     rankings = {"priority": RankingMethod(method="priority")}
     for name, formula in _formulas(config).items():
         try:
+            scorer = formula_scorer(formula, schema)
             strategies.append(Strategy(name, name.replace("formula-", "formula ", 1), "formula",
-                                       score_policy(formula_scorer(formula, schema))))
+                                       score_policy(scorer), slate=score_slate_policy(scorer)))
             rankings[name] = RankingMethod(method="formula", formula=formula)
         except ValueError as exc:  # a formula over columns this placement's data lacks
             notes.append(f"{name} skipped: {exc}")
@@ -127,7 +131,8 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
             notes.append(f"{model.name} skipped: {exc}")
             continue
         strategies.append(Strategy(slug(model.name), model.name, model.type, score_policy(click_model.score_matrix),
-                                   offers_personalized=len(qualified)))
+                                   offers_personalized=len(qualified),
+                                   slate=score_slate_policy(click_model.score_matrix)))
         rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
     reward_model = None
     try:
@@ -142,7 +147,7 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
     return PlacementCandidates(strategies, current, reward_model, notes, rankings)
 
 
-def reward_matrix(model: ClickModel | None, logged: LoggedDisplays) -> np.ndarray | None:
+def reward_matrix(model: ClickModel | None, logged) -> np.ndarray | None:
     """Reward model predictions for the window's profiles x the placement's offers (fallback: 0)."""
     if model is None:
         return None
@@ -165,7 +170,32 @@ def evaluate_placement(con: duckdb.DuckDBPyConnection, config: ProjectConfig, pl
                       n_bootstrap=ev.bootstrap_samples, confidence=ev.confidence, seed=config.seed,
                       limits=WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity))
     result.warnings.extend(candidates.notes)
+    if config.placement(placement_id).items > 1:
+        try:
+            result.slates = evaluate_placement_slates(con, config, placement_id, profiles, offers, candidates,
+                                                      (start, end))
+        except ValueError as exc:
+            result.slate_note = str(exc)
     return result, candidates
+
+
+def evaluate_placement_slates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, placement_id: str,
+                              profiles: pd.DataFrame, offers: pd.DataFrame, candidates: PlacementCandidates,
+                              window: tuple[datetime, datetime]) -> SlateEvaluation:
+    """Position-aware estimates of whole slates (expected clicks per decision over the placement's
+    slots) for the candidates that can rank a slate; a ValueError says why there are none."""
+    ev, placement = config.evaluation, config.placement(placement_id)
+    logged = load_logged_slates(con, placement_id, placement.items, *window, profiles,
+                                placement_offer_set(offers, placement_id))
+    if logged.n == 0:
+        dropped = "; ".join(f"{count:,} {reason}" for reason, count in logged.dropped.items())
+        raise ValueError("no decisions with a propensity in every slot in the window (first item only)"
+                         + (f": {dropped}" if dropped else ""))
+    strategies = [SlateStrategy(s.name, s.label, s.kind, s.slate) for s in candidates.strategies
+                  if s.policy is None or s.slate is not None]
+    return evaluate_slates(logged, strategies, reward_matrix(candidates.reward_model, logged),
+                           n_bootstrap=ev.bootstrap_samples, confidence=ev.confidence,
+                           seed=config.seed, limits=WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity))
 
 
 def true_first_item_rates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, world_dir, evaluations,
