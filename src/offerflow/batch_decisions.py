@@ -268,24 +268,26 @@ class _Plan:
         counts = np.bincount(rows, minlength=n)
         rank = (np.arange(len(rows)) - np.searchsorted(rows, rows)).astype(np.int16) + 1
         arm = np.where(holdout_row, HOLDOUT, np.where(arm_model, MODEL, NON_PERSONALIZED))
+        # Per-slot propensities (the engine's, see DecisionEngine._decide_placement): a random order
+        # puts any eligible offer in any slot with probability 1 / |pool|; the model's own order
+        # (table, then priority) is deterministic. Thompson sampling: the first slot only.
         first = rank == 1
-        propensity = np.full(len(rows), np.nan)
-        first_rows, first_idx = rows[first], idx[first]
-        p = np.ones(len(first_rows))
-        n_pool = allowed[first_rows].sum(axis=1)
+        n_pool = allowed[rows].sum(axis=1)
         if self.posterior:
-            p = self._thompson_probability(allowed[first_rows], first_idx)
-        elif explored is not None and self.exploration > 0:
-            # the model's own first choice (table order), whatever this row drew
-            model_first = np.argmax(np.where(allowed, table_key, -np.inf), axis=1)
-            p = np.where(arm_model[first_rows], self.exploration / n_pool
-                         + (1 - self.exploration) * (first_idx == model_first[first_rows]), p)
-        if self.holdout > 0:
-            key = model_key(allowed)
-            model_first = np.argmax(np.where(allowed, key, -np.inf), axis=1)[first_rows]
-            model_p = p if (self.posterior or self.exploration > 0) else (first_idx == model_first).astype(float)
-            p = np.where(arm_model[first_rows], self.holdout / n_pool + (1 - self.holdout) * model_p, p)
-        propensity[first] = p
+            propensity = np.full(len(rows), np.nan)
+            p = self._thompson_probability(allowed[rows[first]], idx[first])
+            if self.holdout > 0:
+                p = np.where(arm_model[rows[first]], self.holdout / n_pool[first] + (1 - self.holdout) * p, p)
+            propensity[first] = p
+        else:
+            order = np.argsort(-np.where(allowed, table_key, -np.inf), axis=1, kind="stable")
+            in_model_slot = (idx == order[rows, rank - 1]).astype(float)
+            p = in_model_slot
+            if explored is not None and self.exploration > 0:
+                p = np.where(arm_model[rows], self.exploration / n_pool + (1 - self.exploration) * in_model_slot, p)
+            if self.holdout > 0:
+                p = np.where(arm_model[rows], self.holdout / n_pool + (1 - self.holdout) * p, p)
+            propensity = np.where(arm_model[rows], p, 1.0)
         offer_ids = np.asarray(self.offer_ids, dtype=object)
         random_rows = holdout_row if explored is None else holdout_row | explored
         item_scores = np.where(random_rows[rows], np.nan, scores[rows, idx])
