@@ -105,10 +105,8 @@ class DecisionEngine:
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
         self.caps = caps if caps is not None else CapCounters(caps_of(offers))
-        # Per-request lookups without pandas: id -> row position, and each column as a NumPy array.
+        # Per-request lookup without pandas: profile id -> row position.
         self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
-        self._profile_columns = [(f"profile.{c}", self.profiles[c].to_numpy(dtype=object))
-                                 for c in self.profiles.columns]
         schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
@@ -127,6 +125,7 @@ class DecisionEngine:
         self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
         self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
+        self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
         self._stamps: dict[str, tuple[int, int] | None] = {}
         self._posteriors: dict[str, _Posteriors] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
@@ -146,11 +145,21 @@ class DecisionEngine:
             out[lo:lo + chunk_rows] = eligibility_matrix(self.profiles.iloc[lo:lo + chunk_rows], offers, rules)
         return out
 
-    def _profile_values(self, profile_id: str) -> dict[str, Any] | None:
+    def profile_values(self, profile_id: str) -> dict[str, Any] | None:
+        """One profile's attributes as rule inputs (`profile.<column>`, missing as None); None for a
+        profile the engine does not know. Row at a time: decisions read `_eligibility` instead."""
         pos = self._profile_pos.get(profile_id)
         if pos is None:
             return None
-        return {name: (None if _is_missing(column[pos]) else column[pos]) for name, column in self._profile_columns}
+        return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
+
+    def eligible(self, profile_id: str, offer_id: str) -> bool:
+        """Whether the offer's eligibility rule holds for the profile (precomputed; see `_eligible`)."""
+        j = self._rule_column.get(offer_id)
+        if j is None:
+            return True
+        pos = self._profile_pos.get(profile_id)
+        return bool((self._unknown_eligibility if pos is None else self._eligibility[pos])[j])
 
     def _eligible(self, offer_id: str, profile_values: dict[str, Any] | None) -> bool:
         rule = self._rules.get(offer_id)
@@ -174,7 +183,14 @@ class DecisionEngine:
             return None
         if cached is None or cached.version != current:
             self._snapshots[placement_id] = cached = self.store.snapshot(placement_id)
+            self.snapshot_loads += 1
         return cached
+
+    def preload(self) -> DecisionEngine:
+        """Read every placement's current table now rather than on its first request."""
+        for placement in self.config.placements:
+            self.snapshot(placement.id)
+        return self
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
                allow_duplicates: bool = False, now: datetime | None = None) -> Decision:

@@ -49,7 +49,7 @@ def test_batch_agrees_with_the_engine(config):
     # every offer shown is eligible now and allowed in its placement; the fallback only when nothing is
     offers = engine.offers
     for row in items.sample(2000, random_state=0).itertuples():
-        values = engine._profile_values(row.profile_id)
+        values = engine.profile_values(row.profile_id)
         if row.fallback:
             assert row.offer_id == "o-fallback" and row.arm == "fallback"
         else:
@@ -80,6 +80,23 @@ def test_batch_agrees_with_the_engine(config):
     assert abs(share - 0.10) < 4 * np.sqrt(0.1 * 0.9 / len(model))
     first = items[items["rank"] == 1]
     assert first["propensity"].between(0, 1, inclusive="right").all()
+
+
+def test_precomputed_eligibility_is_each_rule_evaluated_row_at_a_time(config):
+    """Requests read eligibility from a matrix built column-wise at engine build; it must be what
+    evaluating every rule on one profile's attributes says, for every profile and offer."""
+    engine = _engine(config)
+    ruled = [oid for oid in engine.offers["offer_id"] if isinstance(engine.offers.loc[oid, "eligibility"], str)]
+    assert ruled
+    seen = set()
+    for pid in list(engine.profiles["profile_id"]) + ["never-seen"]:
+        values = engine.profile_values(pid)
+        assert (values is None) == (pid == "never-seen")
+        for oid in engine.offers["offer_id"]:
+            expected = engine._eligible(oid, values)
+            assert engine.eligible(pid, oid) == expected, (pid, oid)
+            seen.add((oid in ruled, expected))
+    assert {(True, True), (True, False), (False, True)} <= seen  # rules that pass, rules that fail
 
 
 def test_caps_in_batch_hold_and_total_caps_go_in_profile_order(config):

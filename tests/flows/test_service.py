@@ -20,7 +20,7 @@ with warnings.catch_warnings():
 from offerflow.catalog import load_profiles
 from offerflow.config import load_config
 from offerflow.decisioning import build_engine
-from offerflow.service import FLUSH_EVERY, create_app
+from offerflow.service import FLUSH_EVERY, coalescing_http_protocol, create_app
 from offerflow.schema import DECISION_META_SCHEMA
 from offerflow.store import RankingStore
 
@@ -245,8 +245,10 @@ def test_publishing_under_load_drops_no_request(pipeline_run, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # the protocol `offerflow serve` runs: header and body of an answer leave in one send
     server = uvicorn.Server(uvicorn.Config(create_app(config, log_dir=tmp_path / "log"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+                                           port=port, log_level="warning", http=coalescing_http_protocol(),
+                                           access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -275,6 +277,16 @@ def test_publishing_under_load_drops_no_request(pipeline_run, tmp_path):
         counts = [len(s) for s in seen]
         while min(len(s) - c for s, c in zip(seen, counts)) < 50:
             threading.Event().wait(0.05)
+        # over one keep-alive connection: what the fast path passes on is answered by the route
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            bad_json = http.post("/decisions", content=b'{"profile_id": "p0000001", "placements": [',
+                                 headers={"content-type": "application/json"})
+            nowhere = http.post("/decisions", json={"profile_id": "p0000001", "placements": ["nowhere"]})
+            extra = http.post("/decisions", json={"profile_id": "p0000001", "placements": ["web-banner"], "x": 1})
+            good = http.post("/decisions", json={"profile_id": "p0000001", "placements": ["web-banner"]})
+        assert (bad_json.status_code, nowhere.status_code, extra.status_code, good.status_code) == (422, 404, 422, 200)
+        assert nowhere.json()["detail"].startswith("unknown placement(s): nowhere")
+        assert good.json()["placements"][0]["table_version"] == published
     finally:
         stop.set()
         for w in workers:
