@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from offerflow.features import open_events
@@ -133,3 +134,52 @@ def test_slate_coverage_over_seeded_worlds(tmp_path: Path) -> None:
         runs += [slate_run(world, s) for s in (1, 2, 3, 4)]
     hit, total, misses = coverage(runs)
     assert hit / total >= 0.9, (hit, total, misses)
+
+
+def test_the_report_shows_whole_slate_estimates_from_logged_slates(world_dir: Path, tmp_path: Path) -> None:
+    """The real evaluation path: the world's 60 days (single offers) before the window train the
+    candidates and the reward model; the window holds 7 days of logged slates with per-slot
+    propensities. The report and the MLflow metrics carry the slate estimates."""
+    from offerflow.report import EvaluationResult, add_offline, evaluation_metrics, render_html
+    from offerflow.strategies import evaluate_placement
+
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "world.parquet").symlink_to(world_dir / "events.parquet")
+    simulate_slate_log(world_dir, events, "web-banner", "web", 3, DAYS, 0.2, 4, end_date=END + timedelta(days=DAYS))
+    # the sidebar's log lacks second-slot propensities (an older logger): first item only there
+    simulate_slate_log(world_dir, tmp_path, "web-sidebar", "web", 2, DAYS, 0.2, 4, end_date=END + timedelta(days=DAYS))
+    sidebar = pd.read_parquet(next(tmp_path.glob("slates-web-sidebar-*.parquet")))
+    sidebar.loc[sidebar["event_id"].str.endswith("-2"), "propensity"] = np.nan
+    sidebar.to_parquet(events / "sidebar.parquet")
+    config = fast_config(world_dir)
+    profiles, offers = load_evaluation_catalog(config)
+    start = datetime.combine(END, datetime.min.time(), tzinfo=timezone.utc)
+    con = open_events(events)
+    result = EvaluationResult("now", str(events))
+    for placement_id in ("web-banner", "web-sidebar"):
+        add_offline(result, config, *evaluate_placement(con, config, placement_id, profiles, offers,
+                                                        (start, start + timedelta(days=DAYS))))
+    banner = result.offline["web-banner"]
+    assert banner.slates is not None and banner.slates.n > 2000
+    assert {"random", "priority", "web-personalized", "logged"} <= set(banner.slates.table["strategy"])
+    assert result.offline["web-sidebar"].slates is None
+    page = render_html(result, {}, config)
+    assert "Whole slates (3 slots): expected clicks per decision" in page
+    assert "No slate estimate: no decisions with a propensity in every slot in the window (first item only): " \
+           f"{result.offline['web-sidebar'].n:,} decisions dropped: a slot without a per-slot propensity" in page
+    metrics = evaluation_metrics(result)
+    assert {"web-banner.web-personalized.slate_dr", "web-banner.random.slate_ips.low"} <= set(metrics)
+    # the personalized model's list is truly better than random on whole slates, and estimated so
+    truth_profiles, truth_offers = load_truth(world_dir)
+    logged = load_logged_slates(con, "web-banner", 3, start, start + timedelta(days=DAYS), profiles,
+                                placement_offer_set(offers, "web-banner"))
+    p = logged.profiles[["profile_id"]].merge(truth_profiles, on="profile_id")
+    o = logged.offers[["offer_id"]].merge(truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
+    q = true_click_probability(p, o, "web") * ~logged.offers["fallback"].to_numpy(bool)
+    truth = true_slate_values(banner.slates, logged, q, true_slot_examination(3))
+    dr = banner.slates.table[banner.slates.table["estimator"] == "dr"].set_index("strategy")
+    assert truth["web-personalized"] > 1.3 * truth["random"]
+    assert dr.loc["web-personalized", "low"] > dr.loc["random", "high"]
+    for name, true in truth.items():
+        assert dr.loc[name, "low"] - 0.02 <= true <= dr.loc[name, "high"] + 0.02, (name, true, dr.loc[name].to_dict())
