@@ -92,6 +92,11 @@ def evaluate(
         console.print(f"- {line}", highlight=False)
     for note in result["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for placement_id, serving in result["serving"].items():
+        if serving.get("switched"):
+            console.print(f"[bold]switched[/bold] {placement_id} to {serving['switched']['strategy']} "
+                          f"(offerflow serving list; undo: offerflow serving revert {placement_id} --reason ...)",
+                          highlight=False)
     console.print(f"report: {result['report']}  (MLflow run {result['mlflow_run_id']})", highlight=False)
 
 
