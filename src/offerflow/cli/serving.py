@@ -33,7 +33,7 @@ def serving_list(config: ConfigOption = Path("offerflow.yaml"),
                  as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Per placement: the ranking in offerflow.yaml, the ranking it serves, and since when and why."""
     from offerflow.config import ConfigError
-    from offerflow.serving import ranking_label, serving_status
+    from offerflow.serving import serving_status
 
     project = _written_project(config)
     try:
@@ -45,18 +45,28 @@ def serving_list(config: ConfigOption = Path("offerflow.yaml"),
                            "switched": s.switched, "stale": s.stale, "record": s.record} for s in status],
                          indent=2, default=str))
         return
-    table = Table(title="what each placement serves", box=box.SIMPLE_HEAD)
+    table = Table(title="what each placement serves (--json for formulas and evidence)", box=box.SIMPLE_HEAD)
     for column in ("placement", "offerflow.yaml", "serving", "since (UTC)", "why"):
         table.add_column(column, overflow="fold")
     for s in status:
         if s.switched:
-            why = s.record["reason"] + (f" (MLflow run {s.record['mlflow_run_id']})" if s.record.get("mlflow_run_id") else "")
-            table.add_row(s.placement_id, ranking_label(s.configured), ranking_label(s.serving),
-                          s.record["at"][:16].replace("T", " "), why)
+            run = s.record.get("mlflow_run_id")
+            table.add_row(s.placement_id, _short(s.configured), _short(s.serving, s.record.get("strategy")),
+                          s.record["at"][:16].replace("T", " "), s.record["reason"] + (f" (MLflow run {run})" if run else ""))
         else:
-            table.add_row(s.placement_id, ranking_label(s.configured), "(as offerflow.yaml)", "",
+            table.add_row(s.placement_id, _short(s.configured), "as offerflow.yaml", "",
                           f"recorded switch ignored: {s.stale}" if s.stale else "")
     console.print(table)
+
+
+def _short(ranking: dict, strategy: str | None = None) -> str:
+    """priority, formula (or the evaluated strategy's name) or the AI model's name."""
+    method = ranking.get("method", "priority")
+    if method == "ai_model":
+        return str(ranking.get("ai_model"))
+    if method == "formula":
+        return strategy.replace("formula-", "formula ", 1) if strategy else "formula"
+    return "priority"
 
 
 @serving_app.command("history")
@@ -64,7 +74,7 @@ def serving_history(config: ConfigOption = Path("offerflow.yaml"),
                     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Every recorded switch and revert, oldest first."""
     from offerflow.config import ConfigError
-    from offerflow.serving import load_history, ranking_label
+    from offerflow.serving import load_history
 
     project = _written_project(config)
     try:
@@ -82,7 +92,7 @@ def serving_history(config: ConfigOption = Path("offerflow.yaml"),
         table.add_column(column, overflow="fold")
     for r in history:
         table.add_row(str(r.get("version")), str(r.get("placement_id")), str(r.get("action")),
-                      ranking_label(r.get("ranking") or {}), str(r.get("by", "")),
+                      _short(r.get("ranking") or {}, r.get("strategy")), str(r.get("by", "")),
                       str(r.get("at", ""))[:16].replace("T", " "), str(r.get("reason", "")))
     console.print(table)
 
@@ -95,13 +105,14 @@ def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id."
     """Serve what offerflow.yaml says on PLACEMENT again; the reason goes to the history and to MLflow."""
     from offerflow.catalog import CatalogError
     from offerflow.config import ConfigError
-    from offerflow.serving import ServingError, publish_serving, ranking_label, record_revert
+    from offerflow.serving import ServingError, publish_serving, ranking_label, record_revert, revert_record
     from offerflow.tracking import Tracker, resolve_tracking_uri
 
     project = _written_project(config)
-    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
-                      project.path(project.tracking.artifact_root))
     try:
+        revert_record(project, placement, reason)  # nothing to revert or no reason: say so before MLflow starts
+        tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
+                          project.path(project.tracking.artifact_root))
         record = record_revert(project, placement, reason, tracker=tracker)
     except (ServingError, ConfigError) as exc:
         fail(str(exc))
