@@ -1,11 +1,17 @@
 """Run the pipeline's stages on a generated world and print per-stage wall seconds and peak memory.
 
     python bench/pipeline_bench.py --profiles 100000 [--days 60] [--offers 12] [--workdir /tmp/ofb]
+    python bench/pipeline_bench.py --profiles 1000000 --offers 50 --world /tmp/w1m50 --workdir /tmp/ofb1m
 
 Stages are called through the library (the same functions the Prefect flow's tasks call), so
 the figures are the work itself, without the orchestrator. Peak memory is the process's resident
 high-water mark during each stage (Linux: reset through /proc/self/clear_refs before the stage).
-Prints one JSON document.
+`--world DIR` reuses a world generated earlier with the same size and seed (`offerflow generate
+--out DIR --profiles N --offers M --seed 7 --end-date 2026-11-01`; generated there if missing),
+so "generate" is not redone. Score-and-publish uses the configured partitions (`compute.partitions:
+auto`: one per 250,000 profiles) as the pipeline does; `--dask-workers N` starts a local Dask
+cluster and sets `compute.dask_address`, so the personalized model trains with lightgbm.dask and
+partitions are ranked on the workers. Prints one JSON document, with the load average.
 """
 
 from __future__ import annotations
@@ -63,13 +69,19 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/work"))
+    parser.add_argument("--world", type=Path, default=None, help="reuse (or generate into) this world directory")
+    parser.add_argument("--partitions", default=None, help="override compute.partitions (an integer or auto)")
+    parser.add_argument("--dask-workers", type=int, default=0, help="train and rank on a local Dask cluster")
+    parser.add_argument("--skip-decisions", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
+    from offerflow.catalog import offers_for_placement
     from offerflow.config import load_config
     from offerflow.decisioning import DecisionEngine
     from offerflow.features import open_events
     from offerflow.ingestion import ingest_events, load_catalog
-    from offerflow.publishing import publish_placement
+    from offerflow.publishing import publish_placement, publish_placement_partitioned
     from offerflow.store import RankingStore
     from offerflow.tracking import Tracker, resolve_tracking_uri
     from offerflow.training import enrich_profiles, score_propensity, train_propensity, train_ranking_model
@@ -81,19 +93,39 @@ def main() -> None:
     work.mkdir(parents=True)
     repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
     shutil.copytree(repo_gx, work / "great_expectations", ignore=shutil.ignore_patterns("uncommitted"))
-    (work / "offerflow.yaml").write_text(demo_config_yaml("data"))
     results: list[dict] = []
+    cluster = None
+    compute = {}
+    if args.partitions is not None:
+        compute["partitions"] = args.partitions if args.partitions == "auto" else int(args.partitions)
+    if args.dask_workers:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        compute["dask_address"] = cluster.scheduler_address
+    (work / "offerflow.yaml").write_text(demo_config_yaml("data") + (
+        "compute:\n" + "".join(f"  {k}: {v}\n" for k, v in compute.items()) if compute else ""))
 
     spec = WorldSpec(profiles=args.profiles, offers=args.offers, days=args.days, seed=args.seed,
                      end_date=date(2026, 11, 1))
-    with stage(results, "generate") as rec:
-        files = generate_world(spec, work / "data")
-        rec["rows"] = files.event_count
+    world = args.world or work / "data"
+    if not (world / "events.parquet").exists():
+        with stage(results, "generate") as rec:
+            files = generate_world(spec, world)
+            rec["rows"] = files.event_count
+    if world != work / "data":
+        (work / "data").mkdir()
+        for name in ("events.parquet", "profiles.parquet", "offers.yaml"):
+            (work / "data" / name).symlink_to((world / name).resolve())
+    event_count = pq_rows(work / "data" / "events.parquet")
     config = load_config(work / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
     profiles, offers = load_catalog(config)
     run_id = uuid.uuid4().hex
-    with stage(results, "read_and_validate", files.event_count):
+    if len(profiles) != args.profiles:
+        raise SystemExit(f"{world}: {len(profiles)} profiles, not {args.profiles}: use another --world")
+    with stage(results, "read_and_validate", event_count):
         ingestion = ingest_events(config, offers, run_id, build_docs=True)
     con = open_events(ingestion.validated_path)
     scores = {}
@@ -109,25 +141,53 @@ def main() -> None:
     ranking = {}
     for model_cfg in config.ai_models:
         with stage(results, f"train_ranking:{model_cfg.name}") as rec:
-            ranking[model_cfg.name] = train_ranking_model(con, model_cfg, enriched, offers, tracker, "bench", args.seed)
+            ranking[model_cfg.name] = train_ranking_model(con, model_cfg, enriched, offers, tracker, "bench", args.seed,
+                                                          dask_address=config.compute.dask_address)
             rec["rows"] = int(ranking[model_cfg.name].metrics["displays"])
+            if model_cfg.type == "personalized":
+                rec["trainer"] = tracker.run_params(ranking[model_cfg.name].run_id).get("trainer")
             auc = ranking[model_cfg.name].metrics.get("holdout_auc")
             if auc is not None:
                 rec["holdout_auc"] = round(auc, 4)
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    partitions = config.compute.partitions_for(len(enriched))
     for placement in config.placements:
-        model = ranking.get(placement.ranking.ai_model) if placement.ranking.method == "ai_model" else None
-        with stage(results, f"score_and_publish:{placement.id}", len(enriched)):
-            publish_placement(store, placement, enriched, offers, model)
-    engine = DecisionEngine(config, store, offers, enriched, seed=0)
-    ids = enriched["profile_id"].sample(min(2000, len(enriched)), random_state=0).tolist()
-    with stage(results, "decide_in_process", len(ids)):
-        for profile_id in ids:
-            engine.decide(profile_id, ["web-banner", "email-hero"])
-    total = sum(r["seconds"] for r in results if r["stage"] != "generate")
-    print(json.dumps({"profiles": args.profiles, "offers": args.offers, "days": args.days,
-                      "events": files.event_count, "pipeline_seconds_excluding_generate": round(total, 1),
-                      "stages": results}, indent=2))
+        model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
+        with stage(results, f"score_and_publish:{placement.id}", len(enriched)) as rec:
+            if partitions > 1 and config.compute.dask_address is None:
+                publish_placement_partitioned(store, placement, enriched, offers, model, partitions,
+                                              config.path(config.data.outputs_dir) / "partitions" / placement.id)
+            elif config.compute.dask_address is not None:
+                from flows.scale_out import publish_partitioned  # the flow's path: tasks on the workers
+
+                publish_partitioned(config, placement.id, enriched, offers, model, run_id)
+            else:
+                publish_placement(store, placement, enriched, offers, model)
+            rec["partitions"] = partitions
+            rec["candidates"] = int(len(offers_for_placement(offers, placement.id)))
+    if not args.skip_decisions:
+        engine = DecisionEngine(config, store, offers, enriched, seed=0)
+        ids = enriched["profile_id"].sample(min(2000, len(enriched)), random_state=0).tolist()
+        with stage(results, "decide_in_process", len(ids)):
+            for profile_id in ids:
+                engine.decide(profile_id, ["web-banner", "email-hero"])
+    if cluster is not None:
+        cluster.close()
+    pipeline = [r for r in results if r["stage"] not in ("generate", "decide_in_process")]
+    print(json.dumps({"profiles": args.profiles, "offers": int(len(offers)), "days": args.days,
+                      "events": event_count, "partitions": partitions,
+                      "dask_workers": args.dask_workers,
+                      "pipeline_seconds": round(sum(r["seconds"] for r in pipeline), 1),
+                      "pipeline_peak_rss_mib": max(r["peak_rss_mib"] for r in pipeline),
+                      "load_average_before": [round(x, 2) for x in load_before],
+                      "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                      "cpus": os.cpu_count(), "stages": results}, indent=2))
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 if __name__ == "__main__":

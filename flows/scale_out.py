@@ -1,7 +1,8 @@
 """Partitioned score-and-publish, in this process or on a Dask cluster (`compute:` in offerflow.yaml).
 
-`publish_partitioned` splits the profiles by a stable hash of profile_id into `compute.partitions`
-Parquet files, ranks every partition as a `rank-partition` task and publishes the sorted parts as
+`publish_partitioned` splits the profiles by a stable hash of profile_id into
+`compute.partitions_for(len(profiles))` Parquet files (`partitions: auto`, the default, gives one
+per 250,000 profiles, so small projects keep one table), ranks every partition as a `rank-partition` task and publishes the sorted parts as
 one version. With `compute.dask_address` the `score-partitions` subflow runs under prefect-dask's
 `DaskTaskRunner(address=...)`, so the partitions are ranked in parallel on the cluster's workers
 (which must see the outputs directory, e.g. on a shared file system); without it, the same tasks run
@@ -24,9 +25,9 @@ from offerflow.publishing import (ScoringPlan, partition_workdir, plan_scoring, 
 from offerflow.store import RankingStore
 
 
-def uses_partitions(config: ProjectConfig) -> bool:
-    """Whether score-and-publish goes through the partitioned path."""
-    return config.compute.partitions > 1 or config.compute.dask_address is not None
+def uses_partitions(config: ProjectConfig, profiles: int = 0) -> bool:
+    """Whether score-and-publish of `profiles` profiles goes through the partitioned path."""
+    return config.compute.partitions_for(profiles) > 1 or config.compute.dask_address is not None
 
 
 def cluster_client(config: ProjectConfig):
@@ -63,12 +64,12 @@ def publish_parts_task(config: ProjectConfig, placement_id: str, model, parts: l
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
     return publish_partitioned_parts(store, config.placement(placement_id), model, parts,
                                      {"pipeline_run_id": run_id, "dask": config.compute.dask_address is not None},
-                                     config.compute.partitions)
+                                     len(parts))
 
 
 def publish_partitioned(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
     """Score one placement in partitions (on Dask with an address) and publish it atomically."""
-    placement, n = config.placement(placement_id), config.compute.partitions
+    placement, n = config.placement(placement_id), config.compute.partitions_for(len(profiles))
     workdir = partition_workdir(config.path(config.data.outputs_dir), placement_id)
     try:
         sources = split_profiles_task(profiles, n, workdir / "profiles")

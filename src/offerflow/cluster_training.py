@@ -25,10 +25,38 @@ import pandas as pd
 
 from offerflow.config import LightGBMParams
 from offerflow.features import categorical_columns, categories_of, feature_matrix
-from offerflow.ranking import ClickModel, ips_weights
+from offerflow.ranking import ClickModel, fit_click_model, ips_weights
 from offerflow.schema import PROFILE_ID
 
 _NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
+
+
+#: What the MLflow run's `trainer` parameter says about where a click model was trained.
+LOCAL_TRAINER, DASK_TRAINER = "lightgbm", "lightgbm.dask"
+
+
+class ClusterError(RuntimeError):
+    """The configured Dask cluster cannot be used; the one-line message says which and why."""
+
+
+def fit_click_model_with(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str], seed: int,
+                         dask_address: str | None = None, connect_timeout: str = "20s") -> tuple[ClickModel, str]:
+    """The click model and the trainer that fitted it: `lightgbm.dask` on the cluster at
+    `dask_address` (`compute.dask_address`), else LightGBM in this process. The training path of
+    the flows calls this, so the config alone decides where training runs."""
+    if dask_address is None:
+        return fit_click_model(frame, params, qualified_offers, seed), LOCAL_TRAINER
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise ClusterError(f"compute.dask_address is set but dask.distributed is not installed: {exc}") from exc
+    try:
+        # The default client while training: lightgbm.dask waits on its futures through it.
+        client = Client(dask_address, timeout=connect_timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {dask_address}: {str(exc).splitlines()[0]}") from exc
+    with client:
+        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client), DASK_TRAINER
 
 
 def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],

@@ -178,8 +178,25 @@ class ComputeConfig(_Strict):
     models train with lightgbm.dask (see docs/scaling.md)."""
 
     dask_address: str | None = Field(None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786.")
-    partitions: int = Field(1, ge=1, le=4096, description=(
-        "Profile hash partitions scored one at a time (in-process) or in parallel (Dask); 1 = one table."))
+    partitions: int | Literal["auto"] = Field("auto", description=(
+        "Profile hash partitions scored one at a time (in-process) or in parallel (Dask); 1 = one table;"
+        " auto = enough that none holds more than max_partition_profiles (1 for small projects)."))
+    max_partition_profiles: int = Field(250_000, ge=1_000, description=(
+        "With partitions: auto, the most profiles one partition holds (bounds scoring memory)."))
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions_in_range(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
+            return value
+        raise ValueError(f"must be 'auto' or an integer from 1 to 4096, got {value!r}")
+
+    def partitions_for(self, profiles: int) -> int:
+        """The number of partitions for `profiles` profiles: the configured number, or with `auto`
+        the fewest that keep every partition at most `max_partition_profiles` (at least 1)."""
+        if self.partitions != "auto":
+            return int(self.partitions)
+        return max(1, min(4096, -(-int(profiles) // self.max_partition_profiles)))
 
 
 class ValidationConfig(_Strict):

@@ -223,6 +223,15 @@ class DecisionEngine:
                 results.append(result)
         return Decision(f"dec-{uuid.uuid4().hex}", profile_id, now.isoformat(), results)
 
+    def count_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Count decisions made elsewhere (by the engine this one replaces) against the caps, as
+        `decide` counts its own: every item of every placement, at the decision's time."""
+        with self.caps.lock:
+            for d in decisions:
+                at = datetime.fromisoformat(d.decided_at)
+                for p in d.placements:
+                    self.caps.record([i.offer_id for i in p.items], p.placement_id, d.profile_id, at)
+
     def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
                           used: set[str], now: datetime) -> PlacementDecision:
         placement = self.config.placement(placement_id)

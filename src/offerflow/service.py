@@ -136,19 +136,36 @@ class DecisionLogBuffer:
     def flush(self) -> Path | None:
         """Write what is pending as one new Parquet file (None when nothing is pending)."""
         with self._flush_lock:
+            return self._write_pending()
+
+    def _write_pending(self) -> Path | None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._last_flush = time.monotonic()
+            self._due.clear()
+        if not batch:
+            return None
+        try:
+            return log_decisions(batch, self.directory)
+        except Exception:  # keep the decisions for the next attempt rather than lose them
+            _log.exception("writing %d decisions to %s failed", len(batch), self.directory)
             with self._lock:
-                batch, self._pending = self._pending, []
-                self._last_flush = time.monotonic()
-                self._due.clear()
-            if not batch:
-                return None
-            try:
-                return log_decisions(batch, self.directory)
-            except Exception:  # keep the decisions for the next attempt rather than lose them
-                _log.exception("writing %d decisions to %s failed", len(batch), self.directory)
+                self._pending[:0] = batch
+            return None
+
+    @contextmanager
+    def held(self) -> Iterator[Any]:
+        """Flush, then write nothing while inside; yields a function listing the decisions not in
+        the log (those added since). A reload counts the log, then these, so no decision is lost
+        from the cap counters or counted twice."""
+        with self._flush_lock:
+            self._write_pending()
+
+            def unlogged() -> list[Decision]:
                 with self._lock:
-                    self._pending[:0] = batch
-                return None
+                    return list(self._pending)
+
+            yield unlogged
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -226,11 +243,20 @@ class DecisionFastPath:
                                      allow_duplicates=request.allow_duplicates)
         except (orjson.JSONDecodeError, ValidationError, DecisionError):
             return None
+        _count_if_swapped(self.service, engine, decision)
         if self.freeze_gc and engine.snapshot_loads != self._snapshot_loads:  # a new table was read
             self._snapshot_loads = engine.snapshot_loads
             gc.freeze()  # O(1); its arrays are long-lived, see _freeze_long_lived
         self.buffer.add(decision)
         return orjson.dumps(decision.to_dict())
+
+
+def _count_if_swapped(service: FastAPI, engine: DecisionEngine, decision: Decision) -> None:
+    """A decision the old engine made while a reload swapped engines (it waited for the cap lock)
+    also counts in the new engine's caps."""
+    current = service.state.engine
+    if current is not engine:
+        current.count_decisions([decision])
 
 
 def _freeze_long_lived(unfreeze: bool = False) -> None:
@@ -311,6 +337,7 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         current: DecisionEngine = app.state.engine
         decision = current.decide(request.profile_id, request.placements, items=request.items,
                                   allow_duplicates=request.allow_duplicates)
+        _count_if_swapped(app, current, decision)
         buffer.add(decision)
         # Serialized directly: the dataclasses already have the response's shape.
         return Response(orjson.dumps(decision.to_dict()), media_type="application/json")
@@ -323,9 +350,15 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
               responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
               summary="Reload profiles and offers (new ranking versions need no reload)")
     def reload():
-        with reload_lock:
-            buffer.flush()  # so the new engine's cap counters include every decision made so far
-            app.state.engine = build_engine(config).preload()  # built first, then swapped in one assignment
+        # Requests go on with the old engine while the new one is built (seconds for 1M profiles).
+        # The new engine counts caps from the log (everything decided before the hold), then the
+        # decisions made since; it is swapped in under the old engine's cap lock, so none is missed.
+        with reload_lock, buffer.held() as unlogged:
+            engine = build_engine(config).preload()
+            old: DecisionEngine = app.state.engine
+            with old.caps.lock:
+                engine.count_decisions(unlogged())
+                app.state.engine = engine
             if freeze_gc:
                 _freeze_long_lived(unfreeze=True)
         return {"status": "reloaded", "placements": versions()}

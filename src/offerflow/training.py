@@ -26,7 +26,8 @@ from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
-from offerflow.ranking import ClickModel, fit_click_model, interaction_log, training_frame
+from offerflow.cluster_training import fit_click_model_with
+from offerflow.ranking import ClickModel, interaction_log, training_frame
 from offerflow.schema import PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
 
@@ -282,8 +283,12 @@ def _load_champion_click_model(tracker: Tracker, registered: str, qualified: lis
 
 def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame | None,
                         offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
-                        tags: dict[str, str] | None = None, stats_dir: Path | None = None) -> RankingModelResult:
+                        tags: dict[str, str] | None = None, stats_dir: Path | None = None,
+                        dask_address: str | None = None) -> RankingModelResult:
     """Train an auto-optimization (posteriors) or personalized (click model) ranking model.
+
+    With `dask_address` (`compute.dask_address`) the click model trains with lightgbm.dask on that
+    cluster (`cluster_training.fit_click_model_with`); the run's `trainer` parameter records which.
 
     Per-offer counts come from the daily offer statistics: kept under `stats_dir/<model>` and
     updated incrementally when given (cheap enough for auto-optimization every 15 minutes),
@@ -324,10 +329,13 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         if model_cfg.type == "personalized":
             log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
             frame = training_frame(log, profiles, placement_offers)
-            click_model = fit_click_model(frame, model_cfg.lightgbm, qualified, seed)
+            click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
             metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
             metrics["offers_personalized"] = float(len(qualified))
-            tracker.log_params({"best_iteration": click_model.booster.best_iteration_,
+            best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
+            tracker.log_params({"best_iteration": best if best is not None
+                                else int(click_model.holdout_metrics.get("best_iteration", 0)),
+                                "trainer": trainer, "training_rows": len(frame),
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")

@@ -299,3 +299,70 @@ def test_publishing_under_load_drops_no_request(pipeline_run, tmp_path):
         versions = [v for _, v in responses]
         assert set(versions) <= {before, published} and versions == sorted(versions)  # never back to the old one
         assert versions[-1] == published
+
+
+def test_reload_under_load_counts_every_decision_in_the_new_caps(pipeline_run, tmp_path):
+    """Engines rebuilt twice while three clients decide: the final engine's cap counters hold every
+    decision made before, during and after each rebuild, exactly once (o-002's total decision cap)."""
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    project_dir, _ = pipeline_run
+    copy = Path(shutil.copytree(project_dir, tmp_path / "project"))
+    config = load_config(copy / "offerflow.yaml")
+    app = create_app(config, admin_token="adm1n", log_dir=copy / "data/outputs/decision_log")
+    rule = next(r for r in app.state.engine.caps.caps["o-002"] if r.event == "decision")
+    placements = ["web-banner", "web-sidebar"]
+    before = {p: app.state.engine.caps.count(rule, "o-002", p, "") for p in placements}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           http=coalescing_http_protocol(), access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.05)
+    stop = threading.Event()
+    answers: list[list[dict]] = [[] for _ in range(3)]
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            i = 0
+            while not stop.is_set():
+                r = http.post("/decisions", json={"profile_id": f"p{(k * 700 + i) % 3000 + 1:07d}",
+                                                  "placements": placements})
+                answers[k].append(r.json() if r.status_code == 200 else {"status": r.status_code})
+                i += 1
+
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    engines = []
+    try:
+        for w in workers:
+            w.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as admin:
+            for _ in range(2):
+                while sum(map(len, answers)) < 100 * (len(engines) + 1):
+                    threading.Event().wait(0.02)
+                engines.append(app.state.engine)
+                assert admin.post("/admin/reload", headers={"Authorization": "Bearer adm1n"}).status_code == 200
+        total = sum(map(len, answers))
+        while sum(map(len, answers)) < total + 100:
+            threading.Event().wait(0.02)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        server.should_exit = True
+        thread.join()
+    final = app.state.engine
+    assert final is not engines[0] and final is not engines[1] and len(set(map(id, engines))) == 2
+    decided = [a for answers_k in answers for a in answers_k]
+    assert all("status" not in a for a in decided) and len(decided) >= 300
+    for p in placements:
+        shown = sum(i["offer_id"] == "o-002" for a in decided for pd_ in a["placements"] if pd_["placement_id"] == p
+                    for i in pd_["items"])
+        assert final.caps.count(rule, "o-002", p, "") == before[p] + shown, p

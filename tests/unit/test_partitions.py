@@ -179,3 +179,37 @@ def test_partitioned_publish_equals_single_process(tmp_path, world_dir, world_ca
     assert got.equals(expected)
     assert parted.read_metadata(P)["partitions"] == 7
     assert not workdir.exists()
+
+
+# --- how many partitions by default ---------------------------------------------------------------
+
+def _compute(extra: str = ""):
+    import yaml
+
+    from offerflow.config import parse_config
+    from offerflow.world import demo_config_yaml
+
+    raw = yaml.safe_load(demo_config_yaml("data") + extra)
+    return parse_config(raw).compute
+
+
+def test_partitions_default_to_auto_one_per_250k_profiles_and_small_projects_keep_one_table():
+    compute = _compute()
+    assert compute.partitions == "auto" and compute.max_partition_profiles == 250_000
+    assert [compute.partitions_for(n) for n in (0, 3_000, 250_000, 250_001, 1_000_000, 10_000_000)] == \
+        [1, 1, 1, 2, 4, 40]
+    assert _compute("compute:\n  partitions: 8\n").partitions_for(3_000) == 8
+    assert _compute("compute:\n  partitions: 1\n").partitions_for(10_000_000) == 1
+    assert _compute("compute:\n  max_partition_profiles: 100000\n").partitions_for(1_000_000) == 10
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "compute.partitions: .*from 1 to 4096, got 0"),
+    ("5000", "compute.partitions: .*from 1 to 4096, got 5000"),
+    ("many", "compute.partitions"),
+])
+def test_bad_partitions_setting_is_a_located_config_error(value, message):
+    from offerflow.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _compute(f"compute:\n  partitions: {value}\n")
