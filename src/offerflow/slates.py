@@ -66,6 +66,14 @@ class LoggedSlates:
     def n(self) -> int:
         return len(self.profile_row)
 
+    def short_share(self) -> float:
+        """Share of decisions showing fewer offers than min(items, offers eligible now): a log of
+        single offers on a multi-item placement is not a log of slates."""
+        if self.n == 0:
+            return 0.0
+        possible = np.minimum(self.eligible[self.profile_row].sum(axis=1), self.items)
+        return float(((self.action >= 0).sum(axis=1) < possible).mean())
+
 
 def load_logged_slates(con: duckdb.DuckDBPyConnection, placement_id: str, items: int, start: datetime, end: datetime,
                        profiles: pd.DataFrame, offers: pd.DataFrame, success_event: str = "click") -> LoggedSlates:

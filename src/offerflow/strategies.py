@@ -191,6 +191,11 @@ def evaluate_placement_slates(con: duckdb.DuckDBPyConnection, config: ProjectCon
         dropped = "; ".join(f"{count:,} {reason}" for reason, count in logged.dropped.items())
         raise ValueError("no decisions with a propensity in every slot in the window (first item only)"
                          + (f": {dropped}" if dropped else ""))
+    short = logged.short_share()
+    if short > 0.5:
+        raise ValueError(f"{short:.0%} of the window's {logged.n:,} decisions show fewer offers than the placement's "
+                         f"{placement.items} slots allow (a logger of single offers?): no slates to evaluate "
+                         "(first item only)")
     strategies = [SlateStrategy(s.name, s.label, s.kind, s.slate) for s in candidates.strategies
                   if s.policy is None or s.slate is not None]
     return evaluate_slates(logged, strategies, reward_matrix(candidates.reward_model, logged),
