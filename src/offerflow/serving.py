@@ -180,7 +180,9 @@ def record_switch(config: ProjectConfig, placement_id: str, strategy: str, ranki
     problems = _cross_check({}, _with_ranking(config, placement_id, ranking))
     if problems:
         raise ServingError(f"cannot serve {strategy} on {placement_id}: {problems[0]}")
-    return _append(config, {"placement_id": placement_id, "action": "switch", "strategy": strategy,
+    # back to the project file's own ranking: recorded as a revert, so the placement shows as not switched
+    action = "revert" if ranking_dict(ranking) == replaces else "switch"
+    return _append(config, {"placement_id": placement_id, "action": action, "strategy": strategy,
                             "ranking": ranking_dict(ranking), "replaces": replaces,
                             "reason": reason, "evidence": {k: v for k, v in evidence.items()},
                             "mlflow_run_id": mlflow_run_id, "by": decided_by,

@@ -38,6 +38,13 @@ def test_a_switch_changes_what_load_config_says_the_placement_serves(project: Pa
     record_switch(effective, "email-hero", "priority", RankingMethod(), "priority beats the formula", EVIDENCE, "run2")
     assert load_config(project).placement("email-hero").ranking.method == "priority"
     assert load_history(written)[-1]["replaces"] == {"method": "ai_model", "ai_model": "email-auto"}
+    # a later evaluation that finds the file's own ranking best switches back: recorded as a revert
+    back = record_switch(load_config(project), "email-hero", "email-auto",
+                         RankingMethod(method="ai_model", ai_model="email-auto"), "email-auto beats priority",
+                         EVIDENCE, "run3")
+    assert back["action"] == "revert" and back["version"] == 3
+    assert not {s.placement_id: s for s in serving_status(written)}["email-hero"].switched
+    assert load_config(project) == written
 
 
 def test_editing_the_project_file_after_a_switch_wins(project: Path) -> None:
