@@ -57,6 +57,47 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
     assert refit["model"] == "refit before 2026-10-18" and refit["backtest"]["auc"] > 0.65
 
 
+def test_bare_score_writes_a_new_batch_that_rules_read(project):
+    """`offerflow score` without --as-of: as of the day after the last event, with the champion,
+    into the next batch beside the pipeline's; that batch is the one enrichment picks and rules read."""
+    from datetime import timedelta
+
+    from offerflow.catalog import load_profiles
+    from offerflow.champions import latest_goal_scores
+    from offerflow.features import event_time_range
+    from offerflow.rules import parse_expression, schema_from_frames
+    from offerflow.training import enrich_profiles
+
+    config = str(project / "offerflow.yaml")
+    cfg = load_config(project / "offerflow.yaml")
+    scores_dir = project / "data/outputs/propensity/purchase_14d"
+    before = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
+    result = invoke("score", "--config", config)
+    assert result.exit_code == 0, result.output
+    _, last = event_time_range(open_events(validated_dir(cfg) / "events.parquet"))
+    day = (last.date() + timedelta(days=1)).isoformat()
+    assert f"as of {day} (v1)" in result.output and "no events after this date to backtest against" in result.output
+    after = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
+    new = f"scores-{day}-b{len(before) + 1:05d}.parquet"
+    assert set(after) - set(before) == {new}  # earlier batches kept, none overwritten
+    batch = pd.read_parquet(scores_dir / new)
+    assert (batch["score_date"] == day).all() and (batch["model_version"] == "v1").all()
+    assert (batch["batch"] == len(before) + 1).all()
+    # the same champion as of the same day scores exactly as the pipeline's batch did
+    pipeline_batch = pd.read_parquet(scores_dir / before[-1])
+    pd.testing.assert_series_equal(batch["probability"], pipeline_batch["probability"])
+
+    latest = latest_goal_scores(scores_dir)
+    pd.testing.assert_frame_equal(latest, batch)
+    profiles = load_profiles(cfg.path(cfg.data.profiles))
+    enriched = enrich_profiles(profiles, {"purchase_14d": latest})
+    rule = parse_expression("profile.propensity.purchase_14d.score > 40 and profile.propensity.purchase_14d.bucket != 'low'",
+                            schema_from_frames(profiles=enriched), kind="rule")
+    chosen = rule.evaluate_batch({f"profile.{c}": enriched[c] for c in enriched.columns})
+    expected = batch.loc[(batch["score"] > 40) & (batch["bucket"] != "low"), "profile_id"]
+    assert set(enriched.loc[chosen, "profile_id"]) == set(expected) and len(expected) > 0
+
+
 def test_score_rejects_bad_dates_in_one_line(project):
     config = str(project / "offerflow.yaml")
     for args, message in [(["--as-of", "10/10/2026"], "--as-of: expected a date as YYYY-MM-DD, got '10/10/2026'"),
