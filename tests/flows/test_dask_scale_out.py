@@ -157,4 +157,4 @@ def test_pipeline_training_uses_lightgbm_dask_when_the_config_names_a_cluster(tm
     truth = truth[np.ix_(rows, cols)].ravel()
     corr = {name: np.corrcoef(r.click_model.score_matrix(profiles, candidates).ravel(), truth)[0, 1]
             for name, (r, _) in results.items()}
-    assert corr["local"] > 0.65 and corr["dask"] > 0.65 and abs(corr["dask"] - corr["local"]) < 0.1, corr
+    assert corr["local"] > 0.6 and corr["dask"] > 0.6 and abs(corr["dask"] - corr["local"]) < 0.05, corr
