@@ -197,6 +197,31 @@ def true_purchase_probability(profiles: pd.DataFrame, window_days: int) -> np.nd
     return 1.0 - (1.0 - true_daily_purchase_rate(profiles)) ** window_days
 
 
+def best_estimates_from_history(profiles: pd.DataFrame, web_days: np.ndarray, purchase_days: np.ndarray,
+                                history_days: int, window_days: int, prior_activity: np.ndarray,
+                                grid_size: int = 200) -> dict[str, np.ndarray]:
+    """The best predictions the observable history allows: posterior means under the generator.
+
+    The hidden activity shows in events only as the days with a web visit (Binomial(history_days,
+    activity)) and, through the purchase rate it drives, the days with a purchase (Binomial(
+    history_days, daily purchase rate)); clicks do not depend on it. With `prior_activity` (the
+    true activities of the world, as equal-mass quantiles) as prior, returns per profile the
+    posterior mean of the purchase probability within `window_days` (`purchase`) and of the chance
+    of no web visit in it (`no_visit`): the AUC ceiling of any model of these goals.
+    """
+    grid = np.quantile(np.asarray(prior_activity, float), (np.arange(grid_size) + 0.5) / grid_size)
+    grid = np.clip(grid, 1e-9, 1 - 1e-9)
+    rate = np.column_stack([true_daily_purchase_rate(profiles.assign(activity=a)) for a in grid])
+    k = np.asarray(web_days, float)[:, None]
+    m = np.asarray(purchase_days, float)[:, None]
+    n = float(history_days)
+    log_like = k * np.log(grid) + (n - k) * np.log1p(-grid) + m * np.log(rate) + (n - m) * np.log1p(-rate)
+    weight = np.exp(log_like - log_like.max(axis=1, keepdims=True))
+    weight /= weight.sum(axis=1, keepdims=True)
+    return {"purchase": (weight * (1 - (1 - rate) ** window_days)).sum(axis=1),
+            "no_visit": (weight * (1 - grid) ** window_days).sum(axis=1)}
+
+
 def logging_probabilities(eligible: np.ndarray, priority: np.ndarray) -> np.ndarray:
     """The logging policy's choice probabilities over offers, shape like `eligible` (rows sum to 1)."""
     n_eligible = eligible.sum(axis=1, keepdims=True)
