@@ -9,6 +9,16 @@ LightGBM's plain `pred_contrib` (timed on `--plain-rows` rows), rows/s of
 `offerflow.contributions.grouped_contributions` on all rows, the largest absolute difference
 between the two, and the share of rows whose top-3 factors are the same. Feature building is
 timed separately (it runs on the world's real profiles, not the tiled rows).
+
+    python bench/scoring_bench.py --end-to-end --world /tmp/w1m [--out-dir DIR]
+
+Customer AI end to end on a real world (no tiling): training examples (labels + point-in-time
+features at every training cut-off), fit (early stopping + refit), holdout evaluation (AUC, and
+the AUC of the generator's true probabilities and of the best estimate from the observable
+history, `world.best_estimates_from_history`), scoring features of every eligible profile as of
+the end of the data, probabilities with top factors (grouped contributions), and the versioned
+Parquet batch (named and written as `training.score_propensity` does). Prints per stage: wall seconds,
+rows/s and the peak resident memory during the stage (VmHWM, reset before each stage).
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -32,7 +44,15 @@ def main() -> None:
     parser.add_argument("--plain-rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/scoring"))
+    parser.add_argument("--end-to-end", action="store_true", help="features + train + score + write on --world")
+    parser.add_argument("--world", type=Path, help="an existing world (offerflow generate --out DIR)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the score batch goes (default: a temp dir)")
     args = parser.parse_args()
+    if args.end_to_end:
+        if args.world is None:
+            parser.error("--end-to-end needs --world")
+        end_to_end(args.world, args.out_dir, args.seed)
+        return
 
     from offerflow.config import parse_config
     from offerflow.contributions import grouped_contributions
@@ -89,6 +109,111 @@ def main() -> None:
                       "feature_seconds": round(feature_seconds, 2),
                       "feature_rows_per_second": round(len(frame) / feature_seconds),
                       "n_features": len(frame.columns) - 1, "rows": args.rows, "models": results}, indent=2))
+
+
+def _rss_hwm_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def _stage(results: list[dict], name: str):
+    """Time a stage and record the peak RSS during it (the high-water mark is reset first)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    record: dict = {"stage": name}
+    start = time.perf_counter()
+    yield record
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["peak_rss_mib"] = round(_rss_hwm_mib())
+    if "rows" in record:
+        record["rows_per_second"] = round(record["rows"] / record["seconds"])
+    print(json.dumps(record), flush=True, file=sys.stderr)
+    results.append(record)
+
+
+def _best_from_history(con, profiles: pd.DataFrame, cutoff, first, prior: np.ndarray, window: int,
+                       chunk: int = 50_000) -> np.ndarray:
+    """`world.best_estimates_from_history` (the AUC ceiling from observable history), in chunks."""
+    from offerflow.features import query_frame
+    from offerflow.world import best_estimates_from_history
+
+    seen = query_frame(con, """SELECT profile_id,
+        count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE channel = 'web') AS web_days,
+        count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE event_type = 'purchase') AS purchase_days
+        FROM events WHERE timestamp < ? GROUP BY profile_id""", [cutoff])
+    seen = profiles[["profile_id"]].merge(seen, on="profile_id", how="left").fillna(0)
+    days = (pd.Timestamp(cutoff) - pd.Timestamp(first).floor("D")).days
+    return np.concatenate([
+        best_estimates_from_history(profiles.iloc[i: i + chunk], seen["web_days"].to_numpy()[i: i + chunk],
+                                    seen["purchase_days"].to_numpy()[i: i + chunk], days, window, prior)["purchase"]
+        for i in range(0, len(profiles), chunk)])
+
+
+def end_to_end(world: Path, out_dir: Path | None, seed: int) -> None:
+    """Customer AI on a real world, stage by stage, as the training and scoring tasks run it."""
+    import tempfile
+
+    from offerflow.config import parse_config
+    from offerflow.evaluation import classification_metrics
+    from offerflow.features import event_time_range, open_events
+    from offerflow.goals import eligible_profiles
+    from offerflow.propensity import build_examples, feature_frame, fit_propensity_model, plan_cutoffs, score_table
+    from offerflow.world import demo_config_yaml, load_truth, true_purchase_probability
+
+    goal = parse_config(yaml.safe_load(demo_config_yaml(str(world)))).propensity_goals[0]
+    profiles = pd.read_parquet(world / "profiles.parquet")
+    con = open_events(world / "events.parquet")
+    first, last = event_time_range(con)
+    plan = plan_cutoffs(first, last, goal)
+    out_dir = out_dir or Path(tempfile.mkdtemp(prefix="offerflow-scoring-bench-"))
+    stages: list[dict] = []
+    total = time.perf_counter()
+    with _stage(stages, "training examples (labels + features)") as r:
+        examples = build_examples(con, goal, profiles, plan.train)
+        r.update(rows=len(examples), cutoffs=len(plan.train), features=len(examples.columns) - 3)
+    with _stage(stages, "fit (early stopping + refit)") as r:
+        model = fit_propensity_model(examples, goal.lightgbm, seed)
+        r.update(rows=len(examples), trees=model.n_trees)
+    del examples
+    with _stage(stages, "holdout examples + evaluation") as r:
+        holdout = build_examples(con, goal, profiles, [plan.holdout])
+        y = holdout["label"].to_numpy()
+        r.update(rows=len(holdout), auc=round(classification_metrics(y, model.predict(holdout))["auc"], 4))
+    with _stage(stages, "truth check: oracle and best-from-history AUC (bench only)") as r:
+        truth, _ = load_truth(world)
+        with_truth = holdout[["profile_id"]].merge(profiles, on="profile_id").merge(
+            truth[["profile_id", "activity"]], on="profile_id")
+        true_p = true_purchase_probability(with_truth, goal.outcome_window_days)
+        r["true_probability_auc"] = round(classification_metrics(y, true_p)["auc"], 4)
+        best = _best_from_history(con, with_truth, plan.holdout, first, truth["activity"].to_numpy(),
+                                  goal.outcome_window_days)
+        r["best_from_history_auc"] = round(classification_metrics(y, best)["auc"], 4)
+    del holdout
+    with _stage(stages, "scoring features (eligible profiles)") as r:
+        ids = eligible_profiles(con, goal, plan.scoring)
+        frame = feature_frame(con, goal, profiles, ids, plan.scoring)
+        r.update(rows=len(frame))
+    with _stage(stages, "probability + top factors") as r:
+        probability, factors = model.predict_with_factors(frame, top=goal.top_factors)
+        r.update(rows=len(frame), top_factors=goal.top_factors)
+    with _stage(stages, "score table + write batch (Parquet)") as r:
+        scores = pd.concat([score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from),
+                            factors], axis=1).assign(model_version="bench", score_date=plan.scoring.date().isoformat())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"scores-{plan.scoring.date().isoformat()}-b00001.parquet"
+        scores.assign(batch=1).to_parquet(path, index=False)
+        r.update(rows=len(scores), path=str(path), mib=round(path.stat().st_size / 2**20, 1))
+    events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+    print(json.dumps({"world": str(world), "profiles": len(profiles), "events": events, "cores": os.cpu_count(),
+                      "goal": goal.name, "lookback_days": goal.lookback_days,
+                      "total_seconds": round(time.perf_counter() - total, 1),
+                      "peak_rss_mib": max(s["peak_rss_mib"] for s in stages), "stages": stages}, indent=2))
 
 
 if __name__ == "__main__":
