@@ -6,9 +6,12 @@ Builds a project of N seeded profiles and the demo catalog (with its caps), publ
 table of every profile for `web-banner` (the demo formula's scores, tagged as the AI model
 `web-personalized` so the holdout path runs too) and for `web-sidebar`, starts `offerflow serve`
 as a separate process (one uvicorn worker), and sends single-placement decisions from this process
-over keep-alive connections at a fixed rate (open loop: latency counts from the scheduled send
-time, so a slow server cannot hide its queue). Prints JSON: decisions/s, p50/p95/p99 latency,
-errors. `--batch` also times batch decisioning of every profile (both placements, with caps).
+(a uvloop client) over keep-alive connections at a fixed rate (open loop: latency counts from the
+scheduled send time, so a slow server cannot hide its queue). Prints JSON: decisions/s,
+p50/p95/p99 latency, errors, the 1-minute load average before and after, and the CPU the server
+(with its children) and the client used, in total and per decision: on a shared machine the CPU
+per decision is the figure that does not depend on who else is running. `--batch` also times
+batch decisioning of every profile (both placements, with caps).
 """
 
 from __future__ import annotations
