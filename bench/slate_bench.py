@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     hits = {e: 0 for e in ESTIMATORS}
+    unwarned = {e: [0, 0] for e in ESTIMATORS}  # hits, total among estimates without a warning
     errors: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
     totals = {e: 0 for e in ESTIMATORS}
     misses, seconds, strategies = [], [], set()
@@ -102,11 +103,15 @@ def main() -> None:
                     hits[row.estimator] += ok
                     totals[row.estimator] += 1
                     errors[row.estimator].append(row.value - true)
+                    if not row.warnings:
+                        unwarned[row.estimator][0] += ok
+                        unwarned[row.estimator][1] += 1
                     if not ok:
                         misses.append({"seed": seed, "log": log_seed, "placement": placement_id,
                                        "strategy": row.strategy, "estimator": row.estimator,
                                        "estimate": round(row.value, 4), "low": round(row.low, 4),
-                                       "high": round(row.high, 4), "true": round(true, 4)})
+                                       "high": round(row.high, 4), "true": round(true, 4),
+                                       "ess": round(row.ess, 1), "warned": bool(row.warnings)})
         seconds.append(time.perf_counter() - started)
         print(f"seed {seed}: {seconds[-1]:.1f} s", file=sys.stderr)
         shutil.rmtree(world, ignore_errors=True)
@@ -114,6 +119,8 @@ def main() -> None:
         "seeds": args.seeds, "logs_per_world": args.logs, "profiles": args.profiles,
         "strategies": sorted(strategies), "estimates_per_estimator": totals,
         "coverage": {e: round(hits[e] / max(totals[e], 1), 4) for e in ESTIMATORS},
+        "coverage_without_warning": {e: {"coverage": round(h / max(t, 1), 4), "estimates": t}
+                                     for e, (h, t) in unwarned.items()},
         "mean_error": {e: round(float(np.mean(errors[e])), 5) for e in ESTIMATORS},
         "rmse": {e: round(float(np.sqrt(np.mean(np.square(errors[e])))), 5) for e in ESTIMATORS},
         "misses": misses, "seconds_per_world": round(sum(seconds) / len(seconds), 1),
