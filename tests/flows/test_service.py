@@ -20,7 +20,7 @@ with warnings.catch_warnings():
 from offerflow.catalog import load_profiles
 from offerflow.config import load_config
 from offerflow.decisioning import build_engine
-from offerflow.service import FLUSH_EVERY, coalescing_http_protocol, create_app
+from offerflow.service import FLUSH_EVERY, DecisionOut, coalescing_http_protocol, create_app
 from offerflow.schema import DECISION_META_SCHEMA
 from offerflow.store import RankingStore
 
@@ -58,6 +58,7 @@ def test_decision_for_a_known_profile(client, project, known_profile):
     resp = _decide(client, profile_id=known_profile, placements=["web-banner"])
     assert resp.status_code == 200, resp.text
     body = resp.json()
+    assert DecisionOut.model_validate(body).model_dump() == body  # the fast path answers the documented schema
     assert body["decision_id"].startswith("dec-") and body["profile_id"] == known_profile
     (placement,) = body["placements"]
     assert placement["placement_id"] == "web-banner"
