@@ -131,6 +131,7 @@ def _stage(results: list[dict], name: str):
     yield record
     record["seconds"] = round(time.perf_counter() - start, 2)
     record["peak_rss_mib"] = round(_rss_hwm_mib())
+    record["load_average_1m"] = round(os.getloadavg()[0], 1)  # the machine is shared: seconds are noisy
     if "rows" in record:
         record["rows_per_second"] = round(record["rows"] / record["seconds"])
     print(json.dumps(record), flush=True, file=sys.stderr)
