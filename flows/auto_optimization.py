@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.bad_input import reports_bad_input
 from flows.pipeline import _tracker, offer_stats_dir
 from offerflow.catalog import load_offers
 from offerflow.config import ProjectConfig, load_config
@@ -28,6 +29,7 @@ from offerflow.training import RankingModelResult, train_ranking_model
 
 
 @task(name="retrain-auto-optimization-model", cache_policy=NO_CACHE)
+@reports_bad_input
 def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str, str]) -> RankingModelResult:
     con = open_events(validated_events(config))
     return train_ranking_model(con, config.ai_model(model_name), None, offers, _tracker(config),
@@ -43,6 +45,7 @@ def publish_task(config: ProjectConfig, placement_id: str, offers, model: Rankin
 
 
 @flow(name="retrain-auto-optimization", log_prints=True)
+@reports_bad_input
 def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
     config = load_config(config_path)
@@ -54,7 +57,8 @@ def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, 
     for model_cfg in config.ai_models:
         if model_cfg.type != "auto_optimization" or model_cfg.status != "active":
             continue
-        result = retrain_task(config, model_cfg.name, offers, {"flow_run_id": run_id, "project": config.project})
+        result = retrain_task(config, model_cfg.name, offers, {"flow_run_id": run_id, "project": config.project},
+                              return_state=True).result()  # raises what a BadInput state carries
         summary["models"][model_cfg.name] = {"run_id": result.run_id, "metrics": result.metrics}
         logger.info("%s: %d displays in the window, %d of %d offers qualified", model_cfg.name,
                     result.metrics["displays"], result.metrics["offers_qualified"], result.metrics["offers_total"])

@@ -27,6 +27,9 @@ from offerflow.ingestion import ValidationFailed
 from offerflow.segments import SegmentError
 
 BAD_INPUT = "BadInput"
+#: Set on the log record of a bad-input message: the CLI, which prints the error itself, keeps it
+#: off the terminal (it stays in the Prefect run's logs).
+BAD_INPUT_RECORD = "offerflow_bad_input"
 #: What users get wrong, as opposed to bugs: reported in one line.
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError, BatchSegmentError,
@@ -37,7 +40,7 @@ def bad_input(exc: Exception) -> State:
     """The end of a task or flow on bad input: one log record with the message (only once, where it
     was met), and a `Failed` state carrying the exception."""
     if not getattr(exc, "_offerflow_reported", False):
-        get_run_logger().error("%s", exc)
+        get_run_logger().error("%s", exc, extra={BAD_INPUT_RECORD: True})
         exc._offerflow_reported = True  # type: ignore[attr-defined]
     return Failed(name=BAD_INPUT, message=str(exc).splitlines()[0], data=exc)
 

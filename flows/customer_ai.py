@@ -17,7 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.pipeline import load_catalog_task, train_propensity_task
+from flows.bad_input import reports_bad_input
+from flows.pipeline import load_project_catalog, train_goal
 from flows.scoring import score_goal_task
 from offerflow.config import load_config
 from offerflow.ingestion import validated_events
@@ -35,9 +36,11 @@ class CustomerAIOptions(BaseModel):
 
 
 @flow(name="train-customer-ai", log_prints=True)
-def train_customer_ai(config_path: str = "offerflow.yaml",
-                      options: CustomerAIOptions = CustomerAIOptions()) -> dict[str, Any]:
-    """Train the selected Customer AI goals on the validated events, score profiles, refresh them."""
+@reports_bad_input
+def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOptions = CustomerAIOptions(),
+                      use_cache: bool = True) -> dict[str, Any]:
+    """Train the selected Customer AI goals on the validated events, score profiles, refresh them
+    (a goal whose events, profiles and settings did not change since it was trained is `Cached`)."""
     config = load_config(config_path)
     goals = options.goals or [g.name for g in config.propensity_goals]
     config = variant(config, "propensity_goals", goals, options.overrides)
@@ -46,19 +49,19 @@ def train_customer_ai(config_path: str = "offerflow.yaml",
     tags = {"flow_run_id": run_id, "project": config.project}
     if options.overrides:
         tags["variant"] = describe_overrides(options.overrides)
-    profiles, _ = load_catalog_task(config)
+    profiles, _ = load_project_catalog(config)
     outputs = config.path(config.data.outputs_dir)
     summary: dict[str, Any] = {"run_id": run_id, "goals": {}}
     scores = {}
     for name in goals:
-        result, scores[name], path = train_propensity_task(config, events_path, name, profiles, tags)
+        result, scores[name], path = train_goal(config, events_path, name, profiles, tags, use_cache)
         summary["goals"][name] = {"metrics": result.metrics, "model_version": result.model_version,
                                   "promoted": result.promoted, "reason": result.reason, "run_id": result.run_id,
                                   "scores_path": str(path)}
         get_run_logger().info("%s: holdout AUC %.3f, version %s, promoted=%s (%s)", name, result.metrics["auc"],
                               result.model_version, result.promoted, result.reason)
         if not result.promoted:  # a challenger is recorded; profiles keep the champion's scores
-            scores[name] = score_goal_task(config, events_path, name, profiles)
+            scores[name] = score_goal_task(config, events_path, name, profiles, return_state=True).result()
     for goal in config.propensity_goals:  # goals not retrained keep their latest scores
         if goal.name not in scores and (latest := latest_goal_scores(outputs / "propensity" / goal.name)) is not None:
             scores[goal.name] = latest

@@ -17,7 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.pipeline import load_catalog_task, publish_task, train_ranking_task
+from flows.bad_input import reports_bad_input
+from flows.pipeline import load_project_catalog, publish_task, train_ranking
 from offerflow.catalog import load_profiles
 from offerflow.config import load_config
 from offerflow.ingestion import validated_events
@@ -33,8 +34,9 @@ class RankingModelOptions(BaseModel):
 
 
 @flow(name="train-ranking-models", log_prints=True)
-def train_ranking_models(config_path: str = "offerflow.yaml",
-                         options: RankingModelOptions = RankingModelOptions()) -> dict[str, Any]:
+@reports_bad_input
+def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
+                         use_cache: bool = True) -> dict[str, Any]:
     """Train the selected ranking models and publish the placements they rank."""
     config = load_config(config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
@@ -44,14 +46,14 @@ def train_ranking_models(config_path: str = "offerflow.yaml",
     tags = {"flow_run_id": run_id, "project": config.project}
     if options.overrides:
         tags["variant"] = describe_overrides(options.overrides)
-    profiles, offers = load_catalog_task(config)
+    profiles, offers = load_project_catalog(config)
     enriched_path = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
     if enriched_path.exists():  # personalized models and formulas read Customer AI scores
         profiles = load_profiles(enriched_path)
     logger = get_run_logger()
     summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
     for name in names:
-        result = train_ranking_task(config, events_path, name, profiles, offers, tags)
+        result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
         summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
                                    "model_version": result.model_version, "promoted": result.promoted,
                                    "reason": result.reason}
@@ -60,7 +62,7 @@ def train_ranking_models(config_path: str = "offerflow.yaml",
         for placement in config.placements:
             if placement.ranking.ai_model == name:  # ranked by it, or a formula reading its `ai_score`
                 summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
-                                                                  run_id)
+                                                                  run_id, use_cache)
     lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]
     lines += [f"| `{n}` | {m['kind']} | {int(m['metrics']['offers_qualified'])} | {m['promoted']} |"
               for n, m in summary["models"].items()]

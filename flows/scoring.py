@@ -18,7 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.pipeline import _tracker, load_catalog_task, publish_task
+from flows.bad_input import reports_bad_input
+from flows.pipeline import _tracker, load_project_catalog, publish_task
 from offerflow.champions import (latest_goal_scores, load_propensity_champion, load_ranking_champion,
                                  propensity_model_name)
 from offerflow.config import ProjectConfig, load_config
@@ -28,6 +29,7 @@ from offerflow.training import enrich_profiles, score_propensity
 
 
 @task(name="score-customer-ai", cache_policy=NO_CACHE)
+@reports_bad_input
 def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):
     """Scores of one goal by its `@champion` (None when the goal has no champion yet)."""
     goal = next(g for g in config.propensity_goals if g.name == goal_name)
@@ -49,17 +51,18 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
 
 
 @flow(name="score-and-publish", log_prints=True)
-def score_and_publish(config_path: str = "offerflow.yaml") -> dict[str, Any]:
+@reports_bad_input
+def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
     config = load_config(config_path)
     events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     logger = get_run_logger()
-    profiles, offers = load_catalog_task(config)
+    profiles, offers = load_project_catalog(config)
     outputs = config.path(config.data.outputs_dir)
     scores = {}
     for goal in config.propensity_goals:
-        goal_scores = score_goal_task(config, events_path, goal.name, profiles)
+        goal_scores = score_goal_task(config, events_path, goal.name, profiles, return_state=True).result()
         if goal_scores is None:
             goal_scores = latest_goal_scores(outputs / "propensity" / goal.name)
         if goal_scores is not None:
@@ -77,7 +80,7 @@ def score_and_publish(config_path: str = "offerflow.yaml") -> dict[str, Any]:
             if model is None:
                 skipped[placement.id] = f"{model_cfg.name} has no @champion yet"
                 continue
-        published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id)
+        published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
     for placement, why in skipped.items():
         logger.info("%s not re-published: %s", placement, why)
     lines = ["# score and publish", "", f"Customer AI goals scored: {', '.join(scores) or 'none'}", "",

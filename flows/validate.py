@@ -14,29 +14,33 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.pipeline import _stop, load_catalog_task, validate_task
+from flows.bad_input import reports_bad_input, stop
+from flows.pipeline import load_catalog_task, validate_events
 from offerflow.config import load_config
 
 
 @flow(name="validate-data", log_prints=True)
-def validate_data(config_path: str = "offerflow.yaml") -> dict[str, Any]:
+@reports_bad_input
+def validate_data(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Run the expectation suites on profiles, offers and events; quarantine bad event rows."""
     config = load_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     catalog = load_catalog_task(config, return_state=True)
     if catalog.is_failed():
-        return _stop(catalog)
+        return stop(catalog)
     _, offers = catalog.result()
-    validated = validate_task(config, offers, run_id, return_state=True)
+    validated = validate_events(config, offers, run_id, use_cache)
     if validated.is_failed():
-        return _stop(validated)
+        return stop(validated)
     ingestion = validated.result()
     counts = ingestion.counts()
+    warnings = [f"{w.name}: {w.observed}" for w in ingestion.report.warnings]
     create_markdown_artifact(
         "# validation\n\n| rows | accepted | quarantined |\n|---|---|---|\n"
         f"| {counts['rows']} | {counts['accepted']} | {counts['quarantined']} |\n\n"
-        f"Validated snapshot: `{ingestion.validated_path}`", key="validation-summary",
+        f"Validated snapshot: `{ingestion.validated_path}`"
+        + "".join(f"\n\n- warning: {w}" for w in warnings), key="validation-summary",
         description="Rows validated and quarantined by this run")
     return {"run_id": run_id, **counts, "validated_path": str(ingestion.validated_path),
             "quarantine_path": str(ingestion.quarantine_path or ""),
-            "data_docs": str(ingestion.report.data_docs_path or "")}
+            "data_docs": str(ingestion.report.data_docs_path or ""), "warnings": warnings}

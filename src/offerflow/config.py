@@ -213,6 +213,14 @@ class ValidationConfig(_Strict):
     duckdb_memory_mib: int = Field(3072, ge=256)
 
 
+class CacheConfig(_Strict):
+    """Task caching: a flow re-run on unchanged inputs (file contents, config, code) reuses the
+    results of its expensive steps instead of recomputing them (see docs/operations.md)."""
+
+    enabled: bool = True
+    path: Path | None = Field(None, description="Where cached results are kept; default <data.outputs_dir>/task_cache.")
+
+
 class EvaluationConfig(_Strict):
     """Off-policy evaluation and holdout reports (`offerflow evaluate`, see docs/evaluation.md)."""
 
@@ -242,6 +250,7 @@ class ProjectConfig(_Strict):
     compute: ComputeConfig = ComputeConfig()
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    cache: CacheConfig = CacheConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

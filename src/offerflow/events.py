@@ -19,7 +19,10 @@ in file order), then ``_source_file`` (the path as given; for a directory datase
 file inside it), ``_source_line`` (int64: the 1-based physical line in CSV/NDJSON, the CSV header
 being line 1; the 0-based row number + 1 in Parquet) and ``_parse_error`` (str, "" when fine;
 present for every format, always "" for Parquet). A
-file column that has one of these three names is renamed ``<name>_in_file``.
+file column that has one of these three names is renamed ``<name>_in_file``. Optional contract
+columns the file does not have are filled with nulls and named in ``frame.attrs[ABSENT_COLUMNS]``
+(CSV and Parquet; an NDJSON key missing from a line is a null, not a missing column), so that
+validation can warn about them.
 
 Reading does not judge rows (`offerflow` validation does, and quarantines them), so nothing is
 dropped or silently coerced: ``timestamp`` stays the raw string (CSV/NDJSON) or as stored
@@ -90,13 +93,15 @@ from offerflow import xdm
 from offerflow.event_coercion import NUMERIC_COLUMNS, coerce_event_types, numbers_or_raw
 from offerflow.schema import EVENT_COLUMNS, REQUIRED_EVENT_COLUMNS
 
-__all__ = ["EventFileError", "coerce_event_types", "read_events", "read_events_batches", "FORMATS",
+__all__ = ["ABSENT_COLUMNS", "EventFileError", "coerce_event_types", "read_events", "read_events_batches", "FORMATS",
            "MAX_LINE_BYTES", "PROVENANCE_COLUMNS", "SOURCE_FILE", "SOURCE_LINE", "PARSE_ERROR"]
 
 SOURCE_FILE = "_source_file"
 SOURCE_LINE = "_source_line"
 PARSE_ERROR = "_parse_error"
 PROVENANCE_COLUMNS: tuple[str, ...] = (SOURCE_FILE, SOURCE_LINE, PARSE_ERROR)
+#: `frame.attrs` key: the contract columns the file lacked (filled with nulls).
+ABSENT_COLUMNS = "absent_columns"
 #: A CSV/NDJSON line longer than this becomes a row flagged in `_parse_error` (never held whole).
 MAX_LINE_BYTES = 16 * 2**20
 FORMATS = {
@@ -219,7 +224,9 @@ def _finalize(raw: pd.DataFrame | None) -> pd.DataFrame:
         out[name] = (raw[name] if name in raw else pd.Series([], dtype=dtype)).astype(dtype)
     errors = raw[PARSE_ERROR] if PARSE_ERROR in raw else pd.Series("", index=raw.index, dtype="str")
     out[PARSE_ERROR] = errors.fillna("").astype("str")
-    return pd.DataFrame(out, index=pd.RangeIndex(n))
+    frame = pd.DataFrame(out, index=pd.RangeIndex(n))
+    frame.attrs[ABSENT_COLUMNS] = [name for name in EVENT_COLUMNS if name not in raw]
+    return frame
 
 
 def _rename_reserved(names: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,10 +25,10 @@ import pandas as pd
 from offerflow.catalog import CatalogError, check_offers, check_profiles, read_offers, read_profiles
 from offerflow.config import ProjectConfig
 from offerflow.event_stage import EventStage
-from offerflow.events import coerce_event_types, read_events_batches
+from offerflow.events import ABSENT_COLUMNS, coerce_event_types, read_events_batches
 from offerflow.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
-from offerflow.validation import (ValidationReport, judge_events, quarantine_file, stage_events,
-                                  validate_catalog)
+from offerflow.validation import (ExpectationOutcome, ValidationReport, judge_events, quarantine_file,
+                                  stage_events, validate_catalog)
 
 
 class ValidationFailed(RuntimeError):
@@ -92,6 +92,23 @@ def validated_events(config: ProjectConfig) -> Path:
     return path
 
 
+def validated_run_id(config: ProjectConfig) -> str | None:
+    """The run that wrote the current validated snapshot (None before the first one)."""
+    try:
+        return str(json.loads((validated_dir(config) / "last_run.json").read_text())["run_id"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def missing_columns_warning(columns: list[str]) -> ExpectationOutcome:
+    """A warning naming the optional event columns the file lacked (read as all nulls)."""
+    return ExpectationOutcome(
+        "optional event columns present", "warning", False,
+        "A column missing from the export reads as all nulls: propensities, values or decision ids"
+        " then silently drop out of evaluation and training.",
+        f"missing optional column(s), filled with nulls: {', '.join(columns)}")
+
+
 def _previous_row_count(state_file: Path) -> int | None:
     try:
         return int(json.loads(state_file.read_text())["row_count"])
@@ -115,14 +132,20 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
     checks = dict(offer_ids=set(offers["offer_id"]), placement_ids=[p.id for p in config.placements],
                   settings=settings)
     safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id) or "run"
+    absent: set[str] | None = None  # optional columns missing from every batch
     with EventStage(out_dir / f".stage-{safe_run}", memory_limit_mib=settings.duckdb_memory_mib) as stage:
         for batch in read_events_batches(config.path(config.data.events), batch_rows=settings.batch_rows):
+            batch_absent = set(batch.attrs.get(ABSENT_COLUMNS, ()))
+            absent = batch_absent if absent is None else absent & batch_absent
             typed, reasons = coerce_event_types(batch)
             stage_events(stage, typed, reasons, now=now_ts, **checks)
             del batch, typed, reasons
         report = judge_events(
             stage, **checks, context_dir=config.path(settings.great_expectations_dir), run_id=run_id,
             previous_row_count=_previous_row_count(state_file), build_docs=build_docs)
+        if absent:
+            report = replace(report, outcomes=[*report.outcomes, missing_columns_warning(
+                [c for c in EVENT_SCHEMA.names if c in absent])])
         quarantine_path = None
         if report.quarantined_count:
             quarantine_path = quarantine_file(config.path(config.data.quarantine_dir), run_id)

@@ -140,7 +140,8 @@ def test_customer_ai_logs_charts_and_explains_scores_with_true_drivers(pipeline_
     top = scores["factor_1"].value_counts(normalize=True)
     drivers = top[[n for n in top.index if n in ("loyalty_tier", "email_opt_in", "tenure_days")
                    or n.startswith(("count_display", "count_click", "days_since_display", "days_since_click", "active_days_",
-                                    "count_purchase", "days_since_purchase", "value_purchase"))]].sum()
+                                    "count_purchase", "days_since_purchase", "value_purchase",
+                                    "per_day_", "active_share_"))]].sum()  # activity rates (357ff65)
     assert drivers > 0.9, top.head(8)
     # percentiles are uniform
     assert scores["percentile"].value_counts().max() < 3 * len(scores) / 100

@@ -1,8 +1,12 @@
-"""What every command shares: the Typer app and its groups, consoles, loading the project file, one-line errors."""
+"""What every command shares: the Typer app and its groups, consoles, loading the project file,
+one-line errors, and how flow runs look in the terminal (quiet, a progress bar, --verbose)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -48,7 +52,7 @@ def prepare_prefect_environment(project_dir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def run_pipeline(config_path: Path) -> dict:
+def run_pipeline(config_path: Path, use_cache: bool = True) -> dict:
     """Run the pipeline flow (imports Prefect only here, never at import time)."""
     config = load_project(config_path)
     prepare_prefect_environment(config.root)
@@ -60,9 +64,53 @@ def run_pipeline(config_path: Path) -> dict:
     from flows.pipeline import pipeline
 
     try:
-        return pipeline(config_path=str(config_path))
-    except (ValidationFailed, EventFileError, CatalogError, GoalError) as exc:
+        with flow_progress("pipeline"):
+            return pipeline(config_path=str(config_path), use_cache=use_cache)
+    except (ValidationFailed, EventFileError, CatalogError, GoalError, FileNotFoundError) as exc:
         fail(str(exc))
+
+
+_verbosity_state = {"verbose": False}
+_STEP, _STEPS, _LABEL = "offerflow_step", "offerflow_steps", "offerflow_label"  # see flows/progress.py
+
+
+class _StepBar(logging.Handler):
+    """Moves a rich progress bar on the flows' step records (see flows/progress.py)."""
+
+    def __init__(self, progress) -> None:
+        super().__init__(logging.INFO)
+        self.progress, self.bar = progress, None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        step = getattr(record, _STEP, None)
+        if step is None:
+            return
+        total, label = getattr(record, _STEPS), getattr(record, _LABEL)
+        if self.bar is None:
+            self.bar = self.progress.add_task(label, total=total)
+        self.progress.update(self.bar, completed=step - 1, total=total, description=label)
+
+
+@contextmanager
+def flow_progress(what: str) -> Iterator[None]:
+    """Around a flow call: the quiet console, and on a terminal a progress bar of the flow's steps
+    (with --verbose the step log lines are the progress)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.progress import quiet_prefect_console
+
+    verbose = _verbosity_state["verbose"]
+    quiet_prefect_console(verbose)
+    progress = Progress(TextColumn(f"{what}: [bold]{{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True, disable=verbose or not err.is_terminal)
+    handler = _StepBar(progress)
+    runs = logging.getLogger("prefect.flow_runs")
+    runs.addHandler(handler)
+    try:
+        with progress:
+            yield
+    finally:
+        runs.removeHandler(handler)
 
 
 def project_engine(config_path: Path):
@@ -78,10 +126,9 @@ def project_engine(config_path: Path):
 
 @app.callback()
 def _verbosity(verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                                     help="Show the flows' INFO logs (quiet by default).")] = False) -> None:
-    """Quiet by default: Prefect and MLflow log warnings only; --verbose shows every step's log."""
-    import logging
-
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+                                                     help="Print every step's log (quiet by default).")] = False) -> None:
+    """Quiet by default: the terminal shows warnings, errors and a progress bar; --verbose prints
+    every step's log as well. Prefect keeps the flow runs' full logs either way."""
+    _verbosity_state["verbose"] = verbose
     for name in ("mlflow", "alembic", "great_expectations"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)

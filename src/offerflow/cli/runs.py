@@ -35,9 +35,11 @@ def generate(
 
 @app.command()
 def run(config: ConfigOption = Path("offerflow.yaml"),
-        as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False) -> None:
-    """Run the whole pipeline: validate, train, score, publish."""
-    summary = run_pipeline(config)
+        as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step, even those whose inputs"
+                                               " did not change since they last ran.")] = False) -> None:
+    """Run the whole pipeline: validate, train, score, publish (steps whose inputs did not change are reused)."""
+    summary = run_pipeline(config, use_cache=not no_cache)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -50,6 +52,8 @@ def _print_summary(summary: dict) -> None:
                   f" of {v['rows']:,} rows")
     if v.get("data_docs"):
         console.print(f"[bold]Data Docs[/bold]: {v['data_docs']}", highlight=False)
+    for warning in v.get("warnings", []):
+        console.print(f"[yellow]validation warning[/yellow]: {warning}", highlight=False)
     for name, r in summary["propensity"].items():
         m = r["metrics"]
         console.print(f"[bold]propensity {name}[/bold]: holdout AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f},"
