@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from flows.bad_input import reports_bad_input
 from flows.pipeline import load_project_catalog, train_goal
+from flows.progress import StepProgress
 from flows.scoring import score_goal_task
 from offerflow.config import load_config
 from offerflow.ingestion import validated_events
@@ -53,8 +54,10 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
     outputs = config.path(config.data.outputs_dir)
     summary: dict[str, Any] = {"run_id": run_id, "goals": {}}
     scores = {}
+    progress = StepProgress(len(goals), key="customer-ai-progress", description="Goals trained by this run")
     for name in goals:
-        result, scores[name], path = train_goal(config, events_path, name, profiles, tags, use_cache)
+        with progress.step(f"train Customer AI goal {name}"):
+            result, scores[name], path = train_goal(config, events_path, name, profiles, tags, use_cache)
         summary["goals"][name] = {"metrics": result.metrics, "model_version": result.model_version,
                                   "promoted": result.promoted, "reason": result.reason, "run_id": result.run_id,
                                   "scores_path": str(path)}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from flows.bad_input import reports_bad_input
 from flows.pipeline import load_project_catalog, publish_task, train_ranking
+from flows.progress import StepProgress
 from offerflow.catalog import load_profiles
 from offerflow.config import load_config
 from offerflow.ingestion import validated_events
@@ -52,8 +53,10 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
         profiles = load_profiles(enriched_path)
     logger = get_run_logger()
     summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
+    progress = StepProgress(len(names), key="ranking-models-progress", description="Models trained by this run")
     for name in names:
-        result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
+        with progress.step(f"train ranking model {name}"):
+            result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
         summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
                                    "model_version": result.model_version, "promoted": result.promoted,
                                    "reason": result.reason}
