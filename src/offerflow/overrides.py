@@ -63,13 +63,13 @@ _SECTIONS = {"propensity_goals": "propensity goal", "ai_models": "AI model"}
 def variant(config: ProjectConfig, section: Literal["propensity_goals", "ai_models"], names: list[str],
             overrides: Mapping[str, Any]) -> ProjectConfig:
     """The project config with `overrides` applied to the named goals (or AI models), validated;
-    an unknown name is a ValueError listing the defined ones."""
+    an unknown name is a ConfigError (a ValueError) listing the defined ones."""
     what = _SECTIONS[section]
     items = getattr(config, section)
     known = [item.name for item in items]
     for name in names:
         if name not in known:
-            raise ValueError(f"unknown {what} {name!r} (defined: {', '.join(known) or 'none'})")
+            raise ConfigError(f"unknown {what} {name!r} (defined: {', '.join(known) or 'none'})")
     if not overrides:
         return config
     label = "goal" if section == "propensity_goals" else "model"

@@ -61,6 +61,19 @@ def test_bad_config_is_one_line_in_every_flow(tmp_path, prefect_harness):
     assert_bad_input(missing, "nope.yaml: project file not found")
 
 
+def test_unknown_goal_or_model_is_one_line(project_dir, prefect_harness):
+    from flows.customer_ai import CustomerAIOptions
+    from flows.ranking_models import RankingModelOptions
+
+    config = str(project_dir / "offerflow.yaml")
+    state = flows()["train-customer-ai"](config_path=config, options=CustomerAIOptions(goals=["nope"]),
+                                         return_state=True)
+    assert_bad_input(state, "unknown propensity goal 'nope' (defined: purchase_14d)")
+    state = flows()["train-ranking-models"](config_path=config, options=RankingModelOptions(models=["nope"]),
+                                            return_state=True)
+    assert_bad_input(state, "unknown AI model 'nope' (defined: web-personalized, email-auto)")
+
+
 def test_missing_validated_events_and_bad_catalog_are_one_line(project_dir, prefect_harness):
     config = str(project_dir / "offerflow.yaml")
     snapshot = project_dir / "data/outputs/validated/events.parquet"
