@@ -74,6 +74,7 @@ def test_unknown_goal_or_model_is_one_line(project_dir, prefect_harness):
     assert_bad_input(state, "unknown AI model 'nope' (defined: web-personalized, email-auto)")
 
 
+@pytest.mark.slow  # eight flow runs: ~14 s at load 3-4
 def test_missing_validated_events_and_bad_catalog_are_one_line(project_dir, prefect_harness):
     config = str(project_dir / "offerflow.yaml")
     snapshot = project_dir / "data/outputs/validated/events.parquet"
