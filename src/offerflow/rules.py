@@ -31,7 +31,8 @@ else branch when its condition is null, and ``coalesce`` returns its first non-n
 null rule is false (not eligible) and a null formula is NaN.
 
 Each :class:`Expression` has two evaluators with identical results: ``evaluate_batch`` (NumPy, over
-columns) for ranking tables and ``evaluate_one`` (a cached closure tree) for real-time decisions.
+columns) for ranking tables and ``evaluate_one`` (a cached closure tree) for real-time decisions. Types,
+nulls and the batch representation they share are in :mod:`offerflow.rules_values`.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ from typing import Any, Literal as TypingLiteral
 import numpy as np
 import pandas as pd
 
+from offerflow import rules_values
+from offerflow.rules_values import BOOL, NULL, NUMBER, STRING, TYPES, Batch, BatchFn, OneFn
 from offerflow.rules_parser import Binary, Call, ExpressionError, ListExpr, Literal, Name, Node, Unary, parse
 
 __all__ = ["Expression", "ExpressionError", "parse_expression", "schema_from_frames"]
 
-NUMBER, STRING, BOOL, NULL = "number", "string", "bool", "null"
-TYPES = (NUMBER, STRING, BOOL)
 _KIND_TYPES = {"rule": BOOL, "formula": NUMBER}
 #: name -> (minimum, maximum or None for any number of) arguments.
 _ARITY: dict[str, tuple[int, int | None]] = {
@@ -61,17 +62,7 @@ _ARITY: dict[str, tuple[int, int | None]] = {
 }  # fmt: skip
 # Deeper trees are rejected so that compiling and evaluating them cannot exhaust the Python stack.
 _MAX_DEPTH = 100
-_CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-_STRING_DTYPE = np.dtypes.StringDType()
-
-# Batch values: a number is a float64 array with NaN for null; a bool or a string is a pair
-# (data, null) where `null` is a bool mask or None when nothing is null, and `data` holds False or ""
-# at null positions (so `data` alone already gives the "null counts as false" answer). Any array may
-# be a 0-d constant that NumPy broadcasts.
-Batch = Any
-OneFn = Callable[[Mapping[str, Any]], Any]
-BatchFn = Callable[[dict[str, Any]], Batch]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,142 +74,6 @@ class _Typed:
     batch: BatchFn
     constant: Any = None  # the literal's value, so that `x in [...]` of literals can use a set
     is_constant: bool = False
-
-
-# ---------------------------------------------------------------- scalar value helpers
-
-
-def _missing(x: Any) -> bool:
-    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and x != x)
-
-
-def _one_number(x: Any) -> float | None:
-    if type(x) is float:
-        return x if x == x else None
-    if _missing(x):
-        return None
-    x = float(x)
-    return x if x == x else None
-
-
-def _one_string(x: Any) -> str | None:
-    if type(x) is str:
-        return x
-    return None if _missing(x) else str(x)
-
-
-def _one_bool(x: Any) -> bool | None:
-    if x is True or x is False:
-        return x
-    return None if _missing(x) else bool(x)
-
-
-_ONE_CONVERT = {NUMBER: _one_number, STRING: _one_string, BOOL: _one_bool}
-
-
-def _nan_to_null(x: float) -> float | None:
-    return x if x == x else None
-
-
-def _one_exp(x: float) -> float:
-    # NumPy's exp, not math.exp: they differ in the last bit for some inputs and both evaluators must agree.
-    if x > 700.0:
-        with np.errstate(over="ignore"):
-            return float(np.exp(x))
-    return float(np.exp(x))
-
-
-# ---------------------------------------------------------------- batch value helpers
-
-
-def _mask_or(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return a if b is None else a | b
-
-
-def _nulls(value: Batch, type_: str) -> Any:
-    """The null mask of a batch value (None when nothing is null)."""
-    return np.isnan(value) if type_ == NUMBER else value[1]
-
-
-def _batch_null(type_: str) -> Batch:
-    if type_ == NUMBER:
-        return np.float64(np.nan)
-    return (np.array("" if type_ == STRING else False, dtype=object if type_ == STRING else bool), np.True_)
-
-
-def _batch_constant(value: Any, type_: str) -> Batch:
-    if type_ == NUMBER:
-        return np.float64(value)
-    return (np.array(value, dtype=object if type_ == STRING else bool), None)
-
-
-def _select(cond: Any, a: Batch, b: Batch, type_: str) -> Batch:
-    """Row-wise `a if cond else b`."""
-    if type_ == NUMBER:
-        return np.where(cond, a, b)
-    na, nb = a[1], b[1]
-    null = None if na is None and nb is None else np.where(cond, False if na is None else na, False if nb is None else nb)
-    return np.where(cond, a[0], b[0]), null
-
-
-def _batch_compare(op: str, a: Batch, b: Batch, type_: str) -> Batch:
-    if type_ == NUMBER:
-        result = _CMP[op](a, b)
-        # NaN already compares false, except with '!='.
-        return (result & ~np.isnan(a) & ~np.isnan(b) if op == "!=" else result), None
-    result = _CMP[op](a[0], b[0])
-    null = _mask_or(a[1], b[1])
-    return (result if null is None else result & ~null), None
-
-
-def _strings(value: Batch) -> np.ndarray:
-    return np.asarray(value[0]).astype(_STRING_DTYPE)
-
-
-def _batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
-    """Convert one input column (array, Series or sequence) into the batch representation of `type_`."""
-    if isinstance(col, pd.Series):
-        null = col.isna().to_numpy()
-        if type_ == NUMBER:
-            data = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        elif type_ == BOOL:
-            data = col.to_numpy(dtype=bool, na_value=False)
-        else:
-            data = _string_data(col.to_numpy(dtype=object, na_value=""), null)
-    else:
-        arr = np.asarray(col)
-        kind = arr.dtype.kind
-        if type_ == STRING and kind == "O" and pd.api.types.infer_dtype(arr, skipna=False) == "string":
-            null, data = None, arr  # the common case: all str, so no null scan and no copy
-        else:
-            null = np.isnan(arr) if kind == "f" else pd.isna(arr) if kind == "O" else np.zeros(arr.shape, dtype=bool)
-            if type_ == NUMBER and kind in "biuf":
-                data = arr.astype(np.float64, copy=False)
-            elif type_ == NUMBER:
-                data = np.full(arr.shape, np.nan)
-                data[~null] = arr[~null].astype(np.float64)
-            elif type_ == BOOL:
-                data = np.zeros(arr.shape, dtype=bool)
-                data[~null] = arr[~null].astype(bool)
-            else:
-                data = arr.astype(object)  # a copy, so filling nulls below leaves the caller's array alone
-                data[null] = ""
-                data = _string_data(data, null)
-    if data.shape != (n,):
-        raise ValueError(f"column {name!r} has shape {data.shape}, expected ({n},)")
-    if type_ == NUMBER:
-        return data
-    return data, (null if null is not None and null.any() else None)
-
-
-def _string_data(data: np.ndarray, null: np.ndarray) -> np.ndarray:
-    # Non-str values (numbers in a string column) become `str(x)`, as in evaluate_one.
-    if len(data) and pd.api.types.infer_dtype(data, skipna=False) != "string":
-        data = data.astype(str).astype(object)
-        data[null] = ""
-    return data
 
 
 # ---------------------------------------------------------------- type checking and compiling
@@ -258,7 +113,7 @@ class _Compiler:
         """Give a null-typed subtree (null, if(c, null, null), ...) the type its context expects."""
         if typed.type != NULL:
             return typed
-        null = _batch_null(type_)
+        null = rules_values.batch_null(type_)
         return _Typed(type_, lambda v: None, lambda env: null, None, True)
 
     def literal(self, node: Literal) -> _Typed:
@@ -266,7 +121,7 @@ class _Compiler:
         if value is None:
             return _Typed(NULL, lambda v: None, lambda env: None, None, True)
         type_ = BOOL if isinstance(value, bool) else NUMBER if isinstance(value, float) else STRING
-        const = _batch_constant(value, type_)
+        const = rules_values.batch_constant(value, type_)
         return _Typed(type_, lambda v: value, lambda env: const, value, True)
 
     def name(self, node: Name) -> _Typed:
@@ -276,7 +131,7 @@ class _Compiler:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise self.fail(node.col, f"unknown name '{name}'{hint}")
         type_ = self.names[name] = self.schema[name]
-        convert = _ONE_CONVERT[type_]
+        convert = rules_values.ONE_CONVERT[type_]
         return _Typed(type_, lambda v: convert(v.get(name)), lambda env: env[name])
 
     def expect(self, node: Node, type_: str, what: str) -> _Typed:
@@ -305,7 +160,7 @@ class _Compiler:
         if node.op in ("in", "not in"):
             return self.membership(node)
         left, right = self.build(node.left), self.build(node.right)
-        if node.op in _CMP:
+        if node.op in rules_values.CMP:
             return self.comparison(node, left, right)
         if left.type not in (NUMBER, NULL) or right.type not in (NUMBER, NULL):
             raise self.fail(node.col, f"'{node.op}' needs numbers, got {left.type} and {right.type}")
@@ -317,7 +172,7 @@ class _Compiler:
             def one(v: Mapping[str, Any]) -> float | None:
                 if (a := f(v)) is None or (b := g(v)) is None:
                     return None
-                return _nan_to_null(op(a, b))
+                return rules_values.nan_to_null(op(a, b))
 
             return _Typed(NUMBER, one, lambda env: op(fb(env), gb(env)))
         op = operator.truediv if node.op == "/" else operator.mod
@@ -326,7 +181,7 @@ class _Compiler:
         def one_div(v: Mapping[str, Any]) -> float | None:
             if (a := f(v)) is None or (b := g(v)) is None or b == 0:
                 return None
-            return _nan_to_null(op(a, b))
+            return rules_values.nan_to_null(op(a, b))
 
         def batch_div(env: dict[str, Any]) -> Batch:
             a, b = fb(env), gb(env)
@@ -352,7 +207,7 @@ class _Compiler:
                 # Null where either side is null, unless the other side is definitely false.
                 a_false = ~a if na is None else ~a & ~na
                 b_false = ~b if nb is None else ~b & ~nb
-                return a & b, _mask_or(na, nb) & ~(a_false | b_false)
+                return a & b, rules_values.mask_or(na, nb) & ~(a_false | b_false)
 
         else:
 
@@ -364,7 +219,7 @@ class _Compiler:
             def batch(env: dict[str, Any]) -> Batch:
                 (a, na), (b, nb) = fb(env), gb(env)
                 data = a | b
-                null = _mask_or(na, nb)
+                null = rules_values.mask_or(na, nb)
                 return data, (None if null is None else null & ~data)
 
         return _Typed(BOOL, one, batch)
@@ -380,13 +235,13 @@ class _Compiler:
 
     def comparison(self, node: Binary, left: _Typed, right: _Typed) -> _Typed:
         type_ = self.check_comparable(node.col, node.op, left, right)
-        op, name = _CMP[node.op], node.op
+        op, name = rules_values.CMP[node.op], node.op
         f, g, fb, gb = left.one, right.one, left.batch, right.batch
 
         def one(v: Mapping[str, Any]) -> bool:
             return (a := f(v)) is not None and (b := g(v)) is not None and op(a, b)
 
-        return _Typed(BOOL, one, lambda env: _batch_compare(name, fb(env), gb(env), type_))
+        return _Typed(BOOL, one, lambda env: rules_values.batch_compare(name, fb(env), gb(env), type_))
 
     def membership(self, node: Binary) -> _Typed:
         negate = node.op == "not in"
@@ -431,10 +286,10 @@ class _Compiler:
             x = fb(env)
             hit: Any = np.False_
             for fn in item_batch:
-                hit = hit | _batch_compare("==", x, fn(env), type_)[0]
+                hit = hit | rules_values.batch_compare("==", x, fn(env), type_)[0]
             if not negate:
                 return hit, None
-            null = _nulls(x, type_)
+            null = rules_values.nulls(x, type_)
             return (~hit if null is None else ~hit & ~null), None
 
         return _Typed(BOOL, one, batch)
@@ -453,12 +308,12 @@ class _Compiler:
         def batch(env: dict[str, Any]) -> Batch:
             s, sub = fb(env), gb(env)
             if how == "find":
-                data = np.strings.find(_strings(s), _strings(sub)) >= 0
+                data = np.strings.find(rules_values.strings(s), rules_values.strings(sub)) >= 0
             else:
-                data = np.strings.startswith(_strings(s), _strings(sub))
+                data = np.strings.startswith(rules_values.strings(s), rules_values.strings(sub))
             if negate:
                 data = ~data
-            null = _mask_or(s[1], sub[1])
+            null = rules_values.mask_or(s[1], sub[1])
             return (data if null is None else data & ~null), None
 
         return _Typed(BOOL, one, batch)
@@ -483,7 +338,7 @@ class _Compiler:
             f, fb = arg.one, self.coerce(arg, type_).batch
 
             def batch_is_null(env: dict[str, Any]) -> Batch:
-                null = _nulls(fb(env), type_)
+                null = rules_values.nulls(fb(env), type_)
                 return (np.False_ if null is None else null), None
 
             return _Typed(BOOL, lambda v: f(v) is None, batch_is_null)
@@ -508,7 +363,7 @@ class _Compiler:
         return _Typed(
             type_,
             lambda v: f(v) if c(v) else g(v),  # a null condition takes the else branch
-            lambda env: _select(cb(env)[0], fb(env), gb(env), type_),
+            lambda env: rules_values.select(cb(env)[0], fb(env), gb(env), type_),
         )
 
     def unify(self, node: Call, args: list[_Typed], what: str) -> str:
@@ -533,10 +388,10 @@ class _Compiler:
         def batch(env: dict[str, Any]) -> Batch:
             result = batches[0](env)
             for fn in batches[1:]:
-                null = _nulls(result, type_)
+                null = rules_values.nulls(result, type_)
                 if null is not None:
                     other = fn(env)
-                    result = _select(null, other, result, type_)
+                    result = rules_values.select(null, other, result, type_)
             return result
 
         return _Typed(type_, one, batch)
@@ -548,7 +403,7 @@ class _Compiler:
 
         def batch(env: dict[str, Any]) -> Batch:
             data, null = fb(env)
-            return npfn(_strings((data, null))).astype(object), null
+            return npfn(rules_values.strings((data, null))).astype(object), null
 
         return _Typed(STRING, lambda v: None if (s := f(v)) is None else method(s), batch)
 
@@ -576,7 +431,8 @@ class _Compiler:
                 lambda v: float(np.log(x)) if (x := f(v)) is not None and x > 0 else None,
                 lambda env: np.where((x := fb(env)) > 0, np.log(np.where(x > 0, x, 1.0)), np.nan),
             )
-        scalar: Callable[[float], float] = {"abs": abs, "exp": _one_exp, "round": lambda x: float(np.rint(x))}[name]
+        scalar: Callable[[float], float] = {"abs": abs, "exp": rules_values.one_exp,
+                                            "round": lambda x: float(np.rint(x))}[name]
         vector = {"abs": np.abs, "exp": np.exp, "round": np.rint}[name]
         return _Typed(NUMBER, lambda v: None if (x := f(v)) is None else scalar(x), lambda env: vector(fb(env)))
 
@@ -614,7 +470,8 @@ class Expression:
         """
         n = _row_count(columns, self.names, n_rows)
         env = {
-            name: _batch_column(columns[name], type_, n, name) if name in columns else _batch_null(type_)
+            name: (rules_values.batch_column(columns[name], type_, n, name) if name in columns
+                   else rules_values.batch_null(type_))
             for name, type_ in self._name_types
         }
         # inf, NaN and division by zero are expected values here, mapped to null by the language.
