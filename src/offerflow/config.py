@@ -157,6 +157,9 @@ class PropensityGoalConfig(_Strict):
     profile_attributes: list[str] | None = None
     min_positives: int = Field(500, ge=1)
     min_negatives: int = Field(500, ge=1)
+    max_training_profiles: int | None = Field(
+        250_000, ge=1_000, description="Training and holdout examples come from a stable hash sample of at most"
+        " this many profiles (every profile is still scored); null: all profiles.")
     poor_auc: float = Field(0.65, gt=0.5, lt=1)
     lightgbm: LightGBMParams = LightGBMParams()
 

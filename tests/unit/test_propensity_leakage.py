@@ -80,3 +80,22 @@ def test_training_examples_at_earlier_cutoffs_are_unchanged(two_worlds):
     earlier = [cutoff - timedelta(days=GOAL.outcome_window_days)]
     pd.testing.assert_frame_equal(build_examples(real, GOAL, profiles, earlier),
                                   build_examples(other, GOAL, profiles, earlier))
+
+
+def test_a_training_sample_keeps_every_snapshot_of_the_profiles_it_draws(two_worlds):
+    """Above `max_training_profiles` a stable hash sample of profiles gives the training snapshots:
+    the same profiles at every cut-off, each with exactly the rows the full build gives it."""
+    real, _, cutoff, profiles = two_worlds
+    cutoffs = [cutoff - timedelta(days=7), cutoff]
+    full = build_examples(real, GOAL, profiles, cutoffs)
+    sampled_goal = GOAL.model_copy(update={"max_training_profiles": 1000})
+    sample = build_examples(real, sampled_goal, profiles, cutoffs)
+    again = build_examples(real, sampled_goal, profiles, cutoffs)
+    pd.testing.assert_frame_equal(sample, again)  # stable: the same sample in every run
+    drawn = set(sample["profile_id"])
+    assert 850 <= len(drawn) <= 1150  # 1,000 of 3,000 profiles expected, binomial spread
+    for when in cutoffs:  # a drawn profile is in every snapshot it is eligible for
+        eligible = set(full.loc[full["cutoff"] == when, "profile_id"])
+        assert set(sample.loc[sample["cutoff"] == when, "profile_id"]) == eligible & drawn
+    expected = full[full["profile_id"].isin(drawn)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sample, expected)
