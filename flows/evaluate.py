@@ -5,6 +5,8 @@ window -> holdout lift from the decision log -> HTML report -> one MLflow run ->
 promotion rule says so, the placement switches to the winner (recorded and re-published).
 
 Every step is a call into the `offerflow` library; this file only wires them and names the tasks.
+Bad input (a broken project file or catalog, no events to evaluate) ends the run `BadInput` in one
+line (flows/bad_input.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.config import ProjectConfig, load_config
+from offerflow.events import EventFileError
 from offerflow.features import open_events
 from offerflow.ingestion import validated_dir
 from offerflow.report import (EvaluationResult, add_holdout, add_offline, load_evaluation_catalog, log_evaluation,
@@ -31,17 +35,21 @@ from offerflow.tracking import Tracker, resolve_tracking_uri
 
 def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple[Path, Path]:
     """The events to evaluate on (the validated snapshot when the pipeline has written one) and
-    the decision-log directory."""
+    the decision-log directory; an events file that does not exist is bad input, named here."""
     outputs = config.path(config.data.outputs_dir)
     if events:
         events_path = Path(events)
     else:
         snapshot = validated_dir(config) / "events.parquet"
         events_path = snapshot if snapshot.exists() else config.path(config.data.events)
+    if not events_path.exists():
+        raise EventFileError(f"{events_path}: events file not found")
     return events_path, outputs / "decision_log"
 
 
-@task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+@task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE,
+      retry_condition_fn=retry_unless_bad_input)
+@reports_bad_input
 def load_catalog_task(config: ProjectConfig):
     return load_evaluation_catalog(config)
 
@@ -74,6 +82,7 @@ def switch_serving_task(config: ProjectConfig, result: EvaluationResult, run_id:
 
 
 @flow(name="evaluate-models", log_prints=True)
+@reports_bad_input
 def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = None,
                     decision_log: str | None = None) -> dict[str, Any]:
     """Evaluate every placement's candidate strategies; write the report and log it to MLflow."""
@@ -81,7 +90,7 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
     events_path, decision_log_dir = evaluation_inputs(config, events)
     if decision_log:
         decision_log_dir = Path(decision_log)
-    profiles, offers = load_catalog_task(config)
+    profiles, offers = load_catalog_task(config, return_state=True).result()  # raises what a BadInput carries
     result = EvaluationResult(datetime.now(timezone.utc).isoformat(timespec="seconds"), str(events_path))
     for placement in config.placements:
         outcome = evaluate_placement_task(config, events_path, placement.id, profiles, offers)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from offerflow.config import load_config
+from offerflow.events import EventFileError
 from offerflow.ingestion import ingest_events, load_catalog
 
 pytestmark = pytest.mark.flow
@@ -22,13 +23,15 @@ def flows():
     from flows.auto_optimization import retrain_auto_optimization
     from flows.customer_ai import train_customer_ai
     from flows.decisions import batch_decisions
+    from flows.evaluate import evaluate_models
     from flows.ranking_models import train_ranking_models
     from flows.scoring import score_and_publish
     from flows.validate import validate_data
 
     return {"train-customer-ai": train_customer_ai, "train-ranking-models": train_ranking_models,
             "score-and-publish": score_and_publish, "batch-decisions": batch_decisions,
-            "retrain-auto-optimization": retrain_auto_optimization, "validate-data": validate_data}
+            "retrain-auto-optimization": retrain_auto_optimization, "validate-data": validate_data,
+            "evaluate-models": evaluate_models}
 
 
 def run_logs(state) -> list[str]:
@@ -93,6 +96,25 @@ def test_missing_validated_events_and_bad_catalog_are_one_line(project_dir, pref
     for name in ("train-customer-ai", "train-ranking-models", "batch-decisions", "validate-data"):
         state = flows()[name](config_path=config, return_state=True)
         assert_bad_input(state, f"{offers_path}: placement 'web-banner' has no fallback offer")
+
+
+def test_evaluate_without_events_or_with_a_bad_catalog_is_one_line(project_dir, prefect_harness):
+    evaluate = flows()["evaluate-models"]
+    config = str(project_dir / "offerflow.yaml")
+    state = evaluate(config_path=config, events=str(project_dir / "nope.parquet"), return_state=True)
+    assert_bad_input(state, f"{project_dir / 'nope.parquet'}: events file not found")
+    offers_path = project_dir / "data/offers.yaml"
+    catalog = yaml.safe_load(offers_path.read_text())
+    for offer in catalog["offers"]:
+        offer["fallback"] = False
+    offers_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    state = evaluate(config_path=config, return_state=True)
+    assert_bad_input(state, f"{offers_path}: placement 'web-banner' has no fallback offer")
+    (project_dir / "data/events.parquet").unlink()  # no validated snapshot either: nothing to evaluate
+    state = evaluate(config_path=config, return_state=True)
+    assert_bad_input(state, f"{project_dir / 'data/events.parquet'}: events file not found")
+    with pytest.raises(EventFileError, match="events file not found"):  # from Python: the exception itself
+        evaluate(config_path=config)
 
 
 def test_unknown_segment_file_is_one_line(pipeline_run):
