@@ -92,6 +92,9 @@ class AIModelConfig(_Strict):
     min_displays: int = Field(100, ge=0)
     min_successes: int = Field(5, ge=0)
     exploration_share: float = Field(0.10, ge=0, le=1)
+    max_training_displays: int | None = Field(
+        2_000_000, ge=1_000, description="A personalized model trains on the displays of a stable hash sample of"
+        " profiles holding about this many displays; null: every display.")
     holdout_share: float = Field(0.10, ge=0, lt=1, description=(
         "Share of the model's decisions served a uniformly random order of the eligible offers "
         "(arm 'holdout' in the decision metadata), to measure the model's lift."))

@@ -46,6 +46,24 @@ def partition_of(profile_ids: Sequence[str] | np.ndarray | pd.Series | pa.Array 
     return (hashes % np.uint64(n)).astype(np.int32)
 
 
+_SAMPLE_RESOLUTION = 1_000_000
+
+
+def sample_share(limit: int | None, n: int) -> float:
+    """The share of `n` rows (or profiles) that keeps about `limit` of them; 1.0 without a limit."""
+    return 1.0 if limit is None or n <= limit else limit / n
+
+
+def in_sample(profile_ids: Sequence[str] | np.ndarray | pd.Series, share: float) -> np.ndarray:
+    """Whether each profile is in a stable hash sample holding `share` of all profiles: the same
+    profiles in every run, on every machine and in every table keyed by profile, so a sampled
+    profile keeps all of its rows (every cut-off of Customer AI, every display of a click model)."""
+    if share >= 1.0:
+        return np.ones(len(profile_ids), dtype=bool)
+    ids = profile_ids.to_numpy(dtype=object) if isinstance(profile_ids, pd.Series) else profile_ids
+    return partition_of(ids, _SAMPLE_RESOLUTION) < round(share * _SAMPLE_RESOLUTION)
+
+
 def split_profiles(profiles: pd.DataFrame, n: int) -> Iterator[tuple[int, pd.DataFrame]]:
     """(partition, profiles of that partition) for every partition 0..n-1, empty ones included,
     each in the profiles' original order (one stable argsort, then contiguous slices)."""

@@ -20,7 +20,7 @@ from offerflow.config import CHANNELS, LightGBMParams, PropensityGoalConfig
 from offerflow.features import (categorical_columns, categories_of, encode, feature_matrix,
                                 interaction_features)
 from offerflow.goals import GoalError, eligible_profiles, label_goal
-from offerflow.partitions import partition_of
+from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID
 
 BUCKETS = ("low", "medium", "high")
@@ -79,25 +79,6 @@ def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, pr
     return frame
 
 
-_SAMPLE_RESOLUTION = 1_000_000
-
-
-def training_share(goal: PropensityGoalConfig, n_profiles: int) -> float:
-    """The share of profiles whose snapshots train and evaluate the goal (1.0: all of them)."""
-    if goal.max_training_profiles is None or n_profiles <= goal.max_training_profiles:
-        return 1.0
-    return goal.max_training_profiles / n_profiles
-
-
-def in_training_sample(profile_ids: pd.Series, share: float) -> np.ndarray:
-    """Whether each profile is in the training sample: a stable hash of its id, the same in every
-    run and at every cut-off, so a sampled profile contributes all of its snapshots."""
-    if share >= 1.0:
-        return np.ones(len(profile_ids), dtype=bool)
-    buckets = partition_of(profile_ids.to_numpy(dtype=object), _SAMPLE_RESOLUTION)
-    return buckets < round(share * _SAMPLE_RESOLUTION)
-
-
 def build_examples(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
                    cutoffs: list[datetime]) -> pd.DataFrame:
     """Labelled snapshots at each cut-off, with columns `profile_id, cutoff, label` + features.
@@ -106,11 +87,11 @@ def build_examples(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, p
     holdout AUC hardly moves (docs/customer-ai.md) while memory and time stop growing with the
     number of profiles. Scoring (`score_goal`) always covers every profile.
     """
-    share = training_share(goal, len(profiles))
+    share = sample_share(goal.max_training_profiles, len(profiles))
     parts = []
     for cutoff in cutoffs:
         labels = label_goal(con, goal, cutoff)
-        labels = labels[in_training_sample(labels[PROFILE_ID], share)].reset_index(drop=True)
+        labels = labels[in_sample(labels[PROFILE_ID], share)].reset_index(drop=True)
         features = feature_frame(con, goal, profiles, labels[PROFILE_ID], cutoff)
         parts.append(features.assign(cutoff=cutoff, label=labels["label"].to_numpy()))
     return pd.concat(parts, ignore_index=True)

@@ -28,7 +28,8 @@ from offerflow.propensity import (PropensityModel, build_examples, check_enough_
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with
 from offerflow.ranking import ClickModel, interaction_log, training_frame
-from offerflow.schema import PROPENSITY_FIELDS
+from offerflow.partitions import in_sample, sample_share
+from offerflow.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
 
 
@@ -328,6 +329,8 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                                     posteriors=posteriors, window=(start, end))
         if model_cfg.type == "personalized":
             log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
+            displays = len(log)
+            log = log[in_sample(log[PROFILE_ID], sample_share(model_cfg.max_training_displays, displays))]
             frame = training_frame(log, profiles, placement_offers)
             click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
             metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
@@ -335,7 +338,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
             best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
             tracker.log_params({"best_iteration": best if best is not None
                                 else int(click_model.holdout_metrics.get("best_iteration", 0)),
-                                "trainer": trainer, "training_rows": len(frame),
+                                "trainer": trainer, "training_rows": len(frame), "displays_in_window": displays,
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.partitions import PartitionError, partition_of, split_profiles, write_profile_partitions
+from offerflow.partitions import (PartitionError, in_sample, partition_of, sample_share, split_profiles,
+                                  write_profile_partitions)
 from offerflow.schema import RANKING_SCHEMA
 from offerflow.store import RankingStore, StoreError
 
@@ -213,3 +214,16 @@ def test_bad_partitions_setting_is_a_located_config_error(value, message):
 
     with pytest.raises(ConfigError, match=message):
         _compute(f"compute:\n  partitions: {value}\n")
+
+
+def test_a_hash_sample_is_stable_and_holds_its_share():
+    ids = pd.Series([f"p{i:07d}" for i in range(200_000)])
+    share = sample_share(50_000, len(ids))
+    assert share == 0.25 and sample_share(None, len(ids)) == 1.0 and sample_share(10**6, len(ids)) == 1.0
+    picked = in_sample(ids, share)
+    assert abs(picked.mean() - 0.25) < 0.005  # 50,000 expected; binomial sd ~194
+    assert (in_sample(ids.to_numpy(dtype=object), share) == picked).all()  # array or Series, same answer
+    assert (in_sample(ids[::-1].reset_index(drop=True), share) == picked[::-1]).all()  # by id, not position
+    assert in_sample(ids, 1.0).all()
+    # a larger share keeps every profile a smaller one drew (nested samples)
+    assert (in_sample(ids, 0.5) | ~picked).all()
