@@ -39,6 +39,14 @@ def _rss_hwm_mib() -> float:
     return float("nan")
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _reset_hwm() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -57,7 +65,8 @@ def stage(results: list[dict], name: str, rows: int | None = None):
     # CPU seconds of this process (all its threads): on a shared machine wall seconds stretch with
     # the load, CPU seconds much less; wall ~ CPU / 2 when the stage keeps both cores busy.
     record.update(seconds=round(seconds, 2), cpu_seconds=round(time.process_time() - cpu_start, 2),
-                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(_rss_hwm_mib(), 1))
+                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(_rss_hwm_mib(), 1),
+                  rss_after_mib=round(_rss_mib(), 1))
     rows = record.pop("rows", rows)
     if rows:
         record.update(rows=rows, rows_per_second=round(rows / seconds))

@@ -7,20 +7,34 @@ validated events snapshot (Parquet), so the event data never has to fit in panda
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 EVENTS_VIEW = "events"
+#: DuckDB's memory cap for the queries over the events: beyond it, aggregations and sorts spill to
+#: a temporary directory, so 10 million profiles' features fit next to the Python process.
+EVENTS_MEMORY_MIB = 4096
 
 
-def open_events(path: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the events Parquet file(s) as view `events`."""
+def open_events(path: Path, memory_limit_mib: int = EVENTS_MEMORY_MIB) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the events Parquet file(s) as view `events`; it spills
+    to its own temporary directory (removed with the connection) beyond `memory_limit_mib`."""
     con = duckdb.connect()
+    spill = tempfile.mkdtemp(prefix="offerflow-duckdb-")
+    weakref.finalize(con, shutil.rmtree, spill, ignore_errors=True)
+    con.execute(f"SET memory_limit = '{int(memory_limit_mib)}MB'")
+    con.execute(f"SET temp_directory = {_sql_str(spill)}")
     con.execute("SET TimeZone = 'UTC'")
     source = str(path / "*.parquet") if Path(path).is_dir() else str(path)
     con.execute(f"CREATE VIEW {EVENTS_VIEW} AS SELECT * FROM read_parquet({_sql_str(source)})")
@@ -30,6 +44,24 @@ def open_events(path: Path) -> duckdb.DuckDBPyConnection:
 def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
     """Run a query and return its result as pandas, through Arrow (typed, no copies per row)."""
     return con.sql(sql, params=list(params) or None).to_arrow_table().to_pandas()
+
+
+@contextmanager
+def profile_filter(con: duckdb.DuckDBPyConnection, profile_ids: Sequence[str] | pd.Series | None,
+                   column: str = "profile_id") -> Iterator[str]:
+    """A SQL condition keeping the rows of `profile_ids` (all rows when None), usable in queries
+    on `con` inside the block: the ids are registered as a table for a semi-join, so a sample
+    of profiles costs one scan of the events and its memory, not a frame of every profile."""
+    if profile_ids is None:
+        yield "TRUE"
+        return
+    name = f"_profiles_{uuid.uuid4().hex[:12]}"
+    ids = pd.Series(profile_ids, copy=False).to_numpy(dtype=object)
+    con.register(name, pa.table({"profile_id": pa.array(ids, type=pa.string())}))
+    try:
+        yield f"{column} IN (SELECT profile_id FROM {name})"
+    finally:
+        con.unregister(name)
 
 
 def event_time_range(con: duckdb.DuckDBPyConnection) -> tuple[datetime, datetime]:
@@ -53,7 +85,8 @@ def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _sql_ts(value: datetime) -> str:
+def sql_timestamp(value: datetime) -> str:
+    """A UTC timestamp literal for DuckDB SQL."""
     return f"TIMESTAMPTZ {_sql_str(pd.Timestamp(value).isoformat())}"
 
 
@@ -65,10 +98,36 @@ def safe_name(text: str) -> str:
 def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
                          lookback_days: Sequence[int], event_types: Sequence[str],
                          value_event_types: Sequence[str] = ("purchase",),
-                         active_day_channels: Sequence[str] = ()) -> pd.DataFrame:
+                         active_day_channels: Sequence[str] = (),
+                         profile_ids: Sequence[str] | pd.Series | None = None) -> pd.DataFrame:
     """Per profile, from events before `cutoff`: counts per type and window, days since last, value.
 
-    Returns one row per profile with any event before the cut-off, columns
+    Returns one row per profile with any event before the cut-off (only those of `profile_ids`
+    when given), sorted by profile id, with the columns of `interaction_features_sql`.
+    """
+    with profile_filter(con, profile_ids) as keep:
+        sql = interaction_features_sql(cutoff, lookback_days, event_types, value_event_types,
+                                       active_day_channels, keep)
+        return query_frame(con, f"{sql} ORDER BY profile_id")
+
+
+def write_interaction_features(con: duckdb.DuckDBPyConnection, path: Path, cutoff: datetime,
+                               lookback_days: Sequence[int], event_types: Sequence[str],
+                               value_event_types: Sequence[str] = ("purchase",),
+                               active_day_channels: Sequence[str] = (), where: str = "TRUE") -> int:
+    """`interaction_features` of the profiles matching the SQL condition `where`, written by DuckDB
+    to a Parquet file sorted by profile id; returns its rows. Nothing passes through Python, and
+    DuckDB spills beyond its memory cap, so this works for tens of millions of profiles."""
+    sql = interaction_features_sql(cutoff, lookback_days, event_types, value_event_types, active_day_channels, where)
+    (rows,), = con.execute(f"COPY ({sql} ORDER BY profile_id) TO {_sql_str(str(path))} (FORMAT parquet)").fetchall()
+    return int(rows)
+
+
+def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], event_types: Sequence[str],
+                             value_event_types: Sequence[str] = ("purchase",),
+                             active_day_channels: Sequence[str] = (), where: str = "TRUE") -> str:
+    """The query behind `interaction_features`: one row per profile matching `where` (a SQL
+    condition on the events) with any event before the cut-off, in no particular order. Columns:
     `count_<type>_<L>d`, `days_since_<type>` (NaN if never), `value_<type>_<L>d` and, per channel
     in `active_day_channels`, `active_days_<channel>_<L>d`: days with any event on that channel
     (how often a profile comes back, without the noise of how many offers one visit showed).
@@ -79,7 +138,7 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
     early cut-offs see less history than the scoring date does; a raw count over a window longer
     than the history means something else at every cut-off, a rate means the same thing.
     """
-    cutoff_sql = _sql_ts(cutoff)
+    cutoff_sql = sql_timestamp(cutoff)
     selects = []
     for event_type in event_types:
         name, quoted = safe_name(event_type), _sql_str(event_type)
@@ -93,7 +152,7 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
         selects.append(f"date_diff('second', max(timestamp) FILTER (WHERE event_type = {quoted}), {cutoff_sql})"
                        f" / 86400.0 AS days_since_{name}")
     sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
-           f"WHERE timestamp < {cutoff_sql} GROUP BY profile_id")
+           f"WHERE timestamp < {cutoff_sql} AND ({where}) GROUP BY profile_id")
     if active_day_channels:
         # Days active per channel: first one row per (profile, channel, day) with the day's last
         # event time (a day counts for a window if that is inside it), then plain filtered counts;
@@ -105,7 +164,7 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
             f" AS active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days)
         days = (f"SELECT profile_id, {counts} FROM (SELECT profile_id, channel, max(timestamp) AS last_ts"
                 f" FROM {EVENTS_VIEW} WHERE timestamp < {cutoff_sql} AND timestamp >= {cutoff_sql} - INTERVAL {longest} DAY"
-                f" AND channel IN ({channels}) GROUP BY profile_id, channel, CAST(timestamp AS DATE)) GROUP BY profile_id")
+                f" AND channel IN ({channels}) AND ({where}) GROUP BY profile_id, channel, CAST(timestamp AS DATE)) GROUP BY profile_id")
         names = [f"active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
         sql = (f"SELECT h.*, {', '.join(f'coalesce(a.{n}, 0) AS {n}' for n in names)}"
                f" FROM ({sql}) h LEFT JOIN ({days}) a USING (profile_id)")
@@ -117,8 +176,7 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
              for t in event_types for d in lookback_days]
     rates += [f"active_days_{safe_name(c)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0)"
               f" AS active_share_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
-    return query_frame(con, f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {history} AS hist)"
-                            " ORDER BY profile_id")
+    return f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {history} AS hist)"
 
 
 def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from offerflow.config import GoalCondition, GoalDefinition, PropensityGoalConfig
-from offerflow.features import EVENTS_VIEW, query_frame
+from offerflow.features import EVENTS_VIEW, query_frame, sql_timestamp
 
 _SQL_OPERATORS = {"==": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
@@ -84,7 +84,16 @@ def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutof
 
 def eligible_profiles(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, as_of: datetime) -> pd.Series:
     """Profile ids active in the eligibility window before `as_of` (the population to score)."""
+    return query_frame(con, f"SELECT DISTINCT profile_id FROM ({_eligible_sql(goal, as_of)}) ORDER BY profile_id")["profile_id"]
+
+
+def eligible_condition(goal: PropensityGoalConfig, as_of: datetime) -> str:
+    """`eligible_profiles` as a SQL condition on the events' `profile_id` (a semi-join in DuckDB,
+    so millions of eligible ids never pass through Python)."""
+    return f"profile_id IN ({_eligible_sql(goal, as_of)})"
+
+
+def _eligible_sql(goal: PropensityGoalConfig, as_of: datetime) -> str:
     start = as_of - timedelta(days=goal.eligible_active_within_days)
-    rows = query_frame(con, f"SELECT DISTINCT profile_id FROM {EVENTS_VIEW} WHERE timestamp >= ? AND timestamp < ?"
-                       " ORDER BY profile_id", [start, as_of])
-    return rows["profile_id"]
+    return (f"SELECT profile_id FROM {EVENTS_VIEW}"
+            f" WHERE timestamp >= {sql_timestamp(start)} AND timestamp < {sql_timestamp(as_of)}")

@@ -9,21 +9,26 @@ training, so the holdout metrics estimate how the model does on the future.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from offerflow.config import CHANNELS, LightGBMParams, PropensityGoalConfig
 from offerflow.features import (categorical_columns, categories_of, encode, feature_matrix,
-                                interaction_features)
-from offerflow.goals import GoalError, eligible_profiles, label_goal
+                                interaction_features, write_interaction_features)
+from offerflow.goals import GoalError, eligible_condition, label_goal
 from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID
 
 BUCKETS = ("low", "medium", "high")
+#: Profiles scored at a time by `score_goal` (memory: their features, contributions and factors).
+SCORING_BATCH_ROWS = 500_000
 
 
 @dataclass(frozen=True)
@@ -58,22 +63,36 @@ def plan_cutoffs(first_event: datetime, last_event: datetime, goal: PropensityGo
 
 
 def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
-                  profile_ids: pd.Series, cutoff: datetime) -> pd.DataFrame:
-    """Features for `profile_ids` as of `cutoff`: interaction history + profile attributes."""
-    event_types = ["display", "click", "purchase", *goal.custom_event_types]
-    history = interaction_features(con, cutoff, goal.lookback_days, list(dict.fromkeys(event_types)),
-                                   active_day_channels=CHANNELS)
+                  profile_ids: pd.Series, cutoff: datetime, *, only_these: bool = False) -> pd.DataFrame:
+    """Features for `profile_ids` as of `cutoff`: interaction history + profile attributes.
+
+    With `only_these`, DuckDB aggregates the history of `profile_ids` alone (a semi-join): the
+    same rows, cheaper when they are a small share of the profiles (a training sample).
+    """
+    history = interaction_features(con, cutoff, goal.lookback_days, _event_types(goal), active_day_channels=CHANNELS,
+                                   profile_ids=profile_ids if only_these else None)
+    frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()}).merge(history, on=PROFILE_ID, how="left")
+    return _fill_counts(frame.merge(profile_attributes(goal, profiles), on=PROFILE_ID, how="left"))
+
+
+def profile_attributes(goal: PropensityGoalConfig, profiles: pd.DataFrame) -> pd.DataFrame:
+    """The profile columns the goal's model reads (all of them unless `profile_attributes` says)."""
     if goal.profile_attributes is None:
-        attributes = profiles
-    else:
-        unknown = [a for a in goal.profile_attributes if a not in profiles.columns or a == PROFILE_ID]
-        if unknown:
-            known = ", ".join(c for c in profiles.columns if c != PROFILE_ID)
-            raise GoalError(f"propensity_goals[{goal.name}].profile_attributes: unknown profile attribute(s)"
-                            f" {', '.join(map(repr, unknown))} (attributes: {known})")
-        attributes = profiles[[PROFILE_ID, *goal.profile_attributes]]
-    frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()})
-    frame = frame.merge(history, on=PROFILE_ID, how="left").merge(attributes, on=PROFILE_ID, how="left")
+        return profiles
+    unknown = [a for a in goal.profile_attributes if a not in profiles.columns or a == PROFILE_ID]
+    if unknown:
+        known = ", ".join(c for c in profiles.columns if c != PROFILE_ID)
+        raise GoalError(f"propensity_goals[{goal.name}].profile_attributes: unknown profile attribute(s)"
+                        f" {', '.join(map(repr, unknown))} (attributes: {known})")
+    return profiles[[PROFILE_ID, *goal.profile_attributes]]
+
+
+def _event_types(goal: PropensityGoalConfig) -> list[str]:
+    return list(dict.fromkeys(["display", "click", "purchase", *goal.custom_event_types]))
+
+
+def _fill_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """A profile without events in a window has counts of 0 there (not unknown)."""
     counts = [c for c in frame.columns if c.startswith(("count_", "value_", "active_days_", "per_day_", "active_share_"))]
     frame[counts] = frame[counts].fillna(0)
     return frame
@@ -92,7 +111,7 @@ def build_examples(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, p
     for cutoff in cutoffs:
         labels = label_goal(con, goal, cutoff)
         labels = labels[in_sample(labels[PROFILE_ID], share)].reset_index(drop=True)
-        features = feature_frame(con, goal, profiles, labels[PROFILE_ID], cutoff)
+        features = feature_frame(con, goal, profiles, labels[PROFILE_ID], cutoff, only_these=share < 1.0)
         parts.append(features.assign(cutoff=cutoff, label=labels["label"].to_numpy()))
     return pd.concat(parts, ignore_index=True)
 
@@ -221,14 +240,35 @@ def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: fl
 
 
 def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
-               profiles: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+               profiles: pd.DataFrame, as_of: datetime, *, batch_rows: int = SCORING_BATCH_ROWS) -> pd.DataFrame:
     """Score every eligible profile as of `as_of` (features from events before it only), with the
-    top influential factors of each score."""
-    ids = eligible_profiles(con, goal, as_of)
-    frame = feature_frame(con, goal, profiles, ids, as_of)
-    probability, factors = model.predict_with_factors(frame, top=goal.top_factors)
-    table = score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from)
-    return pd.concat([table, factors], axis=1)
+    top influential factors of each score; one row per eligible profile, sorted by profile id.
+
+    DuckDB writes the features of every eligible profile to a temporary Parquet file (sorted by
+    profile id; it spills to disk beyond its memory cap), which is then scored `batch_rows`
+    profiles at a time: memory grows with a batch, not with the number of profiles.
+    """
+    attributes = profile_attributes(goal, profiles).set_index(PROFILE_ID)
+    ids, probabilities, factors = [], [], []
+    with tempfile.TemporaryDirectory(prefix="offerflow-scoring-") as tmp:
+        path = Path(tmp) / "features.parquet"
+        write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal),
+                                   active_day_channels=CHANNELS, where=eligible_condition(goal, as_of))
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            history = batch.to_pandas()
+            extra = attributes.reindex(history[PROFILE_ID].to_numpy())
+            frame = _fill_counts(pd.concat([history, extra.reset_index(drop=True)], axis=1))
+            probability, top = model.predict_with_factors(frame, top=goal.top_factors)
+            ids.append(history[PROFILE_ID])
+            probabilities.append(probability)
+            factors.append(top)
+    if not ids:
+        ids = [pd.Series([], dtype=object)]
+        probabilities = [np.empty(0)]
+        factors = [top_factors(np.empty((0, len(model.feature_columns))), model.feature_columns, goal.top_factors)]
+    table = score_table(np.concatenate(probabilities), pd.concat(ids, ignore_index=True),
+                        goal.buckets.medium_from, goal.buckets.high_from)
+    return pd.concat([table, pd.concat(factors, ignore_index=True)], axis=1)
 
 
 def backtest_scores(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, scores: pd.DataFrame,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from offerflow.config import LightGBMParams
 from offerflow.features import (EVENTS_VIEW, categorical_columns, categories_of, encode, feature_matrix,
-                                query_frame)
+                                profile_filter, query_frame)
 from offerflow.predictors import BoosterPredictor, CompileMode
 from offerflow.rules import Expression, parse_expression, schema_from_frames
 from offerflow.schema import PROFILE_ID
@@ -126,22 +126,33 @@ def formula_scorer(formula: str, schema: Mapping[str, str], ai_scores: ScoreFn |
 # --- the personalized click model -------------------------------------------------------------
 
 def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
-                    end: datetime, success_event: str = "click") -> pd.DataFrame:
+                    end: datetime, success_event: str = "click",
+                    profile_ids: pd.Series | None = None) -> pd.DataFrame:
     """Displays in [start, end) on the placements, each with `success` = 1 if the success event
     (a click by default) happened for its offer in the same decision, and `value` = the summed
-    value of those success events (0 without one). Columns: profile_id, offer_id, placement_id,
-    timestamp, propensity, success, value."""
+    value of those success events (0 without one); only the displays to `profile_ids` when given.
+    Columns: profile_id, offer_id, placement_id, timestamp, propensity, success, value."""
     marks = ", ".join("?" for _ in placement_ids)
-    sql = f"""
-        WITH s AS (SELECT decision_id, offer_id, SUM(IF(isfinite(value), value, 0)) AS value FROM {EVENTS_VIEW}
-                   WHERE event_type = ? AND decision_id IS NOT NULL GROUP BY decision_id, offer_id)
-        SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
-               (s.decision_id IS NOT NULL)::TINYINT AS success, COALESCE(s.value, 0)::DOUBLE AS value
-        FROM {EVENTS_VIEW} d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
-        WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
-          AND d.timestamp >= ? AND d.timestamp < ?
-        ORDER BY d.timestamp, d.profile_id, d.offer_id"""
-    return query_frame(con, sql, [success_event, *placement_ids, start, end])
+    with profile_filter(con, profile_ids, column="d.profile_id") as keep:
+        sql = f"""
+            WITH s AS (SELECT decision_id, offer_id, SUM(IF(isfinite(value), value, 0)) AS value FROM {EVENTS_VIEW}
+                       WHERE event_type = ? AND decision_id IS NOT NULL GROUP BY decision_id, offer_id)
+            SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
+                   (s.decision_id IS NOT NULL)::TINYINT AS success, COALESCE(s.value, 0)::DOUBLE AS value
+            FROM {EVENTS_VIEW} d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
+            WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
+              AND d.timestamp >= ? AND d.timestamp < ? AND {keep}
+            ORDER BY d.timestamp, d.profile_id, d.offer_id"""
+        return query_frame(con, sql, [success_event, *placement_ids, start, end])
+
+
+def displays_per_profile(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
+                         end: datetime) -> pd.DataFrame:
+    """Profiles shown an offer on the placements in [start, end), with their `displays` count."""
+    marks = ", ".join("?" for _ in placement_ids)
+    return query_frame(con, f"""SELECT profile_id, count(*) AS displays FROM {EVENTS_VIEW}
+        WHERE event_type = 'display' AND placement_id IN ({marks}) AND timestamp >= ? AND timestamp < ?
+        GROUP BY profile_id ORDER BY profile_id""", [*placement_ids, start, end])
 
 
 def offer_counts(log: pd.DataFrame) -> pd.DataFrame:

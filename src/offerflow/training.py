@@ -27,7 +27,7 @@ from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with
-from offerflow.ranking import ClickModel, interaction_log, training_frame
+from offerflow.ranking import ClickModel, displays_per_profile, interaction_log, training_frame
 from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
@@ -282,6 +282,18 @@ def _load_champion_click_model(tracker: Tracker, registered: str, qualified: lis
                       _holdout_metrics(tracker, run_id)), version
 
 
+def _training_displays(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, start: datetime,
+                        end: datetime) -> tuple[pd.DataFrame, int]:
+    """The interaction log a personalized model trains on, and the displays in its window: every
+    display, or beyond `max_training_displays` those of a stable hash sample of profiles (picked
+    from the per-profile counts, so the full log never has to be loaded)."""
+    per_profile = displays_per_profile(con, model_cfg.placements, start, end)
+    displays = int(per_profile["displays"].sum())
+    share = sample_share(model_cfg.max_training_displays, displays)
+    sample = None if share >= 1.0 else per_profile.loc[in_sample(per_profile[PROFILE_ID], share), PROFILE_ID]
+    return interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event, profile_ids=sample), displays
+
+
 def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame | None,
                         offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
                         tags: dict[str, str] | None = None, stats_dir: Path | None = None,
@@ -328,9 +340,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
                                     posteriors=posteriors, window=(start, end))
         if model_cfg.type == "personalized":
-            log = interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event)
-            displays = len(log)
-            log = log[in_sample(log[PROFILE_ID], sample_share(model_cfg.max_training_displays, displays))]
+            log, displays = _training_displays(con, model_cfg, start, end)
             frame = training_frame(log, profiles, placement_offers)
             click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
             metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})

@@ -20,8 +20,9 @@ from scipy.stats import spearmanr
 from offerflow.config import PropensityGoalConfig
 from offerflow.evaluation import classification_metrics
 from offerflow.features import event_time_range, open_events, query_frame
-from offerflow.goals import GoalError
-from offerflow.propensity import build_examples, check_enough_examples, fit_propensity_model, plan_cutoffs, score_goal
+from offerflow.goals import GoalError, eligible_profiles
+from offerflow.propensity import (build_examples, check_enough_examples, feature_frame, fit_propensity_model,
+                                 plan_cutoffs, score_goal, score_table)
 from offerflow.world import best_estimates_from_history, load_truth, true_purchase_probability
 
 # One LightGBM thread: on a shared 2-core machine OpenMP threads spinning against other jobs made
@@ -106,6 +107,27 @@ def test_scores_percentiles_buckets_and_factors(purchase):
     assert (scores["factor_1_impact"].abs() >= scores["factor_4_impact"].abs()).all()
     assert ((scores["factor_1_impact"] >= 0) == (scores["factor_1_direction"] == "raises")).all()
     assert scores[[f"factor_{k}_importance" for k in range(1, 5)]].sum(axis=1).between(0, 1.0001).all()
+
+
+def test_batched_scoring_equals_scoring_every_profile_at_once(purchase):
+    """score_goal streams the features from a Parquet file in batches: the same rows, order,
+    probabilities and factors as one feature frame of every eligible profile."""
+    goal, con, profiles, plan, model, _ = purchase
+    ids = eligible_profiles(con, goal, plan.scoring)
+    frame = feature_frame(con, goal, profiles, ids, plan.scoring)
+    probability, factors = model.predict_with_factors(frame, top=goal.top_factors)
+    expected = pd.concat([score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from), factors],
+                         axis=1)
+    batched = score_goal(con, model, goal, profiles, plan.scoring, batch_rows=700)
+    assert len(batched) == len(ids) > 2 * 700  # several batches, the last one partial
+    pd.testing.assert_frame_equal(batched, expected)
+
+
+def test_a_training_sample_gets_the_same_features_from_a_semi_join(purchase):
+    goal, con, profiles, plan, _, _ = purchase
+    ids = profiles["profile_id"].sample(300, random_state=1).sort_values(ignore_index=True)
+    pd.testing.assert_frame_equal(feature_frame(con, goal, profiles, ids, plan.train[-1], only_these=True),
+                                  feature_frame(con, goal, profiles, ids, plan.train[-1]))
 
 
 def test_factors_name_the_attributes_the_generator_uses(purchase):

@@ -215,3 +215,28 @@ def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
     again = rank_partition(shipped, profiles).to_pandas().sort_values(["profile_id", "rank"]).reset_index(drop=True)
     expected = table.sort_values(["profile_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(again, expected, check_dtype=False)
+
+
+def test_a_display_sample_keeps_every_display_of_the_profiles_drawn(world_dir):
+    """Beyond max_training_displays a personalized model trains on a stable hash sample of
+    profiles, picked from per-profile counts and read with a semi-join: exactly the full log's
+    rows of the profiles drawn, and about the configured number of displays."""
+    from offerflow.config import AIModelConfig
+    from offerflow.features import event_time_range, open_events
+    from offerflow.partitions import in_sample
+    from offerflow.ranking import interaction_log
+    from offerflow.training import _training_displays
+
+    con = open_events(world_dir / "events.parquet")
+    _, last = event_time_range(con)
+    end = pd.Timestamp(last).ceil("D").to_pydatetime()
+    start = end - pd.Timedelta(days=30)
+    full = interaction_log(con, ["web-banner"], start, end)
+    cfg = AIModelConfig(name="m", type="personalized", placements=["web-banner"], max_training_displays=len(full) // 4)
+    sampled, displays = _training_displays(con, cfg, start, end)
+    assert displays == len(full)
+    expected = full[in_sample(full["profile_id"], cfg.max_training_displays / len(full))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sampled, expected)
+    assert abs(len(sampled) / cfg.max_training_displays - 1) < 0.15
+    everything, _ = _training_displays(con, cfg.model_copy(update={"max_training_displays": None}), start, end)
+    pd.testing.assert_frame_equal(everything, full)
