@@ -143,8 +143,10 @@ def main() -> None:
     scores = {}
     for goal in config.propensity_goals:
         with stage(results, f"train_propensity:{goal.name}") as rec:
-            model, result = train_propensity(con, goal, profiles, tracker, "bench", args.seed)
+            model, result = train_propensity(con, goal, profiles, tracker, "bench", args.seed,
+                                             dask_address=config.compute.dask_address)
             rec["holdout_auc"] = round(result.metrics["auc"], 4)
+            rec["trainer"] = tracker.run_params(result.run_id).get("trainer")
         with stage(results, f"score_propensity:{goal.name}") as rec:
             scores[goal.name], _ = score_propensity(con, model, goal, profiles, None, result.model_version,
                                                     config.path(config.data.outputs_dir) / "propensity" / goal.name)

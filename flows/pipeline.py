@@ -64,7 +64,8 @@ def _propensity_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[
     config: ProjectConfig = inputs["config"]
     return {"events": files.of(inputs["events_path"]), "profiles": frame_fingerprint(inputs["profiles"]),
             "goal": next(g for g in config.propensity_goals if g.name == inputs["goal_name"]),
-            "seed": config.seed, "tracking": config.tracking, "outputs": config.data.outputs_dir}
+            "seed": config.seed, "tracking": config.tracking, "outputs": config.data.outputs_dir,
+            "dask": config.compute.dask_address}
 
 
 def _ranking_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: s
     goal = next(g for g in config.propensity_goals if g.name == goal_name)
     con = open_events(events_path)
     model, result = train_propensity(con, goal, profiles, _tracker(config), config.tracking.experiment_prefix,
-                                     config.seed, tags)
+                                     config.seed, tags, dask_address=config.compute.dask_address)
     scores, path = score_propensity(con, model, goal, profiles, None, result.model_version,
                                     config.path(config.data.outputs_dir) / "propensity" / goal.name)
     for warning in result.warnings:

@@ -1,16 +1,17 @@
-"""The personalized click model trained on a Dask cluster with `lightgbm.dask`.
+"""Models trained on a Dask cluster with `lightgbm.dask`: the personalized click model and the
+Customer AI propensity model.
 
-Same examples, time split, IPS weights, features and categorical encoding as
-`ranking.fit_click_model`, so the result is a `ClickModel` that scores and ranks like a locally
-trained one. Two differences, both inherent to distributed LightGBM and stated here because
-tests and users compare the two:
+Same examples, time split, weights, features and categorical encoding as
+`ranking.fit_click_model` and `propensity.fit_propensity_model`, so the result is a `ClickModel` or
+`PropensityModel` that scores like a locally trained one. Two differences, both inherent to
+distributed LightGBM and stated here because tests and users compare the two:
 
 * the trees are not identical: each worker builds histograms over its own rows and LightGBM
   merges them over its network, and bagging draws per worker, so predictions and holdout AUC
   differ slightly from the single-process model (the test allows a small AUC tolerance);
 * `lightgbm.dask` has no early-stopping callback, so all `n_estimators` rounds are trained while
-  recording the validation AUC, and the model keeps the best round (the iteration early stopping
-  would have picked, ignoring the patience limit).
+  recording the validation AUC, and the model keeps the round early stopping would have kept
+  (replayed on that curve, patience included).
 
 Dask is imported only here and only when called: the library does not need it otherwise.
 """
@@ -18,6 +19,8 @@ Dask is imported only here and only when called: the library does not need it ot
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ import pandas as pd
 
 from offerflow.config import LightGBMParams
 from offerflow.features import categorical_columns, categories_of, feature_matrix
+from offerflow.propensity import PropensityModel, PropensityTrainingData, fit_propensity_model
 from offerflow.ranking import ClickModel, fit_click_model, ips_weights
 from offerflow.schema import PROFILE_ID
 
@@ -46,6 +50,22 @@ def fit_click_model_with(frame: pd.DataFrame, params: LightGBMParams, qualified_
     the flows calls this, so the config alone decides where training runs."""
     if dask_address is None:
         return fit_click_model(frame, params, qualified_offers, seed), LOCAL_TRAINER
+    with _client(dask_address, connect_timeout) as client:
+        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client), DASK_TRAINER
+
+
+def fit_propensity_model_with(examples: pd.DataFrame, params: LightGBMParams, seed: int,
+                              dask_address: str | None = None,
+                              connect_timeout: str = "20s") -> tuple[PropensityModel, str]:
+    """A Customer AI model and the trainer that fitted it, as `fit_click_model_with` decides."""
+    if dask_address is None:
+        return fit_propensity_model(examples, params, seed), LOCAL_TRAINER
+    with _client(dask_address, connect_timeout) as client:
+        return fit_propensity_model_on_cluster(examples, params, seed, client), DASK_TRAINER
+
+
+@contextmanager
+def _client(dask_address: str, connect_timeout: str) -> Iterator[Any]:
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
@@ -56,7 +76,76 @@ def fit_click_model_with(frame: pd.DataFrame, params: LightGBMParams, qualified_
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {dask_address}: {str(exc).splitlines()[0]}") from exc
     with client:
-        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client), DASK_TRAINER
+        yield client
+
+
+def _spread(client: Any, values: np.ndarray, start: int, stop: int) -> Any:
+    """Rows start:stop as a dask array with one block pinned to each worker: every worker then
+    holds training AND validation rows, as lightgbm.dask needs for a reliable validation AUC."""
+    import dask
+    import dask.array as da
+
+    workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {})) or [None]
+    edges = np.linspace(start, stop, len(workers) + 1).astype(int)
+    pieces = []
+    for worker, a, b in zip(workers, edges[:-1], edges[1:]):
+        block = values[a:b]
+        future = client.scatter(block, workers=[worker] if worker else None, broadcast=False)
+        pieces.append(da.from_delayed(dask.delayed(future), shape=block.shape, dtype=block.dtype))
+    return da.concatenate(pieces)
+
+
+def _dask_classifier(client: Any, params: LightGBMParams, seed: int, **overrides: Any) -> Any:
+    from lightgbm.dask import DaskLGBMClassifier
+
+    kwargs = {**params.classifier_kwargs(seed), **overrides}
+    kwargs.pop("n_jobs", None)  # each worker uses its own threads
+    return DaskLGBMClassifier(client=client, **kwargs)
+
+
+def _fit_quietly(model: Any, *args: Any, **kwargs: Any) -> None:
+    with warnings.catch_warnings():
+        # lightgbm.dask warns that it replaces n_jobs by the workers' threads even when n_jobs is unset.
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
+        model.fit(*args, **kwargs)
+
+
+def _best_round(local: Any, patience: int) -> int:
+    """The round LightGBM's early stopping would have kept, replayed on the validation AUC of
+    every round: the best so far, once `patience` rounds have passed without a better one (the
+    argmax over all rounds would pick a late, lucky round and overfit the validation rows)."""
+    aucs = local.evals_result_["valid_0"]["auc"] if local.evals_result_ else []
+    if not aucs:
+        return local.booster_.current_iteration()
+    best = 0
+    for i, auc in enumerate(aucs):
+        if auc > aucs[best]:
+            best = i
+        elif i - best >= patience:
+            break
+    return best + 1
+
+
+def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMParams, seed: int,
+                                    client: Any) -> PropensityModel:
+    """`fit_propensity_model` with both fits run by `lightgbm.dask` on the workers of `client`:
+    all rounds on the earlier cut-offs with the latest one's AUC recorded (the best round stands
+    in for early stopping), then the refit on every cut-off with that many trees."""
+    data = PropensityTrainingData.of(examples)
+    order = np.argsort(~data.train, kind="stable")  # the validation rows (latest cut-off) last
+    matrix = feature_matrix(examples, data.feature_columns, data.categories)[order]
+    y, train = data.labels[order], data.train[order]
+    cut = int(train.sum())
+    categorical = [j for j, c in enumerate(data.feature_columns) if c in data.categories]
+    fit = {"categorical_feature": categorical, "feature_name": data.feature_columns}
+    stopper = _dask_classifier(client, params, seed, scale_pos_weight=data.pos_weight(data.train))
+    _fit_quietly(stopper, _spread(client, matrix, 0, cut), _spread(client, y, 0, cut),
+                 eval_X=(_spread(client, matrix, cut, len(y)),), eval_y=(_spread(client, y, cut, len(y)),),
+                 eval_metric="auc", **fit)
+    best = _best_round(stopper.to_local(), params.early_stopping_rounds)
+    model = _dask_classifier(client, params, seed, n_estimators=best, scale_pos_weight=data.pos_weight())
+    _fit_quietly(model, _spread(client, matrix, 0, len(y)), _spread(client, y, 0, len(y)), **fit)
+    return PropensityModel(model.to_local(), data.feature_columns, data.categories)
 
 
 def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
@@ -64,10 +153,7 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     """`fit_click_model` with the training rounds run by `lightgbm.dask.DaskLGBMClassifier` on the
     workers of `client` (a `distributed.Client`); the rows are shipped as float matrices, one block
     of the training and one of the validation rows per worker."""
-    import dask
-    import dask.array as da
     import lightgbm as lgb
-    from lightgbm.dask import DaskLGBMClassifier
 
     from offerflow.evaluation import classification_metrics
 
@@ -80,32 +166,17 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
     weights = ips_weights(frame["propensity"])
     y = frame["success"].to_numpy()
-    workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {})) or [None]
 
     def spread(values: np.ndarray, start: int, stop: int) -> Any:
-        """Rows start:stop as a dask array with one block pinned to each worker: every worker then
-        holds training AND validation rows, as lightgbm.dask needs for a reliable validation AUC."""
-        edges = np.linspace(start, stop, len(workers) + 1).astype(int)
-        pieces = []
-        for worker, a, b in zip(workers, edges[:-1], edges[1:]):
-            block = values[a:b]
-            future = client.scatter(block, workers=[worker] if worker else None, broadcast=False)
-            pieces.append(da.from_delayed(dask.delayed(future), shape=block.shape, dtype=block.dtype))
-        return da.concatenate(pieces)
+        return _spread(client, values, start, stop)
 
-    kwargs = params.classifier_kwargs(seed)
-    kwargs.pop("n_jobs", None)  # each worker uses its own threads
-    model = DaskLGBMClassifier(client=client, **kwargs)
-    with warnings.catch_warnings():
-        # lightgbm.dask warns that it replaces n_jobs by the workers' threads even when n_jobs is unset.
-        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
-        model.fit(spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),
-                  eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
-                  eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric="auc",
-                  categorical_feature=categorical)
+    model = _dask_classifier(client, params, seed)
+    _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),
+                 eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
+                 eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric="auc",
+                 categorical_feature=categorical)
     local = model.to_local()
-    aucs = local.evals_result_["valid_0"]["auc"] if local.evals_result_ else []
-    best = int(np.argmax(aucs)) + 1 if aucs else local.booster_.current_iteration()
+    best = _best_round(local, params.early_stopping_rounds)
     # Keep the best round only: the text model (what scoring ships to workers) and predict agree.
     booster = lgb.Booster(model_str=local.booster_.model_to_string(num_iteration=best))
     click_model = ClickModel(booster, feature_columns, categories, qualified_offers)

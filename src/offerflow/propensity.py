@@ -147,7 +147,9 @@ class PropensityModel:
         return int(self.booster.best_iteration_ or self.booster.booster_.current_iteration())
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict_proba(self.matrix(frame))[:, 1]
+        # The float matrix, not the pandas frame: the same predictions whether the classifier was
+        # fitted on pandas (here) or on float blocks (lightgbm.dask, `cluster_training`).
+        return self.booster.booster_.predict(self.numeric_matrix(frame), num_iteration=self.n_trees)
 
     def contributions(self, frame: pd.DataFrame, method: str = "grouped") -> np.ndarray:
         """Per-row SHAP contributions (log-odds), shape (n, n_features + 1), last column the base.
@@ -156,7 +158,8 @@ class PropensityModel:
         `contributions.grouped_contributions`) many times faster.
         """
         if method == "plain":
-            return self.booster.predict(self.matrix(frame), pred_contrib=True)
+            return self.booster.booster_.predict(self.numeric_matrix(frame), pred_contrib=True,
+                                                 num_iteration=self.n_trees)
         from offerflow.contributions import grouped_contributions
 
         return grouped_contributions(self.booster.booster_, self.numeric_matrix(frame), self.n_trees)
@@ -194,12 +197,6 @@ def top_factors(per_feature: np.ndarray, names: list[str], top: int) -> pd.DataF
     return pd.DataFrame(factors)
 
 
-def _pos_weight(labels: pd.Series) -> float:
-    """Imbalance: weight positives up to the negatives' mass, at most 10x."""
-    positives = max(int(labels.sum()), 1)
-    return float(min(10.0, max(1.0, (len(labels) - positives) / positives)))
-
-
 def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
     """Early-stop on the latest training cut-off (a time split), then refit on every cut-off.
 
@@ -210,19 +207,42 @@ def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: i
     """
     import lightgbm as lgb
 
-    feature_columns = [c for c in examples.columns if c not in (PROFILE_ID, "cutoff", "label")]
-    categories = categories_of(examples, categorical_columns(examples[feature_columns]))
-    latest = examples["cutoff"].max()
-    train, valid = examples[examples["cutoff"] < latest], examples[examples["cutoff"] == latest]
-    encoded = encode(examples[feature_columns], categories)
-    stopper = lgb.LGBMClassifier(**params.classifier_kwargs(seed), scale_pos_weight=_pos_weight(train["label"]))
-    stopper.fit(encoded.loc[train.index], train["label"], eval_X=(encoded.loc[valid.index],), eval_y=(valid["label"],),
+    data = PropensityTrainingData.of(examples)
+    encoded = encode(examples[data.feature_columns], data.categories)
+    train, valid = data.train, ~data.train
+    stopper = lgb.LGBMClassifier(**params.classifier_kwargs(seed), scale_pos_weight=data.pos_weight(train))
+    stopper.fit(encoded[train], data.labels[train], eval_X=(encoded[valid],), eval_y=(data.labels[valid],),
                 eval_metric="auc", callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     trees = int(stopper.best_iteration_ or stopper.booster_.current_iteration())
     model = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), "n_estimators": trees},
-                               scale_pos_weight=_pos_weight(examples["label"]))
-    model.fit(encoded, examples["label"])
-    return PropensityModel(model, feature_columns, categories)
+                               scale_pos_weight=data.pos_weight())
+    model.fit(encoded, data.labels)
+    return PropensityModel(model, data.feature_columns, data.categories)
+
+
+@dataclass
+class PropensityTrainingData:
+    """What every trainer of a propensity model (here, or `cluster_training` on Dask) derives from
+    the snapshots the same way: the feature columns, their categories, the labels, and the time
+    split (`train`: rows of every cut-off but the latest, which validates early stopping)."""
+
+    feature_columns: list[str]
+    categories: dict[str, list[str]]
+    labels: np.ndarray
+    train: np.ndarray
+
+    @classmethod
+    def of(cls, examples: pd.DataFrame) -> "PropensityTrainingData":
+        feature_columns = [c for c in examples.columns if c not in (PROFILE_ID, "cutoff", "label")]
+        categories = categories_of(examples, categorical_columns(examples[feature_columns]))
+        cutoffs = examples["cutoff"].to_numpy()
+        return cls(feature_columns, categories, examples["label"].to_numpy(), cutoffs < cutoffs.max())
+
+    def pos_weight(self, rows: np.ndarray | None = None) -> float:
+        """Imbalance: weight positives up to the negatives' mass, at most 10x."""
+        labels = self.labels if rows is None else self.labels[rows]
+        positives = max(int(labels.sum()), 1)
+        return float(min(10.0, max(1.0, (len(labels) - positives) / positives)))
 
 
 def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: float = 25,

@@ -26,7 +26,7 @@ from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
-from offerflow.cluster_training import fit_click_model_with
+from offerflow.cluster_training import fit_click_model_with, fit_propensity_model_with
 from offerflow.ranking import ClickModel, displays_per_profile, interaction_log, training_frame
 from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID, PROPENSITY_FIELDS
@@ -118,8 +118,12 @@ def _champion_on_holdout(tracker: Tracker, registered: str, holdout: pd.DataFram
 
 def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
                      tracker: Tracker, experiment_prefix: str, seed: int,
-                     tags: dict[str, str] | None = None) -> tuple[PropensityModel, TrainingResult]:
+                     tags: dict[str, str] | None = None,
+                     dask_address: str | None = None) -> tuple[PropensityModel, TrainingResult]:
     """Train one Customer AI goal, evaluate it on the time holdout, log and register it.
+
+    With `dask_address` (`compute.dask_address`) the model trains with lightgbm.dask on that
+    cluster (MLflow param `trainer`); the snapshots are built here either way.
 
     The new model becomes `@champion` only if it beats the current champion on the same holdout
     (the champion is re-scored on this run's holdout) by `goal.promotion_min_auc_gain`.
@@ -128,7 +132,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     plan = plan_cutoffs(first, last, goal)
     examples = build_examples(con, goal, profiles, plan.train)
     check_enough_examples(examples, goal)
-    model = fit_propensity_model(examples, goal.lightgbm, seed)
+    model, trainer = fit_propensity_model_with(examples, goal.lightgbm, seed, dask_address)
     holdout = build_examples(con, goal, profiles, [plan.holdout])
     holdout_y, holdout_p = holdout["label"].to_numpy(), model.predict(holdout)
     metrics = classification_metrics(holdout_y, holdout_p)
@@ -148,7 +152,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                             "holdout_cutoff": plan.holdout.date().isoformat(),
                             "n_train_examples": len(examples), "n_features": len(model.feature_columns),
                             "train_positives": int(examples["label"].sum()),
-                            "best_iteration": model.n_trees,
+                            "best_iteration": model.n_trees, "trainer": trainer,
                             **goal.lightgbm.model_dump()})
         tracker.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
         tracker.log_dict({"feature_columns": model.feature_columns, "categories": model.categories},
