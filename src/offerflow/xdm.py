@@ -1,7 +1,7 @@
 """Map one XDM Experience Event (an Adobe-style "Proposition Interactions" export line) to event rows.
 
-Used by `offerflow.events` for NDJSON lines that have an ``eventType`` or ``_experience`` key.
-See the `offerflow.events` module docstring for the full mapping table. In short:
+Used by `offerflow.event_ndjson` for NDJSON lines that have an ``eventType`` or ``_experience`` key.
+See the `offerflow.event_ndjson` module docstring for the full mapping table. In short:
 
 * ``decisioning.propositionDisplay`` (or ``propositionEventType.display == 1``) -> ``display``,
   ``decisioning.propositionInteract`` (or ``propositionEventType.interact == 1``) -> ``click``;

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow import events
+from offerflow import event_csv, event_files
 from offerflow.events import EventFileError, coerce_event_types, read_events, read_events_batches
 from offerflow.schema import EVENT_COLUMNS
 
@@ -354,8 +354,8 @@ def test_invalid_json_line_is_kept_with_parse_error(tmp_path):
 
 
 def test_line_longer_than_the_limit_is_flagged_not_held(tmp_path, monkeypatch):
-    monkeypatch.setattr(events, "MAX_LINE_BYTES", 2048)
-    monkeypatch.setattr(events, "_CSV_CHUNK_BYTES", 512)
+    monkeypatch.setattr(event_files, "MAX_LINE_BYTES", 2048)
+    monkeypatch.setattr(event_csv, "_CSV_CHUNK_BYTES", 512)
     long = "x" * 5000
     got = read_events(write(tmp_path / "e.csv", csv_text(row(0), row(1, offer_id=long), row(2))))
     assert got["event_id"].tolist()[0::2] == ["e0", "e2"] and got["_source_line"].tolist() == [2, 3, 4]
@@ -399,9 +399,9 @@ def test_csv_line_numbers_survive_chunking(kinds):
             expected.append((f"e{i}", line, problem))
         line += lines[-1].count("\n") + 1
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(events, "_CSV_CHUNK_BYTES", 700)
-        patch.setattr(events, "MAX_LINE_BYTES", 1500)
-        patch.setattr(events, "_CSV_PYTHON_BELOW", 300)
+        patch.setattr(event_csv, "_CSV_CHUNK_BYTES", 700)
+        patch.setattr(event_files, "MAX_LINE_BYTES", 1500)
+        patch.setattr(event_csv, "_CSV_PYTHON_BELOW", 300)
         path = write(Path(tmp) / "e.csv", csv_text(*lines))
         got = read_events(path)
         ids = [None if pd.isna(v) else v for v in got["event_id"]]
