@@ -133,7 +133,9 @@ def main() -> None:
     event_count = pq_rows(work / "data" / "events.parquet")
     config = load_config(work / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
-    profiles, offers = load_catalog(config)
+    with stage(results, "read_and_check_catalog") as rec:  # the profiles suite runs on every profile
+        profiles, offers = load_catalog(config)
+        rec["rows"] = len(profiles)
     run_id = uuid.uuid4().hex
     if len(profiles) != args.profiles:
         raise SystemExit(f"{world}: {len(profiles)} profiles, not {args.profiles}: use another --world")
