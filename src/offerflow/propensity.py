@@ -29,6 +29,8 @@ from offerflow.schema import PROFILE_ID
 BUCKETS = ("low", "medium", "high")
 #: Profiles scored at a time by `score_goal` (memory: their features, contributions and factors).
 SCORING_BATCH_ROWS = 500_000
+#: Profiles whose features one DuckDB query aggregates when scoring (more: one query per partition).
+SCORING_PROFILES_PER_QUERY = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -260,35 +262,49 @@ def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: fl
 
 
 def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
-               profiles: pd.DataFrame, as_of: datetime, *, batch_rows: int = SCORING_BATCH_ROWS) -> pd.DataFrame:
+               profiles: pd.DataFrame, as_of: datetime, *, batch_rows: int = SCORING_BATCH_ROWS,
+               profiles_per_query: int = SCORING_PROFILES_PER_QUERY) -> pd.DataFrame:
     """Score every eligible profile as of `as_of` (features from events before it only), with the
-    top influential factors of each score; one row per eligible profile, sorted by profile id.
+    top influential factors of each score; one row per eligible profile.
 
-    DuckDB writes the features of every eligible profile to a temporary Parquet file (sorted by
-    profile id; it spills to disk beyond its memory cap), which is then scored `batch_rows`
-    profiles at a time: memory grows with a batch, not with the number of profiles.
+    DuckDB writes the features of the eligible profiles to a temporary Parquet file sorted by
+    profile id, which is then scored `batch_rows` profiles at a time: memory grows with a batch,
+    not with the number of profiles. Beyond `profiles_per_query` profiles this runs once per hash
+    partition of the profiles: one query over 10 million profiles aggregated ~10^8 (profile,
+    channel, day) groups and spilled over 40 GB to disk. Rows come sorted by profile id.
     """
     attributes = profile_attributes(goal, profiles).set_index(PROFILE_ID)
+    parts = max(1, -(-len(profiles) // profiles_per_query))
     ids, probabilities, factors = [], [], []
     with tempfile.TemporaryDirectory(prefix="offerflow-scoring-") as tmp:
-        path = Path(tmp) / "features.parquet"
-        write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal),
-                                   active_day_channels=CHANNELS, where=eligible_condition(goal, as_of))
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-            history = batch.to_pandas()
-            extra = attributes.reindex(history[PROFILE_ID].to_numpy())
-            frame = _fill_counts(pd.concat([history, extra.reset_index(drop=True)], axis=1))
-            probability, top = model.predict_with_factors(frame, top=goal.top_factors)
-            ids.append(history[PROFILE_ID])
-            probabilities.append(probability)
-            factors.append(top)
+        for part in range(parts):
+            where = eligible_condition(goal, as_of)
+            if parts > 1:
+                where += f" AND hash(profile_id) % {parts} = {part}"
+            path = Path(tmp) / f"features-{part}.parquet"
+            write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal),
+                                       active_day_channels=CHANNELS, where=where)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                history = batch.to_pandas()
+                extra = attributes.reindex(history[PROFILE_ID].to_numpy())
+                frame = _fill_counts(pd.concat([history, extra.reset_index(drop=True)], axis=1))
+                probability, top = model.predict_with_factors(frame, top=goal.top_factors)
+                ids.append(history[PROFILE_ID])
+                probabilities.append(probability)
+                factors.append(top)
+            path.unlink()
     if not ids:
         ids = [pd.Series([], dtype=object)]
         probabilities = [np.empty(0)]
         factors = [top_factors(np.empty((0, len(model.feature_columns))), model.feature_columns, goal.top_factors)]
-    table = score_table(np.concatenate(probabilities), pd.concat(ids, ignore_index=True),
-                        goal.buckets.medium_from, goal.buckets.high_from)
-    return pd.concat([table, pd.concat(factors, ignore_index=True)], axis=1)
+    ids, probability = pd.concat(ids, ignore_index=True), np.concatenate(probabilities)
+    factors = pd.concat(factors, ignore_index=True)
+    if parts > 1:  # one order, by profile id, whatever the partitions (percentile ties follow it)
+        order = np.argsort(ids.to_numpy(dtype=object), kind="stable")
+        ids, probability = ids.iloc[order].reset_index(drop=True), probability[order]
+        factors = factors.iloc[order].reset_index(drop=True)
+    table = score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from)
+    return pd.concat([table, factors], axis=1)
 
 
 def backtest_scores(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, scores: pd.DataFrame,

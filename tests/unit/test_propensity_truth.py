@@ -109,7 +109,7 @@ def test_scores_percentiles_buckets_and_factors(purchase):
     assert scores[[f"factor_{k}_importance" for k in range(1, 5)]].sum(axis=1).between(0, 1.0001).all()
 
 
-def test_batched_scoring_equals_scoring_every_profile_at_once(purchase):
+def test_batched_scoring_equals_scoring_every_profile_at_once(purchase, monkeypatch):
     """score_goal streams the features from a Parquet file in batches: the same rows, order,
     probabilities and factors as one feature frame of every eligible profile."""
     goal, con, profiles, plan, model, _ = purchase
@@ -121,6 +121,16 @@ def test_batched_scoring_equals_scoring_every_profile_at_once(purchase):
     batched = score_goal(con, model, goal, profiles, plan.scoring, batch_rows=700)
     assert len(batched) == len(ids) > 2 * 700  # several batches, the last one partial
     pd.testing.assert_frame_equal(batched, expected)
+    # Past profiles_per_query, one feature query per hash partition (3 here): the same table.
+    import offerflow.propensity as propensity
+
+    queries = []
+    real = propensity.write_interaction_features
+    monkeypatch.setattr(propensity, "write_interaction_features",
+                        lambda *a, **k: queries.append(real(*a, **k)) or queries[-1])
+    partitioned = score_goal(con, model, goal, profiles, plan.scoring, batch_rows=700, profiles_per_query=1_000)
+    assert len(queries) == 3 and sum(queries) == len(ids) and min(queries) > 0
+    pd.testing.assert_frame_equal(partitioned, expected)
 
 
 def test_a_training_sample_gets_the_same_features_from_a_semi_join(purchase):
