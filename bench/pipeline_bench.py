@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--partitions", default=None, help="override compute.partitions (an integer or auto)")
     parser.add_argument("--dask-workers", type=int, default=0, help="train and rank on a local Dask cluster")
     parser.add_argument("--skip-decisions", action="store_true")
+    parser.add_argument("--reuse-validated", action="store_true", help=(
+        "keep the validated snapshot of an earlier run in --workdir and skip read + validate (its"
+        " stage is then missing from the output; everything else starts from scratch)"))
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -92,7 +95,7 @@ def main() -> None:
     from offerflow.config import load_config
     from offerflow.decisioning import DecisionEngine
     from offerflow.features import open_events
-    from offerflow.ingestion import ingest_events, load_catalog
+    from offerflow.ingestion import ingest_events, load_catalog, validated_events
     from offerflow.publishing import publish_placement, publish_placement_partitioned
     from offerflow.store import RankingStore
     from offerflow.tracking import Tracker, resolve_tracking_uri
@@ -100,9 +103,16 @@ def main() -> None:
     from offerflow.world import WorldSpec, demo_config_yaml, generate_world
 
     work = args.workdir
+    kept = work / "data" / "outputs" / "validated"
+    reuse = args.reuse_validated and (kept / "events.parquet").exists()
+    if reuse:
+        shutil.move(kept, work.parent / f".{work.name}-validated")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    if reuse:
+        kept.parent.mkdir(parents=True)
+        shutil.move(work.parent / f".{work.name}-validated", kept)
     repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
     shutil.copytree(repo_gx, work / "great_expectations", ignore=shutil.ignore_patterns("uncommitted"))
     results: list[dict] = []
@@ -139,9 +149,12 @@ def main() -> None:
     run_id = uuid.uuid4().hex
     if len(profiles) != args.profiles:
         raise SystemExit(f"{world}: {len(profiles)} profiles, not {args.profiles}: use another --world")
-    with stage(results, "read_and_validate", event_count):
-        ingestion = ingest_events(config, offers, run_id, build_docs=True)
-    con = open_events(ingestion.validated_path)
+    if reuse:
+        validated = validated_events(config)
+    else:
+        with stage(results, "read_and_validate", event_count):
+            validated = ingest_events(config, offers, run_id, build_docs=True).validated_path
+    con = open_events(validated)
     scores = {}
     for goal in config.propensity_goals:
         with stage(results, f"train_propensity:{goal.name}") as rec:
@@ -191,6 +204,7 @@ def main() -> None:
         cluster.close()
     pipeline = [r for r in results if r["stage"] not in ("generate", "decide_in_process")]
     print(json.dumps({"profiles": args.profiles, "offers": int(len(offers)), "days": args.days,
+                      "reused_validated_snapshot": reuse,
                       "events": event_count, "partitions": partitions,
                       "dask_workers": args.dask_workers,
                       "pipeline_seconds": round(sum(r["seconds"] for r in pipeline), 1),
