@@ -137,7 +137,7 @@ def main() -> None:
             files = generate_world(spec, world)
             rec["rows"] = files.event_count
     if world != work / "data":
-        (work / "data").mkdir()
+        (work / "data").mkdir(exist_ok=True)
         for name in ("events.parquet", "profiles.parquet", "offers.yaml"):
             (work / "data" / name).symlink_to((world / name).resolve())
     event_count = pq_rows(work / "data" / "events.parquet")

@@ -87,10 +87,11 @@ def eligible_profiles(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig
     return query_frame(con, f"SELECT DISTINCT profile_id FROM ({_eligible_sql(goal, as_of)}) ORDER BY profile_id")["profile_id"]
 
 
-def eligible_condition(goal: PropensityGoalConfig, as_of: datetime) -> str:
+def eligible_condition(goal: PropensityGoalConfig, as_of: datetime, within: str = "TRUE") -> str:
     """`eligible_profiles` as a SQL condition on the events' `profile_id` (a semi-join in DuckDB,
-    so millions of eligible ids never pass through Python)."""
-    return f"profile_id IN ({_eligible_sql(goal, as_of)})"
+    so millions of eligible ids never pass through Python); `within` (a condition on
+    `profile_id`, e.g. a hash partition) restricts it, and the semi-join's table with it."""
+    return f"({within}) AND profile_id IN ({_eligible_sql(goal, as_of)} AND ({within}))"
 
 
 def _eligible_sql(goal: PropensityGoalConfig, as_of: datetime) -> str:

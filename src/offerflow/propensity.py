@@ -280,9 +280,7 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
     ids, probabilities, factors = [], [], []
     with tempfile.TemporaryDirectory(prefix="offerflow-scoring-") as tmp:
         for part in range(parts):
-            where = eligible_condition(goal, as_of)
-            if parts > 1:
-                where += f" AND hash(profile_id) % {parts} = {part}"
+            where = eligible_condition(goal, as_of, f"hash(profile_id) % {parts} = {part}" if parts > 1 else "TRUE")
             path = Path(tmp) / f"features-{part}.parquet"
             write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal),
                                        active_day_channels=CHANNELS, where=where)
