@@ -31,18 +31,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def _rss_hwm_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak, VmRSS: now), in MiB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -65,8 +58,8 @@ def stage(results: list[dict], name: str, rows: int | None = None):
     # CPU seconds of this process (all its threads): on a shared machine wall seconds stretch with
     # the load, CPU seconds much less; wall ~ CPU / 2 when the stage keeps both cores busy.
     record.update(seconds=round(seconds, 2), cpu_seconds=round(time.process_time() - cpu_start, 2),
-                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(_rss_hwm_mib(), 1),
-                  rss_after_mib=round(_rss_mib(), 1))
+                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(_status_mib("VmHWM"), 1),
+                  rss_after_mib=round(_status_mib("VmRSS"), 1))
     rows = record.pop("rows", rows)
     if rows:
         record.update(rows=rows, rows_per_second=round(rows / seconds))

@@ -79,13 +79,16 @@ def _client(dask_address: str, connect_timeout: str) -> Iterator[Any]:
         yield client
 
 
-def _spread(client: Any, values: np.ndarray, start: int, stop: int) -> Any:
-    """Rows start:stop as a dask array with one block pinned to each worker: every worker then
-    holds training AND validation rows, as lightgbm.dask needs for a reliable validation AUC."""
+def _workers(client: Any) -> list[str | None]:
+    return sorted(client.scheduler_info(n_workers=-1).get("workers", {})) or [None]
+
+
+def _spread(client: Any, workers: list[str | None], values: np.ndarray, start: int, stop: int) -> Any:
+    """Rows start:stop as a dask array with one block pinned to each of `workers`: every worker
+    then holds training AND validation rows, as lightgbm.dask needs for a reliable validation AUC."""
     import dask
     import dask.array as da
 
-    workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {})) or [None]
     edges = np.linspace(start, stop, len(workers) + 1).astype(int)
     pieces = []
     for worker, a, b in zip(workers, edges[:-1], edges[1:]):
@@ -138,13 +141,17 @@ def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMPara
     cut = int(train.sum())
     categorical = [j for j, c in enumerate(data.feature_columns) if c in data.categories]
     fit = {"categorical_feature": categorical, "feature_name": data.feature_columns}
+    workers = _workers(client)
+
+    def spread(values: np.ndarray, start: int, stop: int) -> Any:
+        return _spread(client, workers, values, start, stop)
+
     stopper = _dask_classifier(client, params, seed, scale_pos_weight=data.pos_weight(data.train))
-    _fit_quietly(stopper, _spread(client, matrix, 0, cut), _spread(client, y, 0, cut),
-                 eval_X=(_spread(client, matrix, cut, len(y)),), eval_y=(_spread(client, y, cut, len(y)),),
-                 eval_metric="auc", **fit)
+    _fit_quietly(stopper, spread(matrix, 0, cut), spread(y, 0, cut),
+                 eval_X=(spread(matrix, cut, len(y)),), eval_y=(spread(y, cut, len(y)),), eval_metric="auc", **fit)
     best = _best_round(stopper.to_local(), params.early_stopping_rounds)
     model = _dask_classifier(client, params, seed, n_estimators=best, scale_pos_weight=data.pos_weight())
-    _fit_quietly(model, _spread(client, matrix, 0, len(y)), _spread(client, y, 0, len(y)), **fit)
+    _fit_quietly(model, spread(matrix, 0, len(y)), spread(y, 0, len(y)), **fit)
     return PropensityModel(model.to_local(), data.feature_columns, data.categories)
 
 
@@ -167,8 +174,10 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     weights = ips_weights(frame["propensity"])
     y = frame["success"].to_numpy()
 
+    workers = _workers(client)
+
     def spread(values: np.ndarray, start: int, stop: int) -> Any:
-        return _spread(client, values, start, stop)
+        return _spread(client, workers, values, start, stop)
 
     model = _dask_classifier(client, params, seed)
     _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),

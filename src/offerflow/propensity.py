@@ -74,7 +74,7 @@ def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, pr
     history = interaction_features(con, cutoff, goal.lookback_days, _event_types(goal), active_day_channels=CHANNELS,
                                    profile_ids=profile_ids if only_these else None)
     frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()}).merge(history, on=PROFILE_ID, how="left")
-    return _fill_counts(frame.merge(profile_attributes(goal, profiles), on=PROFILE_ID, how="left"))
+    return _with_attributes(frame, profile_attributes(goal, profiles).set_index(PROFILE_ID))
 
 
 def profile_attributes(goal: PropensityGoalConfig, profiles: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +93,11 @@ def _event_types(goal: PropensityGoalConfig) -> list[str]:
     return list(dict.fromkeys(["display", "click", "purchase", *goal.custom_event_types]))
 
 
-def _fill_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """A profile without events in a window has counts of 0 there (not unknown)."""
+def _with_attributes(history: pd.DataFrame, attributes: pd.DataFrame) -> pd.DataFrame:
+    """History rows completed with the profile attributes (`attributes` indexed by profile id);
+    a profile without events in a window has counts of 0 there (not unknown)."""
+    extra = attributes.reindex(history[PROFILE_ID].to_numpy()).reset_index(drop=True)
+    frame = pd.concat([history.reset_index(drop=True), extra], axis=1)
     counts = [c for c in frame.columns if c.startswith(("count_", "value_", "active_days_", "per_day_", "active_share_"))]
     frame[counts] = frame[counts].fillna(0)
     return frame
@@ -286,9 +289,8 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
                                        active_day_channels=CHANNELS, where=where)
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                 history = batch.to_pandas()
-                extra = attributes.reindex(history[PROFILE_ID].to_numpy())
-                frame = _fill_counts(pd.concat([history, extra.reset_index(drop=True)], axis=1))
-                probability, top = model.predict_with_factors(frame, top=goal.top_factors)
+                probability, top = model.predict_with_factors(_with_attributes(history, attributes),
+                                                              top=goal.top_factors)
                 ids.append(history[PROFILE_ID])
                 probabilities.append(probability)
                 factors.append(top)
