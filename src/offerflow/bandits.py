@@ -4,6 +4,10 @@ Training is counting: per offer, displays and successes in a rolling window give
 1 + d - s) posterior. Serving samples one rate per offer and ranks by the samples, so traffic moves
 toward the best offers while still exploring. Offers with too little data ("new") are served only
 by the exploration share of traffic; with fewer than two qualified offers, serving is random.
+
+The exploration share is spent only while some eligible offer is new: once every eligible offer
+has qualified, Thompson sampling explores by itself (an uncertain posterior wins some draws), and
+random traffic on top would only cost clicks.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
     if len(candidates) == 0:
         return Selection(np.empty(0, dtype=np.int64), 1.0, explored=False)
     model_pool = candidates[qualified[candidates]]
-    explore = len(model_pool) < 2 or rng.random() < exploration_share
+    explore = len(model_pool) < 2 or (len(model_pool) < len(candidates) and rng.random() < exploration_share)
     if explore:
         order = rng.permutation(candidates)[:n_items]
     else:
@@ -99,7 +103,8 @@ def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.
     """Probability of each offer being ranked first, shape (m,).
 
     The Thompson part has no closed form for more than two offers, so it is estimated by Monte
-    Carlo with `draws` samples; the exploration part is exact (uniform over eligible offers).
+    Carlo with `draws` samples; the exploration part is exact (uniform over eligible offers, and
+    only while an eligible offer is new).
     """
     m = len(alpha)
     probs = np.zeros(m)
@@ -111,9 +116,29 @@ def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.
     uniform[candidates] = 1.0 / len(candidates)
     if len(pool) < 2:
         return uniform
+    if len(pool) == len(candidates):  # nothing new to explore: Thompson sampling alone
+        exploration_share = 0.0
     samples = rng.beta(alpha[pool], beta[pool], size=(draws, len(pool)))
     if weights is not None:
         samples = samples * weights[pool]
     wins = np.bincount(samples.argmax(axis=1), minlength=len(pool)) / draws
     probs[pool] = wins
     return exploration_share * uniform + (1.0 - exploration_share) * probs
+
+
+def thompson_first_choices(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
+                           exploration_share: float, rng: np.random.Generator) -> np.ndarray:
+    """The first offer `thompson_select` would choose for each of many requests at once, shape
+    (n,), -1 where nothing is eligible: for simulations, with the same policy (exploration only while
+    an eligible offer is new, random serving with fewer than two qualified).
+
+    Args:
+        alpha, beta, qualified: shape (m,); eligible: shape (n, m), the offers each request may see.
+    """
+    n, m = eligible.shape
+    pool = eligible & qualified[None, :]
+    in_pool, n_eligible = pool.sum(axis=1), eligible.sum(axis=1)
+    explore = (in_pool < 2) | ((in_pool < n_eligible) & (rng.random(n) < exploration_share))
+    keys = np.where(pool, rng.beta(alpha, beta, size=(n, m)), -np.inf)
+    keys[explore] = np.where(eligible[explore], rng.random((int(explore.sum()), m)), -np.inf)
+    return np.where(n_eligible > 0, keys.argmax(axis=1), -1)

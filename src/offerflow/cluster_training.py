@@ -29,7 +29,7 @@ import pandas as pd
 from offerflow.config import LightGBMParams
 from offerflow.features import categorical_columns, categories_of, feature_matrix
 from offerflow.propensity import PropensityModel, PropensityTrainingData, fit_propensity_model
-from offerflow.ranking import ClickModel, fit_click_model, ips_weights
+from offerflow.ranking import STOPPING_METRIC, ClickModel, fit_click_model, ips_weights
 from offerflow.schema import PROFILE_ID
 
 _NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
@@ -179,10 +179,10 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     def spread(values: np.ndarray, start: int, stop: int) -> Any:
         return _spread(client, workers, values, start, stop)
 
-    model = _dask_classifier(client, params, seed)
+    model = _dask_classifier(client, params, seed, metric=STOPPING_METRIC)  # AUC only, as the local fit
     _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),
                  eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
-                 eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric="auc",
+                 eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric=STOPPING_METRIC,
                  categorical_feature=categorical)
     local = model.to_local()
     best = _best_round(local, params.early_stopping_rounds)

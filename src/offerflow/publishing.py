@@ -62,7 +62,7 @@ def publish_placement(store: RankingStore, placement: PlacementConfig, profiles:
     tables of auto-optimization models need no profiles.)"""
     metadata = ranking_metadata(placement, model, extra_metadata)
     if model is not None and model.kind == "auto_optimization":
-        table = pa.Table.from_pandas(model.posteriors, schema=POSTERIOR_SCHEMA, preserve_index=False)
+        table = pa.Table.from_pandas(model.posteriors_for(placement.id), schema=POSTERIOR_SCHEMA, preserve_index=False)
         return store.publish(placement.id, table, {**metadata, "kind": "posterior"})
     if profiles is None:
         raise ValueError(f"placement {placement.id!r}: scoring a ranking table needs the profiles")

@@ -26,6 +26,8 @@ from offerflow.schema import PROFILE_ID
 #: Offer columns that describe the catalog entry rather than the offer itself.
 OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback", "caps")
 ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+#: The one metric a click model's early stopping watches on the validation rows.
+STOPPING_METRIC = "auc"
 
 
 def rule_columns(profiles: pd.DataFrame | None = None, offers: pd.DataFrame | None = None,
@@ -285,11 +287,13 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     encoded = encode(frame[feature_columns], categories)
     weights = ips_weights(frame["propensity"])
     y = frame["success"].to_numpy()
-    model = lgb.LGBMClassifier(**params.classifier_kwargs(seed))
+    # One declared stopping metric: with only `eval_metric="auc"`, LightGBM also evaluates its
+    # default binary_logloss and early stopping stops on whichever worsens first.
+    model = lgb.LGBMClassifier(**params.classifier_kwargs(seed), metric=STOPPING_METRIC)
     model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
               eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
-              eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric="auc",
-              callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+              eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric=STOPPING_METRIC,
+              callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
     click_model = ClickModel(model, feature_columns, categories, qualified_offers)
     holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
     click_model.holdout_metrics = holdout

@@ -254,8 +254,13 @@ def serving_model(config: ProjectConfig, placement_id: str, tracker: Any):
     if last is None:
         return None, f"{name} was never trained"
     posteriors = pd.DataFrame(tracker.load_run_dict(last["run_id"], "posteriors.json")["posteriors"])
+    try:  # per placement since pool_placements (runs before it have pooled posteriors only)
+        per_placement = {p: pd.DataFrame(rows) for p, rows in
+                         tracker.load_run_dict(last["run_id"], "placement_posteriors.json").items()}
+    except Exception:  # a run without the artifact (MLflow raises its own error type): pooled only
+        per_placement = None
     return RankingModelResult(name, last["run_id"], None, last["metrics"], False, "last training run",
-                              kind=model_cfg.type, posteriors=posteriors), None
+                              kind=model_cfg.type, posteriors=posteriors, placement_posteriors=per_placement), None
 
 
 def publish_serving(config: ProjectConfig, placement_id: str, profiles, offers, tracker: Any,

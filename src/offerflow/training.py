@@ -272,9 +272,80 @@ def enrich_profiles(profiles: pd.DataFrame, scores: dict[str, pd.DataFrame], pat
 @dataclass
 class RankingModelResult(TrainingResult):
     kind: str = "personalized"
+    #: Posteriors over every placement of the model together (what `models show` lists and what
+    #: decides which offers a personalized model personalizes).
     posteriors: pd.DataFrame | None = None
     click_model: ClickModel | None = None
     window: tuple[datetime, datetime] | None = None
+    #: Auto-optimization: the posteriors each placement serves (its own displays, or the pooled
+    #: ones with `pool_placements: true`); None for a result that only has pooled posteriors.
+    placement_posteriors: dict[str, pd.DataFrame] | None = None
+
+    def posteriors_for(self, placement_id: str) -> pd.DataFrame | None:
+        """The posteriors a placement's table publishes."""
+        if self.placement_posteriors and placement_id in self.placement_posteriors:
+            return self.placement_posteriors[placement_id]
+        return self.posteriors
+
+
+def pools_placements(model_cfg: AIModelConfig) -> bool:
+    """Whether an auto-optimization model learns one set of posteriors from the displays of all its
+    placements (`pool_placements: true`) instead of one per placement (the default)."""
+    return bool(getattr(model_cfg, "pool_placements", False))
+
+
+def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:
+    """The rolling training window [start, end): the `training_window_days` days up to the end of
+    the day of the last event."""
+    _, last = event_time_range(con)
+    end = pd.Timestamp(last).ceil("D").to_pydatetime()
+    return end - timedelta(days=model_cfg.training_window_days), end
+
+
+def model_offers(offers: pd.DataFrame, placements: list[str]) -> pd.DataFrame:
+    """The regular offers of any of the placements, once each."""
+    return pd.concat([offers_for_placement(offers, p) for p in placements]).drop_duplicates("offer_id")
+
+
+def fit_placement_posteriors(stats: pd.DataFrame, offers: pd.DataFrame, model_cfg: AIModelConfig, start: datetime,
+                             end: datetime) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Beta posteriors from the daily offer statistics of the window: pooled over the model's
+    placements, and per placement (each from its own displays over its own offers, or the pooled
+    ones restricted to its offers when the model pools placements).
+
+    An offer qualifies on its whole history in `stats` (up to `end`), not on the window alone: an
+    offer that Thompson sampling stopped showing keeps its place in the model instead of falling
+    back to "new" and to exploration traffic every time its displays leave the window.
+    """
+    def fit(frame: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+        ids = candidates[["offer_id"]]
+        counts = ids.merge(window_counts(frame, start, end), on="offer_id", how="left").fillna(0)
+        posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted)
+        history = ids.merge(window_counts(frame, datetime(1970, 1, 1), end), on="offer_id", how="left").fillna(0)
+        qualified = set(history.loc[(history["displays"] >= model_cfg.min_displays)
+                                    & (history["successes"] >= model_cfg.min_successes), "offer_id"])
+        return posteriors.assign(qualified=posteriors["offer_id"].isin(qualified))
+
+    pooled = fit(stats, model_offers(offers, model_cfg.placements))
+    per_placement = {}
+    for placement in model_cfg.placements:
+        candidates = offers_for_placement(offers, placement)
+        if pools_placements(model_cfg):
+            per_placement[placement] = pooled[pooled["offer_id"].isin(candidates["offer_id"])].reset_index(drop=True)
+        else:
+            per_placement[placement] = fit(stats[stats["placement_id"] == placement], candidates)
+    return pooled, per_placement
+
+
+def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
+                           offers: pd.DataFrame, qualified: list[str], seed: int, start: datetime, end: datetime,
+                           dask_address: str | None = None) -> tuple[ClickModel, str, int, int]:
+    """The click model of a personalized model on the window's displays: (model, trainer,
+    training rows, displays in the window)."""
+    log, displays = _training_displays(con, model_cfg, start, end)
+    frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
+    click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
+    return click_model, trainer, len(frame), displays
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -311,21 +382,17 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
     updated incrementally when given (cheap enough for auto-optimization every 15 minutes),
     otherwise computed for the window.
     """
-    _, last = event_time_range(con)
-    end = pd.Timestamp(last).ceil("D").to_pydatetime()
-    start = end - timedelta(days=model_cfg.training_window_days)
+    start, end = ranking_window(con, model_cfg)
     stats_update = None
     if stats_dir is not None:
         stats_store = OfferStatsStore(stats_dir / model_cfg.name, model_cfg.placements, model_cfg.success_event)
         stats_update = stats_store.update(con)
         stats = stats_store.read()
     else:
-        stats = daily_stats(con, model_cfg.placements, model_cfg.success_event, since=start)
-    placement_offers = pd.concat([offers_for_placement(offers, p) for p in model_cfg.placements])
-    placement_offers = placement_offers.drop_duplicates("offer_id")
-    counts = window_counts(stats, start, end)
-    counts = placement_offers[["offer_id"]].merge(counts, on="offer_id", how="left").fillna(0)
-    posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted)
+        stats = daily_stats(con, model_cfg.placements, model_cfg.success_event)  # whole history: qualification
+    posteriors, per_placement = fit_placement_posteriors(stats, offers, model_cfg, start, end)
+    counts = model_offers(offers, model_cfg.placements)[["offer_id"]].merge(
+        window_counts(stats, start, end), on="offer_id", how="left").fillna(0)
     qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
     experiment = experiment_name(experiment_prefix, model_cfg.name)
     with tracker.run(experiment, run_name=f"train-{model_cfg.name}",
@@ -336,23 +403,25 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                             "exploration_share": model_cfg.exploration_share,
                             "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
                             "n_displays": int(counts["displays"].sum()),
+                            "pool_placements": pools_placements(model_cfg),
                             "stats_update": stats_update.mode if stats_update else "window"})
         metrics = {"displays": float(counts["displays"].sum()), "successes": float(counts["successes"].sum()),
                    "success_value": float(counts["value"].sum()),
                    "offers_qualified": float(len(qualified)), "offers_total": float(len(posteriors))}
         tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
+        tracker.log_dict({p: frame.to_dict(orient="records") for p, frame in per_placement.items()},
+                         "placement_posteriors.json")
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
-                                    posteriors=posteriors, window=(start, end))
+                                    posteriors=posteriors, window=(start, end), placement_posteriors=per_placement)
         if model_cfg.type == "personalized":
-            log, displays = _training_displays(con, model_cfg, start, end)
-            frame = training_frame(log, profiles, placement_offers)
-            click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
+            click_model, trainer, rows, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
+                                                                          seed, start, end, dask_address)
             metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
             metrics["offers_personalized"] = float(len(qualified))
             best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
             tracker.log_params({"best_iteration": best if best is not None
                                 else int(click_model.holdout_metrics.get("best_iteration", 0)),
-                                "trainer": trainer, "training_rows": len(frame), "displays_in_window": displays,
+                                "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")

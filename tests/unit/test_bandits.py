@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.bandits import first_choice_probability, fit_posteriors, thompson_select
+from offerflow.bandits import first_choice_probability, fit_posteriors, thompson_first_choices, thompson_select
 
 
 def counts(rows):
@@ -85,3 +85,90 @@ def test_value_shrinkage_keeps_lucky_offers_in_check():
                           "value": [2_000.0, 25_000.0]})
     weighted = fit_posteriors(table, 100, 1, value_weighted=True)
     assert weighted["value_weight"].iat[0] < 1_000 / 2
+
+
+def test_no_random_exploration_once_every_eligible_offer_has_qualified():
+    """The exploration share keeps NEW offers learning; with none, Thompson sampling alone ranks."""
+    rng = np.random.default_rng(5)
+    alpha, beta = np.array([201.0, 101.0, 11.0]), np.array([1801.0, 1901.0, 1991.0])  # 10%, 5%, 0.5%
+    everyone = np.ones(3, bool)
+    probs = first_choice_probability(alpha, beta, everyone, everyone, 0.2, rng, draws=4000)
+    assert probs[2] == 0.0 and probs[0] > 0.99
+    assert not any(thompson_select(alpha, beta, everyone, everyone, 1, 0.2, rng, 100).explored for _ in range(300))
+    # One eligible offer is new: the share explores again, uniformly over the eligible offers.
+    new = np.array([True, True, False])
+    probs = first_choice_probability(alpha, beta, new, everyone, 0.2, rng, draws=4000)
+    assert probs[2] == pytest.approx(0.2 / 3)
+
+
+def test_vectorized_first_choices_follow_the_served_policy():
+    rng = np.random.default_rng(6)
+    alpha, beta = np.array([30.0, 25.0, 10.0, 2.0]), np.array([970.0, 975.0, 990.0, 50.0])
+    qualified = np.array([True, True, True, False])
+    eligible = np.tile([True, True, True, True], (20_000, 1))
+    eligible[:5000, 0] = False
+    firsts = thompson_first_choices(alpha, beta, qualified, eligible, 0.1, rng)
+    for rows in (slice(0, 5000), slice(5000, None)):
+        expected = first_choice_probability(alpha, beta, qualified, eligible[rows][0], 0.1, rng, draws=40_000)
+        observed = np.bincount(firsts[rows], minlength=4) / len(firsts[rows])
+        assert observed == pytest.approx(expected, abs=0.02)
+    assert (thompson_first_choices(alpha, beta, qualified, np.zeros((2, 4), bool), 0.1, rng) == -1).all()
+
+
+def _daily(rows):
+    return pd.DataFrame(rows, columns=["day", "placement_id", "offer_id", "displays", "successes", "value"]).assign(
+        day=lambda f: pd.to_datetime(f["day"]).dt.date, value=lambda f: f["value"].astype(float))
+
+
+def _offers(ids, placements):
+    return pd.DataFrame({"offer_id": ids, "name": ids, "priority": 1, "placements": [placements] * len(ids),
+                         "eligibility": None, "fallback": False})
+
+
+def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_history():
+    from datetime import datetime, timezone
+
+    from offerflow.config import AIModelConfig
+    from offerflow.training import fit_placement_posteriors, pools_placements
+
+    stats = _daily([
+        ("2026-10-20", "top", "a", 1000, 100, 0), ("2026-10-20", "top", "b", 1000, 20, 0),
+        ("2026-10-20", "bottom", "a", 1000, 10, 0), ("2026-10-20", "bottom", "b", 1000, 60, 0),
+        ("2026-09-01", "top", "c", 500, 30, 0),  # before the window: qualifies c, not in its posterior
+    ])
+    offers = _offers(["a", "b", "c"], ["top", "bottom"])
+    start, end = datetime(2026, 10, 10, tzinfo=timezone.utc), datetime(2026, 10, 24, tzinfo=timezone.utc)
+    cfg = AIModelConfig(name="m", type="auto_optimization", placements=["top", "bottom"], min_displays=100,
+                        min_successes=5)
+    assert not pools_placements(cfg)  # per placement unless the model says otherwise
+    pooled, per = fit_placement_posteriors(stats, offers, cfg, start, end)
+    rate = {p: f.set_index("offer_id").eval("alpha / (alpha + beta)") for p, f in per.items()}
+    assert rate["top"]["a"] > rate["top"]["b"] and rate["bottom"]["b"] > rate["bottom"]["a"]
+    assert pooled.set_index("offer_id").loc["a", "displays"] == 2000
+    c = per["top"].set_index("offer_id").loc["c"]
+    assert c["qualified"] and c["displays"] == 0 and c["alpha"] == 1  # the window's counts only
+    assert not per["bottom"].set_index("offer_id").loc["c", "qualified"]  # never shown at the bottom
+    _, together = fit_placement_posteriors(stats, offers, cfg.model_copy(update={"pool_placements": True}), start, end)
+    pd.testing.assert_frame_equal(together["top"], together["bottom"])
+    pd.testing.assert_frame_equal(together["top"], pooled)
+
+
+def test_each_placement_publishes_its_own_posteriors(tmp_path):
+    from offerflow.config import PlacementConfig, RankingMethod
+    from offerflow.publishing import publish_placement
+    from offerflow.store import RankingStore
+    from offerflow.training import RankingModelResult
+
+    offers = _offers(["a", "b"], ["top", "bottom"])
+    top = fit_posteriors(counts([("a", 1000, 100), ("b", 1000, 20)]), 100, 5)
+    bottom = fit_posteriors(counts([("a", 1000, 10), ("b", 1000, 60)]), 100, 5)
+    model = RankingModelResult("m", "run", None, {}, False, "", kind="auto_optimization",
+                               posteriors=fit_posteriors(counts([("a", 2000, 110), ("b", 2000, 80)]), 100, 5),
+                               placement_posteriors={"top": top, "bottom": bottom})
+    store = RankingStore(tmp_path)
+    for placement in ("top", "bottom"):
+        config = PlacementConfig(id=placement, channel="web", items=1,
+                                 ranking=RankingMethod(method="ai_model", ai_model="m"))
+        publish_placement(store, config, None, offers, model)
+    assert store.snapshot("top").posteriors["alpha"].tolist() == [101, 21]
+    assert store.snapshot("bottom").posteriors["alpha"].tolist() == [11, 61]

@@ -1,0 +1,328 @@
+"""How good the ranking AI models are against the truth: two synthetic offer worlds (and the Open
+Bandit Dataset samples when `bench/external_data.py` is there).
+
+On each synthetic world, generated with a seed into a temporary directory and read back through
+offerflow's own readers (events in DuckDB, the catalog, the profiles):
+
+- **personalized first choice**: the click model is trained as `train_ranking_model` trains it
+  (same window, qualification, features, IPS weights, early stopping: `fit_personalized_model`),
+  scores every profile shown the placement in the window against every eligible offer, and its first
+  choice's TRUE click probability is averaged over those displays; the ceiling is the oracle (the
+  offer with the highest true click probability for that profile), the baselines the best single
+  offer (one fixed order of offers by true click rate) and the marketer's priority;
+- **auto-optimization**: the Thompson first-choice probabilities of the posteriors of each
+  placement (as served, without the `exploration_share` of random traffic, which the note gives
+  separately) against the best single offer of that placement.
+
+    python bench/external_ranking.py [--quick] [--seed 2]
+
+prints one JSON row per figure (keys: dataset, measure, ours, baseline, baseline_name, ceiling,
+target, note). `rows()` is what `bench/external.py` calls. Tune on another seed than the one
+reported (the default report seed is 2; seed 1 is the tuning seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPORT_SEED = 2
+PERSONALIZED_TARGET = 0.93
+AUTO_TARGET = 0.97
+
+
+@dataclass
+class WorldUnderTest:
+    """A generated world as the benchmark needs it."""
+
+    name: str
+    events: Path
+    profiles: pd.DataFrame  # public columns only
+    offers: pd.DataFrame    # the catalog as loaded
+    personalized_placement: str
+    auto_placements: list[str]
+
+    def truth(self, profiles: pd.DataFrame, offers: pd.DataFrame, placement: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def visits(self, placement: str) -> np.ndarray:
+        """Daily chance that each of `self.profiles` is shown the placement, shape (n_profiles,)."""
+        raise NotImplementedError
+
+
+class OfferflowWorld(WorldUnderTest):
+    def __init__(self, directory: Path, seed: int, quick: bool) -> None:
+        from offerflow.catalog import load_offers, load_profiles
+        from offerflow.world import WorldSpec, generate_world, load_truth
+
+        generate_world(WorldSpec(profiles=8_000 if quick else 20_000, offers=50, days=30, seed=seed), directory)
+        self.truth_profiles, self.truth_offers = load_truth(directory)
+        super().__init__("offerflow.world", directory / "events.parquet", load_profiles(directory / "profiles.parquet"),
+                         load_offers(directory / "offers.yaml"), "web-banner", ["email-hero"])
+
+    def truth(self, profiles: pd.DataFrame, offers: pd.DataFrame, placement: str) -> np.ndarray:
+        from offerflow.world import true_click_probability
+
+        p = profiles[["profile_id"]].merge(self.truth_profiles, on="profile_id", how="left")
+        o = offers[["offer_id"]].merge(self.truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
+        return true_click_probability(p, o, "email" if placement == "email-hero" else "web")
+
+    def visits(self, placement: str) -> np.ndarray:
+        truth = self.profiles[["profile_id"]].merge(self.truth_profiles, on="profile_id", how="left")
+        if placement == "email-hero":
+            return 0.25 * truth["email_opt_in"].to_numpy(float)
+        return truth["activity"].to_numpy(float)
+
+
+class ExternalWorld(WorldUnderTest):
+    def __init__(self, directory: Path, seed: int, quick: bool) -> None:
+        from external_world import FEED, HERO, ExternalWorldSpec, generate
+
+        from offerflow.catalog import load_offers, load_profiles
+
+        self.world = generate(ExternalWorldSpec(profiles=12_000 if quick else 30_000, seed=seed), directory)
+        super().__init__("external_world", directory / "events.parquet", load_profiles(directory / "profiles.parquet"),
+                         load_offers(directory / "offers.yaml"), HERO, list(FEED))
+
+    def truth(self, profiles: pd.DataFrame, offers: pd.DataFrame, placement: str) -> np.ndarray:
+        from external_world import true_click_probability
+
+        p = profiles[["profile_id"]].merge(self.world.profiles, on="profile_id", how="left")
+        o = offers.merge(self.world.offers[["offer_id", "quality"]], on="offer_id", how="left")
+        return true_click_probability(p, o, self.world.affinity, placement)
+
+    def visits(self, placement: str) -> np.ndarray:
+        engagement = self.profiles[["profile_id"]].merge(self.world.profiles, on="profile_id")["engagement"]
+        return engagement.to_numpy(float) * (1.0 if placement == self.personalized_placement else 0.5)
+
+
+def _traffic(con, placement: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Profiles shown the placement in [start, end) and how often: what a ranking is judged on."""
+    from offerflow.ranking import displays_per_profile
+
+    return displays_per_profile(con, [placement], start, end)
+
+
+def _best_single_order(true: np.ndarray, eligible: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per row, the first eligible offer of ONE fixed order (offers by their true click rate over the
+    traffic): the best a non-personalized ranking can do."""
+    w = weight[:, None] * eligible
+    rate = (true * w).sum(axis=0) / np.maximum(w.sum(axis=0), 1e-12)
+    order = np.argsort(-rate, kind="stable")
+    first_eligible = eligible[:, order].argmax(axis=1)
+    return order[first_eligible]
+
+
+def _weighted(values: np.ndarray, weight: np.ndarray) -> float:
+    return float((values * weight).sum() / weight.sum())
+
+
+def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> dict[str, float]:
+    """True click rate of the personalized model's first choice, the oracle's, and baselines."""
+    from offerflow.catalog import offers_for_placement
+    from offerflow.config import AIModelConfig
+    from offerflow.features import open_events
+    from offerflow.offer_stats import daily_stats
+    from offerflow.ranking import eligibility_matrix
+    from offerflow.training import fit_personalized_model, fit_placement_posteriors, ranking_window
+
+    cfg = model_cfg or AIModelConfig(name="personalized", type="personalized",
+                                     placements=[world.personalized_placement])
+    cfg = cfg.model_copy(update={"lightgbm": cfg.lightgbm.model_copy(update={"num_threads": 2})})
+    con = open_events(world.events)
+    start, end = ranking_window(con, cfg)
+    stats = daily_stats(con, cfg.placements, cfg.success_event)
+    pooled, _ = fit_placement_posteriors(stats, world.offers, cfg, start, end)
+    qualified = pooled.loc[pooled["qualified"], "offer_id"].tolist()
+    model, _, rows, _ = fit_personalized_model(con, cfg, world.profiles, world.offers, qualified, seed, start, end)
+    traffic = _traffic(con, world.personalized_placement, start, end)
+    profiles = traffic[["profile_id"]].merge(world.profiles, on="profile_id", how="left")
+    weight = traffic["displays"].to_numpy(float)
+    candidates = offers_for_placement(world.offers, world.personalized_placement).reset_index(drop=True)
+    eligible = eligibility_matrix(profiles, candidates)
+    true = world.truth(profiles, candidates, world.personalized_placement)
+    scores = model.score_matrix(profiles, candidates)
+    rows_idx = np.arange(len(profiles))
+    pick = np.where(eligible, scores, -np.inf).argmax(axis=1)
+    oracle = np.where(eligible, true, -np.inf).max(axis=1)
+    priority = np.where(eligible, candidates["priority"].to_numpy(float)[None, :], -np.inf).argmax(axis=1)
+    single = _best_single_order(true, eligible, weight)
+    return {"model": _weighted(true[rows_idx, pick], weight), "oracle": _weighted(oracle, weight),
+            "best_single": _weighted(true[rows_idx, single], weight),
+            "priority": _weighted(true[rows_idx, priority], weight),
+            "random": _weighted((true * eligible).sum(axis=1) / np.maximum(eligible.sum(axis=1), 1), weight),
+            "holdout_auc": model.holdout_metrics["auc"], "trees": float(model.booster.best_iteration_ or 0),
+            "training_rows": float(rows), "qualified": float(len(qualified)), "offers": float(len(candidates))}
+
+
+def measure_auto(world: WorldUnderTest, seed: int, model_cfg=None) -> dict[str, dict[str, float]]:
+    """Per placement: expected true click rate of the Thompson policy on its posteriors (without and
+    with the exploration share), of the best single offer, and of random."""
+    from offerflow.bandits import first_choice_probability
+    from offerflow.catalog import offers_for_placement
+    from offerflow.config import AIModelConfig
+    from offerflow.features import open_events
+    from offerflow.offer_stats import daily_stats
+    from offerflow.ranking import eligibility_matrix
+    from offerflow.training import fit_placement_posteriors, ranking_window
+
+    cfg = model_cfg or AIModelConfig(name="auto", type="auto_optimization", placements=world.auto_placements)
+    con = open_events(world.events)
+    start, end = ranking_window(con, cfg)
+    stats = daily_stats(con, cfg.placements, cfg.success_event, since=start)
+    _, per_placement = fit_placement_posteriors(stats, world.offers, cfg, start, end)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for placement in cfg.placements:
+        traffic = _traffic(con, placement, start, end)
+        profiles = traffic[["profile_id"]].merge(world.profiles, on="profile_id", how="left")
+        weight = traffic["displays"].to_numpy(float)
+        candidates = offers_for_placement(world.offers, placement).reset_index(drop=True)
+        post = candidates[["offer_id"]].merge(per_placement[placement], on="offer_id", how="left")
+        eligible = eligibility_matrix(profiles, candidates)
+        true = world.truth(profiles, candidates, placement)
+        sets, inverse = np.unique(eligible, axis=0, return_inverse=True)
+        args = (post["alpha"].to_numpy(float), post["beta"].to_numpy(float), post["qualified"].to_numpy(bool))
+        served = {}
+        for name, share in (("model", 0.0), ("with_exploration", cfg.exploration_share)):
+            policy = np.stack([first_choice_probability(*args, row, share, rng, 4000) for row in sets])
+            served[name] = _weighted((policy[inverse.reshape(-1)] * true).sum(axis=1), weight)
+        single = _best_single_order(true, eligible, weight)
+        out[placement] = {**served, "best_single": _weighted(true[np.arange(len(profiles)), single], weight),
+                          "random": _weighted((true * eligible).sum(axis=1) / eligible.sum(axis=1), weight),
+                          "qualified": float(post["qualified"].sum()), "offers": float(len(candidates))}
+    return out
+
+
+def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray, weight: np.ndarray, model_cfg,
+                                days: int, visits_per_day: int, seed: int, batches_per_day: int = 4) -> dict[str, dict]:
+    """Auto-optimization in a closed loop, from a cold start: every visit gets one decision per
+    placement, ranked by Thompson sampling on the posteriors of the model's rolling window
+    (`fit_posteriors`, retrained `batches_per_day` times a day, per placement or pooled as the
+    model says), with its exploration share; each shown offer is clicked with its true probability.
+
+    Args:
+        true: placement -> true click probability, shape (n_profiles, n_offers), same offers for all.
+        eligible: shape (n_profiles, n_offers); weight: shape (n_profiles,), visit rate per profile.
+    Returns, per placement: `daily` expected true click rate of what was served each day,
+    `best_single` (one fixed order of offers by true rate), `to_97` displays served until a day's
+    rate first reached 97% of the best single offer's (None if never).
+    """
+    from offerflow.bandits import fit_posteriors, thompson_first_choices
+    from offerflow.training import pools_placements
+
+    rng = np.random.default_rng(seed)
+    placements = list(true)
+    n, m = eligible.shape
+    visit_p = weight / weight.sum()
+    window_batches = model_cfg.training_window_days * batches_per_day
+    history = {p: [] for p in placements}  # per batch: (displays, successes) per offer
+    daily = {p: [] for p in placements}
+    for day in range(days):
+        served = {p: [] for p in placements}
+        for _ in range(batches_per_day):
+            who = rng.choice(n, size=visits_per_day // batches_per_day, p=visit_p)
+            elig = eligible[who]
+            for p in placements:
+                sources = placements if pools_placements(model_cfg) else [p]
+                window = [b for q in sources for b in history[q][-window_batches:]]
+                d = np.sum([b[0] for b in window], axis=0) if window else np.zeros(m)
+                s = np.sum([b[1] for b in window], axis=0) if window else np.zeros(m)
+                post = fit_posteriors(pd.DataFrame({"offer_id": np.arange(m).astype(str), "displays": d, "successes": s}),
+                                      model_cfg.min_displays, model_cfg.min_successes)
+                post = post.set_index("offer_id").loc[np.arange(m).astype(str)]
+                everything = [b for q in sources for b in history[q]]  # qualification: the whole history
+                if everything:
+                    lifetime_d = np.sum([b[0] for b in everything], axis=0)
+                    lifetime_s = np.sum([b[1] for b in everything], axis=0)
+                    post["qualified"] = (lifetime_d >= model_cfg.min_displays) & (lifetime_s >= model_cfg.min_successes)
+                choice = thompson_first_choices(post["alpha"].to_numpy(float), post["beta"].to_numpy(float),
+                                                post["qualified"].to_numpy(bool), elig, model_cfg.exploration_share, rng)
+                rate = true[p][who, choice]
+                clicks = rng.random(len(who)) < rate
+                history[p].append((np.bincount(choice, minlength=m), np.bincount(choice, weights=clicks, minlength=m)))
+                served[p].append(rate)
+        for p in placements:
+            daily[p].append(float(np.concatenate(served[p]).mean()))
+    out = {}
+    for p in placements:
+        single = _best_single_order(true[p], eligible, weight)
+        best = _weighted(true[p][np.arange(n), single], weight)
+        reached = [i for i, r in enumerate(daily[p]) if r >= AUTO_TARGET * best]
+        out[p] = {"daily": daily[p], "best_single": best,
+                  "random": _weighted((true[p] * eligible).sum(axis=1) / np.maximum(eligible.sum(axis=1), 1), weight),
+                  "to_97": (reached[0] + 1) * visits_per_day if reached else None}
+    return out
+
+
+def measure_auto_closed_loop(world: WorldUnderTest, seed: int, model_cfg, days: int = 28) -> dict[str, dict]:
+    """`simulate_auto_optimization` on a world's profiles, offers and truth for its auto placements."""
+    from offerflow.catalog import offers_for_placement
+    from offerflow.ranking import eligibility_matrix
+
+    candidates = offers_for_placement(world.offers, model_cfg.placements[0]).reset_index(drop=True)
+    eligible = eligibility_matrix(world.profiles, candidates)
+    weight = world.visits(model_cfg.placements[0])
+    keep = weight > 0
+    true = {p: world.truth(world.profiles[keep], candidates, p) for p in model_cfg.placements}
+    per_day = int(round(weight.sum()))
+    return simulate_auto_optimization(true, eligible[keep], weight[keep], model_cfg, days, per_day, seed)
+
+
+def world_rows(world: WorldUnderTest, seed: int) -> list[dict]:
+    from offerflow.config import AIModelConfig
+    from offerflow.training import pools_placements
+
+    p = measure_personalized(world, seed)
+    rows = [{"dataset": world.name, "measure": f"personalized first choice, share of the oracle's true click rate "
+             f"({world.personalized_placement})",
+             "ours": p["model"] / p["oracle"], "baseline": p["best_single"] / p["oracle"],
+             "baseline_name": "best single offer", "ceiling": 1.0, "target": f">= {PERSONALIZED_TARGET}",
+             "note": (f"true CTR: model {p['model']:.4f}, oracle {p['oracle']:.4f}, best single {p['best_single']:.4f},"
+                      f" priority {p['priority']:.4f}, random {p['random']:.4f}; holdout AUC {p['holdout_auc']:.3f},"
+                      f" {int(p['trees'])} trees, {int(p['training_rows'])} training displays,"
+                      f" {int(p['qualified'])}/{int(p['offers'])} offers qualified")}]
+    a_cfg = AIModelConfig(name="auto", type="auto_optimization", placements=world.auto_placements)
+    for placement, a in measure_auto_closed_loop(world, seed, a_cfg).items():
+        tail = float(np.mean(a["daily"][-7:]))
+        rows.append({"dataset": world.name, "measure": f"auto-optimization from a cold start, last 7 of {len(a['daily'])}"
+                     f" days, share of the best single offer's true click rate ({placement})",
+                     "ours": tail / a["best_single"], "baseline": a["random"] / a["best_single"], "baseline_name": "random",
+                     "ceiling": 1.0, "target": f">= {AUTO_TARGET}",
+                     "note": (f"true CTR served (incl. the {a_cfg.exploration_share:.0%} exploration share) {tail:.4f},"
+                              f" best single {a['best_single']:.4f}, random {a['random']:.4f}; first day at >= 97%"
+                              f" of best single after {a['to_97'] if a['to_97'] is not None else 'never'} displays;"
+                              f" {'pooled' if pools_placements(a_cfg) else 'per-placement'} posteriors")})
+    return rows
+
+
+def rows(quick: bool = False, seed: int = REPORT_SEED) -> list[dict]:
+    """Every figure of this benchmark, one dict per row (the convention of bench/external.py)."""
+    out: list[dict] = []
+    for make in (OfferflowWorld, ExternalWorld):
+        with tempfile.TemporaryDirectory(prefix="offerflow-external-ranking-") as tmp:
+            out.extend(world_rows(make(Path(tmp), seed, quick), seed))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller worlds (about a minute)")
+    parser.add_argument("--seed", type=int, default=REPORT_SEED, help="world and model seed (1 is for tuning)")
+    args = parser.parse_args()
+    for row in rows(args.quick, args.seed):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
