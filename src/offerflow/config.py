@@ -263,6 +263,8 @@ class EvaluationConfig(_Strict):
     formulas: dict[str, str] = Field(default_factory=dict, description="Extra ranking formulas to compare.")
     min_ess: float = Field(200.0, ge=0)
     min_propensity: float = Field(0.01, ge=0, lt=1)
+    min_clicks: int = Field(30, ge=0, description=(
+        "Fewer clicks in the window, or carrying a strategy's estimate: a warning, and no serving switch."))
     promotion_min_lift: float = Field(0.0, description="Lift CI lower end a candidate must exceed to be served.")
     report_dir: Path | None = Field(None, description="Where reports go; default <data.outputs_dir>/evaluation.")
 
