@@ -80,9 +80,13 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
                       {"auto_optimization": "auto-opt", "personalized": "personal."}.get(m.type, m.type), ", ".join(m.placements),
                       (m.last_trained or "never")[5:16].replace("T", " "),
                       "" if qualified is None else f"{int(qualified)}/{int(m.metrics.get('offers_total', 0))}",
-                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout")),
+                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout"))
+                      if m.serving == "model" else "random",
                       _fmt(m.holdout_gini, "{:.2f}"))
     console.print(table)
+    for m in models:
+        if m.serving != "model":
+            console.print(f"[yellow]{m.name}[/yellow] serves at random: {m.serving.removeprefix('random: ')}")
 
 
 @models_app.command("retrain")
@@ -120,6 +124,7 @@ def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
     console.print(f"optimizes:         {model.optimization_metric}")
     console.print(f"training window:   {model.training_window_days} days")
     console.print("traffic:           " + ", ".join(f"{k} {v:.0%}" for k, v in model.traffic.items()))
+    console.print(f"serving:           {model.serving}")
     console.print(f"MLflow experiment: {model.experiment}")
     if model.run_id is None:
         console.print("last trained:      never")
