@@ -177,8 +177,12 @@ class PropensityGoalConfig(_Strict):
             data = {**data, "goal": {"occurrence": "will_not_occur", **data["goal"]}}
         return data
     outcome_window_days: int = Field(30, ge=1, le=365)
-    eligible_active_within_days: int = Field(45, ge=1)
-    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
+    eligible_active_within_days: int | None = Field(None, ge=1, description=(
+        "Opt-in activity filter: only profiles with an event in these many days before the cut-off are"
+        " eligible (trained on and scored); null (default): every profile with any event before it."))
+    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 365], min_length=1, description=(
+        "Windows of the count / value / active-day / rate features, next to the whole-history ones"
+        " (docs/customer-ai.md says why these)."))
     custom_event_types: list[str] = Field(default_factory=list)
     profile_attributes: list[str] | None = None
     min_positives: int = Field(500, ge=1)

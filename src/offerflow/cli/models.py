@@ -187,6 +187,12 @@ def train(
     for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
         console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
                       f" {'promoted to @champion' if r['promoted'] else 'kept as @challenger'} ({r['reason']})")
+        if population := r.get("population"):
+            excluded = "; ".join(f"{n:,} {why}" for why, n in population["excluded"].items() if n) or "none"
+            console.print(f"  population as of {population['as_of']}: {population['eligible']:,} eligible,"
+                          f" {population['scored']:,} scored; excluded: {excluded}", highlight=False)
+    for name, reason in summary.get("customer_ai", {}).get("skipped", {}).items():
+        console.print(f"[bold]{name}[/bold]: {reason}", highlight=False)
     for name, r in summary.get("ranking_models", {}).get("models", {}).items():
         auc = r["metrics"].get("holdout_auc")
         console.print(f"[bold]{name}[/bold] ({r['kind']}): " + (f"holdout AUC {auc:.4f}, " if auc else "")
