@@ -25,6 +25,7 @@ from offerflow.config import load_config
 from offerflow.ingestion import validated_events
 from offerflow.overrides import describe_overrides, variant
 from offerflow.champions import latest_goal_scores
+from offerflow.propensity import history_too_short
 from offerflow.training import enrich_profiles
 
 
@@ -52,15 +53,20 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
         tags["variant"] = describe_overrides(options.overrides)
     profiles, _ = load_project_catalog(config)
     outputs = config.path(config.data.outputs_dir)
-    summary: dict[str, Any] = {"run_id": run_id, "goals": {}}
+    summary: dict[str, Any] = {"run_id": run_id, "goals": {}, "skipped": {}}
     scores = {}
     progress = StepProgress(len(goals), key="customer-ai-progress", description="Goals trained by this run")
+    by_name = {g.name: g for g in config.propensity_goals}
     for name in goals:
         with progress.step(f"train Customer AI goal {name}"):
+            if (skipped := history_too_short(events_path, by_name[name])) is not None:
+                get_run_logger().warning("%s", skipped)  # this goal alone; the others train
+                summary["skipped"][name] = skipped
+                continue
             result, scores[name], path = train_goal(config, events_path, name, profiles, tags, use_cache)
         summary["goals"][name] = {"metrics": result.metrics, "model_version": result.model_version,
                                   "promoted": result.promoted, "reason": result.reason, "run_id": result.run_id,
-                                  "scores_path": str(path)}
+                                  "scores_path": str(path), "population": result.population}
         get_run_logger().info("%s: holdout AUC %.3f, version %s, promoted=%s (%s)", name, result.metrics["auc"],
                               result.model_version, result.promoted, result.reason)
         if not result.promoted:  # a challenger is recorded; profiles keep the champion's scores
@@ -69,11 +75,21 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
         if goal.name not in scores and (latest := latest_goal_scores(outputs / "propensity" / goal.name)) is not None:
             scores[goal.name] = latest
     enrich_profiles(profiles, scores, outputs / "profiles_enriched.parquet")
-    lines = ["# Customer AI training", "", "| goal | AUC | version | promoted | reason |", "|---|---|---|---|---|"]
-    lines += [f"| `{g}` | {r['metrics']['auc']:.3f} | {r['model_version']} | {r['promoted']} | {r['reason']} |"
-              for g, r in summary["goals"].items()]
+    lines = ["# Customer AI training", "", "| goal | AUC | version | promoted | reason | eligible | scored | excluded |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| `{g}` | {r['metrics']['auc']:.3f} | {r['model_version']} | {r['promoted']} | {r['reason']} | "
+              + _population_cells(r["population"]) + " |" for g, r in summary["goals"].items()]
+    lines += [f"| `{g}` | skipped | | | {reason} | | | |" for g, reason in summary["skipped"].items()]
     if options.overrides:
         lines += ["", f"Variant: `{describe_overrides(options.overrides)}`"]
     create_markdown_artifact("\n".join(lines), key="customer-ai-training",
                              description="Customer AI goals trained by this run")
     return summary
+
+
+def _population_cells(population: dict[str, Any] | None) -> str:
+    """`eligible | scored | excluded (reason)` cells of the artifact's table."""
+    if not population:  # a result cached before populations were recorded
+        return " | | "
+    excluded = "; ".join(f"{n:,} {reason}" for reason, n in population["excluded"].items() if n) or "none"
+    return f"{population['eligible']:,} | {population['scored']:,} | {excluded}"

@@ -26,8 +26,8 @@ from offerflow.config import ProjectConfig, load_config
 from offerflow.events import EventFileError
 from offerflow.features import open_events
 from offerflow.ingestion import validated_dir
-from offerflow.report import (EvaluationResult, add_holdout, add_offline, load_evaluation_catalog, log_evaluation,
-                              summary_sentences, write_report)
+from offerflow.report import (EvaluationResult, add_holdout, add_offline, evaluation_json, load_evaluation_catalog,
+                              log_evaluation, summary_sentences, write_report)
 from offerflow.serving import apply_serving_decisions
 from offerflow.strategies import evaluate_placement
 from offerflow.tracking import Tracker, resolve_tracking_uri
@@ -116,4 +116,5 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
     return {"report": str(report_path), "mlflow_run_id": run_id, "summary": result.summary, "notes": result.notes,
             "serving": {p: {"serve_candidate": d.serve_candidate, "reason": d.reason, "candidate": d.candidate,
                             "current": d.current, "switched": switched.get(p)}
-                        for p, d in result.serving.items()}}
+                        for p, d in result.serving.items()},
+            **evaluation_json(result, config)}

@@ -43,6 +43,7 @@ from offerflow.ingestion import (IngestionResult, ValidationFailed, ingest_event
 from offerflow.publishing import publish_placement
 from offerflow.store import RankingStore
 from offerflow.tracking import Tracker, resolve_tracking_uri
+from offerflow.propensity import history_too_short
 from offerflow.training import (RankingModelResult, TrainingResult, enrich_profiles, score_propensity,
                                 train_propensity, train_ranking_model)
 
@@ -224,6 +225,8 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     for name, r in summary["propensity"].items():
         lines.append(f"| propensity `{name}` | AUC {r['metrics']['auc']:.3f}, v{r['model_version']},"
                      f" promoted={r['promoted']} |")
+    for name, reason in summary.get("propensity_skipped", {}).items():
+        lines.append(f"| propensity `{name}` | skipped: {reason} |")
     for name, r in summary["ranking_models"].items():
         auc = r["metrics"].get("holdout_auc")
         lines.append(f"| ranking model `{name}` | {r['kind']}, {int(r['metrics']['offers_qualified'])} offers"
@@ -258,8 +261,13 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dic
 
     propensity: dict[str, TrainingResult] = {}
     scores = {}
+    skipped: dict[str, str] = {}
     for goal in config.propensity_goals:
         with progress.step(f"train Customer AI goal {goal.name}"):
+            if (reason := history_too_short(events_path, goal)) is not None:  # this goal alone; the run goes on
+                get_run_logger().warning("%s", reason)
+                skipped[goal.name] = reason
+                continue
             result, goal_scores, _ = train_goal(config, events_path, goal.name, profiles, tags, use_cache)
         propensity[goal.name], scores[goal.name] = result, goal_scores
     enriched = enrich_profiles(profiles, scores, config.path(config.data.outputs_dir) / "profiles_enriched.parquet")
@@ -280,7 +288,9 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dic
         "validation": {**ingestion.counts(), "data_docs": str(ingestion.report.data_docs_path or ""),
                        "warnings": [f"{w.name}: {w.observed}" for w in ingestion.report.warnings]},
         "propensity": {k: {"metrics": v.metrics, "model_version": v.model_version, "promoted": v.promoted,
-                           "reason": v.reason, "run_id": v.run_id} for k, v in propensity.items()},
+                           "reason": v.reason, "run_id": v.run_id, "population": v.population}
+                       for k, v in propensity.items()},
+        "propensity_skipped": skipped,
         "ranking_models": {k: {"kind": v.kind, "metrics": v.metrics, "model_version": v.model_version,
                                "run_id": v.run_id} for k, v in ranking.items()},
         "published": published,

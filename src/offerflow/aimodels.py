@@ -37,6 +37,21 @@ def traffic_split(model: AIModelConfig) -> dict[str, float]:
             "holdout": round(holdout, 4)}
 
 
+def serving_state(model: AIModelConfig, metrics: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """What the model's placements are served by now, in words, and the traffic shares that follow.
+
+    An auto-optimization model needs at least two qualified offers to rank: with fewer (too few
+    displays or successes in the window) its placements are served in a uniformly random order,
+    and every decision says so (`source: random_too_few_qualified`)."""
+    qualified = metrics.get("offers_qualified")
+    if model.type == "auto_optimization" and qualified is not None and qualified < 2:
+        return (f"random: {int(qualified)} of {int(metrics.get('offers_total', 0))} offers qualified"
+                f" (needs 2; {model.min_displays} displays and {model.min_successes} successes"
+                f" in {model.training_window_days} days)"), {"model": 0.0, "exploration": 0.0, "holdout": 0.0,
+                                                             "random": 1.0}
+    return "model", traffic_split(model)
+
+
 @dataclass(frozen=True)
 class ModelOverview:
     name: str
@@ -52,6 +67,7 @@ class ModelOverview:
     run_id: str | None = None
     champion_version: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    serving: str = "model"
 
     @property
     def holdout_gini(self) -> float | None:
@@ -69,12 +85,14 @@ def overview(config: ProjectConfig, tracker: Tracker | None) -> list[ModelOvervi
         experiment = experiment_name(config.tracking.experiment_prefix, model.name)
         last = tracker.latest_run(experiment) if tracker is not None else None
         champion = tracker.alias_version(experiment, CHAMPION) if (tracker and model.type == "personalized") else None
+        metrics = last["metrics"] if last else {}
+        serving, traffic = serving_state(model, metrics)
         out.append(ModelOverview(
             name=model.name, type=model.type, status=model.status, description=model.description,
             placements=list(model.placements), optimization_metric=optimization_metric(model),
-            training_window_days=model.training_window_days, experiment=experiment, traffic=traffic_split(model),
+            training_window_days=model.training_window_days, experiment=experiment, traffic=traffic,
             last_trained=last["started"] if last else None, run_id=last["run_id"] if last else None,
-            champion_version=champion, metrics=last["metrics"] if last else {}))
+            champion_version=champion, metrics=metrics, serving=serving))
     return out
 
 

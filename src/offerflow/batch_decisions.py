@@ -221,7 +221,8 @@ class _Plan:
                 samples = samples * self.weights[None, :]
             explore_draw = rng.random(n) < self.exploration
             scores = np.broadcast_to(self.means, (n, m))
-            arm_model = np.full(n, self.model is not None)
+            # with fewer than two qualified offers allowed the model does not rank: served at random
+            arm_model = ((allowed & self.qualified[None, :]).sum(axis=1) >= 2) & (self.model is not None)
         else:
             ranks, table_scores = self._table_matrix(chunk_ids)
             in_table = ranks > 0

@@ -28,7 +28,8 @@ import pandas as pd
 
 from offerflow.config import LightGBMParams
 from offerflow.features import categorical_columns, categories_of, feature_matrix
-from offerflow.propensity import PropensityModel, PropensityTrainingData, fit_propensity_model
+from offerflow.propensity import (EARLY_STOPPING_METRIC, PropensityModel, PropensityTrainingData,
+                                  fit_propensity_model)
 from offerflow.ranking import STOPPING_METRIC, ClickModel, fit_click_model, ips_weights
 from offerflow.schema import PROFILE_ID
 
@@ -132,8 +133,9 @@ def _best_round(local: Any, patience: int) -> int:
 def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMParams, seed: int,
                                     client: Any) -> PropensityModel:
     """`fit_propensity_model` with both fits run by `lightgbm.dask` on the workers of `client`:
-    all rounds on the earlier cut-offs with the latest one's AUC recorded (the best round stands
-    in for early stopping), then the refit on every cut-off with that many trees."""
+    all rounds on the training rows with the validation rows' AUC recorded (the best round stands
+    in for early stopping; the same split, time or profiles, as there), then the refit on every
+    cut-off with that many trees."""
     data = PropensityTrainingData.of(examples)
     order = np.argsort(~data.train, kind="stable")  # the validation rows (latest cut-off) last
     matrix = feature_matrix(examples, data.feature_columns, data.categories)[order]
@@ -146,11 +148,12 @@ def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMPara
     def spread(values: np.ndarray, start: int, stop: int) -> Any:
         return _spread(client, workers, values, start, stop)
 
-    stopper = _dask_classifier(client, params, seed, scale_pos_weight=data.pos_weight(data.train))
+    # AUC alone (EARLY_STOPPING_METRIC), no class weights: as `fit_propensity_model`.
+    stopper = _dask_classifier(client, params, seed, **EARLY_STOPPING_METRIC)
     _fit_quietly(stopper, spread(matrix, 0, cut), spread(y, 0, cut),
                  eval_X=(spread(matrix, cut, len(y)),), eval_y=(spread(y, cut, len(y)),), eval_metric="auc", **fit)
     best = _best_round(stopper.to_local(), params.early_stopping_rounds)
-    model = _dask_classifier(client, params, seed, n_estimators=best, scale_pos_weight=data.pos_weight())
+    model = _dask_classifier(client, params, seed, n_estimators=best, **EARLY_STOPPING_METRIC)
     _fit_quietly(model, spread(matrix, 0, len(y)), spread(y, 0, len(y)), **fit)
     return PropensityModel(model.to_local(), data.feature_columns, data.categories)
 

@@ -79,6 +79,16 @@ class LightGBMParams(_Strict):
                     deterministic=True, force_row_wise=True, verbose=-1)
 
 
+#: Defaults that depend on the model type (what the hosted systems users know do, shared/DOMAIN.md):
+#: auto-optimization qualifies an offer after 100 displays and 5 successes in 14 days; personalized
+#: optimization after 250 displays and 25 successes in 30 days. docs/ranking-models.md states the
+#: same numbers (a test reads both).
+AI_MODEL_TYPE_DEFAULTS: dict[str, dict[str, int]] = {
+    "auto_optimization": {"training_window_days": 14, "min_displays": 100, "min_successes": 5},
+    "personalized": {"training_window_days": 30, "min_displays": 250, "min_successes": 25},
+}
+
+
 class AIModelConfig(_Strict):
     """A named offer-ranking model that one or more placements use."""
 
@@ -88,9 +98,14 @@ class AIModelConfig(_Strict):
     placements: list[str] = Field(min_length=1)
     success_event: Literal["click"] | str = "click"
     value_weighted: bool = False
+    #: Window and qualification thresholds; unset, they take the type's defaults (AI_MODEL_TYPE_DEFAULTS).
     training_window_days: int = Field(14, ge=1)
     min_displays: int = Field(100, ge=0)
     min_successes: int = Field(5, ge=0)
+    pool_placements: bool = Field(False, description=(
+        "Auto-optimization with several placements: false (default) learns one posterior table per"
+        " placement from that placement's displays; true pools the displays of all its placements"
+        " into one table that every placement serves."))
     exploration_share: float = Field(0.10, ge=0, le=1)
     max_training_displays: int | None = Field(
         2_000_000, ge=1_000, description="A personalized model trains on the displays of a stable hash sample of"
@@ -100,6 +115,14 @@ class AIModelConfig(_Strict):
         "(arm 'holdout' in the decision metadata), to measure the model's lift."))
     status: Literal["active", "draft"] = "active"
     lightgbm: LightGBMParams = LightGBMParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_defaults(cls, data: Any) -> Any:
+        """Fill the window and thresholds the file leaves out with the model type's defaults."""
+        if isinstance(data, dict) and data.get("type") in AI_MODEL_TYPE_DEFAULTS:
+            data = {**AI_MODEL_TYPE_DEFAULTS[data["type"]], **data}
+        return data
 
 
 class GoalCondition(_Strict):
@@ -154,8 +177,12 @@ class PropensityGoalConfig(_Strict):
             data = {**data, "goal": {"occurrence": "will_not_occur", **data["goal"]}}
         return data
     outcome_window_days: int = Field(30, ge=1, le=365)
-    eligible_active_within_days: int = Field(45, ge=1)
-    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
+    eligible_active_within_days: int | None = Field(None, ge=1, description=(
+        "Opt-in activity filter: only profiles with an event in these many days before the cut-off are"
+        " eligible (trained on and scored); null (default): every profile with any event before it."))
+    lookback_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 365], min_length=1, description=(
+        "Windows of the count / value / active-day / rate features, next to the whole-history ones"
+        " (docs/customer-ai.md says why these)."))
     custom_event_types: list[str] = Field(default_factory=list)
     profile_attributes: list[str] | None = None
     min_positives: int = Field(500, ge=1)
@@ -240,6 +267,8 @@ class EvaluationConfig(_Strict):
     formulas: dict[str, str] = Field(default_factory=dict, description="Extra ranking formulas to compare.")
     min_ess: float = Field(200.0, ge=0)
     min_propensity: float = Field(0.01, ge=0, lt=1)
+    min_clicks: int = Field(30, ge=0, description=(
+        "Fewer clicks in the window, or carrying a strategy's estimate: a warning, and no serving switch."))
     promotion_min_lift: float = Field(0.0, description="Lift CI lower end a candidate must exceed to be served.")
     report_dir: Path | None = Field(None, description="Where reports go; default <data.outputs_dir>/evaluation.")
 

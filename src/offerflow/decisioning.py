@@ -40,6 +40,9 @@ from offerflow.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 from offerflow.store import RankingStore
 
 MAX_ITEMS = 30
+#: `source` of an auto-optimized placement whose eligible offers hold fewer than two qualified ones:
+#: the model does not rank them, they are served in a uniformly random order (arm `non_personalized`).
+RANDOM_TOO_FEW_QUALIFIED = "random_too_few_qualified"
 
 
 class DecisionError(ValueError):
@@ -65,7 +68,9 @@ class PlacementDecision:
     ai_model: str | None
     model_version: str | None
     table_version: int | None
-    source: str  # ranking_table | thompson_sampling | non_personalized | random_holdout | fallback
+    #: ranking_table | thompson_sampling | exploration | random_too_few_qualified | non_personalized
+    #: | random_holdout | fallback
+    source: str
     arm: str = "non_personalized"  # model | holdout | non_personalized | fallback
 
 
@@ -247,8 +252,9 @@ class DecisionEngine:
 
         model = self.model_of(placement, meta)
         if snap is not None and snap.kind == "posterior":
-            chosen, pool, first_probability = self._thompson(placement_id, snap, allowed, n_items)
-            source, arm = "thompson_sampling", "model" if model is not None else "non_personalized"
+            chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items)
+            # Fewer than two qualified offers: the model does not rank, the placement is served at random.
+            arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
         else:
             chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
@@ -367,8 +373,12 @@ class DecisionEngine:
                   for r, j in enumerate(selection.indices)]
         position = {oid: j for j, oid in enumerate(post.offer_ids)}
         pool = [post.offer_ids[j] for j in np.flatnonzero(eligible)]
+        if int((post.qualified & eligible).sum()) < 2:
+            source = RANDOM_TOO_FEW_QUALIFIED
+        else:
+            source = "exploration" if selection.explored else "thompson_sampling"
         # the first-choice probability is exact; later slots' marginals are not computed (None)
-        return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None)
+        return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None), source
 
 
 @dataclass(frozen=True)

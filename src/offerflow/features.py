@@ -99,33 +99,38 @@ def interaction_features(con: duckdb.DuckDBPyConnection, cutoff: datetime,
                          lookback_days: Sequence[int], event_types: Sequence[str],
                          value_event_types: Sequence[str] = ("purchase",),
                          active_day_channels: Sequence[str] = (),
-                         profile_ids: Sequence[str] | pd.Series | None = None) -> pd.DataFrame:
-    """Per profile, from events before `cutoff`: counts per type and window, days since last, value.
+                         profile_ids: Sequence[str] | pd.Series | None = None,
+                         history_event_types: Sequence[str] = ()) -> pd.DataFrame:
+    """Per profile, from events before `cutoff`: counts per type and window, days since last, value,
+    and whole-history recency / frequency / tenure / gaps / value of `history_event_types`.
 
     Returns one row per profile with any event before the cut-off (only those of `profile_ids`
     when given), sorted by profile id, with the columns of `interaction_features_sql`.
     """
     with profile_filter(con, profile_ids) as keep:
         sql = interaction_features_sql(cutoff, lookback_days, event_types, value_event_types,
-                                       active_day_channels, keep)
+                                       active_day_channels, keep, history_event_types)
         return query_frame(con, f"{sql} ORDER BY profile_id")
 
 
 def write_interaction_features(con: duckdb.DuckDBPyConnection, path: Path, cutoff: datetime,
                                lookback_days: Sequence[int], event_types: Sequence[str],
                                value_event_types: Sequence[str] = ("purchase",),
-                               active_day_channels: Sequence[str] = (), where: str = "TRUE") -> int:
+                               active_day_channels: Sequence[str] = (), where: str = "TRUE",
+                               history_event_types: Sequence[str] = ()) -> int:
     """`interaction_features` of the profiles matching the SQL condition `where`, written by DuckDB
     to a Parquet file sorted by profile id; returns its rows. Nothing passes through Python, and
     DuckDB spills beyond its memory cap, so this works for tens of millions of profiles."""
-    sql = interaction_features_sql(cutoff, lookback_days, event_types, value_event_types, active_day_channels, where)
+    sql = interaction_features_sql(cutoff, lookback_days, event_types, value_event_types, active_day_channels, where,
+                                   history_event_types)
     (rows,), = con.execute(f"COPY ({sql} ORDER BY profile_id) TO {_sql_str(str(path))} (FORMAT parquet)").fetchall()
     return int(rows)
 
 
 def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], event_types: Sequence[str],
                              value_event_types: Sequence[str] = ("purchase",),
-                             active_day_channels: Sequence[str] = (), where: str = "TRUE") -> str:
+                             active_day_channels: Sequence[str] = (), where: str = "TRUE",
+                             history_event_types: Sequence[str] = ()) -> str:
     """The query behind `interaction_features`: one row per profile matching `where` (a SQL
     condition on the events) with any event before the cut-off, in no particular order. Columns:
     `count_<type>_<L>d`, `days_since_<type>` (NaN if never), `value_<type>_<L>d` and, per channel
@@ -137,9 +142,21 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
     part of it after the first event of the dataset (at least one day). Training snapshots at
     early cut-offs see less history than the scoring date does; a raw count over a window longer
     than the history means something else at every cut-off, a rate means the same thing.
+
+    Whole history (`history_event_types`, the goal's events: sparse repeat behaviour such as
+    purchases, where a customer buys a few times a year and every window is mostly empty):
+    `count_<type>_all` (events), `days_<type>_all` (distinct days with one: frequency),
+    `days_since_first_<type>` (tenure), `mean_gap_<type>` (days between first and last over the
+    gaps between those days; NaN below two days), `last_gap_<type>` (days between the last two
+    events), `recency_gap_ratio_<type>` (days since the last over the mean gap: "overdue"),
+    `rate_<type>_all` (days with one per day since the profile's first event), `value_<type>_all`
+    and `mean_value_<type>` (monetary value). Plus, for every profile, `days_since_first_event` and
+    `days_since_last_event` (any type). These are the statistics the BG/NBD and Pareto/NBD
+    models condition on (frequency, recency, age), so the model can learn the same signal.
     """
     cutoff_sql = sql_timestamp(cutoff)
-    selects = []
+    selects = [f"date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 AS days_since_first_event",
+               f"date_diff('second', max(timestamp), {cutoff_sql}) / 86400.0 AS days_since_last_event"]
     for event_type in event_types:
         name, quoted = safe_name(event_type), _sql_str(event_type)
         for days in lookback_days:
@@ -151,6 +168,16 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
                                f" AS value_{name}_{int(days)}d")
         selects.append(f"date_diff('second', max(timestamp) FILTER (WHERE event_type = {quoted}), {cutoff_sql})"
                        f" / 86400.0 AS days_since_{name}")
+    history = list(dict.fromkeys(history_event_types))
+    for event_type in history:
+        name, only = safe_name(event_type), f"FILTER (WHERE event_type = {_sql_str(event_type)})"
+        selects += [f"count(*) {only} AS count_{name}_all",
+                    f"count(DISTINCT CAST(timestamp AS DATE)) {only} AS days_{name}_all",
+                    f"date_diff('second', min(timestamp) {only}, {cutoff_sql}) / 86400.0 AS days_since_first_{name}",
+                    f"date_diff('second', (max(timestamp, 2) {only})[2], max(timestamp) {only}) / 86400.0"
+                    f" AS last_gap_{name}",
+                    f"coalesce(sum(value) {only}, 0) AS value_{name}_all",
+                    f"avg(value) {only} AS mean_value_{name}"]
     sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
            f"WHERE timestamp < {cutoff_sql} AND ({where}) GROUP BY profile_id")
     if active_day_channels:
@@ -170,13 +197,19 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
                f" FROM ({sql}) h LEFT JOIN ({days}) a USING (profile_id)")
     # Days of data before the cut-off: from the dataset's first event (point in time: an event
     # before the cut-off), so a window is clipped to what could have been observed.
-    history = (f"(SELECT date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 FROM {EVENTS_VIEW}"
-               f" WHERE timestamp < {cutoff_sql})")
+    observed = (f"(SELECT date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 FROM {EVENTS_VIEW}"
+                f" WHERE timestamp < {cutoff_sql})")
     rates = [f"count_{safe_name(t)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0) AS per_day_{safe_name(t)}_{int(d)}d"
              for t in event_types for d in lookback_days]
     rates += [f"active_days_{safe_name(c)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0)"
               f" AS active_share_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
-    return f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {history} AS hist)"
+    for event_type in history:
+        n = safe_name(event_type)
+        gap = f"(days_since_first_{n} - days_since_{n}) / nullif(days_{n}_all - 1, 0)"
+        rates += [f"{gap} AS mean_gap_{n}",
+                  f"days_since_{n} / nullif({gap}, 0) AS recency_gap_ratio_{n}",
+                  f"days_{n}_all / greatest(days_since_first_event, 1.0) AS rate_{n}_all"]
+    return f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {observed} AS hist)"
 
 
 def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:

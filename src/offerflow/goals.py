@@ -8,12 +8,15 @@ names are checked against the event columns and values are bound, never pasted i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from offerflow.config import GoalCondition, GoalDefinition, PropensityGoalConfig
 from offerflow.features import EVENTS_VIEW, query_frame, sql_timestamp
@@ -23,6 +26,11 @@ _SQL_OPERATORS = {"==": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "
 
 class GoalError(ValueError):
     """A goal that cannot be evaluated on the data (unknown field, too few examples)."""
+
+
+class HistoryTooShort(GoalError):
+    """The events span too few days for even one training cut-off of the goal: the flows skip that
+    goal with a one-line warning and train and publish the rest."""
 
 
 def _condition_sql(condition: GoalCondition, columns: Collection[str], where: str) -> tuple[str, list[Any]]:
@@ -56,24 +64,23 @@ def goal_predicate(goal: GoalDefinition, columns: Collection[str], where: str = 
 def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutoff: datetime) -> pd.DataFrame:
     """Eligible profiles at `cutoff` with their label (1 = the goal happened as defined).
 
-    Eligible: any event in the `eligible_active_within_days` before the cut-off. Label: an event
-    satisfying the goal in [cutoff, cutoff + outcome window); inverted for "will not occur".
-    Returns columns `profile_id`, `label` (int8), sorted by profile_id.
+    Eligible: any event before the cut-off (with `eligible_active_within_days`, any event in that
+    many days before it). Label: an event satisfying the goal in [cutoff, cutoff + outcome
+    window); inverted for "will not occur". Returns columns `profile_id`, `label` (int8), sorted
+    by profile_id.
     """
     columns = [r[0] for r in con.execute(f"DESCRIBE {EVENTS_VIEW}").fetchall()]
     predicate, params = goal_predicate(goal.goal, columns, where=f"propensity_goals[{goal.name}].goal")
-    start = cutoff - timedelta(days=goal.eligible_active_within_days)
     end = cutoff + timedelta(days=goal.outcome_window_days)
     sql = f"""
-        WITH eligible AS (
-            SELECT DISTINCT profile_id FROM {EVENTS_VIEW} WHERE timestamp >= ? AND timestamp < ?),
+        WITH eligible AS (SELECT DISTINCT profile_id FROM ({_eligible_sql(goal, cutoff)})),
         reached AS (
             SELECT DISTINCT profile_id FROM {EVENTS_VIEW}
             WHERE timestamp >= ? AND timestamp < ? AND {predicate})
         SELECT e.profile_id, (r.profile_id IS NOT NULL)::TINYINT AS label
         FROM eligible e LEFT JOIN reached r USING (profile_id) ORDER BY e.profile_id"""
     try:
-        labels = query_frame(con, sql, [start, cutoff, cutoff, end, *params])
+        labels = query_frame(con, sql, [cutoff, end, *params])
     except duckdb.Error as exc:  # e.g. `value > "abc"`: a condition value of the wrong type
         detail = str(exc).strip().splitlines()[0]
         raise GoalError(f"propensity_goals[{goal.name}].goal: cannot evaluate the conditions: {detail}") from None
@@ -95,6 +102,72 @@ def eligible_condition(goal: PropensityGoalConfig, as_of: datetime, within: str 
 
 
 def _eligible_sql(goal: PropensityGoalConfig, as_of: datetime) -> str:
-    start = as_of - timedelta(days=goal.eligible_active_within_days)
-    return (f"SELECT profile_id FROM {EVENTS_VIEW}"
-            f" WHERE timestamp >= {sql_timestamp(start)} AND timestamp < {sql_timestamp(as_of)}")
+    since = ""
+    if goal.eligible_active_within_days is not None:
+        start = as_of - timedelta(days=goal.eligible_active_within_days)
+        since = f" AND timestamp >= {sql_timestamp(start)}"
+    return f"SELECT profile_id FROM {EVENTS_VIEW} WHERE timestamp < {sql_timestamp(as_of)}{since}"
+
+
+@dataclass(frozen=True)
+class Population:
+    """Who a training or scoring run covers as of a date, and who it leaves out and why.
+
+    `profiles`: rows of the profiles table; `eligible`: profiles (of the table or only seen in the
+    events) with history before `as_of` that pass the activity filter; `scored`: those the run
+    scored; `excluded`: profiles of the table that are not eligible, by reason.
+    """
+
+    as_of: str
+    profiles: int
+    eligible: int
+    scored: int
+    excluded: dict[str, int]  # reason code (`no_history`, `inactive`) -> profiles of the table
+    reasons: dict[str, str]  # reason code -> what it means, e.g. `no event before 1998-04-01`
+
+    def as_metrics(self, prefix: str = "population_") -> dict[str, float]:
+        """MLflow metrics: `population_{profiles,eligible,scored,excluded,excluded_<reason>}`."""
+        counts = {"profiles": self.profiles, "eligible": self.eligible, "scored": self.scored,
+                  "excluded": sum(self.excluded.values()), **{f"excluded_{k}": n for k, n in self.excluded.items()}}
+        return {f"{prefix}{k}": float(v) for k, v in counts.items()}
+
+    def as_dict(self) -> dict[str, object]:
+        return {"as_of": self.as_of, "profiles": self.profiles, "eligible": self.eligible, "scored": self.scored,
+                "excluded": {self.reasons[k]: n for k, n in self.excluded.items()}}
+
+    def describe(self) -> str:
+        """One line, e.g. `23,570 scored of 23,570 eligible (23,570 in the profiles table) as of ...`."""
+        excluded = "; ".join(f"{n:,} {self.reasons[k]}" for k, n in self.excluded.items() if n) or "none"
+        return (f"{self.scored:,} scored of {self.eligible:,} eligible ({self.profiles:,} in the profiles table)"
+                f" as of {self.as_of}; excluded: {excluded}")
+
+
+def population(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profile_ids: pd.Series,
+               as_of: datetime, scored: int | None = None) -> Population:
+    """Count the eligible profiles as of `as_of` and the table's profiles left out, by reason
+    (`no event before <date>`, and with the activity filter `no event in the N days before`).
+    One aggregation over the events before `as_of` in DuckDB; `scored` defaults to `eligible`."""
+    name = f"_population_{uuid.uuid4().hex[:12]}"
+    ids = pd.Series(profile_ids, copy=False).to_numpy(dtype=object)
+    con.register(name, pa.table({"profile_id": pa.array(ids, type=pa.string())}))
+    try:
+        active = "TRUE"
+        if goal.eligible_active_within_days is not None:
+            active = f"last_ts >= {sql_timestamp(as_of - timedelta(days=goal.eligible_active_within_days))}"
+        (with_history, eligible, known, known_eligible), = con.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE {active}),
+                   count(*) FILTER (WHERE known), count(*) FILTER (WHERE known AND {active})
+            FROM (SELECT h.last_ts, p.profile_id IS NOT NULL AS known
+                  FROM (SELECT profile_id, max(timestamp) AS last_ts FROM {EVENTS_VIEW}
+                        WHERE timestamp < {sql_timestamp(as_of)} GROUP BY profile_id) h
+                  LEFT JOIN (SELECT DISTINCT profile_id FROM {name}) p USING (profile_id))""").fetchall()
+        (table,), = con.execute(f"SELECT count(DISTINCT profile_id) FROM {name}").fetchall()
+    finally:
+        con.unregister(name)
+    day = f"{as_of:%Y-%m-%d}"
+    excluded, reasons = {"no_history": int(table - known)}, {"no_history": f"no event before {day}"}
+    if goal.eligible_active_within_days is not None:
+        excluded["inactive"] = int(known - known_eligible)
+        reasons["inactive"] = (f"no event in the {goal.eligible_active_within_days} days before {day}"
+                               " (eligible_active_within_days)")
+    return Population(day, int(table), int(eligible), int(eligible if scored is None else scored), excluded, reasons)

@@ -94,10 +94,23 @@ def add_holdout(result: EvaluationResult, config: ProjectConfig, decision_log_di
     result.traffic = traffic_allocation(outcomes)
 
 
+def headline_estimator(evaluation: Evaluation, preferred: str) -> str:
+    """The configured headline estimator, or SNIPS when it has no estimate on this placement (DR
+    without a reward model: nothing before the window to train one on)."""
+    table = evaluation.table
+    available = set(table.loc[table["kind"] != "logged", "estimator"]) if len(table) else set()
+    if preferred in available:
+        return preferred
+    return next((e for e in ("snips", "ips", "dr") if e in available), preferred)
+
+
 def decide_serving(evaluation: Evaluation, current: str, estimator: str, min_lift: float,
                    servable: set[str] | None = None) -> ServingDecision:
     """The best-estimated candidate that a placement can serve (`servable`: strategies with a
     ranking method; never the logged policy, nor random) against the current strategy."""
+    if evaluation.too_few:
+        return ServingDecision(False, f"not enough data to rank strategies: {evaluation.too_few}", {}, None, current)
+    estimator = headline_estimator(evaluation, estimator)
     table = evaluation.table[(evaluation.table["estimator"] == estimator) & (evaluation.table["kind"] != "logged")]
     if current not in set(table["strategy"]):
         return ServingDecision(False, f"current strategy {current!r} has no estimate", {})
@@ -112,25 +125,47 @@ def _pct(x: float) -> str:
     return f"{x:+.0%}" if np.isfinite(x) else "n/a"
 
 
+def _rate(row: pd.Series, level: str) -> str:
+    """A click rate with its interval, e.g. '0.39% (95% CI 0.21% to 0.66%)'."""
+    return f"{row['value']:.2%} ({level} CI {row['low']:.2%} to {row['high']:.2%})"
+
+
+def _offline_sentences(placement_id: str, evaluation: Evaluation, config: ProjectConfig) -> list[str]:
+    ev = config.evaluation
+    estimator = headline_estimator(evaluation, ev.headline_estimator)
+    table = evaluation.table
+    table = table[(table["estimator"] == estimator) & (table["kind"] != "logged")] if len(table) else table
+    basis = f"based on {evaluation.n:,} displays and {evaluation.clicks:,} clicks (off-policy, {estimator.upper()})"
+    level = f"{evaluation.confidence:.0%}"
+    if table.empty:
+        return [f"On {placement_id}, no strategy could be estimated ({evaluation.n:,} displays)."]
+    ranked = table.sort_values("value", ascending=False, kind="stable")
+    best = ranked.iloc[0]
+    if evaluation.too_few:
+        listed = "; ".join(f"{row['label']} {_rate(row, level)}" for _, row in ranked.iterrows())
+        return [f"On {placement_id}, {evaluation.too_few}. Estimated first-item click rates, {basis}: {listed}."]
+    baseline = ev.baseline_strategy if ev.baseline_strategy in set(table["strategy"]) else "priority"
+    if baseline not in set(table["strategy"]):
+        return [f"On {placement_id}, {best['label']} has the highest estimate, {_rate(best, level)}, {basis}."]
+    base = table[table["strategy"] == baseline].iloc[0]
+    if best["strategy"] == baseline:
+        return [f"On {placement_id}, no strategy is estimated to beat {baseline} ({_rate(best, level)}, {basis})."]
+    lift = evaluation.lift(best["strategy"], baseline, estimator)
+    if not all(np.isfinite([lift["lift"], lift["low"], lift["high"]])):
+        return [f"On {placement_id}, {best['label']} is estimated at {_rate(best, level)} and {baseline} at "
+                f"{_rate(base, level)}, {basis}; no relative lift: {baseline}'s estimate is too close to 0."]
+    word = "better" if lift["lift"] >= 0 else "worse"
+    return [f"On {placement_id}, {best['label']} converts {abs(lift['lift']):.0%} {word} than {baseline} "
+            f"({level} CI {lift['low']:.0%} to {lift['high']:.0%}), {basis}: {_rate(best, level)} against "
+            f"{_rate(base, level)}."]
+
+
 def summary_sentences(result: EvaluationResult, config: ProjectConfig) -> list[str]:
-    """The plain-language lines at the top of the report."""
+    """The plain-language lines at the top of the report (never 'nan%')."""
     ev = config.evaluation
     out = []
     for placement_id, evaluation in result.offline.items():
-        table = evaluation.table[(evaluation.table["estimator"] == ev.headline_estimator)
-                                 & (evaluation.table["kind"] != "logged")]
-        baseline = ev.baseline_strategy if ev.baseline_strategy in set(table["strategy"]) else "priority"
-        best = table.sort_values("value", ascending=False, kind="stable").iloc[0]
-        level = f"{evaluation.confidence:.0%}"
-        if best["strategy"] == baseline:
-            out.append(f"On {placement_id}, no strategy is estimated to beat {baseline} "
-                       f"({best['value']:.2%} click rate, based on {evaluation.n:,} displays).")
-        else:
-            lift = evaluation.lift(best["strategy"], baseline, ev.headline_estimator)
-            word = "better" if lift["lift"] >= 0 else "worse"
-            out.append(f"On {placement_id}, {best['label']} converts {abs(lift['lift']):.0%} {word} than {baseline} "
-                       f"({level} CI {lift['low']:.0%} to {lift['high']:.0%}), based on {evaluation.n:,} displays "
-                       f"(off-policy, {ev.headline_estimator.upper()}).")
+        out += _offline_sentences(placement_id, evaluation, config)
         decision = result.serving.get(placement_id)
         if decision is not None:
             out.append(f"Serving decision for {placement_id}: "
@@ -138,12 +173,52 @@ def summary_sentences(result: EvaluationResult, config: ProjectConfig) -> list[s
     if not result.lift.empty:
         overall = result.lift[result.lift["day"].isna()]
         for row in overall.itertuples():
-            if np.isfinite(row.lift):
+            if np.isfinite([row.lift, row.lift_low, row.lift_high]).all():
                 out.append(f"On {row.placement_id}, {row.ai_model} traffic converts {abs(row.lift):.0%} "
                            f"{'better' if row.lift >= 0 else 'worse'} than its random holdout "
                            f"({ev.confidence:.0%} CI {row.lift_low:.0%} to {row.lift_high:.0%}, p={row.p_value:.3g}), "
                            f"based on {row.displays_model + row.displays_holdout:,} decisions.")
     return out
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    return None if value is pd.NA or value is pd.NaT else value
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    present = [c for c in columns if c in frame.columns]
+    return [{c: _json_value(v) for c, v in row.items()} for row in frame[present].to_dict(orient="records")]
+
+
+ESTIMATE_COLUMNS = ["strategy", "label", "kind", "estimator", "value", "raw", "low", "high", "ess", "n", "clicks",
+                    "effective_clicks", "warnings"]
+
+
+def evaluation_json(result: EvaluationResult, config: ProjectConfig) -> dict[str, Any]:
+    """Every estimate with its interval, per placement, as JSON-ready values (non-finite -> null):
+    the first-item table, the whole-slate table, warnings, and the holdout lift rows."""
+    placements = {}
+    for placement_id, evaluation in result.offline.items():
+        slates = evaluation.slates
+        placements[placement_id] = {
+            "window_start": _json_value(evaluation.start), "window_end": _json_value(evaluation.end),
+            "displays": evaluation.n, "clicks": evaluation.clicks, "confidence": evaluation.confidence,
+            "headline_estimator": headline_estimator(evaluation, config.evaluation.headline_estimator),
+            "too_few_to_rank": evaluation.too_few, "warnings": list(evaluation.warnings),
+            "estimates": _records(evaluation.table, ESTIMATE_COLUMNS),
+            "slates": _records(slates.table, ESTIMATE_COLUMNS) if slates is not None else None,
+            "slate_note": evaluation.slate_note}
+    lift = _records(result.lift.assign(day=result.lift["day"].astype(str).where(result.lift["day"].notna(), None)),
+                    list(result.lift.columns)) if not result.lift.empty else []
+    return {"placements": placements, "holdout_lift": lift}
 
 
 # --- charts -----------------------------------------------------------------------------------
@@ -299,7 +374,7 @@ def render_html(result: EvaluationResult, charts: dict[str, Any], config: Projec
         parts.append(f"<p class='note'>Current strategy: {html.escape(window.current)}.</p>")
         parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in evaluation.warnings]
         shown = table.assign(warnings=table["warnings"].map("; ".join))[
-            ["label", "kind", "estimator", "value", "low", "high", "ess", "warnings"]]
+            ["label", "kind", "estimator", "value", "low", "high", "ess", "effective_clicks", "warnings"]]
         parts.append(_table_html(shown))
         parts.append(_slate_html(evaluation, config))
     parts.append("<h2>Online: model versus random holdout</h2>")

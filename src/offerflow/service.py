@@ -74,7 +74,8 @@ class PlacementDecisionOut(BaseModel):
     ai_model: str | None
     model_version: str | None
     table_version: int | None
-    source: str = Field(description="ranking_table | thompson_sampling | non_personalized | random_holdout | fallback")
+    source: str = Field(description="ranking_table | thompson_sampling | exploration | random_too_few_qualified"
+                        " | non_personalized | random_holdout | fallback")
     arm: str = Field(description="model | holdout | non_personalized | fallback")
 
 

@@ -267,10 +267,12 @@ def evaluate_slates(logged: LoggedSlates, strategies: Sequence[SlateStrategy], r
             rep = rep[np.isfinite(rep)]
             if not np.isfinite(value) or not len(rep):
                 continue
-            low, high = np.quantile(rep, [tail, 1 - tail])
+            # expected clicks per decision lie in [0, K]: a DR estimate below 0 is clipped, as its interval
+            value = float(np.clip(value, 0, k))
+            low, high = np.clip(np.quantile(rep, [tail, 1 - tail]), 0, k)
             table.append({"strategy": strategy.name, "label": strategy.label, "kind": strategy.kind,
-                          "estimator": estimator, "value": float(value), "low": float(low), "high": float(high),
-                          "ess": ess[s], "n": n, "warnings": warns[s]})
+                          "estimator": estimator, "value": value, "low": float(min(low, value)),
+                          "high": float(max(high, value)), "ess": ess[s], "n": n, "warnings": warns[s]})
     return SlateEvaluation(logged.placement_id, k, n, pd.DataFrame(table), policies,
                            theta if theta is not None else np.full(k, np.nan), warnings)
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from offerflow.bandits import fit_posteriors
 from offerflow.catalog import offers_for_placement
-from offerflow.config import AIModelConfig, LightGBMParams, ProjectConfig, RankingMethod
+from offerflow.config import AIModelConfig, EvaluationConfig, LightGBMParams, ProjectConfig, RankingMethod
 from offerflow.features import EVENTS_VIEW
 from offerflow.offpolicy import (Evaluation, LoggedDisplays, Strategy, WarningLimits, evaluate,
                                  load_logged_displays, score_policy, thompson_policy, uniform_policy)
@@ -158,6 +158,25 @@ def reward_matrix(model: ClickModel | None, logged) -> np.ndarray | None:
     return q
 
 
+def warning_limits(ev: EvaluationConfig) -> WarningLimits:
+    return WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity, min_clicks=ev.min_clicks)
+
+
+def history_note(con: duckdb.DuckDBPyConnection, placement_id: str, start: datetime, end: datetime) -> str | None:
+    """A note when the window starts at or before the placement's first display: nothing before it
+    to train the AI models and the DR reward model on (only random, priority, formulas and the
+    logged policy can be estimated)."""
+    first = con.sql(f"SELECT min(timestamp) FROM {EVENTS_VIEW} WHERE event_type = 'display' AND placement_id = ?",
+                    params=[placement_id]).fetchall()[0][0]
+    if first is None or pd.Timestamp(first) >= pd.Timestamp(start):
+        span = -(-(pd.Timestamp(end) - pd.Timestamp(first)) // pd.Timedelta(days=1)) if first is not None else 0
+        return (f"the evaluation window ({(pd.Timestamp(end) - pd.Timestamp(start)).days} days from "
+                f"{pd.Timestamp(start):%Y-%m-%d}) holds the placement's whole log (about {span} days): no events "
+                "before it to train the AI models and the DR reward model on; set evaluation.window_days below the "
+                "log's span to compare them")
+    return None
+
+
 def evaluate_placement(con: duckdb.DuckDBPyConnection, config: ProjectConfig, placement_id: str,
                        profiles: pd.DataFrame, offers: pd.DataFrame,
                        window: tuple[datetime, datetime] | None = None) -> tuple[Evaluation, PlacementCandidates]:
@@ -168,8 +187,9 @@ def evaluate_placement(con: duckdb.DuckDBPyConnection, config: ProjectConfig, pl
     logged = load_logged_displays(con, placement_id, start, end, profiles, placement_offer_set(offers, placement_id))
     result = evaluate(logged, candidates.strategies, reward_matrix(candidates.reward_model, logged),
                       n_bootstrap=ev.bootstrap_samples, confidence=ev.confidence, seed=config.seed,
-                      limits=WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity))
-    result.warnings.extend(candidates.notes)
+                      limits=warning_limits(ev))
+    note = history_note(con, placement_id, start, end)
+    result.warnings.extend(([note] if note else []) + candidates.notes)
     if config.placement(placement_id).items > 1:
         try:
             result.slates = evaluate_placement_slates(con, config, placement_id, profiles, offers, candidates,
@@ -200,7 +220,7 @@ def evaluate_placement_slates(con: duckdb.DuckDBPyConnection, config: ProjectCon
                   if s.policy is None or s.slate is not None]
     return evaluate_slates(logged, strategies, reward_matrix(candidates.reward_model, logged),
                            n_bootstrap=ev.bootstrap_samples, confidence=ev.confidence,
-                           seed=config.seed, limits=WarningLimits(min_ess=ev.min_ess, min_propensity=ev.min_propensity))
+                           seed=config.seed, limits=warning_limits(ev))
 
 
 def true_first_item_rates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, world_dir, evaluations,

@@ -24,6 +24,8 @@ from offerflow.evaluation import classification_metrics
 from offerflow.features import event_time_range, events_fingerprint
 from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
+from offerflow.goals import Population
+from offerflow.goals import population as goal_population
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with, fit_propensity_model_with
@@ -42,6 +44,8 @@ class TrainingResult:
     promoted: bool
     reason: str
     warnings: list[str] = field(default_factory=list)
+    #: Customer AI: who the goal scores as of the end of the data (`goals.Population.as_dict`).
+    population: dict[str, object] | None = None
 
 
 def _holdout_metrics(tracker: Tracker, run_id: str) -> dict[str, float]:
@@ -133,6 +137,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     examples = build_examples(con, goal, profiles, plan.train)
     check_enough_examples(examples, goal)
     model, trainer = fit_propensity_model_with(examples, goal.lightgbm, seed, dask_address)
+    covered = goal_population(con, goal, profiles[PROFILE_ID], plan.scoring)
     holdout = build_examples(con, goal, profiles, [plan.holdout])
     holdout_y, holdout_p = holdout["label"].to_numpy(), model.predict(holdout)
     metrics = classification_metrics(holdout_y, holdout_p)
@@ -153,8 +158,14 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                             "n_train_examples": len(examples), "n_features": len(model.feature_columns),
                             "train_positives": int(examples["label"].sum()),
                             "best_iteration": model.n_trees, "trainer": trainer,
+                            # early stopping validates on the latest cut-off, or with a single
+                            # cut-off on a hash share of its profiles (PropensityTrainingData)
+                            "validation_split": "time" if len(plan.train) > 1 else "profiles",
+                            "eligible_active_within_days": goal.eligible_active_within_days,
+                            "population": covered.describe(),
                             **goal.lightgbm.model_dump()})
         tracker.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        tracker.log_metrics(covered.as_metrics())
         tracker.log_dict({"feature_columns": model.feature_columns, "categories": model.categories},
                          "feature_spec.json")
         tracker.log_dict(json.loads(goal_json), "goal_config.json")
@@ -167,7 +178,8 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
         record = tracker.log_lightgbm(model.booster, registered, input_example=None)
         promoted, reason = _promote_propensity(tracker, registered, record.model_version, metrics,
                                                champion_version, champion_metrics, note, goal.promotion_min_auc_gain)
-    return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings)
+    return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings,
+                                 population=covered.as_dict())
 
 
 def _promote_propensity(tracker: Tracker, registered: str, version: str | None, metrics: dict[str, float],
@@ -218,6 +230,7 @@ class AsOfScoring:
     model: str  # "v3" (registry champion) or "refit before <date>"
     backtest: dict[str, float] | None  # None when there are no events after the as-of date
     run_id: str | None = None
+    population: Population | None = None  # eligible, scored, excluded with the reason
 
 
 def fit_propensity_before(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profiles: pd.DataFrame,
@@ -241,13 +254,17 @@ def score_propensity_as_of(con: duckdb.DuckDBPyConnection, model: PropensityMode
     scores, path = score_propensity(con, model, goal, profiles, as_of, model_label, out_dir)
     _, last = event_time_range(con)
     backtest = backtest_scores(con, goal, scores, as_of) if last > as_of else None
-    result = AsOfScoring(goal.name, as_of.date().isoformat(), path, len(scores), model_label, backtest)
+    covered = goal_population(con, goal, profiles[PROFILE_ID], as_of, scored=len(scores))
+    result = AsOfScoring(goal.name, as_of.date().isoformat(), path, len(scores), model_label, backtest,
+                         population=covered)
     if tracker is not None:
         with tracker.run(f"{experiment_prefix}-propensity-{goal.name}", run_name=f"score-{goal.name}-{result.as_of}",
                          tags={"goal": goal.name, "as_of": result.as_of, "model": model_label,
                                "dataset_version": events_fingerprint(con)}) as run_id:
-            tracker.log_params({"as_of": result.as_of, "scores_path": str(path), "model": model_label})
-            tracker.log_metrics({"scored_profiles": float(len(scores)),
+            tracker.log_params({"as_of": result.as_of, "scores_path": str(path), "model": model_label,
+                                "eligible_active_within_days": goal.eligible_active_within_days,
+                                "population": covered.describe()})
+            tracker.log_metrics({"scored_profiles": float(len(scores)), **covered.as_metrics(),
                                  **{f"backtest_{k}": v for k, v in (backtest or {}).items()}})
         result.run_id = run_id
     return result
@@ -291,7 +308,7 @@ class RankingModelResult(TrainingResult):
 def pools_placements(model_cfg: AIModelConfig) -> bool:
     """Whether an auto-optimization model learns one set of posteriors from the displays of all its
     placements (`pool_placements: true`) instead of one per placement (the default)."""
-    return bool(getattr(model_cfg, "pool_placements", False))
+    return model_cfg.pool_placements
 
 
 def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:

@@ -3,6 +3,7 @@ batches next to the old ones, segment export, and promotion decided on the same 
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pandas as pd
@@ -38,6 +39,12 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
     result = invoke("score", "--goal", "purchase_14d", "--as-of", "2026-10-18", "--config", config)
     assert result.exit_code == 0, result.output
     assert "as of 2026-10-18 (v1)" in result.output and "backtest vs what happened next: AUC 0." in result.output
+    # every profile with history before the date is scored, and the output says who is left out
+    line = re.search(r"population: ([\d,]+) scored of \1 eligible \(3,000 in the profiles table\) as of 2026-10-18;"
+                     r" excluded: (none|([\d,]+) no event before 2026-10-18)", " ".join(result.output.split()))
+    assert line, result.output
+    scored = int(line.group(1).replace(",", ""))
+    assert scored + int((line.group(3) or "0").replace(",", "")) == 3000
     after = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
     assert set(before) < set(after) and "scores-2026-10-18-b00002.parquet" in after
     batch = pd.read_parquet(scores_dir / "scores-2026-10-18-b00002.parquet")
@@ -48,6 +55,8 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.uri, cfg.root), cfg.path(cfg.tracking.artifact_root))
     run = tracker.latest_run("offerflow-propensity-purchase_14d")
     assert run["tags"]["as_of"] == "2026-10-18" and 0.65 < run["metrics"]["backtest_auc"] < 1
+    assert run["metrics"]["population_scored"] == run["metrics"]["population_eligible"] == scored
+    assert run["metrics"]["population_excluded"] == 3000 - scored
 
     strict = invoke("score", "--as-of", "2026-10-18", "--refit", "--json", "--config", config)
     assert strict.exit_code == 0, strict.output
@@ -147,3 +156,29 @@ def test_worse_model_is_compared_on_the_same_holdout_and_stays_challenger(projec
     assert metrics["champion_holdout_auc"] > metrics["holdout_auc"]
     tags = tracker.client.get_run(result.run_id).data.tags
     assert tags["dataset_version"].count("-") == 3 and tags["git_commit"] and '"outcome_window_days": 14' in tags["goal_config"]
+
+
+def test_a_goal_too_long_for_the_history_is_skipped_and_the_others_train(project, prefect_harness, monkeypatch):
+    """A 30-day goal on the 60-day world needs 67 days: skipped with one line; the 14-day goal
+    trains, with its population (eligible, scored, excluded and why) in the summary and MLflow."""
+    import yaml
+
+    from flows.customer_ai import train_customer_ai
+
+    monkeypatch.chdir(project)
+    raw = yaml.safe_load((project / "offerflow.yaml").read_text())
+    raw["propensity_goals"].append({**raw["propensity_goals"][0], "name": "purchase_30d", "outcome_window_days": 30})
+    (project / "offerflow.yaml").write_text(yaml.safe_dump(raw))
+    summary = train_customer_ai(config_path=str(project / "offerflow.yaml"), use_cache=False)
+    assert list(summary["skipped"]) == ["purchase_30d"]
+    assert "outcome window of 30 days needs at least 67" in summary["skipped"]["purchase_30d"]
+    population = summary["goals"]["purchase_14d"]["population"]
+    eligible = population["eligible"]
+    assert population["scored"] == eligible > 2900 and population["profiles"] == 3000
+    assert population["excluded"] == {f"no event before {population['as_of']}": 3000 - eligible}
+    cfg = load_config(project / "offerflow.yaml")
+    tracker = Tracker(resolve_tracking_uri(cfg.tracking.uri, cfg.root), cfg.path(cfg.tracking.artifact_root))
+    run = tracker.client.get_run(summary["goals"]["purchase_14d"]["run_id"]).data
+    assert run.metrics["population_eligible"] == eligible and run.metrics["population_excluded"] == 3000 - eligible
+    assert run.metrics["population_excluded_no_history"] == 3000 - eligible
+    assert run.params["validation_split"] == "time" and int(run.params["best_iteration"]) >= 20

@@ -189,3 +189,29 @@ def test_personalized_exploration_share_and_logged_propensity(config):
     assert abs(explored - 0.10) < 0.02
     # explored first items that are not the model's choice carry share / |eligible offers|
     assert (model_rows.loc[model_rows["score"].isna(), "propensity"] < 0.1).mean() > 0.5
+
+
+def test_too_few_qualified_offers_are_served_at_random_and_say_so(config, tmp_path):
+    """An auto-optimized placement with one qualified offer is not ranked by the model: every
+    decision (engine and batch) says so, with uniform first-slot propensities, and no holdout."""
+    import shutil
+
+    from offerflow.store import RankingStore
+
+    store_dir = tmp_path / "rankings"
+    shutil.copytree(config.path(config.store.path), store_dir)
+    local = config.model_copy(update={"store": config.store.model_copy(update={"path": store_dir})})
+    store = RankingStore(store_dir, local.store.keep_versions)
+    posteriors = store.snapshot("email-hero").posteriors.copy()
+    posteriors["qualified"] = np.arange(len(posteriors)) == 0
+    store.publish("email-hero", posteriors, {**store.read_metadata("email-hero")})
+    engine = _engine(local)
+    decisions = [engine.decide(pid, ["email-hero"], now=NOW).placements[0]
+                 for pid in engine.profiles["profile_id"][:300]]
+    served = [d for d in decisions if d.arm != "fallback"]
+    assert served and {d.source for d in served} == {"random_too_few_qualified"}
+    assert {d.arm for d in served} == {"non_personalized"}
+    firsts = pd.Series([d.items[0].offer_id for d in served])
+    assert firsts.nunique() > 1  # random, not the one qualified offer every time
+    result = decide_batch(_engine(local), list(engine.profiles["profile_id"][:300]), ["email-hero"], now=NOW, seed=1)
+    assert set(result.meta.to_pandas()["arm"]) <= {"non_personalized", "fallback"}

@@ -104,7 +104,8 @@ def test_unknown_profile_gets_a_non_personalized_answer(client):
     body = _decide(client, profile_id="nobody-ever", placements=["web-banner", "email-hero"]).json()
     web, email = body["placements"]
     assert web["source"] == "non_personalized" and web["items"]
-    assert email["source"] in {"thompson_sampling", "non_personalized", "fallback"}
+    assert email["source"] in {"thompson_sampling", "exploration", "random_too_few_qualified", "non_personalized",
+                               "fallback"}
 
 
 def test_request_errors(client, known_profile):

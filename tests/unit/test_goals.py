@@ -9,7 +9,8 @@ import pytest
 
 from offerflow.config import ConfigError, PropensityGoalConfig, parse_config
 from offerflow.features import open_events
-from offerflow.goals import GoalError, goal_predicate, label_goal
+from offerflow.goals import GoalError, eligible_profiles, goal_predicate, label_goal
+from offerflow.goals import population as goal_population
 from offerflow.propensity import feature_frame
 
 T0 = pd.Timestamp("2026-10-01", tz="UTC")
@@ -33,13 +34,37 @@ def goal(**overrides) -> PropensityGoalConfig:
 
 
 def test_all_of_conditions_and_eligible_population(con):
+    # By default every profile with any event before the cut-off is eligible (p3: 90 days ago).
     labels = label_goal(con, goal(), T0.to_pydatetime())
+    assert labels.to_dict("list") == {"profile_id": ["p1", "p2", "p3"], "label": [1, 0, 0]}
+    # The activity filter is opt-in.
+    labels = label_goal(con, goal(eligible_active_within_days=45), T0.to_pydatetime())
     assert labels.to_dict("list") == {"profile_id": ["p1", "p2"], "label": [1, 0]}  # p3 inactive 45+ days
+
+
+@pytest.mark.parametrize("active_within, eligible, excluded", [
+    (None, ["p1", "p2", "p3"], {"no_history": 2}),
+    (45, ["p1", "p2"], {"no_history": 2, "inactive": 1}),
+])
+def test_population_counts_eligible_scored_and_excluded_with_the_reason(con, active_within, eligible, excluded):
+    g = goal(eligible_active_within_days=active_within)
+    table = pd.Series(["p1", "p2", "p3", "p4", "p5"])  # p4, p5: no events at all
+    population = goal_population(con, g, table, T0.to_pydatetime())
+    assert eligible_profiles(con, g, T0.to_pydatetime()).tolist() == eligible
+    assert (population.profiles, population.eligible, population.scored) == (5, len(eligible), len(eligible))
+    assert population.excluded == excluded
+    assert population.as_metrics()["population_excluded"] == 5 - len(eligible)
+    assert "2 no event before 2026-10-01" in population.describe()
+    if active_within:
+        assert "1 no event in the 45 days before 2026-10-01 (eligible_active_within_days)" in population.describe()
+    # a profile seen in the events but not in the table is eligible, never counted as excluded
+    partial = goal_population(con, g, pd.Series(["p1"]), T0.to_pydatetime(), scored=len(eligible))
+    assert (partial.profiles, partial.eligible, partial.excluded["no_history"]) == (1, len(eligible), 0)
 
 
 def test_any_of_and_will_not_occur(con):
     g = goal(goal={"any_of": [{"field": "value", "operator": ">", "value": 20}, {"field": "value", "operator": "<", "value": 1}],
-                   "occurrence": "will_not_occur"})
+                   "occurrence": "will_not_occur"}, eligible_active_within_days=45)
     assert label_goal(con, g, T0.to_pydatetime())["label"].tolist() == [0, 1]
 
 

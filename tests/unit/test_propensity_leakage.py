@@ -64,6 +64,11 @@ def test_features_ignore_every_event_at_or_after_the_cutoff(two_worlds):
     a = feature_frame(real, GOAL, profiles, ids, cutoff)
     b = feature_frame(other, GOAL, profiles, ids, cutoff)
     assert len(a.columns) > 15
+    # the whole-history features of the goal's events (purchase) and the custom ones (click) included
+    assert {f"{f}_{t}" for f in ("count", "days") for t in ("purchase_all", "click_all")} <= set(a.columns)
+    assert {f"{f}_{t}" for f in ("days_since_first", "mean_gap", "last_gap", "recency_gap_ratio", "mean_value")
+            for t in ("purchase", "click")} <= set(a.columns)
+    assert {"value_purchase_all", "days_since_first_event", "days_since_last_event"} <= set(a.columns)
     pd.testing.assert_frame_equal(a, b)
 
 

@@ -78,10 +78,13 @@ def score(
         except GoalError as exc:
             fail(str(exc))
     if as_json:
-        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in results], indent=2, default=str))
+        print(json.dumps([{**r.__dict__, "path": str(r.path), "population": r.population.as_dict() if r.population else None}
+                          for r in results], indent=2, default=str))
         return
     for r in results:
         line = f"[bold]{r.goal}[/bold] as of {r.as_of} ({r.model}): {r.profiles:,} profiles -> {r.path}"
+        if r.population is not None:
+            line += f"\n  population: {r.population.describe()}"
         if r.backtest is None:
             line += "; no events after this date to backtest against"
         else:

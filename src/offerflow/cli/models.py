@@ -80,9 +80,13 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
                       {"auto_optimization": "auto-opt", "personalized": "personal."}.get(m.type, m.type), ", ".join(m.placements),
                       (m.last_trained or "never")[5:16].replace("T", " "),
                       "" if qualified is None else f"{int(qualified)}/{int(m.metrics.get('offers_total', 0))}",
-                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout")),
+                      "/".join(f"{100 * m.traffic[k]:.0f}" for k in ("model", "exploration", "holdout"))
+                      if m.serving == "model" else "random",
                       _fmt(m.holdout_gini, "{:.2f}"))
     console.print(table)
+    for m in models:
+        if m.serving != "model":
+            console.print(f"[yellow]{m.name}[/yellow] serves at random: {m.serving.removeprefix('random: ')}")
 
 
 @models_app.command("retrain")
@@ -120,6 +124,7 @@ def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
     console.print(f"optimizes:         {model.optimization_metric}")
     console.print(f"training window:   {model.training_window_days} days")
     console.print("traffic:           " + ", ".join(f"{k} {v:.0%}" for k, v in model.traffic.items()))
+    console.print(f"serving:           {model.serving}")
     console.print(f"MLflow experiment: {model.experiment}")
     if model.run_id is None:
         console.print("last trained:      never")
@@ -182,6 +187,12 @@ def train(
     for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
         console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
                       f" {'promoted to @champion' if r['promoted'] else 'kept as @challenger'} ({r['reason']})")
+        if population := r.get("population"):
+            excluded = "; ".join(f"{n:,} {why}" for why, n in population["excluded"].items() if n) or "none"
+            console.print(f"  population as of {population['as_of']}: {population['eligible']:,} eligible,"
+                          f" {population['scored']:,} scored; excluded: {excluded}", highlight=False)
+    for name, reason in summary.get("customer_ai", {}).get("skipped", {}).items():
+        console.print(f"[bold]{name}[/bold]: {reason}", highlight=False)
     for name, r in summary.get("ranking_models", {}).get("models", {}).items():
         auc = r["metrics"].get("holdout_auc")
         console.print(f"[bold]{name}[/bold] ({r['kind']}): " + (f"holdout AUC {auc:.4f}, " if auc else "")

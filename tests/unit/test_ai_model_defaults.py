@@ -1,0 +1,48 @@
+"""The AI model defaults documented in docs/ranking-models.md are the ones the code applies."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from offerflow.config import AI_MODEL_TYPE_DEFAULTS, AIModelConfig
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ranking-models.md"
+
+
+def documented_defaults() -> dict[str, dict[str, str]]:
+    """The defaults table of the doc: {setting: {type: value as written}}."""
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|$", DOC.read_text(encoding="utf-8"), re.MULTILINE)
+    assert rows, "docs/ranking-models.md lost its defaults table"
+    return {name: {"auto_optimization": a.strip(), "personalized": p.strip()} for name, a, p in rows}
+
+
+def _as_doc(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize("model_type", ["auto_optimization", "personalized"])
+def test_documented_defaults_are_the_code_defaults(model_type: str) -> None:
+    model = AIModelConfig(name="m", type=model_type, placements=["p"])
+    documented = documented_defaults()
+    for setting, values in documented.items():
+        assert _as_doc(getattr(model, setting)) == values[model_type], (setting, model_type)
+    assert set(AI_MODEL_TYPE_DEFAULTS[model_type]) <= set(documented)
+
+
+def test_the_file_overrides_the_type_defaults() -> None:
+    model = AIModelConfig(name="m", type="personalized", placements=["p"], min_displays=10)
+    assert (model.min_displays, model.min_successes, model.training_window_days) == (10, 25, 30)
+
+
+def test_models_list_says_when_an_auto_optimization_model_serves_at_random() -> None:
+    from offerflow.aimodels import serving_state, traffic_split
+
+    model = AIModelConfig(name="m", type="auto_optimization", placements=["p"])
+    serving, traffic = serving_state(model, {"offers_qualified": 1.0, "offers_total": 12.0})
+    assert serving.startswith("random: 1 of 12 offers qualified") and traffic["random"] == 1.0
+    assert traffic["model"] == 0.0
+    assert serving_state(model, {"offers_qualified": 2.0, "offers_total": 12.0}) == ("model", traffic_split(model))
+    assert serving_state(model, {}) == ("model", traffic_split(model))  # never trained: the configuration
