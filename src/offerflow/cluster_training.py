@@ -30,7 +30,7 @@ from offerflow.config import LightGBMParams
 from offerflow.features import categorical_columns, categories_of, feature_matrix
 from offerflow.propensity import (EARLY_STOPPING_METRIC, PropensityModel, PropensityTrainingData,
                                   fit_propensity_model)
-from offerflow.ranking import STOPPING_METRIC, ClickModel, fit_click_model, ips_weights
+from offerflow.ranking import IPS_BY_DEFAULT, STOPPING_METRIC, ClickModel, display_weights, fit_click_model
 from offerflow.schema import PROFILE_ID
 
 _NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
@@ -45,14 +45,15 @@ class ClusterError(RuntimeError):
 
 
 def fit_click_model_with(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str], seed: int,
-                         dask_address: str | None = None, connect_timeout: str = "20s") -> tuple[ClickModel, str]:
+                         dask_address: str | None = None, connect_timeout: str = "20s",
+                         ips: bool = IPS_BY_DEFAULT) -> tuple[ClickModel, str]:
     """The click model and the trainer that fitted it: `lightgbm.dask` on the cluster at
     `dask_address` (`compute.dask_address`), else LightGBM in this process. The training path of
     the flows calls this, so the config alone decides where training runs."""
     if dask_address is None:
-        return fit_click_model(frame, params, qualified_offers, seed), LOCAL_TRAINER
+        return fit_click_model(frame, params, qualified_offers, seed, ips), LOCAL_TRAINER
     with _client(dask_address, connect_timeout) as client:
-        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client), DASK_TRAINER
+        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client, ips), DASK_TRAINER
 
 
 def fit_propensity_model_with(examples: pd.DataFrame, params: LightGBMParams, seed: int,
@@ -159,7 +160,7 @@ def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMPara
 
 
 def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
-                               seed: int, client: Any) -> ClickModel:
+                               seed: int, client: Any, ips: bool = IPS_BY_DEFAULT) -> ClickModel:
     """`fit_click_model` with the training rounds run by `lightgbm.dask.DaskLGBMClassifier` on the
     workers of `client` (a `distributed.Client`); the rows are shipped as float matrices, one block
     of the training and one of the validation rows per worker."""
@@ -174,7 +175,7 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     categorical = [j for j, c in enumerate(feature_columns) if c in categories]
     n = len(frame)
     cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
-    weights = ips_weights(frame["propensity"])
+    weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
 
     workers = _workers(client)
@@ -183,7 +184,8 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
         return _spread(client, workers, values, start, stop)
 
     model = _dask_classifier(client, params, seed, metric=STOPPING_METRIC)  # AUC only, as the local fit
-    _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train), sample_weight=spread(weights, 0, cut_train),
+    _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train),
+                 sample_weight=spread(weights, 0, cut_train),
                  eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
                  eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric=STOPPING_METRIC,
                  categorical_feature=categorical)

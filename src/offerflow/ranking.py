@@ -263,7 +263,7 @@ def ips_weights(propensity: pd.Series, clip: float = 20.0) -> np.ndarray:
     """Inverse logging propensities, clipped and normalised to mean 1 (1 where not logged).
 
     Weighting by 1/propensity makes the training data look as if offers had been shown at
-    random, so the model does not inherit the logging policy's preference for some offers.
+    random: it matters for a model that cannot represent what the logging policy targeted on.
     """
     p = propensity.to_numpy(float)
     w = np.where(np.isfinite(p) & (p > 0), 1.0 / np.clip(p, 1e-6, 1), 1.0)
@@ -271,9 +271,23 @@ def ips_weights(propensity: pd.Series, clip: float = 20.0) -> np.ndarray:
     return w / w.mean()
 
 
+#: Whether click models weight displays by inverse logging propensity unless told otherwise. No:
+#: P(click | profile, offer) does not depend on how the logging policy chose the offer when that
+#: choice depended only on the features the model sees, so weighting mostly adds variance. On
+#: both synthetic worlds of bench/external_ranking.py (tuning seeds 1 and 3) unweighted training
+#: chose first offers with as high or higher true click rates (docs/ranking-models.md).
+IPS_BY_DEFAULT = False
+
+
+def display_weights(propensity: pd.Series, ips: bool) -> np.ndarray:
+    """Training weight of each display: `ips_weights` when `ips`, else 1."""
+    return ips_weights(propensity) if ips else np.ones(len(propensity))
+
+
 def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
-                    seed: int) -> ClickModel:
-    """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout."""
+                    seed: int, ips: bool = IPS_BY_DEFAULT) -> ClickModel:
+    """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.
+    `ips`: weight each display by its inverse logging propensity (`ips_weights`)."""
     import lightgbm as lgb
 
     from offerflow.evaluation import classification_metrics
@@ -285,7 +299,7 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     n = len(frame)
     cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
     encoded = encode(frame[feature_columns], categories)
-    weights = ips_weights(frame["propensity"])
+    weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
     # One declared stopping metric: with only `eval_metric="auc"`, LightGBM also evaluates its
     # default binary_logloss and early stopping stops on whichever worsens first.

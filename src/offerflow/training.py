@@ -29,7 +29,7 @@ from offerflow.goals import population as goal_population
 from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with, fit_propensity_model_with
-from offerflow.ranking import ClickModel, displays_per_profile, interaction_log, training_frame
+from offerflow.ranking import IPS_BY_DEFAULT, ClickModel, displays_per_profile, interaction_log, training_frame
 from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
@@ -361,8 +361,14 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     training rows, displays in the window)."""
     log, displays = _training_displays(con, model_cfg, start, end)
     frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
-    click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address)
+    click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
+                                                ips=ips_weighting(model_cfg))
     return click_model, trainer, len(frame), displays
+
+
+def ips_weighting(model_cfg: AIModelConfig) -> bool:
+    """Whether a personalized model weights displays by inverse propensity (`ips_weighting`)."""
+    return bool(getattr(model_cfg, "ips_weighting", IPS_BY_DEFAULT))
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -439,6 +445,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
             tracker.log_params({"best_iteration": best if best is not None
                                 else int(click_model.holdout_metrics.get("best_iteration", 0)),
                                 "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
+                                "ips_weighting": ips_weighting(model_cfg),
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")
