@@ -5,9 +5,10 @@ Training is counting: per offer, displays and successes in a rolling window give
 toward the best offers while still exploring. Offers with too little data ("new") are served only
 by the exploration share of traffic; with fewer than two qualified offers, serving is random.
 
-The exploration share is spent only while some eligible offer is new: once every eligible offer
-has qualified, Thompson sampling explores by itself (an uncertain posterior wins some draws), and
-random traffic on top would only cost clicks.
+The exploration share goes to the new offers (one of them, uniformly, comes first), and only
+while some eligible offer is new: once every eligible offer has qualified, Thompson sampling
+explores by itself (an uncertain posterior wins some draws), and random traffic over offers it
+already knows would only cost clicks.
 """
 
 from __future__ import annotations
@@ -78,17 +79,18 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
     if len(candidates) == 0:
         return Selection(np.empty(0, dtype=np.int64), 1.0, explored=False)
     model_pool = candidates[qualified[candidates]]
-    explore = len(model_pool) < 2 or (len(model_pool) < len(candidates) and rng.random() < exploration_share)
-    if explore:
-        order = rng.permutation(candidates)[:n_items]
+    new = np.setdiff1d(candidates, model_pool)
+    if len(model_pool) < 2:
+        explore, order = True, rng.permutation(candidates)[:n_items]
     else:
+        explore = len(new) > 0 and rng.random() < exploration_share
         samples = rng.beta(alpha[model_pool], beta[model_pool])
         if weights is not None:
             samples = samples * weights[model_pool]
         ranked = model_pool[np.argsort(-samples, kind="stable")]
-        # New offers fill the remaining slots only after every qualified one.
-        rest = rng.permutation(np.setdiff1d(candidates, model_pool))
-        order = np.concatenate([ranked, rest])[:n_items]
+        # Exploration puts a new offer first; otherwise new offers fill the remaining slots only
+        # after every qualified one.
+        order = np.concatenate([rng.permutation(new), ranked] if explore else [ranked, rng.permutation(new)])[:n_items]
     first = order[0]
     if first_probabilities is None:
         first_probabilities = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
@@ -103,8 +105,8 @@ def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.
     """Probability of each offer being ranked first, shape (m,).
 
     The Thompson part has no closed form for more than two offers, so it is estimated by Monte
-    Carlo with `draws` samples; the exploration part is exact (uniform over eligible offers, and
-    only while an eligible offer is new).
+    Carlo with `draws` samples; the exploration part is exact (uniform over the new eligible
+    offers, so it exists only while one is new; with fewer than two qualified, uniform over all).
     """
     m = len(alpha)
     probs = np.zeros(m)
@@ -116,7 +118,10 @@ def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.
     uniform[candidates] = 1.0 / len(candidates)
     if len(pool) < 2:
         return uniform
-    if len(pool) == len(candidates):  # nothing new to explore: Thompson sampling alone
+    new = np.setdiff1d(candidates, pool)
+    uniform = np.zeros(m)  # exploration: uniform over the NEW eligible offers
+    uniform[new] = 1.0 / max(len(new), 1)
+    if len(new) == 0:  # nothing new to explore: Thompson sampling alone
         exploration_share = 0.0
     samples = rng.beta(alpha[pool], beta[pool], size=(draws, len(pool)))
     if weights is not None:
@@ -138,7 +143,10 @@ def thompson_first_choices(alpha: np.ndarray, beta: np.ndarray, qualified: np.nd
     n, m = eligible.shape
     pool = eligible & qualified[None, :]
     in_pool, n_eligible = pool.sum(axis=1), eligible.sum(axis=1)
-    explore = (in_pool < 2) | ((in_pool < n_eligible) & (rng.random(n) < exploration_share))
+    random_serving = in_pool < 2
+    explore = ~random_serving & (in_pool < n_eligible) & (rng.random(n) < exploration_share)
     keys = np.where(pool, rng.beta(alpha, beta, size=(n, m)), -np.inf)
-    keys[explore] = np.where(eligible[explore], rng.random((int(explore.sum()), m)), -np.inf)
+    noise = rng.random((n, m))
+    keys[random_serving] = np.where(eligible[random_serving], noise[random_serving], -np.inf)
+    keys[explore] = np.where(eligible[explore] & ~qualified[None, :], noise[explore], -np.inf)
     return np.where(n_eligible > 0, keys.argmax(axis=1), -1)
