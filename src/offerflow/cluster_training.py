@@ -133,9 +133,9 @@ def _best_round(local: Any, patience: int) -> int:
 def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMParams, seed: int,
                                     client: Any) -> PropensityModel:
     """`fit_propensity_model` with both fits run by `lightgbm.dask` on the workers of `client`:
-    all rounds on the training rows with the validation rows' AUC recorded (the best round stands
-    in for early stopping; the same split, time or profiles, as there), then the refit on every
-    cut-off with that many trees."""
+    all rounds on the training profiles' snapshots with the held-out profiles' AUC recorded (the
+    best round stands in for early stopping; the same split as there), then the refit on every
+    snapshot with that many trees."""
     data = PropensityTrainingData.of(examples)
     matrix = feature_matrix(examples, data.feature_columns, data.categories)
     y = data.labels
