@@ -8,7 +8,8 @@ with the click rate observed on its own log:
 
 - `random` on the BTS log: the `random` strategy of `strategies.evaluate_placement`, run on the
   written project with the default `window_days: 7` (the whole 7-day log: nothing before it, so no
-  AI models and no DR reward model; the headline falls back to SNIPS);
+  AI models and no DR reward model; the headline falls back to SNIPS), and with `window_days: 2`
+  (DR and SNIPS on the last 2 days, the reward model learning from the 5 days before);
 - BTS on the random log: `offpolicy.evaluate` with a strategy that puts item a at position k with
   the BTS log's frequency of a at k (the time-average of the BTS policy, which was updated during
   the week: the logged propensities of one item at one position vary by a factor of 2 and more).
@@ -54,7 +55,8 @@ def _row(campaign: str, target: str, source: str, estimator: str, estimate: pd.S
     inside = bool(estimate["low"] <= observed <= estimate["high"])
     bounded = bool(0 <= estimate["low"] <= estimate["high"] <= 1)
     warned = bool(warnings)
-    note = (f"95% CI [{estimate['low']:.4f}, {estimate['high']:.4f}]; observed CTR inside: {'yes' if inside else 'NO'}; "
+    clipped = f" (raw {estimate['raw']:.4f}, clipped)" if estimate["raw"] != estimate["value"] else ""
+    note = (f"95% CI [{estimate['low']:.4f}, {estimate['high']:.4f}]{clipped}; observed CTR inside: {'yes' if inside else 'NO'}; "
             f"inside [0,1]: {'yes' if bounded else 'NO'}; {int(estimate['clicks'])} clicks in the {source} log, "
             f"{estimate['effective_clicks']:.1f} effective; warning: {'yes' if warned else 'no'}"
             + (f" ({warnings[0] if len(warnings[0]) <= 70 else warnings[0][:67] + '...'})" if warned else ""))
@@ -62,7 +64,7 @@ def _row(campaign: str, target: str, source: str, estimator: str, estimate: pd.S
             "ours": float(estimate["value"]), "baseline": float(observed),
             "baseline_name": f"{target} log's observed CTR ({observed_clicks} clicks)", "ceiling": None,
             "target": "interval contains baseline, inside [0,1]", "note": note, "low": float(estimate["low"]),
-            "high": float(estimate["high"]), "contains_observed": inside, "inside_0_1": bounded, "warned": warned}
+            "high": float(estimate["high"]), "raw": float(estimate["raw"]), "contains_observed": inside, "inside_0_1": bounded, "warned": warned}
 
 
 def evaluate_campaign(campaign: str, workdir: Path) -> list[dict]:
@@ -85,6 +87,14 @@ def evaluate_campaign(campaign: str, workdir: Path) -> list[dict]:
     for estimator in ESTIMATORS:
         est = evaluation.estimate("random", estimator)
         rows.append(_row(campaign, "random", "BTS", estimator, est, *observed["random"],
+                         ([evaluation.too_few] if evaluation.too_few else []) + list(est["warnings"])))
+    # DR needs a reward model trained before the window: random on the BTS log's last 2 days, the
+    # reward model (and the AI models) learning from the 5 days before
+    short = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"window_days": 2})})
+    evaluation, _ = evaluate_placement(con, short, "obd", profiles, offers)
+    for estimator in ("dr", "snips"):
+        est = evaluation.estimate("random", estimator)
+        rows.append(_row(campaign, "random", "BTS (last 2 days)", estimator, est, *observed["random"],
                          ([evaluation.too_few] if evaluation.too_few else []) + list(est["warnings"])))
     # BTS (its time-average), estimated from the random log
     config = load_config(write_obd_project(workdir / f"random-{campaign}", "random", campaign, layout="single"))

@@ -169,7 +169,7 @@ def history_note(con: duckdb.DuckDBPyConnection, placement_id: str, start: datet
     first = con.sql(f"SELECT min(timestamp) FROM {EVENTS_VIEW} WHERE event_type = 'display' AND placement_id = ?",
                     params=[placement_id]).fetchall()[0][0]
     if first is None or pd.Timestamp(first) >= pd.Timestamp(start):
-        span = (pd.Timestamp(end) - pd.Timestamp(first)).days if first is not None else 0
+        span = -(-(pd.Timestamp(end) - pd.Timestamp(first)) // pd.Timedelta(days=1)) if first is not None else 0
         return (f"the evaluation window ({(pd.Timestamp(end) - pd.Timestamp(start)).days} days from "
                 f"{pd.Timestamp(start):%Y-%m-%d}) holds the placement's whole log (about {span} days): no events "
                 "before it to train the AI models and the DR reward model on; set evaluation.window_days below the "

@@ -47,3 +47,23 @@ def test_project_carries_every_row_click_and_propensity(tmp_path, layout):
 def test_unknown_campaign_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown campaign 'kids'"):
         external_data.read_obd("bts", "kids")
+
+
+def test_default_window_on_the_whole_7_day_log_is_a_note_not_a_crash(tmp_path):
+    """offerflow evaluate's default window_days: 7 on OBD's 7-day log used to end in an IndexError
+    (no DR estimate to put in the summary); now: SNIPS, a note why, warnings about few clicks."""
+    from offerflow.config import load_config
+    from offerflow.features import open_events
+    from offerflow.report import load_evaluation_catalog, run_evaluation
+
+    config = load_config(external_data.write_obd_project(tmp_path, "bts", "all", layout="single"))
+    config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"window_days": 7})})
+    profiles, offers = load_evaluation_catalog(config)
+    result = run_evaluation(open_events(config.path(config.data.events)), config, profiles, offers, "events")
+    evaluation = result.offline["obd"]
+    assert evaluation.n == 10_000 and set(evaluation.table["estimator"]) == {"ips", "snips", "dr"}  # DR: logged only
+    assert any("holds the placement's whole log (about 7 days)" in w for w in evaluation.warnings)
+    random = evaluation.estimate("random", "snips")
+    assert 0 <= random["low"] <= random["value"] <= random["high"] <= 1 and random["warnings"]
+    text = " ".join(result.summary)
+    assert "(off-policy, SNIPS)" in text and "nan" not in text.lower()
