@@ -193,7 +193,7 @@ def bgnbd_world(quick: bool, customers: int = 8_000, weeks: int = 78, acquisitio
                               "timestamp": origin + pd.to_timedelta(times * 7, unit="D"),
                               "value": np.round(rng.gamma(4.0, spend[ids] / 4.0), 2)})
     latent = pd.DataFrame({"profile_id": [f"b{i:05d}" for i in range(n)], "rate": rate,
-                           "dead_at": origin + pd.to_timedelta(np.where(np.isinf(alive_until), 1e5, alive_until) * 7, unit="D")})
+                           "dead_at": origin + pd.to_timedelta(np.where(np.isinf(alive_until), 5_000.0, alive_until) * 7, unit="D")})
 
     def truth(holdout: pd.DataFrame, cutoff: pd.Timestamp, window_days: int, rfm: pd.DataFrame) -> dict[str, np.ndarray]:
         known = holdout[["profile_id"]].merge(latent, on="profile_id", how="left")
@@ -263,11 +263,11 @@ def evaluate(dataset: Dataset, tune: bool = False, goal_extra: dict | None = Non
             "bgnbd_params": [round(float(p), 4) for p in params], "auc": auc, "seconds": round(seconds, 1)}
 
 
-def offerflow_world(quick: bool, tune: bool = False) -> dict[str, object]:
+def offerflow_world(quick: bool, tune: bool = False, goal_extra: dict | None = None) -> dict[str, object]:
     """Customer AI on offerflow's own synthetic world against its true purchase probability."""
     from offerflow.world import WorldSpec, generate_world, load_truth, true_purchase_probability
 
-    goal = goal_for(14, min_positives=200, min_negatives=200)
+    goal = goal_for(14, **{"min_positives": 200, "min_negatives": 200, **(goal_extra or {})})
     profiles_n, days = (5_000, 90) if quick else (20_000, 120)
     with tempfile.TemporaryDirectory(prefix="offerflow-world-") as tmp:
         out = Path(tmp)
@@ -332,13 +332,16 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="one outcome window earlier: for choosing settings")
     parser.add_argument("--json", action="store_true", help="the full measurements as JSON")
     parser.add_argument("--only", choices=["cdnow", "example_transactions", "bgnbd_world", "offerflow_world"])
+    parser.add_argument("--goal", default="{}", help="goal settings to change, as JSON (with --tune, to compare)")
     args = parser.parse_args()
+    extra = json.loads(args.goal)
     loaders = {"cdnow": cdnow, "example_transactions": example_transactions, "bgnbd_world": bgnbd_world}
     if args.only or args.json or args.tune:
         names = [args.only] if args.only else [*loaders, "offerflow_world"]
         for name in names:
-            result = (offerflow_world(args.quick, args.tune) if name == "offerflow_world"
-                      else evaluate(loaders[name](args.quick), args.tune))
+            result = (offerflow_world(args.quick, args.tune, extra) if name == "offerflow_world"
+                      else evaluate(loaders[name](args.quick), args.tune, extra))
+            result["goal_changes"] = extra
             print(json.dumps(result), flush=True)
         return
     for row in rows(args.quick):

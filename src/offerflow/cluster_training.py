@@ -134,14 +134,14 @@ def _best_round(local: Any, patience: int) -> int:
 def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMParams, seed: int,
                                     client: Any) -> PropensityModel:
     """`fit_propensity_model` with both fits run by `lightgbm.dask` on the workers of `client`:
-    all rounds on the training rows with the validation rows' AUC recorded (the best round stands
-    in for early stopping; the same split, time or profiles, as there), then the refit on every
-    cut-off with that many trees."""
+    all rounds on the training profiles' snapshots with the held-out profiles' AUC recorded (the
+    best round stands in for early stopping; the same split as there), then the refit on every
+    snapshot with that many trees."""
     data = PropensityTrainingData.of(examples)
-    order = np.argsort(~data.train, kind="stable")  # the validation rows (latest cut-off) last
-    matrix = feature_matrix(examples, data.feature_columns, data.categories)[order]
-    y, train = data.labels[order], data.train[order]
-    cut = int(train.sum())
+    matrix = feature_matrix(examples, data.feature_columns, data.categories)
+    y = data.labels
+    stop_rows = np.concatenate([np.flatnonzero(data.train), np.flatnonzero(data.valid)])  # validation last
+    stop_matrix, stop_y, cut = matrix[stop_rows], y[stop_rows], int(data.train.sum())
     categorical = [j for j, c in enumerate(data.feature_columns) if c in data.categories]
     fit = {"categorical_feature": categorical, "feature_name": data.feature_columns}
     workers = _workers(client)
@@ -151,8 +151,9 @@ def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMPara
 
     # AUC alone (EARLY_STOPPING_METRIC), no class weights: as `fit_propensity_model`.
     stopper = _dask_classifier(client, params, seed, **EARLY_STOPPING_METRIC)
-    _fit_quietly(stopper, spread(matrix, 0, cut), spread(y, 0, cut),
-                 eval_X=(spread(matrix, cut, len(y)),), eval_y=(spread(y, cut, len(y)),), eval_metric="auc", **fit)
+    _fit_quietly(stopper, spread(stop_matrix, 0, cut), spread(stop_y, 0, cut),
+                 eval_X=(spread(stop_matrix, cut, len(stop_y)),), eval_y=(spread(stop_y, cut, len(stop_y)),),
+                 eval_metric="auc", **fit)
     best = _best_round(stopper.to_local(), params.early_stopping_rounds)
     model = _dask_classifier(client, params, seed, n_estimators=best, **EARLY_STOPPING_METRIC)
     _fit_quietly(model, spread(matrix, 0, len(y)), spread(y, 0, len(y)), **fit)

@@ -154,8 +154,8 @@ def population(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, profi
         active = "TRUE"
         if goal.eligible_active_within_days is not None:
             active = f"last_ts >= {sql_timestamp(as_of - timedelta(days=goal.eligible_active_within_days))}"
-        (with_history, eligible, known, known_eligible), = con.execute(f"""
-            SELECT count(*), count(*) FILTER (WHERE {active}),
+        (eligible, known, known_eligible), = con.execute(f"""
+            SELECT count(*) FILTER (WHERE {active}),
                    count(*) FILTER (WHERE known), count(*) FILTER (WHERE known AND {active})
             FROM (SELECT h.last_ts, p.profile_id IS NOT NULL AS known
                   FROM (SELECT profile_id, max(timestamp) AS last_ts FROM {EVENTS_VIEW}

@@ -235,11 +235,10 @@ EARLY_STOPPING_METRIC = {"metric": "auc"}
 def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: int) -> PropensityModel:
     """Early-stop on the validation rows' AUC, then refit on every example with that many trees.
 
-    Validation (`PropensityTrainingData.train` says which rows train): the latest training
-    cut-off, a time split, when there are several; with a single cut-off, a stable hash share of
-    its profiles. The final model is refitted with the trees early stopping kept on all the
-    cut-offs, the latest included: it has the longest history, the closest to the scoring date's
-    (measured on the 100,000-profile world: holdout AUC 0.8137 -> 0.8191, docs/customer-ai.md).
+    Validation (`PropensityTrainingData`): every snapshot of a stable hash share of the profiles,
+    which never train; the other profiles train. The final model is then refitted with the trees
+    early stopping kept on every snapshot, the latest cut-off (the longest history, the closest to
+    the scoring date's) and the held-out profiles included.
 
     No class weights: AUC, which early stopping and promotion use, ranks and does not need them,
     and without them the probabilities stay calibrated (a score of 30 means about a 30% chance),
@@ -249,7 +248,7 @@ def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: i
 
     data = PropensityTrainingData.of(examples)
     encoded = encode(examples[data.feature_columns], data.categories)
-    train, valid = data.train, ~data.train
+    train, valid = data.train, data.valid
     stopper = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), **EARLY_STOPPING_METRIC})
     stopper.fit(encoded[train], data.labels[train], eval_X=(encoded[valid],), eval_y=(data.labels[valid],),
                 callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
@@ -259,35 +258,40 @@ def fit_propensity_model(examples: pd.DataFrame, params: LightGBMParams, seed: i
     return PropensityModel(model, data.feature_columns, data.categories)
 
 
-#: With a single training cut-off, this share of its profiles (a stable hash sample) validates
-#: early stopping.
+#: The share of profiles (a stable hash sample) whose snapshots validate early stopping; they never
+#: train the model that early stopping measures.
 VALIDATION_SHARE = 0.2
 
 
 @dataclass
 class PropensityTrainingData:
     """What every trainer of a propensity model (here, or `cluster_training` on Dask) derives from
-    the snapshots the same way: the feature columns, their categories, the labels, and the split
-    (`train`: the rows that train; the others validate early stopping): every cut-off but the
-    latest trains when there are several (`split == "time"`), else a stable hash sample of
-    `VALIDATION_SHARE` of the profiles validates (`split == "profiles"`)."""
+    the snapshots the same way: the feature columns, their categories, the labels, and the
+    early-stopping split by profiles: `valid`, every snapshot of a stable hash sample of
+    `VALIDATION_SHARE` of the profiles; `train`, every snapshot of the others.
+
+    Not by time: snapshots a week apart share most of their history and most of their outcome
+    window, and whole-history features such as the total spent nearly identify a profile, so with
+    the latest cut-off validating, the same profiles' earlier snapshots in training gave its label
+    away. On CDNOW (tuning cut-off, 8,000 customers) the validation AUC kept rising to the 400-tree
+    cap while the holdout AUC fell: 0.794 (learning rate 0.05), 0.773 (0.1); validated on profiles
+    that never train it stops at 11-18 trees with 0.808-0.809. Pooling the held-out profiles'
+    snapshots of every cut-off (not only the latest) gives early stopping 5-40x more rows: on the
+    3,000-profile world 50 trees and 0.811 instead of 7 trees and 0.808."""
 
     feature_columns: list[str]
     categories: dict[str, list[str]]
     labels: np.ndarray
     train: np.ndarray
-    split: str = "time"
+    valid: np.ndarray
 
     @classmethod
     def of(cls, examples: pd.DataFrame) -> "PropensityTrainingData":
         feature_columns = [c for c in examples.columns if c not in (PROFILE_ID, "cutoff", "label")]
         categories = categories_of(examples, categorical_columns(examples[feature_columns]))
         cutoffs = examples["cutoff"].to_numpy()
-        labels = examples["label"].to_numpy()
-        if len(np.unique(cutoffs)) > 1:
-            return cls(feature_columns, categories, labels, cutoffs < cutoffs.max(), "time")
-        return cls(feature_columns, categories, labels,
-                   ~validation_profiles(examples[PROFILE_ID], VALIDATION_SHARE), "profiles")
+        held_out = validation_profiles(examples[PROFILE_ID], VALIDATION_SHARE)
+        return cls(feature_columns, categories, examples["label"].to_numpy(), ~held_out, held_out)
 
 
 def validation_profiles(profile_ids: pd.Series, share: float) -> np.ndarray:

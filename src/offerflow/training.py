@@ -26,7 +26,7 @@ from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.promotion import should_promote
 from offerflow.goals import Population
 from offerflow.goals import population as goal_population
-from offerflow.propensity import (PropensityModel, build_examples, check_enough_examples,
+from offerflow.propensity import (VALIDATION_SHARE, PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with, fit_propensity_model_with
 from offerflow.ranking import IPS_BY_DEFAULT, ClickModel, displays_per_profile, interaction_log, training_frame
@@ -158,9 +158,9 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
                             "n_train_examples": len(examples), "n_features": len(model.feature_columns),
                             "train_positives": int(examples["label"].sum()),
                             "best_iteration": model.n_trees, "trainer": trainer,
-                            # early stopping validates on the latest cut-off, or with a single
-                            # cut-off on a hash share of its profiles (PropensityTrainingData)
-                            "validation_split": "time" if len(plan.train) > 1 else "profiles",
+                            # early stopping validates on profiles that never train it
+                            "validation_split": f"held-out profiles ({VALIDATION_SHARE:.0%})",
+                            "n_train_cutoffs": len(plan.train),
                             "eligible_active_within_days": goal.eligible_active_within_days,
                             "population": covered.describe(),
                             **goal.lightgbm.model_dump()})

@@ -181,4 +181,4 @@ def test_a_goal_too_long_for_the_history_is_skipped_and_the_others_train(project
     run = tracker.client.get_run(summary["goals"]["purchase_14d"]["run_id"]).data
     assert run.metrics["population_eligible"] == eligible and run.metrics["population_excluded"] == 3000 - eligible
     assert run.metrics["population_excluded_no_history"] == 3000 - eligible
-    assert run.params["validation_split"] == "time" and int(run.params["best_iteration"]) >= 20
+    assert run.params["validation_split"] == "held-out profiles (20%)" and int(run.params["best_iteration"]) >= 20

@@ -103,8 +103,8 @@ def test_one_cutoff_validates_on_a_stable_share_of_its_profiles_and_keeps_many_t
     profiles = pd.read_parquet(world_dir / "profiles.parquet")
     examples = build_examples(con, goal, profiles, plan.train[-1:])
     data = PropensityTrainingData.of(examples)
-    assert data.split == "profiles" and 0.15 < (~data.train).mean() < 0.25
-    assert (PropensityTrainingData.of(examples).train == data.train).all()  # stable
+    assert 0.15 < data.valid.mean() < 0.25 and (data.train == ~data.valid).all()
+    assert (PropensityTrainingData.of(examples).valid == data.valid).all()  # stable
     model = fit_propensity_model(examples, goal.lightgbm, seed=7)
     assert model.n_trees >= 20, model.n_trees
     holdout = build_examples(con, goal, profiles, [plan.holdout])
@@ -114,6 +114,20 @@ def test_one_cutoff_validates_on_a_stable_share_of_its_profiles_and_keeps_many_t
     auc = classification_metrics(y, model.predict(holdout))["auc"]
     oracle = classification_metrics(y, true_purchase_probability(holdout, 14))["auc"]
     assert auc > oracle - 0.06, (auc, oracle)
+
+
+def test_early_stopping_validates_on_profiles_that_never_train(world_dir):
+    """Snapshots a week apart share most of their history and outcome window: a profile whose
+    other snapshots trained would give its validation label away."""
+    con = open_events(world_dir / "events.parquet")
+    goal = _goal(14)
+    examples = build_examples(con, goal, pd.read_parquet(world_dir / "profiles.parquet"),
+                              plan_cutoffs(*event_time_range(con), goal).train)
+    data = PropensityTrainingData.of(examples)
+    assert (data.train == ~data.valid).all() and 0.15 < data.valid.mean() < 0.25
+    assert not set(examples.loc[data.valid, "profile_id"]) & set(examples.loc[data.train, "profile_id"])
+    for rows in (data.train, data.valid):  # every cut-off on both sides
+        assert examples.loc[rows, "cutoff"].nunique() == examples["cutoff"].nunique()
 
 
 def test_a_rare_goal_keeps_the_trees_its_signal_supports(world_dir):
