@@ -182,3 +182,21 @@ def test_a_goal_too_long_for_the_history_is_skipped_and_the_others_train(project
     assert run.metrics["population_eligible"] == eligible and run.metrics["population_excluded"] == 3000 - eligible
     assert run.metrics["population_excluded_no_history"] == 3000 - eligible
     assert run.params["validation_split"] == "held-out profiles (20%)" and int(run.params["best_iteration"]) >= 20
+
+
+def test_train_prints_each_goals_population(project, prefect_harness, monkeypatch):
+    import os
+
+    monkeypatch.chdir(project)
+    # `offerflow train` sets these with os.environ.setdefault: set them here (the session's value, or
+    # the one it would set) so that monkeypatch restores them after this test
+    defaults = {"PREFECT_HOME": str(project / ".prefect"), "MLFLOW_DISABLE_TELEMETRY": "true",
+                "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    for name, value in defaults.items():
+        monkeypatch.setenv(name, os.environ.get(name, value))
+    result = invoke("train", "--goal", "purchase_14d", "--config", str(project / "offerflow.yaml"))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert re.search(r"purchase_14d: holdout AUC 0\.\d+, version \d+, .*population as of \d{4}-\d\d-\d\d: ([\d,]+)"
+                     r" eligible, \1 scored; excluded: [\d,]+ no event before", text), result.output

@@ -81,12 +81,12 @@ def test_learned_propensity_tracks_the_true_purchase_probability(purchase, world
     auc = {name: classification_metrics(y, p)["auc"] for name, p in [
         ("model", learned), ("oracle", true_p),
         ("history", _best_from_history(con, holdout, plan.holdout, truth, goal.outcome_window_days)["purchase"])]}
-    # Measured (docs/customer-ai.md): model 0.810, best from history 0.823, oracle 0.846. What
+    # Measured (docs/customer-ai.md): model 0.812, best from history 0.823, oracle 0.846. What
     # separates the oracle from the best estimate is information the ~46 days of history before
     # the holdout cut-off do not hold (the exact activity rate), not something a model can learn.
     assert auc["oracle"] - auc["history"] > 0.015, auc
     assert auc["model"] > auc["history"] - 0.03, auc  # the 0.03, against what history allows
-    assert auc["model"] > auc["oracle"] - 0.045, auc  # and the measured gap to the oracle (0.036)
+    assert auc["model"] > auc["oracle"] - 0.045, auc  # and the measured gap to the oracle (0.035)
 
 
 def test_scores_percentiles_buckets_and_factors(purchase):
