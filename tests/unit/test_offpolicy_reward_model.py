@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from offerflow.catalog import offers_for_placement
@@ -17,8 +16,6 @@ from offerflow.strategies import evaluation_window, fit_reward_model, pre_window
 from offerflow.world import demo_config_yaml
 
 
-@pytest.mark.xfail(reason="needs ranking.fit_click_model to stop on AUC alone (metric + first_metric_only), "
-                          "being fixed on the ranking helper's branch", strict=False)
 def test_reward_model_stops_on_auc_alone_and_past_the_first_rounds(world_dir: Path) -> None:
     raw = yaml.safe_load(demo_config_yaml(str(world_dir)))
     raw["evaluation"] = {"reward_model": {"num_threads": 1}}  # otherwise the defaults: 400 trees, patience 30
