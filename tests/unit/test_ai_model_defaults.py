@@ -53,6 +53,9 @@ def test_models_list_says_when_an_auto_optimization_model_serves_at_random() -> 
     assert traffic["model"] == 0.0
     assert serving_state(model, {"offers_qualified": 2.0, "offers_total": 12.0}) == ("model", traffic_split(model))
     assert serving_state(model, {}) == ("model", traffic_split(model))  # never trained: the configuration
+    # every offer qualified: auto-optimization explores only while an offer is new
+    _, traffic = serving_state(model, {"offers_qualified": 12.0, "offers_total": 12.0})
+    assert traffic == {"model": 0.9, "exploration": 0.0, "holdout": 0.1}
 
 
 def test_lightgbm_settings_merge_with_the_type_defaults() -> None:
