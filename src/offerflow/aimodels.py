@@ -46,9 +46,11 @@ def serving_state(model: AIModelConfig, metrics: dict[str, float]) -> tuple[str,
     qualified = metrics.get("offers_qualified")
     if model.type == "auto_optimization" and qualified is not None and qualified < 2:
         return (f"random: {int(qualified)} of {int(metrics.get('offers_total', 0))} offers qualified"
-                f" (needs 2; {model.min_displays} displays and {model.min_successes} successes"
-                f" in {model.training_window_days} days)"), {"model": 0.0, "exploration": 0.0, "holdout": 0.0,
-                                                             "random": 1.0}
+                f" (needs 2 with at least {model.min_displays} displays and {model.min_successes} successes)"),\
+            {"model": 0.0, "exploration": 0.0, "holdout": 0.0, "random": 1.0}
+    if model.type == "auto_optimization" and qualified is not None and qualified >= metrics.get("offers_total", 0):
+        # every offer qualified: nothing new, so no exploration traffic (bandits.thompson_select)
+        return "model", traffic_split(model.model_copy(update={"exploration_share": 0.0}))
     return "model", traffic_split(model)
 
 

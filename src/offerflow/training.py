@@ -29,7 +29,7 @@ from offerflow.goals import population as goal_population
 from offerflow.propensity import (VALIDATION_SHARE, PropensityModel, build_examples, check_enough_examples,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.cluster_training import fit_click_model_with, fit_propensity_model_with
-from offerflow.ranking import IPS_BY_DEFAULT, ClickModel, displays_per_profile, interaction_log, training_frame
+from offerflow.ranking import ClickModel, displays_per_profile, interaction_log, training_frame
 from offerflow.partitions import in_sample, sample_share
 from offerflow.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.tracking import CHALLENGER, CHAMPION, Tracker
@@ -368,7 +368,7 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
 
 def ips_weighting(model_cfg: AIModelConfig) -> bool:
     """Whether a personalized model weights displays by inverse propensity (`ips_weighting`)."""
-    return bool(getattr(model_cfg, "ips_weighting", IPS_BY_DEFAULT))
+    return model_cfg.ips_weighting
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:

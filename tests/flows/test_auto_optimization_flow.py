@@ -25,10 +25,14 @@ def test_retrain_updates_stats_incrementally_and_publishes(pipeline_run, tmp_pat
     config = str(project / "offerflow.yaml")
     store = RankingStore(project / "data/rankings")
     before = store.current_version("email-hero")
-    trained = pd.DataFrame(
-        __import__("offerflow.tracking", fromlist=["Tracker"]).Tracker(
-            f"sqlite:///{project / 'mlflow.db'}", project / "mlruns").load_run_dict(
-            summary["ranking_models"]["email-auto"]["run_id"], "posteriors.json")["posteriors"])
+    tracker = __import__("offerflow.tracking", fromlist=["Tracker"]).Tracker(
+        f"sqlite:///{project / 'mlflow.db'}", project / "mlruns")
+    run_id = summary["ranking_models"]["email-auto"]["run_id"]
+    trained = pd.DataFrame(tracker.load_run_dict(run_id, "posteriors.json")["posteriors"])
+    # The run records what each placement publishes (per placement unless pool_placements).
+    per_placement = tracker.load_run_dict(run_id, "placement_posteriors.json")
+    assert set(per_placement) == {"email-hero"}
+    assert tracker.run_params(run_id)["pool_placements"] == "False"
 
     cwd = os.getcwd()
     os.chdir(project)
