@@ -238,13 +238,7 @@ def evaluate(dataset: Dataset, tune: bool = False, goal_extra: dict | None = Non
     with tempfile.TemporaryDirectory(prefix="offerflow-external-") as tmp:
         path = Path(tmp) / "events.parquet"
         as_events(purchases).to_parquet(path, index=False)
-        con = open_events(path)
-        plan = plan_cutoffs(*event_time_range(con), goal)
-        started = time.perf_counter()
-        examples = build_examples(con, goal, profiles, plan.train)
-        model = fit_propensity_model(examples, goal.lightgbm, SEED)
-        holdout = build_examples(con, goal, profiles, [plan.holdout])
-        seconds = time.perf_counter() - started
+        plan, examples, model, holdout, seconds = fit_with_holdout(open_events(path), goal, profiles)
     y = holdout["label"].to_numpy()
     cutoff = pd.Timestamp(plan.holdout)
     rfm = rfm_summary(purchases, holdout["profile_id"], cutoff)
@@ -263,6 +257,17 @@ def evaluate(dataset: Dataset, tune: bool = False, goal_extra: dict | None = Non
             "bgnbd_params": [round(float(p), 4) for p in params], "auc": auc, "seconds": round(seconds, 1)}
 
 
+def fit_with_holdout(con, goal, profiles: pd.DataFrame):
+    """What the pipeline does for a goal, on these events: plan the cut-offs, fit on the training
+    snapshots, build the holdout snapshot. Returns (plan, examples, model, holdout, seconds)."""
+    plan = plan_cutoffs(*event_time_range(con), goal)
+    started = time.perf_counter()
+    examples = build_examples(con, goal, profiles, plan.train)
+    model = fit_propensity_model(examples, goal.lightgbm, SEED)
+    holdout = build_examples(con, goal, profiles, [plan.holdout])
+    return plan, examples, model, holdout, time.perf_counter() - started
+
+
 def offerflow_world(quick: bool, tune: bool = False, goal_extra: dict | None = None) -> dict[str, object]:
     """Customer AI on offerflow's own synthetic world against its true purchase probability."""
     from offerflow.world import WorldSpec, generate_world, load_truth, true_purchase_probability
@@ -278,14 +283,8 @@ def offerflow_world(quick: bool, tune: bool = False, goal_extra: dict | None = N
             end = events["timestamp"].max().ceil("D")
             events[events["timestamp"] < end - pd.Timedelta(days=14)].to_parquet(out / "tuned.parquet", index=False)
             events_path = out / "tuned.parquet"
-        con = open_events(events_path)
         profiles = pd.read_parquet(out / "profiles.parquet")
-        plan = plan_cutoffs(*event_time_range(con), goal)
-        started = time.perf_counter()
-        examples = build_examples(con, goal, profiles, plan.train)
-        model = fit_propensity_model(examples, goal.lightgbm, SEED)
-        holdout = build_examples(con, goal, profiles, [plan.holdout])
-        seconds = time.perf_counter() - started
+        plan, examples, model, holdout, seconds = fit_with_holdout(open_events(events_path), goal, profiles)
         truth, _ = load_truth(out)
     holdout = holdout.merge(truth[["profile_id", "activity", "daily_purchase_rate"]], on="profile_id")
     y = holdout["label"].to_numpy()
