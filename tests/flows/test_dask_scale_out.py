@@ -161,8 +161,8 @@ def test_pipeline_training_uses_lightgbm_dask_when_the_config_names_a_cluster(tm
 
 
 def test_lightgbm_dask_customer_ai_matches_the_local_model(world_dir, dask_cluster):
-    """Customer AI on the cluster: the same snapshots and time split, early stopping replayed on
-    the latest cut-off's AUC curve, then the refit on every cut-off. On this small world (~9,000
+    """Customer AI on the cluster: the same snapshots and split, early stopping replayed on the AUC
+    curve of the held-out validation profiles (as locally), then the refit on every snapshot. On this small world (~9,000
     snapshots, half per worker) the per-worker histograms make the trees and the stopping round
     vary between runs: measured holdout AUC 0.789-0.803 against 0.810 locally, so the test allows
     0.03 (a model that learned nothing scores ~0.5) and checks the two rank profiles alike."""
