@@ -187,7 +187,6 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
     the last day's displays.
     """
     from offerflow.bandits import fit_posteriors, thompson_first_choices
-    from offerflow.training import pools_placements
 
     rng = np.random.default_rng(seed)
     placements = list(true)
@@ -203,7 +202,7 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
             who = rng.choice(n, size=visits_per_day // batches_per_day, p=visit_p)
             elig = eligible[who]
             for p in placements:
-                sources = placements if pools_placements(model_cfg) else [p]
+                sources = placements if model_cfg.pool_placements else [p]
                 window = [b for q in sources for b in history[q][-window_batches:]]
                 d = np.sum([b[0] for b in window], axis=0) if window else np.zeros(m)
                 s = np.sum([b[1] for b in window], axis=0) if window else np.zeros(m)
@@ -286,12 +285,10 @@ def world_rows(world: WorldUnderTest, seed: int) -> list[dict]:
 
 
 def _auto_rows(world: WorldUnderTest, seed: int, a_cfg) -> list[dict]:
-    from offerflow.training import pools_placements
-
     rows = []
     for placement, a in measure_auto_closed_loop(world, seed, a_cfg).items():
         tail = float(np.mean(a["daily"][-7:]))
-        pooled = "pooled" if pools_placements(a_cfg) else "per placement"
+        pooled = "pooled" if a_cfg.pool_placements else "per placement"
         rows.append({"dataset": world.name, "measure": f"auto-optimization from a cold start, last 7 of {len(a['daily'])}"
                      f" days, share of the best single offer's true click rate ({placement}, {pooled})",
                      "ours": tail / a["best_single"], "baseline": a["random"] / a["best_single"], "baseline_name": "random",

@@ -305,12 +305,6 @@ class RankingModelResult(TrainingResult):
         return self.posteriors
 
 
-def pools_placements(model_cfg: AIModelConfig) -> bool:
-    """Whether an auto-optimization model learns one set of posteriors from the displays of all its
-    placements (`pool_placements: true`) instead of one per placement (the default)."""
-    return model_cfg.pool_placements
-
-
 def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:
     """The rolling training window [start, end): the `training_window_days` days up to the end of
     the day of the last event."""
@@ -347,7 +341,7 @@ def fit_placement_posteriors(stats: pd.DataFrame, offers: pd.DataFrame, model_cf
     per_placement = {}
     for placement in model_cfg.placements:
         candidates = offers_for_placement(offers, placement)
-        if pools_placements(model_cfg):
+        if model_cfg.pool_placements:
             per_placement[placement] = pooled[pooled["offer_id"].isin(candidates["offer_id"])].reset_index(drop=True)
         else:
             per_placement[placement] = fit(stats[stats["placement_id"] == placement], candidates)
@@ -362,13 +356,8 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     log, displays = _training_displays(con, model_cfg, start, end)
     frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
-                                                ips=ips_weighting(model_cfg))
+                                                ips=model_cfg.ips_weighting)
     return click_model, trainer, len(frame), displays
-
-
-def ips_weighting(model_cfg: AIModelConfig) -> bool:
-    """Whether a personalized model weights displays by inverse propensity (`ips_weighting`)."""
-    return model_cfg.ips_weighting
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -426,7 +415,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                             "exploration_share": model_cfg.exploration_share,
                             "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
                             "n_displays": int(counts["displays"].sum()),
-                            "pool_placements": pools_placements(model_cfg),
+                            "pool_placements": model_cfg.pool_placements,
                             "stats_update": stats_update.mode if stats_update else "window"})
         metrics = {"displays": float(counts["displays"].sum()), "successes": float(counts["successes"].sum()),
                    "success_value": float(counts["value"].sum()),
@@ -445,7 +434,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
             tracker.log_params({"best_iteration": best if best is not None
                                 else int(click_model.holdout_metrics.get("best_iteration", 0)),
                                 "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
-                                "ips_weighting": ips_weighting(model_cfg),
+                                "ips_weighting": model_cfg.ips_weighting,
                                 **model_cfg.lightgbm.model_dump()})
             tracker.log_dict({"feature_columns": click_model.feature_columns,
                               "categories": click_model.categories}, "feature_spec.json")

@@ -132,7 +132,7 @@ def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_h
     from datetime import datetime, timezone
 
     from offerflow.config import AIModelConfig
-    from offerflow.training import fit_placement_posteriors, pools_placements
+    from offerflow.training import fit_placement_posteriors
 
     stats = _daily([
         ("2026-10-20", "top", "a", 1000, 100, 0), ("2026-10-20", "top", "b", 1000, 20, 0),
@@ -143,7 +143,7 @@ def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_h
     start, end = datetime(2026, 10, 10, tzinfo=timezone.utc), datetime(2026, 10, 24, tzinfo=timezone.utc)
     cfg = AIModelConfig(name="m", type="auto_optimization", placements=["top", "bottom"], min_displays=100,
                         min_successes=5)
-    assert not pools_placements(cfg)  # per placement unless the model says otherwise
+    assert not cfg.pool_placements  # per placement unless the model says otherwise
     pooled, per = fit_placement_posteriors(stats, offers, cfg, start, end)
     rate = {p: f.set_index("offer_id").eval("alpha / (alpha + beta)") for p, f in per.items()}
     assert rate["top"]["a"] > rate["top"]["b"] and rate["bottom"]["b"] > rate["bottom"]["a"]
