@@ -31,8 +31,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def table_digests(project: Path) -> dict[str, str]:
-    from offerflow.config import load_config
-    from offerflow.store import RankingStore
+    from offerflow.core.config import load_config
+    from offerflow.core.store import RankingStore
 
     config = load_config(project / "offerflow.yaml")
     store = RankingStore(config.path(config.store.path))
@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-cache-bench"))
     args = parser.parse_args()
 
-    from offerflow.fingerprints import FileFingerprints
-    from offerflow.world import WorldSpec, demo_config_yaml, generate_world
+    from offerflow.core.fingerprints import FileFingerprints
+    from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     project = args.workdir / "project"
@@ -73,7 +73,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import pipeline
+    from offerflow.flows.pipeline import pipeline
 
     runs = {}
     with prefect_test_harness(server_startup_timeout=180):

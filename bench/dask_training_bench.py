@@ -10,11 +10,11 @@ from pathlib import Path
 def main():
     import pandas as pd
     from distributed import LocalCluster
-    from offerflow.catalog import read_offers
-    from offerflow.config import load_config
-    from offerflow.features import open_events
-    from offerflow.tracking import Tracker, resolve_tracking_uri
-    from offerflow.training import train_ranking_model
+    from offerflow.ingest.catalog import read_offers
+    from offerflow.core.config import load_config
+    from offerflow.core.features import open_events
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
+    from offerflow.models.training import train_ranking_model
     work = Path(sys.argv[1])
     config = load_config(work / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))

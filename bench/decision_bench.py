@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build_project(root: Path, n_profiles: int, seed: int) -> Path:
     """Profiles, catalog and project file, and the two published ranking tables."""
-    from offerflow.catalog import load_offers
-    from offerflow.config import load_config
-    from offerflow.publishing import build_ranking_table
-    from offerflow.store import RankingStore
-    from offerflow.world import demo_config_yaml, make_offers, make_profiles, write_offers_yaml
+    from offerflow.ingest.catalog import load_offers
+    from offerflow.core.config import load_config
+    from offerflow.ranking.publishing import build_ranking_table
+    from offerflow.core.store import RankingStore
+    from offerflow.synthetic.world import demo_config_yaml, make_offers, make_profiles, write_offers_yaml
 
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -166,9 +166,9 @@ def run_load(port: int, bodies: list[bytes], rate: float, seconds: float, connec
 
 
 def bench_batch(config_path: Path) -> dict:
-    from offerflow.batch_decisions import decide_batch
-    from offerflow.config import load_config
-    from offerflow.decisioning import build_engine
+    from offerflow.decisioning.batch import decide_batch
+    from offerflow.core.config import load_config
+    from offerflow.decisioning.engine import build_engine
 
     config = load_config(config_path)
     started = time.perf_counter()

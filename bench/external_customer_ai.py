@@ -48,10 +48,10 @@ from scipy.special import betaln, gammaln
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from offerflow.config import PropensityGoalConfig  # noqa: E402
-from offerflow.evaluation import classification_metrics  # noqa: E402
-from offerflow.features import event_time_range, open_events  # noqa: E402
-from offerflow.propensity import build_examples, fit_propensity_model, plan_cutoffs  # noqa: E402
+from offerflow.core.config import PropensityGoalConfig  # noqa: E402
+from offerflow.core.metrics import classification_metrics  # noqa: E402
+from offerflow.core.features import event_time_range, open_events  # noqa: E402
+from offerflow.customer_ai.propensity import build_examples, fit_propensity_model, plan_cutoffs  # noqa: E402
 
 SEED = 7
 EVENT_COLUMNS = ["event_id", "timestamp", "profile_id", "event_type", "offer_id", "placement_id", "channel",
@@ -270,7 +270,7 @@ def fit_with_holdout(con, goal, profiles: pd.DataFrame):
 
 def offerflow_world(quick: bool, tune: bool = False, goal_extra: dict | None = None) -> dict[str, object]:
     """Customer AI on offerflow's own synthetic world against its true purchase probability."""
-    from offerflow.world import WorldSpec, generate_world, load_truth, true_purchase_probability
+    from offerflow.synthetic.world import WorldSpec, generate_world, load_truth, true_purchase_probability
 
     goal = goal_for(14, **{"min_positives": 200, "min_negatives": 200, **(goal_extra or {})})
     profiles_n, days = (5_000, 90) if quick else (20_000, 120)

@@ -69,11 +69,11 @@ def _row(campaign: str, target: str, source: str, estimator: str, estimate: pd.S
 
 def evaluate_campaign(campaign: str, workdir: Path) -> list[dict]:
     """The two cross-log estimates of one campaign, each with every estimator in ESTIMATORS."""
-    from offerflow.config import load_config
-    from offerflow.features import open_events
-    from offerflow.offpolicy import Strategy, evaluate, load_logged_displays
-    from offerflow.report import load_evaluation_catalog
-    from offerflow.strategies import evaluate_placement, evaluation_window, placement_offer_set, warning_limits
+    from offerflow.core.config import load_config
+    from offerflow.core.features import open_events
+    from offerflow.evaluation.offpolicy import Strategy, evaluate, load_logged_displays
+    from offerflow.evaluation.report import load_evaluation_catalog
+    from offerflow.evaluation.strategies import evaluate_placement, evaluation_window, placement_offer_set, warning_limits
 
     logs = {b: read_obd(b, campaign) for b in ("random", "bts")}
     observed = {b: (float(log["click"].mean()), int(log["click"].sum())) for b, log in logs.items()}

@@ -67,8 +67,8 @@ class WorldUnderTest:
 
 class OfferflowWorld(WorldUnderTest):
     def __init__(self, directory: Path, seed: int, quick: bool) -> None:
-        from offerflow.catalog import load_offers, load_profiles
-        from offerflow.world import WorldSpec, generate_world, load_truth
+        from offerflow.ingest.catalog import load_offers, load_profiles
+        from offerflow.synthetic.world import WorldSpec, generate_world, load_truth
 
         generate_world(WorldSpec(profiles=8_000 if quick else 20_000, offers=50, days=30, seed=seed), directory)
         self.truth_profiles, self.truth_offers = load_truth(directory)
@@ -76,7 +76,7 @@ class OfferflowWorld(WorldUnderTest):
                          load_offers(directory / "offers.yaml"), "web-banner", ["email-hero"])
 
     def truth(self, profiles: pd.DataFrame, offers: pd.DataFrame, placement: str) -> np.ndarray:
-        from offerflow.world import true_click_probability
+        from offerflow.synthetic.world import true_click_probability
 
         p = profiles[["profile_id"]].merge(self.truth_profiles, on="profile_id", how="left")
         o = offers[["offer_id"]].merge(self.truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
@@ -93,7 +93,7 @@ class ExternalWorld(WorldUnderTest):
     def __init__(self, directory: Path, seed: int, quick: bool) -> None:
         from external_world import FEED, HERO, ExternalWorldSpec, generate
 
-        from offerflow.catalog import load_offers, load_profiles
+        from offerflow.ingest.catalog import load_offers, load_profiles
 
         self.world = generate(ExternalWorldSpec(profiles=12_000 if quick else 30_000, seed=seed), directory)
         super().__init__("external_world", directory / "events.parquet", load_profiles(directory / "profiles.parquet"),
@@ -113,7 +113,7 @@ class ExternalWorld(WorldUnderTest):
 
 def _traffic(con, placement: str, start: datetime, end: datetime) -> pd.DataFrame:
     """Profiles shown the placement in [start, end) and how often: what a ranking is judged on."""
-    from offerflow.ranking import displays_per_profile
+    from offerflow.ranking.click_model import displays_per_profile
 
     return displays_per_profile(con, [placement], start, end)
 
@@ -134,12 +134,12 @@ def _weighted(values: np.ndarray, weight: np.ndarray) -> float:
 
 def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> dict[str, float]:
     """True click rate of the personalized model's first choice, the oracle's, and baselines."""
-    from offerflow.catalog import offers_for_placement
-    from offerflow.config import AIModelConfig
-    from offerflow.features import open_events
-    from offerflow.offer_stats import daily_stats
-    from offerflow.ranking import eligibility_matrix
-    from offerflow.training import fit_personalized_model, fit_placement_posteriors, ranking_window
+    from offerflow.ingest.catalog import offers_for_placement
+    from offerflow.core.config import AIModelConfig
+    from offerflow.core.features import open_events
+    from offerflow.ranking.offer_stats import daily_stats
+    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.models.training import fit_personalized_model, fit_placement_posteriors, ranking_window
 
     cfg = model_cfg or AIModelConfig(name="personalized", type="personalized",
                                      placements=[world.personalized_placement])
@@ -186,7 +186,7 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
     displays until the first day the best single offer was the most shown one, and its share of
     the last day's displays.
     """
-    from offerflow.bandits import fit_posteriors, thompson_first_choices
+    from offerflow.ranking.bandits import fit_posteriors, thompson_first_choices
 
     rng = np.random.default_rng(seed)
     placements = list(true)
@@ -239,8 +239,8 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
 
 def measure_auto_closed_loop(world: WorldUnderTest, seed: int, model_cfg, days: int = 28) -> dict[str, dict]:
     """`simulate_auto_optimization` on a world's profiles, offers and truth for its auto placements."""
-    from offerflow.catalog import offers_for_placement
-    from offerflow.ranking import eligibility_matrix
+    from offerflow.ingest.catalog import offers_for_placement
+    from offerflow.ranking.click_model import eligibility_matrix
 
     candidates = offers_for_placement(world.offers, model_cfg.placements[0]).reset_index(drop=True)
     eligible = eligibility_matrix(world.profiles, candidates)
@@ -272,7 +272,7 @@ def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = N
                auto_only: bool = False) -> list[dict]:
     """Personalized and auto-optimization rows for one world; `auto_overrides` changes the
     auto-optimization model's settings (e.g. `training_window_days`, `exploration_share`)."""
-    from offerflow.config import AIModelConfig, LightGBMParams
+    from offerflow.core.config import AIModelConfig, LightGBMParams
 
     rows = []
     default = AIModelConfig(name="personalized", type="personalized", placements=[world.personalized_placement])
@@ -310,9 +310,9 @@ def _obd_frame(behavior: str, campaign: str, directory: Path):
     position's displays, offers, events connection)."""
     from external_data import placement_ids, write_obd_project
 
-    from offerflow.catalog import load_offers, load_profiles
-    from offerflow.features import event_time_range, open_events
-    from offerflow.ranking import interaction_log, training_frame
+    from offerflow.ingest.catalog import load_offers, load_profiles
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.ranking.click_model import interaction_log, training_frame
 
     write_obd_project(directory, behavior, campaign)
     con = open_events(directory / "data" / "events.parquet")
@@ -326,9 +326,9 @@ def _obd_frame(behavior: str, campaign: str, directory: Path):
 def obd_personalized(behavior: str, campaign: str, directory: Path, seed: int) -> dict[str, float]:
     """The personalized click model's AUC on the log's last 20% (time split, as `fit_click_model`
     holds it out) against a click-rate-per-item (and position) baseline learnt from the first 80%."""
-    from offerflow.config import AIModelConfig
-    from offerflow.evaluation import classification_metrics
-    from offerflow.ranking import fit_click_model
+    from offerflow.core.config import AIModelConfig
+    from offerflow.core.metrics import classification_metrics
+    from offerflow.ranking.click_model import fit_click_model
 
     frame, offers = _obd_frame(behavior, campaign, directory)
     cfg = AIModelConfig(name="p", type="personalized", placements=["obd-pos1"])
@@ -356,7 +356,7 @@ def obd_cold_start(behavior: str, campaign: str, seed: int, days: int = 14,
     displays per item) times each position's share of the clicks."""
     from external_data import read_obd
 
-    from offerflow.config import AIModelConfig
+    from offerflow.core.config import AIModelConfig
 
     log = read_obd(behavior, campaign)
     overall = log["click"].mean()

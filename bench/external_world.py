@@ -188,8 +188,8 @@ class ExternalWorld:
 
 def generate(spec: ExternalWorldSpec, out_dir: Path) -> ExternalWorld:
     """Write the world's profiles, catalog, events and truth under `out_dir`."""
-    from offerflow.ranking import eligibility_matrix
-    from offerflow.world import _EventWriter, write_offers_yaml
+    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.synthetic.world import _EventWriter, write_offers_yaml
 
     rng = np.random.default_rng(spec.seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,9 +36,9 @@ def _peak_rss_mib() -> float:
 
 def _child(stage: str, project: Path) -> dict:
     """Runs inside the child process: one stage, its figures as a dict."""
-    from offerflow.config import load_config
-    from offerflow.events import read_events_batches
-    from offerflow.ingestion import ingest_events, load_catalog
+    from offerflow.core.config import load_config
+    from offerflow.ingest.events import read_events_batches
+    from offerflow.ingest.snapshot import ingest_events, load_catalog
 
     config = load_config(project / "offerflow.yaml")
     _, offers = load_catalog(config)
@@ -62,7 +62,7 @@ def _prepare(world: Path, work: Path, fmt: str, limit: int | None) -> int:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
-    from offerflow.world import demo_config_yaml
+    from offerflow.synthetic.world import demo_config_yaml
 
     if work.exists():
         shutil.rmtree(work)

@@ -84,16 +84,16 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
 
-    from offerflow.catalog import offers_for_placement
-    from offerflow.config import load_config
-    from offerflow.decisioning import DecisionEngine
-    from offerflow.features import open_events
-    from offerflow.ingestion import ingest_events, load_catalog, validated_events
-    from offerflow.publishing import publish_placement, publish_placement_partitioned
-    from offerflow.store import RankingStore
-    from offerflow.tracking import Tracker, resolve_tracking_uri
-    from offerflow.training import enrich_profiles, score_propensity, train_propensity, train_ranking_model
-    from offerflow.world import WorldSpec, demo_config_yaml, generate_world
+    from offerflow.ingest.catalog import offers_for_placement
+    from offerflow.core.config import load_config
+    from offerflow.decisioning.engine import DecisionEngine
+    from offerflow.core.features import open_events
+    from offerflow.ingest.snapshot import ingest_events, load_catalog, validated_events
+    from offerflow.ranking.publishing import publish_placement, publish_placement_partitioned
+    from offerflow.core.store import RankingStore
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
+    from offerflow.models.training import enrich_profiles, score_propensity, train_propensity, train_ranking_model
+    from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
     work = args.workdir
     kept = work / "data" / "outputs" / "validated"
@@ -180,7 +180,7 @@ def main() -> None:
                 publish_placement_partitioned(store, placement, enriched, offers, model, partitions,
                                               config.path(config.data.outputs_dir) / "partitions" / placement.id)
             elif config.compute.dask_address is not None:
-                from flows.scale_out import publish_partitioned  # the flow's path: tasks on the workers
+                from offerflow.flows.scale_out import publish_partitioned  # the flow's path: tasks on the workers
 
                 publish_partitioned(config, placement.id, enriched, offers, model, run_id)
             else:

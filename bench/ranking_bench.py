@@ -39,11 +39,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-ranking-bench"))
     args = parser.parse_args()
 
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, formula_scorer, rank_profiles, training_frame
-    from offerflow.rules import schema_from_frames
-    from offerflow.store import RankingStore
-    from offerflow.world import make_offers, make_profiles, true_click_probability
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, formula_scorer, rank_profiles, training_frame
+    from offerflow.rules.expressions import schema_from_frames
+    from offerflow.core.store import RankingStore
+    from offerflow.synthetic.world import make_offers, make_profiles, true_click_probability
 
     if args.workdir.exists():
         shutil.rmtree(args.workdir)

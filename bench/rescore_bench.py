@@ -21,13 +21,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def main() -> None:
-    from offerflow.catalog import load_profiles
-    from offerflow.champions import load_propensity_champion, propensity_model_name
-    from offerflow.config import load_config
-    from offerflow.features import open_events
-    from offerflow.ingestion import validated_events
-    from offerflow.tracking import Tracker, resolve_tracking_uri
-    from offerflow.training import score_propensity
+    from offerflow.ingest.catalog import load_profiles
+    from offerflow.models.champions import load_propensity_champion, propensity_model_name
+    from offerflow.core.config import load_config
+    from offerflow.core.features import open_events
+    from offerflow.ingest.snapshot import validated_events
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
+    from offerflow.models.training import score_propensity
 
     work = Path(sys.argv[1])
     config = load_config(work / "offerflow.yaml")

@@ -41,10 +41,10 @@ def _rss_mib() -> float:
 
 
 def _click_model(profiles: pd.DataFrame, offers: pd.DataFrame, truth_profiles, truth_offers, seed: int):
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, training_frame
-    from offerflow.training import RankingModelResult
-    from offerflow.world import true_click_probability
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+    from offerflow.models.training import RankingModelResult
+    from offerflow.synthetic.world import true_click_probability
 
     rng = np.random.default_rng(seed)
     n = 200_000
@@ -71,13 +71,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/scale"))
     args = parser.parse_args()
 
-    from offerflow.config import PlacementConfig
-    from offerflow.publishing import (partition_workdir, plan_scoring, publish_partitioned_parts,
+    from offerflow.core.config import PlacementConfig
+    from offerflow.ranking.publishing import (partition_workdir, plan_scoring, publish_partitioned_parts,
                                       publish_placement, publish_placement_partitioned, rank_partition_file,
                                       ranking_part_paths)
-    from offerflow.partitions import write_profile_partitions
-    from offerflow.store import RankingStore
-    from offerflow.world import make_offers, make_profiles
+    from offerflow.core.partitions import write_profile_partitions
+    from offerflow.core.store import RankingStore
+    from offerflow.synthetic.world import make_offers, make_profiles
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ Generates (or reuses) a seeded world, trains the demo goal `purchase_14d` twice 
 early-stopped model and a fixed 100-tree model), builds the scoring features as of the end of the
 data, and tiles them to `--rows` rows. For each model it prints, as JSON: holdout AUC, rows/s of
 LightGBM's plain `pred_contrib` (timed on `--plain-rows` rows), rows/s of
-`offerflow.contributions.grouped_contributions` on all rows, the largest absolute difference
+`offerflow.customer_ai.contributions.grouped_contributions` on all rows, the largest absolute difference
 between the two, and the share of rows whose top-3 factors are the same. Feature building is
 timed separately (it runs on the world's real profiles, not the tiled rows).
 
@@ -54,14 +54,14 @@ def main() -> None:
         end_to_end(args.world, args.out_dir, args.seed)
         return
 
-    from offerflow.config import parse_config
-    from offerflow.contributions import grouped_contributions
-    from offerflow.evaluation import classification_metrics
-    from offerflow.features import event_time_range, open_events
-    from offerflow.goals import eligible_profiles
-    from offerflow.propensity import (build_examples, feature_frame, fit_propensity_model, plan_cutoffs,
+    from offerflow.core.config import parse_config
+    from offerflow.customer_ai.contributions import grouped_contributions
+    from offerflow.core.metrics import classification_metrics
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.customer_ai.goals import eligible_profiles
+    from offerflow.customer_ai.propensity import (build_examples, feature_frame, fit_propensity_model, plan_cutoffs,
                                       top_factors)
-    from offerflow.world import WorldSpec, demo_config_yaml, generate_world
+    from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
     world = args.workdir / f"world-{args.profiles}-{args.seed}"
     if not (world / "events.parquet").exists():
@@ -141,8 +141,8 @@ def _stage(results: list[dict], name: str):
 def _best_from_history(con, profiles: pd.DataFrame, cutoff, first, prior: np.ndarray, window: int,
                        chunk: int = 50_000) -> np.ndarray:
     """`world.best_estimates_from_history` (the AUC ceiling from observable history), in chunks."""
-    from offerflow.features import query_frame
-    from offerflow.world import best_estimates_from_history
+    from offerflow.core.features import query_frame
+    from offerflow.synthetic.world import best_estimates_from_history
 
     seen = query_frame(con, """SELECT profile_id,
         count(DISTINCT CAST(timestamp AS DATE)) FILTER (WHERE channel = 'web') AS web_days,
@@ -160,12 +160,12 @@ def end_to_end(world: Path, out_dir: Path | None, seed: int) -> None:
     """Customer AI on a real world, stage by stage, as the training and scoring tasks run it."""
     import tempfile
 
-    from offerflow.config import parse_config
-    from offerflow.evaluation import classification_metrics
-    from offerflow.features import event_time_range, open_events
-    from offerflow.goals import eligible_profiles
-    from offerflow.propensity import build_examples, feature_frame, fit_propensity_model, plan_cutoffs, score_table
-    from offerflow.world import demo_config_yaml, load_truth, true_purchase_probability
+    from offerflow.core.config import parse_config
+    from offerflow.core.metrics import classification_metrics
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.customer_ai.goals import eligible_profiles
+    from offerflow.customer_ai.propensity import build_examples, feature_frame, fit_propensity_model, plan_cutoffs, score_table
+    from offerflow.synthetic.world import demo_config_yaml, load_truth, true_purchase_probability
 
     goal = parse_config(yaml.safe_load(demo_config_yaml(str(world)))).propensity_goals[0]
     profiles = pd.read_parquet(world / "profiles.parquet")

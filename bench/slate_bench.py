@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from offerflow.config import parse_config
-from offerflow.features import open_events
-from offerflow.report import load_evaluation_catalog
-from offerflow.slates import simulate_slate_log, true_slate_values
-from offerflow.strategies import evaluate_placement
-from offerflow.world import WorldSpec, demo_config_yaml, generate_world, load_truth, true_click_probability
-from offerflow.world import true_slot_examination
+from offerflow.core.config import parse_config
+from offerflow.core.features import open_events
+from offerflow.evaluation.report import load_evaluation_catalog
+from offerflow.evaluation.slates import simulate_slate_log, true_slate_values
+from offerflow.evaluation.strategies import evaluate_placement
+from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world, load_truth, true_click_probability
+from offerflow.synthetic.world import true_slot_examination
 
 ESTIMATORS = ("ips", "snips", "dr")
 END = date(2026, 11, 1)
@@ -60,8 +60,8 @@ def evaluate_world_slates(world: Path, log_seed: int, workdir: Path, config):
         slates = evaluation.slates
         if slates is None:
             raise RuntimeError(f"{placement_id}: no slate estimate: {evaluation.slate_note}")
-        from offerflow.slates import load_logged_slates
-        from offerflow.strategies import placement_offer_set
+        from offerflow.evaluation.slates import load_logged_slates
+        from offerflow.evaluation.strategies import placement_offer_set
 
         logged = load_logged_slates(con, placement_id, items, start, start + timedelta(days=SLATE_DAYS), profiles,
                                     placement_offer_set(offers, placement_id))

@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3,000-profile, 12-offer, 60-day world, generated once per test session."""
-    from offerflow.world import WorldSpec, generate_world
+    from offerflow.synthetic.world import WorldSpec, generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(WorldSpec(profiles=3_000, offers=12, days=60, seed=11, end_date=TEST_END_DATE), out)
@@ -35,7 +35,7 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_project(tmp_path: Path, world_dir: Path) -> Path:
     """A project folder with the demo offerflow.yaml, a copy of the world and our GX suite."""
-    from offerflow.world import demo_config_yaml
+    from offerflow.synthetic.world import demo_config_yaml
 
     shutil.copytree(world_dir, tmp_path / "data")
     repo_gx = Path(__file__).resolve().parents[1] / "great_expectations"
@@ -54,7 +54,7 @@ def project_dir(tmp_path: Path, world_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, world_dir: Path, prefect_harness):
     """The whole pipeline run once per session on the seeded world: (project dir, run summary)."""
-    from flows.pipeline import pipeline
+    from offerflow.flows.pipeline import pipeline
 
     project = make_project(tmp_path_factory.mktemp("project"), world_dir)
     cwd = os.getcwd()

@@ -6,9 +6,9 @@ __version__ = "0.1.0"
 def decide(profile_id, placements, items=None, config="offerflow.yaml", allow_duplicates=False, log=True):
     """Which offers to show `profile_id` in `placements` (a placement id or a list, filled in order).
 
-    Returns an `offerflow.decisioning.Decision`. The engine of each project file is built on the
+    Returns an `offerflow.decisioning.engine.Decision`. The engine of each project file is built on the
     first call and cached; nothing is imported or loaded when `offerflow` itself is imported.
     """
-    from offerflow.decisioning import decide as _decide
+    from offerflow.decisioning.engine import decide as _decide
 
     return _decide(profile_id, placements, items=items, config=config, allow_duplicates=allow_duplicates, log=log)

@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.schema import EVENT_SCHEMA
-from offerflow.store import RankingStore
+from offerflow.core.schema import EVENT_SCHEMA
+from offerflow.core.store import RankingStore
 
 pytestmark = pytest.mark.flow
 
 
 def test_retrain_updates_stats_incrementally_and_publishes(pipeline_run, tmp_path):
-    from flows.auto_optimization import retrain_auto_optimization
+    from offerflow.flows.auto_optimization import retrain_auto_optimization
 
     source, summary = pipeline_run
     project = tmp_path / "project"
@@ -25,7 +25,7 @@ def test_retrain_updates_stats_incrementally_and_publishes(pipeline_run, tmp_pat
     config = str(project / "offerflow.yaml")
     store = RankingStore(project / "data/rankings")
     before = store.current_version("email-hero")
-    tracker = __import__("offerflow.tracking", fromlist=["Tracker"]).Tracker(
+    tracker = __import__("offerflow.core.tracking", fromlist=["Tracker"]).Tracker(
         f"sqlite:///{project / 'mlflow.db'}", project / "mlruns")
     run_id = summary["ranking_models"]["email-auto"]["run_id"]
     trained = pd.DataFrame(tracker.load_run_dict(run_id, "posteriors.json")["posteriors"])

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.pipeline  # noqa: F401  (see below)
+import offerflow.flows.pipeline  # noqa: F401  (see below)
 from offerflow.cli import app
-from offerflow.store import RankingStore
+from offerflow.core.store import RankingStore
 
 # Importing the flow imports Prefect, which binds its console log handler to the sys.stderr of that
 # moment. Done inside the first `runner.invoke`, that is the runner's stream, closed when the invoke

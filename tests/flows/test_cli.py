@@ -53,7 +53,7 @@ def test_rankings_list_and_rollback(pipeline_run, tmp_path):
     failed = invoke("rankings", "rollback", "web-banner", "--config", config)
     assert failed.exit_code == 1 and "web-banner" in failed.output  # only one version so far
 
-    from offerflow.store import RankingStore
+    from offerflow.core.store import RankingStore
 
     store = RankingStore(copy / "data" / "rankings")
     store.publish("web-banner", store.read_table("web-banner"), {"kind": "ranking", "note": "republish"})

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import flows.pipeline  # noqa: F401  (Prefect's console handler binds to the stderr pytest captures)
+import offerflow.flows.pipeline  # noqa: F401  (Prefect's console handler binds to the stderr pytest captures)
 from offerflow.cli import app
-from offerflow.config import load_config
+from offerflow.core.config import load_config
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from offerflow.cli import app
-from offerflow.config import load_config
-from offerflow.features import open_events
-from offerflow.ingestion import validated_dir
-from offerflow.tracking import CHALLENGER, CHAMPION, Tracker, resolve_tracking_uri
+from offerflow.core.config import load_config
+from offerflow.core.features import open_events
+from offerflow.ingest.snapshot import validated_dir
+from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker, resolve_tracking_uri
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -71,11 +71,11 @@ def test_bare_score_writes_a_new_batch_that_rules_read(project):
     into the next batch beside the pipeline's; that batch is the one enrichment picks and rules read."""
     from datetime import timedelta
 
-    from offerflow.catalog import load_profiles
-    from offerflow.champions import latest_goal_scores
-    from offerflow.features import event_time_range
-    from offerflow.rules import parse_expression, schema_from_frames
-    from offerflow.training import enrich_profiles
+    from offerflow.ingest.catalog import load_profiles
+    from offerflow.models.champions import latest_goal_scores
+    from offerflow.core.features import event_time_range
+    from offerflow.rules.expressions import parse_expression, schema_from_frames
+    from offerflow.models.training import enrich_profiles
 
     config = str(project / "offerflow.yaml")
     cfg = load_config(project / "offerflow.yaml")
@@ -134,8 +134,8 @@ def test_segment_export_by_bucket_and_score(project):
 
 
 def test_worse_model_is_compared_on_the_same_holdout_and_stays_challenger(project):
-    from offerflow.catalog import load_profiles
-    from offerflow.training import train_propensity
+    from offerflow.ingest.catalog import load_profiles
+    from offerflow.models.training import train_propensity
 
     cfg = load_config(project / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.uri, cfg.root), cfg.path(cfg.tracking.artifact_root))
@@ -163,7 +163,7 @@ def test_a_goal_too_long_for_the_history_is_skipped_and_the_others_train(project
     trains, with its population (eligible, scored, excluded and why) in the summary and MLflow."""
     import yaml
 
-    from flows.customer_ai import train_customer_ai
+    from offerflow.flows.customer_ai import train_customer_ai
 
     monkeypatch.chdir(project)
     raw = yaml.safe_load((project / "offerflow.yaml").read_text())

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from prefect import flow
 
-from offerflow.catalog import offers_for_placement, read_offers, read_profiles
-from offerflow.config import LightGBMParams, load_config
-from offerflow.ranking import fit_click_model, training_frame
-from offerflow.store import RankingStore
-from offerflow.training import RankingModelResult
-from offerflow.world import load_truth, true_click_probability
+from offerflow.ingest.catalog import offers_for_placement, read_offers, read_profiles
+from offerflow.core.config import LightGBMParams, load_config
+from offerflow.ranking.click_model import fit_click_model, training_frame
+from offerflow.core.store import RankingStore
+from offerflow.models.training import RankingModelResult
+from offerflow.synthetic.world import load_truth, true_click_probability
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.flow
@@ -46,7 +46,7 @@ def click_frame(world_dir, profiles, offers, n=20_000, seed=5):
 
 @flow(name="publish-placements-test")
 def publish_placements(config_path: str, profiles, offers, model) -> dict[str, int]:
-    from flows.pipeline import publish_task
+    from offerflow.flows.pipeline import publish_task
 
     config = load_config(config_path)
     return {p: publish_task(config, p, profiles, offers, model, "test-run") for p in ("web-banner", "web-sidebar")}
@@ -80,7 +80,7 @@ def test_partitioned_scoring_on_dask_equals_the_single_process_run(tmp_path, wor
     # The partitions really ran on the workers: each worker that ranked web-banner partitions
     # rebuilt the click model from its text (the test process never did).
     with Client(dask_cluster.scheduler_address) as client:
-        built = client.run(lambda: len(__import__("offerflow.publishing").publishing._CLICK_MODELS))
+        built = client.run(lambda: len(__import__("offerflow.ranking.publishing").publishing._CLICK_MODELS))
     assert len(built) == 2 and sum(built.values()) >= 1
     assert not (on_dask / "data" / "outputs" / "partitions").exists() or \
         not any((on_dask / "data" / "outputs" / "partitions").iterdir())
@@ -89,7 +89,7 @@ def test_partitioned_scoring_on_dask_equals_the_single_process_run(tmp_path, wor
 def test_lightgbm_dask_click_model_matches_the_local_model(world_dir, dask_cluster):
     from distributed import Client
 
-    from offerflow.cluster_training import fit_click_model_on_cluster
+    from offerflow.models.cluster import fit_click_model_on_cluster
 
     profiles, offers = read_profiles(world_dir / "profiles.parquet"), read_offers(world_dir / "offers.yaml")
     frame = click_frame(world_dir, profiles, offers, n=30_000)
@@ -107,7 +107,7 @@ def test_lightgbm_dask_click_model_matches_the_local_model(world_dir, dask_clust
 
 @flow(name="train-ranking-model-test")
 def train_personalized(config_path: str, profiles, offers):
-    from flows.pipeline import train_ranking_task
+    from offerflow.flows.pipeline import train_ranking_task
 
     config = load_config(config_path)
     return train_ranking_task(config, config.path(config.data.events), "web-personalized", profiles, offers,
@@ -122,7 +122,7 @@ def test_pipeline_training_uses_lightgbm_dask_when_the_config_names_a_cluster(tm
     holdout and against the world's TRUE click probabilities. Both projects train on all 60 days
     (~30,000 web-banner displays): on the default 30 days (~15,000, ~1,300 clicks) the models stop
     after a few trees and their AUC moves by +-0.02 between seeds even locally."""
-    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     local = make_project(tmp_path / "local", world_dir)
     on_dask = make_project(tmp_path / "dask", world_dir)
@@ -168,11 +168,11 @@ def test_lightgbm_dask_customer_ai_matches_the_local_model(world_dir, dask_clust
     0.03 (a model that learned nothing scores ~0.5) and checks the two rank profiles alike."""
     from distributed import Client
 
-    from offerflow.cluster_training import DASK_TRAINER, fit_propensity_model_with
-    from offerflow.config import PropensityGoalConfig
-    from offerflow.evaluation import classification_metrics
-    from offerflow.features import event_time_range, open_events
-    from offerflow.propensity import build_examples, fit_propensity_model, plan_cutoffs
+    from offerflow.models.cluster import DASK_TRAINER, fit_propensity_model_with
+    from offerflow.core.config import PropensityGoalConfig
+    from offerflow.core.metrics import classification_metrics
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.customer_ai.propensity import build_examples, fit_propensity_model, plan_cutoffs
 
     goal = PropensityGoalConfig.model_validate(
         {"name": "purchase_14d", "goal": {"all_of": [{"field": "event_type", "value": "purchase"}]},

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from offerflow.ops import free_port
+from offerflow.ops.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "data-scientists.md"

@@ -9,11 +9,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.batch_decisions import SegmentError, decide_batch, segment_profile_ids
-from offerflow.capping import CapCounters, CapRule, caps_of
-from offerflow.config import load_config
-from offerflow.decisioning import DecisionEngine, build_engine
-from offerflow.schema import DECISION_META_SCHEMA
+from offerflow.decisioning.batch import SegmentError, decide_batch, segment_profile_ids
+from offerflow.rules.capping import CapCounters, CapRule, caps_of
+from offerflow.core.config import load_config
+from offerflow.decisioning.engine import DecisionEngine, build_engine
+from offerflow.core.schema import DECISION_META_SCHEMA
 
 pytestmark = pytest.mark.flow
 PLACEMENTS = ["web-banner", "email-hero", "web-sidebar"]
@@ -139,7 +139,7 @@ def test_segments(config, tmp_path):
 def test_batch_flow_writes_decisions_and_the_log_counts_for_caps(pipeline_run, tmp_path, prefect_harness):
     import shutil
 
-    from flows.decisions import batch_decisions
+    from offerflow.flows.decisions import batch_decisions
 
     project_dir, _ = pipeline_run
     copy = shutil.copytree(project_dir, tmp_path / "project")
@@ -196,7 +196,7 @@ def test_too_few_qualified_offers_are_served_at_random_and_say_so(config, tmp_pa
     decision (engine and batch) says so, with uniform first-slot propensities, and no holdout."""
     import shutil
 
-    from offerflow.store import RankingStore
+    from offerflow.core.store import RankingStore
 
     store_dir = tmp_path / "rankings"
     shutil.copytree(config.path(config.store.path), store_dir)

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from offerflow.batch_decisions import decide_batch
-from offerflow.config import load_config
-from offerflow.decisioning import build_engine, write_decision_log
-from offerflow.schema import EVENT_SCHEMA
-from offerflow.world import load_truth, true_click_probability
+from offerflow.decisioning.batch import decide_batch
+from offerflow.core.config import load_config
+from offerflow.decisioning.engine import build_engine, write_decision_log
+from offerflow.core.schema import EVENT_SCHEMA
+from offerflow.synthetic.world import load_truth, true_click_probability
 
 pytestmark = pytest.mark.flow
 FAST = """
@@ -73,7 +73,7 @@ def evaluated_project(pipeline_run, tmp_path_factory):
     shutil.copytree(source, project, ignore=shutil.ignore_patterns(".prefect", "decision_log"))
     (project / "offerflow.yaml").write_text((project / "offerflow.yaml").read_text() + FAST)
     truth = served_traffic(project)
-    from flows.evaluate import evaluate_models
+    from offerflow.flows.evaluate import evaluate_models
 
     summary = evaluate_models(config_path=str(project / "offerflow.yaml"))
     return project, summary, truth
@@ -106,7 +106,7 @@ def test_holdout_lift_from_the_decision_engine_covers_the_truth(evaluated_projec
     project, summary, truth = evaluated_project
     lines = [line for line in summary["summary"] if "random holdout" in line]
     assert {line.split(",")[0] for line in lines} == {"On web-banner", "On email-hero"}
-    from offerflow.holdout import decision_outcomes, lift_table
+    from offerflow.evaluation.holdout import decision_outcomes, lift_table
 
     table = lift_table(decision_outcomes(project / "data/outputs/decision_log", []))
     overall = table[table["day"].isna()].set_index("placement_id")
@@ -134,7 +134,7 @@ def test_switches_are_served_by_the_next_decision_and_a_person_can_revert_them(e
     import mlflow
 
     from offerflow.cli import app
-    from offerflow.store import RankingStore
+    from offerflow.core.store import RankingStore
 
     project, summary, _ = evaluated_project
     path = project / "offerflow.yaml"

@@ -12,21 +12,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from offerflow.config import load_config
-from offerflow.events import EventFileError
-from offerflow.ingestion import ingest_events, load_catalog
+from offerflow.core.config import load_config
+from offerflow.ingest.events import EventFileError
+from offerflow.ingest.snapshot import ingest_events, load_catalog
 
 pytestmark = pytest.mark.flow
 
 
 def flows():
-    from flows.auto_optimization import retrain_auto_optimization
-    from flows.customer_ai import train_customer_ai
-    from flows.decisions import batch_decisions
-    from flows.evaluate import evaluate_models
-    from flows.ranking_models import train_ranking_models
-    from flows.scoring import score_and_publish
-    from flows.validate import validate_data
+    from offerflow.flows.auto_optimization import retrain_auto_optimization
+    from offerflow.flows.customer_ai import train_customer_ai
+    from offerflow.flows.decisions import batch_decisions
+    from offerflow.flows.evaluate import evaluate_models
+    from offerflow.flows.ranking_models import train_ranking_models
+    from offerflow.flows.scoring import score_and_publish
+    from offerflow.flows.validate import validate_data
 
     return {"train-customer-ai": train_customer_ai, "train-ranking-models": train_ranking_models,
             "score-and-publish": score_and_publish, "batch-decisions": batch_decisions,
@@ -65,8 +65,8 @@ def test_bad_config_is_one_line_in_every_flow(tmp_path, prefect_harness):
 
 
 def test_unknown_goal_or_model_is_one_line(project_dir, prefect_harness):
-    from flows.customer_ai import CustomerAIOptions
-    from flows.ranking_models import RankingModelOptions
+    from offerflow.flows.customer_ai import CustomerAIOptions
+    from offerflow.flows.ranking_models import RankingModelOptions
 
     config = str(project_dir / "offerflow.yaml")
     state = flows()["train-customer-ai"](config_path=config, options=CustomerAIOptions(goals=["nope"]),

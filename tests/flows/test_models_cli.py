@@ -60,7 +60,7 @@ def test_models_show_lists_offers_best_first(pipeline_run):
 def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path):
     import shutil
 
-    from offerflow.store import RankingStore
+    from offerflow.core.store import RankingStore
 
     project = tmp_path / "project"
     shutil.copytree(pipeline_run[0], project)

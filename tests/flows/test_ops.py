@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from offerflow import ops
+from offerflow.ops import servers as ops
 from offerflow.cli import app
-from offerflow.config import load_config
-from offerflow.store import RankingStore
+from offerflow.core.config import load_config
+from offerflow.core.store import RankingStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from offerflow import ops
-from offerflow.config import TrackingConfig, parse_config
-from offerflow.tracking import resolve_tracking_uri
-from offerflow.world import demo_config_yaml
+from offerflow.ops import servers as ops
+from offerflow.core.config import TrackingConfig, parse_config
+from offerflow.core.tracking import resolve_tracking_uri
+from offerflow.synthetic.world import demo_config_yaml
 
 PG_MLFLOW = "postgresql://offerflow:secret@db.internal:5432/mlflow"
 PG_PREFECT = "postgresql+asyncpg://offerflow:secret@db.internal:5432/prefect"

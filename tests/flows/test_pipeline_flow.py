@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.catalog import load_offers, load_profiles
-from offerflow.config import load_config
-from offerflow.decisioning import DecisionEngine
-from offerflow.store import RankingStore
-from offerflow.tracking import CHAMPION, Tracker, resolve_tracking_uri
-from offerflow.world import load_truth, true_click_probability
+from offerflow.ingest.catalog import load_offers, load_profiles
+from offerflow.core.config import load_config
+from offerflow.decisioning.engine import DecisionEngine
+from offerflow.core.store import RankingStore
+from offerflow.core.tracking import CHAMPION, Tracker, resolve_tracking_uri
+from offerflow.synthetic.world import load_truth, true_click_probability
 
 pytestmark = pytest.mark.flow
 
@@ -76,8 +76,8 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
     first = table[table["rank"] == 1]
     model_truth = truth[p_idx[first.profile_id].to_numpy(), o_idx[first.offer_id].to_numpy()].mean()
     # priority ranking among the same eligible offers
-    from offerflow.ranking import eligibility_matrix
-    from offerflow.catalog import offers_for_placement
+    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ingest.catalog import offers_for_placement
 
     cands = offers_for_placement(offers, "web-banner")
     prof = profiles.drop(columns=["activity"])
@@ -88,9 +88,9 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
     assert model_truth > prio_truth * 1.1, (model_truth, prio_truth)
     # auto-optimization on the same placement: the eligible offer with the best posterior mean
     # over the same 30-day window the personalized model learned from
-    from offerflow.bandits import fit_posteriors
-    from offerflow.features import open_events
-    from offerflow.offer_stats import daily_stats, window_counts
+    from offerflow.ranking.bandits import fit_posteriors
+    from offerflow.core.features import open_events
+    from offerflow.ranking.offer_stats import daily_stats, window_counts
 
     con = open_events(project_dir / "data/outputs/validated/events.parquet")
     end = pd.Timestamp("2026-11-01", tz="UTC").to_pydatetime()
@@ -105,8 +105,8 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
 
 
 def test_champion_loaded_from_registry_reproduces_published_scores(pipeline_run):
-    from offerflow.catalog import offers_for_placement
-    from offerflow.training import _load_champion_click_model
+    from offerflow.ingest.catalog import offers_for_placement
+    from offerflow.models.training import _load_champion_click_model
 
     project_dir, _ = pipeline_run
     config = load_config(project_dir / "offerflow.yaml")

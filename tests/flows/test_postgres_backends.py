@@ -5,7 +5,7 @@ to run as root, so as root the cluster belongs to the `postgres` user), with a p
 real deployment. Then exactly the documented switch: `PREFECT_API_DATABASE_CONNECTION_URL` set to
 `postgresql+asyncpg://...` and `tracking.uri: postgresql://...` in `offerflow.yaml`, `offerflow up`,
 the pipeline deployment run by hand; the flow run must be recorded in the Prefect database, the
-models in the MLflow database, and the champion loads back through `offerflow.tracking`.
+models in the MLflow database, and the champion loads back through `offerflow.core.tracking`.
 Skipped, with the reason, where no PostgreSQL server binaries or drivers are installed.
 """
 
@@ -26,7 +26,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from offerflow import ops
+from offerflow.ops import servers as ops
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -107,8 +107,8 @@ def postgres() -> Iterator[Cluster]:
 def test_prefect_and_mlflow_on_postgresql(postgres, project_dir, monkeypatch):
     """~3 minutes on 2 cores: the servers of `offerflow up` on PostgreSQL, the pipeline run by hand."""
     from offerflow.cli import app
-    from offerflow.config import load_config
-    from offerflow.tracking import CHAMPION, Tracker
+    from offerflow.core.config import load_config
+    from offerflow.core.tracking import CHAMPION, Tracker
 
     config_path = project_dir / "offerflow.yaml"
     raw = yaml.safe_load(config_path.read_text())
@@ -144,7 +144,7 @@ def test_prefect_and_mlflow_on_postgresql(postgres, project_dir, monkeypatch):
         finished = postgres.query("mlflow", "SELECT count(*) FROM runs WHERE status = 'FINISHED'")[0][0]
         assert finished >= 2
 
-        # ... and read back through offerflow.tracking: the champion the pipeline promoted loads
+        # ... and read back through offerflow.core.tracking: the champion the pipeline promoted loads
         config = load_config(config_path)
         tracker = Tracker(config.tracking.uri, config.path(config.tracking.artifact_root))
         name = "offerflow-propensity-purchase_14d"

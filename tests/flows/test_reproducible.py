@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from offerflow.config import load_config
-from offerflow.store import RankingStore
+from offerflow.core.config import load_config
+from offerflow.core.store import RankingStore
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.flow
@@ -27,7 +27,7 @@ def _table_digests(project: Path, version: int | None = None) -> dict[str, str]:
 
 
 def _run(project: Path, **options) -> dict:
-    from flows.pipeline import pipeline
+    from offerflow.flows.pipeline import pipeline
 
     cwd = os.getcwd()
     os.chdir(project)

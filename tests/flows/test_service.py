@@ -17,12 +17,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
     from fastapi.testclient import TestClient
 
-from offerflow.catalog import load_profiles
-from offerflow.config import load_config
-from offerflow.decisioning import build_engine
-from offerflow.service import FLUSH_EVERY, DecisionOut, coalescing_http_protocol, create_app
-from offerflow.schema import DECISION_META_SCHEMA
-from offerflow.store import RankingStore
+from offerflow.ingest.catalog import load_profiles
+from offerflow.core.config import load_config
+from offerflow.decisioning.engine import build_engine
+from offerflow.decisioning.http_service import FLUSH_EVERY, DecisionOut, coalescing_http_protocol, create_app
+from offerflow.core.schema import DECISION_META_SCHEMA
+from offerflow.core.store import RankingStore
 
 pytestmark = pytest.mark.flow
 

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from offerflow.batch_decisions import decide_batch
-from offerflow.capping import CapCounters, caps_of
-from offerflow.config import load_config
-from offerflow.decisioning import DecisionEngine, build_engine
+from offerflow.decisioning.batch import decide_batch
+from offerflow.rules.capping import CapCounters, caps_of
+from offerflow.core.config import load_config
+from offerflow.decisioning.engine import DecisionEngine, build_engine
 
 pytestmark = pytest.mark.flow
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.config import load_config
-from offerflow.store import RankingStore
+from offerflow.core.config import load_config
+from offerflow.core.store import RankingStore
 
 pytestmark = pytest.mark.flow
 
@@ -55,7 +55,7 @@ def tables(project: Path) -> dict[str, tuple[int, str]]:
 
 
 def test_pipeline_rerun_on_unchanged_data_is_cached_and_changes_nothing(pipeline_run):
-    from flows.pipeline import pipeline
+    from offerflow.flows.pipeline import pipeline
 
     project, first = pipeline_run
     before = tables(project)
@@ -76,7 +76,7 @@ def test_pipeline_rerun_on_unchanged_data_is_cached_and_changes_nothing(pipeline
 
 
 def test_changed_events_rerun_validation(project_dir, prefect_harness):
-    from flows.validate import validate_data
+    from offerflow.flows.validate import validate_data
 
     events = project_dir / "data" / "events.parquet"
     original = pq.read_table(events)
@@ -94,7 +94,7 @@ def test_changed_events_rerun_validation(project_dir, prefect_harness):
 
 @pytest.mark.slow  # five validation runs: ~45 s on a busy 2-core machine
 def test_a_replaced_snapshot_is_not_trusted_and_the_cache_can_be_switched_off(project_dir, prefect_harness):
-    from flows.validate import validate_data
+    from offerflow.flows.validate import validate_data
 
     events = project_dir / "data" / "events.parquet"
     snapshot = project_dir / "data/outputs/validated/events.parquet"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from offerflow.config import AI_MODEL_TYPE_DEFAULTS, AIModelConfig
+from offerflow.core.config import AI_MODEL_TYPE_DEFAULTS, AIModelConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ranking-models.md"
 
@@ -45,7 +45,7 @@ def test_the_file_overrides_the_type_defaults() -> None:
 
 
 def test_models_list_says_when_an_auto_optimization_model_serves_at_random() -> None:
-    from offerflow.aimodels import serving_state, traffic_split
+    from offerflow.ranking.ai_models import serving_state, traffic_split
 
     model = AIModelConfig(name="m", type="auto_optimization", placements=["p"])
     serving, traffic = serving_state(model, {"offers_qualified": 1.0, "offers_total": 12.0})

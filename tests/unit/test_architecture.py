@@ -23,7 +23,7 @@ def test_importing_offerflow_does_not_import_heavy_components():
     import subprocess
     import sys
 
-    code = ("import sys, offerflow, offerflow.config, offerflow.cli;"
+    code = ("import sys, offerflow, offerflow.core.config, offerflow.cli;"
             "print(sorted(m for m in ('prefect', 'mlflow', 'great_expectations', 'lightgbm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.bandits import first_choice_probability, fit_posteriors, thompson_first_choices, thompson_select
+from offerflow.ranking.bandits import first_choice_probability, fit_posteriors, thompson_first_choices, thompson_select
 
 
 def counts(rows):
@@ -131,8 +131,8 @@ def _offers(ids, placements):
 def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_history():
     from datetime import datetime, timezone
 
-    from offerflow.config import AIModelConfig
-    from offerflow.training import fit_placement_posteriors
+    from offerflow.core.config import AIModelConfig
+    from offerflow.models.training import fit_placement_posteriors
 
     stats = _daily([
         ("2026-10-20", "top", "a", 1000, 100, 0), ("2026-10-20", "top", "b", 1000, 20, 0),
@@ -157,10 +157,10 @@ def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_h
 
 
 def test_each_placement_publishes_its_own_posteriors(tmp_path):
-    from offerflow.config import PlacementConfig, RankingMethod
-    from offerflow.publishing import publish_placement
-    from offerflow.store import RankingStore
-    from offerflow.training import RankingModelResult
+    from offerflow.core.config import PlacementConfig, RankingMethod
+    from offerflow.ranking.publishing import publish_placement
+    from offerflow.core.store import RankingStore
+    from offerflow.models.training import RankingModelResult
 
     offers = _offers(["a", "b"], ["top", "bottom"])
     top = fit_posteriors(counts([("a", 1000, 100), ("b", 1000, 20)]), 100, 5)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from offerflow import bgnbd
-from offerflow.config import PropensityGoalConfig
-from offerflow.features import open_events
-from offerflow.propensity import build_examples, fit_propensity_model, plan_cutoffs, score_goal
-from offerflow.features import event_time_range
+from offerflow.core.config import PropensityGoalConfig
+from offerflow.core.features import open_events
+from offerflow.customer_ai.propensity import build_examples, fit_propensity_model, plan_cutoffs, score_goal
+from offerflow.core.features import event_time_range
 
 TRUE = np.array([0.5, 4.0, 0.8, 2.5])  # r, alpha (weeks), a, b
 

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.capping import (CapCounters, CapError, CapRule, load_cap_counters, next_window_start, parse_caps,
+from offerflow.rules.capping import (CapCounters, CapError, CapRule, load_cap_counters, next_window_start, parse_caps,
                                window_start, write_cap_reset)
-from offerflow.catalog import CatalogError, load_offers
-from offerflow.schema import EVENT_SCHEMA
+from offerflow.ingest.catalog import CatalogError, load_offers
+from offerflow.core.schema import EVENT_SCHEMA
 
 UTC = timezone.utc
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from offerflow.catalog import (CatalogError, check_offers, fallback_offer, load_offers, load_profiles,
+from offerflow.ingest.catalog import (CatalogError, check_offers, fallback_offer, load_offers, load_profiles,
                                normalize_offers, offers_for_placement)
 
 PLACEMENTS = ["web-banner", "email-hero"]

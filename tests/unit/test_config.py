@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from offerflow.config import ConfigError, load_config, parse_config
-from offerflow.world import demo_config_yaml
+from offerflow.core.config import ConfigError, load_config, parse_config
+from offerflow.synthetic.world import demo_config_yaml
 
 
 def demo_raw() -> dict:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from offerflow.diagnostics import calibration_figure, lift_table
+from offerflow.customer_ai.charts import calibration_figure, lift_table
 
 
 def test_lift_table_orders_deciles_and_gains_reach_one():

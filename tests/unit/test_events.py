@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow import event_csv, event_files
-from offerflow.events import EventFileError, coerce_event_types, read_events, read_events_batches
-from offerflow.schema import EVENT_COLUMNS
+from offerflow.ingest import csv_events as event_csv, file_readers as event_files
+from offerflow.ingest.events import EventFileError, coerce_event_types, read_events, read_events_batches
+from offerflow.core.schema import EVENT_COLUMNS
 
 PROVENANCE = ["_source_file", "_source_line", "_parse_error"]
 HEADER = ",".join(EVENT_COLUMNS)

@@ -25,8 +25,8 @@ def test_read_obd_is_one_impression_per_row_with_tz_aware_times():
 
 @pytest.mark.parametrize("layout", ["per_position", "single"])
 def test_project_carries_every_row_click_and_propensity(tmp_path, layout):
-    from offerflow.catalog import load_offers
-    from offerflow.config import load_config
+    from offerflow.ingest.catalog import load_offers
+    from offerflow.core.config import load_config
 
     config = load_config(external_data.write_obd_project(tmp_path, "random", "women", layout))
     log = external_data.read_obd("random", "women")
@@ -52,9 +52,9 @@ def test_unknown_campaign_is_one_clear_error():
 def test_default_window_on_the_whole_7_day_log_is_a_note_not_a_crash(tmp_path):
     """offerflow evaluate's default window_days: 7 on OBD's 7-day log used to end in an IndexError
     (no DR estimate to put in the summary); now: SNIPS, a note why, warnings about few clicks."""
-    from offerflow.config import load_config
-    from offerflow.features import open_events
-    from offerflow.report import load_evaluation_catalog, run_evaluation
+    from offerflow.core.config import load_config
+    from offerflow.core.features import open_events
+    from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation
 
     config = load_config(external_data.write_obd_project(tmp_path, "bts", "all", layout="single"))
     config = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"window_days": 7})})

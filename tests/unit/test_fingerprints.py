@@ -7,7 +7,7 @@ import shutil
 
 import pandas as pd
 
-from offerflow.fingerprints import FileFingerprints, digest, frame_fingerprint, source_fingerprint
+from offerflow.core.fingerprints import FileFingerprints, digest, frame_fingerprint, source_fingerprint
 
 
 def test_files_are_fingerprinted_by_content_and_hashed_once(tmp_path):

@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from offerflow.config import ConfigError, PropensityGoalConfig, parse_config
-from offerflow.features import open_events
-from offerflow.goals import GoalError, eligible_profiles, goal_predicate, label_goal
-from offerflow.goals import population as goal_population
-from offerflow.propensity import feature_frame
+from offerflow.core.config import ConfigError, PropensityGoalConfig, parse_config
+from offerflow.core.features import open_events
+from offerflow.customer_ai.goals import GoalError, eligible_profiles, goal_predicate, label_goal
+from offerflow.customer_ai.goals import population as goal_population
+from offerflow.customer_ai.propensity import feature_frame
 
 T0 = pd.Timestamp("2026-10-01", tz="UTC")
 
@@ -111,7 +111,7 @@ def test_unknown_profile_attribute_is_a_located_error(con):
      "propensity_goals[0].goal.all_of[0].operator: Input should be"),
 ])
 def test_misconfigured_goal_is_a_located_config_error(change, message):
-    from offerflow.world import demo_config_yaml
+    from offerflow.synthetic.world import demo_config_yaml
     import yaml
 
     raw = yaml.safe_load(demo_config_yaml("data"))

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
-from offerflow.catalog import CatalogError, read_offers
-from offerflow.config import ValidationConfig, load_config
-from offerflow.event_stage import EventStage
-from offerflow.events import EventFileError, coerce_event_types, read_events_batches
-from offerflow.ingestion import ingest_events, load_catalog
-from offerflow.validation import stage_events, validate_catalog
+from offerflow.ingest.catalog import CatalogError, read_offers
+from offerflow.core.config import ValidationConfig, load_config
+from offerflow.ingest.staging import EventStage
+from offerflow.ingest.events import EventFileError, coerce_event_types, read_events_batches
+from offerflow.ingest.snapshot import ingest_events, load_catalog
+from offerflow.ingest.validation import stage_events, validate_catalog
 
 
 def set_rule(project, offer_id, rule):

@@ -8,9 +8,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from offerflow.features import open_events
-from offerflow.offer_stats import OfferStatsStore, daily_stats, window_counts
-from offerflow.ranking import interaction_log, offer_counts
+from offerflow.core.features import open_events
+from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
+from offerflow.ranking.click_model import interaction_log, offer_counts
 
 PLACEMENTS = ["email-hero", "web-banner"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.holdout import lift_table, two_proportion
-from offerflow.offpolicy import (LoggedDisplays, Strategy, WarningLimits, argmax_policy, evaluate,
+from offerflow.evaluation.holdout import lift_table, two_proportion
+from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, WarningLimits, argmax_policy, evaluate,
                                  serving_decision, softmax_policy, uniform_policy)
 
 N_TYPES, N_OFFERS = 6, 5

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.offpolicy import (LoggedDisplays, Strategy, argmax_policy, evaluate, softmax_policy,
+from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, argmax_policy, evaluate, softmax_policy,
                                  uniform_policy)
 
 N_PROFILES, N_OFFERS, N_DISPLAYS, LOGGED_CTR = 400, 10, 8_000, 0.004

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.config import ProjectConfig, RankingMethod
-from offerflow.offpolicy import (LoggedDisplays, Strategy, argmax_policy, bounded_interval, evaluate, uniform_policy)
-from offerflow.report import EvaluationResult, add_offline, evaluation_json, summary_sentences
-from offerflow.strategies import PlacementCandidates
+from offerflow.core.config import ProjectConfig, RankingMethod
+from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, argmax_policy, bounded_interval, evaluate, uniform_policy)
+from offerflow.evaluation.report import EvaluationResult, add_offline, evaluation_json, summary_sentences
+from offerflow.evaluation.strategies import PlacementCandidates
 
 N_PROFILES, N_OFFERS = 50, 4
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from offerflow.catalog import offers_for_placement
-from offerflow.config import parse_config
-from offerflow.features import open_events
-from offerflow.report import load_evaluation_catalog
-from offerflow.strategies import evaluation_window, fit_reward_model, pre_window_log
-from offerflow.world import demo_config_yaml
+from offerflow.ingest.catalog import offers_for_placement
+from offerflow.core.config import parse_config
+from offerflow.core.features import open_events
+from offerflow.evaluation.report import load_evaluation_catalog
+from offerflow.evaluation.strategies import evaluation_window, fit_reward_model, pre_window_log
+from offerflow.synthetic.world import demo_config_yaml
 
 
 def test_reward_model_stops_on_auc_alone_and_past_the_first_rounds(world_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Position-aware slate estimates (`offerflow.slates`): per-slot probabilities of ranked and random
+"""Position-aware slate estimates (`offerflow.evaluation.slates`): per-slot probabilities of ranked and random
 strategies, the loader, and coverage of the TRUE expected clicks per decision on seeded slate logs
 (a logger shaped like the decision engine, clicks from the world's truth with position bias)."""
 
@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.features import open_events
-from offerflow.ranking import formula_scorer, priority_scores
-from offerflow.report import load_evaluation_catalog
-from offerflow.rules import schema_from_frames
-from offerflow.slates import (SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
+from offerflow.core.features import open_events
+from offerflow.ranking.click_model import formula_scorer, priority_scores
+from offerflow.evaluation.report import load_evaluation_catalog
+from offerflow.rules.expressions import schema_from_frames
+from offerflow.evaluation.slates import (SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
                               ranked_slot_probabilities, score_slate_policy, simulate_slate_log, true_slate_values,
                               uniform_slot_probabilities)
-from offerflow.strategies import placement_offer_set
-from offerflow.world import WorldSpec, generate_world, load_truth, true_click_probability, true_slot_examination
+from offerflow.evaluation.strategies import placement_offer_set
+from offerflow.synthetic.world import WorldSpec, generate_world, load_truth, true_click_probability, true_slot_examination
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_offpolicy_world import END, fast_config  # noqa: E402
@@ -140,8 +140,8 @@ def test_the_report_shows_whole_slate_estimates_from_logged_slates(world_dir: Pa
     """The real evaluation path: the world's 60 days (single offers) before the window train the
     candidates and the reward model; the window holds 7 days of logged slates with per-slot
     propensities. The report and the MLflow metrics carry the slate estimates."""
-    from offerflow.report import EvaluationResult, add_offline, evaluation_metrics, render_html
-    from offerflow.strategies import evaluate_placement
+    from offerflow.evaluation.report import EvaluationResult, add_offline, evaluation_metrics, render_html
+    from offerflow.evaluation.strategies import evaluate_placement
 
     events = tmp_path / "events"
     events.mkdir()

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from offerflow.config import parse_config
-from offerflow.features import open_events
-from offerflow.holdout import simulate_decision_log
-from offerflow.report import load_evaluation_catalog, run_evaluation, write_report
-from offerflow.strategies import true_first_item_rates
-from offerflow.world import WorldSpec, demo_config_yaml, generate_world
+from offerflow.core.config import parse_config
+from offerflow.core.features import open_events
+from offerflow.evaluation.holdout import simulate_decision_log
+from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation, write_report
+from offerflow.evaluation.strategies import true_first_item_rates
+from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
 END = date(2026, 11, 1)
 #: Small trees: the tests check the estimators, not the models.
@@ -114,10 +114,10 @@ def test_summary_speaks_plainly_and_personalized_models_are_counted(evaluated) -
 
 
 def test_the_winner_is_served_after_evaluation_and_a_candidate_below_the_bar_is_not(evaluated, tmp_path: Path) -> None:
-    from offerflow.decisioning import DecisionEngine
-    from offerflow.report import decide_serving
-    from offerflow.serving import apply_serving, apply_serving_decisions, serving_status
-    from offerflow.store import RankingStore
+    from offerflow.decisioning.engine import DecisionEngine
+    from offerflow.evaluation.report import decide_serving
+    from offerflow.decisioning.switches import apply_serving, apply_serving_decisions, serving_status
+    from offerflow.core.store import RankingStore
 
     config, result, truth, _ = evaluated
     config = config.model_copy(update={"store": config.store.model_copy(update={"path": tmp_path / "rankings"})})

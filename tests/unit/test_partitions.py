@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from offerflow.partitions import (PartitionError, in_sample, partition_of, sample_share, split_profiles,
+from offerflow.core.partitions import (PartitionError, in_sample, partition_of, sample_share, split_profiles,
                                   write_profile_partitions)
-from offerflow.schema import RANKING_SCHEMA
-from offerflow.store import RankingStore, StoreError
+from offerflow.core.schema import RANKING_SCHEMA
+from offerflow.core.store import RankingStore, StoreError
 
 P = "web-banner"
 #: Pinned: a change of hash function would silently move every profile to another partition.
@@ -25,7 +25,7 @@ PINNED = {"p0000001": 6, "p0000002": 6, "p0000003": 3, "p1234567": 3, "ä-ü": 0
 def test_partition_of_is_pinned_and_stable_across_processes():
     ids = list(PINNED)
     assert partition_of(ids, 8).tolist() == list(PINNED.values())
-    code = ("from offerflow.partitions import partition_of; "
+    code = ("from offerflow.core.partitions import partition_of; "
             f"print(partition_of({ids!r}, 8).tolist())")
     for seed in ("1", "random"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -129,7 +129,7 @@ def test_publish_parts_refuses_overlapping_or_unsorted_parts_and_publishes_nothi
 
 @pytest.fixture(scope="module")
 def world_catalog(world_dir):
-    from offerflow.catalog import read_offers, read_profiles
+    from offerflow.ingest.catalog import read_offers, read_profiles
 
     profiles = read_profiles(world_dir / "profiles.parquet")
     rng = np.random.default_rng(0)  # a Customer AI-like enrichment: dotted names, floats, strings
@@ -141,10 +141,10 @@ def world_catalog(world_dir):
 
 def click_model_result(world_dir, profiles, offers):
     """A personalized model result trained on clicks drawn from the world's true click probability."""
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, training_frame
-    from offerflow.training import RankingModelResult
-    from offerflow.world import load_truth, true_click_probability
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+    from offerflow.models.training import RankingModelResult
+    from offerflow.synthetic.world import load_truth, true_click_probability
 
     truth_profiles, truth_offers = load_truth(world_dir)
     rng = np.random.default_rng(5)
@@ -162,8 +162,8 @@ def click_model_result(world_dir, profiles, offers):
 
 @pytest.mark.parametrize("method", ["priority", "formula", "ai_model"])
 def test_partitioned_publish_equals_single_process(tmp_path, world_dir, world_catalog, method):
-    from offerflow.config import PlacementConfig
-    from offerflow.publishing import publish_placement, publish_placement_partitioned
+    from offerflow.core.config import PlacementConfig
+    from offerflow.ranking.publishing import publish_placement, publish_placement_partitioned
 
     profiles, offers = world_catalog
     ranking = {"priority": {"method": "priority"}, "ai_model": {"method": "ai_model", "ai_model": "web-personalized"},
@@ -187,8 +187,8 @@ def test_partitioned_publish_equals_single_process(tmp_path, world_dir, world_ca
 def _compute(extra: str = ""):
     import yaml
 
-    from offerflow.config import parse_config
-    from offerflow.world import demo_config_yaml
+    from offerflow.core.config import parse_config
+    from offerflow.synthetic.world import demo_config_yaml
 
     raw = yaml.safe_load(demo_config_yaml("data") + extra)
     return parse_config(raw).compute
@@ -210,7 +210,7 @@ def test_partitions_default_to_auto_one_per_250k_profiles_and_small_projects_kee
     ("many", "compute.partitions"),
 ])
 def test_bad_partitions_setting_is_a_located_config_error(value, message):
-    from offerflow.config import ConfigError
+    from offerflow.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         _compute(f"compute:\n  partitions: {value}\n")

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offerflow.promotion import should_promote
+from offerflow.core.promotion import should_promote
 
 
 def test_first_model_becomes_champion():

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.contributions import grouped_contributions
-from offerflow.features import encode, feature_matrix
-from offerflow.propensity import top_factors
+from offerflow.customer_ai.contributions import grouped_contributions
+from offerflow.core.features import encode, feature_matrix
+from offerflow.customer_ai.propensity import top_factors
 
 
 @pytest.fixture(scope="module")

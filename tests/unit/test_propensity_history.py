@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.config import PropensityGoalConfig
-from offerflow.evaluation import classification_metrics
-from offerflow.features import event_time_range, interaction_features, open_events
-from offerflow.goals import GoalError, HistoryTooShort
-from offerflow.propensity import (PropensityTrainingData, build_examples, fit_propensity_model, history_too_short,
+from offerflow.core.config import PropensityGoalConfig
+from offerflow.core.metrics import classification_metrics
+from offerflow.core.features import event_time_range, interaction_features, open_events
+from offerflow.customer_ai.goals import GoalError, HistoryTooShort
+from offerflow.customer_ai.propensity import (PropensityTrainingData, build_examples, fit_propensity_model, history_too_short,
                                   plan_cutoffs)
-from offerflow.world import load_truth, true_purchase_probability
+from offerflow.synthetic.world import load_truth, true_purchase_probability
 
 CUTOFF = datetime(2026, 10, 1, tzinfo=timezone.utc)
 DAY = pd.Timedelta(days=1)

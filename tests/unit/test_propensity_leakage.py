@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from offerflow.config import PropensityGoalConfig
-from offerflow.features import event_time_range, open_events
-from offerflow.goals import label_goal
-from offerflow.propensity import build_examples, feature_frame, plan_cutoffs
+from offerflow.core.config import PropensityGoalConfig
+from offerflow.core.features import event_time_range, open_events
+from offerflow.customer_ai.goals import label_goal
+from offerflow.customer_ai.propensity import build_examples, feature_frame, plan_cutoffs
 
 GOAL = PropensityGoalConfig.model_validate({
     "name": "purchase_14d", "goal": {"all_of": [{"field": "event_type", "value": "purchase"}]},

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from offerflow.config import PropensityGoalConfig
-from offerflow.evaluation import classification_metrics
-from offerflow.features import event_time_range, open_events, query_frame
-from offerflow.goals import GoalError, eligible_profiles
-from offerflow.propensity import (build_examples, check_enough_examples, feature_frame, fit_propensity_model,
+from offerflow.core.config import PropensityGoalConfig
+from offerflow.core.metrics import classification_metrics
+from offerflow.core.features import event_time_range, open_events, query_frame
+from offerflow.customer_ai.goals import GoalError, eligible_profiles
+from offerflow.customer_ai.propensity import (build_examples, check_enough_examples, feature_frame, fit_propensity_model,
                                  plan_cutoffs, score_goal, score_table)
-from offerflow.world import best_estimates_from_history, load_truth, true_purchase_probability
+from offerflow.synthetic.world import best_estimates_from_history, load_truth, true_purchase_probability
 
 # One LightGBM thread: on a shared 2-core machine OpenMP threads spinning against other jobs made
 # these small fits ~7x slower; the holdout AUC is the same with 2 threads.
@@ -124,7 +124,7 @@ def test_batched_scoring_equals_scoring_every_profile_at_once(purchase, monkeypa
     assert len(batched) == len(ids) > 2 * 700  # several batches, the last one partial
     pd.testing.assert_frame_equal(batched, expected)
     # Past profiles_per_query, one feature query per hash partition (3 here): the same table.
-    import offerflow.propensity as propensity
+    import offerflow.customer_ai.propensity as propensity
 
     queries = []
     real = propensity.write_interaction_features

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.ranking import formula_scorer, ips_weights, rank_profiles, top_k
-from offerflow.rules import schema_from_frames
+from offerflow.ranking.click_model import formula_scorer, ips_weights, rank_profiles, top_k
+from offerflow.rules.expressions import schema_from_frames
 
 
 def test_top_k_orders_and_skips_ineligible():
@@ -43,7 +43,7 @@ def test_ips_weights_undo_logging_bias():
 
 
 def _click_world(n_profiles=1500, n_offers=12, n_displays=30_000, seed=3):
-    from offerflow.world import make_offers, make_profiles, true_click_probability
+    from offerflow.synthetic.world import make_offers, make_profiles, true_click_probability
 
     rng = np.random.default_rng(seed)
     profiles = make_profiles(n_profiles, rng)
@@ -68,8 +68,8 @@ def test_pair_scoring_equals_lightgbm_on_the_cross_joined_frame(compile, tmp_pat
     including categories never seen in training and missing values (NaN, as LightGBM reads them),
     both through LightGBM's predict and through the compiled (lleaves) model."""
     monkeypatch.setenv("OFFERFLOW_CACHE_DIR", str(tmp_path))
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, offer_features, profile_features, training_frame
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, offer_features, profile_features, training_frame
 
     profiles, offers, log, _, _ = _click_world()
     params = LightGBMParams(n_estimators=60, num_leaves=15, min_child_samples=20)
@@ -94,8 +94,8 @@ def test_pair_scoring_equals_lightgbm_on_the_cross_joined_frame(compile, tmp_pat
 def test_click_model_learns_the_true_click_probability_and_stops_on_auc_alone():
     from scipy.stats import spearmanr
 
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import STOPPING_METRIC, fit_click_model, training_frame
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import STOPPING_METRIC, fit_click_model, training_frame
 
     profiles, offers, log, truth_profiles, truth_offers = _click_world(n_displays=60_000)
     model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=200),
@@ -115,7 +115,7 @@ def test_click_model_learns_the_true_click_probability_and_stops_on_auc_alone():
 
 
 def true_click_probability_of(profiles, offers):
-    from offerflow.world import true_click_probability
+    from offerflow.synthetic.world import true_click_probability
 
     return true_click_probability(profiles, offers, "web")
 
@@ -124,7 +124,7 @@ def _write_events(path, rows):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from offerflow.schema import EVENT_SCHEMA
+    from offerflow.core.schema import EVENT_SCHEMA
 
     frame = pd.DataFrame(rows, columns=["event_id", "timestamp", "profile_id", "event_type", "offer_id",
                                         "placement_id", "channel", "value", "propensity", "decision_id"])
@@ -135,8 +135,8 @@ def _write_events(path, rows):
 def test_interaction_log_joins_success_events_and_their_value_by_decision(tmp_path):
     from datetime import datetime, timezone
 
-    from offerflow.features import open_events
-    from offerflow.ranking import interaction_log, offer_counts
+    from offerflow.core.features import open_events
+    from offerflow.ranking.click_model import interaction_log, offer_counts
 
     t = "2026-10-01T10:00:00"
     _write_events(tmp_path / "e.parquet", [
@@ -162,8 +162,8 @@ def test_interaction_log_joins_success_events_and_their_value_by_decision(tmp_pa
 
 
 def test_value_weighted_click_model_ranks_by_expected_value():
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, training_frame
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, training_frame
 
     profiles, offers, log, _, _ = _click_world(n_displays=20_000)
     model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
@@ -176,9 +176,9 @@ def test_value_weighted_click_model_ranks_by_expected_value():
 
 
 def test_formula_reads_the_personalized_model_score_as_ai_score():
-    from offerflow.config import LightGBMParams
-    from offerflow.ranking import fit_click_model, formula_scorer, training_frame
-    from offerflow.rules import ExpressionError
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, formula_scorer, training_frame
+    from offerflow.rules.expressions import ExpressionError
 
     profiles, offers, log, _, _ = _click_world(n_displays=20_000)
     model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
@@ -197,10 +197,10 @@ def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
     from the picklable plan a worker receives (the model travels as text)."""
     import pickle
 
-    from offerflow.config import LightGBMParams, PlacementConfig, RankingMethod
-    from offerflow.publishing import build_ranking_table, plan_scoring, rank_partition
-    from offerflow.ranking import fit_click_model, training_frame
-    from offerflow.training import RankingModelResult
+    from offerflow.core.config import LightGBMParams, PlacementConfig, RankingMethod
+    from offerflow.ranking.publishing import build_ranking_table, plan_scoring, rank_partition
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+    from offerflow.models.training import RankingModelResult
 
     profiles, offers, log, _, _ = _click_world(n_displays=20_000)
     click = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
@@ -213,7 +213,7 @@ def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
     first = table[table["rank"] == 1].set_index("profile_id")["score"]
     candidates = offers[offers["placements"].map(lambda spots: "web-banner" in spots)].reset_index(drop=True)
     raw = click.score_matrix(profiles, candidates) * candidates["discount_pct"].to_numpy(float)[None, :]
-    from offerflow.ranking import eligibility_matrix
+    from offerflow.ranking.click_model import eligibility_matrix
     best = np.where(eligibility_matrix(profiles, candidates), raw, -np.inf).max(axis=1)
     np.testing.assert_allclose(first.loc[profiles["profile_id"]].to_numpy(), best)
     shipped = pickle.loads(pickle.dumps(plan_scoring(placement, profiles, offers, model)))
@@ -226,11 +226,11 @@ def test_a_display_sample_keeps_every_display_of_the_profiles_drawn(world_dir):
     """Beyond max_training_displays a personalized model trains on a stable hash sample of
     profiles, picked from per-profile counts and read with a semi-join: exactly the full log's
     rows of the profiles drawn, and about the configured number of displays."""
-    from offerflow.config import AIModelConfig
-    from offerflow.features import event_time_range, open_events
-    from offerflow.partitions import in_sample
-    from offerflow.ranking import interaction_log
-    from offerflow.training import _training_displays
+    from offerflow.core.config import AIModelConfig
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.core.partitions import in_sample
+    from offerflow.ranking.click_model import interaction_log
+    from offerflow.models.training import _training_displays
 
     con = open_events(world_dir / "events.parquet")
     _, last = event_time_range(con)

@@ -1,4 +1,4 @@
-"""Tests for offerflow.rules: parsing, type checking, null semantics and batch/one agreement."""
+"""Tests for offerflow.rules.expressions: parsing, type checking, null semantics and batch/one agreement."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from offerflow.rules import Expression, ExpressionError, parse_expression, schema_from_frames
+from offerflow.rules.expressions import Expression, ExpressionError, parse_expression, schema_from_frames
 
 SCHEMA = {
     "profile.age": "number",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from offerflow.config import RankingMethod, load_config
-from offerflow.serving import (ServingError, apply_serving, load_history, record_revert, record_switch,
+from offerflow.core.config import RankingMethod, load_config
+from offerflow.decisioning.switches import (ServingError, apply_serving, load_history, record_revert, record_switch,
                                serving_path, serving_status)
-from offerflow.world import demo_config_yaml
+from offerflow.synthetic.world import demo_config_yaml
 
 FORMULA = RankingMethod(method="formula", formula="offer.discount_pct")
 EVIDENCE = {"lift": 0.4, "low": 0.15, "high": 0.6, "candidate": 0.11, "baseline": 0.08, "n": 9000.0}

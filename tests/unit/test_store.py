@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from offerflow.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
-from offerflow.store import RankingSnapshot, RankingStore, StoreError
+from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
+from offerflow.core.store import RankingSnapshot, RankingStore, StoreError
 
 P = "web-banner"
 RANKING = {"kind": "ranking"}
@@ -243,7 +243,7 @@ KILLED_PUBLISH = """
 import sys
 from pathlib import Path
 import numpy as np, pyarrow as pa, pyarrow.compute as pc
-from offerflow.store import RankingStore
+from offerflow.core.store import RankingStore
 n = 1_000_000
 ids = pc.utf8_lpad(pc.cast(pa.array(np.arange(n)), pa.string()), width=8, padding="0")
 table = pa.table({"profile_id": ids.take(pa.array(np.repeat(np.arange(n), 3))),

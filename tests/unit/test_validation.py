@@ -1,4 +1,4 @@
-"""Row-level quarantine and Great Expectations suites of `offerflow.validation`.
+"""Row-level quarantine and Great Expectations suites of `offerflow.ingest.validation`.
 
 Every test works on a copy of the repository's ``great_expectations/`` folder in a temporary
 directory, so the committed suites are exercised and never written to.
@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
-from offerflow.config import ValidationConfig
-from offerflow.schema import EVENT_COLUMNS
-from offerflow.validation import ValidationReport, validate_events, write_quarantine
+from offerflow.core.config import ValidationConfig
+from offerflow.core.schema import EVENT_COLUMNS
+from offerflow.ingest.validation import ValidationReport, validate_events, write_quarantine
 
 REPO_GX = Path(__file__).resolve().parents[2] / "great_expectations"
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=timezone.utc)
@@ -424,8 +424,8 @@ def test_malformed_frames_conserve_rows(rows: list[dict[str, object]], context_d
 
 def staged_verdict(events: pd.DataFrame, cuts: list[int], tmp: Path) -> tuple[list, list, int, int]:
     """(accepted ids, quarantined (id, line, reasons), counts) with `events` staged in pieces."""
-    from offerflow.event_stage import EventStage
-    from offerflow.validation import stage_events
+    from offerflow.ingest.staging import EventStage
+    from offerflow.ingest.validation import stage_events
 
     with EventStage(tmp / "stage", memory_limit_mib=256) as stage:
         for start, stop in zip([0, *cuts], [*cuts, len(events)]):

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from offerflow.catalog import load_offers
-from offerflow.world import (logging_probabilities, load_truth, true_click_probability,
+from offerflow.ingest.catalog import load_offers
+from offerflow.synthetic.world import (logging_probabilities, load_truth, true_click_probability,
                              true_purchase_probability)
 
 
@@ -45,7 +45,7 @@ def test_logged_propensity_is_the_logging_policy(world_dir):
 def test_same_seed_same_world(tmp_path):
     from datetime import date
 
-    from offerflow.world import WorldSpec, generate_world
+    from offerflow.synthetic.world import WorldSpec, generate_world
 
     spec = WorldSpec(profiles=200, offers=6, days=30, seed=3, end_date=date(2026, 1, 1))
     a = generate_world(spec, tmp_path / "a")

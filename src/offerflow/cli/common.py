@@ -33,7 +33,7 @@ def fail(message: str) -> None:
 
 
 def load_project(config_path: Path):
-    from offerflow.config import ConfigError, load_config
+    from offerflow.core.config import ConfigError, load_config
 
     try:
         return load_config(config_path)
@@ -56,12 +56,12 @@ def run_pipeline(config_path: Path, use_cache: bool = True) -> dict:
     """Run the pipeline flow (imports Prefect only here, never at import time)."""
     config = load_project(config_path)
     prepare_prefect_environment(config.root)
-    from offerflow.catalog import CatalogError
-    from offerflow.events import EventFileError
-    from offerflow.goals import GoalError
-    from offerflow.ingestion import ValidationFailed
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.ingest.events import EventFileError
+    from offerflow.customer_ai.goals import GoalError
+    from offerflow.ingest.snapshot import ValidationFailed
 
-    from flows.pipeline import pipeline
+    from offerflow.flows.pipeline import pipeline
 
     try:
         with flow_progress("pipeline"):
@@ -97,7 +97,7 @@ def flow_progress(what: str) -> Iterator[None]:
     (with --verbose the step log lines are the progress)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.progress import quiet_prefect_console
+    from offerflow.flows.progress import quiet_prefect_console
 
     verbose = _verbosity_state["verbose"]
     quiet_prefect_console(verbose)
@@ -114,8 +114,8 @@ def flow_progress(what: str) -> Iterator[None]:
 
 
 def project_engine(config_path: Path):
-    from offerflow.catalog import CatalogError
-    from offerflow.service import build_engine
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.decisioning.http_service import build_engine
 
     config = load_project(config_path)
     try:

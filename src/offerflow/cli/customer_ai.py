@@ -32,13 +32,13 @@ def score(
     """Score Customer AI goals as of a date into a new batch, and backtest against what happened next."""
     from datetime import datetime, timezone
 
-    from offerflow.catalog import load_profiles
-    from offerflow.champions import load_propensity_champion, propensity_model_name
-    from offerflow.features import event_time_range, open_events
-    from offerflow.goals import GoalError
-    from offerflow.ingestion import validated_dir
-    from offerflow.tracking import Tracker, resolve_tracking_uri
-    from offerflow.training import fit_propensity_before, score_propensity_as_of
+    from offerflow.ingest.catalog import load_profiles
+    from offerflow.models.champions import load_propensity_champion, propensity_model_name
+    from offerflow.core.features import event_time_range, open_events
+    from offerflow.customer_ai.goals import GoalError
+    from offerflow.ingest.snapshot import validated_dir
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
+    from offerflow.models.training import fit_propensity_before, score_propensity_as_of
 
     project = load_project(config)
     goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
@@ -107,7 +107,7 @@ def segment(
     config: ConfigOption = Path("offerflow.yaml"),
 ) -> None:
     """Export the profiles of a Customer AI bucket and/or above a score as CSV or Parquet."""
-    from offerflow.segments import SegmentError, read_batch, select_segment, write_segment
+    from offerflow.customer_ai.segments import SegmentError, read_batch, select_segment, write_segment
 
     project = load_project(config)
     _goal(project, goal)

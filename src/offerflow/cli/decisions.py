@@ -26,7 +26,7 @@ def serve(
                                                   "a line per request costs ~7% of the service's CPU).")] = False,
 ) -> None:
     """Serve decisions over HTTP (POST /decisions, GET /health, OpenAPI docs at /docs)."""
-    from offerflow.service import run_server
+    from offerflow.decisioning.http_service import run_server
 
     project = load_project(config)
     console.print(f"serving decisions on http://{host}:{port} (docs at /docs)")
@@ -44,7 +44,7 @@ def decide(
     log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
 ) -> None:
     """Which offers to show a profile in one or more placements."""
-    from offerflow.decisioning import DecisionError, log_decisions
+    from offerflow.decisioning.engine import DecisionError, log_decisions
 
     project, engine = project_engine(config)
     try:
@@ -80,13 +80,13 @@ def decide_batch_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
-    from offerflow.batch_decisions import SegmentError
-    from offerflow.catalog import CatalogError
-    from offerflow.decisioning import DecisionError
+    from offerflow.decisioning.batch import SegmentError
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.decisioning.engine import DecisionError
 
     project = load_project(config)
     prepare_prefect_environment(project.root)
-    from flows.decisions import batch_decisions
+    from offerflow.flows.decisions import batch_decisions
 
     try:
         summary = batch_decisions(config_path=str(config), placements=placement or None,
@@ -106,9 +106,9 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
               profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Counts of one profile.")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
-    from offerflow.capping import caps_of, load_cap_counters
-    from offerflow.catalog import CatalogError, load_offers
-    from offerflow.decisioning import cap_resets_path, decision_log_dir
+    from offerflow.rules.capping import caps_of, load_cap_counters
+    from offerflow.ingest.catalog import CatalogError, load_offers
+    from offerflow.decisioning.engine import cap_resets_path, decision_log_dir
 
     project = load_project(config)
     try:
@@ -137,8 +137,8 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     """Reset cap counters: events before now stop counting (a running service: POST /admin/caps/reset)."""
     from datetime import datetime, timezone
 
-    from offerflow.capping import write_cap_reset
-    from offerflow.decisioning import cap_resets_path
+    from offerflow.rules.capping import write_cap_reset
+    from offerflow.decisioning.engine import cap_resets_path
 
     project = load_project(config)
     write_cap_reset(cap_resets_path(project), offer, datetime.now(timezone.utc))

@@ -16,7 +16,7 @@ from offerflow.cli.common import (app, rankings_app, models_app, console, Config
 @rankings_app.command("list")
 def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Published versions per placement (the current one marked with *)."""
-    from offerflow.store import RankingStore
+    from offerflow.core.store import RankingStore
 
     project = load_project(config)
     store = RankingStore(project.path(project.store.path), project.store.keep_versions)
@@ -36,7 +36,7 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
                       version: Annotated[Optional[int], typer.Option(help="Version (default: previous).")] = None,
                       config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Make an earlier published version current again."""
-    from offerflow.store import RankingStore, StoreError
+    from offerflow.core.store import RankingStore, StoreError
 
     project = load_project(config)
     store = RankingStore(project.path(project.store.path), project.store.keep_versions)
@@ -48,8 +48,8 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
 
 
 def _model_overview(config_path: Path):
-    from offerflow.aimodels import overview
-    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.ranking.ai_models import overview
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = load_project(config_path)
     tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
@@ -95,7 +95,7 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
     (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
     project = load_project(config)
     prepare_prefect_environment(project.root)
-    from flows.auto_optimization import retrain_auto_optimization
+    from offerflow.flows.auto_optimization import retrain_auto_optimization
 
     try:
         summary = retrain_auto_optimization(config_path=str(config))
@@ -113,7 +113,7 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
 def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
                 config: ConfigOption = Path("offerflow.yaml")) -> None:
     """One AI model in detail: configuration, last training run, and what it learned per offer."""
-    from offerflow.aimodels import offer_table
+    from offerflow.ranking.ai_models import offer_table
 
     _, tracker, models = _model_overview(config)
     model = next((m for m in models if m.name == name), None)
@@ -157,8 +157,8 @@ def train(
 ) -> None:
     """Train Customer AI goals and/or ranking models (a variant with --set), logged to MLflow, promotion
     rule applied; without --goal or --model, every Customer AI goal."""
-    from offerflow.config import ConfigError
-    from offerflow.overrides import parse_assignments
+    from offerflow.core.config import ConfigError
+    from offerflow.core.overrides import parse_assignments
 
     project = load_project(config)
     try:
@@ -166,8 +166,8 @@ def train(
     except ConfigError as exc:
         fail(str(exc))
     prepare_prefect_environment(project.root)
-    from flows.customer_ai import CustomerAIOptions, train_customer_ai
-    from flows.ranking_models import RankingModelOptions, train_ranking_models
+    from offerflow.flows.customer_ai import CustomerAIOptions, train_customer_ai
+    from offerflow.flows.ranking_models import RankingModelOptions, train_ranking_models
 
     summary: dict = {}
     try:
@@ -208,8 +208,8 @@ def promote(
     config: ConfigOption = Path("offerflow.yaml"),
 ) -> None:
     """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
-    from offerflow.champions import RegistryError, promote_by_hand
-    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.models.champions import RegistryError, promote_by_hand
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = load_project(config)
     tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),

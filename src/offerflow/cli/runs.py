@@ -23,7 +23,7 @@ def generate(
     end_date: Annotated[Optional[str], typer.Option(help="Last day (exclusive), YYYY-MM-DD; default today.")] = None,
 ) -> None:
     """Write a seeded synthetic world whose true click and purchase probabilities are known."""
-    from offerflow.world import WorldSpec, generate_world
+    from offerflow.synthetic.world import WorldSpec, generate_world
 
     spec = WorldSpec(profiles=profiles, offers=offers, days=days, seed=seed,
                      **({"end_date": date.fromisoformat(end_date)} if end_date else {}))
@@ -75,14 +75,14 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Which strategy helps most: off-policy estimates, holdout lift, an HTML report and an MLflow run."""
-    from offerflow.catalog import CatalogError
-    from offerflow.events import EventFileError
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.ingest.events import EventFileError
 
     project = load_project(config)
     prepare_prefect_environment(project.root)
     if events is not None and not events.exists():
         fail(f"{events}: events file not found")
-    from flows.evaluate import evaluate_models
+    from offerflow.flows.evaluate import evaluate_models
 
     try:
         result = evaluate_models(config_path=str(config), events=str(events) if events else None,
@@ -112,7 +112,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Generate a demo world, run the whole pipeline, and show what to open next."""
-    from offerflow.world import demo_config_yaml
+    from offerflow.synthetic.world import demo_config_yaml
 
     config_path = project / "offerflow.yaml"
     if not config_path.exists():

@@ -25,8 +25,8 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
        schedules: Annotated[bool, typer.Option(help="Run the scheduler (off: deployments run only by hand).")] = True,
        ) -> None:
     """Start a Prefect server, a worker and an MLflow server on 127.0.0.1 and deploy every flow."""
-    from offerflow.ops import OpsError
-    from offerflow.ops import up as start_servers
+    from offerflow.ops.servers import OpsError
+    from offerflow.ops.servers import up as start_servers
 
     project = load_project(config)
     try:
@@ -47,7 +47,7 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
 @app.command()
 def down(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Stop exactly the processes `offerflow up` started for this project."""
-    from offerflow.ops import down as stop_servers
+    from offerflow.ops.servers import down as stop_servers
 
     project = load_project(config)
     stopped = stop_servers(project.root)

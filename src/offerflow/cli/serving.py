@@ -20,7 +20,7 @@ app.add_typer(serving_app, name="serving")
 
 def _written_project(config_path: Path):
     """The project file as written (no switches applied): switches are read against it."""
-    from offerflow.config import ConfigError, load_config
+    from offerflow.core.config import ConfigError, load_config
 
     try:
         return load_config(config_path, serving=False)
@@ -32,8 +32,8 @@ def _written_project(config_path: Path):
 def serving_list(config: ConfigOption = Path("offerflow.yaml"),
                  as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Per placement: the ranking in offerflow.yaml, the ranking it serves, and since when and why."""
-    from offerflow.config import ConfigError
-    from offerflow.serving import serving_status
+    from offerflow.core.config import ConfigError
+    from offerflow.decisioning.switches import serving_status
 
     project = _written_project(config)
     try:
@@ -73,8 +73,8 @@ def _short(ranking: dict, strategy: str | None = None) -> str:
 def serving_history(config: ConfigOption = Path("offerflow.yaml"),
                     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Every recorded switch and revert, oldest first."""
-    from offerflow.config import ConfigError
-    from offerflow.serving import load_history
+    from offerflow.core.config import ConfigError
+    from offerflow.decisioning.switches import load_history
 
     project = _written_project(config)
     try:
@@ -103,10 +103,10 @@ def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id."
                    config: ConfigOption = Path("offerflow.yaml"),
                    publish: Annotated[bool, typer.Option(help="Re-publish the placement's table now.")] = True) -> None:
     """Serve what offerflow.yaml says on PLACEMENT again; the reason goes to the history and to MLflow."""
-    from offerflow.catalog import CatalogError
-    from offerflow.config import ConfigError
-    from offerflow.serving import ServingError, publish_serving, ranking_label, record_revert, revert_record
-    from offerflow.tracking import Tracker, resolve_tracking_uri
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.core.config import ConfigError
+    from offerflow.decisioning.switches import ServingError, publish_serving, ranking_label, record_revert, revert_record
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = _written_project(config)
     try:
@@ -121,7 +121,7 @@ def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id."
                   highlight=False)
     if not publish:
         return
-    from offerflow.report import load_evaluation_catalog
+    from offerflow.evaluation.report import load_evaluation_catalog
 
     try:
         profiles, offers = load_evaluation_catalog(project)

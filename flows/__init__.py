@@ -1,1 +1,0 @@
-"""Prefect flows: thin orchestration of the offerflow library."""

@@ -1,0 +1,420 @@
+"""Batch decisioning: the decision step for many profiles at once, as matrices instead of requests.
+
+Same semantics as `DecisionEngine.decide` for each profile, vectorized per chunk of profiles and
+per placement (in request order): an (n_profiles, n_offers) mask of what each profile may get
+(eligibility rule now, not used by an earlier placement, not capped), a sort key per cell (ranking
+table rank then priority; Thompson samples for auto-optimized placements; a random order for the
+holdout share), the top items of every row at once, and the fallback offer for empty rows.
+
+Caps: per-profile counters are columns aligned with the chunk's profiles. A total cap has a
+remaining budget, allocated in a deterministic order (profile id order, as the batch is sorted):
+rows beyond the budget lose the offer and are ranked again, until no budget is exceeded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from offerflow.rules.capping import ALL, DECIDED_EVENTS, CapRule, Family
+from offerflow.decisioning.engine import MAX_ITEMS, DecisionEngine, DecisionError, write_decision_log
+from offerflow.ranking.click_model import eligibility_matrix, top_k
+from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
+
+#: One row per decided item (rank 1..items per decision and placement).
+BATCH_DECISION_SCHEMA = pa.schema([
+    pa.field("decision_id", pa.string(), nullable=False),
+    pa.field("decided_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("profile_id", pa.string(), nullable=False),
+    pa.field("placement_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int16(), nullable=False),
+    pa.field("offer_id", pa.string(), nullable=False),
+    pa.field("score", pa.float64()),
+    pa.field("fallback", pa.bool_(), nullable=False),
+    pa.field("propensity", pa.float64()),
+    pa.field("arm", pa.string(), nullable=False),
+])
+ARM_CODES = np.array(["model", "holdout", "non_personalized", "fallback"], dtype=object)
+MODEL, HOLDOUT, NON_PERSONALIZED, FALLBACK = range(4)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    decisions: pa.Table  # BATCH_DECISION_SCHEMA
+    events: pa.Table     # display events, EVENT_SCHEMA
+    meta: pa.Table       # DECISION_META_SCHEMA
+    profiles: int
+    seconds: float
+
+    def arm_counts(self) -> dict[str, int]:
+        """Decisions (per placement) by traffic arm."""
+        counts = pc.value_counts(self.meta["arm"]).to_pylist()
+        return {c["values"]: c["counts"] for c in counts}
+
+
+@dataclass
+class _CapRuleState:
+    """One cap rule of one offer as it applies to one counter key of this batch."""
+
+    offer_id: str
+    rule: CapRule
+    placement_key: str
+    per_profile: pd.Series | None = None  # profile_id -> count before the batch
+    increments: np.ndarray | None = None  # this chunk's decisions, aligned with its rows
+    remaining: int = 0                    # total scope: budget left
+
+
+class _Caps:
+    """The engine's cap counters, turned into per-chunk columns and total budgets."""
+
+    def __init__(self, engine: DecisionEngine) -> None:
+        self.rules: dict[tuple[Family, str, str], _CapRuleState] = {}
+        self._frames = {family: engine.caps.counts_frame(family) for family in engine.caps.families}
+        self._caps = engine.caps.caps
+
+    def state(self, offer_id: str, rule: CapRule, placement_id: str) -> _CapRuleState:
+        family = rule.family
+        placement_key = placement_id if rule.per_placement else ALL
+        key = (family, offer_id, placement_key, rule.limit)
+        found = self.rules.get(key)
+        if found is None:
+            frame = self._frames[family]
+            rows = frame[(frame["offer_id"] == offer_id) & (frame["placement_id"] == placement_key)]
+            found = _CapRuleState(offer_id, rule, placement_key)
+            if rule.scope == "per_profile":
+                found.per_profile = rows.set_index("profile_id")["n"]
+            else:
+                found.remaining = int(rule.limit - rows["n"].sum())
+            self.rules[key] = found
+        return found
+
+    def states(self, offer_ids: Sequence[str], placement_id: str) -> list[tuple[int, _CapRuleState]]:
+        return [(j, self.state(oid, rule, placement_id)) for j, oid in enumerate(offer_ids)
+                for rule in self._caps.get(oid, ())]
+
+    def start_chunk(self, profile_ids: np.ndarray) -> None:
+        self._chunk_ids = pd.Index(profile_ids)
+        for state in self.rules.values():
+            state.increments = None
+
+    def per_profile_count(self, state: _CapRuleState) -> np.ndarray:
+        if state.increments is None:
+            base = state.per_profile.reindex(self._chunk_ids, fill_value=0).to_numpy(np.int64, copy=True)
+            state.increments = base  # counts before the batch plus this chunk's decisions so far
+        return state.increments
+
+
+def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray, placement_ids: Sequence[str],
+                 items: int | None = None, allow_duplicates: bool = False, now: datetime | None = None,
+                 seed: int | None = None, chunk_size: int = 100_000) -> BatchResult:
+    """Decide for every profile (sorted, deduplicated) in every placement, like `engine.decide`."""
+    started = time.perf_counter()
+    unknown = [p for p in placement_ids if p not in {c.id for c in engine.config.placements}]
+    if not placement_ids or unknown:
+        raise DecisionError(f"unknown placement(s): {', '.join(unknown)}" if unknown else
+                            "at least one placement is required")
+    if items is not None and not 1 <= items <= MAX_ITEMS:
+        raise DecisionError(f"items must be between 1 and {MAX_ITEMS}, got {items}")
+    now = now or datetime.now(timezone.utc)
+    ids = np.unique(np.asarray(profile_ids, dtype=object).astype(str)).astype(object)
+    run = uuid.uuid4().hex[:12]
+    caps = _Caps(engine)
+    profiles = engine.profiles.set_index(PROFILE_ID)
+    plans = [_Plan(engine, pid, items) for pid in placement_ids]
+    offer_pos = {oid: i for i, oid in enumerate(engine.offers["offer_id"])}
+    parts: list[dict[str, np.ndarray]] = []
+    for c, start in enumerate(range(0, len(ids), chunk_size)):
+        chunk_ids = ids[start:start + chunk_size]
+        chunk = profiles.reindex(chunk_ids).rename_axis(PROFILE_ID).reset_index()
+        known = profiles.index.get_indexer(chunk_ids) >= 0  # hashed; np.isin on strings is quadratic here
+        caps.start_chunk(chunk_ids)
+        used = np.zeros((len(chunk_ids), len(offer_pos)), dtype=bool)
+        rng = np.random.default_rng(None if seed is None else [seed, c])
+        for plan in plans:
+            part = plan.decide(chunk, chunk_ids, known, used, caps, rng, offer_pos, allow_duplicates)
+            part["row"] = part["row"] + start
+            parts.append(part)
+    decision_ids = _decision_ids(run, len(ids))
+    return _tables(engine, plans, parts, ids, decision_ids, now, started)
+
+
+class _Plan:
+    """What a placement needs for every chunk: candidates, rules, table, model."""
+
+    def __init__(self, engine: DecisionEngine, placement_id: str, items: int | None) -> None:
+        self.engine, self.placement_id = engine, placement_id
+        self.placement = engine.config.placement(placement_id)
+        self.n_items = items or self.placement.items
+        self.snap = engine.snapshot(placement_id)
+        self.meta = self.snap.metadata if self.snap is not None else {}
+        self.model = engine.model_of(self.placement, self.meta)
+        self.holdout = self.model.holdout_share if self.model is not None else 0.0
+        self.posterior = self.snap is not None and self.snap.kind == "posterior"
+        if self.posterior:
+            post = engine.posterior_arrays(placement_id, self.snap)
+            self.post, self.post_pos = post, np.flatnonzero(post.in_placement)
+            self.offer_ids = [post.offer_ids[j] for j in self.post_pos]
+            self.qualified, self.means = post.qualified[self.post_pos], post.means[self.post_pos]
+            self.exploration = engine.config.ai_model(self.meta["ai_model"]).exploration_share
+            self.weights = post.weights[self.post_pos] if post.weights is not None else None
+        else:
+            # personalized models explore: a random order for `exploration_share` of their traffic
+            self.exploration = self.model.exploration_share if self.model is not None else 0.0
+            self.offer_ids = list(engine._by_priority[placement_id])
+            self.table = engine.store.read_table(placement_id) if self.snap is not None else None
+            if self.table is not None:
+                self.table_pids = self.table.column("profile_id").to_numpy(zero_copy_only=False).astype(object)
+        self.offers = engine.offers.loc[self.offer_ids].reset_index(drop=True)
+        self.rules = [engine._rules.get(oid) for oid in self.offer_ids]
+        self.priority = self.offers["priority"].to_numpy(float)
+        self.fallback = engine._fallback[placement_id]
+
+    def _table_matrix(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ranks (0 = not in the table) and scores of the chunk's profiles, shape (n, m)."""
+        n, m = len(chunk_ids), len(self.offer_ids)
+        ranks, scores = np.zeros((n, m), dtype=np.int16), np.zeros((n, m))
+        if self.table is None or n == 0:
+            return ranks, scores
+        lo = int(np.searchsorted(self.table_pids, chunk_ids[0], side="left"))
+        hi = int(np.searchsorted(self.table_pids, chunk_ids[-1], side="right"))
+        rows = pd.Index(chunk_ids).get_indexer(self.table_pids[lo:hi])
+        cols = pd.Index(self.offer_ids).get_indexer(
+            self.table.column("offer_id").slice(lo, hi - lo).to_numpy(zero_copy_only=False))
+        keep = (rows >= 0) & (cols >= 0)
+        ranks[rows[keep], cols[keep]] = self.table.column("rank").slice(lo, hi - lo).to_numpy()[keep]
+        scores[rows[keep], cols[keep]] = self.table.column("score").slice(lo, hi - lo).to_numpy()[keep]
+        return ranks, scores
+
+    def decide(self, chunk: pd.DataFrame, chunk_ids: np.ndarray, known: np.ndarray, used: np.ndarray,
+               caps: _Caps, rng: np.random.Generator, offer_pos: dict[str, int],
+               allow_duplicates: bool) -> dict[str, np.ndarray]:
+        n, m = len(chunk_ids), len(self.offer_ids)
+        cols = np.array([offer_pos[o] for o in self.offer_ids], dtype=np.int64)
+        allowed = eligibility_matrix(chunk, self.offers, self.rules) if m else np.zeros((n, 0), dtype=bool)
+        allowed &= ~used[:, cols]
+        cap_states = caps.states(self.offer_ids, self.placement_id)
+        totals = []
+        for j, state in cap_states:
+            if state.rule.scope == "per_profile":
+                allowed[:, j] &= caps.per_profile_count(state) < state.rule.limit
+            else:
+                totals.append((j, state))
+                if state.remaining <= 0:
+                    allowed[:, j] = False
+        # Random draws, fixed per row so ranking again after a cap keeps each row's luck.
+        random_order = rng.random((n, m))
+        holdout_row = rng.random(n) < self.holdout
+        if self.posterior:
+            samples = rng.beta(self.post.alpha[self.post_pos], self.post.beta[self.post_pos], size=(n, m))
+            if self.weights is not None:
+                samples = samples * self.weights[None, :]
+            explore_draw = rng.random(n) < self.exploration
+            scores = np.broadcast_to(self.means, (n, m))
+            # with fewer than two qualified offers allowed the model does not rank: served at random
+            arm_model = ((allowed & self.qualified[None, :]).sum(axis=1) >= 2) & (self.model is not None)
+        else:
+            ranks, table_scores = self._table_matrix(chunk_ids)
+            in_table = ranks > 0
+            listed = in_table.any(axis=1)
+            table_key = np.where(in_table, 1000.0 - ranks, -1.0 - np.arange(m)[None, :])
+            scores = np.where(in_table, table_scores, self.priority[None, :])
+            arm_model = listed & (self.model is not None)
+            explore_draw = (rng.random(n) < self.exploration) & arm_model
+        holdout_row &= arm_model
+
+        def model_key(mask: np.ndarray) -> np.ndarray:
+            if not self.posterior:
+                return np.where(explore_draw[:, None], random_order, table_key)
+            pool = (mask & self.qualified[None, :]).sum(axis=1)
+            explore = explore_draw | (pool < 2)
+            return np.where(explore[:, None] | ~self.qualified[None, :], random_order, 2.0 + samples)
+
+        while True:  # rank, then take back offers beyond a total cap's budget, until none is exceeded
+            key = np.where(holdout_row[:, None], random_order, model_key(allowed))
+            rows, idx, _ = top_k(key, allowed, self.n_items)
+            chosen = np.zeros((n, m), dtype=bool)
+            chosen[rows, idx] = True
+            over_budget = False
+            for j, state in totals:
+                taken = chosen[:, j]
+                over = taken & (np.cumsum(taken) > state.remaining)
+                if over.any():
+                    allowed[over, j] = False
+                    over_budget = True
+            if not over_budget:
+                break
+        for j, state in totals:
+            state.remaining -= int(chosen[:, j].sum())
+        for j, state in cap_states:
+            if state.rule.scope == "per_profile" and state.rule.event in DECIDED_EVENTS:
+                state.increments += chosen[:, j]
+        if not allow_duplicates:
+            used[:, cols] |= chosen
+        return self._items(rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
+                           *((None, None) if self.posterior else (explore_draw, table_key)))
+
+    def _items(self, rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
+               explored: np.ndarray | None = None, table_key: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        counts = np.bincount(rows, minlength=n)
+        rank = (np.arange(len(rows)) - np.searchsorted(rows, rows)).astype(np.int16) + 1
+        arm = np.where(holdout_row, HOLDOUT, np.where(arm_model, MODEL, NON_PERSONALIZED))
+        # Per-slot propensities (the engine's, see DecisionEngine._decide_placement): a random order
+        # puts any eligible offer in any slot with probability 1 / |pool|; the model's own order
+        # (table, then priority) is deterministic. Thompson sampling: the first slot only.
+        first = rank == 1
+        n_pool = allowed[rows].sum(axis=1)
+        if self.posterior:
+            propensity = np.full(len(rows), np.nan)
+            p = self._thompson_probability(allowed[rows[first]], idx[first])
+            if self.holdout > 0:
+                p = np.where(arm_model[rows[first]], self.holdout / n_pool[first] + (1 - self.holdout) * p, p)
+            propensity[first] = p
+        else:
+            order = np.argsort(-np.where(allowed, table_key, -np.inf), axis=1, kind="stable")
+            in_model_slot = (idx == order[rows, rank - 1]).astype(float)
+            p = in_model_slot
+            if explored is not None and self.exploration > 0:
+                p = np.where(arm_model[rows], self.exploration / n_pool + (1 - self.exploration) * in_model_slot, p)
+            if self.holdout > 0:
+                p = np.where(arm_model[rows], self.holdout / n_pool + (1 - self.holdout) * p, p)
+            propensity = np.where(arm_model[rows], p, 1.0)
+        offer_ids = np.asarray(self.offer_ids, dtype=object)
+        random_rows = holdout_row if explored is None else holdout_row | explored
+        item_scores = np.where(random_rows[rows], np.nan, scores[rows, idx])
+        empty = np.flatnonzero(counts == 0)
+        return {"row": np.concatenate([rows, empty]), "rank": np.concatenate([rank, np.ones(len(empty), np.int16)]),
+                "offer_id": np.concatenate([offer_ids[idx], np.full(len(empty), self.fallback, dtype=object)]),
+                "score": np.concatenate([item_scores, np.full(len(empty), np.nan)]),
+                "fallback": np.concatenate([np.zeros(len(rows), bool), np.ones(len(empty), bool)]),
+                "propensity": np.concatenate([propensity, np.ones(len(empty))]),
+                "arm": np.concatenate([arm[rows], np.full(len(empty), FALLBACK)])}
+
+    def _thompson_probability(self, allowed: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Thompson first-choice probability of each row's first offer, once per distinct mask."""
+        if len(allowed) == 0:
+            return np.ones(0)
+        packed = np.packbits(allowed, axis=1)
+        patterns, inverse = np.unique(packed, axis=0, return_inverse=True)
+        out = np.empty(len(allowed))
+        for k in range(len(patterns)):
+            members = np.flatnonzero(inverse.ravel() == k)
+            full = np.zeros(len(self.post.offer_ids), dtype=bool)
+            full[self.post_pos] = allowed[members[0]]
+            probabilities = self.engine.choice_probabilities(self.placement_id, self.snap, full)
+            out[members] = probabilities[self.post_pos][first[members]]
+        return out
+
+
+def _decision_ids(run: str, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=object)
+    digits = np.char.zfill(np.arange(n).astype(str), max(8, len(str(n))))
+    return np.char.add(f"dec-{run}-", digits).astype(object)
+
+
+def _tables(engine: DecisionEngine, plans: list[_Plan], parts: list[dict[str, np.ndarray]], ids: np.ndarray,
+            decision_ids: np.ndarray, now: datetime, started: float) -> BatchResult:
+    n_plans = len(plans)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    placement_of = np.concatenate([np.full(len(p["row"]), i % n_plans, dtype=np.int64)
+                                   for i, p in enumerate(parts)]) if parts else np.zeros(0, np.int64)
+    rows = columns.get("row", np.zeros(0, np.int64))
+    placement_ids = np.array([p.placement_id for p in plans], dtype=object)
+    instant = np.datetime64(now.astimezone(timezone.utc).replace(tzinfo=None), "us")
+    timestamp = pa.array(np.full(len(rows), instant), type=pa.timestamp("us", tz="UTC"))
+    decision = pa.array(decision_ids[rows], type=pa.string())
+    placement = pa.array(placement_ids[placement_of], type=pa.string())
+    rank = pa.array(columns.get("rank", np.zeros(0, np.int16)), type=pa.int16())
+    propensity = pa.array(columns.get("propensity", np.zeros(0)), type=pa.float64(), from_pandas=True)
+    decisions = pa.table({
+        "decision_id": decision, "decided_at": timestamp, "profile_id": pa.array(ids[rows], type=pa.string()),
+        "placement_id": placement, "rank": rank, "offer_id": pa.array(columns.get("offer_id", []), type=pa.string()),
+        "score": pa.array(columns.get("score", np.zeros(0)), type=pa.float64(), from_pandas=True),
+        "fallback": pa.array(columns.get("fallback", np.zeros(0, bool))),
+        "propensity": propensity, "arm": pa.array(ARM_CODES[columns.get("arm", np.zeros(0, np.int64))],
+                                                  type=pa.string())}, schema=BATCH_DECISION_SCHEMA)
+    channel = np.array([p.placement.channel for p in plans], dtype=object)[placement_of]
+    event_id = pc.binary_join_element_wise(decision, placement, pc.cast(rank, pa.string()), "-")
+    events = pa.table({"event_id": event_id, "timestamp": timestamp, "profile_id": decisions["profile_id"],
+                       "event_type": pa.array(np.full(len(rows), "display", dtype=object), type=pa.string()),
+                       "offer_id": decisions["offer_id"], "placement_id": placement,
+                       "channel": pa.array(channel, type=pa.string()), "value": pa.nulls(len(rows), pa.float64()),
+                       "propensity": propensity, "decision_id": decision}, schema=EVENT_SCHEMA)
+    meta = decisions.filter(pc.equal(decisions["rank"], 1)).sort_by([("decision_id", "ascending")])
+    plan_index = pd.Index(placement_ids).get_indexer(meta["placement_id"].to_numpy(zero_copy_only=False))
+
+    def per_placement(value: Any, type_: pa.DataType) -> pa.Array:
+        return pa.array(np.array([value(p) for p in plans], dtype=object)[plan_index], type=type_)
+
+    meta = pa.table({
+        "decision_id": meta["decision_id"], "decided_at": meta["decided_at"], "profile_id": meta["profile_id"],
+        "placement_id": meta["placement_id"],
+        "ai_model": per_placement(lambda p: p.meta.get("ai_model"), pa.string()),
+        "model_version": per_placement(lambda p: None if p.meta.get("model_version") is None
+                                       else str(p.meta["model_version"]), pa.string()),
+        "table_version": per_placement(lambda p: p.snap.version if p.snap else None, pa.int64()),
+        "ranking_method": per_placement(lambda p: p.placement.ranking.method, pa.string()),
+        "arm": meta["arm"]}, schema=DECISION_META_SCHEMA)
+    return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started)
+
+
+class SegmentError(ValueError):
+    """A segment that cannot be resolved (missing file, unknown goal or bucket)."""
+
+
+BUCKETS = ("low", "medium", "high")
+
+
+def segment_profile_ids(profiles: pd.DataFrame, profiles_file: str | Path | None = None, goal: str | None = None,
+                        bucket: str | None = None) -> np.ndarray:
+    """Profile ids of a segment: a file of ids (text, one per line; CSV or Parquet with a
+    `profile_id` column), or a Customer AI bucket (`propensity.<goal>.bucket == bucket`), or all."""
+    if profiles_file is not None and (goal or bucket):
+        raise SegmentError("give either a profiles file or a goal and bucket, not both")
+    if profiles_file is not None:
+        path = Path(profiles_file)
+        if not path.exists():
+            raise SegmentError(f"{path}: profiles file not found")
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str)
+        else:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            return np.asarray([line for line in lines if line], dtype=object)
+        if PROFILE_ID not in frame.columns:
+            raise SegmentError(f"{path}: missing column {PROFILE_ID}")
+        return frame[PROFILE_ID].dropna().astype(str).to_numpy(dtype=object)
+    if goal is not None or bucket is not None:
+        column = f"propensity.{goal}.bucket"
+        if goal is None or bucket is None:
+            raise SegmentError("a Customer AI segment needs both a goal and a bucket")
+        if bucket not in BUCKETS:
+            raise SegmentError(f"unknown bucket {bucket!r} (one of: {', '.join(BUCKETS)})")
+        if column not in profiles.columns:
+            known = sorted({c.split(".")[1] for c in profiles.columns if c.startswith("propensity.")})
+            raise SegmentError(f"no Customer AI scores for goal {goal!r} on the profiles "
+                               f"(scored goals: {', '.join(known) or 'none; run the pipeline first'})")
+        return profiles.loc[profiles[column].astype(str) == bucket, PROFILE_ID].astype(str).to_numpy(dtype=object)
+    return profiles[PROFILE_ID].astype(str).to_numpy(dtype=object)
+
+
+def write_batch(result: BatchResult, path: Path, decision_log: Path) -> Path:
+    """Write the decisions dataset to `path` and append displays + metadata to the decision log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(result.decisions, tmp, compression="zstd")
+    tmp.replace(path)
+    write_decision_log(result.events, result.meta, decision_log)
+    return path

@@ -1,0 +1,507 @@
+"""The decision step: which offers for this profile in these placements, right now.
+
+For each requested placement, in request order: read the published ranking (a per-profile ranked
+list, or auto-optimization posteriors to Thompson-sample), drop offers whose eligibility rule is
+false for the profile's current attributes, drop offers already chosen for an earlier placement of
+the same request (unless duplicates are allowed), keep the top items, and fall back to the
+placement's fallback offer when nothing is left. A profile the table has never seen gets the
+placement's non-personalized ranking (priority). Offers that reached a frequency cap are skipped
+(see `offerflow.rules.capping`); every decided offer is counted at once, so caps hold within a process.
+
+A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
+eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured. Every
+decision is logged as `display` events in the data contract, each with its per-slot propensity (the
+probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
+first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from offerflow.ranking.bandits import first_choice_probability, thompson_select
+from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
+from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
+from offerflow.core.config import ProjectConfig
+from offerflow.ranking.click_model import eligibility_matrix
+from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
+from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
+from offerflow.core.store import RankingStore
+
+MAX_ITEMS = 30
+#: `source` of an auto-optimized placement whose eligible offers hold fewer than two qualified ones:
+#: the model does not rank them, they are served in a uniformly random order (arm `non_personalized`).
+RANDOM_TOO_FEW_QUALIFIED = "random_too_few_qualified"
+
+
+class DecisionError(ValueError):
+    """A request that cannot be answered (unknown placement, bad item count)."""
+
+
+@dataclass(frozen=True)
+class DecisionItem:
+    placement_id: str
+    offer_id: str
+    rank: int
+    score: float | None
+    fallback: bool = False
+    propensity: float | None = None
+
+
+@dataclass(frozen=True)
+class PlacementDecision:
+    placement_id: str
+    channel: str
+    items: list[DecisionItem]
+    ranking_method: str
+    ai_model: str | None
+    model_version: str | None
+    table_version: int | None
+    #: ranking_table | thompson_sampling | exploration | random_too_few_qualified | non_personalized
+    #: | random_holdout | fallback
+    source: str
+    arm: str = "non_personalized"  # model | holdout | non_personalized | fallback
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    profile_id: str
+    decided_at: str
+    placements: list[PlacementDecision] = field(default_factory=list)
+
+    def offer_ids(self) -> list[str]:
+        return [item.offer_id for p in self.placements for item in p.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly)."""
+        return {"decision_id": self.decision_id, "profile_id": self.profile_id, "decided_at": self.decided_at,
+                "placements": [{"placement_id": p.placement_id, "channel": p.channel,
+                                "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
+                                           "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
+                                          for i in p.items],
+                                "ranking_method": p.ranking_method, "ai_model": p.ai_model,
+                                "model_version": p.model_version, "table_version": p.table_version,
+                                "source": p.source, "arm": p.arm} for p in self.placements]}
+
+
+class DecisionEngine:
+    """Answers decision requests from the published ranking tables of one project.
+
+    `caps`: the live cap counters (None: counters for the catalog's caps, starting at zero).
+    `seed` makes Thompson sampling and the holdout draw reproducible.
+    """
+
+    def __init__(self, config: ProjectConfig, store: RankingStore, offers: pd.DataFrame,
+                 profiles: pd.DataFrame, seed: int | None = None, caps: CapCounters | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.offers = offers.set_index("offer_id", drop=False)
+        self.profiles = profiles.reset_index(drop=True)
+        self.caps = caps if caps is not None else CapCounters(caps_of(offers))
+        # Per-request lookup without pandas: profile id -> row position.
+        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
+        schema = schema_from_frames(profiles=self.profiles, offers=offers)
+        self._rules: dict[str, Expression] = {
+            oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
+            for oid, rule in zip(offers["offer_id"], offers["eligibility"]) if isinstance(rule, str)}
+        self._offer_values = {oid: {f"offer.{c}": v for c, v in row.items() if c not in ("placements", "caps")}
+                              for oid, row in self.offers.to_dict(orient="index").items()}
+        # Eligibility of every (profile, offer with a rule), evaluated once, column-wise: a request
+        # reads one row instead of evaluating each rule. Rules read only profile and offer
+        # attributes, both fixed for the engine's lifetime (a reload builds a new engine).
+        self._rule_column = {oid: j for j, oid in enumerate(self._rules)}
+        self._eligibility = self._eligibility_rows()
+        self._unknown_eligibility = np.array([self._eligible(oid, None) for oid in self._rules], dtype=bool)
+        self._by_priority = {p.id: offers_for_placement(offers, p.id)
+                             .sort_values(["priority", "offer_id"], ascending=[False, True])["offer_id"].tolist()
+                             for p in config.placements}
+        self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
+        self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
+        self._snapshots: dict[str, Any] = {}
+        self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
+        self._stamps: dict[str, tuple[int, int] | None] = {}
+        self._posteriors: dict[str, _Posteriors] = {}
+        # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
+        self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
+        # Independent streams: Thompson sampling and exploration, and the holdout draw (the same
+        # seed for both would make every explored decision a holdout decision too).
+        self._rng, self._holdout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+
+    def _eligibility_rows(self, chunk_rows: int = 250_000) -> np.ndarray:
+        """Bool matrix (n_profiles, n_offers with a rule) in `_rule_column` order, built in chunks."""
+        out = np.ones((len(self.profiles), len(self._rules)), dtype=bool)
+        if not self._rules:
+            return out
+        offers = self.offers.loc[list(self._rules)].reset_index(drop=True)
+        rules = list(self._rules.values())
+        for lo in range(0, len(self.profiles), chunk_rows):
+            out[lo:lo + chunk_rows] = eligibility_matrix(self.profiles.iloc[lo:lo + chunk_rows], offers, rules)
+        return out
+
+    def profile_values(self, profile_id: str) -> dict[str, Any] | None:
+        """One profile's attributes as rule inputs (`profile.<column>`, missing as None); None for a
+        profile the engine does not know. Row at a time: decisions read `_eligibility` instead."""
+        pos = self._profile_pos.get(profile_id)
+        if pos is None:
+            return None
+        return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
+
+    def eligible(self, profile_id: str, offer_id: str) -> bool:
+        """Whether the offer's eligibility rule holds for the profile (precomputed; see `_eligible`)."""
+        j = self._rule_column.get(offer_id)
+        if j is None:
+            return True
+        pos = self._profile_pos.get(profile_id)
+        return bool((self._unknown_eligibility if pos is None else self._eligibility[pos])[j])
+
+    def _eligible(self, offer_id: str, profile_values: dict[str, Any] | None) -> bool:
+        rule = self._rules.get(offer_id)
+        if rule is None:
+            return True
+        if profile_values is None:
+            profile_values = {}
+        return bool(rule.evaluate_one({**profile_values, **self._offer_values[offer_id]}))
+
+    def snapshot(self, placement_id: str):
+        """The current published table, reloaded when a new version has been published. CURRENT is
+        read only when its stamp changed (a stat; reading the file every request costs as much as
+        the rest of a decision)."""
+        cached = self._snapshots.get(placement_id)
+        stamp = self.store.current_stamp(placement_id)
+        if cached is not None and stamp is not None and self._stamps.get(placement_id) == stamp:
+            return cached
+        current = self.store.current_version(placement_id)
+        self._stamps[placement_id] = stamp
+        if current is None:
+            return None
+        if cached is None or cached.version != current:
+            self._snapshots[placement_id] = cached = self.store.snapshot(placement_id)
+            self.snapshot_loads += 1
+        return cached
+
+    def preload(self) -> DecisionEngine:
+        """Read every placement's current table now rather than on its first request."""
+        for placement in self.config.placements:
+            self.snapshot(placement.id)
+        return self
+
+    def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
+               allow_duplicates: bool = False, now: datetime | None = None) -> Decision:
+        """Decide for one profile across placements (filled in request order)."""
+        if not placement_ids:
+            raise DecisionError("at least one placement is required")
+        if items is not None and not 1 <= items <= MAX_ITEMS:
+            raise DecisionError(f"items must be between 1 and {MAX_ITEMS}, got {items}")
+        unknown = [p for p in placement_ids if p not in self._by_priority]
+        if unknown:
+            raise DecisionError(f"unknown placement(s): {', '.join(unknown)} "
+                                f"(known: {', '.join(sorted(self._by_priority))})")
+        now = now or datetime.now(timezone.utc)
+        pos = self._profile_pos.get(profile_id)
+        row = self._unknown_eligibility if pos is None else self._eligibility[pos]
+        rule_column = self._rule_column
+
+        def eligible(offer_id: str) -> bool:
+            j = rule_column.get(offer_id)
+            return j is None or bool(row[j])
+
+        used: set[str] = set()
+        results = []
+        with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
+            for placement_id in placement_ids:
+                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now)
+                self.caps.record([i.offer_id for i in result.items], placement_id, profile_id, now)
+                if not allow_duplicates:
+                    used.update(i.offer_id for i in result.items)
+                results.append(result)
+        return Decision(f"dec-{uuid.uuid4().hex}", profile_id, now.isoformat(), results)
+
+    def count_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Count decisions made elsewhere (by the engine this one replaces) against the caps, as
+        `decide` counts its own: every item of every placement, at the decision's time."""
+        with self.caps.lock:
+            for d in decisions:
+                at = datetime.fromisoformat(d.decided_at)
+                for p in d.placements:
+                    self.caps.record([i.offer_id for i in p.items], p.placement_id, d.profile_id, at)
+
+    def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
+                          used: set[str], now: datetime) -> PlacementDecision:
+        placement = self.config.placement(placement_id)
+        n_items = items or placement.items
+        snap = self.snapshot(placement_id)
+        meta = snap.metadata if snap is not None else {}
+        info = dict(channel=placement.channel, ranking_method=placement.ranking.method, ai_model=meta.get("ai_model"),
+                    model_version=meta.get("model_version"), table_version=snap.version if snap else None)
+
+        def allowed(offer_id: str) -> bool:
+            return (offer_id not in used and offer_id in self._offer_values and eligible(offer_id)
+                    and not self.caps.capped(offer_id, placement_id, profile_id, now))
+
+        model = self.model_of(placement, meta)
+        if snap is not None and snap.kind == "posterior":
+            chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items)
+            # Fewer than two qualified offers: the model does not rank, the placement is served at random.
+            arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
+        else:
+            chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
+            arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
+            if arm == "model" and model.exploration_share > 0 and chosen:
+                chosen, first_probability, source = self._explore(placement_id, chosen, pool, model.exploration_share,
+                                                                  n_items, source)
+        if chosen and arm == "model" and model.holdout_share > 0:
+            share = model.holdout_share
+            if self._holdout_rng.random() < share:
+                order = self._holdout_rng.permutation(len(pool))[:n_items]
+                chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+                source, arm = "random_holdout", "holdout"
+            # per slot: share / |pool| (a random order puts any offer in any slot equally often) plus
+            # (1 - share) x the model's probability of that offer in that slot (None: not known)
+            model_p = [first_probability(item.offer_id, item.rank) for item in chosen]
+            chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
+                                   propensity=None if p is None else share / len(pool) + (1.0 - share) * p)
+                      for item, p in zip(chosen, model_p)]
+        if not chosen:
+            chosen = [DecisionItem(placement_id, self._fallback[placement_id], 1, None, fallback=True, propensity=1.0)]
+            source, arm = "fallback", "fallback"
+        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm, **info)
+
+    def _explore(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float,
+                 n_items: int, source: str):
+        """A personalized model shows `share` of its traffic a random order of the eligible offers,
+        so offers it cannot personalize yet (too little data) keep being shown and learned. Each
+        slot's propensity is share / |pool| + (1 - share) * [it is the model's offer for that slot]."""
+        ranked = [item.offer_id for item in chosen]
+        if self._rng.random() < share:
+            order = self._rng.permutation(len(pool))[:n_items]
+            chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+            source = "exploration"
+
+        def probability(offer_id: str, rank: int = 1) -> float:
+            model = 1.0 if rank <= len(ranked) and ranked[rank - 1] == offer_id else 0.0
+            return share / len(pool) + (1.0 - share) * model
+
+        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
+                               propensity=probability(item.offer_id, item.rank)) for item in chosen]
+        return chosen, probability, source
+
+    def model_of(self, placement: Any, metadata: dict[str, Any]) -> Any:
+        """The AI model config serving the placement's published table (None: not an AI model)."""
+        name = metadata.get("ai_model") if placement.ranking.method == "ai_model" else None
+        if name is None:
+            return None
+        try:
+            return self.config.ai_model(name)
+        except KeyError:  # a table published by a model since removed from the project file
+            return None
+
+    def _ranked(self, placement_id: str, snap: Any, profile_id: str, allowed: Any, n_items: int):
+        """The profile's ranked offers (table first, then priority to fill), the eligible pool and
+        the logging probability of an offer in a slot (deterministic: 1 for the slot's offer, else 0)."""
+        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
+        source = "ranking_table" if len(offer_ids) else "non_personalized"
+        pool = [oid for oid in self._by_priority[placement_id] if allowed(oid)]
+        pool_set = set(pool)
+        chosen: list[DecisionItem] = []
+        taken: set[str] = set()
+        for offer_id, score in zip(offer_ids, scores):
+            if len(chosen) == n_items:
+                break
+            if offer_id in pool_set:
+                chosen.append(DecisionItem(placement_id, str(offer_id), len(chosen) + 1, float(score)))
+                taken.add(offer_id)
+        for offer_id in pool:  # fewer ranked offers left than asked for: fill by priority
+            if len(chosen) == n_items:
+                break
+            if offer_id not in taken:
+                chosen.append(DecisionItem(placement_id, offer_id, len(chosen) + 1, self._priority[offer_id]))
+        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score, propensity=1.0) for item in chosen]
+        ranked = [item.offer_id for item in chosen]  # deterministic: each slot's offer has probability 1
+        return chosen, pool, (lambda oid, rank=1: float(rank <= len(ranked) and ranked[rank - 1] == oid)), source
+
+    def posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
+        cached = self._posteriors.get(placement_id)
+        if cached is None or cached.version != snap.version:
+            post = snap.posteriors
+            alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
+            in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
+            # value per success (value-weighted models; tables published before it existed: 1)
+            weights = post["value_weight"].to_numpy(float) if "value_weight" in post else np.ones(len(alpha))
+            cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
+                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta) * weights, in_placement,
+                                 None if np.all(weights == 1.0) else weights)
+            self._posteriors[placement_id] = cached
+        return cached
+
+    def choice_probabilities(self, placement_id: str, snap: Any, eligible: np.ndarray) -> np.ndarray:
+        """Thompson first-choice probabilities for an eligible mask, cached per table version."""
+        post = self.posterior_arrays(placement_id, snap)
+        model = self.config.ai_model(snap.metadata["ai_model"])
+        key = (placement_id, snap.version, eligible.tobytes())
+        probabilities = self._choice_probabilities.get(key)
+        if probabilities is None:
+            if len(self._choice_probabilities) > 10_000:
+                self._choice_probabilities.clear()
+            probabilities = first_choice_probability(post.alpha, post.beta, post.qualified, eligible,
+                                                     model.exploration_share, self._rng, draws=4000,
+                                                     weights=post.weights)
+            self._choice_probabilities[key] = probabilities
+        return probabilities
+
+    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int):
+        post = self.posterior_arrays(placement_id, snap)
+        eligible = np.array([ok and allowed(oid) for oid, ok in zip(post.offer_ids, post.in_placement)], dtype=bool)
+        model = self.config.ai_model(snap.metadata["ai_model"])
+        probabilities = self.choice_probabilities(placement_id, snap, eligible)
+        selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
+                                    model.exploration_share, self._rng, first_probabilities=probabilities,
+                                    weights=post.weights)
+        chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
+                               propensity=selection.propensity if r == 0 else None)
+                  for r, j in enumerate(selection.indices)]
+        position = {oid: j for j, oid in enumerate(post.offer_ids)}
+        pool = [post.offer_ids[j] for j in np.flatnonzero(eligible)]
+        if int((post.qualified & eligible).sum()) < 2:
+            source = RANDOM_TOO_FEW_QUALIFIED
+        else:
+            source = "exploration" if selection.explored else "thompson_sampling"
+        # the first-choice probability is exact; later slots' marginals are not computed (None)
+        return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None), source
+
+
+@dataclass(frozen=True)
+class _Posteriors:
+    """A posterior table as arrays, cached per published version."""
+
+    version: int
+    offer_ids: list[str]
+    alpha: np.ndarray
+    beta: np.ndarray
+    qualified: np.ndarray
+    means: np.ndarray
+    in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
+    weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+
+
+def decisions_to_events(decisions: Sequence[Decision]) -> pa.Table:
+    """Decisions as `display` events in the data contract, ready for the next ingestion.
+
+    Built column by column (no per-row DataFrame work: the service writes these from a background
+    thread that shares the interpreter with request handling)."""
+    event_id, timestamp, profile_id, offer_id, placement_id, channel, propensity, decision_id = ([] for _ in range(8))
+    for d in decisions:
+        at = datetime.fromisoformat(d.decided_at)
+        for p in d.placements:
+            for item in p.items:
+                event_id.append(f"{d.decision_id}-{p.placement_id}-{item.rank}")
+                timestamp.append(at)
+                profile_id.append(d.profile_id)
+                offer_id.append(item.offer_id)
+                placement_id.append(p.placement_id)
+                channel.append(p.channel)
+                propensity.append(item.propensity)
+                decision_id.append(d.decision_id)
+    n = len(event_id)
+    return pa.Table.from_pydict({"event_id": event_id, "timestamp": timestamp, "profile_id": profile_id,
+                                 "event_type": ["display"] * n, "offer_id": offer_id, "placement_id": placement_id,
+                                 "channel": channel, "value": [None] * n, "propensity": propensity,
+                                 "decision_id": decision_id}, schema=EVENT_SCHEMA)
+
+
+def decisions_to_meta(decisions: Sequence[Decision]) -> pa.Table:
+    """One `DECISION_META_SCHEMA` row per (decision, placement): who, where, which model and arm."""
+    rows = [(d, datetime.fromisoformat(d.decided_at), p) for d in decisions for p in d.placements]
+    return pa.Table.from_pydict({
+        "decision_id": [d.decision_id for d, _, _ in rows], "decided_at": [at for _, at, _ in rows],
+        "profile_id": [d.profile_id for d, _, _ in rows], "placement_id": [p.placement_id for _, _, p in rows],
+        "ai_model": [p.ai_model for _, _, p in rows],
+        "model_version": [None if p.model_version is None else str(p.model_version) for _, _, p in rows],
+        "table_version": [p.table_version for _, _, p in rows],
+        "ranking_method": [p.ranking_method for _, _, p in rows], "arm": [p.arm for _, _, p in rows]},
+        schema=DECISION_META_SCHEMA)
+
+
+def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Path:
+    """Append display events and their decision metadata as two new Parquet files with one name
+    (`decisions-*.parquet` and `meta/decisions-*.parquet`); the metadata is written first, so every
+    logged display has its row. Files are never rewritten; each appears atomically (rename)."""
+    name = f"decisions-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    for table, folder in ((meta, directory / "meta"), (events, directory)):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(folder / name)
+    return directory / name
+
+
+def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
+    """Append decisions to the decision log (display events + metadata; see `write_decision_log`)."""
+    return write_decision_log(decisions_to_events(decisions), decisions_to_meta(decisions), directory)
+
+
+def decision_log_dir(config: ProjectConfig) -> Path:
+    return config.path(config.data.outputs_dir) / "decision_log"
+
+
+def cap_resets_path(config: ProjectConfig) -> Path:
+    return config.path(config.data.outputs_dir) / "caps" / "resets.json"
+
+
+def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None) -> DecisionEngine:
+    """The decision engine of a project: enriched profiles if the pipeline wrote them (else the raw
+    ones), the catalog, the ranking store, and cap counters counted from the validated events and
+    the decision log."""
+    outputs = config.path(config.data.outputs_dir)
+    enriched = outputs / "profiles_enriched.parquet"
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    validated = outputs / "validated" / "events.parquet"
+    caps = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
+                             decision_log_dir(config), cap_resets_path(config), now=now)
+    return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)
+
+
+_ENGINES: dict[Path, DecisionEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def decide(profile_id: str, placements: str | Sequence[str], items: int | None = None,
+           config: str | Path = "offerflow.yaml", allow_duplicates: bool = False, log: bool = True) -> Decision:
+    """Decide for one profile from Python (`offerflow.decide`). The engine of each project file is
+    built once per process and cached; the decision is appended to the decision log unless `log`
+    is False."""
+    from offerflow.core.config import load_config
+
+    path = Path(config).resolve()
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(path)
+        if engine is None:
+            engine = _ENGINES[path] = build_engine(load_config(path))
+    decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
+                             items=items, allow_duplicates=allow_duplicates)
+    if log:
+        log_decisions([decision], decision_log_dir(engine.config))
+    return decision
+
+
+def clear_engine_cache() -> None:
+    """Forget the cached engines of `decide` (the next call reloads profiles, offers and caps)."""
+    with _ENGINES_LOCK:
+        _ENGINES.clear()

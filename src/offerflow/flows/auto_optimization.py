@@ -1,0 +1,74 @@
+"""Retrain the auto-optimization models and publish their posteriors: a flow cheap enough to run
+every 15 minutes.
+
+It reads the validated events snapshot, updates each model's daily offer statistics incrementally
+(only the days since the last run are recomputed), fits the Beta posteriors over the rolling window,
+logs the run to the model's MLflow experiment and publishes a new posterior table for each of its
+placements. Personalized models and Customer AI are retrained by the daily pipeline.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from offerflow.flows.bad_input import reports_bad_input
+from offerflow.flows.pipeline import _tracker, offer_stats_dir
+from offerflow.ingest.catalog import load_offers
+from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.features import open_events
+from offerflow.ingest.snapshot import validated_events
+from offerflow.ranking.publishing import publish_placement
+from offerflow.core.store import RankingStore
+from offerflow.models.training import RankingModelResult, train_ranking_model
+
+
+@task(name="retrain-auto-optimization-model", cache_policy=NO_CACHE)
+@reports_bad_input
+def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str, str]) -> RankingModelResult:
+    con = open_events(validated_events(config))
+    return train_ranking_model(con, config.ai_model(model_name), None, offers, _tracker(config),
+                               config.tracking.experiment_prefix, config.seed, tags,
+                               stats_dir=offer_stats_dir(config))
+
+
+@task(name="publish-posteriors", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def publish_task(config: ProjectConfig, placement_id: str, offers, model: RankingModelResult, run_id: str) -> int:
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    return publish_placement(store, config.placement(placement_id), None, offers, model,
+                             {"flow_run_id": run_id})
+
+
+@flow(name="retrain-auto-optimization", log_prints=True)
+@reports_bad_input
+def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:
+    """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
+    config = load_config(config_path)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    events = validated_events(config)
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    logger = get_run_logger()
+    summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
+    for model_cfg in config.ai_models:
+        if model_cfg.type != "auto_optimization" or model_cfg.status != "active":
+            continue
+        result = retrain_task(config, model_cfg.name, offers, {"flow_run_id": run_id, "project": config.project},
+                              return_state=True).result()  # raises what a BadInput state carries
+        summary["models"][model_cfg.name] = {"run_id": result.run_id, "metrics": result.metrics}
+        logger.info("%s: %d displays in the window, %d of %d offers qualified", model_cfg.name,
+                    result.metrics["displays"], result.metrics["offers_qualified"], result.metrics["offers_total"])
+        for placement in config.placements:
+            if placement.ranking.method == "ai_model" and placement.ranking.ai_model == model_cfg.name:
+                summary["published"][placement.id] = publish_task(config, placement.id, offers, result, run_id)
+    lines = ["# auto-optimization retrain", "", "| model | displays | offers qualified |", "|---|---|---|"]
+    lines += [f"| `{name}` | {int(m['metrics']['displays'])} | {int(m['metrics']['offers_qualified'])}"
+              f" of {int(m['metrics']['offers_total'])} |" for name, m in summary["models"].items()]
+    lines += ["", *[f"- published `{p}` version {v}" for p, v in summary["published"].items()]]
+    create_markdown_artifact("\n".join(lines), key="auto-optimization-retrain",
+                             description="Posteriors refit and published by this run")
+    return summary

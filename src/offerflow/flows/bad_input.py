@@ -1,0 +1,75 @@
+"""Bad input ends a flow run in one line, never with a traceback.
+
+A broken project file, catalog or events file, a missing validated snapshot, a goal without
+enough positives or an unknown segment is not a bug: the task or flow that meets it logs the
+message once, without a traceback, and ends in a `Failed` state named `BadInput` whose message is
+the error's first line (never retried). Calling the flow from Python raises the original
+exception, which the CLI prints as its one-line `error:`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from typing import Any, Callable
+
+from prefect import get_run_logger
+from prefect.states import Failed, State
+
+from offerflow.decisioning.batch import SegmentError as BatchSegmentError
+from offerflow.ingest.catalog import CatalogError
+from offerflow.core.config import ConfigError
+from offerflow.decisioning.engine import DecisionError
+from offerflow.ingest.events import EventFileError
+from offerflow.customer_ai.goals import GoalError
+from offerflow.ingest.snapshot import ValidationFailed
+from offerflow.customer_ai.segments import SegmentError
+
+BAD_INPUT = "BadInput"
+#: Set on the log record of a bad-input message: the CLI, which prints the error itself, keeps it
+#: off the terminal (it stays in the Prefect run's logs).
+BAD_INPUT_RECORD = "offerflow_bad_input"
+#: What users get wrong, as opposed to bugs: reported in one line.
+BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError, BatchSegmentError,
+    DecisionError, FileNotFoundError)
+
+
+def bad_input(exc: Exception) -> State:
+    """The end of a task or flow on bad input: one log record with the message (only once, where it
+    was met), and a `Failed` state carrying the exception."""
+    if not getattr(exc, "_offerflow_reported", False):
+        get_run_logger().error("%s", exc, extra={BAD_INPUT_RECORD: True})
+        exc._offerflow_reported = True  # type: ignore[attr-defined]
+    return Failed(name=BAD_INPUT, message=str(exc).splitlines()[0], data=exc)
+
+
+def retry_unless_bad_input(task: Any, task_run: Any, state: State) -> bool:
+    return state.name != BAD_INPUT
+
+
+def stop(state: State) -> State:
+    """The flow's final state when a step failed: the step's message and exception."""
+    return Failed(name=state.name, message=state.message, data=state.result(raise_on_failure=False))
+
+
+def reports_bad_input(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a flow or task function: bad input raised inside it (or by a task it called) becomes
+    a `BadInput` failed state instead of an exception with a traceback in the logs."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BAD_INPUT_ERRORS as exc:
+            return bad_input(exc)
+
+    # Prefect builds the flow's parameter model from the signature, whose annotations `from
+    # __future__ import annotations` leaves as strings to resolve in the *wrapper's* module: give
+    # the wrapper a signature with the real types.
+    hints = typing.get_type_hints(fn)
+    signature = inspect.signature(fn)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()],
+        return_annotation=hints.get("return", signature.return_annotation))
+    return wrapper

@@ -1,0 +1,300 @@
+"""The whole offerflow pipeline as one Prefect flow:
+
+validate events -> train Customer AI goals -> score profiles -> train ranking models
+-> score and publish one ranking table per placement.
+
+Every step is a call into the `offerflow` library; this file only wires them, names the tasks
+Prefect shows, retries I/O, and stops the run when validation fails.
+
+Bad input (an unreadable events file, a broken catalog, failed critical expectations) is not a
+bug: the task logs the message once, without a traceback, and returns a `Failed` state named
+`BadInput` (never retried); the flow then ends `Failed` with that message, and calling
+`pipeline()` raises the original exception, which `offerflow run` prints as its error
+(flows/bad_input.py).
+
+Validation, training and publishing are cached on their inputs' fingerprints (flows/caching.py):
+a re-run on unchanged data reuses their results (`Cached`) and publishes nothing new.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import State
+
+from flows import caching
+from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
+from offerflow.flows.caching import InputFingerprints
+from offerflow.flows.progress import StepProgress
+from offerflow.ingest.catalog import CatalogError
+from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.features import open_events
+from offerflow.ingest.events import EventFileError
+from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
+from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
+                                 validated_run_id)
+from offerflow.ranking.publishing import publish_placement
+from offerflow.core.store import RankingStore
+from offerflow.core.tracking import Tracker, resolve_tracking_uri
+from offerflow.customer_ai.propensity import history_too_short
+from offerflow.models.training import (RankingModelResult, TrainingResult, enrich_profiles, score_propensity,
+                                train_propensity, train_ranking_model)
+
+
+__all__ = ["BAD_INPUT", "pipeline"]
+
+
+# What each cached task's result depends on (flows/caching.py adds the project and code version).
+def _validation_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
+    config: ProjectConfig = inputs["config"]
+    return {"events": files.of(config.path(config.data.events)), "data": config.data,
+            "offer_ids": sorted(map(str, inputs["offers"]["offer_id"])),
+            "placements": [p.id for p in config.placements], "validation": config.validation,
+            # future timestamps are judged against the clock: a validation is reused on its UTC day only
+            "day": datetime.now(timezone.utc).date().isoformat()}
+
+
+def _propensity_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
+    config: ProjectConfig = inputs["config"]
+    return {"events": files.of(inputs["events_path"]), "profiles": frame_fingerprint(inputs["profiles"]),
+            "goal": next(g for g in config.propensity_goals if g.name == inputs["goal_name"]),
+            "seed": config.seed, "tracking": config.tracking, "outputs": config.data.outputs_dir,
+            "dask": config.compute.dask_address}
+
+
+def _ranking_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
+    config: ProjectConfig = inputs["config"]
+    return {"events": files.of(inputs["events_path"]), "profiles": frame_fingerprint(inputs["profiles"]),
+            "offers": frame_fingerprint(inputs["offers"]), "model": config.ai_model(inputs["model_name"]),
+            "seed": config.seed, "tracking": config.tracking, "dask": config.compute.dask_address}
+
+
+def model_identity(model: RankingModelResult | None) -> dict[str, Any] | None:
+    """What a published table depends on of its model: the training run, the version, the posteriors."""
+    if model is None:
+        return None
+    return {"name": model.name, "kind": model.kind, "run_id": model.run_id, "version": model.model_version,
+            "promoted": model.promoted, "posteriors": frame_fingerprint(model.posteriors)}
+
+
+def _publish_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
+    config: ProjectConfig = inputs["config"]
+    return {"placement": config.placement(inputs["placement_id"]), "profiles": frame_fingerprint(inputs["profiles"]),
+            "offers": frame_fingerprint(inputs["offers"]), "model": model_identity(inputs["model"]),
+            "store": config.store}
+
+
+def _snapshot_intact(config: ProjectConfig) -> Any:
+    """A cached validation is trusted while the snapshot is still the one it wrote."""
+    return lambda result: result.validated_path.exists() and validated_run_id(config) == result.report.run_id
+
+
+def _still_current(config: ProjectConfig, placement_id: str) -> Any:
+    """A cached publication is trusted while its version is still the placement's current one."""
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    return lambda version: store.current_version(placement_id) == version
+
+
+def _record_data_docs(path: Path | None) -> None:
+    if path is not None:
+        get_run_logger().info("Data Docs: %s", path)
+        create_link_artifact(link=path.resolve().as_uri(), link_text="Data Docs", key="data-docs",
+                             description="Great Expectations validation results of this run")
+
+
+@task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def load_catalog_task(config: ProjectConfig):
+    try:
+        return load_catalog(config)
+    except CatalogError as exc:
+        return bad_input(exc)
+
+
+# One retry, never on bad input: with retries=0 Prefect logs a returned failed state once more,
+# with an empty traceback ("NoneType: None").
+@task(name="validate-events", retries=1, retry_delay_seconds=[5], retry_condition_fn=retry_unless_bad_input,
+      cache_policy=InputFingerprints(depends_on=_validation_inputs))
+def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult:
+    try:
+        result = ingest_events(config, offers, run_id)
+    except ValidationFailed as exc:
+        _record_data_docs(exc.data_docs_path)
+        return bad_input(exc)
+    except EventFileError as exc:
+        return bad_input(exc)
+    logger = get_run_logger()
+    logger.info("validated %s", result.counts())
+    _record_data_docs(result.report.data_docs_path)
+    for warning in result.report.warnings:
+        logger.warning("expectation warning: %s (%s)", warning.name, warning.observed)
+    return result
+
+
+@task(name="train-propensity", cache_policy=InputFingerprints(depends_on=_propensity_inputs))
+@reports_bad_input
+def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles, tags):
+    goal = next(g for g in config.propensity_goals if g.name == goal_name)
+    con = open_events(events_path)
+    model, result = train_propensity(con, goal, profiles, _tracker(config), config.tracking.experiment_prefix,
+                                     config.seed, tags, dask_address=config.compute.dask_address)
+    scores, path = score_propensity(con, model, goal, profiles, None, result.model_version,
+                                    config.path(config.data.outputs_dir) / "propensity" / goal.name)
+    for warning in result.warnings:
+        get_run_logger().warning("%s: %s", goal.name, warning)
+    return result, scores, path
+
+
+@task(name="train-ranking-model", cache_policy=InputFingerprints(depends_on=_ranking_inputs))
+@reports_bad_input
+def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str, profiles, offers, tags):
+    con = open_events(events_path)
+    return train_ranking_model(con, config.ai_model(model_name), profiles, offers, _tracker(config),
+                               config.tracking.experiment_prefix, config.seed, tags,
+                               stats_dir=offer_stats_dir(config), dask_address=config.compute.dask_address)
+
+
+@task(name="publish-ranking", retries=2, retry_delay_seconds=[1, 5], cache_policy=InputFingerprints(depends_on=_publish_inputs))
+def publish_whole_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    return publish_placement(store, config.placement(placement_id), profiles, offers, model,
+                             {"pipeline_run_id": run_id})
+
+
+def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str,
+                 use_cache: bool = True) -> int:
+    """Score and publish one placement: as one table (cached on its inputs), or in profile
+    partitions (on a Dask cluster with `compute.dask_address`, see flows/scale_out.py) when
+    `compute` asks for it."""
+    from offerflow.flows.scale_out import publish_partitioned, uses_partitions
+
+    posterior = model is not None and model.kind == "auto_optimization"  # one row per offer: no partitions
+    if profiles is not None and not posterior and uses_partitions(config, len(profiles)):
+        return publish_partitioned(config, placement_id, profiles, offers, model, run_id)
+    return caching.result(publish_whole_task, config, placement_id, profiles, offers, model, run_id,
+                          use_cache=use_cache, intact=_still_current(config, placement_id))
+
+
+def load_project_catalog(config: ProjectConfig):
+    """(profiles, offers), raising the catalog's `CatalogError` when it is bad input (a task that
+    returned a failed state does not raise when called directly)."""
+    return load_catalog_task(config, return_state=True).result()
+
+
+def validate_events(config: ProjectConfig, offers, run_id: str, use_cache: bool = True) -> State:
+    """The validation task's final state, cached while the snapshot it wrote is current."""
+    return caching.call(validate_task, config, offers, run_id, use_cache=use_cache, intact=_snapshot_intact(config))
+
+
+def train_goal(config: ProjectConfig, events_path: Path, goal_name: str, profiles, tags, use_cache: bool = True):
+    """(result, scores, scores path) of one Customer AI goal, cached while its scores file exists."""
+    return caching.result(train_propensity_task, config, events_path, goal_name, profiles, tags,
+                          use_cache=use_cache, intact=lambda r: Path(r[2]).exists())
+
+
+def train_ranking(config: ProjectConfig, events_path: Path, model_name: str, profiles, offers, tags,
+                  use_cache: bool = True) -> RankingModelResult:
+    return caching.result(train_ranking_task, config, events_path, model_name, profiles, offers, tags,
+                          use_cache=use_cache)
+
+
+def offer_stats_dir(config: ProjectConfig) -> Path:
+    """Where the daily offer statistics of each AI model are kept between runs."""
+    return config.path(config.data.outputs_dir) / "offer_stats"
+
+
+def _tracker(config: ProjectConfig) -> Tracker:
+    return Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+
+
+def _summary_markdown(summary: dict[str, Any]) -> str:
+    lines = ["# offerflow pipeline run", "", "| step | result |", "|---|---|"]
+    v = summary["validation"]
+    lines.append(f"| validation | {v['accepted']} accepted, {v['quarantined']} quarantined of {v['rows']} |")
+    if v.get("data_docs"):
+        lines.append(f"| Data Docs | `{v['data_docs']}` |")
+    for warning in v.get("warnings", []):
+        lines.append(f"| validation warning | {warning} |")
+    for name, r in summary["propensity"].items():
+        lines.append(f"| propensity `{name}` | AUC {r['metrics']['auc']:.3f}, v{r['model_version']},"
+                     f" promoted={r['promoted']} |")
+    for name, reason in summary.get("propensity_skipped", {}).items():
+        lines.append(f"| propensity `{name}` | skipped: {reason} |")
+    for name, r in summary["ranking_models"].items():
+        auc = r["metrics"].get("holdout_auc")
+        lines.append(f"| ranking model `{name}` | {r['kind']}, {int(r['metrics']['offers_qualified'])} offers"
+                     f" qualified" + (f", AUC {auc:.3f}" if auc is not None else "") + " |")
+    for placement, version in summary["published"].items():
+        lines.append(f"| published `{placement}` | version {version} |")
+    return "\n".join(lines)
+
+
+@flow(name="offerflow-pipeline", log_prints=True)
+@reports_bad_input
+def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
+    """Validate, train, score and publish for the project described by `config_path`
+    (`use_cache=False` recomputes every step even when its inputs did not change)."""
+    config = load_config(config_path)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    tags = {"pipeline_run_id": run_id, "project": config.project}
+    active = [m for m in config.ai_models if m.status == "active"]
+    progress = StepProgress(2 + len(config.propensity_goals) + len(active) + len(config.placements),
+                            key="pipeline-progress", description="Steps of this pipeline run done")
+    with progress.step("load catalog"):
+        catalog = load_catalog_task(config, return_state=True)
+    if catalog.is_failed():
+        return stop(catalog)
+    profiles, offers = catalog.result()
+    with progress.step("validate events"):
+        validated = validate_events(config, offers, run_id, use_cache)
+    if validated.is_failed():
+        return stop(validated)
+    ingestion = validated.result()
+    events_path = ingestion.validated_path
+
+    propensity: dict[str, TrainingResult] = {}
+    scores = {}
+    skipped: dict[str, str] = {}
+    for goal in config.propensity_goals:
+        with progress.step(f"train Customer AI goal {goal.name}"):
+            if (reason := history_too_short(events_path, goal)) is not None:  # this goal alone; the run goes on
+                get_run_logger().warning("%s", reason)
+                skipped[goal.name] = reason
+                continue
+            result, goal_scores, _ = train_goal(config, events_path, goal.name, profiles, tags, use_cache)
+        propensity[goal.name], scores[goal.name] = result, goal_scores
+    enriched = enrich_profiles(profiles, scores, config.path(config.data.outputs_dir) / "profiles_enriched.parquet")
+
+    ranking: dict[str, RankingModelResult] = {}
+    for model in active:
+        with progress.step(f"train ranking model {model.name}"):
+            ranking[model.name] = train_ranking(config, events_path, model.name, enriched, offers, tags, use_cache)
+
+    published = {}
+    for placement in config.placements:
+        model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
+        with progress.step(f"score and publish {placement.id}"):
+            published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
+
+    summary = {
+        "run_id": run_id,
+        "validation": {**ingestion.counts(), "data_docs": str(ingestion.report.data_docs_path or ""),
+                       "warnings": [f"{w.name}: {w.observed}" for w in ingestion.report.warnings]},
+        "propensity": {k: {"metrics": v.metrics, "model_version": v.model_version, "promoted": v.promoted,
+                           "reason": v.reason, "run_id": v.run_id, "population": v.population}
+                       for k, v in propensity.items()},
+        "propensity_skipped": skipped,
+        "ranking_models": {k: {"kind": v.kind, "metrics": v.metrics, "model_version": v.model_version,
+                               "run_id": v.run_id} for k, v in ranking.items()},
+        "published": published,
+    }
+    create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary",
+                             description="What this pipeline run validated, trained and published")
+    return summary

@@ -1,0 +1,75 @@
+"""Train the offer-ranking AI models on their own (`train-ranking-models`) and publish their
+placements, daily for personalized models, or one variant by hand (`offerflow train --model`).
+
+Reads the validated events snapshot and the enriched profiles (Customer AI scores) the last
+pipeline or `train-customer-ai` run wrote; the pipeline's training and publishing tasks do the work.
+A personalized variant that does not beat the champion is recorded as `@challenger` and the
+placement keeps being scored by the champion.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from offerflow.flows.bad_input import reports_bad_input
+from offerflow.flows.pipeline import load_project_catalog, publish_task, train_ranking
+from offerflow.flows.progress import StepProgress
+from offerflow.ingest.catalog import load_profiles
+from offerflow.core.config import load_config
+from offerflow.ingest.snapshot import validated_events
+from offerflow.core.overrides import describe_overrides, variant
+
+
+class RankingModelOptions(BaseModel):
+    """What to train (rendered as a form in the Prefect UI)."""
+
+    models: list[str] = Field(default_factory=list, description="AI model names; empty trains every active model.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "Settings of the model to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
+
+
+@flow(name="train-ranking-models", log_prints=True)
+@reports_bad_input
+def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
+                         use_cache: bool = True) -> dict[str, Any]:
+    """Train the selected ranking models and publish the placements they rank."""
+    config = load_config(config_path)
+    names = options.models or [m.name for m in config.ai_models if m.status == "active"]
+    config = variant(config, "ai_models", names, options.overrides)
+    events_path = validated_events(config)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    tags = {"flow_run_id": run_id, "project": config.project}
+    if options.overrides:
+        tags["variant"] = describe_overrides(options.overrides)
+    profiles, offers = load_project_catalog(config)
+    enriched_path = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
+    if enriched_path.exists():  # personalized models and formulas read Customer AI scores
+        profiles = load_profiles(enriched_path)
+    logger = get_run_logger()
+    summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
+    progress = StepProgress(len(names), key="ranking-models-progress", description="Models trained by this run")
+    for name in names:
+        with progress.step(f"train ranking model {name}"):
+            result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
+        summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
+                                   "model_version": result.model_version, "promoted": result.promoted,
+                                   "reason": result.reason}
+        logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
+                    result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
+        for placement in config.placements:
+            if placement.ranking.ai_model == name:  # ranked by it, or a formula reading its `ai_score`
+                summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
+                                                                  run_id, use_cache)
+    lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {m['kind']} | {int(m['metrics']['offers_qualified'])} | {m['promoted']} |"
+              for n, m in summary["models"].items()]
+    lines += ["", *[f"- published `{p}` version {v}" for p, v in summary["published"].items()]]
+    create_markdown_artifact("\n".join(lines), key="ranking-models-training",
+                             description="Ranking models trained and tables published by this run")
+    return summary

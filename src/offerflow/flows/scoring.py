@@ -1,0 +1,91 @@
+"""Score and publish with the registry's champions, daily, without training anything.
+
+Customer AI goals are scored with their `@champion` models on the validated events (new events
+move profiles between buckets), the enriched profiles are refreshed, and every placement ranked by
+priority, a formula or a personalized model is re-published (personalized placements with the
+`@champion` click model). Auto-optimization placements are left to `retrain-auto-optimization`,
+which refits and publishes their posteriors every few minutes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from offerflow.flows.bad_input import reports_bad_input
+from offerflow.flows.pipeline import _tracker, load_project_catalog, publish_task
+from offerflow.models.champions import (latest_goal_scores, load_propensity_champion, load_ranking_champion,
+                                 propensity_model_name)
+from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.features import open_events
+from offerflow.ingest.snapshot import validated_events
+from offerflow.models.training import enrich_profiles, score_propensity
+
+
+@task(name="score-customer-ai", cache_policy=NO_CACHE)
+@reports_bad_input
+def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):
+    """Scores of one goal by its `@champion` (None when the goal has no champion yet)."""
+    goal = next(g for g in config.propensity_goals if g.name == goal_name)
+    loaded = load_propensity_champion(_tracker(config), propensity_model_name(config.tracking.experiment_prefix,
+                                                                              goal_name))
+    if loaded is None:
+        get_run_logger().warning("%s: no @champion yet; train it first (offerflow train --goal %s)",
+                                 goal_name, goal_name)
+        return None
+    model, version = loaded
+    scores, _ = score_propensity(open_events(events_path), model, goal, profiles, None, version,
+                                 config.path(config.data.outputs_dir) / "propensity" / goal.name)
+    return scores
+
+
+@task(name="load-ranking-champion", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def load_ranking_champion_task(config: ProjectConfig, model_name: str):
+    return load_ranking_champion(_tracker(config), config.tracking.experiment_prefix, config.ai_model(model_name))
+
+
+@flow(name="score-and-publish", log_prints=True)
+@reports_bad_input
+def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
+    """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
+    config = load_config(config_path)
+    events_path = validated_events(config)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    logger = get_run_logger()
+    profiles, offers = load_project_catalog(config)
+    outputs = config.path(config.data.outputs_dir)
+    scores = {}
+    for goal in config.propensity_goals:
+        goal_scores = score_goal_task(config, events_path, goal.name, profiles, return_state=True).result()
+        if goal_scores is None:
+            goal_scores = latest_goal_scores(outputs / "propensity" / goal.name)
+        if goal_scores is not None:
+            scores[goal.name] = goal_scores
+    enriched = enrich_profiles(profiles, scores, outputs / "profiles_enriched.parquet")
+    published, skipped = {}, {}
+    for placement in config.placements:
+        model = None
+        if placement.ranking.ai_model:  # ranked by the model, or a formula reading its `ai_score`
+            model_cfg = config.ai_model(placement.ranking.ai_model)
+            if model_cfg.type != "personalized":
+                skipped[placement.id] = "auto-optimization: published by retrain-auto-optimization"
+                continue
+            model = load_ranking_champion_task(config, model_cfg.name)
+            if model is None:
+                skipped[placement.id] = f"{model_cfg.name} has no @champion yet"
+                continue
+        published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
+    for placement, why in skipped.items():
+        logger.info("%s not re-published: %s", placement, why)
+    lines = ["# score and publish", "", f"Customer AI goals scored: {', '.join(scores) or 'none'}", "",
+             *[f"- published `{p}` version {v}" for p, v in published.items()],
+             *[f"- skipped `{p}`: {why}" for p, why in skipped.items()]]
+    create_markdown_artifact("\n".join(lines), key="score-and-publish",
+                             description="Scores refreshed and ranking tables published by this run")
+    return {"run_id": run_id, "scored": sorted(scores), "published": published, "skipped": skipped}

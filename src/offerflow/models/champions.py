@@ -1,0 +1,115 @@
+"""The registry's `@champion` models: load them for scoring, and promote a version by hand.
+
+Scoring (the `score-and-publish` flow) uses what the registry says is champion, not whatever was
+trained last, so a hand promotion or a challenger that lost changes what is served. A promotion by
+hand records who, when and why on the model version (tags) and on its training run, so the MLflow
+UI shows the reason next to the metrics.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from offerflow.ranking.ai_models import experiment_name
+from offerflow.core.config import AIModelConfig
+from offerflow.customer_ai.propensity import PropensityModel
+from offerflow.ranking.click_model import ClickModel
+from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker
+from offerflow.models.training import RankingModelResult
+
+
+class RegistryError(ValueError):
+    """A registered model or version that does not exist; the message says which ones do."""
+
+
+def propensity_model_name(experiment_prefix: str, goal: str) -> str:
+    return f"{experiment_prefix}-propensity-{goal}"
+
+
+def load_propensity_champion(tracker: Tracker, registered: str) -> tuple[PropensityModel, str] | None:
+    """The `@champion` Customer AI model with its feature spec, or None when there is none yet."""
+    version = tracker.alias_version(registered, CHAMPION)
+    if version is None:
+        return None
+    run_id = tracker.version_run_id(registered, version)
+    spec = tracker.load_run_dict(run_id, "feature_spec.json")
+    booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
+    metrics = {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
+    return PropensityModel(booster, spec["feature_columns"], spec["categories"], metrics), version
+
+
+def load_ranking_champion(tracker: Tracker, experiment_prefix: str,
+                          model_cfg: AIModelConfig) -> RankingModelResult | None:
+    """A personalized model's `@champion` click model and the posteriors of its training run
+    (which offers it personalizes), or None when it has no champion yet."""
+    registered = experiment_name(experiment_prefix, model_cfg.name)
+    version = tracker.alias_version(registered, CHAMPION)
+    if version is None:
+        return None
+    run_id = tracker.version_run_id(registered, version)
+    spec = tracker.load_run_dict(run_id, "feature_spec.json")
+    posteriors = pd.DataFrame(tracker.load_run_dict(run_id, "posteriors.json")["posteriors"])
+    qualified = posteriors.loc[posteriors["qualified"].astype(bool), "offer_id"].tolist()
+    metrics = tracker.run_metrics(run_id)
+    holdout = {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
+    click_model = ClickModel(tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}"), spec["feature_columns"],
+                             spec["categories"], qualified, holdout)
+    if model_cfg.value_weighted and "value_weight" in posteriors:
+        click_model.offer_weights = dict(zip(posteriors["offer_id"], posteriors["value_weight"]))
+    params = tracker.run_params(run_id)
+    window = None
+    if "training_window_start" in params:
+        window = (datetime.fromisoformat(params["training_window_start"]),
+                  datetime.fromisoformat(params["training_window_end"]))
+    return RankingModelResult(model_cfg.name, run_id, version, metrics, True, "registry champion",
+                              kind=model_cfg.type, posteriors=posteriors, click_model=click_model, window=window)
+
+
+@dataclass(frozen=True)
+class ManualPromotion:
+    model: str
+    version: str
+    previous_champion: str | None
+    reason: str
+    promoted_by: str
+    promoted_at: str
+
+
+def promote_by_hand(tracker: Tracker, registered: str, version: str, reason: str,
+                    promoted_by: str | None = None) -> ManualPromotion:
+    """Point `@champion` at `version`; the previous champion becomes `@challenger`. The reason,
+    who and when go on the version (tags) and on its training run."""
+    reason = reason.strip()
+    if not reason:
+        raise RegistryError("a promotion by hand needs a reason (--reason \"...\")")
+    versions = tracker.model_versions(registered)
+    if not versions:
+        raise RegistryError(f"no registered model named {registered!r}")
+    if str(version) not in versions:
+        raise RegistryError(f"{registered} has no version {version} (versions: {', '.join(versions)})")
+    version = str(version)
+    previous = tracker.alias_version(registered, CHAMPION)
+    record = ManualPromotion(registered, version, previous, reason, promoted_by or getpass.getuser(),
+                             datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tracker.set_alias(registered, CHAMPION, version)
+    if previous is not None and previous != version:
+        tracker.set_alias(registered, CHALLENGER, previous)
+    tags = {"promotion_reason": reason, "promotion": "manual", "promoted_by": record.promoted_by,
+            "promoted_at": record.promoted_at, "previous_champion": previous or ""}
+    for key, value in tags.items():
+        tracker.set_version_tag(registered, version, key, value)
+    tracker.set_run_tags(tracker.version_run_id(registered, version),
+                         {"promoted": "True", **{k: v for k, v in tags.items()}})
+    return record
+
+
+def latest_goal_scores(scores_dir) -> pd.DataFrame | None:
+    """The newest `scores-<date>.parquet` batch of a goal (None if it was never scored)."""
+    from pathlib import Path
+
+    files = sorted(Path(scores_dir).glob("scores-*.parquet"))
+    return pd.read_parquet(files[-1]) if files else None

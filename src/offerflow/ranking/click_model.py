@@ -1,0 +1,314 @@
+"""Offer ranking: eligibility, the personalized click model, formulas and priority, and top-k tables.
+
+Every ranking method is a function from a chunk of profiles and the placement's offers to a score
+matrix of shape (n_profiles, n_offers); `rank_profiles` applies eligibility, keeps the top k per
+profile and emits rows of `schema.RANKING_SCHEMA`. Profiles are processed in chunks so memory is
+bounded by the chunk size, not by the number of profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from offerflow.core.config import LightGBMParams
+from offerflow.core.features import (EVENTS_VIEW, categorical_columns, categories_of, encode, feature_matrix,
+                                profile_filter, query_frame)
+from offerflow.ranking.compiled_predict import BoosterPredictor, CompileMode
+from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
+from offerflow.core.schema import PROFILE_ID
+
+#: Offer columns that describe the catalog entry rather than the offer itself.
+OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback", "caps")
+ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+#: The one metric a click model's early stopping watches on the validation rows.
+STOPPING_METRIC = "auc"
+
+
+def rule_columns(profiles: pd.DataFrame | None = None, offers: pd.DataFrame | None = None,
+                 n_profiles: int | None = None) -> dict[str, np.ndarray]:
+    """Columns for `Expression.evaluate_batch` over all profile x offer pairs (profile-major)."""
+    columns: dict[str, np.ndarray] = {}
+    m = 1 if offers is None else len(offers)
+    n = n_profiles if profiles is None else len(profiles)
+    if profiles is not None:
+        for c in profiles.columns:
+            columns[f"profile.{c}"] = np.repeat(profiles[c].to_numpy(), m)
+    if offers is not None:
+        for c in offers.columns:
+            if c not in ("placements",):
+                columns[f"offer.{c}"] = np.tile(offers[c].to_numpy(), n)
+    return columns
+
+
+def compile_rules(offers: pd.DataFrame, schema: Mapping[str, str]) -> list[Expression | None]:
+    """Parse every offer's eligibility rule once (None = always eligible)."""
+    return [parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
+            if isinstance(rule, str) else None
+            for oid, rule in zip(offers["offer_id"], offers["eligibility"])]
+
+
+def eligibility_matrix(profiles: pd.DataFrame, offers: pd.DataFrame,
+                       rules: list[Expression | None] | None = None) -> np.ndarray:
+    """Which offers each profile may see, shape (n_profiles, n_offers)."""
+    if rules is None:
+        rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
+    columns = {f"profile.{c}": profiles[c].to_numpy() for c in profiles.columns}
+    out = np.ones((len(profiles), len(offers)), dtype=bool)
+    for j, rule in enumerate(rules):
+        if rule is not None:
+            values = dict(columns)
+            values.update({f"offer.{c}": np.full(len(profiles), offers[c].iat[j], dtype=object)
+                           for c in offers.columns if f"offer.{c}" in rule.names})
+            out[:, j] = rule.evaluate_batch(values)
+    return out
+
+
+def top_k(scores: np.ndarray, eligible: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best k eligible offers per row: (row index, offer index, score) flattened, rank order."""
+    masked = np.where(eligible, scores, -np.inf)
+    k = min(k, masked.shape[1])
+    part = np.argpartition(-masked, k - 1, axis=1)[:, :k] if k < masked.shape[1] else \
+        np.tile(np.arange(masked.shape[1]), (masked.shape[0], 1))
+    part_scores = np.take_along_axis(masked, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    rows = np.repeat(np.arange(masked.shape[0]), k).reshape(-1, k)
+    keep = np.isfinite(best)
+    return rows[keep], idx[keep], best[keep]
+
+
+def rank_profiles(profiles: pd.DataFrame, offers: pd.DataFrame, score_fn: ScoreFn, k: int,
+                  chunk_profiles: int = 50_000) -> Iterator[pd.DataFrame]:
+    """Ranking-table rows (profile_id, rank, offer_id, score) chunk by chunk."""
+    rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
+    offer_ids = offers["offer_id"].to_numpy(dtype=object)
+    for start in range(0, len(profiles), chunk_profiles):
+        chunk = profiles.iloc[start:start + chunk_profiles].reset_index(drop=True)
+        eligible = eligibility_matrix(chunk, offers, rules)
+        rows, idx, best = top_k(score_fn(chunk, offers), eligible, k)
+        ranks = (np.arange(len(rows)) - np.searchsorted(rows, rows)).astype(np.int16) + 1
+        yield pd.DataFrame({PROFILE_ID: chunk[PROFILE_ID].to_numpy(dtype=object)[rows], "rank": ranks,
+                            "offer_id": offer_ids[idx], "score": best.astype(float)})
+
+
+def priority_scores(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+    return np.broadcast_to(offers["priority"].to_numpy(float), (len(profiles), len(offers)))
+
+
+#: The name a ranking formula uses for the score of the placement's personalized AI model.
+AI_SCORE = "ai_score"
+
+
+def formula_scorer(formula: str, schema: Mapping[str, str], ai_scores: ScoreFn | None = None) -> ScoreFn:
+    """A score function from a ranking formula over `profile.*` and `offer.*` names, and
+    `ai_score` (the personalized model's score for the pair) when `ai_scores` is given, e.g.
+    ``ai_score * (1 + profile.propensity.purchase_14d.probability)``."""
+    if ai_scores is not None:
+        schema = {**schema, AI_SCORE: "number"}
+    expression = parse_expression(formula, schema, kind="formula", source="ranking formula")
+    uses_ai = ai_scores is not None and AI_SCORE in expression.names
+
+    def score(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+        columns = rule_columns(profiles, offers)
+        if uses_ai:
+            columns[AI_SCORE] = ai_scores(profiles, offers).ravel()
+        values = expression.evaluate_batch(columns)
+        return np.nan_to_num(values.reshape(len(profiles), len(offers)), nan=-np.inf)
+
+    return score
+
+
+# --- the personalized click model -------------------------------------------------------------
+
+def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
+                    end: datetime, success_event: str = "click",
+                    profile_ids: pd.Series | None = None) -> pd.DataFrame:
+    """Displays in [start, end) on the placements, each with `success` = 1 if the success event
+    (a click by default) happened for its offer in the same decision, and `value` = the summed
+    value of those success events (0 without one); only the displays to `profile_ids` when given.
+    Columns: profile_id, offer_id, placement_id, timestamp, propensity, success, value."""
+    marks = ", ".join("?" for _ in placement_ids)
+    with profile_filter(con, profile_ids, column="d.profile_id") as keep:
+        sql = f"""
+            WITH s AS (SELECT decision_id, offer_id, SUM(IF(isfinite(value), value, 0)) AS value FROM {EVENTS_VIEW}
+                       WHERE event_type = ? AND decision_id IS NOT NULL GROUP BY decision_id, offer_id)
+            SELECT d.profile_id, d.offer_id, d.placement_id, d.timestamp, d.propensity,
+                   (s.decision_id IS NOT NULL)::TINYINT AS success, COALESCE(s.value, 0)::DOUBLE AS value
+            FROM {EVENTS_VIEW} d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
+            WHERE d.event_type = 'display' AND d.placement_id IN ({marks})
+              AND d.timestamp >= ? AND d.timestamp < ? AND {keep}
+            ORDER BY d.timestamp, d.profile_id, d.offer_id"""
+        return query_frame(con, sql, [success_event, *placement_ids, start, end])
+
+
+def displays_per_profile(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
+                         end: datetime) -> pd.DataFrame:
+    """Profiles shown an offer on the placements in [start, end), with their `displays` count."""
+    marks = ", ".join("?" for _ in placement_ids)
+    return query_frame(con, f"""SELECT profile_id, count(*) AS displays FROM {EVENTS_VIEW}
+        WHERE event_type = 'display' AND placement_id IN ({marks}) AND timestamp >= ? AND timestamp < ?
+        GROUP BY profile_id ORDER BY profile_id""", [*placement_ids, start, end])
+
+
+def offer_counts(log: pd.DataFrame) -> pd.DataFrame:
+    """Displays, successes and the value of the successes per offer, from an interaction log."""
+    if "value" not in log:
+        log = log.assign(value=0.0)
+    return (log.groupby("offer_id", as_index=False)
+               .agg(displays=("success", "size"), successes=("success", "sum"), value=("value", "sum")))
+
+
+def offer_features(offers: pd.DataFrame) -> pd.DataFrame:
+    """Offer columns the model may use: the id and the attributes, prefixed `o_`."""
+    keep = [c for c in offers.columns if c not in OFFER_BOOKKEEPING]
+    return offers[keep].rename(columns=lambda c: "offer_id" if c == "offer_id" else f"o_{c}")
+
+
+def profile_features(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Profile columns the model may use, prefixed `p_` (profile_id kept for joins)."""
+    return profiles.rename(columns=lambda c: c if c == PROFILE_ID else f"p_{c}")
+
+
+@dataclass
+class ClickModel:
+    """P(success | profile, offer): LightGBM over profile and offer attributes and the offer id."""
+
+    booster: object  # lightgbm.LGBMClassifier
+    feature_columns: list[str]
+    categories: dict[str, list[str]]
+    qualified_offers: list[str]
+    holdout_metrics: dict[str, float] = field(default_factory=dict)
+    compile: CompileMode = "auto"
+    #: Value of a success per offer id, for value-weighted models: scores become expected value per
+    #: display (click probability x value). None ranks by click probability.
+    offer_weights: dict[str, float] | None = None
+    _predictor: BoosterPredictor | None = field(default=None, init=False, repr=False)
+
+    def predictor(self) -> BoosterPredictor:
+        """The batch predictor of this model (compiled when a large scoring run asks for it)."""
+        if self._predictor is None:
+            self._predictor = BoosterPredictor(self.booster, compile=self.compile)
+        return self._predictor
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
+
+    def pair_blocks(self, profiles: pd.DataFrame, offers: pd.DataFrame,
+                    max_rows: int = 1_000_000) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The model's feature matrix of every profile x offer pair, as (start, stop, block) for
+        the profiles [start, stop), profile-major, at most `max_rows` rows per block.
+
+        Profile and offer features are encoded once each, as float matrices, and each block is
+        assembled with NumPy (`repeat`/`tile`) instead of a cross-joined DataFrame. The block's
+        buffer is reused: use it before asking for the next one.
+        """
+        pf, of = profile_features(profiles), offer_features(offers)
+        p_cols = [c for c in self.feature_columns if c in pf.columns]
+        o_cols = [c for c in self.feature_columns if c in of.columns and c not in p_cols]
+        missing = sorted(set(self.feature_columns) - set(p_cols) - set(o_cols))
+        if missing:
+            raise ValueError(f"the click model needs columns the profiles/offers lack: {', '.join(missing)}")
+        p_pos = [self.feature_columns.index(c) for c in p_cols]
+        o_pos = [self.feature_columns.index(c) for c in o_cols]
+        p_block = feature_matrix(pf, p_cols, self.categories)
+        o_block = feature_matrix(of, o_cols, self.categories)
+        n, m = len(profiles), len(offers)
+        step = max(1, max_rows // max(m, 1))
+        pairs = np.empty((min(step, n) * m, len(self.feature_columns)))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            block = pairs[: (stop - start) * m]
+            block[:, p_pos] = np.repeat(p_block[start:stop], m, axis=0)
+            block[:, o_pos] = np.tile(o_block, (stop - start, 1))
+            yield start, stop, block
+
+    def score_matrix(self, profiles: pd.DataFrame, offers: pd.DataFrame,
+                     max_rows_per_predict: int = 1_000_000) -> np.ndarray:
+        """Click probability for every profile x offer pair, shape (n_profiles, n_offers), predicted
+        block by block (`pair_blocks`), so nearly all the time goes to the model's predict.
+
+        Offers the model does not personalize score as the worst qualified offer for that
+        profile, so they stay rankable and are shown by exploration traffic (see the decision step).
+        """
+        n, m = len(profiles), len(offers)
+        scores = np.empty((n, m))
+        predictor = self.predictor()
+        predictor.expect_rows(n * m)
+        for start, stop, block in self.pair_blocks(profiles, offers, max_rows_per_predict):
+            scores[start:stop] = predictor.predict(block).reshape(stop - start, m)
+        if self.offer_weights is not None:
+            default = float(np.mean(list(self.offer_weights.values()))) if self.offer_weights else 1.0
+            scores *= offers["offer_id"].map(self.offer_weights).fillna(default).to_numpy(float)[None, :]
+        qualified = offers["offer_id"].isin(self.qualified_offers).to_numpy()
+        if qualified.any() and not qualified.all():
+            worst = scores[:, qualified].min(axis=1, keepdims=True)
+            scores = np.where(qualified[None, :], scores, worst)
+        return scores
+
+
+def training_frame(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """The interaction log joined with profile and offer features (inner join: known ids only)."""
+    return (log.merge(profile_features(profiles), on=PROFILE_ID, how="inner")
+               .merge(offer_features(offers), on="offer_id", how="inner"))
+
+
+def ips_weights(propensity: pd.Series, clip: float = 20.0) -> np.ndarray:
+    """Inverse logging propensities, clipped and normalised to mean 1 (1 where not logged).
+
+    Weighting by 1/propensity makes the training data look as if offers had been shown at
+    random: it matters for a model that cannot represent what the logging policy targeted on.
+    """
+    p = propensity.to_numpy(float)
+    w = np.where(np.isfinite(p) & (p > 0), 1.0 / np.clip(p, 1e-6, 1), 1.0)
+    w = np.minimum(w, clip * np.median(w))
+    return w / w.mean()
+
+
+#: Whether click models weight displays by inverse logging propensity unless told otherwise. No:
+#: P(click | profile, offer) does not depend on how the logging policy chose the offer when that
+#: choice depended only on the features the model sees, so weighting mostly adds variance. On
+#: both synthetic worlds of bench/external_ranking.py (tuning seeds 1 and 3) unweighted training
+#: chose first offers with as high or higher true click rates (docs/ranking-models.md).
+IPS_BY_DEFAULT = False
+
+
+def display_weights(propensity: pd.Series, ips: bool) -> np.ndarray:
+    """Training weight of each display: `ips_weights` when `ips`, else 1."""
+    return ips_weights(propensity) if ips else np.ones(len(propensity))
+
+
+def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
+                    seed: int, ips: bool = IPS_BY_DEFAULT) -> ClickModel:
+    """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.
+    `ips`: weight each display by its inverse logging propensity (`ips_weights`)."""
+    import lightgbm as lgb
+
+    from offerflow.core.metrics import classification_metrics
+
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    drop = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
+    feature_columns = [c for c in frame.columns if c not in drop]
+    categories = categories_of(frame, categorical_columns(frame[feature_columns]))
+    n = len(frame)
+    cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
+    encoded = encode(frame[feature_columns], categories)
+    weights = display_weights(frame["propensity"], ips)
+    y = frame["success"].to_numpy()
+    # One declared stopping metric: with only `eval_metric="auc"`, LightGBM also evaluates its
+    # default binary_logloss and early stopping stops on whichever worsens first.
+    model = lgb.LGBMClassifier(**params.classifier_kwargs(seed), metric=STOPPING_METRIC)
+    model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
+              eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
+              eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric=STOPPING_METRIC,
+              callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
+    click_model = ClickModel(model, feature_columns, categories, qualified_offers)
+    holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
+    click_model.holdout_metrics = holdout
+    return click_model

@@ -1,0 +1,338 @@
+"""Tokenizer and recursive-descent parser for the offerflow expression language.
+
+This module only turns text into a syntax tree; names, functions and types are
+checked by :mod:`offerflow.rules.expressions`, which is the public entry point. The grammar,
+from the loosest binding to the tightest::
+
+    expr        := or
+    or          := and (("or" | "||") and)*
+    and         := not (("and" | "&&") not)*
+    not         := "not" not | comparison
+    comparison  := additive [compare_op additive]     # no chaining: 1 < x < 3 is an error
+    compare_op  := "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not" "in"
+    additive    := term (("+" | "-") term)*
+    term        := unary (("*" | "/" | "%") unary)*
+    unary       := ("-" | "!") unary | primary
+    primary     := NUMBER | STRING | "true" | "false" | "True" | "False" | "null"
+                 | NAME "(" [expr ("," expr)*] ")"     # function call
+                 | NAME | "(" expr ")" | "[" [expr ("," expr)*] "]"
+
+``not`` binds like Python's (``not a == b`` is ``not (a == b)``) and ``!`` like
+CEL's (``!a == b`` is ``(!a) == b``), so that each reads as in its home language.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "Binary",
+    "Call",
+    "ExpressionError",
+    "ListExpr",
+    "Literal",
+    "Name",
+    "Node",
+    "Unary",
+    "parse",
+]
+
+
+class ExpressionError(ValueError):
+    """An expression that cannot be parsed or type-checked, located by 1-based column."""
+
+    def __init__(self, source: str, column: int, message: str) -> None:
+        super().__init__(f"{source}: column {column}: {message}")
+        self.source = source
+        self.column = column
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # "number", "string", "name", "keyword", "op" or "end"
+    text: str  # as written, used in error messages
+    value: object  # decoded value of numbers and strings
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: float | str | bool | None
+    col: int
+
+    @property
+    def start(self) -> int:
+        return self.col
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    name: str
+    col: int
+
+    @property
+    def start(self) -> int:
+        return self.col
+
+
+@dataclass(frozen=True, slots=True)
+class ListExpr:
+    items: tuple[Node, ...]
+    col: int
+
+    @property
+    def start(self) -> int:
+        return self.col
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    op: str  # "-" or "not" (for both "not" and "!")
+    op_text: str
+    operand: Node
+    col: int
+
+    @property
+    def start(self) -> int:
+        return self.col
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str  # canonical: "&&" becomes "and", "||" becomes "or"
+    op_text: str
+    left: Node
+    right: Node
+    col: int  # column of the operator, where type errors point
+
+    @property
+    def start(self) -> int:
+        return self.left.start
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    func: str
+    args: tuple[Node, ...]
+    col: int
+
+    @property
+    def start(self) -> int:
+        return self.col
+
+
+Node = Literal | Name | ListExpr | Unary | Binary | Call
+
+KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "True", "False", "null"})
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Dotted names are one token so that "profile.propensity.purchase_30d.score" is a single
+# schema key; a space around a dot is therefore a syntax error, which is what we want.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_OPERATORS = ("==", "!=", "<=", ">=", "&&", "||", "<", ">", "+", "-", "*", "/", "%", "!", "(", ")", "[", "]", ",")
+_LONE_HINTS = {"=": "==", "&": "&&", "|": "||"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
+_COMPARE_OPS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+
+
+def tokenize(text: str, source: str) -> list[Token]:
+    """Split `text` into tokens, ending with an "end" token; raise ExpressionError on bad input."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        col = i + 1
+        if ch in "'\"":
+            value, i = _scan_string(text, i, source)
+            tokens.append(Token("string", text[col - 1 : i], value, col))
+        elif m := _NUMBER.match(text, i):
+            tokens.append(Token("number", m.group(), float(m.group()), col))
+            i = m.end()
+        elif m := _NAME.match(text, i):
+            word = m.group()
+            tokens.append(Token("keyword" if word in KEYWORDS else "name", word, None, col))
+            i = m.end()
+        else:
+            op = next((op for op in _OPERATORS if text.startswith(op, i)), None)
+            if op is None:
+                hint = f" (did you mean '{_LONE_HINTS[ch]}'?)" if ch in _LONE_HINTS else ""
+                raise ExpressionError(source, col, f"unexpected character {ch!r}{hint}")
+            tokens.append(Token("op", op, None, col))
+            i += len(op)
+    tokens.append(Token("end", "", None, n + 1))
+    return tokens
+
+
+def _scan_string(text: str, i: int, source: str) -> tuple[str, int]:
+    quote, start, i = text[i], i + 1, i + 1
+    parts: list[str] = []
+    while i < len(text):
+        ch = text[i]
+        if ch == quote:
+            return "".join(parts), i + 1
+        if ch == "\\" and i + 1 < len(text):
+            esc = text[i + 1]
+            if esc == "u":
+                digits = text[i + 2 : i + 6]
+                if len(digits) != 4 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                    raise ExpressionError(source, i + 1, "invalid escape '\\u': expected 4 hex digits")
+                parts.append(chr(int(digits, 16)))
+                i += 6
+                continue
+            if esc not in _ESCAPES:
+                raise ExpressionError(source, i + 1, f"invalid escape '\\{esc}'")
+            parts.append(_ESCAPES[esc])
+            i += 2
+            continue
+        parts.append(ch)
+        i += 1
+    raise ExpressionError(source, start, "unterminated string")
+
+
+def _describe(tok: Token) -> str:
+    return "end of expression" if tok.kind == "end" else repr(tok.text)
+
+
+class _Parser:
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.tokens = tokenize(text, source)
+        self.pos = 0
+
+    def peek(self, ahead: int = 0) -> Token:
+        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        return tok
+
+    def at(self, kind: str, *texts: str) -> bool:
+        tok = self.peek()
+        return tok.kind == kind and tok.text in texts
+
+    def fail(self, tok: Token, message: str) -> ExpressionError:
+        return ExpressionError(self.source, tok.col, message)
+
+    def expect(self, text: str) -> Token:
+        if not self.at("op", text):
+            raise self.fail(self.peek(), f"expected '{text}', found {_describe(self.peek())}")
+        return self.advance()
+
+    def parse(self) -> Node:
+        if self.peek().kind == "end":
+            raise ExpressionError(self.source, 1, "empty expression")
+        node = self.parse_or()
+        if self.peek().kind != "end":
+            raise self.fail(self.peek(), f"unexpected {_describe(self.peek())}")
+        return node
+
+    def parse_or(self) -> Node:
+        node = self.parse_and()
+        while self.at("op", "||") or self.at("keyword", "or"):
+            tok = self.advance()
+            node = Binary("or", tok.text, node, self.parse_and(), tok.col)
+        return node
+
+    def parse_and(self) -> Node:
+        node = self.parse_not()
+        while self.at("op", "&&") or self.at("keyword", "and"):
+            tok = self.advance()
+            node = Binary("and", tok.text, node, self.parse_not(), tok.col)
+        return node
+
+    def parse_not(self) -> Node:
+        if self.at("keyword", "not"):
+            tok = self.advance()
+            return Unary("not", "not", self.parse_not(), tok.col)
+        return self.parse_comparison()
+
+    def compare_op(self) -> tuple[str, int] | None:
+        """The comparison operator at the cursor and its token count, if any."""
+        tok = self.peek()
+        if tok.kind == "op" and tok.text in _COMPARE_OPS:
+            return tok.text, 1
+        if tok.kind == "keyword" and tok.text == "in":
+            return "in", 1
+        if tok.kind == "keyword" and tok.text == "not" and self.peek(1).text == "in" and self.peek(1).kind == "keyword":
+            return "not in", 2
+        return None
+
+    def parse_comparison(self) -> Node:
+        node = self.parse_additive()
+        found = self.compare_op()
+        if found is None:
+            return node
+        op, width = found
+        tok = self.peek()
+        self.pos += width
+        node = Binary(op, op, node, self.parse_additive(), tok.col)
+        if self.compare_op() is not None:
+            raise self.fail(self.peek(), "comparisons cannot be chained; combine them with 'and'")
+        return node
+
+    def parse_additive(self) -> Node:
+        node = self.parse_term()
+        while self.at("op", "+", "-"):
+            tok = self.advance()
+            node = Binary(tok.text, tok.text, node, self.parse_term(), tok.col)
+        return node
+
+    def parse_term(self) -> Node:
+        node = self.parse_unary()
+        while self.at("op", "*", "/", "%"):
+            tok = self.advance()
+            node = Binary(tok.text, tok.text, node, self.parse_unary(), tok.col)
+        return node
+
+    def parse_unary(self) -> Node:
+        if self.at("op", "-", "!"):
+            tok = self.advance()
+            return Unary("-" if tok.text == "-" else "not", tok.text, self.parse_unary(), tok.col)
+        return self.parse_primary()
+
+    def parse_primary(self) -> Node:
+        tok = self.advance()
+        if tok.kind in ("number", "string"):
+            return Literal(tok.value, tok.col)  # type: ignore[arg-type]
+        if tok.kind == "keyword" and tok.text in ("true", "True", "false", "False", "null"):
+            return Literal(None if tok.text == "null" else tok.text in ("true", "True"), tok.col)
+        if tok.kind == "name":
+            if self.at("op", "("):
+                self.advance()
+                return Call(tok.text, self.parse_items(")"), tok.col)
+            return Name(tok.text, tok.col)
+        if tok.kind == "op" and tok.text == "(":
+            node = self.parse_or()
+            self.expect(")")
+            return node
+        if tok.kind == "op" and tok.text == "[":
+            return ListExpr(self.parse_items("]"), tok.col)
+        raise self.fail(tok, f"unexpected {_describe(tok)}")
+
+    def parse_items(self, closing: str) -> tuple[Node, ...]:
+        """Comma-separated expressions up to `closing`, for call arguments and list literals."""
+        items: list[Node] = []
+        if self.at("op", closing):
+            self.advance()
+            return ()
+        while True:
+            items.append(self.parse_or())
+            if self.at("op", closing):
+                self.advance()
+                return tuple(items)
+            if not self.at("op", ","):
+                raise self.fail(self.peek(), f"expected ',' or '{closing}', found {_describe(self.peek())}")
+            self.advance()
+
+
+def parse(text: str, source: str = "expression") -> Node:
+    """Parse `text` into a syntax tree; raise ExpressionError with a 1-based column on bad syntax."""
+    try:
+        return _Parser(text, source).parse()
+    except RecursionError:
+        raise ExpressionError(source, 1, "expression is nested too deeply") from None

@@ -1,0 +1,164 @@
+"""The value model of rule and formula expressions: types, nulls and the batch representation.
+
+`offerflow.rules.expressions` compiles an expression into two evaluators, one for a single row (`one_*`
+converters, Python scalars with None for null) and one over columns (NumPy batch values, below).
+Both must give identical answers, so the conversions they share live here.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NUMBER, STRING, BOOL, NULL = "number", "string", "bool", "null"
+TYPES = (NUMBER, STRING, BOOL)
+CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+STRING_DTYPE = np.dtypes.StringDType()
+
+# Batch values: a number is a float64 array with NaN for null; a bool or a string is a pair
+# (data, null) where `null` is a bool mask or None when nothing is null, and `data` holds False or ""
+# at null positions (so `data` alone already gives the "null counts as false" answer). Any array may
+# be a 0-d constant that NumPy broadcasts.
+Batch = Any
+OneFn = Callable[[Mapping[str, Any]], Any]
+BatchFn = Callable[[dict[str, Any]], Batch]
+
+
+# ---------------------------------------------------------------- scalar value helpers
+
+
+def missing(x: Any) -> bool:
+    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and x != x)
+
+
+def one_number(x: Any) -> float | None:
+    if type(x) is float:
+        return x if x == x else None
+    if missing(x):
+        return None
+    x = float(x)
+    return x if x == x else None
+
+
+def one_string(x: Any) -> str | None:
+    if type(x) is str:
+        return x
+    return None if missing(x) else str(x)
+
+
+def one_bool(x: Any) -> bool | None:
+    if x is True or x is False:
+        return x
+    return None if missing(x) else bool(x)
+
+
+ONE_CONVERT = {NUMBER: one_number, STRING: one_string, BOOL: one_bool}
+
+
+def nan_to_null(x: float) -> float | None:
+    return x if x == x else None
+
+
+def one_exp(x: float) -> float:
+    # NumPy's exp, not math.exp: they differ in the last bit for some inputs and both evaluators must agree.
+    if x > 700.0:
+        with np.errstate(over="ignore"):
+            return float(np.exp(x))
+    return float(np.exp(x))
+
+
+# ---------------------------------------------------------------- batch value helpers
+
+
+def mask_or(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else a | b
+
+
+def nulls(value: Batch, type_: str) -> Any:
+    """The null mask of a batch value (None when nothing is null)."""
+    return np.isnan(value) if type_ == NUMBER else value[1]
+
+
+def batch_null(type_: str) -> Batch:
+    if type_ == NUMBER:
+        return np.float64(np.nan)
+    return (np.array("" if type_ == STRING else False, dtype=object if type_ == STRING else bool), np.True_)
+
+
+def batch_constant(value: Any, type_: str) -> Batch:
+    if type_ == NUMBER:
+        return np.float64(value)
+    return (np.array(value, dtype=object if type_ == STRING else bool), None)
+
+
+def select(cond: Any, a: Batch, b: Batch, type_: str) -> Batch:
+    """Row-wise `a if cond else b`."""
+    if type_ == NUMBER:
+        return np.where(cond, a, b)
+    na, nb = a[1], b[1]
+    null = None if na is None and nb is None else np.where(cond, False if na is None else na, False if nb is None else nb)
+    return np.where(cond, a[0], b[0]), null
+
+
+def batch_compare(op: str, a: Batch, b: Batch, type_: str) -> Batch:
+    if type_ == NUMBER:
+        result = CMP[op](a, b)
+        # NaN already compares false, except with '!='.
+        return (result & ~np.isnan(a) & ~np.isnan(b) if op == "!=" else result), None
+    result = CMP[op](a[0], b[0])
+    null = mask_or(a[1], b[1])
+    return (result if null is None else result & ~null), None
+
+
+def strings(value: Batch) -> np.ndarray:
+    return np.asarray(value[0]).astype(STRING_DTYPE)
+
+
+def batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
+    """Convert one input column (array, Series or sequence) into the batch representation of `type_`."""
+    if isinstance(col, pd.Series):
+        null = col.isna().to_numpy()
+        if type_ == NUMBER:
+            data = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif type_ == BOOL:
+            data = col.to_numpy(dtype=bool, na_value=False)
+        else:
+            data = string_data(col.to_numpy(dtype=object, na_value=""), null)
+    else:
+        arr = np.asarray(col)
+        kind = arr.dtype.kind
+        if type_ == STRING and kind == "O" and pd.api.types.infer_dtype(arr, skipna=False) == "string":
+            null, data = None, arr  # the common case: all str, so no null scan and no copy
+        else:
+            null = np.isnan(arr) if kind == "f" else pd.isna(arr) if kind == "O" else np.zeros(arr.shape, dtype=bool)
+            if type_ == NUMBER and kind in "biuf":
+                data = arr.astype(np.float64, copy=False)
+            elif type_ == NUMBER:
+                data = np.full(arr.shape, np.nan)
+                data[~null] = arr[~null].astype(np.float64)
+            elif type_ == BOOL:
+                data = np.zeros(arr.shape, dtype=bool)
+                data[~null] = arr[~null].astype(bool)
+            else:
+                data = arr.astype(object)  # a copy, so filling nulls below leaves the caller's array alone
+                data[null] = ""
+                data = string_data(data, null)
+    if data.shape != (n,):
+        raise ValueError(f"column {name!r} has shape {data.shape}, expected ({n},)")
+    if type_ == NUMBER:
+        return data
+    return data, (null if null is not None and null.any() else None)
+
+
+def string_data(data: np.ndarray, null: np.ndarray) -> np.ndarray:
+    # Non-str values (numbers in a string column) become `str(x)`, as in evaluate_one.
+    if len(data) and pd.api.types.infer_dtype(data, skipna=False) != "string":
+        data = data.astype(str).astype(object)
+        data[null] = ""
+    return data
