@@ -1,4 +1,4 @@
-"""BG/NBD features of Customer AI (offerflow.bgnbd): the maximum-likelihood fit recovers the
+"""BG/NBD features of Customer AI (offerflow.customer_ai.bgnbd): the maximum-likelihood fit recovers the
 parameters of a generated BG/NBD sample, the features reach the model, and too little data gives
 NaN columns instead of an error."""
 

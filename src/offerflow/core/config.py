@@ -204,7 +204,7 @@ class PropensityGoalConfig(_Strict):
     poor_auc: float = Field(0.65, gt=0.5, lt=1)
     bgnbd_features: bool = Field(False, description=(
         "Opt-in: add BG/NBD's P(alive), expected goal events in the window and P(at least one), fitted by"
-        " maximum likelihood at each cut-off on the goal event's history (offerflow.bgnbd). Off by default:"
+        " maximum likelihood at each cut-off on the goal event's history (offerflow.customer_ai.bgnbd). Off by default:"
         " on the benchmarks it moved the holdout AUC by noise only (docs/customer-ai.md)."))
     lightgbm: LightGBMParams = LightGBMParams()
 

@@ -111,7 +111,7 @@ def _with_bgnbd(history: pd.DataFrame, goal: PropensityGoalConfig) -> pd.DataFra
     goal asks for them; the same call at training, holdout and scoring."""
     if not goal.bgnbd_features:
         return history
-    from offerflow.bgnbd import add_features
+    from offerflow.customer_ai.bgnbd import add_features
 
     return add_features(history, safe_name(_bgnbd_event_type(goal)), goal.outcome_window_days)
 
