@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow import bgnbd
+from offerflow.customer_ai import bgnbd
 from offerflow.core.config import PropensityGoalConfig
 from offerflow.core.features import open_events
 from offerflow.customer_ai.propensity import build_examples, fit_propensity_model, plan_cutoffs, score_goal
