@@ -26,7 +26,7 @@ import yaml
 from offerflow.core.config import parse_config
 from offerflow.core.features import open_events
 from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation
-from offerflow.evaluation.strategies import true_first_item_rates
+from offerflow.synthetic.simulated_logs import true_first_item_rates
 from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
 ESTIMATORS = ("ips", "snips", "dr")

@@ -43,7 +43,7 @@ def _rss_mib() -> float:
 def _click_model(profiles: pd.DataFrame, offers: pd.DataFrame, truth_profiles, truth_offers, seed: int):
     from offerflow.core.config import LightGBMParams
     from offerflow.ranking.click_model import fit_click_model, training_frame
-    from offerflow.models.training import RankingModelResult
+    from offerflow.ranking.ai_models import RankingModelResult
     from offerflow.synthetic.world import true_click_probability
 
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ estimator, mean bias, and seconds per world.
 
 For each seed: generate a world (60 days of single-offer displays), then `--logs` times simulate 7
 more days of logged slates on web-banner (3 slots) and web-sidebar (2 slots) with per-slot
-propensities (`slates.simulate_slate_log`: an imperfect model's list or, for 20% of decisions, a
+propensities (`synthetic.simulated_logs.simulate_slate_log`: an imperfect model's list or, for 20% of decisions, a
 random order; clicks = the world's slot examination x true click probability), and run the real
 `strategies.evaluate_placement` on world + slates: candidates (random, priority, formulas, the
 personalized model) and the DR reward model are trained on the 60 days before the window. Every
@@ -29,7 +29,7 @@ import yaml
 from offerflow.core.config import parse_config
 from offerflow.core.features import open_events
 from offerflow.evaluation.report import load_evaluation_catalog
-from offerflow.evaluation.slates import simulate_slate_log, true_slate_values
+from offerflow.synthetic.simulated_logs import simulate_slate_log, true_slate_values
 from offerflow.evaluation.strategies import evaluate_placement
 from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world, load_truth, true_click_probability
 from offerflow.synthetic.world import true_slot_examination

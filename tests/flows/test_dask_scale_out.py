@@ -15,7 +15,7 @@ from offerflow.ingest.catalog import offers_for_placement, read_offers, read_pro
 from offerflow.core.config import LightGBMParams, load_config
 from offerflow.ranking.click_model import fit_click_model, training_frame
 from offerflow.core.store import RankingStore
-from offerflow.models.training import RankingModelResult
+from offerflow.ranking.ai_models import RankingModelResult
 from offerflow.synthetic.world import load_truth, true_click_probability
 from tests.conftest import make_project
 

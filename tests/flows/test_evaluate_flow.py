@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from offerflow.decisioning.batch import decide_batch
 from offerflow.core.config import load_config
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.decisioning.engine import build_engine, write_decision_log
 from offerflow.core.schema import EVENT_SCHEMA
 from offerflow.synthetic.world import load_truth, true_click_probability
@@ -32,7 +33,7 @@ def served_traffic(project: Path, days: int = 7, seed: int = 3) -> dict[str, flo
     """Decide for every profile on `days` days with the real engine, log it, and write the clicks
     (each shown offer clicked with its true probability). Returns the true lift per placement of
     model over holdout decisions (chance that a decision gets at least one click)."""
-    config = load_config(project / "offerflow.yaml")
+    config = load_serving_config(project / "offerflow.yaml")
     engine = build_engine(config, seed=seed)
     profiles, offers = load_truth(project / "data")
     log_dir = config.path(config.data.outputs_dir) / "decision_log"
@@ -138,7 +139,7 @@ def test_switches_are_served_by_the_next_decision_and_a_person_can_revert_them(e
 
     project, summary, _ = evaluated_project
     path = project / "offerflow.yaml"
-    served, written = load_config(path), load_config(path, serving=False)
+    served, written = load_serving_config(path), load_config(path)
     store = RankingStore(served.path(served.store.path))
     engine = build_engine(served, seed=1)
     switched = {p: s["switched"] for p, s in summary["serving"].items() if s["serve_candidate"]}
@@ -161,7 +162,7 @@ def test_switches_are_served_by_the_next_decision_and_a_person_can_revert_them(e
     for placement_id in switched:
         result = runner.invoke(app, ["serving", "revert", placement_id, "--reason", "test revert", "--config", str(path)])
         assert result.exit_code == 0, result.output
-        assert load_config(path).placement(placement_id).ranking == written.placement(placement_id).ranking
+        assert load_serving_config(path).placement(placement_id).ranking == written.placement(placement_id).ranking
         meta = store.read_metadata(placement_id)  # re-published with the project file's ranking
         assert (meta["ranking_method"], meta.get("ai_model")) == (written.placement(placement_id).ranking.method,
                                                                   written.placement(placement_id).ranking.ai_model)

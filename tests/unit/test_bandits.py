@@ -160,7 +160,7 @@ def test_each_placement_publishes_its_own_posteriors(tmp_path):
     from offerflow.core.config import PlacementConfig, RankingMethod
     from offerflow.ranking.publishing import publish_placement
     from offerflow.core.store import RankingStore
-    from offerflow.models.training import RankingModelResult
+    from offerflow.ranking.ai_models import RankingModelResult
 
     offers = _offers(["a", "b"], ["top", "bottom"])
     top = fit_posteriors(counts([("a", 1000, 100), ("b", 1000, 20)]), 100, 5)

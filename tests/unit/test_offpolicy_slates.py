@@ -17,9 +17,10 @@ from offerflow.ranking.click_model import formula_scorer, priority_scores
 from offerflow.evaluation.report import load_evaluation_catalog
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.evaluation.slates import (SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
-                              ranked_slot_probabilities, score_slate_policy, simulate_slate_log, true_slate_values,
+                              ranked_slot_probabilities, score_slate_policy,
                               uniform_slot_probabilities)
 from offerflow.evaluation.strategies import placement_offer_set
+from offerflow.synthetic.simulated_logs import simulate_slate_log, true_slate_values
 from offerflow.synthetic.world import WorldSpec, generate_world, load_truth, true_click_probability, true_slot_examination
 
 sys.path.insert(0, str(Path(__file__).parent))

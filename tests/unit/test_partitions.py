@@ -143,7 +143,7 @@ def click_model_result(world_dir, profiles, offers):
     """A personalized model result trained on clicks drawn from the world's true click probability."""
     from offerflow.core.config import LightGBMParams
     from offerflow.ranking.click_model import fit_click_model, training_frame
-    from offerflow.models.training import RankingModelResult
+    from offerflow.ranking.ai_models import RankingModelResult
     from offerflow.synthetic.world import load_truth, true_click_probability
 
     truth_profiles, truth_offers = load_truth(world_dir)

@@ -200,7 +200,7 @@ def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
     from offerflow.core.config import LightGBMParams, PlacementConfig, RankingMethod
     from offerflow.ranking.publishing import build_ranking_table, plan_scoring, rank_partition
     from offerflow.ranking.click_model import fit_click_model, training_frame
-    from offerflow.models.training import RankingModelResult
+    from offerflow.ranking.ai_models import RankingModelResult
 
     profiles, offers, log, _, _ = _click_world(n_displays=20_000)
     click = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),

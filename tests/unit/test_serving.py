@@ -1,4 +1,4 @@
-"""Serving switches: recorded next to the ranking store, applied by `load_config`, ignored when the
+"""Serving switches: recorded next to the ranking store, applied by `load_serving_config`, ignored when the
 project file changed since, reverted by a person with a reason; the CLI shows and reverts them."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from offerflow.core.config import RankingMethod, load_config
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.decisioning.switches import (ServingError, apply_serving, load_history, record_revert, record_switch,
                                serving_path, serving_status)
 from offerflow.synthetic.world import demo_config_yaml
@@ -25,40 +26,40 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_a_switch_changes_what_load_config_says_the_placement_serves(project: Path) -> None:
-    written = load_config(project)
+    written = load_serving_config(project)
     assert written.placement("email-hero").ranking.method == "ai_model"
     record = record_switch(written, "email-hero", "formula-discount", FORMULA, "beats email-auto", EVIDENCE, "run1")
     assert record["version"] == 1 and record["replaces"] == {"method": "ai_model", "ai_model": "email-auto"}
     assert serving_path(written) == project.parent / "data/rankings/_serving/assignments.json"
-    effective = load_config(project)
+    effective = load_serving_config(project)
     assert effective.placement("email-hero").ranking == FORMULA
     assert effective.placement("web-banner").ranking == written.placement("web-banner").ranking
-    assert load_config(project, serving=False).placement("email-hero").ranking.method == "ai_model"
+    assert load_config(project).placement("email-hero").ranking.method == "ai_model"
     # a second switch, from the already switched config, still records the file's ranking as replaced
     record_switch(effective, "email-hero", "priority", RankingMethod(), "priority beats the formula", EVIDENCE, "run2")
-    assert load_config(project).placement("email-hero").ranking.method == "priority"
+    assert load_serving_config(project).placement("email-hero").ranking.method == "priority"
     assert load_history(written)[-1]["replaces"] == {"method": "ai_model", "ai_model": "email-auto"}
     # a later evaluation that finds the file's own ranking best switches back: recorded as a revert
-    back = record_switch(load_config(project), "email-hero", "email-auto",
+    back = record_switch(load_serving_config(project), "email-hero", "email-auto",
                          RankingMethod(method="ai_model", ai_model="email-auto"), "email-auto beats priority",
                          EVIDENCE, "run3")
     assert back["action"] == "revert" and back["version"] == 3
     assert not {s.placement_id: s for s in serving_status(written)}["email-hero"].switched
-    assert load_config(project) == written
+    assert load_serving_config(project) == written
 
 
 def test_editing_the_project_file_after_a_switch_wins(project: Path) -> None:
-    record_switch(load_config(project), "email-hero", "priority", RankingMethod(), "why", EVIDENCE, None)
+    record_switch(load_serving_config(project), "email-hero", "priority", RankingMethod(), "why", EVIDENCE, None)
     project.write_text(project.read_text().replace("ranking: {method: ai_model, ai_model: email-auto}",
                                                    "ranking: {method: formula, formula: \"offer.priority\"}"))
-    config = load_config(project)
+    config = load_serving_config(project)
     assert config.placement("email-hero").ranking.formula == "offer.priority"
-    status = {s.placement_id: s for s in serving_status(load_config(project, serving=False))}
+    status = {s.placement_id: s for s in serving_status(load_config(project))}
     assert not status["email-hero"].switched and "now ranks email-hero by formula" in status["email-hero"].stale
 
 
 def test_revert_needs_a_reason_and_restores_the_file(project: Path) -> None:
-    written = load_config(project, serving=False)
+    written = load_config(project)
     with pytest.raises(ServingError, match="nothing to revert"):
         record_revert(written, "email-hero", "no reason needed?")
     record_switch(written, "email-hero", "priority", RankingMethod(), "why", EVIDENCE, None)
@@ -68,21 +69,21 @@ def test_revert_needs_a_reason_and_restores_the_file(project: Path) -> None:
         record_revert(written, "push", "x")
     record = record_revert(written, "email-hero", "holdout lift dropped", by="ana")
     assert record["action"] == "revert" and record["by"] == "ana" and record["reverted_version"] == 1
-    assert load_config(project).placement("email-hero").ranking.method == "ai_model"
+    assert load_serving_config(project).placement("email-hero").ranking.method == "ai_model"
     assert apply_serving(written) == written
 
 
 def test_a_switch_the_project_cannot_serve_is_refused(project: Path) -> None:
     bad = RankingMethod(method="ai_model", ai_model="web-personalized")  # lists only web-banner
     with pytest.raises(ServingError, match="does not list placement 'email-hero'"):
-        record_switch(load_config(project), "email-hero", "web-personalized", bad, "why", EVIDENCE, None)
-    assert not serving_path(load_config(project)).exists()
+        record_switch(load_serving_config(project), "email-hero", "web-personalized", bad, "why", EVIDENCE, None)
+    assert not serving_path(load_serving_config(project)).exists()
 
 
 def test_a_corrupt_history_is_a_one_line_error(project: Path) -> None:
     from offerflow.cli import app
 
-    path = serving_path(load_config(project, serving=False))
+    path = serving_path(load_config(project))
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     result = CliRunner().invoke(app, ["serving", "list", "--config", str(project)])
@@ -94,7 +95,7 @@ def test_a_corrupt_history_is_a_one_line_error(project: Path) -> None:
 def test_cli_lists_and_reverts(project: Path) -> None:
     from offerflow.cli import app
 
-    record_switch(load_config(project), "email-hero", "formula-discount", FORMULA, "formula beats email-auto",
+    record_switch(load_serving_config(project), "email-hero", "formula-discount", FORMULA, "formula beats email-auto",
                   EVIDENCE, "run1")
     runner = CliRunner()
     listed = runner.invoke(app, ["serving", "list", "--config", str(project), "--json"])
@@ -106,10 +107,10 @@ def test_cli_lists_and_reverts(project: Path) -> None:
                                    "--no-publish", "--config", str(project)])
     assert reverted.exit_code == 0, reverted.output
     assert "serves ai_model: email-auto again" in reverted.output
-    run_id = load_history(load_config(project))[-1]["mlflow_run_id"]
+    run_id = load_history(load_serving_config(project))[-1]["mlflow_run_id"]
     import mlflow
 
     run = mlflow.MlflowClient(f"sqlite:///{project.parent / 'mlflow.db'}").get_run(run_id)
     assert run.data.tags["serving.reason"] == "marketing asked"
     assert run.data.tags["serving.placement"] == "email-hero"
-    assert load_config(project).placement("email-hero").ranking.method == "ai_model"
+    assert load_serving_config(project).placement("email-hero").ranking.method == "ai_model"

@@ -33,10 +33,11 @@ def fail(message: str) -> None:
 
 
 def load_project(config_path: Path):
-    from offerflow.core.config import ConfigError, load_config
+    from offerflow.core.config import ConfigError
+    from offerflow.decisioning.switches import load_serving_config
 
     try:
-        return load_config(config_path)
+        return load_serving_config(config_path)
     except ConfigError as exc:
         fail(str(exc))
 

@@ -23,7 +23,7 @@ def _written_project(config_path: Path):
     from offerflow.core.config import ConfigError, load_config
 
     try:
-        return load_config(config_path, serving=False)
+        return load_config(config_path)
     except ConfigError as exc:
         fail(str(exc).splitlines()[0])
 

@@ -402,10 +402,10 @@ def parse_config(raw: Any, *, source: str = "offerflow.yaml", root: Path = Path(
     return config
 
 
-def load_config(path: str | Path, serving: bool = True) -> ProjectConfig:
-    """Read and validate `offerflow.yaml`; relative paths resolve against its directory. With
-    `serving` (the default) each placement's ranking is the one it serves: the file's, unless the
-    evaluation switched it (`offerflow.decisioning.switches`; `offerflow serving list` shows which)."""
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate `offerflow.yaml`; relative paths resolve against its directory. Pure: the
+    result is what the file says. What each placement serves after an evaluation switched it is
+    `offerflow.decisioning.switches.load_serving_config`, which the callers that serve use."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: project file not found")
@@ -418,9 +418,4 @@ def load_config(path: str | Path, serving: bool = True) -> ProjectConfig:
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    config = parse_config(raw, source=path.name, root=path.parent.resolve())
-    if not serving:
-        return config
-    from offerflow.decisioning.switches import apply_serving  # serving builds on this module
-
-    return apply_serving(config)
+    return parse_config(raw, source=path.name, root=path.parent.resolve())

@@ -1,10 +1,11 @@
-"""When a newly trained model replaces the champion: one pure, tested rule."""
+"""When a newly trained model replaces the champion: one pure, tested rule, and what a training run
+reports (`TrainingResult`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,16 @@ def should_promote(candidate: Mapping[str, float], champion: Mapping[str, float]
     comparison = "beats" if verdict else "does not beat"
     return PromotionDecision(verdict, f"candidate {metric}={value:.4f} {comparison} champion "
                                       f"{metric}={incumbent:.4f} by more than {min_improvement:g}")
+
+
+@dataclass
+class TrainingResult:
+    name: str
+    run_id: str
+    model_version: str | None
+    metrics: dict[str, float]
+    promoted: bool
+    reason: str
+    warnings: list[str] = field(default_factory=list)
+    #: Customer AI: who the goal scores as of the end of the data (`goals.Population.as_dict`).
+    population: dict[str, object] | None = None

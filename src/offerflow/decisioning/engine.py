@@ -487,13 +487,13 @@ def decide(profile_id: str, placements: str | Sequence[str], items: int | None =
     """Decide for one profile from Python (`offerflow.decide`). The engine of each project file is
     built once per process and cached; the decision is appended to the decision log unless `log`
     is False."""
-    from offerflow.core.config import load_config
+    from offerflow.decisioning.switches import load_serving_config
 
     path = Path(config).resolve()
     with _ENGINES_LOCK:
         engine = _ENGINES.get(path)
         if engine is None:
-            engine = _ENGINES[path] = build_engine(load_config(path))
+            engine = _ENGINES[path] = build_engine(load_serving_config(path))
     decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
                              items=items, allow_duplicates=allow_duplicates)
     if log:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from offerflow.core.config import ConfigError, PlacementConfig, ProjectConfig, RankingMethod, _cross_check
+from offerflow.core.config import ConfigError, PlacementConfig, ProjectConfig, RankingMethod, _cross_check, load_config
 
 SERVING_DIR, SERVING_FILE = "_serving", "assignments.json"
 
@@ -166,6 +166,12 @@ def apply_serving(config: ProjectConfig) -> ProjectConfig:
     return config
 
 
+def load_serving_config(path: str | Path) -> ProjectConfig:
+    """The project file with what each placement serves: the file's ranking, unless an evaluation
+    switched it (`offerflow serving list` shows which). For the callers that serve or publish."""
+    return apply_serving(load_config(path))
+
+
 def record_switch(config: ProjectConfig, placement_id: str, strategy: str, ranking: RankingMethod, reason: str,
                   evidence: Mapping[str, Any], mlflow_run_id: str | None,
                   decided_by: str = "evaluate-models") -> dict[str, Any]:
@@ -211,7 +217,7 @@ def record_revert(config: ProjectConfig, placement_id: str, reason: str, by: str
                   tracker: Any = None) -> dict[str, Any]:
     """Serve the project file's ranking on `placement_id` again, with a person's reason; with a
     tracker, the change is also one MLflow run (`log_serving_change`) named in the record.
-    `config` is the project file as written (`load_config(..., serving=False)`)."""
+    `config` is the project file as written (`load_config`, without the switches)."""
     record = revert_record(config, placement_id, reason, by)
     record["mlflow_run_id"] = log_serving_change(tracker, config, record) if tracker is not None else None
     return _append(config, record)
@@ -248,7 +254,7 @@ def serving_model(config: ProjectConfig, placement_id: str, tracker: Any):
         return model, None if model is not None else f"{name} has no @champion yet"
     import pandas as pd
 
-    from offerflow.models.training import RankingModelResult
+    from offerflow.ranking.ai_models import RankingModelResult
 
     last = tracker.latest_run(experiment_name(config.tracking.experiment_prefix, name))
     if last is None:

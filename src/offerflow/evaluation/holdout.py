@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offerflow.core.features import _sql_str, query_frame
-from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
+from offerflow.core.schema import DECISION_META_SCHEMA
 
 META_GLOB = "meta/decisions-*.parquet"
 DISPLAY_GLOB = "decisions-*.parquet"
@@ -159,76 +157,3 @@ def traffic_allocation(outcomes: pd.DataFrame) -> pd.DataFrame:
     return (outcomes.groupby(["placement_id", "day", "arm"]).size().rename("decisions").reset_index())
 
 
-# --- a served world with known truth (tests, benchmarks, the demo until real logs exist) -------
-
-def simulate_decision_log(data_dir: Path, out_dir: Path, placements: dict[str, tuple[str, str]], days: int,
-                          holdout_share: float, seed: int, model_noise: float = 0.7,
-                          end_date: date | None = None) -> dict[str, float]:
-    """Write a decision log of `days` days served by an imperfect model with a random holdout, on a
-    world from `world.generate_world`, following the decision-metadata contract.
-
-    `placements` maps placement id -> (channel, ai_model name). The "model" ranks by the true click
-    logit plus fixed Gaussian noise per (profile, offer) with sd `model_noise`; holdout decisions
-    get a uniformly random eligible offer. Clicks are drawn from the truth and written as
-    `<out_dir>/clicks-*.parquet`; returns the true lift per placement for the served contexts.
-    """
-    from offerflow.ingest.catalog import offers_for_placement
-    from offerflow.ranking.click_model import eligibility_matrix
-    from offerflow.synthetic.world import load_truth, true_click_logit
-
-    rng = np.random.default_rng(seed)
-    profiles, offers = load_truth(data_dir)
-    attributes = profiles.drop(columns=["activity", "daily_purchase_rate"])
-    end = end_date or datetime.now(timezone.utc).date()
-    (out_dir / "meta").mkdir(parents=True, exist_ok=True)
-    truth: dict[str, float] = {}
-    metas, displays, clicks = [], [], []
-    for placement, (channel, model_name) in placements.items():
-        regular = offers_for_placement(offers, placement)
-        eligible = eligibility_matrix(attributes, regular.drop(columns=["quality"]))
-        logit = true_click_logit(profiles, regular, channel)
-        noisy = np.where(eligible, logit + rng.normal(0, model_noise, logit.shape), -np.inf)
-        model_pick = noisy.argmax(axis=1)
-        p_true = 1.0 / (1.0 + np.exp(-logit))
-        model_rate, holdout_rate, served = 0.0, 0.0, 0
-        for d in range(days):
-            day = pd.Timestamp(end - timedelta(days=days - d), tz="UTC")
-            active = profiles["activity"].to_numpy() if channel == "web" else np.full(len(profiles), 0.15)
-            who = np.flatnonzero((rng.random(len(profiles)) < active) & eligible.any(axis=1))
-            k = len(who)
-            holdout = rng.random(k) < holdout_share
-            counts = eligible[who].sum(axis=1)
-            cdf = np.cumsum(eligible[who], axis=1)
-            random_pick = (cdf < (rng.random(k) * counts)[:, None] + 1e-12).sum(axis=1).clip(max=eligible.shape[1] - 1)
-            pick = np.where(holdout, random_pick, model_pick[who])
-            propensity = np.where(pick == model_pick[who], 1 - holdout_share, 0.0) + holdout_share / counts
-            p = p_true[who, pick]
-            clicked = rng.random(k) < p
-            model_rate += p_true[who, model_pick[who]].sum()
-            holdout_rate += (np.where(eligible[who], p_true[who], 0).sum(axis=1) / counts).sum()
-            served += k
-            ts = (day + pd.to_timedelta((rng.random(k) * 86_000e6).astype(np.int64), unit="us")).as_unit("us")
-            ids = np.char.add(f"sim-{placement}-{d}-", np.arange(k).astype(str))
-            pid = profiles["profile_id"].to_numpy(object)[who]
-            oid = regular["offer_id"].to_numpy(object)[pick]
-            metas.append(pd.DataFrame({"decision_id": ids, "decided_at": ts, "profile_id": pid,
-                                       "placement_id": placement, "ai_model": model_name, "model_version": "1",
-                                       "table_version": 1, "ranking_method": "ai_model",
-                                       "arm": np.where(holdout, "holdout", "model")}))
-            base = {"profile_id": pid, "offer_id": oid, "placement_id": placement, "channel": channel,
-                    "value": np.nan, "decision_id": ids}
-            displays.append(pd.DataFrame({"event_id": np.char.add(ids, "-1"), "timestamp": ts, **base,
-                                          "event_type": "display", "propensity": propensity}))
-            clicks.append(pd.DataFrame({"event_id": np.char.add(ids, "-c"), "timestamp": ts + pd.Timedelta(seconds=30),
-                                        **base, "event_type": "click", "propensity": np.nan}).loc[clicked])
-        truth[placement] = float(model_rate / holdout_rate - 1)
-    tag = f"sim{seed}"
-    _write(pd.concat(metas), DECISION_META_SCHEMA, out_dir / "meta" / f"decisions-{tag}.parquet")
-    _write(pd.concat(displays), EVENT_SCHEMA, out_dir / f"decisions-{tag}.parquet")
-    _write(pd.concat(clicks), EVENT_SCHEMA, out_dir / f"clicks-{tag}.parquet")
-    return truth
-
-
-def _write(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
-    table = pa.Table.from_pandas(frame[schema.names].reset_index(drop=True), schema=schema, preserve_index=False)
-    pq.write_table(table, path)

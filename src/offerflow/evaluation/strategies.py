@@ -21,7 +21,7 @@ from offerflow.ranking.bandits import fit_posteriors
 from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import AIModelConfig, EvaluationConfig, LightGBMParams, ProjectConfig, RankingMethod
 from offerflow.core.features import EVENTS_VIEW
-from offerflow.evaluation.offpolicy import (Evaluation, LoggedDisplays, Strategy, WarningLimits, evaluate,
+from offerflow.evaluation.offpolicy import (Evaluation, Strategy, WarningLimits, evaluate,
                                  load_logged_displays, score_policy, thompson_policy, uniform_policy)
 from offerflow.ranking.click_model import (ClickModel, fit_click_model, formula_scorer, interaction_log, offer_counts,
                                priority_scores, training_frame)
@@ -221,22 +221,3 @@ def evaluate_placement_slates(con: duckdb.DuckDBPyConnection, config: ProjectCon
     return evaluate_slates(logged, strategies, reward_matrix(candidates.reward_model, logged),
                            n_bootstrap=ev.bootstrap_samples, confidence=ev.confidence,
                            seed=config.seed, limits=warning_limits(ev))
-
-
-def true_first_item_rates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, world_dir, evaluations,
-                          profiles: pd.DataFrame, offers: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """For a seeded world only (tests, benchmarks): per (placement, strategy), the TRUE first-item
-    click rate on the evaluated displays, from `world.true_click_probability`."""
-    from offerflow.synthetic.world import load_truth, true_click_probability
-
-    truth_profiles, truth_offers = load_truth(world_dir)
-    out = {}
-    for placement_id, evaluation in evaluations.items():
-        start, end = evaluation_window(con, [placement_id], config.evaluation.window_days)
-        logged = load_logged_displays(con, placement_id, start, end, profiles, placement_offer_set(offers, placement_id))
-        p = logged.profiles[["profile_id"]].merge(truth_profiles, on="profile_id")
-        o = logged.offers[["offer_id"]].merge(truth_offers, on="offer_id", how="left").fillna({"quality": 0.0})
-        q = true_click_probability(p, o, config.placement(placement_id).channel)
-        for name, policy in evaluation.policies.items():
-            out[(placement_id, name)] = float((policy * q).sum(axis=1)[logged.profile_row].mean())
-    return out

@@ -20,12 +20,14 @@ from prefect.runtime import flow_run
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import _tracker, offer_stats_dir
 from offerflow.ingest.catalog import load_offers
-from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.config import ProjectConfig
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
 from offerflow.ranking.publishing import publish_placement
 from offerflow.core.store import RankingStore
-from offerflow.models.training import RankingModelResult, train_ranking_model
+from offerflow.models.training import train_ranking_model
+from offerflow.ranking.ai_models import RankingModelResult
 
 
 @task(name="retrain-auto-optimization-model", cache_policy=NO_CACHE)
@@ -48,7 +50,7 @@ def publish_task(config: ProjectConfig, placement_id: str, offers, model: Rankin
 @reports_bad_input
 def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     events = validated_events(config)
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])

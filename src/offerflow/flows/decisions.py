@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
-from offerflow.core.config import load_config
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.decisioning.engine import build_engine, decision_log_dir
 
 
@@ -48,7 +48,7 @@ def batch_decisions(config_path: str = "offerflow.yaml", placements: list[str] |
                     profiles_file: str | None = None, goal: str | None = None, bucket: str | None = None,
                     items: int | None = None, allow_duplicates: bool = False) -> dict[str, Any]:
     """Decide for a segment (a profile-id file, or a Customer AI goal + bucket; default: everyone)."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     engine = load_engine_task(config, return_state=True).result()  # raises what a BadInput state carries
     profile_ids = segment_profile_ids(engine.profiles, profiles_file=profiles_file, goal=goal, bucket=bucket)

@@ -22,7 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
-from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.config import ProjectConfig
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.events import EventFileError
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_dir
@@ -86,7 +87,7 @@ def switch_serving_task(config: ProjectConfig, result: EvaluationResult, run_id:
 def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = None,
                     decision_log: str | None = None) -> dict[str, Any]:
     """Evaluate every placement's candidate strategies; write the report and log it to MLflow."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     events_path, decision_log_dir = evaluation_inputs(config, events)
     if decision_log:
         decision_log_dir = Path(decision_log)

@@ -34,7 +34,8 @@ from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, r
 from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import CatalogError
-from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.config import ProjectConfig
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.events import EventFileError
 from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
@@ -44,7 +45,9 @@ from offerflow.ranking.publishing import publish_placement
 from offerflow.core.store import RankingStore
 from offerflow.core.tracking import Tracker, resolve_tracking_uri
 from offerflow.customer_ai.propensity import history_too_short
-from offerflow.models.training import (RankingModelResult, TrainingResult, enrich_profiles, score_propensity,
+from offerflow.core.promotion import TrainingResult
+from offerflow.ranking.ai_models import RankingModelResult
+from offerflow.models.training import (enrich_profiles, score_propensity,
                                 train_propensity, train_ranking_model)
 
 
@@ -241,7 +244,7 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Validate, train, score and publish for the project described by `config_path`
     (`use_cache=False` recomputes every step even when its inputs did not change)."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}
     active = [m for m in config.ai_models if m.status == "active"]

@@ -21,7 +21,7 @@ from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import load_project_catalog, publish_task, train_ranking
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import load_profiles
-from offerflow.core.config import load_config
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.snapshot import validated_events
 from offerflow.core.overrides import describe_overrides, variant
 
@@ -39,7 +39,7 @@ class RankingModelOptions(BaseModel):
 def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
                          use_cache: bool = True) -> dict[str, Any]:
     """Train the selected ranking models and publish the placements they rank."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
     config = variant(config, "ai_models", names, options.overrides)
     events_path = validated_events(config)

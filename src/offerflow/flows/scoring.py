@@ -22,7 +22,8 @@ from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import _tracker, load_project_catalog, publish_task
 from offerflow.models.champions import (latest_goal_scores, load_propensity_champion, load_ranking_champion,
                                  propensity_model_name)
-from offerflow.core.config import ProjectConfig, load_config
+from offerflow.core.config import ProjectConfig
+from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
 from offerflow.models.training import enrich_profiles, score_propensity
@@ -54,7 +55,7 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
 @reports_bad_input
 def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
-    config = load_config(config_path)
+    config = load_serving_config(config_path)
     events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     logger = get_run_logger()

@@ -19,7 +19,7 @@ from offerflow.core.config import AIModelConfig
 from offerflow.customer_ai.propensity import PropensityModel
 from offerflow.ranking.click_model import ClickModel
 from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker
-from offerflow.models.training import RankingModelResult
+from offerflow.ranking.ai_models import RankingModelResult
 
 
 class RegistryError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,14 +16,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from offerflow.ranking.ai_models import experiment_name
+from offerflow.ranking.ai_models import RankingModelResult, experiment_name
 from offerflow.ranking.bandits import fit_posteriors
 from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import AIModelConfig, PropensityGoalConfig
 from offerflow.core.metrics import classification_metrics
 from offerflow.core.features import event_time_range, events_fingerprint
 from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
-from offerflow.core.promotion import should_promote
+from offerflow.core.promotion import TrainingResult, should_promote
 from offerflow.customer_ai.goals import Population
 from offerflow.customer_ai.goals import population as goal_population
 from offerflow.customer_ai.propensity import (VALIDATION_SHARE, PropensityModel, build_examples, check_enough_examples,
@@ -33,19 +33,6 @@ from offerflow.ranking.click_model import ClickModel, displays_per_profile, inte
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker
-
-
-@dataclass
-class TrainingResult:
-    name: str
-    run_id: str
-    model_version: str | None
-    metrics: dict[str, float]
-    promoted: bool
-    reason: str
-    warnings: list[str] = field(default_factory=list)
-    #: Customer AI: who the goal scores as of the end of the data (`goals.Population.as_dict`).
-    population: dict[str, object] | None = None
 
 
 def _holdout_metrics(tracker: Tracker, run_id: str) -> dict[str, float]:
@@ -284,25 +271,6 @@ def enrich_profiles(profiles: pd.DataFrame, scores: dict[str, pd.DataFrame], pat
         out.to_parquet(path.with_suffix(".tmp"), index=False)
         path.with_suffix(".tmp").replace(path)
     return out
-
-
-@dataclass
-class RankingModelResult(TrainingResult):
-    kind: str = "personalized"
-    #: Posteriors over every placement of the model together (what `models show` lists and what
-    #: decides which offers a personalized model personalizes).
-    posteriors: pd.DataFrame | None = None
-    click_model: ClickModel | None = None
-    window: tuple[datetime, datetime] | None = None
-    #: Auto-optimization: the posteriors each placement serves (its own displays, or the pooled
-    #: ones with `pool_placements: true`); None for a result that only has pooled posteriors.
-    placement_posteriors: dict[str, pd.DataFrame] | None = None
-
-    def posteriors_for(self, placement_id: str) -> pd.DataFrame | None:
-        """The posteriors a placement's table publishes."""
-        if self.placement_posteriors and placement_id in self.placement_posteriors:
-            return self.placement_posteriors[placement_id]
-        return self.posteriors
 
 
 def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:

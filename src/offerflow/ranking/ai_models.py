@@ -8,12 +8,15 @@ also registered under that name with `@champion` / `@challenger` aliases.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from offerflow.core.config import AIModelConfig, ProjectConfig
+from offerflow.core.promotion import TrainingResult
 from offerflow.core.tracking import CHAMPION, Tracker
+from offerflow.ranking.click_model import ClickModel
 
 
 def experiment_name(prefix: str, model_name: str) -> str:
@@ -105,3 +108,22 @@ def offer_table(tracker: Tracker, run_id: str) -> pd.DataFrame:
         return posteriors
     posteriors["rate"] = posteriors["alpha"] / (posteriors["alpha"] + posteriors["beta"])
     return posteriors.sort_values("rate", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class RankingModelResult(TrainingResult):
+    kind: str = "personalized"
+    #: Posteriors over every placement of the model together (what `models show` lists and what
+    #: decides which offers a personalized model personalizes).
+    posteriors: pd.DataFrame | None = None
+    click_model: ClickModel | None = None
+    window: tuple[datetime, datetime] | None = None
+    #: Auto-optimization: the posteriors each placement serves (its own displays, or the pooled
+    #: ones with `pool_placements: true`); None for a result that only has pooled posteriors.
+    placement_posteriors: dict[str, pd.DataFrame] | None = None
+
+    def posteriors_for(self, placement_id: str) -> pd.DataFrame | None:
+        """The posteriors a placement's table publishes."""
+        if self.placement_posteriors and placement_id in self.placement_posteriors:
+            return self.placement_posteriors[placement_id]
+        return self.posteriors

@@ -27,7 +27,7 @@ from offerflow.ranking.click_model import ClickModel, ScoreFn, formula_scorer, p
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
 from offerflow.core.store import RankingStore
-from offerflow.models.training import RankingModelResult
+from offerflow.ranking.ai_models import RankingModelResult
 
 
 def build_ranking_table(placement: PlacementConfig, profiles: pd.DataFrame, offers: pd.DataFrame,

@@ -179,7 +179,7 @@ def true_slot_examination(items: int) -> np.ndarray:
     """Position bias for slates: the chance a profile looks at slot k (1-based) of a placement's list,
     1 / (1 + 0.5 (k - 1)): 1, 0.67, 0.5, ... The click probability of an offer shown in slot k is
     this times `true_click_probability` (a position-based click model). The generated event log
-    shows one offer per decision (slot 1); slate simulations (`slates.simulate_slate_log`) use it."""
+    shows one offer per decision (slot 1); slate simulations (`simulated_logs.simulate_slate_log`) use it."""
     return 1.0 / (1.0 + 0.5 * np.arange(items))
 
 
