@@ -50,8 +50,8 @@ def test_every_project_flow_is_deployed(deployments):
 
     deployed = {d["entrypoint"].split(":")[1] for d in deployments}
     project_flows = set()
-    for path in (REPO / "flows").glob("*.py"):
-        module = importlib.import_module(f"flows.{path.stem}")
+    for path in (REPO / "src" / "offerflow" / "flows").glob("*.py"):
+        module = importlib.import_module(f"offerflow.flows.{path.stem}")
         for name, obj in vars(module).items():
             if isinstance(obj, Flow) and obj.fn.__module__ == module.__name__ \
                     and "config_path" in inspect.signature(obj.fn).parameters:

@@ -10,13 +10,14 @@ from typing import Annotated, Optional
 import typer
 
 from offerflow.cli.common import app, console, ConfigOption, fail, load_project
+from offerflow.core.paths import project_tracker
 
 
 def _goal(project, name: str):
-    for goal in project.propensity_goals:
-        if goal.name == name:
-            return goal
-    fail(f"unknown propensity goal {name!r} (defined: {', '.join(g.name for g in project.propensity_goals) or 'none'})")
+    try:
+        return project.goal(name)
+    except KeyError as exc:
+        fail(exc.args[0])
 
 
 @app.command()
@@ -37,7 +38,6 @@ def score(
     from offerflow.core.features import event_time_range, open_events
     from offerflow.customer_ai.goals import GoalError
     from offerflow.ingest.snapshot import validated_dir
-    from offerflow.core.tracking import Tracker, resolve_tracking_uri
     from offerflow.models.training import fit_propensity_before, score_propensity_as_of
 
     project = load_project(config)
@@ -59,7 +59,7 @@ def score(
         day = datetime.combine(last.date(), datetime.min.time(), timezone.utc) + timedelta(days=1)
     elif not first < day <= last + timedelta(days=1):
         fail(f"--as-of {as_of}: outside the events ({first:%Y-%m-%d} to {last:%Y-%m-%d})")
-    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root), project.path(project.tracking.artifact_root))
+    tracker = project_tracker(project)
     profiles = load_profiles(project.path(project.data.profiles))
     results = []
     for g in goals:
@@ -73,7 +73,7 @@ def score(
                 model, label = loaded[0], f"v{loaded[1]}"
             with console.status(f"scoring {g.name} as of {day:%Y-%m-%d}"):
                 results.append(score_propensity_as_of(con, model, g, profiles, day, label,
-                                                      project.path(project.data.outputs_dir) / "propensity" / g.name,
+                                                      project.paths.propensity_scores(g.name),
                                                       tracker, project.tracking.experiment_prefix))
         except GoalError as exc:
             fail(str(exc))
@@ -114,7 +114,7 @@ def segment(
     if bucket is not None and bucket not in ("low", "medium", "high"):
         fail(f"--bucket: expected low, medium or high, got {bucket!r}")
     try:
-        scores, number = read_batch(project.path(project.data.outputs_dir) / "propensity" / goal, batch)
+        scores, number = read_batch(project.paths.propensity_scores(goal), batch)
         chosen = select_segment(scores, bucket, min_score)
         path = write_segment(chosen, out or Path(f"segment-{goal}.csv"))
     except SegmentError as exc:

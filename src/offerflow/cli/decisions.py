@@ -52,7 +52,7 @@ def decide(
     except DecisionError as exc:
         fail(str(exc))
     if log:
-        log_decisions([decision], project.path(project.data.outputs_dir) / "decision_log")
+        log_decisions([decision], project.paths.decision_log)
     if as_json:
         print(json.dumps(decision.to_dict(), indent=2, default=str))
         return
@@ -115,7 +115,7 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
         offers = load_offers(project.path(project.data.offers), [p.id for p in project.placements])
     except CatalogError as exc:
         fail(str(exc))
-    validated = project.path(project.data.outputs_dir) / "validated" / "events.parquet"
+    validated = project.paths.validated_events
     counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
                                  decision_log_dir(project), cap_resets_path(project))
     rows = counters.state(profile_id=profile)

@@ -11,15 +11,15 @@ from rich.table import Table
 
 from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, fail, load_project,
                                  prepare_prefect_environment)
+from offerflow.core.paths import project_tracker, ranking_store
 
 
 @rankings_app.command("list")
 def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Published versions per placement (the current one marked with *)."""
-    from offerflow.core.store import RankingStore
 
     project = load_project(config)
-    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    store = ranking_store(project)
     table = Table(title="published ranking tables")
     for column in ("placement", "versions", "current", "kind", "rows", "published at"):
         table.add_column(column)
@@ -36,10 +36,10 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
                       version: Annotated[Optional[int], typer.Option(help="Version (default: previous).")] = None,
                       config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Make an earlier published version current again."""
-    from offerflow.core.store import RankingStore, StoreError
+    from offerflow.core.store import StoreError
 
     project = load_project(config)
-    store = RankingStore(project.path(project.store.path), project.store.keep_versions)
+    store = ranking_store(project)
     try:
         current = store.rollback(placement, version)
     except StoreError as exc:
@@ -49,11 +49,9 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
 
 def _model_overview(config_path: Path):
     from offerflow.ranking.ai_models import overview
-    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = load_project(config_path)
-    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
-                      project.path(project.tracking.artifact_root))
+    tracker = project_tracker(project)
     return project, tracker, overview(project, tracker)
 
 
@@ -209,11 +207,9 @@ def promote(
 ) -> None:
     """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
     from offerflow.models.champions import RegistryError, promote_by_hand
-    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = load_project(config)
-    tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
-                      project.path(project.tracking.artifact_root))
+    tracker = project_tracker(project)
     try:
         record = promote_by_hand(tracker, model, version, reason)
     except RegistryError as exc:

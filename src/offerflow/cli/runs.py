@@ -127,7 +127,7 @@ def demo(
                   f" --default-artifact-root {cfg.tracking.artifact_root} --port 5000")
     if summary["validation"]["data_docs"]:
         console.print(f"Data Docs:    {summary['validation']['data_docs']}")
-    console.print(f"Rankings:     {cfg.path(cfg.store.path)}  (offerflow rankings list)")
+    console.print(f"Rankings:     {cfg.paths.rankings}  (offerflow rankings list)")
     opted_in = engine.profiles["email_opt_in"].astype(bool)
     profile_ids = engine.profiles["profile_id"]
     # an opted-in profile, another one, and an opted-out one (eligible for no email offer: fallback)

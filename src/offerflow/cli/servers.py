@@ -11,10 +11,10 @@ from offerflow.cli.common import app, console, ConfigOption, fail, load_project
 
 
 def _code_dir() -> Path:
-    """The directory holding prefect.yaml and flows/ (where the deployments' code lives)."""
-    import flows
+    """The directory holding prefect.yaml and src/offerflow/flows/ (where the deployments' code lives)."""
+    import offerflow.flows
 
-    return Path(flows.__file__).resolve().parents[1]
+    return Path(offerflow.flows.__file__).resolve().parents[3]
 
 
 @app.command()

@@ -12,6 +12,7 @@ from rich import box
 from rich.table import Table
 
 from offerflow.cli.common import app, console, ConfigOption, fail
+from offerflow.core.paths import project_tracker
 
 serving_app = typer.Typer(help="What each placement serves: switches made by evaluations, history, revert.",
                           no_args_is_help=True)
@@ -106,13 +107,11 @@ def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id."
     from offerflow.ingest.catalog import CatalogError
     from offerflow.core.config import ConfigError
     from offerflow.decisioning.switches import ServingError, publish_serving, ranking_label, record_revert, revert_record
-    from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
     project = _written_project(config)
     try:
         revert_record(project, placement, reason)  # nothing to revert or no reason: say so before MLflow starts
-        tracker = Tracker(resolve_tracking_uri(project.tracking.uri, project.root),
-                          project.path(project.tracking.artifact_root))
+        tracker = project_tracker(project)
         record = record_revert(project, placement, reason, tracker=tracker)
     except (ServingError, ConfigError) as exc:
         fail(str(exc))

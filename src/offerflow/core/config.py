@@ -8,10 +8,13 @@ Every error names the file and the location inside it, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from offerflow.core.paths import ProjectPaths
 
 CHANNELS = ("email", "push", "web", "in_app", "sms")
 #: Interaction event types the ranking models learn from; any other string is an experience event.
@@ -335,9 +338,30 @@ class ProjectConfig(_Strict):
                 return model
         raise KeyError(f"unknown AI model {name!r}")
 
+    def placements_ranked_by(self, model_name: str, formulas: bool = True) -> list[PlacementConfig]:
+        """The placements a new version of an AI model changes: those it ranks (`method: ai_model`)
+        and, with `formulas`, those whose formula reads its `ai_score`."""
+        return [p for p in self.placements if p.ranking.ai_model == model_name
+                and (formulas or p.ranking.method == "ai_model")]
+
+    def goal(self, name: str) -> PropensityGoalConfig:
+        for goal in self.propensity_goals:
+            if goal.name == name:
+                return goal
+        defined = ", ".join(g.name for g in self.propensity_goals) or "none"
+        raise KeyError(f"unknown propensity goal {name!r} (defined: {defined})")
+
     def path(self, relative: Path) -> Path:
         """A configured path, resolved against the project file's directory."""
         return relative if relative.is_absolute() else self.root / relative
+
+    @property
+    def paths(self) -> ProjectPaths:
+        """Every file and folder of the project, absolute (`offerflow.core.paths`); a few path joins,
+        so it is not cached (a `model_copy` of the config never carries stale paths)."""
+        from offerflow.core.paths import ProjectPaths
+
+        return ProjectPaths.of(self)
 
 
 def _check_unique(values: list[str], what: str) -> None:

@@ -8,6 +8,7 @@ score, written as CSV or Parquet (`profile_id, probability, score, percentile, b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -71,4 +72,24 @@ def write_segment(segment: pd.DataFrame, out: Path) -> Path:
     else:
         segment.to_parquet(tmp, index=False)
     tmp.replace(out)
+    return out
+
+
+def latest_goal_scores(scores_dir: Path) -> pd.DataFrame | None:
+    """The newest `scores-<date>.parquet` batch of a goal (None if it was never scored)."""
+    files = sorted(Path(scores_dir).glob("scores-*.parquet"))
+    return pd.read_parquet(files[-1]) if files else None
+
+
+def with_latest_scores(goals: Iterable[str], scores_dir: Callable[[str], Path],
+                       scores: Mapping[str, pd.DataFrame | None]) -> dict[str, pd.DataFrame]:
+    """Every goal's scores for the enriched profiles: this run's where it has them, else the goal's
+    latest batch on disk (`scores_dir(goal)`); goals never scored are left out."""
+    out: dict[str, pd.DataFrame] = {}
+    for goal in goals:
+        latest = scores.get(goal)
+        if latest is None:
+            latest = latest_goal_scores(scores_dir(goal))
+        if latest is not None:
+            out[goal] = latest
     return out

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from offerflow.core.config import ConfigError, PlacementConfig, ProjectConfig, RankingMethod, _cross_check, load_config
+from offerflow.core.paths import ranking_store
 
 SERVING_DIR, SERVING_FILE = "_serving", "assignments.json"
 
@@ -39,7 +40,7 @@ class ServingError(ValueError):
 
 
 def serving_path(config: ProjectConfig) -> Path:
-    return config.path(config.store.path) / SERVING_DIR / SERVING_FILE
+    return config.paths.rankings / SERVING_DIR / SERVING_FILE
 
 
 def ranking_dict(ranking: RankingMethod) -> dict[str, Any]:
@@ -274,12 +275,11 @@ def publish_serving(config: ProjectConfig, placement_id: str, profiles, offers, 
     """Publish the placement's table with its effective ranking, so the next decision serves it.
     Returns (version, None), or (None, why not) when the model it needs is not trained yet."""
     from offerflow.ranking.publishing import publish_placement
-    from offerflow.core.store import RankingStore
 
     model, why = serving_model(config, placement_id, tracker)
     if why is not None:
         return None, why
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = ranking_store(config)
     version = publish_placement(store, config.placement(placement_id), profiles, offers, model,
                                 {"published_by": "serving", **(extra_metadata or {})})
     return version, None

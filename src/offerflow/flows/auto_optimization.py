@@ -25,9 +25,9 @@ from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
 from offerflow.ranking.publishing import publish_placement
-from offerflow.core.store import RankingStore
 from offerflow.models.training import train_ranking_model
 from offerflow.ranking.ai_models import RankingModelResult
+from offerflow.core.paths import ranking_store
 
 
 @task(name="retrain-auto-optimization-model", cache_policy=NO_CACHE)
@@ -41,7 +41,7 @@ def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str,
 
 @task(name="publish-posteriors", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def publish_task(config: ProjectConfig, placement_id: str, offers, model: RankingModelResult, run_id: str) -> int:
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = ranking_store(config)
     return publish_placement(store, config.placement(placement_id), None, offers, model,
                              {"flow_run_id": run_id})
 
@@ -52,7 +52,7 @@ def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, 
     """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
     config = load_serving_config(config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    events = validated_events(config)
+    validated_events(config)  # no validated snapshot yet: a clear error before any work
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     logger = get_run_logger()
     summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
@@ -64,9 +64,8 @@ def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, 
         summary["models"][model_cfg.name] = {"run_id": result.run_id, "metrics": result.metrics}
         logger.info("%s: %d displays in the window, %d of %d offers qualified", model_cfg.name,
                     result.metrics["displays"], result.metrics["offers_qualified"], result.metrics["offers_total"])
-        for placement in config.placements:
-            if placement.ranking.method == "ai_model" and placement.ranking.ai_model == model_cfg.name:
-                summary["published"][placement.id] = publish_task(config, placement.id, offers, result, run_id)
+        for placement in config.placements_ranked_by(model_cfg.name, formulas=False):
+            summary["published"][placement.id] = publish_task(config, placement.id, offers, result, run_id)
     lines = ["# auto-optimization retrain", "", "| model | displays | offers qualified |", "|---|---|---|"]
     lines += [f"| `{name}` | {int(m['metrics']['displays'])} | {int(m['metrics']['offers_qualified'])}"
               f" of {int(m['metrics']['offers_total'])} |" for name, m in summary["models"].items()]

@@ -33,14 +33,14 @@ from offerflow.core.config import ProjectConfig
 from offerflow.core.fingerprints import FileFingerprints, digest, source_fingerprint
 
 CACHED = "Cached"
-_CODE_DIRS = (Path(offerflow.__file__).resolve().parent, Path(__file__).resolve().parent)
+_CODE_DIRS = (Path(offerflow.__file__).resolve().parent,)  # the library and its flows
 
 #: What a task's result depends on: (task inputs, file fingerprints) -> named fingerprints.
 DependsOn = Callable[[dict[str, Any], FileFingerprints], dict[str, Any]]
 
 
 def cache_dir(config: ProjectConfig) -> Path:
-    return config.path(config.cache.path) if config.cache.path else config.path(config.data.outputs_dir) / "task_cache"
+    return config.path(config.cache.path) if config.cache.path else config.paths.outputs / "task_cache"
 
 
 def code_version() -> str:

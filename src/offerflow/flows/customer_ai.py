@@ -24,7 +24,7 @@ from offerflow.flows.scoring import score_goal_task
 from offerflow.core.config import load_config
 from offerflow.ingest.snapshot import validated_events
 from offerflow.core.overrides import describe_overrides, variant
-from offerflow.models.champions import latest_goal_scores
+from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.models.training import enrich_profiles
 
@@ -52,14 +52,12 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
     if options.overrides:
         tags["variant"] = describe_overrides(options.overrides)
     profiles, _ = load_project_catalog(config)
-    outputs = config.path(config.data.outputs_dir)
     summary: dict[str, Any] = {"run_id": run_id, "goals": {}, "skipped": {}}
     scores = {}
     progress = StepProgress(len(goals), key="customer-ai-progress", description="Goals trained by this run")
-    by_name = {g.name: g for g in config.propensity_goals}
     for name in goals:
         with progress.step(f"train Customer AI goal {name}"):
-            if (skipped := history_too_short(events_path, by_name[name])) is not None:
+            if (skipped := history_too_short(events_path, config.goal(name))) is not None:
                 get_run_logger().warning("%s", skipped)  # this goal alone; the others train
                 summary["skipped"][name] = skipped
                 continue
@@ -71,10 +69,9 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
                               result.model_version, result.promoted, result.reason)
         if not result.promoted:  # a challenger is recorded; profiles keep the champion's scores
             scores[name] = score_goal_task(config, events_path, name, profiles, return_state=True).result()
-    for goal in config.propensity_goals:  # goals not retrained keep their latest scores
-        if goal.name not in scores and (latest := latest_goal_scores(outputs / "propensity" / goal.name)) is not None:
-            scores[goal.name] = latest
-    enrich_profiles(profiles, scores, outputs / "profiles_enriched.parquet")
+    # goals not retrained keep their latest scores
+    scores = with_latest_scores([g.name for g in config.propensity_goals], config.paths.propensity_scores, scores)
+    enrich_profiles(profiles, scores, config.paths.enriched_profiles)
     lines = ["# Customer AI training", "", "| goal | AUC | version | promoted | reason | eligible | scored | excluded |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| `{g}` | {r['metrics']['auc']:.3f} | {r['model_version']} | {r['promoted']} | {r['reason']} | "

@@ -38,7 +38,7 @@ def decide_task(engine, profile_ids, placements: list[str], items: int | None, a
 
 @task(name="write-decisions", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def write_task(result, config, run_id: str):
-    return write_batch(result, config.path(config.data.outputs_dir) / "batch_decisions" / f"{run_id}.parquet",
+    return write_batch(result, config.paths.batch_decisions / f"{run_id}.parquet",
                        decision_log_dir(config))
 
 

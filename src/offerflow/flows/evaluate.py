@@ -31,13 +31,13 @@ from offerflow.evaluation.report import (EvaluationResult, add_holdout, add_offl
                               log_evaluation, summary_sentences, write_report)
 from offerflow.decisioning.switches import apply_serving_decisions
 from offerflow.evaluation.strategies import evaluate_placement
-from offerflow.core.tracking import Tracker, resolve_tracking_uri
+from offerflow.core.paths import project_tracker
 
 
 def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple[Path, Path]:
     """The events to evaluate on (the validated snapshot when the pipeline has written one) and
     the decision-log directory; an events file that does not exist is bad input, named here."""
-    outputs = config.path(config.data.outputs_dir)
+    outputs = config.paths.outputs
     if events:
         events_path = Path(events)
     else:
@@ -72,13 +72,13 @@ def write_report_task(config: ProjectConfig, result: EvaluationResult):
 
 @task(name="log-evaluation", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def log_evaluation_task(config: ProjectConfig, result: EvaluationResult, report_path: Path, charts, tags) -> str:
-    tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    tracker = project_tracker(config)
     return log_evaluation(tracker, config, result, report_path, charts, tags)
 
 
 @task(name="switch-serving", cache_policy=NO_CACHE)  # no retries: a switch is recorded once
 def switch_serving_task(config: ProjectConfig, result: EvaluationResult, run_id: str, profiles, offers):
-    tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    tracker = project_tracker(config)
     return apply_serving_decisions(config, result, run_id, profiles, offers, tracker)
 
 

@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows import caching
+from offerflow.flows import caching
 from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
 from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.progress import StepProgress
@@ -42,13 +42,13 @@ from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
 from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
                                  validated_run_id)
 from offerflow.ranking.publishing import publish_placement
-from offerflow.core.store import RankingStore
-from offerflow.core.tracking import Tracker, resolve_tracking_uri
+from offerflow.core.tracking import Tracker
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
 from offerflow.models.training import (enrich_profiles, score_propensity,
                                 train_propensity, train_ranking_model)
+from offerflow.core.paths import project_tracker, ranking_store
 
 
 __all__ = ["BAD_INPUT", "pipeline"]
@@ -67,7 +67,7 @@ def _validation_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[
 def _propensity_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
     config: ProjectConfig = inputs["config"]
     return {"events": files.of(inputs["events_path"]), "profiles": frame_fingerprint(inputs["profiles"]),
-            "goal": next(g for g in config.propensity_goals if g.name == inputs["goal_name"]),
+            "goal": config.goal(inputs["goal_name"]),
             "seed": config.seed, "tracking": config.tracking, "outputs": config.data.outputs_dir,
             "dask": config.compute.dask_address}
 
@@ -101,7 +101,7 @@ def _snapshot_intact(config: ProjectConfig) -> Any:
 
 def _still_current(config: ProjectConfig, placement_id: str) -> Any:
     """A cached publication is trusted while its version is still the placement's current one."""
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = ranking_store(config)
     return lambda version: store.current_version(placement_id) == version
 
 
@@ -144,12 +144,12 @@ def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult
 @task(name="train-propensity", cache_policy=InputFingerprints(depends_on=_propensity_inputs))
 @reports_bad_input
 def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles, tags):
-    goal = next(g for g in config.propensity_goals if g.name == goal_name)
+    goal = config.goal(goal_name)
     con = open_events(events_path)
     model, result = train_propensity(con, goal, profiles, _tracker(config), config.tracking.experiment_prefix,
                                      config.seed, tags, dask_address=config.compute.dask_address)
     scores, path = score_propensity(con, model, goal, profiles, None, result.model_version,
-                                    config.path(config.data.outputs_dir) / "propensity" / goal.name)
+                                    config.paths.propensity_scores(goal.name))
     for warning in result.warnings:
         get_run_logger().warning("%s: %s", goal.name, warning)
     return result, scores, path
@@ -166,7 +166,7 @@ def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str
 
 @task(name="publish-ranking", retries=2, retry_delay_seconds=[1, 5], cache_policy=InputFingerprints(depends_on=_publish_inputs))
 def publish_whole_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = ranking_store(config)
     return publish_placement(store, config.placement(placement_id), profiles, offers, model,
                              {"pipeline_run_id": run_id})
 
@@ -210,11 +210,11 @@ def train_ranking(config: ProjectConfig, events_path: Path, model_name: str, pro
 
 def offer_stats_dir(config: ProjectConfig) -> Path:
     """Where the daily offer statistics of each AI model are kept between runs."""
-    return config.path(config.data.outputs_dir) / "offer_stats"
+    return config.paths.offer_stats
 
 
 def _tracker(config: ProjectConfig) -> Tracker:
-    return Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))
+    return project_tracker(config)
 
 
 def _summary_markdown(summary: dict[str, Any]) -> str:
@@ -273,7 +273,7 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dic
                 continue
             result, goal_scores, _ = train_goal(config, events_path, goal.name, profiles, tags, use_cache)
         propensity[goal.name], scores[goal.name] = result, goal_scores
-    enriched = enrich_profiles(profiles, scores, config.path(config.data.outputs_dir) / "profiles_enriched.parquet")
+    enriched = enrich_profiles(profiles, scores, config.paths.enriched_profiles)
 
     ranking: dict[str, RankingModelResult] = {}
     for model in active:

@@ -48,7 +48,7 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
     if options.overrides:
         tags["variant"] = describe_overrides(options.overrides)
     profiles, offers = load_project_catalog(config)
-    enriched_path = config.path(config.data.outputs_dir) / "profiles_enriched.parquet"
+    enriched_path = config.paths.enriched_profiles
     if enriched_path.exists():  # personalized models and formulas read Customer AI scores
         profiles = load_profiles(enriched_path)
     logger = get_run_logger()
@@ -62,10 +62,9 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
                                    "reason": result.reason}
         logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
                     result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
-        for placement in config.placements:
-            if placement.ranking.ai_model == name:  # ranked by it, or a formula reading its `ai_score`
-                summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
-                                                                  run_id, use_cache)
+        for placement in config.placements_ranked_by(name):  # ranked by it, or a formula reading its `ai_score`
+            summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
+                                                              run_id, use_cache)
     lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]
     lines += [f"| `{n}` | {m['kind']} | {int(m['metrics']['offers_qualified'])} | {m['promoted']} |"
               for n, m in summary["models"].items()]

@@ -11,7 +11,6 @@ one after the other in this process, so memory is bounded by one partition.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from prefect import flow, task
@@ -19,29 +18,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
 from offerflow.core.config import ProjectConfig
-from offerflow.core.partitions import write_profile_partitions
-from offerflow.ranking.publishing import (ScoringPlan, partition_workdir, plan_scoring, publish_partitioned_parts,
-                                  rank_partition_file, ranking_part_paths)
-from offerflow.core.store import RankingStore
+from offerflow.core.paths import ranking_store
+from offerflow.ranking.publishing import (ScoringPlan, partition_workdir, publish_placement_partitioned,
+                                          rank_partition_file)
 
 
 def uses_partitions(config: ProjectConfig, profiles: int = 0) -> bool:
     """Whether score-and-publish of `profiles` profiles goes through the partitioned path."""
     return config.compute.partitions_for(profiles) > 1 or config.compute.dask_address is not None
-
-
-def cluster_client(config: ProjectConfig):
-    """A `distributed.Client` on the configured cluster (None without an address)."""
-    if config.compute.dask_address is None:
-        return None
-    from distributed import Client
-
-    return Client(config.compute.dask_address)
-
-
-@task(name="split-profiles", cache_policy=NO_CACHE)
-def split_profiles_task(profiles, partitions: int, directory: Path) -> list[Path]:
-    return write_profile_partitions(profiles, partitions, directory)
 
 
 @task(name="rank-partition", retries=1, retry_delay_seconds=[2], cache_policy=NO_CACHE)
@@ -59,29 +43,20 @@ def score_partitions(plan: ScoringPlan, sources: list[Path], parts: list[Path], 
     return sum(f.result() for f in futures)
 
 
-@task(name="publish-parts", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def publish_parts_task(config: ProjectConfig, placement_id: str, model, parts: list[Path], run_id: str) -> int:
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
-    return publish_partitioned_parts(store, config.placement(placement_id), model, parts,
-                                     {"pipeline_run_id": run_id, "dask": config.compute.dask_address is not None},
-                                     len(parts))
-
-
 def publish_partitioned(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
-    """Score one placement in partitions (on Dask with an address) and publish it atomically."""
-    placement, n = config.placement(placement_id), config.compute.partitions_for(len(profiles))
-    workdir = partition_workdir(config.path(config.data.outputs_dir), placement_id)
-    try:
-        sources = split_profiles_task(profiles, n, workdir / "profiles")
-        parts = ranking_part_paths(workdir, n)
-        plan = plan_scoring(placement, profiles, offers, model)
-        if config.compute.dask_address is None:
-            score_partitions(plan, sources, parts)
-        else:
-            from prefect_dask import DaskTaskRunner
+    """Score one placement in partitions (on Dask with an address) and publish it atomically: the
+    library's `publish_placement_partitioned`, with the partitions ranked as Prefect tasks."""
+    address = config.compute.dask_address
 
-            runner = DaskTaskRunner(address=config.compute.dask_address)
-            score_partitions.with_options(task_runner=runner)(plan, sources, parts, parallel=True)
-        return publish_parts_task(config, placement_id, model, parts, run_id)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    def rank_parts(plan: ScoringPlan, sources, parts) -> int:
+        if address is None:
+            return score_partitions(plan, list(sources), list(parts))
+        from prefect_dask import DaskTaskRunner
+
+        runner = DaskTaskRunner(address=address)
+        return score_partitions.with_options(task_runner=runner)(plan, list(sources), list(parts), parallel=True)
+
+    return publish_placement_partitioned(
+        ranking_store(config), config.placement(placement_id), profiles, offers, model,
+        config.compute.partitions_for(len(profiles)), partition_workdir(config.paths.outputs, placement_id),
+        {"pipeline_run_id": run_id, "dask": address is not None}, rank_parts=rank_parts)

@@ -20,8 +20,9 @@ from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import _tracker, load_project_catalog, publish_task
-from offerflow.models.champions import (latest_goal_scores, load_propensity_champion, load_ranking_champion,
-                                 propensity_model_name)
+from offerflow.customer_ai.segments import with_latest_scores
+from offerflow.models.champions import load_propensity_champion, load_ranking_champion, propensity_model_name
+from offerflow.ranking.ai_models import profile_dependent_placements
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
@@ -33,7 +34,7 @@ from offerflow.models.training import enrich_profiles, score_propensity
 @reports_bad_input
 def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):
     """Scores of one goal by its `@champion` (None when the goal has no champion yet)."""
-    goal = next(g for g in config.propensity_goals if g.name == goal_name)
+    goal = config.goal(goal_name)
     loaded = load_propensity_champion(_tracker(config), propensity_model_name(config.tracking.experiment_prefix,
                                                                               goal_name))
     if loaded is None:
@@ -42,7 +43,7 @@ def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, pr
         return None
     model, version = loaded
     scores, _ = score_propensity(open_events(events_path), model, goal, profiles, None, version,
-                                 config.path(config.data.outputs_dir) / "propensity" / goal.name)
+                                 config.paths.propensity_scores(goal.name))
     return scores
 
 
@@ -60,23 +61,15 @@ def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = Tru
     run_id = str(flow_run.get_id() or uuid.uuid4())
     logger = get_run_logger()
     profiles, offers = load_project_catalog(config)
-    outputs = config.path(config.data.outputs_dir)
-    scores = {}
-    for goal in config.propensity_goals:
-        goal_scores = score_goal_task(config, events_path, goal.name, profiles, return_state=True).result()
-        if goal_scores is None:
-            goal_scores = latest_goal_scores(outputs / "propensity" / goal.name)
-        if goal_scores is not None:
-            scores[goal.name] = goal_scores
-    enriched = enrich_profiles(profiles, scores, outputs / "profiles_enriched.parquet")
-    published, skipped = {}, {}
-    for placement in config.placements:
+    goals = [goal.name for goal in config.propensity_goals]
+    fresh = {goal: score_goal_task(config, events_path, goal, profiles, return_state=True).result() for goal in goals}
+    scores = with_latest_scores(goals, config.paths.propensity_scores, fresh)  # no champion: the latest batch
+    enriched = enrich_profiles(profiles, scores, config.paths.enriched_profiles)
+    targets, skipped = profile_dependent_placements(config)
+    published = {}
+    for placement, model_cfg in targets:
         model = None
-        if placement.ranking.ai_model:  # ranked by the model, or a formula reading its `ai_score`
-            model_cfg = config.ai_model(placement.ranking.ai_model)
-            if model_cfg.type != "personalized":
-                skipped[placement.id] = "auto-optimization: published by retrain-auto-optimization"
-                continue
+        if model_cfg is not None:  # ranked by the model, or a formula reading its `ai_score`
             model = load_ranking_champion_task(config, model_cfg.name)
             if model is None:
                 skipped[placement.id] = f"{model_cfg.name} has no @champion yet"

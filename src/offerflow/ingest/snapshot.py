@@ -80,7 +80,7 @@ def load_catalog(config: ProjectConfig, *, run_id: str = "catalog",
 
 
 def validated_dir(config: ProjectConfig) -> Path:
-    return config.path(config.data.outputs_dir) / "validated"
+    return config.paths.validated
 
 
 def validated_events(config: ProjectConfig) -> Path:
@@ -148,7 +148,7 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
                 [c for c in EVENT_SCHEMA.names if c in absent])])
         quarantine_path = None
         if report.quarantined_count:
-            quarantine_path = quarantine_file(config.path(config.data.quarantine_dir), run_id)
+            quarantine_path = quarantine_file(config.paths.quarantine, run_id)
             quarantine_path.parent.mkdir(parents=True, exist_ok=True)
             partial = quarantine_path.with_suffix(".parquet.partial")
             stage.write(stage.quarantine_batches(run_id), partial)

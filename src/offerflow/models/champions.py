@@ -105,11 +105,3 @@ def promote_by_hand(tracker: Tracker, registered: str, version: str, reason: str
     tracker.set_run_tags(tracker.version_run_id(registered, version),
                          {"promoted": "True", **{k: v for k, v in tags.items()}})
     return record
-
-
-def latest_goal_scores(scores_dir) -> pd.DataFrame | None:
-    """The newest `scores-<date>.parquet` batch of a goal (None if it was never scored)."""
-    from pathlib import Path
-
-    files = sorted(Path(scores_dir).glob("scores-*.parquet"))
-    return pd.read_parquet(files[-1]) if files else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from offerflow.core.config import AIModelConfig, ProjectConfig
+from offerflow.core.config import AIModelConfig, PlacementConfig, ProjectConfig
 from offerflow.core.promotion import TrainingResult
 from offerflow.core.tracking import CHAMPION, Tracker
 from offerflow.ranking.click_model import ClickModel
@@ -127,3 +127,20 @@ class RankingModelResult(TrainingResult):
         if self.placement_posteriors and placement_id in self.placement_posteriors:
             return self.placement_posteriors[placement_id]
         return self.posteriors
+
+
+def profile_dependent_placements(config: ProjectConfig) -> tuple[list[tuple[PlacementConfig, AIModelConfig | None]],
+                                                                 dict[str, str]]:
+    """What score-and-publish re-publishes after profiles are re-scored: each placement whose table
+    depends on profiles, with the personalized model whose `@champion` ranks it (or whose
+    `ai_score` its formula reads; None for priority and plain formulas), and the placements left
+    to another flow, with the reason."""
+    publish: list[tuple[PlacementConfig, AIModelConfig | None]] = []
+    skipped: dict[str, str] = {}
+    for placement in config.placements:
+        model = config.ai_model(placement.ranking.ai_model) if placement.ranking.ai_model else None
+        if model is not None and model.type != "personalized":
+            skipped[placement.id] = "auto-optimization: published by retrain-auto-optimization"
+        else:
+            publish.append((placement, model))
+    return publish, skipped

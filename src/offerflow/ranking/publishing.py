@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,20 +188,29 @@ def publish_partitioned_parts(store: RankingStore, placement: PlacementConfig, m
     return store.publish_parts(placement.id, parts, metadata)
 
 
+#: Ranks every partition file into its part file; returns the rows written. The default ranks them one
+#: after the other in this process; the flows pass one that runs them as Prefect tasks (on Dask).
+RankParts = Callable[[ScoringPlan, Sequence[Path], Sequence[Path]], int]
+
+
+def rank_parts_in_process(plan: ScoringPlan, sources: Sequence[Path], parts: Sequence[Path]) -> int:
+    return sum(rank_partition_file(plan, source, part) for source, part in zip(sources, parts))
+
+
 def publish_placement_partitioned(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame,
                                   offers: pd.DataFrame, model: RankingModelResult | None, partitions: int,
-                                  workdir: Path, extra_metadata: Mapping[str, object] | None = None) -> int:
-    """`publish_placement` in `partitions` hash partitions ranked one after the other in this
-    process (the flows run the same steps as Prefect tasks, on Dask with a cluster address).
-    `workdir` holds the partition files while it runs and is removed afterwards."""
+                                  workdir: Path, extra_metadata: Mapping[str, object] | None = None,
+                                  rank_parts: RankParts = rank_parts_in_process) -> int:
+    """`publish_placement` in `partitions` hash partitions: split the profiles, rank each partition
+    with `rank_parts`, publish the parts as one version. `workdir` holds the partition files while
+    it runs and is removed afterwards."""
     if model is not None and model.kind == "auto_optimization":
         return publish_placement(store, placement, None, offers, model, extra_metadata)
     plan = plan_scoring(placement, profiles, offers, model)
     try:
         inputs = write_profile_partitions(profiles, partitions, workdir / "profiles")
         parts = ranking_part_paths(workdir, partitions)
-        for source, part in zip(inputs, parts):
-            rank_partition_file(plan, source, part)
+        rank_parts(plan, inputs, parts)
         return publish_partitioned_parts(store, placement, model, parts, extra_metadata, partitions)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""Every file and folder a project uses, resolved once from its config, and the handles built on them.
+
+The layout of `<data.outputs_dir>` is written here and nowhere else:
+
+    validated/events.parquet          the validated events snapshot (ingest)
+    propensity/<goal>/scores-*.parquet Customer AI score batches
+    profiles_enriched.parquet         profiles with every goal's latest scores
+    offer_stats/<model>/              auto-optimization's incremental daily statistics
+    partitions/                       partitioned scoring's temporary files
+    decision_log/                     logged displays (+ meta/ decision metadata)
+    caps/resets.json                  frequency-cap resets
+    batch_decisions/<run>.parquet     batch decisions
+    task_cache/                       the flows' task cache (unless cache.path says otherwise)
+    evaluation/                       evaluation reports (unless evaluation.report_dir says otherwise)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from offerflow.core.config import ProjectConfig
+    from offerflow.core.store import RankingStore
+    from offerflow.core.tracking import Tracker
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """The project's files and folders, absolute."""
+
+    root: Path
+    events: Path
+    profiles: Path
+    offers: Path
+    quarantine: Path
+    outputs: Path
+    rankings: Path
+    artifacts: Path
+    task_cache: Path
+    evaluation_reports: Path
+
+    @classmethod
+    def of(cls, config: ProjectConfig) -> ProjectPaths:
+        outputs = config.path(config.data.outputs_dir)
+        return cls(
+            root=config.root, events=config.path(config.data.events), profiles=config.path(config.data.profiles),
+            offers=config.path(config.data.offers), quarantine=config.path(config.data.quarantine_dir),
+            outputs=outputs, rankings=config.path(config.store.path),
+            artifacts=config.path(config.tracking.artifact_root),
+            task_cache=config.path(config.cache.path) if config.cache.path else outputs / "task_cache",
+            evaluation_reports=(config.path(config.evaluation.report_dir) if config.evaluation.report_dir
+                                else outputs / "evaluation"))
+
+    @property
+    def validated(self) -> Path:
+        return self.outputs / "validated"
+
+    @property
+    def validated_events(self) -> Path:
+        return self.validated / "events.parquet"
+
+    def propensity_scores(self, goal: str) -> Path:
+        return self.outputs / "propensity" / goal
+
+    @property
+    def enriched_profiles(self) -> Path:
+        return self.outputs / "profiles_enriched.parquet"
+
+    @property
+    def offer_stats(self) -> Path:
+        return self.outputs / "offer_stats"
+
+    @property
+    def partitions(self) -> Path:
+        return self.outputs / "partitions"
+
+    @property
+    def decision_log(self) -> Path:
+        return self.outputs / "decision_log"
+
+    @property
+    def cap_resets(self) -> Path:
+        return self.outputs / "caps" / "resets.json"
+
+    @property
+    def batch_decisions(self) -> Path:
+        return self.outputs / "batch_decisions"
+
+
+def ranking_store(config: ProjectConfig) -> RankingStore:
+    """The project's ranking store (the only way the library opens it)."""
+    from offerflow.core.store import RankingStore
+
+    return RankingStore(config.paths.rankings, config.store.keep_versions)
+
+
+def project_tracker(config: ProjectConfig) -> Tracker:
+    """The project's MLflow tracker: its tracking URI (a relative sqlite path made absolute) and
+    artifact root."""
+    from offerflow.core.tracking import Tracker, resolve_tracking_uri
+
+    return Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.paths.artifacts)
