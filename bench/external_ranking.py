@@ -268,16 +268,20 @@ def _personalized_row(world: WorldUnderTest, seed: int, cfg, label: str) -> dict
                      f" {cfg.training_window_days} days, {int(p['qualified'])}/{int(p['offers'])} offers qualified")}
 
 
-def world_rows(world: WorldUnderTest, seed: int) -> list[dict]:
+def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = None,
+               auto_only: bool = False) -> list[dict]:
+    """Personalized and auto-optimization rows for one world; `auto_overrides` changes the
+    auto-optimization model's settings (e.g. `training_window_days`, `exploration_share`)."""
     from offerflow.config import AIModelConfig, LightGBMParams
 
     rows = []
     default = AIModelConfig(name="personalized", type="personalized", placements=[world.personalized_placement])
     small = default.model_copy(update={"lightgbm": LightGBMParams(**{**default.lightgbm.model_dump(), **SMALL_TREES})})
-    for label, cfg in (("model defaults", default), ("num_leaves 7, min_child_samples 200", small)):
+    for label, cfg in () if auto_only else (("model defaults", default), ("num_leaves 7, min_child_samples 200", small)):
         rows.append(_personalized_row(world, seed, cfg, label))
 
-    a_cfg = AIModelConfig(name="auto", type="auto_optimization", placements=world.auto_placements)
+    a_cfg = AIModelConfig(name="auto", type="auto_optimization", placements=world.auto_placements,
+                          **(auto_overrides or {}))
     variants = [a_cfg] + ([a_cfg.model_copy(update={"pool_placements": True})] if len(a_cfg.placements) > 1 else [])
     for cfg in variants:
         rows += _auto_rows(world, seed, cfg)
@@ -400,13 +404,15 @@ def obd_rows(quick: bool, seed: int) -> list[dict]:
     return out
 
 
-def rows(quick: bool = False, seed: int = REPORT_SEED) -> list[dict]:
+def rows(quick: bool = False, seed: int = REPORT_SEED, auto_overrides: dict | None = None,
+         worlds_only: bool = False, auto_only: bool = False) -> list[dict]:
     """Every figure of this benchmark, one dict per row (the convention of bench/external.py)."""
     out: list[dict] = []
     for make in (OfferflowWorld, ExternalWorld):
         with tempfile.TemporaryDirectory(prefix="offerflow-external-ranking-") as tmp:
-            out.extend(world_rows(make(Path(tmp), seed, quick), seed))
-    out.extend(obd_rows(quick, seed))
+            out.extend(world_rows(make(Path(tmp), seed, quick), seed, auto_overrides, auto_only))
+    if not (worlds_only or auto_only):
+        out.extend(obd_rows(quick, seed))
     return out
 
 
@@ -414,8 +420,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller worlds (about a minute)")
     parser.add_argument("--seed", type=int, default=REPORT_SEED, help="world and model seed (1 is for tuning)")
+    parser.add_argument("--auto-window-days", type=int, help="auto-optimization training window (default: the model's)")
+    parser.add_argument("--exploration-share", type=float, help="auto-optimization exploration share (default: the model's)")
+    parser.add_argument("--auto-only", action="store_true", help="only the synthetic worlds' auto-optimization rows")
+    parser.add_argument("--worlds-only", action="store_true", help="skip the Open Bandit Dataset rows")
     args = parser.parse_args()
-    for row in rows(args.quick, args.seed):
+    overrides = {key: value for key, value in (("training_window_days", args.auto_window_days),
+                                               ("exploration_share", args.exploration_share)) if value is not None}
+    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only):
         print(json.dumps(row))
 
 

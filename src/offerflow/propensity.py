@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from offerflow.config import CHANNELS, LightGBMParams, PropensityGoalConfig
 from offerflow.features import (categorical_columns, categories_of, encode, feature_matrix,
-                                interaction_features, write_interaction_features)
+                                interaction_features, safe_name, write_interaction_features)
 from offerflow.goals import GoalError, HistoryTooShort, eligible_condition, label_goal
 from offerflow.partitions import in_sample, partition_of, sample_share
 from offerflow.schema import PROFILE_ID
@@ -93,7 +93,27 @@ def feature_frame(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, pr
                                    profile_ids=profile_ids if only_these else None,
                                    history_event_types=_history_event_types(goal))
     frame = pd.DataFrame({PROFILE_ID: profile_ids.to_numpy()}).merge(history, on=PROFILE_ID, how="left")
-    return _with_attributes(frame, profile_attributes(goal, profiles).set_index(PROFILE_ID))
+    return _with_attributes(_with_bgnbd(frame, goal), profile_attributes(goal, profiles).set_index(PROFILE_ID))
+
+
+def _bgnbd_event_type(goal: PropensityGoalConfig) -> str:
+    """The whole-history event BG/NBD models: the goal's `event_type ==` condition when it names
+    one of them, else purchases."""
+    history = _history_event_types(goal)
+    for condition in [*goal.goal.all_of, *goal.goal.any_of]:
+        if condition.field == "event_type" and condition.operator == "==" and condition.value in history:
+            return str(condition.value)
+    return "purchase"
+
+
+def _with_bgnbd(history: pd.DataFrame, goal: PropensityGoalConfig) -> pd.DataFrame:
+    """History rows with BG/NBD's features (`bgnbd.add_features`), fitted on these rows, when the
+    goal asks for them; the same call at training, holdout and scoring."""
+    if not goal.bgnbd_features:
+        return history
+    from offerflow.bgnbd import add_features
+
+    return add_features(history, safe_name(_bgnbd_event_type(goal)), goal.outcome_window_days)
 
 
 def profile_attributes(goal: PropensityGoalConfig, profiles: pd.DataFrame) -> pd.DataFrame:
@@ -341,7 +361,7 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
                                        history_event_types=_history_event_types(goal))
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                 history = batch.to_pandas()
-                probability, top = model.predict_with_factors(_with_attributes(history, attributes),
+                probability, top = model.predict_with_factors(_with_attributes(_with_bgnbd(history, goal), attributes),
                                                               top=goal.top_factors)
                 ids.append(history[PROFILE_ID])
                 probabilities.append(probability)
