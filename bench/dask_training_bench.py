@@ -14,7 +14,7 @@ def main():
     from offerflow.core.config import load_config
     from offerflow.core.features import open_events
     from offerflow.core.tracking import Tracker, resolve_tracking_uri
-    from offerflow.models.training import train_ranking_model
+    from offerflow.models.ranking_training import train_ranking_model
     work = Path(sys.argv[1])
     config = load_config(work / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))

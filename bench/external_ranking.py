@@ -139,8 +139,7 @@ def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> di
     from offerflow.core.features import open_events
     from offerflow.ranking.offer_stats import daily_stats
     from offerflow.ranking.click_model import eligibility_matrix
-    from offerflow.models.training import fit_personalized_model, fit_placement_posteriors, ranking_window
-
+    from offerflow.models.ranking_training import fit_personalized_model, fit_placement_posteriors, ranking_window
     cfg = model_cfg or AIModelConfig(name="personalized", type="personalized",
                                      placements=[world.personalized_placement])
     cfg = cfg.model_copy(update={"lightgbm": cfg.lightgbm.model_copy(update={"num_threads": 2})})

@@ -92,7 +92,8 @@ def main() -> None:
     from offerflow.ranking.publishing import publish_placement, publish_placement_partitioned
     from offerflow.core.store import RankingStore
     from offerflow.core.tracking import Tracker, resolve_tracking_uri
-    from offerflow.models.training import enrich_profiles, score_propensity, train_propensity, train_ranking_model
+    from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, train_propensity
+    from offerflow.models.ranking_training import train_ranking_model
     from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
     work = args.workdir

@@ -22,13 +22,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 def main() -> None:
     from offerflow.ingest.catalog import load_profiles
-    from offerflow.models.champions import load_propensity_champion, propensity_model_name
+    from offerflow.models.registry import load_propensity_champion, propensity_model_name
     from offerflow.core.config import load_config
     from offerflow.core.features import open_events
     from offerflow.ingest.snapshot import validated_events
     from offerflow.core.tracking import Tracker, resolve_tracking_uri
-    from offerflow.models.training import score_propensity
-
+    from offerflow.models.customer_ai_training import score_propensity
     work = Path(sys.argv[1])
     config = load_config(work / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root),

@@ -72,11 +72,10 @@ def test_bare_score_writes_a_new_batch_that_rules_read(project):
     from datetime import timedelta
 
     from offerflow.ingest.catalog import load_profiles
-    from offerflow.models.champions import latest_goal_scores
+    from offerflow.customer_ai.segments import latest_goal_scores
     from offerflow.core.features import event_time_range
     from offerflow.rules.expressions import parse_expression, schema_from_frames
-    from offerflow.models.training import enrich_profiles
-
+    from offerflow.models.customer_ai_training import enrich_profiles
     config = str(project / "offerflow.yaml")
     cfg = load_config(project / "offerflow.yaml")
     scores_dir = project / "data/outputs/propensity/purchase_14d"
@@ -135,8 +134,7 @@ def test_segment_export_by_bucket_and_score(project):
 
 def test_worse_model_is_compared_on_the_same_holdout_and_stays_challenger(project):
     from offerflow.ingest.catalog import load_profiles
-    from offerflow.models.training import train_propensity
-
+    from offerflow.models.customer_ai_training import train_propensity
     cfg = load_config(project / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(cfg.tracking.uri, cfg.root), cfg.path(cfg.tracking.artifact_root))
     goal = cfg.propensity_goals[0]

@@ -106,8 +106,7 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
 
 def test_champion_loaded_from_registry_reproduces_published_scores(pipeline_run):
     from offerflow.ingest.catalog import offers_for_placement
-    from offerflow.models.training import _load_champion_click_model
-
+    from offerflow.models.ranking_training import _load_champion_click_model
     project_dir, _ = pipeline_run
     config = load_config(project_dir / "offerflow.yaml")
     tracker = Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.path(config.tracking.artifact_root))

@@ -132,8 +132,7 @@ def test_posteriors_per_placement_unless_pooled_and_qualification_on_the_whole_h
     from datetime import datetime, timezone
 
     from offerflow.core.config import AIModelConfig
-    from offerflow.models.training import fit_placement_posteriors
-
+    from offerflow.models.ranking_training import fit_placement_posteriors
     stats = _daily([
         ("2026-10-20", "top", "a", 1000, 100, 0), ("2026-10-20", "top", "b", 1000, 20, 0),
         ("2026-10-20", "bottom", "a", 1000, 10, 0), ("2026-10-20", "bottom", "b", 1000, 60, 0),

@@ -230,8 +230,7 @@ def test_a_display_sample_keeps_every_display_of_the_profiles_drawn(world_dir):
     from offerflow.core.features import event_time_range, open_events
     from offerflow.core.partitions import in_sample
     from offerflow.ranking.click_model import interaction_log
-    from offerflow.models.training import _training_displays
-
+    from offerflow.models.ranking_training import _training_displays
     con = open_events(world_dir / "events.parquet")
     _, last = event_time_range(con)
     end = pd.Timestamp(last).ceil("D").to_pydatetime()

@@ -34,12 +34,11 @@ def score(
     from datetime import datetime, timezone
 
     from offerflow.ingest.catalog import load_profiles
-    from offerflow.models.champions import load_propensity_champion, propensity_model_name
+    from offerflow.models.registry import load_propensity_champion, propensity_model_name
     from offerflow.core.features import event_time_range, open_events
     from offerflow.customer_ai.goals import GoalError
     from offerflow.ingest.snapshot import validated_dir
-    from offerflow.models.training import fit_propensity_before, score_propensity_as_of
-
+    from offerflow.models.customer_ai_training import fit_propensity_before, score_propensity_as_of
     project = load_project(config)
     goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
     if not goals:

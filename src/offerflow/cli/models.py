@@ -206,7 +206,7 @@ def promote(
     config: ConfigOption = Path("offerflow.yaml"),
 ) -> None:
     """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
-    from offerflow.models.champions import RegistryError, promote_by_hand
+    from offerflow.models.registry import RegistryError, promote_by_hand
 
     project = load_project(config)
     tracker = project_tracker(project)

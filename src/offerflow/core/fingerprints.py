@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import weakref
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -130,3 +131,17 @@ def _python_files(directories: Iterable[Path]) -> list[tuple[str, Path]]:
     same version."""
     return sorted((str(p.relative_to(Path(d).parent)), p) for d in directories for p in Path(d).rglob("*.py")
                   if "__pycache__" not in p.parts)
+
+
+def code_version() -> str:
+    """The git commit of the offerflow checkout (with `+dirty` if it has local changes), or
+    `unknown` outside a git checkout: a tag that says which code trained a model."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

@@ -249,7 +249,7 @@ def serving_model(config: ProjectConfig, placement_id: str, tracker: Any):
     from offerflow.ranking.ai_models import experiment_name
 
     if model_cfg.type == "personalized":
-        from offerflow.models.champions import load_ranking_champion
+        from offerflow.models.registry import load_ranking_champion
 
         model = load_ranking_champion(tracker, config.tracking.experiment_prefix, model_cfg)
         return model, None if model is not None else f"{name} has no @champion yet"

@@ -25,7 +25,7 @@ from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
 from offerflow.ranking.publishing import publish_placement
-from offerflow.models.training import train_ranking_model
+from offerflow.models.ranking_training import train_ranking_model
 from offerflow.ranking.ai_models import RankingModelResult
 from offerflow.core.paths import ranking_store
 

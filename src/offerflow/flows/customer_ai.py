@@ -26,9 +26,7 @@ from offerflow.ingest.snapshot import validated_events
 from offerflow.core.overrides import describe_overrides, variant
 from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.customer_ai.propensity import history_too_short
-from offerflow.models.training import enrich_profiles
-
-
+from offerflow.models.customer_ai_training import enrich_profiles
 class CustomerAIOptions(BaseModel):
     """What to train (rendered as a form in the Prefect UI)."""
 

@@ -46,8 +46,8 @@ from offerflow.core.tracking import Tracker
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
-from offerflow.models.training import (enrich_profiles, score_propensity,
-                                train_propensity, train_ranking_model)
+from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, train_propensity
+from offerflow.models.ranking_training import train_ranking_model
 from offerflow.core.paths import project_tracker, ranking_store
 
 

@@ -21,15 +21,13 @@ from prefect.runtime import flow_run
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import _tracker, load_project_catalog, publish_task
 from offerflow.customer_ai.segments import with_latest_scores
-from offerflow.models.champions import load_propensity_champion, load_ranking_champion, propensity_model_name
+from offerflow.models.registry import load_propensity_champion, load_ranking_champion, propensity_model_name
 from offerflow.ranking.ai_models import profile_dependent_placements
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
-from offerflow.models.training import enrich_profiles, score_propensity
-
-
+from offerflow.models.customer_ai_training import enrich_profiles, score_propensity
 @task(name="score-customer-ai", cache_policy=NO_CACHE)
 @reports_bad_input
 def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):

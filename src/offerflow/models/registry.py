@@ -1,4 +1,5 @@
-"""The registry's `@champion` models: load them for scoring, and promote a version by hand.
+"""The model registry: registered names, the `@champion` models loaded for scoring, and every
+promotion (the automatic one after training, by `core.promotion.should_promote`, and by hand).
 
 Scoring (the `score-and-publish` flow) uses what the registry says is champion, not whatever was
 trained last, so a hand promotion or a challenger that lost changes what is served. A promotion by
@@ -16,6 +17,7 @@ import pandas as pd
 
 from offerflow.ranking.ai_models import experiment_name
 from offerflow.core.config import AIModelConfig
+from offerflow.core.promotion import should_promote
 from offerflow.customer_ai.propensity import PropensityModel
 from offerflow.ranking.click_model import ClickModel
 from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker
@@ -105,3 +107,41 @@ def promote_by_hand(tracker: Tracker, registered: str, version: str, reason: str
     tracker.set_run_tags(tracker.version_run_id(registered, version),
                          {"promoted": "True", **{k: v for k, v in tags.items()}})
     return record
+
+
+def holdout_metrics(tracker: Tracker, run_id: str) -> dict[str, float]:
+    """A training run's holdout metrics, keyed as `classification_metrics` names them."""
+    return {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """The champion a new version is compared with: its version, its metrics (None: no champion
+    to beat) and how they were obtained."""
+
+    version: str | None
+    metrics: dict[str, float] | None
+    note: str = ""
+
+
+def logged_champion(tracker: Tracker, registered: str, new_version: str | None) -> ChampionComparison:
+    """The current `@champion` with the holdout metrics its own training run logged."""
+    version = tracker.alias_version(registered, CHAMPION)
+    if version is None or version == new_version:
+        return ChampionComparison(version, None)
+    return ChampionComparison(version, holdout_metrics(tracker, tracker.version_run_id(registered, version)))
+
+
+def promote(tracker: Tracker, registered: str, version: str | None, metrics: dict[str, float],
+            champion: ChampionComparison, metric: str, min_improvement: float) -> tuple[bool, str]:
+    """The automatic promotion: apply `should_promote` against `champion`, point `@champion` (or
+    `@challenger`) at the new version, and record why on the version and on the active run."""
+    if version is None:
+        return False, "model was not registered"
+    decision = should_promote(metrics, champion.metrics, metric=metric, min_improvement=min_improvement)
+    reason = f"{decision.reason} ({champion.note})" if champion.note else decision.reason
+    tracker.set_alias(registered, CHAMPION if decision.promote else CHALLENGER, version)
+    tracker.set_version_tag(registered, version, "promotion_reason", reason)
+    tracker.set_tags({"promoted": str(decision.promote), "promotion_reason": reason,
+                      "compared_with_champion": champion.version or ""})
+    return decision.promote, reason

@@ -1,0 +1,177 @@
+"""The ranking AI models' training steps: auto-optimization posteriors per placement, the
+personalized click model (fit, holdout, log to MLflow, register, promote by `registry.promote`).
+
+Each function takes only the part of the config it needs and returns a small result record; the
+flows decide what to do with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from offerflow.ranking.ai_models import RankingModelResult, experiment_name
+from offerflow.ranking.bandits import fit_posteriors
+from offerflow.ingest.catalog import offers_for_placement
+from offerflow.core.config import AIModelConfig
+from offerflow.core.features import event_time_range
+from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
+from offerflow.models.cluster import fit_click_model_with
+from offerflow.ranking.click_model import ClickModel, displays_per_profile, interaction_log, training_frame
+from offerflow.core.partitions import in_sample, sample_share
+from offerflow.core.schema import PROFILE_ID
+from offerflow.core.tracking import CHAMPION, Tracker
+from offerflow.models.registry import holdout_metrics, logged_champion, promote
+
+
+def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:
+    """The rolling training window [start, end): the `training_window_days` days up to the end of
+    the day of the last event."""
+    _, last = event_time_range(con)
+    end = pd.Timestamp(last).ceil("D").to_pydatetime()
+    return end - timedelta(days=model_cfg.training_window_days), end
+
+
+def model_offers(offers: pd.DataFrame, placements: list[str]) -> pd.DataFrame:
+    """The regular offers of any of the placements, once each."""
+    return pd.concat([offers_for_placement(offers, p) for p in placements]).drop_duplicates("offer_id")
+
+
+def fit_placement_posteriors(stats: pd.DataFrame, offers: pd.DataFrame, model_cfg: AIModelConfig, start: datetime,
+                             end: datetime) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Beta posteriors from the daily offer statistics of the window: pooled over the model's
+    placements, and per placement (each from its own displays over its own offers, or the pooled
+    ones restricted to its offers when the model pools placements).
+
+    An offer qualifies on its whole history in `stats` (up to `end`), not on the window alone: an
+    offer that Thompson sampling stopped showing keeps its place in the model instead of falling
+    back to "new" and to exploration traffic every time its displays leave the window.
+    """
+    def fit(frame: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+        ids = candidates[["offer_id"]]
+        counts = ids.merge(window_counts(frame, start, end), on="offer_id", how="left").fillna(0)
+        posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted)
+        history = ids.merge(window_counts(frame, datetime(1970, 1, 1), end), on="offer_id", how="left").fillna(0)
+        qualified = set(history.loc[(history["displays"] >= model_cfg.min_displays)
+                                    & (history["successes"] >= model_cfg.min_successes), "offer_id"])
+        return posteriors.assign(qualified=posteriors["offer_id"].isin(qualified))
+
+    pooled = fit(stats, model_offers(offers, model_cfg.placements))
+    per_placement = {}
+    for placement in model_cfg.placements:
+        candidates = offers_for_placement(offers, placement)
+        if model_cfg.pool_placements:
+            per_placement[placement] = pooled[pooled["offer_id"].isin(candidates["offer_id"])].reset_index(drop=True)
+        else:
+            per_placement[placement] = fit(stats[stats["placement_id"] == placement], candidates)
+    return pooled, per_placement
+
+
+def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
+                           offers: pd.DataFrame, qualified: list[str], seed: int, start: datetime, end: datetime,
+                           dask_address: str | None = None) -> tuple[ClickModel, str, int, int]:
+    """The click model of a personalized model on the window's displays: (model, trainer,
+    training rows, displays in the window)."""
+    log, displays = _training_displays(con, model_cfg, start, end)
+    frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
+    click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
+                                                ips=model_cfg.ips_weighting)
+    return click_model, trainer, len(frame), displays
+
+
+def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
+    version = tracker.alias_version(registered, CHAMPION)
+    run_id = tracker.version_run_id(registered, version)
+    spec = tracker.load_run_dict(run_id, "feature_spec.json")
+    booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
+    return ClickModel(booster, spec["feature_columns"], spec["categories"], qualified,
+                      holdout_metrics(tracker, run_id)), version
+
+
+def _training_displays(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, start: datetime,
+                        end: datetime) -> tuple[pd.DataFrame, int]:
+    """The interaction log a personalized model trains on, and the displays in its window: every
+    display, or beyond `max_training_displays` those of a stable hash sample of profiles (picked
+    from the per-profile counts, so the full log never has to be loaded)."""
+    per_profile = displays_per_profile(con, model_cfg.placements, start, end)
+    displays = int(per_profile["displays"].sum())
+    share = sample_share(model_cfg.max_training_displays, displays)
+    sample = None if share >= 1.0 else per_profile.loc[in_sample(per_profile[PROFILE_ID], share), PROFILE_ID]
+    return interaction_log(con, model_cfg.placements, start, end, model_cfg.success_event, profile_ids=sample), displays
+
+
+def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame | None,
+                        offers: pd.DataFrame, tracker: Tracker, experiment_prefix: str, seed: int,
+                        tags: dict[str, str] | None = None, stats_dir: Path | None = None,
+                        dask_address: str | None = None) -> RankingModelResult:
+    """Train an auto-optimization (posteriors) or personalized (click model) ranking model.
+
+    With `dask_address` (`compute.dask_address`) the click model trains with lightgbm.dask on that
+    cluster (`cluster_training.fit_click_model_with`); the run's `trainer` parameter records which.
+
+    Per-offer counts come from the daily offer statistics: kept under `stats_dir/<model>` and
+    updated incrementally when given (cheap enough for auto-optimization every 15 minutes),
+    otherwise computed for the window.
+    """
+    start, end = ranking_window(con, model_cfg)
+    stats_update = None
+    if stats_dir is not None:
+        stats_store = OfferStatsStore(stats_dir / model_cfg.name, model_cfg.placements, model_cfg.success_event)
+        stats_update = stats_store.update(con)
+        stats = stats_store.read()
+    else:
+        stats = daily_stats(con, model_cfg.placements, model_cfg.success_event)  # whole history: qualification
+    posteriors, per_placement = fit_placement_posteriors(stats, offers, model_cfg, start, end)
+    counts = model_offers(offers, model_cfg.placements)[["offer_id"]].merge(
+        window_counts(stats, start, end), on="offer_id", how="left").fillna(0)
+    qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
+    experiment = experiment_name(experiment_prefix, model_cfg.name)
+    with tracker.run(experiment, run_name=f"train-{model_cfg.name}",
+                     tags={**(tags or {}), "ai_model": model_cfg.name, "type": model_cfg.type}) as run_id:
+        tracker.log_params({"type": model_cfg.type, "placements": model_cfg.placements,
+                            "training_window_start": start.isoformat(), "training_window_end": end.isoformat(),
+                            "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
+                            "exploration_share": model_cfg.exploration_share,
+                            "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
+                            "n_displays": int(counts["displays"].sum()),
+                            "pool_placements": model_cfg.pool_placements,
+                            "stats_update": stats_update.mode if stats_update else "window"})
+        metrics = {"displays": float(counts["displays"].sum()), "successes": float(counts["successes"].sum()),
+                   "success_value": float(counts["value"].sum()),
+                   "offers_qualified": float(len(qualified)), "offers_total": float(len(posteriors))}
+        tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
+        tracker.log_dict({p: frame.to_dict(orient="records") for p, frame in per_placement.items()},
+                         "placement_posteriors.json")
+        result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
+                                    posteriors=posteriors, window=(start, end), placement_posteriors=per_placement)
+        if model_cfg.type == "personalized":
+            click_model, trainer, rows, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
+                                                                          seed, start, end, dask_address)
+            metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
+            metrics["offers_personalized"] = float(len(qualified))
+            best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
+            tracker.log_params({"best_iteration": best if best is not None
+                                else int(click_model.holdout_metrics.get("best_iteration", 0)),
+                                "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
+                                "ips_weighting": model_cfg.ips_weighting,
+                                **model_cfg.lightgbm.model_dump()})
+            tracker.log_dict({"feature_columns": click_model.feature_columns,
+                              "categories": click_model.categories}, "feature_spec.json")
+            registered = experiment
+            record = tracker.log_lightgbm(click_model.booster, registered)
+            result.model_version = record.model_version
+            result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,
+                                                     logged_champion(tracker, registered, record.model_version),
+                                                     "auc", 0.0)
+            if not result.promoted:
+                # The challenger is recorded, but placements keep being scored by the champion.
+                click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
+            if model_cfg.value_weighted:  # rank by click probability x value of a success
+                click_model.offer_weights = dict(zip(posteriors["offer_id"], posteriors["value_weight"]))
+            result.click_model = click_model
+        tracker.log_metrics(metrics)
+        result.metrics = metrics
+    return result
