@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from offerflow.cli import app
 from offerflow.core.config import load_config
 from offerflow.core.features import open_events
-from offerflow.ingest.snapshot import validated_dir
 from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker, resolve_tracking_uri
 
 pytestmark = pytest.mark.flow
@@ -82,7 +81,7 @@ def test_bare_score_writes_a_new_batch_that_rules_read(project):
     before = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
     result = invoke("score", "--config", config)
     assert result.exit_code == 0, result.output
-    _, last = event_time_range(open_events(validated_dir(cfg) / "events.parquet"))
+    _, last = event_time_range(open_events(cfg.paths.validated_events))
     day = (last.date() + timedelta(days=1)).isoformat()
     assert f"as of {day} (v1)" in result.output and "no events after this date to backtest against" in result.output
     after = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
@@ -140,7 +139,7 @@ def test_worse_model_is_compared_on_the_same_holdout_and_stays_challenger(projec
     goal = cfg.propensity_goals[0]
     # one tree of 2 leaves: a clearly worse model than the champion
     weak = goal.model_copy(update={"lightgbm": goal.lightgbm.model_copy(update={"n_estimators": 1, "num_leaves": 2})})
-    con = open_events(validated_dir(cfg) / "events.parquet")
+    con = open_events(cfg.paths.validated_events)
     profiles = load_profiles(cfg.path(cfg.data.profiles))
     _, result = train_propensity(con, weak, profiles, tracker, cfg.tracking.experiment_prefix, cfg.seed)
     assert not result.promoted

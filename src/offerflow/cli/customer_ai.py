@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,35 +31,23 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Score Customer AI goals as of a date into a new batch, and backtest against what happened next."""
-    from datetime import datetime, timezone
-
-    from offerflow.ingest.catalog import load_profiles
-    from offerflow.models.registry import load_propensity_champion, propensity_model_name
-    from offerflow.core.features import event_time_range, open_events
+    from offerflow.core.features import open_events
     from offerflow.customer_ai.goals import GoalError
-    from offerflow.ingest.snapshot import validated_dir
+    from offerflow.ingest.catalog import load_profiles
     from offerflow.models.customer_ai_training import fit_propensity_before, score_propensity_as_of
+    from offerflow.models.registry import load_propensity_champion, propensity_model_name
+
     project = load_project(config)
     goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
     if not goals:
         fail(f"{config}: no propensity_goals defined")
-    events_path = validated_dir(project) / "events.parquet"
+    events_path = project.paths.validated_events
     if not events_path.exists():
         fail(f"{events_path}: no validated events yet; run `offerflow run` first")
-    try:
-        day = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=timezone.utc) if as_of else None
-    except ValueError:
-        fail(f"--as-of: expected a date as YYYY-MM-DD, got {as_of!r}")
-    if refit and day is None:
-        fail("--refit needs --as-of (the date to train before)")
     con = open_events(events_path)
-    first, last = event_time_range(con)
-    if day is None:  # the day after the last event, as the pipeline scores
-        day = datetime.combine(last.date(), datetime.min.time(), timezone.utc) + timedelta(days=1)
-    elif not first < day <= last + timedelta(days=1):
-        fail(f"--as-of {as_of}: outside the events ({first:%Y-%m-%d} to {last:%Y-%m-%d})")
+    day = _scoring_day(con, as_of, refit)
     tracker = project_tracker(project)
-    profiles = load_profiles(project.path(project.data.profiles))
+    profiles = load_profiles(project.paths.profiles)
     results = []
     for g in goals:
         try:
@@ -81,18 +69,40 @@ def score(
                           for r in results], indent=2, default=str))
         return
     for r in results:
-        line = f"[bold]{r.goal}[/bold] as of {r.as_of} ({r.model}): {r.profiles:,} profiles -> {r.path}"
-        if r.population is not None:
-            line += f"\n  population: {r.population.describe()}"
-        if r.backtest is None:
-            line += "; no events after this date to backtest against"
-        else:
-            b = r.backtest
-            partial = "" if b["observed_days"] >= _goal(project, r.goal).outcome_window_days else \
-                f" (partial window: {b['observed_days']:.1f} days observed)"
-            line += (f"\n  backtest vs what happened next: AUC {b['auc']:.3f}, Gini {b['gini']:.3f}, base rate"
-                     f" {b['base_rate']:.3f} on {int(b['n']):,} profiles{partial}")
-        console.print(line, highlight=False)
+        console.print(_describe_scores(r, project.goal(r.goal).outcome_window_days), highlight=False)
+
+
+def _scoring_day(con, as_of: str | None, refit: bool):
+    """The as-of date `score` scores at: --as-of inside the events, or the day after the last event."""
+    from datetime import datetime, timezone
+
+    from offerflow.core.features import event_time_range
+
+    try:
+        day = datetime.strptime(as_of, "%Y-%m-%d").replace(tzinfo=timezone.utc) if as_of else None
+    except ValueError:
+        fail(f"--as-of: expected a date as YYYY-MM-DD, got {as_of!r}")
+    if refit and day is None:
+        fail("--refit needs --as-of (the date to train before)")
+    first, last = event_time_range(con)
+    if day is None:  # the day after the last event, as the pipeline scores
+        return datetime.combine(last.date(), datetime.min.time(), timezone.utc) + timedelta(days=1)
+    if not first < day <= last + timedelta(days=1):
+        fail(f"--as-of {as_of}: outside the events ({first:%Y-%m-%d} to {last:%Y-%m-%d})")
+    return day
+
+
+def _describe_scores(r, window_days: int) -> str:
+    """One scoring result as the CLI prints it: where the batch went, who it scores, the backtest."""
+    line = f"[bold]{r.goal}[/bold] as of {r.as_of} ({r.model}): {r.profiles:,} profiles -> {r.path}"
+    if r.population is not None:
+        line += f"\n  population: {r.population.describe()}"
+    if r.backtest is None:
+        return line + "; no events after this date to backtest against"
+    b = r.backtest
+    partial = "" if b["observed_days"] >= window_days else f" (partial window: {b['observed_days']:.1f} days observed)"
+    return line + (f"\n  backtest vs what happened next: AUC {b['auc']:.3f}, Gini {b['gini']:.3f}, base rate"
+                   f" {b['base_rate']:.3f} on {int(b['n']):,} profiles{partial}")
 
 
 @app.command()

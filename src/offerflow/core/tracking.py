@@ -156,9 +156,6 @@ class Tracker:
         versions = self.client.search_model_versions(f"name = '{name}'")
         return sorted((str(v.version) for v in versions), key=int)
 
-    def version_tags(self, name: str, version: str) -> dict[str, str]:
-        return dict(self.client.get_model_version(name, version).tags)
-
     def set_run_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Tag a finished run (e.g. the training run of a version promoted by hand)."""
         for key, value in tags.items():

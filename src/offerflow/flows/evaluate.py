@@ -26,7 +26,6 @@ from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.events import EventFileError
 from offerflow.core.features import open_events
-from offerflow.ingest.snapshot import validated_dir
 from offerflow.evaluation.report import (EvaluationResult, add_holdout, add_offline, evaluation_json, load_evaluation_catalog,
                               log_evaluation, summary_sentences, write_report)
 from offerflow.decisioning.switches import apply_serving_decisions
@@ -41,7 +40,7 @@ def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple
     if events:
         events_path = Path(events)
     else:
-        snapshot = validated_dir(config) / "events.parquet"
+        snapshot = config.paths.validated_events
         events_path = snapshot if snapshot.exists() else config.path(config.data.events)
     if not events_path.exists():
         raise EventFileError(f"{events_path}: events file not found")

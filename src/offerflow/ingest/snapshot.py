@@ -79,14 +79,10 @@ def load_catalog(config: ProjectConfig, *, run_id: str = "catalog",
     return profiles, offers
 
 
-def validated_dir(config: ProjectConfig) -> Path:
-    return config.paths.validated
-
-
 def validated_events(config: ProjectConfig) -> Path:
     """The validated events snapshot the training and scoring flows read; FileNotFoundError with a
     one-line message when no pipeline run has written one yet."""
-    path = validated_dir(config) / "events.parquet"
+    path = config.paths.validated_events
     if not path.exists():
         raise FileNotFoundError(f"{path}: no validated events yet; run the pipeline (offerflow run) first")
     return path
@@ -95,7 +91,7 @@ def validated_events(config: ProjectConfig) -> Path:
 def validated_run_id(config: ProjectConfig) -> str | None:
     """The run that wrote the current validated snapshot (None before the first one)."""
     try:
-        return str(json.loads((validated_dir(config) / "last_run.json").read_text())["run_id"])
+        return str(json.loads((config.paths.validated / "last_run.json").read_text())["run_id"])
     except (FileNotFoundError, KeyError, ValueError):
         return None
 
@@ -125,7 +121,7 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
     for a whole-file problem, before anything is written.
     """
     settings = config.validation
-    out_dir = validated_dir(config)
+    out_dir = config.paths.validated
     state_file = out_dir / "last_run.json"
     now_ts = pd.Timestamp(now if now is not None else datetime.now(timezone.utc))
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")

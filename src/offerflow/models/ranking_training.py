@@ -110,7 +110,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
     """Train an auto-optimization (posteriors) or personalized (click model) ranking model.
 
     With `dask_address` (`compute.dask_address`) the click model trains with lightgbm.dask on that
-    cluster (`cluster_training.fit_click_model_with`); the run's `trainer` parameter records which.
+    cluster (`cluster.fit_click_model_with`); the run's `trainer` parameter records which.
 
     Per-offer counts come from the daily offer statistics: kept under `stats_dir/<model>` and
     updated incrementally when given (cheap enough for auto-optimization every 15 minutes),
@@ -148,30 +148,37 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
                                     posteriors=posteriors, window=(start, end), placement_posteriors=per_placement)
         if model_cfg.type == "personalized":
-            click_model, trainer, rows, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
-                                                                          seed, start, end, dask_address)
-            metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
-            metrics["offers_personalized"] = float(len(qualified))
-            best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
-            tracker.log_params({"best_iteration": best if best is not None
-                                else int(click_model.holdout_metrics.get("best_iteration", 0)),
-                                "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
-                                "ips_weighting": model_cfg.ips_weighting,
-                                **model_cfg.lightgbm.model_dump()})
-            tracker.log_dict({"feature_columns": click_model.feature_columns,
-                              "categories": click_model.categories}, "feature_spec.json")
-            registered = experiment
-            record = tracker.log_lightgbm(click_model.booster, registered)
-            result.model_version = record.model_version
-            result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,
-                                                     logged_champion(tracker, registered, record.model_version),
-                                                     "auc", 0.0)
-            if not result.promoted:
-                # The challenger is recorded, but placements keep being scored by the champion.
-                click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
-            if model_cfg.value_weighted:  # rank by click probability x value of a success
-                click_model.offer_weights = dict(zip(posteriors["offer_id"], posteriors["value_weight"]))
-            result.click_model = click_model
+            _train_click_model(con, model_cfg, profiles, offers, qualified, tracker, experiment, seed, dask_address,
+                               result)
         tracker.log_metrics(metrics)
         result.metrics = metrics
     return result
+
+
+def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame | None,
+                       offers: pd.DataFrame, qualified: list[str], tracker: Tracker, registered: str, seed: int,
+                       dask_address: str | None, result: RankingModelResult) -> None:
+    """The personalized part of a training run (inside it): fit, log, register, promote; sets the
+    result's click model (the champion's when the new one lost), version and promotion."""
+    start, end = result.window
+    click_model, trainer, rows, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
+                                                                  seed, start, end, dask_address)
+    result.metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
+    result.metrics["offers_personalized"] = float(len(qualified))
+    best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
+    tracker.log_params({"best_iteration": best if best is not None
+                        else int(click_model.holdout_metrics.get("best_iteration", 0)),
+                        "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
+                        "ips_weighting": model_cfg.ips_weighting, **model_cfg.lightgbm.model_dump()})
+    tracker.log_dict({"feature_columns": click_model.feature_columns,
+                      "categories": click_model.categories}, "feature_spec.json")
+    record = tracker.log_lightgbm(click_model.booster, registered)
+    result.model_version = record.model_version
+    result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,
+                                             logged_champion(tracker, registered, record.model_version), "auc", 0.0)
+    if not result.promoted:
+        # The challenger is recorded, but placements keep being scored by the champion.
+        click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
+    if model_cfg.value_weighted:  # rank by click probability x value of a success
+        click_model.offer_weights = dict(zip(result.posteriors["offer_id"], result.posteriors["value_weight"]))
+    result.click_model = click_model
