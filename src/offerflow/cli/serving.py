@@ -29,18 +29,23 @@ def _written_project(config_path: Path):
         fail(str(exc).splitlines()[0])
 
 
+def _read_switches(config_path: Path, read):
+    """`read(project)` on the written project: the serving status or history, or a one-line error."""
+    from offerflow.core.config import ConfigError
+
+    try:
+        return read(_written_project(config_path))
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 @serving_app.command("list")
 def serving_list(config: ConfigOption = Path("offerflow.yaml"),
                  as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Per placement: the ranking in offerflow.yaml, the ranking it serves, and since when and why."""
-    from offerflow.core.config import ConfigError
     from offerflow.decisioning.switches import serving_status
 
-    project = _written_project(config)
-    try:
-        status = serving_status(project)
-    except ConfigError as exc:
-        fail(str(exc))
+    status = _read_switches(config, serving_status)
     if as_json:
         print(json.dumps([{"placement_id": s.placement_id, "configured": s.configured, "serving": s.serving,
                            "switched": s.switched, "stale": s.stale, "record": s.record} for s in status],
@@ -74,14 +79,9 @@ def _short(ranking: dict, strategy: str | None = None) -> str:
 def serving_history(config: ConfigOption = Path("offerflow.yaml"),
                     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Every recorded switch and revert, oldest first."""
-    from offerflow.core.config import ConfigError
     from offerflow.decisioning.switches import load_history
 
-    project = _written_project(config)
-    try:
-        history = load_history(project)
-    except ConfigError as exc:
-        fail(str(exc))
+    history = _read_switches(config, load_history)
     if as_json:
         print(json.dumps(history, indent=2, default=str))
         return

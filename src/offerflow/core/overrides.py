@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from offerflow.core.config import ConfigError, ProjectConfig
 
@@ -81,3 +81,14 @@ def variant(config: ProjectConfig, section: Literal["propensity_goals", "ai_mode
 def describe_overrides(overrides: Mapping[str, Any]) -> str:
     """A short tag value naming the variant, e.g. `lightgbm.num_leaves=63`."""
     return ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+
+
+class VariantOptions(BaseModel):
+    """Settings to change for one training run (a variant); rendered as a form in the Prefect UI."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "Settings to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
+
+    def variant_tags(self) -> dict[str, str]:
+        """The MLflow tag that marks a variant's runs (none for the configured settings)."""
+        return {"variant": describe_overrides(self.overrides)} if self.overrides else {}

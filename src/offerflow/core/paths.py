@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from offerflow.core.tracking import Tracker
 
 
+def _output(*parts: str) -> property:
+    """A path under `<data.outputs_dir>`, as a read-only attribute."""
+    return property(lambda self: self.outputs.joinpath(*parts), doc=f"<outputs>/{'/'.join(parts)}")
+
+
 @dataclass(frozen=True)
 class ProjectPaths:
     """The project's files and folders, absolute."""
@@ -53,40 +58,17 @@ class ProjectPaths:
             evaluation_reports=(config.path(config.evaluation.report_dir) if config.evaluation.report_dir
                                 else outputs / "evaluation"))
 
-    @property
-    def validated(self) -> Path:
-        return self.outputs / "validated"
-
-    @property
-    def validated_events(self) -> Path:
-        return self.validated / "events.parquet"
-
     def propensity_scores(self, goal: str) -> Path:
         return self.outputs / "propensity" / goal
 
-    @property
-    def enriched_profiles(self) -> Path:
-        return self.outputs / "profiles_enriched.parquet"
-
-    @property
-    def offer_stats(self) -> Path:
-        return self.outputs / "offer_stats"
-
-    @property
-    def partitions(self) -> Path:
-        return self.outputs / "partitions"
-
-    @property
-    def decision_log(self) -> Path:
-        return self.outputs / "decision_log"
-
-    @property
-    def cap_resets(self) -> Path:
-        return self.outputs / "caps" / "resets.json"
-
-    @property
-    def batch_decisions(self) -> Path:
-        return self.outputs / "batch_decisions"
+    validated = _output("validated")
+    validated_events = _output("validated", "events.parquet")
+    enriched_profiles = _output("profiles_enriched.parquet")
+    offer_stats = _output("offer_stats")
+    partitions = _output("partitions")
+    decision_log = _output("decision_log")
+    cap_resets = _output("caps", "resets.json")
+    batch_decisions = _output("batch_decisions")
 
 
 def ranking_store(config: ProjectConfig) -> RankingStore:

@@ -40,7 +40,7 @@ DependsOn = Callable[[dict[str, Any], FileFingerprints], dict[str, Any]]
 
 
 def cache_dir(config: ProjectConfig) -> Path:
-    return config.path(config.cache.path) if config.cache.path else config.paths.outputs / "task_cache"
+    return config.paths.task_cache
 
 
 def code_version() -> str:

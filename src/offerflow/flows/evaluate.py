@@ -65,7 +65,7 @@ def evaluate_placement_task(config: ProjectConfig, events_path: Path, placement_
 
 @task(name="write-report", cache_policy=NO_CACHE)
 def write_report_task(config: ProjectConfig, result: EvaluationResult):
-    out_dir = config.path(config.evaluation.report_dir or config.data.outputs_dir / "evaluation")
+    out_dir = config.paths.evaluation_reports
     return write_report(result, config, out_dir)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.pipeline import load_project_catalog, publish_task, train_ranking
@@ -23,15 +23,13 @@ from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import load_profiles
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.snapshot import validated_events
-from offerflow.core.overrides import describe_overrides, variant
+from offerflow.core.overrides import VariantOptions, variant
 
 
-class RankingModelOptions(BaseModel):
+class RankingModelOptions(VariantOptions):
     """What to train (rendered as a form in the Prefect UI)."""
 
     models: list[str] = Field(default_factory=list, description="AI model names; empty trains every active model.")
-    overrides: dict[str, Any] = Field(default_factory=dict, description=(
-        "Settings of the model to change for this run, e.g. {'lightgbm.num_leaves': 63}."))
 
 
 @flow(name="train-ranking-models", log_prints=True)
@@ -44,9 +42,7 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
     config = variant(config, "ai_models", names, options.overrides)
     events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"flow_run_id": run_id, "project": config.project}
-    if options.overrides:
-        tags["variant"] = describe_overrides(options.overrides)
+    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
     profiles, offers = load_project_catalog(config)
     enriched_path = config.paths.enriched_profiles
     if enriched_path.exists():  # personalized models and formulas read Customer AI scores

@@ -23,15 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offerflow.core.features import EVENTS_VIEW, query_frame
+from offerflow.core.schema import table_schema
 
-STATS_SCHEMA = pa.schema([
-    pa.field("day", pa.date32(), nullable=False),
-    pa.field("placement_id", pa.string(), nullable=False),
-    pa.field("offer_id", pa.string(), nullable=False),
-    pa.field("displays", pa.int64(), nullable=False),
-    pa.field("successes", pa.int64(), nullable=False),
-    pa.field("value", pa.float64(), nullable=False),
-])
+STATS_SCHEMA = table_schema("day date32, placement_id string, offer_id string, displays int64, successes int64, "
+                            "value float64")
 
 
 @dataclass(frozen=True)
