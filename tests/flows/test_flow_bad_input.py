@@ -65,8 +65,7 @@ def test_bad_config_is_one_line_in_every_flow(tmp_path, prefect_harness):
 
 
 def test_unknown_goal_or_model_is_one_line(project_dir, prefect_harness):
-    from offerflow.flows.customer_ai import CustomerAIOptions
-    from offerflow.flows.ranking_models import RankingModelOptions
+    from offerflow.flows.options import CustomerAIOptions, RankingModelOptions
 
     config = str(project_dir / "offerflow.yaml")
     state = flows()["train-customer-ai"](config_path=config, options=CustomerAIOptions(goals=["nope"]),

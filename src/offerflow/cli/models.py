@@ -164,8 +164,9 @@ def train(
     except ConfigError as exc:
         fail(str(exc))
     prepare_prefect_environment(project.root)
-    from offerflow.flows.customer_ai import CustomerAIOptions, train_customer_ai
-    from offerflow.flows.ranking_models import RankingModelOptions, train_ranking_models
+    from offerflow.flows.customer_ai import train_customer_ai
+    from offerflow.flows.options import CustomerAIOptions, RankingModelOptions
+    from offerflow.flows.ranking_models import train_ranking_models
 
     summary: dict = {}
     try:

@@ -9,30 +9,22 @@ models read. `options.overrides` trains a variant (`lightgbm.num_leaves: 63`) wi
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
-from pydantic import Field
 
 from offerflow.flows.bad_input import reports_bad_input
-from offerflow.flows.pipeline import load_project_catalog, train_goal
+from offerflow.flows.options import CustomerAIOptions
+from offerflow.flows.pipeline import load_project_catalog, train_goal, training_run
 from offerflow.flows.progress import StepProgress
 from offerflow.flows.scoring import score_goal_task
 from offerflow.core.config import load_config
-from offerflow.ingest.snapshot import validated_events
-from offerflow.core.overrides import VariantOptions, describe_overrides, variant
+from offerflow.core.overrides import describe_overrides
 from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.models.customer_ai_training import enrich_profiles
 
-
-class CustomerAIOptions(VariantOptions):
-    """What to train (rendered as a form in the Prefect UI)."""
-
-    goals: list[str] = Field(default_factory=list, description="Goal names; empty trains every goal.")
 
 
 @flow(name="train-customer-ai", log_prints=True)
@@ -43,10 +35,7 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
     (a goal whose events, profiles and settings did not change since it was trained is `Cached`)."""
     config = load_config(config_path)
     goals = options.goals or [g.name for g in config.propensity_goals]
-    config = variant(config, "propensity_goals", goals, options.overrides)
-    events_path = validated_events(config)
-    run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
+    config, events_path, run_id, tags = training_run(config, "propensity_goals", goals, options)
     profiles, _ = load_project_catalog(config)
     summary: dict[str, Any] = {"run_id": run_id, "goals": {}, "skipped": {}}
     scores = {}

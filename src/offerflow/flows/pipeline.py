@@ -35,12 +35,13 @@ from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ProjectConfig
+from offerflow.core.overrides import VariantOptions, variant
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.events import EventFileError
 from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
 from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
-                                 validated_run_id)
+                                       validated_events, validated_run_id)
 from offerflow.ranking.publishing import publish_placement
 from offerflow.core.tracking import Tracker
 from offerflow.customer_ai.propensity import history_too_short
@@ -183,6 +184,15 @@ def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, mod
         return publish_partitioned(config, placement_id, profiles, offers, model, run_id)
     return caching.result(publish_whole_task, config, placement_id, profiles, offers, model, run_id,
                           use_cache=use_cache, intact=_still_current(config, placement_id))
+
+
+def training_run(config: ProjectConfig, section: str, names: list[str], options: VariantOptions):
+    """What a training flow starts from: the config with the run's variant of `names` in `section`
+    applied, the validated events, the flow run's id and the MLflow tags of its runs."""
+    config = variant(config, section, names, options.overrides)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
+    return config, validated_events(config), run_id, tags
 
 
 def load_project_catalog(config: ProjectConfig):

@@ -9,27 +9,18 @@ placement keeps being scored by the champion.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
-from pydantic import Field
 
 from offerflow.flows.bad_input import reports_bad_input
-from offerflow.flows.pipeline import load_project_catalog, publish_task, train_ranking
+from offerflow.flows.options import RankingModelOptions
+from offerflow.flows.pipeline import load_project_catalog, training_run, publish_task, train_ranking
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import load_profiles
 from offerflow.decisioning.switches import load_serving_config
-from offerflow.ingest.snapshot import validated_events
-from offerflow.core.overrides import VariantOptions, variant
 
-
-class RankingModelOptions(VariantOptions):
-    """What to train (rendered as a form in the Prefect UI)."""
-
-    models: list[str] = Field(default_factory=list, description="AI model names; empty trains every active model.")
 
 
 @flow(name="train-ranking-models", log_prints=True)
@@ -39,10 +30,7 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
     """Train the selected ranking models and publish the placements they rank."""
     config = load_serving_config(config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
-    config = variant(config, "ai_models", names, options.overrides)
-    events_path = validated_events(config)
-    run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
+    config, events_path, run_id, tags = training_run(config, "ai_models", names, options)
     profiles, offers = load_project_catalog(config)
     enriched_path = config.paths.enriched_profiles
     if enriched_path.exists():  # personalized models and formulas read Customer AI scores
