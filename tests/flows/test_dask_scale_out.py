@@ -80,7 +80,7 @@ def test_partitioned_scoring_on_dask_equals_the_single_process_run(tmp_path, wor
     # The partitions really ran on the workers: each worker that ranked web-banner partitions
     # rebuilt the click model from its text (the test process never did).
     with Client(dask_cluster.scheduler_address) as client:
-        built = client.run(lambda: len(__import__("offerflow.ranking.publishing").publishing._CLICK_MODELS))
+        built = client.run(lambda: len(__import__("offerflow.ranking.publishing", fromlist=["_CLICK_MODELS"])._CLICK_MODELS))
     assert len(built) == 2 and sum(built.values()) >= 1
     assert not (on_dask / "data" / "outputs" / "partitions").exists() or \
         not any((on_dask / "data" / "outputs" / "partitions").iterdir())

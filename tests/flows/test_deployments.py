@@ -83,8 +83,8 @@ def test_schedules_parse_and_have_the_expected_cadence(deployments):
 def test_flow_options_are_typed_so_the_ui_renders_a_form():
     from prefect.utilities.callables import parameter_schema
 
-    for entrypoint, model in [("flows/customer_ai.py:train_customer_ai", "CustomerAIOptions"),
-                              ("flows/ranking_models.py:train_ranking_models", "RankingModelOptions")]:
+    for entrypoint, model in [("src/offerflow/flows/customer_ai.py:train_customer_ai", "CustomerAIOptions"),
+                              ("src/offerflow/flows/ranking_models.py:train_ranking_models", "RankingModelOptions")]:
         schema = parameter_schema(_flow(entrypoint).fn).model_dump()
         assert schema["properties"]["options"]["$ref"].endswith(model) or model in str(schema["properties"]["options"])
         assert model in schema["definitions"]
