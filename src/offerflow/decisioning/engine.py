@@ -13,6 +13,9 @@ eligible offers instead, and marked `arm="holdout"`, so the model's lift can be 
 decision is logged as `display` events in the data contract, each with its per-slot propensity (the
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
+
+The data types of a decision are in `decision_types`, the decision log in `decision_log`; a
+placement's `PlacementPlan` (table, model, candidates, fallback) is shared with `batch`.
 """
 
 from __future__ import annotations
