@@ -71,7 +71,9 @@ def evaluate_campaign(campaign: str, workdir: Path) -> list[dict]:
     """The two cross-log estimates of one campaign, each with every estimator in ESTIMATORS."""
     from offerflow.core.config import load_config
     from offerflow.core.features import open_events
-    from offerflow.evaluation.offpolicy import Strategy, evaluate, load_logged_displays
+    from offerflow.evaluation.logged_displays import load_logged_displays
+    from offerflow.evaluation.offpolicy import evaluate
+    from offerflow.evaluation.policies import Strategy
     from offerflow.evaluation.report import load_evaluation_catalog
     from offerflow.evaluation.strategies import evaluate_placement, evaluation_window, placement_offer_set, warning_limits
 

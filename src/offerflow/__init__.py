@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def decide(profile_id, placements, items=None, config="offerflow.yaml", allow_duplicates=False, log=True):
     """Which offers to show `profile_id` in `placements` (a placement id or a list, filled in order).
 
-    Returns an `offerflow.decisioning.engine.Decision`. The engine of each project file is built on the
+    Returns an `offerflow.decisioning.decision_types.Decision`. The engine of each project file is built on the
     first call and cached; nothing is imported or loaded when `offerflow` itself is imported.
     """
     from offerflow.decisioning.engine import decide as _decide

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from offerflow.decisioning.batch import decide_batch
 from offerflow.core.config import load_config
 from offerflow.decisioning.switches import load_serving_config
-from offerflow.decisioning.engine import build_engine, write_decision_log
+from offerflow.decisioning.decision_log import write_decision_log
+from offerflow.decisioning.engine import build_engine
 from offerflow.core.schema import EVENT_SCHEMA
 from offerflow.synthetic.world import load_truth, true_click_probability
 

@@ -20,7 +20,8 @@ with warnings.catch_warnings():
 from offerflow.ingest.catalog import load_profiles
 from offerflow.core.config import load_config
 from offerflow.decisioning.engine import build_engine
-from offerflow.decisioning.http_service import FLUSH_EVERY, DecisionOut, coalescing_http_protocol, create_app
+from offerflow.decisioning.http_models import DecisionOut
+from offerflow.decisioning.http_service import FLUSH_EVERY, coalescing_http_protocol, create_app
 from offerflow.core.schema import DECISION_META_SCHEMA
 from offerflow.core.store import RankingStore
 

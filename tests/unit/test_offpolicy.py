@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from offerflow.evaluation.holdout import lift_table, two_proportion
-from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, WarningLimits, argmax_policy, evaluate,
-                                 serving_decision, softmax_policy, uniform_policy)
+from offerflow.evaluation.logged_displays import LoggedDisplays
+from offerflow.evaluation.offpolicy import WarningLimits, evaluate, serving_decision
+from offerflow.evaluation.policies import Strategy, argmax_policy, softmax_policy, uniform_policy
 
 N_TYPES, N_OFFERS = 6, 5
 

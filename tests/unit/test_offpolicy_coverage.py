@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, argmax_policy, evaluate, softmax_policy,
-                                 uniform_policy)
+from offerflow.evaluation.logged_displays import LoggedDisplays
+from offerflow.evaluation.offpolicy import evaluate
+from offerflow.evaluation.policies import Strategy, argmax_policy, softmax_policy, uniform_policy
 
 N_PROFILES, N_OFFERS, N_DISPLAYS, LOGGED_CTR = 400, 10, 8_000, 0.004
 SEEDS = range(200)

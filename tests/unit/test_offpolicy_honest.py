@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from offerflow.core.config import ProjectConfig, RankingMethod
-from offerflow.evaluation.offpolicy import (LoggedDisplays, Strategy, argmax_policy, bounded_interval, evaluate, uniform_policy)
+from offerflow.evaluation.intervals import bounded_interval
+from offerflow.evaluation.logged_displays import LoggedDisplays
+from offerflow.evaluation.offpolicy import evaluate
+from offerflow.evaluation.policies import Strategy, argmax_policy, uniform_policy
 from offerflow.evaluation.report import EvaluationResult, add_offline, evaluation_json, summary_sentences
 from offerflow.evaluation.strategies import PlacementCandidates
 

@@ -141,7 +141,8 @@ def test_the_report_shows_whole_slate_estimates_from_logged_slates(world_dir: Pa
     """The real evaluation path: the world's 60 days (single offers) before the window train the
     candidates and the reward model; the window holds 7 days of logged slates with per-slot
     propensities. The report and the MLflow metrics carry the slate estimates."""
-    from offerflow.evaluation.report import EvaluationResult, add_offline, evaluation_metrics, render_html
+    from offerflow.evaluation.report import EvaluationResult, add_offline, evaluation_metrics
+    from offerflow.evaluation.report_html import render_html
     from offerflow.evaluation.strategies import evaluate_placement
 
     events = tmp_path / "events"

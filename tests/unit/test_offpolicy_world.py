@@ -16,7 +16,8 @@ import yaml
 from offerflow.core.config import parse_config
 from offerflow.core.features import open_events
 from offerflow.synthetic.simulated_logs import simulate_decision_log
-from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation, write_report
+from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation
+from offerflow.evaluation.report_html import write_report
 from offerflow.synthetic.simulated_logs import true_first_item_rates
 from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 

@@ -44,7 +44,8 @@ def decide(
     log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
 ) -> None:
     """Which offers to show a profile in one or more placements."""
-    from offerflow.decisioning.engine import DecisionError, log_decisions
+    from offerflow.decisioning.decision_log import log_decisions
+    from offerflow.decisioning.decision_types import DecisionError
 
     project, engine = project_engine(config)
     try:
@@ -82,7 +83,7 @@ def decide_batch_command(
     """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
     from offerflow.decisioning.batch import SegmentError
     from offerflow.ingest.catalog import CatalogError
-    from offerflow.decisioning.engine import DecisionError
+    from offerflow.decisioning.decision_types import DecisionError
 
     project = load_project(config)
     prepare_prefect_environment(project.root)
@@ -108,7 +109,7 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
     """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
     from offerflow.rules.capping import caps_of, load_cap_counters
     from offerflow.ingest.catalog import CatalogError, load_offers
-    from offerflow.decisioning.engine import cap_resets_path, decision_log_dir
+    from offerflow.decisioning.decision_log import cap_resets_path, decision_log_dir
 
     project = load_project(config)
     try:
@@ -138,7 +139,7 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     from datetime import datetime, timezone
 
     from offerflow.rules.capping import write_cap_reset
-    from offerflow.decisioning.engine import cap_resets_path
+    from offerflow.decisioning.decision_log import cap_resets_path
 
     project = load_project(config)
     write_cap_reset(cap_resets_path(project), offer, datetime.now(timezone.utc))

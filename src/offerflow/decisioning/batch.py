@@ -28,7 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offerflow.rules.capping import ALL, DECIDED_EVENTS, CapRule, Family
-from offerflow.decisioning.engine import MAX_ITEMS, DecisionEngine, DecisionError, write_decision_log
+from offerflow.decisioning.decision_log import write_decision_log
+from offerflow.decisioning.decision_types import MAX_ITEMS, DecisionError
+from offerflow.decisioning.engine import DecisionEngine
 from offerflow.ranking.click_model import eligibility_matrix, top_k
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 
@@ -150,35 +152,31 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
 
 
 class _Plan:
-    """What a placement needs for every chunk: candidates, rules, table, model."""
+    """What a placement needs for every chunk: the engine's `PlacementPlan` (candidates, table,
+    model, exploration share, fallback) as arrays over the placement's offers, and their rules."""
 
     def __init__(self, engine: DecisionEngine, placement_id: str, items: int | None) -> None:
+        plan = engine.plan(placement_id, items)
         self.engine, self.placement_id = engine, placement_id
-        self.placement = engine.config.placement(placement_id)
-        self.n_items = items or self.placement.items
-        self.snap = engine.snapshot(placement_id)
-        self.meta = self.snap.metadata if self.snap is not None else {}
-        self.model = engine.model_of(self.placement, self.meta)
-        self.holdout = self.model.holdout_share if self.model is not None else 0.0
-        self.posterior = self.snap is not None and self.snap.kind == "posterior"
+        self.placement, self.n_items, self.snap, self.meta = plan.placement, plan.n_items, plan.snapshot, plan.metadata
+        self.model, self.holdout, self.posterior = plan.model, plan.holdout_share, plan.posterior
+        # personalized models explore: a random order for `exploration_share` of their traffic
+        self.exploration = plan.exploration_share
         if self.posterior:
             post = engine.posterior_arrays(placement_id, self.snap)
             self.post, self.post_pos = post, np.flatnonzero(post.in_placement)
             self.offer_ids = [post.offer_ids[j] for j in self.post_pos]
             self.qualified, self.means = post.qualified[self.post_pos], post.means[self.post_pos]
-            self.exploration = engine.config.ai_model(self.meta["ai_model"]).exploration_share
             self.weights = post.weights[self.post_pos] if post.weights is not None else None
         else:
-            # personalized models explore: a random order for `exploration_share` of their traffic
-            self.exploration = self.model.exploration_share if self.model is not None else 0.0
-            self.offer_ids = list(engine._by_priority[placement_id])
+            self.offer_ids = list(plan.candidates)
             self.table = engine.store.read_table(placement_id) if self.snap is not None else None
             if self.table is not None:
                 self.table_pids = self.table.column("profile_id").to_numpy(zero_copy_only=False).astype(object)
         self.offers = engine.offers.loc[self.offer_ids].reset_index(drop=True)
-        self.rules = [engine._rules.get(oid) for oid in self.offer_ids]
+        self.rules = [engine.eligibility_rule(oid) for oid in self.offer_ids]
         self.priority = self.offers["priority"].to_numpy(float)
-        self.fallback = engine._fallback[placement_id]
+        self.fallback = plan.fallback
 
     def _table_matrix(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ranks (0 = not in the table) and scores of the chunk's profiles, shape (n, m)."""
@@ -203,15 +201,7 @@ class _Plan:
         cols = np.array([offer_pos[o] for o in self.offer_ids], dtype=np.int64)
         allowed = eligibility_matrix(chunk, self.offers, self.rules) if m else np.zeros((n, 0), dtype=bool)
         allowed &= ~used[:, cols]
-        cap_states = caps.states(self.offer_ids, self.placement_id)
-        totals = []
-        for j, state in cap_states:
-            if state.rule.scope == "per_profile":
-                allowed[:, j] &= caps.per_profile_count(state) < state.rule.limit
-            else:
-                totals.append((j, state))
-                if state.remaining <= 0:
-                    allowed[:, j] = False
+        cap_states, totals = self._apply_caps(allowed, caps)
         # Random draws, fixed per row so ranking again after a cap keeps each row's luck.
         random_order = rng.random((n, m))
         holdout_row = rng.random(n) < self.holdout
@@ -240,9 +230,40 @@ class _Plan:
             explore = explore_draw | (pool < 2)
             return np.where(explore[:, None] | ~self.qualified[None, :], random_order, 2.0 + samples)
 
-        while True:  # rank, then take back offers beyond a total cap's budget, until none is exceeded
-            key = np.where(holdout_row[:, None], random_order, model_key(allowed))
-            rows, idx, _ = top_k(key, allowed, self.n_items)
+        rows, idx, chosen = self._select_within_budgets(
+            allowed, totals, lambda mask: np.where(holdout_row[:, None], random_order, model_key(mask)))
+        for j, state in totals:
+            state.remaining -= int(chosen[:, j].sum())
+        for j, state in cap_states:
+            if state.rule.scope == "per_profile" and state.rule.event in DECIDED_EVENTS:
+                state.increments += chosen[:, j]
+        if not allow_duplicates:
+            used[:, cols] |= chosen
+        return self._items(rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
+                           *((None, None) if self.posterior else (explore_draw, table_key)))
+
+    def _apply_caps(self, allowed: np.ndarray, caps: _Caps) -> tuple[list[tuple[int, _CapRuleState]],
+                                                                    list[tuple[int, _CapRuleState]]]:
+        """Drop (in place) the offers a per-profile cap or an exhausted total budget rules out; the
+        placement's cap states and, of them, the total-scope ones (budgets to allocate)."""
+        cap_states = caps.states(self.offer_ids, self.placement_id)
+        totals = []
+        for j, state in cap_states:
+            if state.rule.scope == "per_profile":
+                allowed[:, j] &= caps.per_profile_count(state) < state.rule.limit
+            else:
+                totals.append((j, state))
+                if state.remaining <= 0:
+                    allowed[:, j] = False
+        return cap_states, totals
+
+    def _select_within_budgets(self, allowed: np.ndarray, totals: list[tuple[int, _CapRuleState]],
+                               sort_key: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top items of every row by `sort_key(allowed)`: rank, then take back (in `allowed`,
+        in place) offers beyond a total cap's budget, until none is exceeded."""
+        n, m = allowed.shape
+        while True:
+            rows, idx, _ = top_k(sort_key(allowed), allowed, self.n_items)
             chosen = np.zeros((n, m), dtype=bool)
             chosen[rows, idx] = True
             over_budget = False
@@ -253,16 +274,7 @@ class _Plan:
                     allowed[over, j] = False
                     over_budget = True
             if not over_budget:
-                break
-        for j, state in totals:
-            state.remaining -= int(chosen[:, j].sum())
-        for j, state in cap_states:
-            if state.rule.scope == "per_profile" and state.rule.event in DECIDED_EVENTS:
-                state.increments += chosen[:, j]
-        if not allow_duplicates:
-            used[:, cols] |= chosen
-        return self._items(rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
-                           *((None, None) if self.posterior else (explore_draw, table_key)))
+                return rows, idx, chosen
 
     def _items(self, rows, idx, n, allowed, holdout_row, arm_model, scores, model_key,
                explored: np.ndarray | None = None, table_key: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -13,6 +13,9 @@ eligible offers instead, and marked `arm="holdout"`, so the model's lift can be 
 decision is logged as `display` events in the data contract, each with its per-slot propensity (the
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
+
+The data types of a decision are in `decision_types`, the decision log in `decision_log`; a
+placement's `PlacementPlan` (table, model, candidates, fallback) is shared with `batch`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,13 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from offerflow.ranking.bandits import first_choice_probability, thompson_select
 from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
@@ -36,64 +37,45 @@ from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles,
 from offerflow.core.config import ProjectConfig
 from offerflow.ranking.click_model import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
-from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
+from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore
-
-MAX_ITEMS = 30
-#: `source` of an auto-optimized placement whose eligible offers hold fewer than two qualified ones:
-#: the model does not rank them, they are served in a uniformly random order (arm `non_personalized`).
-RANDOM_TOO_FEW_QUALIFIED = "random_too_few_qualified"
-
-
-class DecisionError(ValueError):
-    """A request that cannot be answered (unknown placement, bad item count)."""
+from offerflow.decisioning.decision_log import cap_resets_path, decision_log_dir, log_decisions
+from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
+                                                  DecisionItem, PlacementDecision)
 
 
 @dataclass(frozen=True)
-class DecisionItem:
+class PlacementPlan:
+    """What deciding in one placement needs, read once per request (or per batch): the placement,
+    its item count, the published table and the AI model serving it, the candidate offers and the
+    fallback. `DecisionEngine.decide` and `decide_batch` both start from it."""
+
     placement_id: str
-    offer_id: str
-    rank: int
-    score: float | None
-    fallback: bool = False
-    propensity: float | None = None
+    placement: Any
+    n_items: int
+    snapshot: Any  # the current published table (None: nothing published)
+    metadata: dict[str, Any]
+    model: Any  # the AI model config serving the table (None: not an AI model)
+    candidates: list[str]  # the placement's offers, highest priority first
+    fallback: str
+    #: share of traffic shown a random order: a personalized model's `exploration_share`, or for
+    #: Thompson sampling that of the model that published the posteriors
+    exploration_share: float
 
+    @property
+    def posterior(self) -> bool:
+        """Whether the table holds auto-optimization posteriors (Thompson-sampled)."""
+        return self.snapshot is not None and self.snapshot.kind == "posterior"
 
-@dataclass(frozen=True)
-class PlacementDecision:
-    placement_id: str
-    channel: str
-    items: list[DecisionItem]
-    ranking_method: str
-    ai_model: str | None
-    model_version: str | None
-    table_version: int | None
-    #: ranking_table | thompson_sampling | exploration | random_too_few_qualified | non_personalized
-    #: | random_holdout | fallback
-    source: str
-    arm: str = "non_personalized"  # model | holdout | non_personalized | fallback
+    @property
+    def holdout_share(self) -> float:
+        return self.model.holdout_share if self.model is not None else 0.0
 
-
-@dataclass(frozen=True)
-class Decision:
-    decision_id: str
-    profile_id: str
-    decided_at: str
-    placements: list[PlacementDecision] = field(default_factory=list)
-
-    def offer_ids(self) -> list[str]:
-        return [item.offer_id for p in self.placements for item in p.items]
-
-    def to_dict(self) -> dict[str, Any]:
-        """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly)."""
-        return {"decision_id": self.decision_id, "profile_id": self.profile_id, "decided_at": self.decided_at,
-                "placements": [{"placement_id": p.placement_id, "channel": p.channel,
-                                "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
-                                           "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
-                                          for i in p.items],
-                                "ranking_method": p.ranking_method, "ai_model": p.ai_model,
-                                "model_version": p.model_version, "table_version": p.table_version,
-                                "source": p.source, "arm": p.arm} for p in self.placements]}
+    def description(self) -> dict[str, Any]:
+        """The `PlacementDecision` fields that describe the plan rather than the chosen items."""
+        return dict(channel=self.placement.channel, ranking_method=self.placement.ranking.method,
+                    ai_model=self.metadata.get("ai_model"), model_version=self.metadata.get("model_version"),
+                    table_version=self.snapshot.version if self.snapshot else None)
 
 
 class DecisionEngine:
@@ -237,46 +219,67 @@ class DecisionEngine:
                 for p in d.placements:
                     self.caps.record([i.offer_id for i in p.items], p.placement_id, d.profile_id, at)
 
-    def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
-                          used: set[str], now: datetime) -> PlacementDecision:
+    def plan(self, placement_id: str, items: int | None = None) -> PlacementPlan:
+        """The placement's plan for a decision now: its current table, model and candidates."""
         placement = self.config.placement(placement_id)
-        n_items = items or placement.items
         snap = self.snapshot(placement_id)
         meta = snap.metadata if snap is not None else {}
-        info = dict(channel=placement.channel, ranking_method=placement.ranking.method, ai_model=meta.get("ai_model"),
-                    model_version=meta.get("model_version"), table_version=snap.version if snap else None)
+        model = self.model_of(placement, meta)
+        if snap is not None and snap.kind == "posterior":
+            exploration = self.config.ai_model(meta["ai_model"]).exploration_share
+        else:
+            exploration = model.exploration_share if model is not None else 0.0
+        return PlacementPlan(placement_id, placement, items or placement.items, snap, meta, model,
+                             self._by_priority[placement_id], self._fallback[placement_id], exploration)
+
+    def eligibility_rule(self, offer_id: str) -> Expression | None:
+        """The offer's parsed eligibility rule (None: every profile is eligible)."""
+        return self._rules.get(offer_id)
+
+    def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
+                          used: set[str], now: datetime) -> PlacementDecision:
+        plan = self.plan(placement_id, items)
+        snap, n_items, model = plan.snapshot, plan.n_items, plan.model
 
         def allowed(offer_id: str) -> bool:
             return (offer_id not in used and offer_id in self._offer_values and eligible(offer_id)
                     and not self.caps.capped(offer_id, placement_id, profile_id, now))
 
-        model = self.model_of(placement, meta)
-        if snap is not None and snap.kind == "posterior":
-            chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items)
+        if plan.posterior:
+            chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items,
+                                                                     plan.exploration_share)
             # Fewer than two qualified offers: the model does not rank, the placement is served at random.
             arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
         else:
             chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
-            if arm == "model" and model.exploration_share > 0 and chosen:
-                chosen, first_probability, source = self._explore(placement_id, chosen, pool, model.exploration_share,
+            if arm == "model" and plan.exploration_share > 0 and chosen:
+                chosen, first_probability, source = self._explore(placement_id, chosen, pool, plan.exploration_share,
                                                                   n_items, source)
-        if chosen and arm == "model" and model.holdout_share > 0:
-            share = model.holdout_share
-            if self._holdout_rng.random() < share:
-                order = self._holdout_rng.permutation(len(pool))[:n_items]
-                chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
-                source, arm = "random_holdout", "holdout"
-            # per slot: share / |pool| (a random order puts any offer in any slot equally often) plus
-            # (1 - share) x the model's probability of that offer in that slot (None: not known)
-            model_p = [first_probability(item.offer_id, item.rank) for item in chosen]
-            chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
-                                   propensity=None if p is None else share / len(pool) + (1.0 - share) * p)
-                      for item, p in zip(chosen, model_p)]
+        if chosen and arm == "model" and plan.holdout_share > 0:
+            chosen, source, arm = self._holdout(placement_id, chosen, pool, plan.holdout_share, n_items,
+                                                first_probability, source, arm)
         if not chosen:
-            chosen = [DecisionItem(placement_id, self._fallback[placement_id], 1, None, fallback=True, propensity=1.0)]
+            chosen = [DecisionItem(placement_id, plan.fallback, 1, None, fallback=True, propensity=1.0)]
             source, arm = "fallback", "fallback"
-        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm, **info)
+        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm,
+                                 **plan.description())
+
+    def _holdout(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float, n_items: int,
+                 first_probability: Any, source: str, arm: str) -> tuple[list[DecisionItem], str, str]:
+        """A model's `share` of decisions gets a uniformly random order of the eligible offers (arm
+        `holdout`), so its lift can be measured. Each slot's propensity is share / |pool| (a random
+        order puts any offer in any slot equally often) plus (1 - share) x the model's probability
+        of that offer in that slot (None: not known)."""
+        if self._holdout_rng.random() < share:
+            order = self._holdout_rng.permutation(len(pool))[:n_items]
+            chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+            source, arm = "random_holdout", "holdout"
+        model_p = [first_probability(item.offer_id, item.rank) for item in chosen]
+        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
+                               propensity=None if p is None else share / len(pool) + (1.0 - share) * p)
+                  for item, p in zip(chosen, model_p)]
+        return chosen, source, arm
 
     def _explore(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float,
                  n_items: int, source: str):
@@ -360,13 +363,12 @@ class DecisionEngine:
             self._choice_probabilities[key] = probabilities
         return probabilities
 
-    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int):
+    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int, exploration_share: float):
         post = self.posterior_arrays(placement_id, snap)
         eligible = np.array([ok and allowed(oid) for oid, ok in zip(post.offer_ids, post.in_placement)], dtype=bool)
-        model = self.config.ai_model(snap.metadata["ai_model"])
         probabilities = self.choice_probabilities(placement_id, snap, eligible)
         selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
-                                    model.exploration_share, self._rng, first_probabilities=probabilities,
+                                    exploration_share, self._rng, first_probabilities=probabilities,
                                     weights=post.weights)
         chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
                                propensity=selection.propensity if r == 0 else None)
@@ -397,70 +399,6 @@ class _Posteriors:
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
-
-
-def decisions_to_events(decisions: Sequence[Decision]) -> pa.Table:
-    """Decisions as `display` events in the data contract, ready for the next ingestion.
-
-    Built column by column (no per-row DataFrame work: the service writes these from a background
-    thread that shares the interpreter with request handling)."""
-    event_id, timestamp, profile_id, offer_id, placement_id, channel, propensity, decision_id = ([] for _ in range(8))
-    for d in decisions:
-        at = datetime.fromisoformat(d.decided_at)
-        for p in d.placements:
-            for item in p.items:
-                event_id.append(f"{d.decision_id}-{p.placement_id}-{item.rank}")
-                timestamp.append(at)
-                profile_id.append(d.profile_id)
-                offer_id.append(item.offer_id)
-                placement_id.append(p.placement_id)
-                channel.append(p.channel)
-                propensity.append(item.propensity)
-                decision_id.append(d.decision_id)
-    n = len(event_id)
-    return pa.Table.from_pydict({"event_id": event_id, "timestamp": timestamp, "profile_id": profile_id,
-                                 "event_type": ["display"] * n, "offer_id": offer_id, "placement_id": placement_id,
-                                 "channel": channel, "value": [None] * n, "propensity": propensity,
-                                 "decision_id": decision_id}, schema=EVENT_SCHEMA)
-
-
-def decisions_to_meta(decisions: Sequence[Decision]) -> pa.Table:
-    """One `DECISION_META_SCHEMA` row per (decision, placement): who, where, which model and arm."""
-    rows = [(d, datetime.fromisoformat(d.decided_at), p) for d in decisions for p in d.placements]
-    return pa.Table.from_pydict({
-        "decision_id": [d.decision_id for d, _, _ in rows], "decided_at": [at for _, at, _ in rows],
-        "profile_id": [d.profile_id for d, _, _ in rows], "placement_id": [p.placement_id for _, _, p in rows],
-        "ai_model": [p.ai_model for _, _, p in rows],
-        "model_version": [None if p.model_version is None else str(p.model_version) for _, _, p in rows],
-        "table_version": [p.table_version for _, _, p in rows],
-        "ranking_method": [p.ranking_method for _, _, p in rows], "arm": [p.arm for _, _, p in rows]},
-        schema=DECISION_META_SCHEMA)
-
-
-def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Path:
-    """Append display events and their decision metadata as two new Parquet files with one name
-    (`decisions-*.parquet` and `meta/decisions-*.parquet`); the metadata is written first, so every
-    logged display has its row. Files are never rewritten; each appears atomically (rename)."""
-    name = f"decisions-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-    for table, folder in ((meta, directory / "meta"), (events, directory)):
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(folder / name)
-    return directory / name
-
-
-def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
-    """Append decisions to the decision log (display events + metadata; see `write_decision_log`)."""
-    return write_decision_log(decisions_to_events(decisions), decisions_to_meta(decisions), directory)
-
-
-def decision_log_dir(config: ProjectConfig) -> Path:
-    return config.path(config.data.outputs_dir) / "decision_log"
-
-
-def cap_resets_path(config: ProjectConfig) -> Path:
-    return config.path(config.data.outputs_dir) / "caps" / "resets.json"
 
 
 def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None) -> DecisionEngine:

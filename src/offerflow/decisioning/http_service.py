@@ -22,88 +22,26 @@ import logging
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from offerflow.core.config import ProjectConfig
-from offerflow.rules.capping import write_cap_reset
-from offerflow.decisioning.engine import (MAX_ITEMS, Decision, DecisionEngine, DecisionError, build_engine,
-                                   cap_resets_path, log_decisions)
+from offerflow.decisioning.decision_log import log_decisions
+from offerflow.decisioning.decision_types import Decision, DecisionError
+from offerflow.decisioning.engine import DecisionEngine, build_engine
+from offerflow.decisioning.http_models import DecisionRequest
+from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
+                                               freeze_long_lived)
 
 FLUSH_EVERY = 500
 FLUSH_INTERVAL_S = 2.0
-MAX_PLACEMENTS = 10
 _log = logging.getLogger(__name__)
-
-
-class DecisionRequest(BaseModel):
-    """Which offers to show one profile in one or more placements (filled in request order)."""
-
-    model_config = ConfigDict(extra="forbid")
-    profile_id: str = Field(min_length=1, description="Profile id.")
-    placements: list[Annotated[str, Field(min_length=1)]] = Field(
-        min_length=1, max_length=MAX_PLACEMENTS, description="Placement ids, in the order to fill them.")
-    items: int | None = Field(default=None, ge=1, le=MAX_ITEMS,
-                              description="Items per placement (default: the placement's own count).")
-    allow_duplicates: bool = Field(default=False, description="Allow an offer in several placements.")
-
-
-class DecisionItemOut(BaseModel):
-    placement_id: str
-    offer_id: str
-    rank: int
-    score: float | None
-    fallback: bool
-    propensity: float | None
-
-
-class PlacementDecisionOut(BaseModel):
-    placement_id: str
-    channel: str
-    items: list[DecisionItemOut]
-    ranking_method: str
-    ai_model: str | None
-    model_version: str | None
-    table_version: int | None
-    source: str = Field(description="ranking_table | thompson_sampling | exploration | random_too_few_qualified"
-                        " | non_personalized | random_holdout | fallback")
-    arm: str = Field(description="model | holdout | non_personalized | fallback")
-
-
-class DecisionOut(BaseModel):
-    decision_id: str
-    profile_id: str
-    decided_at: str
-    placements: list[PlacementDecisionOut]
-
-
-class HealthOut(BaseModel):
-    status: str
-    placements: dict[str, int | None] = Field(description="Current published version per placement.")
-
-
-class ErrorOut(BaseModel):
-    detail: str
-
-
-class CapResetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    offer_id: str | None = Field(default=None, description="Only this offer (default: every offer).")
-
-
-class CapResetOut(BaseModel):
-    status: str
-    offer_id: str | None
-    counters_cleared: int
 
 
 class DecisionLogBuffer:
@@ -244,31 +182,12 @@ class DecisionFastPath:
                                      allow_duplicates=request.allow_duplicates)
         except (orjson.JSONDecodeError, ValidationError, DecisionError):
             return None
-        _count_if_swapped(self.service, engine, decision)
+        count_if_swapped(self.service, engine, decision)
         if self.freeze_gc and engine.snapshot_loads != self._snapshot_loads:  # a new table was read
             self._snapshot_loads = engine.snapshot_loads
-            gc.freeze()  # O(1); its arrays are long-lived, see _freeze_long_lived
+            gc.freeze()  # O(1); its arrays are long-lived, see freeze_long_lived
         self.buffer.add(decision)
         return orjson.dumps(decision.to_dict())
-
-
-def _count_if_swapped(service: FastAPI, engine: DecisionEngine, decision: Decision) -> None:
-    """A decision the old engine made while a reload swapped engines (it waited for the cap lock)
-    also counts in the new engine's caps."""
-    current = service.state.engine
-    if current is not engine:
-        current.count_decisions([decision])
-
-
-def _freeze_long_lived(unfreeze: bool = False) -> None:
-    """Move what exists now (the engine: profile index, eligibility, tables) out of the garbage
-    collector's reach. A full collection otherwise walks it every few thousand decisions, ~120 ms
-    with 1M profiles, and that pause was the service's p99. `unfreeze` first releases what an
-    earlier freeze kept (after a reload, so the old engine can be collected)."""
-    if unfreeze:
-        gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -288,16 +207,15 @@ def _replay(body: bytes, receive: Any) -> Any:
 def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, admin_token: str | None = None,
                api_key: str | None = None, log_dir: Path | None = None, freeze_gc: bool = False) -> FastAPI:
     """The decision service of one project (see the module docstring). `freeze_gc`: keep the
-    engine out of the garbage collector's reach (`_freeze_long_lived`; for a server process of its
+    engine out of the garbage collector's reach (`freeze_long_lived`; for a server process of its
     own, as `run_server` makes: it acts on the whole process)."""
     buffer = DecisionLogBuffer(log_dir if log_dir is not None else
                                config.path(config.data.outputs_dir) / "decision_log")
-    reload_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if freeze_gc:
-            _freeze_long_lived()
+            freeze_long_lived()
         with buffer.running():
             yield
 
@@ -308,80 +226,8 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         "fallback offer when nothing is eligible. Every decision is logged as `display` events."))
     app.state.engine = (engine if engine is not None else build_engine(config)).preload()
     app.state.decision_log = buffer
-
-    def check_api_key(key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]) -> None:
-        if api_key is not None and (key is None or not secrets.compare_digest(key.encode(), api_key.encode())):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-
-    def check_admin(creds: Annotated[HTTPAuthorizationCredentials | None,
-                                     Depends(HTTPBearer(auto_error=False))]) -> None:
-        if admin_token is None:
-            raise HTTPException(403, "no admin token is configured for this service")
-        if creds is None or not secrets.compare_digest(creds.credentials.encode(), admin_token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    def versions() -> dict[str, int | None]:
-        store = app.state.engine.store
-        return {p.id: store.current_version(p.id) for p in config.placements}
-
-    @app.exception_handler(DecisionError)
-    def decision_error(_: Request, exc: DecisionError) -> JSONResponse:
-        status = 404 if str(exc).startswith("unknown placement") else 422
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.post("/decisions", response_model=DecisionOut, dependencies=[Depends(check_api_key)],
-              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "Unknown placement"}},
-              summary="Decide which offers to show a profile")
-    async def decide(request: DecisionRequest):
-        # Well-formed requests are answered by DecisionFastPath; this route documents the endpoint
-        # and answers what the fast path passed on (mostly errors), with the same result.
-        current: DecisionEngine = app.state.engine
-        decision = current.decide(request.profile_id, request.placements, items=request.items,
-                                  allow_duplicates=request.allow_duplicates)
-        _count_if_swapped(app, current, decision)
-        buffer.add(decision)
-        # Serialized directly: the dataclasses already have the response's shape.
-        return Response(orjson.dumps(decision.to_dict()), media_type="application/json")
-
-    @app.get("/health", response_model=HealthOut, summary="Liveness and the current ranking versions")
-    def health():
-        return {"status": "ok", "placements": versions()}
-
-    @app.post("/admin/reload", response_model=HealthOut, dependencies=[Depends(check_admin)],
-              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
-              summary="Reload profiles and offers (new ranking versions need no reload)")
-    def reload():
-        # Requests go on with the old engine while the new one is built (seconds for 1M profiles).
-        # The new engine counts caps from the log (everything decided before the hold), then the
-        # decisions made since; it is swapped in under the old engine's cap lock, so none is missed.
-        with reload_lock, buffer.held() as unlogged:
-            engine = build_engine(config).preload()
-            old: DecisionEngine = app.state.engine
-            with old.caps.lock:
-                engine.count_decisions(unlogged())
-                app.state.engine = engine
-            if freeze_gc:
-                _freeze_long_lived(unfreeze=True)
-        return {"status": "reloaded", "placements": versions()}
-
-    @app.get("/admin/caps", dependencies=[Depends(check_admin)], responses={401: {"model": ErrorOut}},
-             summary="Cap state: per offer and rule, the current count, the window and whether it is capped")
-    def caps_state(profile_id: str | None = None):
-        return app.state.engine.caps.state(profile_id=profile_id)
-
-    @app.post("/admin/caps/reset", response_model=CapResetOut, dependencies=[Depends(check_admin)],
-              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
-              summary="Reset cap counters (one offer or all); events before now stop counting")
-    def caps_reset(request: CapResetRequest | None = None):
-        offer_id = request.offer_id if request is not None else None
-        engine: DecisionEngine = app.state.engine
-        if offer_id is not None and offer_id not in engine.offers.index:
-            raise HTTPException(404, f"unknown offer {offer_id!r}")
-        with engine.caps.lock:
-            write_cap_reset(cap_resets_path(config), offer_id, datetime.now(timezone.utc))
-            cleared = engine.caps.reset(offer_id)
-        return {"status": "reset", "offer_id": offer_id, "counters_cleared": cleared}
-
+    add_decision_routes(app, config, buffer, api_key)
+    add_admin_routes(app, config, buffer, admin_token, freeze_gc)
     app.add_middleware(DecisionFastPath, service=app, buffer=buffer, api_key=api_key, freeze_gc=freeze_gc)
     return app
 

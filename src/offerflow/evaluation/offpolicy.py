@@ -24,177 +24,20 @@ trained only on events before the evaluation window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from offerflow.core.features import EVENTS_VIEW, query_frame
-from offerflow.ranking.click_model import eligibility_matrix
-from offerflow.core.schema import PROFILE_ID
+from offerflow.evaluation.intervals import bounded_interval, effective_count, poisson_bootstrap, shrunk_variances
+from offerflow.evaluation.logged_displays import LoggedDisplays
+from offerflow.evaluation.policies import Strategy
 
 ESTIMATORS = ("ips", "snips", "dr")
 FIRST_ITEM_NOTE = ("Estimates are for the first item of each slate: the offer a strategy would put "
                    "in rank 1, and whether the profile clicked it.")
-
-#: A target policy: (profiles, offers, eligible[n_profiles, n_offers]) -> probabilities, same shape,
-#: each row summing to 1 over the eligible offers (0 where nothing is eligible).
-PolicyFn = Callable[[pd.DataFrame, pd.DataFrame, np.ndarray], np.ndarray]
-
-
-@dataclass
-class LoggedDisplays:
-    """The first-item displays of one placement in the evaluation window, as columns.
-
-    `profiles` holds each profile once; `profile_row[i]` points display i at its profile and
-    `action[i]` at its offer in `offers` (-1 if the offer is not in the placement's catalog).
-    """
-
-    placement_id: str
-    start: datetime
-    end: datetime
-    profiles: pd.DataFrame
-    offers: pd.DataFrame
-    eligible: np.ndarray        # (n_profiles, n_offers) bool, current attributes
-    profile_row: np.ndarray     # (n,) int
-    action: np.ndarray          # (n,) int
-    propensity: np.ndarray      # (n,) float, NaN if missing
-    reward: np.ndarray          # (n,) float 0/1
-    day: np.ndarray             # (n,) datetime64[D]
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> displays not usable
-
-    @property
-    def n(self) -> int:
-        return len(self.reward)
-
-
-def load_logged_displays(con: duckdb.DuckDBPyConnection, placement_id: str, start: datetime, end: datetime,
-                         profiles: pd.DataFrame, offers: pd.DataFrame,
-                         success_event: str = "click") -> LoggedDisplays:
-    """First-item displays of `placement_id` in [start, end) with their reward, from the events view.
-
-    `offers` are the placement's offers (fallback included). Displays without a usable propensity,
-    of unknown profiles or of offers outside the catalog are dropped and counted in `dropped`.
-    """
-    sql = f"""
-        WITH d AS (
-            SELECT profile_id, offer_id, propensity, timestamp, COALESCE(decision_id, event_id) AS decision_key,
-                   decision_id,
-                   row_number() OVER (PARTITION BY COALESCE(decision_id, event_id)
-                                      ORDER BY (propensity IS NULL),
-                                               TRY_CAST(regexp_extract(event_id, '-([0-9]+)$', 1) AS INTEGER)
-                                               NULLS LAST, event_id) AS slot
-            FROM {EVENTS_VIEW}
-            WHERE event_type = 'display' AND placement_id = ? AND timestamp >= ? AND timestamp < ?),
-        s AS (SELECT DISTINCT decision_id, offer_id FROM {EVENTS_VIEW}
-              WHERE event_type = ? AND decision_id IS NOT NULL)
-        SELECT d.profile_id, d.offer_id, d.propensity, CAST(d.timestamp AS DATE) AS day,
-               (s.decision_id IS NOT NULL)::DOUBLE AS reward
-        FROM d LEFT JOIN s ON d.decision_id = s.decision_id AND d.offer_id = s.offer_id
-        WHERE d.slot = 1
-        ORDER BY d.timestamp, d.profile_id"""
-    log = query_frame(con, sql, [placement_id, start, end, success_event])
-    dropped: dict[str, int] = {}
-    p = log["propensity"].to_numpy(float)
-    bad_p = ~np.isfinite(p) | (p <= 0) | (p > 1)
-    if bad_p.any():
-        dropped["propensity missing or outside (0, 1]"] = int(bad_p.sum())
-    known_offer = log["offer_id"].isin(offers["offer_id"]).to_numpy()
-    if (~known_offer & ~bad_p).any():
-        dropped["offer not in the placement's catalog"] = int((~known_offer & ~bad_p).sum())
-    known_profile = log[PROFILE_ID].isin(profiles[PROFILE_ID]).to_numpy()
-    if (~known_profile & known_offer & ~bad_p).any():
-        dropped["unknown profile"] = int((~known_profile & known_offer & ~bad_p).sum())
-    log = log[~bad_p & known_offer & known_profile].reset_index(drop=True)
-    ids = pd.Index(log[PROFILE_ID].unique())
-    window_profiles = profiles.set_index(PROFILE_ID).loc[ids].reset_index()
-    offers = offers.reset_index(drop=True)
-    return LoggedDisplays(
-        placement_id=placement_id, start=start, end=end, profiles=window_profiles, offers=offers,
-        eligible=placement_eligibility(window_profiles, offers),
-        profile_row=ids.get_indexer(log[PROFILE_ID]).astype(np.int64),
-        action=pd.Index(offers["offer_id"]).get_indexer(log["offer_id"]).astype(np.int64),
-        propensity=log["propensity"].to_numpy(float), reward=log["reward"].to_numpy(float),
-        day=pd.to_datetime(log["day"]).to_numpy().astype("datetime64[D]"), dropped=dropped)
-
-
-def placement_eligibility(profiles: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
-    """Eligibility as the decision engine applies it: a fallback offer only when no regular one is."""
-    if len(profiles) == 0:
-        return np.zeros((0, len(offers)), dtype=bool)
-    eligible = eligibility_matrix(profiles, offers)
-    if "fallback" in offers:
-        fallback = offers["fallback"].fillna(False).to_numpy(bool)
-        if fallback.any():
-            none_regular = ~eligible[:, ~fallback].any(axis=1)
-            eligible[:, fallback] = eligible[:, fallback] & none_regular[:, None]
-    return eligible
-
-
-# --- target policies --------------------------------------------------------------------------
-
-def uniform_policy(eligible: np.ndarray) -> np.ndarray:
-    """Uniformly random over the eligible offers."""
-    count = eligible.sum(axis=1, keepdims=True)
-    return np.where(eligible, 1.0 / np.maximum(count, 1), 0.0)
-
-
-def argmax_policy(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """The best-scoring eligible offer first; exact ties share the probability equally."""
-    masked = np.where(eligible, scores, -np.inf)
-    best = masked.max(axis=1, keepdims=True)
-    top = eligible & (masked == best) & np.isfinite(best)
-    return top / np.maximum(top.sum(axis=1, keepdims=True), 1)
-
-
-def softmax_policy(scores: np.ndarray, eligible: np.ndarray, temperature: float) -> np.ndarray:
-    """Eligible offers in proportion to exp(score / temperature)."""
-    masked = np.where(eligible, scores / temperature, -np.inf)
-    masked = masked - np.where(eligible.any(axis=1, keepdims=True), masked.max(axis=1, keepdims=True), 0.0)
-    weights = np.where(eligible, np.exp(masked), 0.0)
-    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
-
-
-def score_policy(score_fn: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]) -> PolicyFn:
-    """Rank by a score function (priority, a formula, a click model): argmax over eligible offers."""
-    def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
-        return argmax_policy(np.asarray(score_fn(profiles, offers), dtype=float), eligible)
-    return policy
-
-
-def thompson_policy(posteriors: pd.DataFrame, exploration_share: float, seed: int,
-                    draws: int = 4000) -> PolicyFn:
-    """Auto-optimization as served: the Thompson first-choice probability of each offer, computed
-    once per distinct eligible set (offers without a posterior are never qualified)."""
-    from offerflow.ranking.bandits import first_choice_probability
-
-    def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
-        post = offers[["offer_id"]].merge(posteriors, on="offer_id", how="left")
-        alpha = post["alpha"].fillna(1.0).to_numpy(float)
-        beta = post["beta"].fillna(1.0).to_numpy(float)
-        qualified = post["qualified"].fillna(False).to_numpy(bool)
-        sets, inverse = np.unique(eligible, axis=0, return_inverse=True)
-        rng = np.random.default_rng(seed)
-        per_set = np.stack([first_choice_probability(alpha, beta, qualified, row, exploration_share, rng, draws)
-                            for row in sets]) if len(sets) else np.zeros((0, len(offers)))
-        return per_set[inverse.reshape(-1)]
-    return policy
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A candidate ranking strategy: `name` is a metric-safe slug, `label` what people read."""
-
-    name: str
-    label: str
-    kind: str  # random | priority | formula | auto_optimization | personalized | logged
-    policy: PolicyFn | None  # None for the logged policy itself (on-policy mean)
-    offers_personalized: int | None = None
-    #: per-slot probabilities for whole slates (`slates.SlatePolicyFn`); None: first item only
-    slate: Callable[..., np.ndarray] | None = None
 
 
 # --- estimation -------------------------------------------------------------------------------
@@ -252,12 +95,6 @@ def expected_value(policy: np.ndarray, click_probability: np.ndarray) -> np.ndar
     return (policy * click_probability).sum(axis=1)
 
 
-def effective_count(x: np.ndarray) -> float:
-    """Kish's effective number of non-zero terms, (sum x)^2 / sum x^2 (0 when all are 0)."""
-    squares = float((x ** 2).sum())
-    return float(x.sum() ** 2 / squares) if squares > 0 else 0.0
-
-
 def _clicks_warning(effective_clicks: float, limits: WarningLimits) -> list[str]:
     if effective_clicks >= limits.min_clicks:
         return []
@@ -285,59 +122,6 @@ def _warnings(logged: LoggedDisplays, strategy: Strategy, policy: np.ndarray, w:
     return out
 
 
-def bounded_interval(value: np.ndarray, variance: np.ndarray, ess: np.ndarray, n: int,
-                     confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Click-rate estimates clipped to [0, 1] and Clopper-Pearson intervals on an effective sample.
-
-    Korn & Graubard (1998), for proportions estimated from weighted samples: n_eff = v (1 - v) /
-    variance (at most `n`), successes x = v n_eff, interval = Beta quantiles of (x, n_eff - x + 1)
-    and (x + 1, n_eff - x). Where v is 0 or 1 (no click carried any weight, or a clipped
-    estimate) or the variance is 0, n_eff is `ess`, the Kish effective sample size of the weights:
-    0 clicks in 1,000 effective displays gives [0, 0.37%], not [0, 0]. Fewer than one effective
-    display gives [0, 1].
-
-    Args: arrays of one shape (estimates, their linearized variances, effective sample sizes).
-    Returns: (clipped value, low, high), each of that shape.
-    """
-    from scipy.special import betaincinv  # scipy comes with LightGBM; scipy.stats takes seconds to import
-
-    v = np.clip(np.nan_to_num(np.asarray(value, dtype=float), nan=0.0), 0.0, 1.0)
-    variance = np.asarray(variance, dtype=float)
-    ess = np.nan_to_num(np.asarray(ess, dtype=float), nan=0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        from_variance = v * (1 - v) / variance
-    usable = (v > 0) & (v < 1) & np.isfinite(from_variance) & (from_variance > 0)
-    n_eff = np.minimum(np.where(usable, from_variance, ess), n)
-    ok = n_eff >= 1
-    n_eff = np.where(ok, n_eff, 1.0)
-    x = v * n_eff
-    tail = (1 - confidence) / 2
-    with np.errstate(invalid="ignore"):
-        low = np.where(ok & (x > 0), betaincinv(np.maximum(x, 1e-12), n_eff - x + 1, tail), 0.0)
-        high = np.where(ok & (x < n_eff), betaincinv(x + 1, np.maximum(n_eff - x, 1e-12), 1 - tail), 1.0)
-    return v, np.clip(np.nan_to_num(low), 0.0, v), np.clip(np.nan_to_num(high, nan=1.0), v, 1.0)
-
-
-#: Pseudo-clicks of the prior on an estimate's variance (see `_shrunk_variances`).
-VARIANCE_PRIOR_CLICKS = 2.0
-
-
-def _shrunk_variances(estimates: dict[str, tuple[float, float]], ess: float,
-                      effective_clicks: float) -> dict[str, float]:
-    """Each estimator's linearized variance, shrunk towards v (1 - v) / ESS (the variance if clicks
-    fell independently of the weights) with the weight of VARIANCE_PRIOR_CLICKS clicks: with few
-    clicks the linearized variance is itself noisy and too small whenever the clicks happened to
-    land on low-weight displays (95% intervals of a deterministic strategy at ~17 effective clicks
-    covered 93% without, 96% with; see docs/evaluation.md). Equal for the logged policy."""
-    share = VARIANCE_PRIOR_CLICKS / (VARIANCE_PRIOR_CLICKS + effective_clicks)
-    out = {}
-    for estimator, (value, variance) in estimates.items():
-        v = min(max(value, 0.0), 1.0) if np.isfinite(value) else np.nan
-        independent = v * (1 - v) / ess if ess > 0 else np.nan
-        out[estimator] = float((1 - share) * variance + share * independent) if np.isfinite(independent) else variance
-    return out
-
-
 def evaluate(logged: LoggedDisplays, strategies: Sequence[Strategy], reward_model: np.ndarray | None,
              n_bootstrap: int = 500, confidence: float = 0.95, seed: int = 0,
              limits: WarningLimits = WarningLimits()) -> Evaluation:
@@ -354,13 +138,45 @@ def evaluate(logged: LoggedDisplays, strategies: Sequence[Strategy], reward_mode
         reward_model: (n_profiles, n_offers) click probabilities from a model trained before the
             window, rows aligned with `logged.profiles`; None skips DR.
     """
-    n, m = logged.n, len(logged.offers)
+    n = logged.n
+    placement_warnings, clicks, too_few = _window_checks(logged, limits)
+    q = reward_model[logged.profile_row] if reward_model is not None else None
+    # Per display and strategy, the terms whose (resampled) sums give every estimator.
+    policies: dict[str, np.ndarray] = {}
+    stats: list[_StrategyStats] = []
+    columns: list[np.ndarray] = []  # per strategy: w, w*r and the DR term per display
+    for strategy in strategies:
+        strategy_columns, strategy_stats = _strategy_terms(logged, strategy, q, policies, limits, too_few is None)
+        columns.append(strategy_columns)
+        stats.append(strategy_stats)
+    terms = np.concatenate(columns, axis=1)  # (n, 3 S)
+    del columns
+    totals = np.concatenate([[n], terms.sum(axis=0)])
+    reps = poisson_bootstrap(terms, n_bootstrap, seed)  # (B, 1 + 3 S): resampled n and sums
+    table, replicates = _estimate_table(strategies, stats, totals, reps, n, clicks, confidence)
+    return Evaluation(logged.placement_id, n, pd.DataFrame(table), replicates, policies, confidence,
+                      placement_warnings, clicks=clicks, start=logged.start, end=logged.end, too_few=too_few)
+
+
+@dataclass(frozen=True)
+class _StrategyStats:
+    """What one strategy's estimates need besides the resampled sums."""
+
+    ess: float
+    effective_clicks: float
+    variances: dict[str, float]  # estimator -> shrunk linearized variance
+    warnings: list[str]
+
+
+def _window_checks(logged: LoggedDisplays, limits: WarningLimits) -> tuple[list[str], int, str | None]:
+    """The placement's warnings, its clicks and why strategies cannot be ranked (None: they can);
+    raises ValueError when the window holds no usable display."""
+    n, p = logged.n, logged.propensity
     placement_warnings = [f"{count:,} displays dropped: {reason}" for reason, count in logged.dropped.items()]
     if n == 0:
         raise ValueError(f"placement {logged.placement_id!r}: no usable logged displays between "
                          f"{logged.start:%Y-%m-%d} and {logged.end:%Y-%m-%d}")
-    p, r = logged.propensity, logged.reward
-    clicks = int(r.sum())
+    clicks = int(logged.reward.sum())
     too_few = None
     if clicks < limits.min_clicks:
         too_few = (f"only {clicks:,} clicks in {n:,} displays of the window: too few to rank strategies (at least "
@@ -370,45 +186,48 @@ def evaluate(logged: LoggedDisplays, strategies: Sequence[Strategy], reward_mode
     if (p < limits.min_propensity).any():
         placement_warnings.append(f"{int((p < limits.min_propensity).sum()):,} of {n:,} displays have a logging "
                                   f"propensity below {limits.min_propensity:g}")
+    return placement_warnings, clicks, too_few
+
+
+def _strategy_terms(logged: LoggedDisplays, strategy: Strategy, q: np.ndarray | None,
+                    policies: dict[str, np.ndarray], limits: WarningLimits,
+                    warn_few_clicks: bool) -> tuple[np.ndarray, _StrategyStats]:
+    """One strategy's per-display terms (w, w*r, the DR term; shape (n, 3)) and their statistics.
+    Records the strategy's per-profile target probabilities in `policies`."""
+    n, p, r = logged.n, logged.propensity, logged.reward
     rows = np.arange(n)
-    q = reward_model[logged.profile_row] if reward_model is not None else None
-    # Per display and strategy, the terms whose (resampled) sums give every estimator.
-    policies: dict[str, np.ndarray] = {}
-    ess: list[float] = []
-    effective_clicks: list[float] = []
-    variances: list[dict[str, float]] = []
-    warns: list[list[str]] = []
-    columns: list[np.ndarray] = []  # per strategy: w, w*r and the DR term per display
-    for strategy in strategies:
-        if strategy.policy is None:  # the logged policy: every weight is 1, every estimator the mean
-            w, dr_term = np.ones(n), r.copy()
-            warns.append([])
-        else:
-            per_profile = strategy.policy(logged.profiles, logged.offers, logged.eligible)
-            policies[strategy.name] = per_profile
-            policy = per_profile[logged.profile_row]
-            w = policy[rows, logged.action] / p
-            dr_term = (expected_value(policy, q) + w * (r - q[rows, logged.action])) if q is not None \
-                else np.full(n, np.nan)
-        ess.append(effective_count(w))
-        effective_clicks.append(effective_count(w * r))
-        w_sum = float(w.sum())
-        snips = float((w * r).sum() / w_sum) if w_sum > 0 else np.nan
-        variances.append(_shrunk_variances(
-            {"ips": (float((w * r).mean()), float((w * r).var() / n)),
-             "snips": (snips, float(((w * (r - snips)) ** 2).sum() / w_sum ** 2) if w_sum > 0 else np.nan),
-             "dr": (float(dr_term.mean()), float(dr_term.var() / n))}, ess[-1], effective_clicks[-1]))
-        if strategy.policy is not None:
-            warns.append(_warnings(logged, strategy, policy, w, ess[-1], limits))
-            del policy
-        warns[-1] += _clicks_warning(effective_clicks[-1], limits) if too_few is None else []
-        columns.append(np.stack([w, w * r, dr_term], axis=1))
-    terms = np.concatenate(columns, axis=1)  # (n, 3 S)
-    del columns
-    totals = np.concatenate([[n], terms.sum(axis=0)])
-    reps = _poisson_bootstrap(terms, n_bootstrap, seed)  # (B, 1 + 3 S): resampled n and sums
+    warnings: list[str] = []
+    if strategy.policy is None:  # the logged policy: every weight is 1, every estimator the mean
+        w, dr_term = np.ones(n), r.copy()
+    else:
+        per_profile = strategy.policy(logged.profiles, logged.offers, logged.eligible)
+        policies[strategy.name] = per_profile
+        policy = per_profile[logged.profile_row]
+        w = policy[rows, logged.action] / p
+        dr_term = (expected_value(policy, q) + w * (r - q[rows, logged.action])) if q is not None \
+            else np.full(n, np.nan)
+    ess = effective_count(w)
+    effective_clicks = effective_count(w * r)
+    w_sum = float(w.sum())
+    snips = float((w * r).sum() / w_sum) if w_sum > 0 else np.nan
+    variances = shrunk_variances(
+        {"ips": (float((w * r).mean()), float((w * r).var() / n)),
+         "snips": (snips, float(((w * (r - snips)) ** 2).sum() / w_sum ** 2) if w_sum > 0 else np.nan),
+         "dr": (float(dr_term.mean()), float(dr_term.var() / n))}, ess, effective_clicks)
+    if strategy.policy is not None:
+        warnings = _warnings(logged, strategy, policy, w, ess, limits)
+        del policy
+    warnings += _clicks_warning(effective_clicks, limits) if warn_few_clicks else []
+    return np.stack([w, w * r, dr_term], axis=1), _StrategyStats(ess, effective_clicks, variances, warnings)
+
+
+def _estimate_table(strategies: Sequence[Strategy], stats: Sequence[_StrategyStats], totals: np.ndarray,
+                    reps: np.ndarray, n: int, clicks: int,
+                    confidence: float) -> tuple[list[dict], dict[tuple[str, str], np.ndarray]]:
+    """The rows of `Evaluation.table` and the bootstrap replicates, from the terms' totals and
+    their resampled sums (column 0: count; then w, w*r, DR term per strategy)."""
     table, replicates = [], {}
-    for s, strategy in enumerate(strategies):
+    for s, (strategy, stat) in enumerate(zip(strategies, stats)):
         i = 1 + 3 * s
         w_sum, wr_sum, dr_sum = totals[i], totals[i + 1], totals[i + 2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -419,31 +238,14 @@ def evaluate(logged: LoggedDisplays, strategies: Sequence[Strategy], reward_mode
             if not np.isfinite(raw):
                 continue
             replicates[(strategy.name, estimator)] = rep
-            value, low, high = bounded_interval(np.array(raw), np.array(variances[s][estimator]), np.array(ess[s]),
-                                                n, confidence)
+            value, low, high = bounded_interval(np.array(raw), np.array(stat.variances[estimator]),
+                                                np.array(stat.ess), n, confidence)
             table.append({"strategy": strategy.name, "label": strategy.label, "kind": strategy.kind,
                           "estimator": estimator, "value": float(value), "raw": float(raw), "low": float(low),
-                          "high": float(high), "ess": ess[s], "n": n, "clicks": clicks,
-                          "effective_clicks": effective_clicks[s], "offers_personalized": strategy.offers_personalized,
-                          "warnings": warns[s]})
-    return Evaluation(logged.placement_id, n, pd.DataFrame(table), replicates, policies, confidence,
-                      placement_warnings, clicks=clicks, start=logged.start, end=logged.end, too_few=too_few)
-
-
-def _poisson_bootstrap(terms: np.ndarray, n_bootstrap: int, seed: int, chunk: int = 50) -> np.ndarray:
-    """Resampled (count, column sums) with Poisson(1) display weights: B x (1 + columns).
-
-    Poisson weights approximate the multinomial bootstrap and batch as one matrix product."""
-    rng = np.random.default_rng(seed)
-    filled = np.nan_to_num(terms)
-    out = np.empty((n_bootstrap, 1 + terms.shape[1]))
-    for start in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - start)
-        counts = rng.poisson(1.0, size=(size, len(terms))).astype(np.float64)
-        out[start:start + size, 0] = counts.sum(axis=1)
-        out[start:start + size, 1:] = counts @ filled
-    out[:, 1:][:, np.isnan(terms).any(axis=0)] = np.nan
-    return out
+                          "high": float(high), "ess": stat.ess, "n": n, "clicks": clicks,
+                          "effective_clicks": stat.effective_clicks,
+                          "offers_personalized": strategy.offers_personalized, "warnings": stat.warnings})
+    return table, replicates
 
 
 # --- serving decision ---------------------------------------------------------------------------

@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from offerflow.core.features import EVENTS_VIEW, query_frame
-from offerflow.evaluation.offpolicy import WarningLimits, _poisson_bootstrap, placement_eligibility
+from offerflow.evaluation.intervals import poisson_bootstrap
+from offerflow.evaluation.logged_displays import placement_eligibility
+from offerflow.evaluation.offpolicy import WarningLimits
 from offerflow.core.schema import PROFILE_ID
 
 SLATE_NOTE = ("Slate estimates: expected clicks per decision over all K slots of the placement, by "
@@ -206,51 +208,82 @@ def evaluate_slates(logged: LoggedSlates, strategies: Sequence[SlateStrategy], r
         raise ValueError(f"placement {logged.placement_id!r}: no logged decisions with a propensity in every slot")
     shown = logged.action >= 0
     a = np.where(shown, logged.action, 0)
-    mu = np.where(shown, logged.propensity, 1.0)
-    r = logged.reward
     rows = np.arange(n)[:, None]
-    q_shown = theta = None
+    q_x = q_shown = theta = None
     if reward_model is not None:
         q_x = reward_model[logged.profile_row]                        # (n, m)
         q_shown = np.where(shown, q_x[rows, a], 0.0)                  # (n, K)
-        theta = r.sum(axis=0) / np.maximum(q_shown.sum(axis=0), 1e-12)  # observed / predicted, per slot
+        theta = logged.reward.sum(axis=0) / np.maximum(q_shown.sum(axis=0), 1e-12)  # observed / predicted, per slot
     policies: dict[str, np.ndarray] = {}
     columns, ess, warns = [], [], []
     for strategy in strategies:
-        if strategy.policy is None:
-            w = shown.astype(float)
-            dr = r.sum(axis=1)
-            fill = w
-            warns.append([])
-        else:
-            per_profile = strategy.policy(logged.profiles, logged.offers, logged.eligible, k)
-            policies[strategy.name] = per_profile
-            pi = per_profile[logged.profile_row]                      # (n, m, K)
-            target = pi[rows, a, np.arange(k)[None, :]]               # (n, K): pi_k(a_ik)
-            fill = pi.sum(axis=1)                                     # (n, K): the strategy fills slot k
-            w = np.where(shown, target / mu, 0.0)
-            if q_shown is not None:
-                direct = (pi * q_x[:, :, None]).sum(axis=1) * theta   # (n, K)
-                dr = (direct + w * (r - theta * q_shown)).sum(axis=1)
-            else:
-                dr = np.full(n, np.nan)
-            missing = (pi.sum(axis=1) > 0) & ~shown                   # the strategy fills a slot the logger left empty
-            slot_ess = (w.sum(axis=0) ** 2) / np.maximum((w ** 2).sum(axis=0), 1e-300)
-            notes = []
-            if slot_ess.min() < max(limits.min_ess, limits.min_ess_share * n):
-                notes.append(f"tiny effective sample size: {slot_ess.min():,.0f} of {n:,} decisions in slot "
-                             f"{int(slot_ess.argmin()) + 1} (the strategy rarely agrees with what was logged there)")
-            if missing.mean() > limits.unseen_mass:
-                notes.append(f"{missing.mean():.1%} of slots the strategy fills were empty in the logged decision; "
-                             "their clicks are missing from the estimate")
-            warns.append(notes)
-            del pi
-        ess.append(float(((w.sum(axis=0) ** 2) / np.maximum((w ** 2).sum(axis=0), 1e-300)).min()))
-        columns.append(np.column_stack([(w * r).sum(axis=1), dr, w, w * r, fill]))  # 2 + 3K columns
+        strategy_columns, strategy_ess, strategy_warnings = _slate_terms(logged, strategy, q_x, q_shown, theta,
+                                                                         policies, limits)
+        columns.append(strategy_columns)
+        ess.append(strategy_ess)
+        warns.append(strategy_warnings)
     terms = np.concatenate(columns, axis=1)
+    reps = poisson_bootstrap(terms, n_bootstrap, seed)
+    table = _slate_table(strategies, ess, warns, terms.sum(axis=0), reps, n, k, confidence)
+    return SlateEvaluation(logged.placement_id, k, n, pd.DataFrame(table), policies,
+                           theta if theta is not None else np.full(k, np.nan), warnings)
+
+
+def _slate_terms(logged: LoggedSlates, strategy: SlateStrategy, q_x: np.ndarray | None, q_shown: np.ndarray | None,
+                 theta: np.ndarray | None, policies: dict[str, np.ndarray],
+                 limits: WarningLimits) -> tuple[np.ndarray, float, list[str]]:
+    """One strategy's per-decision terms (IIPS sum, DR sum, then per slot w, w*r and whether the
+    strategy fills the slot: 2 + 3K columns), its smallest per-slot ESS and its warnings. Records
+    the strategy's per-profile slot probabilities in `policies`."""
+    n, k = logged.n, logged.items
+    shown = logged.action >= 0
+    a = np.where(shown, logged.action, 0)
+    mu = np.where(shown, logged.propensity, 1.0)
+    r = logged.reward
+    rows = np.arange(n)[:, None]
+    notes: list[str] = []
+    if strategy.policy is None:
+        w = shown.astype(float)
+        dr = r.sum(axis=1)
+        fill = w
+    else:
+        per_profile = strategy.policy(logged.profiles, logged.offers, logged.eligible, k)
+        policies[strategy.name] = per_profile
+        pi = per_profile[logged.profile_row]                      # (n, m, K)
+        target = pi[rows, a, np.arange(k)[None, :]]               # (n, K): pi_k(a_ik)
+        fill = pi.sum(axis=1)                                     # (n, K): the strategy fills slot k
+        w = np.where(shown, target / mu, 0.0)
+        if q_shown is not None:
+            direct = (pi * q_x[:, :, None]).sum(axis=1) * theta   # (n, K)
+            dr = (direct + w * (r - theta * q_shown)).sum(axis=1)
+        else:
+            dr = np.full(n, np.nan)
+        missing = (pi.sum(axis=1) > 0) & ~shown                   # the strategy fills a slot the logger left empty
+        notes = _slate_warnings(w, missing, n, limits)
+        del pi
+    ess = float(((w.sum(axis=0) ** 2) / np.maximum((w ** 2).sum(axis=0), 1e-300)).min())
+    return np.column_stack([(w * r).sum(axis=1), dr, w, w * r, fill]), ess, notes  # 2 + 3K columns
+
+
+def _slate_warnings(w: np.ndarray, missing: np.ndarray, n: int, limits: WarningLimits) -> list[str]:
+    """Warnings on a strategy's slate estimate: a slot with a tiny effective sample, or slots the
+    strategy fills that the logger left empty."""
+    notes = []
+    slot_ess = (w.sum(axis=0) ** 2) / np.maximum((w ** 2).sum(axis=0), 1e-300)
+    if slot_ess.min() < max(limits.min_ess, limits.min_ess_share * n):
+        notes.append(f"tiny effective sample size: {slot_ess.min():,.0f} of {n:,} decisions in slot "
+                     f"{int(slot_ess.argmin()) + 1} (the strategy rarely agrees with what was logged there)")
+    if missing.mean() > limits.unseen_mass:
+        notes.append(f"{missing.mean():.1%} of slots the strategy fills were empty in the logged decision; "
+                     "their clicks are missing from the estimate")
+    return notes
+
+
+def _slate_table(strategies: Sequence[SlateStrategy], ess: Sequence[float], warns: Sequence[list[str]],
+                 totals: np.ndarray, reps: np.ndarray, n: int, k: int, confidence: float) -> list[dict]:
+    """The rows of `SlateEvaluation.table`: per strategy and estimator, the value clipped to [0, K]
+    and its bootstrap interval, from the terms' totals and resampled sums (column 0: count)."""
     width = 2 + 3 * k
-    totals = terms.sum(axis=0)
-    reps = _poisson_bootstrap(terms, n_bootstrap, seed)
     tail = (1 - confidence) / 2
     table = []
     for s, strategy in enumerate(strategies):
@@ -273,5 +306,4 @@ def evaluate_slates(logged: LoggedSlates, strategies: Sequence[SlateStrategy], r
             table.append({"strategy": strategy.name, "label": strategy.label, "kind": strategy.kind,
                           "estimator": estimator, "value": value, "low": float(min(low, value)),
                           "high": float(max(high, value)), "ess": ess[s], "n": n, "warnings": warns[s]})
-    return SlateEvaluation(logged.placement_id, k, n, pd.DataFrame(table), policies,
-                           theta if theta is not None else np.full(k, np.nan), warnings)
+    return table

@@ -21,8 +21,9 @@ from offerflow.ranking.bandits import fit_posteriors
 from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import AIModelConfig, EvaluationConfig, LightGBMParams, ProjectConfig, RankingMethod
 from offerflow.core.features import EVENTS_VIEW
-from offerflow.evaluation.offpolicy import (Evaluation, Strategy, WarningLimits, evaluate,
-                                 load_logged_displays, score_policy, thompson_policy, uniform_policy)
+from offerflow.evaluation.logged_displays import load_logged_displays
+from offerflow.evaluation.offpolicy import Evaluation, WarningLimits, evaluate
+from offerflow.evaluation.policies import Strategy, score_policy, thompson_policy, uniform_policy
 from offerflow.ranking.click_model import (ClickModel, fit_click_model, formula_scorer, interaction_log, offer_counts,
                                priority_scores, training_frame)
 from offerflow.rules.expressions import schema_from_frames

@@ -20,7 +20,7 @@ from prefect.states import Failed, State
 from offerflow.decisioning.batch import SegmentError as BatchSegmentError
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ConfigError
-from offerflow.decisioning.engine import DecisionError
+from offerflow.decisioning.decision_types import DecisionError
 from offerflow.ingest.events import EventFileError
 from offerflow.customer_ai.goals import GoalError
 from offerflow.ingest.snapshot import ValidationFailed

@@ -19,7 +19,8 @@ from prefect.runtime import flow_run
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
 from offerflow.decisioning.switches import load_serving_config
-from offerflow.decisioning.engine import build_engine, decision_log_dir
+from offerflow.decisioning.decision_log import decision_log_dir
+from offerflow.decisioning.engine import build_engine
 
 
 @task(name="load-decision-engine", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE,

@@ -27,7 +27,8 @@ from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.events import EventFileError
 from offerflow.core.features import open_events
 from offerflow.evaluation.report import (EvaluationResult, add_holdout, add_offline, evaluation_json, load_evaluation_catalog,
-                              log_evaluation, summary_sentences, write_report)
+                              log_evaluation, summary_sentences)
+from offerflow.evaluation.report_html import write_report
 from offerflow.decisioning.switches import apply_serving_decisions
 from offerflow.evaluation.strategies import evaluate_placement
 from offerflow.core.paths import project_tracker

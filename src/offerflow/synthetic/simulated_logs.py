@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from offerflow.core.config import ProjectConfig
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
-from offerflow.evaluation.offpolicy import load_logged_displays
+from offerflow.evaluation.logged_displays import load_logged_displays
 from offerflow.evaluation.slates import LoggedSlates, SlateEvaluation
 from offerflow.evaluation.strategies import evaluation_window, placement_offer_set
 
@@ -71,24 +71,36 @@ def simulate_decision_log(data_dir: Path, out_dir: Path, placements: dict[str, t
             served += k
             ts = (day + pd.to_timedelta((rng.random(k) * 86_000e6).astype(np.int64), unit="us")).as_unit("us")
             ids = np.char.add(f"sim-{placement}-{d}-", np.arange(k).astype(str))
-            pid = profiles["profile_id"].to_numpy(object)[who]
-            oid = regular["offer_id"].to_numpy(object)[pick]
-            metas.append(pd.DataFrame({"decision_id": ids, "decided_at": ts, "profile_id": pid,
-                                       "placement_id": placement, "ai_model": model_name, "model_version": "1",
-                                       "table_version": 1, "ranking_method": "ai_model",
-                                       "arm": np.where(holdout, "holdout", "model")}))
-            base = {"profile_id": pid, "offer_id": oid, "placement_id": placement, "channel": channel,
-                    "value": np.nan, "decision_id": ids}
-            displays.append(pd.DataFrame({"event_id": np.char.add(ids, "-1"), "timestamp": ts, **base,
-                                          "event_type": "display", "propensity": propensity}))
-            clicks.append(pd.DataFrame({"event_id": np.char.add(ids, "-c"), "timestamp": ts + pd.Timedelta(seconds=30),
-                                        **base, "event_type": "click", "propensity": np.nan}).loc[clicked])
+            meta, display, click = _decision_frames(
+                ids, ts, profiles["profile_id"].to_numpy(object)[who], regular["offer_id"].to_numpy(object)[pick],
+                placement, channel, model_name, holdout, propensity, clicked)
+            metas.append(meta)
+            displays.append(display)
+            clicks.append(click)
         truth[placement] = float(model_rate / holdout_rate - 1)
     tag = f"sim{seed}"
     _write(pd.concat(metas), DECISION_META_SCHEMA, out_dir / "meta" / f"decisions-{tag}.parquet")
     _write(pd.concat(displays), EVENT_SCHEMA, out_dir / f"decisions-{tag}.parquet")
     _write(pd.concat(clicks), EVENT_SCHEMA, out_dir / f"clicks-{tag}.parquet")
     return truth
+
+
+def _decision_frames(ids: np.ndarray, ts: pd.DatetimeIndex, pid: np.ndarray, oid: np.ndarray, placement: str,
+                     channel: str, model_name: str, holdout: np.ndarray, propensity: np.ndarray,
+                     clicked: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One day's simulated first-item decisions as decision metadata, display events and the
+    click events of the `clicked` ones (30 s after the display)."""
+    meta = pd.DataFrame({"decision_id": ids, "decided_at": ts, "profile_id": pid,
+                         "placement_id": placement, "ai_model": model_name, "model_version": "1",
+                         "table_version": 1, "ranking_method": "ai_model",
+                         "arm": np.where(holdout, "holdout", "model")})
+    base = {"profile_id": pid, "offer_id": oid, "placement_id": placement, "channel": channel,
+            "value": np.nan, "decision_id": ids}
+    displays = pd.DataFrame({"event_id": np.char.add(ids, "-1"), "timestamp": ts, **base,
+                             "event_type": "display", "propensity": propensity})
+    clicks = pd.DataFrame({"event_id": np.char.add(ids, "-c"), "timestamp": ts + pd.Timedelta(seconds=30),
+                           **base, "event_type": "click", "propensity": np.nan}).loc[clicked]
+    return meta, displays, clicks
 
 
 def _write(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
@@ -120,15 +132,8 @@ def simulate_slate_log(data_dir, out_dir, placement_id: str, channel: str, items
     probability random_share / m + (1 - random_share) [a is the model's k-th]. A shown offer is
     clicked with probability `world.true_slot_examination(items)[k]` x its true click probability.
     """
-    from datetime import timedelta, timezone
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from offerflow.ingest.catalog import offers_for_placement
     from offerflow.ranking.click_model import eligibility_matrix
-    from offerflow.core.schema import EVENT_SCHEMA
     from offerflow.synthetic.world import load_truth, true_click_logit, true_slot_examination
 
     rng = np.random.default_rng(seed)
