@@ -81,7 +81,7 @@ def decide_batch_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
-    from offerflow.decisioning.batch import SegmentError
+    from offerflow.customer_ai.segments import SegmentError
     from offerflow.ingest.catalog import CatalogError
     from offerflow.decisioning.decision_types import DecisionError
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from offerflow.customer_ai.segments import SegmentError
 from offerflow.rules.capping import ALL, DECIDED_EVENTS, CapRule, Family
 from offerflow.decisioning.decision_log import write_decision_log
 from offerflow.decisioning.decision_types import MAX_ITEMS, DecisionError
@@ -379,10 +380,6 @@ def _tables(engine: DecisionEngine, plans: list[_Plan], parts: list[dict[str, np
         "ranking_method": per_placement(lambda p: p.placement.ranking.method, pa.string()),
         "arm": meta["arm"]}, schema=DECISION_META_SCHEMA)
     return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started)
-
-
-class SegmentError(ValueError):
-    """A segment that cannot be resolved (missing file, unknown goal or bucket)."""
 
 
 BUCKETS = ("low", "medium", "high")

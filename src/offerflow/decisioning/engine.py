@@ -438,8 +438,3 @@ def decide(profile_id: str, placements: str | Sequence[str], items: int | None =
         log_decisions([decision], decision_log_dir(engine.config))
     return decision
 
-
-def clear_engine_cache() -> None:
-    """Forget the cached engines of `decide` (the next call reloads profiles, offers and caps)."""
-    with _ENGINES_LOCK:
-        _ENGINES.clear()

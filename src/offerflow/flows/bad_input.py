@@ -17,7 +17,6 @@ from typing import Any, Callable
 from prefect import get_run_logger
 from prefect.states import Failed, State
 
-from offerflow.decisioning.batch import SegmentError as BatchSegmentError
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ConfigError
 from offerflow.decisioning.decision_types import DecisionError
@@ -32,7 +31,7 @@ BAD_INPUT = "BadInput"
 BAD_INPUT_RECORD = "offerflow_bad_input"
 #: What users get wrong, as opposed to bugs: reported in one line.
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError, BatchSegmentError,
+    ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError,
     DecisionError, FileNotFoundError)
 
 
