@@ -138,7 +138,7 @@ def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> di
     from offerflow.core.config import AIModelConfig
     from offerflow.core.features import open_events
     from offerflow.ranking.offer_stats import daily_stats
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     from offerflow.models.ranking_training import fit_personalized_model, fit_placement_posteriors, ranking_window
     cfg = model_cfg or AIModelConfig(name="personalized", type="personalized",
                                      placements=[world.personalized_placement])
@@ -239,7 +239,7 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
 def measure_auto_closed_loop(world: WorldUnderTest, seed: int, model_cfg, days: int = 28) -> dict[str, dict]:
     """`simulate_auto_optimization` on a world's profiles, offers and truth for its auto placements."""
     from offerflow.ingest.catalog import offers_for_placement
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
 
     candidates = offers_for_placement(world.offers, model_cfg.placements[0]).reset_index(drop=True)
     eligible = eligibility_matrix(world.profiles, candidates)

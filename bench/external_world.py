@@ -188,7 +188,7 @@ class ExternalWorld:
 
 def generate(spec: ExternalWorldSpec, out_dir: Path) -> ExternalWorld:
     """Write the world's profiles, catalog, events and truth under `out_dir`."""
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     from offerflow.synthetic.world import _EventWriter, write_offers_yaml
 
     rng = np.random.default_rng(spec.seed)

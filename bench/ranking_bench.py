@@ -40,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from offerflow.core.config import LightGBMParams
-    from offerflow.ranking.click_model import fit_click_model, formula_scorer, rank_profiles, training_frame
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+    from offerflow.ranking.tables import formula_scorer, rank_profiles
     from offerflow.rules.expressions import schema_from_frames
     from offerflow.core.store import RankingStore
     from offerflow.synthetic.world import make_offers, make_profiles, true_click_probability

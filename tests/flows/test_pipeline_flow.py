@@ -76,7 +76,7 @@ def test_personalized_choice_beats_priority_on_true_click_probability(pipeline_r
     first = table[table["rank"] == 1]
     model_truth = truth[p_idx[first.profile_id].to_numpy(), o_idx[first.offer_id].to_numpy()].mean()
     # priority ranking among the same eligible offers
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     from offerflow.ingest.catalog import offers_for_placement
 
     cands = offers_for_placement(offers, "web-banner")

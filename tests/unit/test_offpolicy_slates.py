@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from offerflow.core.features import open_events
-from offerflow.ranking.click_model import formula_scorer, priority_scores
+from offerflow.ranking.tables import formula_scorer, priority_scores
 from offerflow.evaluation.report import load_evaluation_catalog
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.evaluation.slates import (SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offerflow.ranking.click_model import formula_scorer, ips_weights, rank_profiles, top_k
+from offerflow.ranking.click_model import ips_weights
+from offerflow.ranking.tables import formula_scorer, rank_profiles, top_k
 from offerflow.rules.expressions import schema_from_frames
 
 
@@ -177,7 +178,8 @@ def test_value_weighted_click_model_ranks_by_expected_value():
 
 def test_formula_reads_the_personalized_model_score_as_ai_score():
     from offerflow.core.config import LightGBMParams
-    from offerflow.ranking.click_model import fit_click_model, formula_scorer, training_frame
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+    from offerflow.ranking.tables import formula_scorer
     from offerflow.rules.expressions import ExpressionError
 
     profiles, offers, log, _, _ = _click_world(n_displays=20_000)
@@ -213,7 +215,7 @@ def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
     first = table[table["rank"] == 1].set_index("profile_id")["score"]
     candidates = offers[offers["placements"].map(lambda spots: "web-banner" in spots)].reset_index(drop=True)
     raw = click.score_matrix(profiles, candidates) * candidates["discount_pct"].to_numpy(float)[None, :]
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     best = np.where(eligibility_matrix(profiles, candidates), raw, -np.inf).max(axis=1)
     np.testing.assert_allclose(first.loc[profiles["profile_id"]].to_numpy(), best)
     shipped = pickle.loads(pickle.dumps(plan_scoring(placement, profiles, offers, model)))

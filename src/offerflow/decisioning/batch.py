@@ -32,7 +32,7 @@ from offerflow.rules.capping import ALL, DECIDED_EVENTS, CapRule, Family
 from offerflow.decisioning.decision_log import write_decision_log
 from offerflow.decisioning.decision_types import MAX_ITEMS, DecisionError
 from offerflow.decisioning.engine import DecisionEngine
-from offerflow.ranking.click_model import eligibility_matrix, top_k
+from offerflow.ranking.tables import eligibility_matrix, top_k
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA, PROFILE_ID
 
 #: One row per decided item (rank 1..items per decision and placement).

@@ -35,7 +35,7 @@ from offerflow.ranking.bandits import first_choice_probability, thompson_select
 from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
 from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.core.config import ProjectConfig
-from offerflow.ranking.click_model import eligibility_matrix
+from offerflow.ranking.tables import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore

@@ -13,7 +13,7 @@ import pandas as pd
 
 from offerflow.core.features import EVENTS_VIEW, query_frame
 from offerflow.core.schema import PROFILE_ID
-from offerflow.ranking.click_model import eligibility_matrix
+from offerflow.ranking.tables import eligibility_matrix
 
 
 @dataclass

@@ -24,8 +24,8 @@ from offerflow.core.features import EVENTS_VIEW
 from offerflow.evaluation.logged_displays import load_logged_displays
 from offerflow.evaluation.offpolicy import Evaluation, WarningLimits, evaluate
 from offerflow.evaluation.policies import Strategy, score_policy, thompson_policy, uniform_policy
-from offerflow.ranking.click_model import (ClickModel, fit_click_model, formula_scorer, interaction_log, offer_counts,
-                               priority_scores, training_frame)
+from offerflow.ranking.click_model import ClickModel, fit_click_model, interaction_log, offer_counts, training_frame
+from offerflow.ranking.tables import formula_scorer, priority_scores
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.evaluation.slates import (SlateEvaluation, SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
                               score_slate_policy)

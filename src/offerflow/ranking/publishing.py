@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import PlacementConfig
 from offerflow.core.partitions import PART_NAME, write_profile_partitions
-from offerflow.ranking.click_model import ClickModel, ScoreFn, formula_scorer, priority_scores, rank_profiles
+from offerflow.ranking.click_model import ClickModel
+from offerflow.ranking.tables import ScoreFn, formula_scorer, priority_scores, rank_profiles
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
 from offerflow.core.store import RankingStore

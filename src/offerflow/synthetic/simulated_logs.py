@@ -35,7 +35,7 @@ def simulate_decision_log(data_dir: Path, out_dir: Path, placements: dict[str, t
     `<out_dir>/clicks-*.parquet`; returns the true lift per placement for the served contexts.
     """
     from offerflow.ingest.catalog import offers_for_placement
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     from offerflow.synthetic.world import load_truth, true_click_logit
 
     rng = np.random.default_rng(seed)
@@ -133,7 +133,7 @@ def simulate_slate_log(data_dir, out_dir, placement_id: str, channel: str, items
     clicked with probability `world.true_slot_examination(items)[k]` x its true click probability.
     """
     from offerflow.ingest.catalog import offers_for_placement
-    from offerflow.ranking.click_model import eligibility_matrix
+    from offerflow.ranking.tables import eligibility_matrix
     from offerflow.synthetic.world import load_truth, true_click_logit, true_slot_examination
 
     rng = np.random.default_rng(seed)

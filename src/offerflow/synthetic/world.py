@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from offerflow.ranking.click_model import eligibility_matrix
+from offerflow.ranking.tables import eligibility_matrix
 from offerflow.core.schema import EVENT_SCHEMA
 
 CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "grocery")
