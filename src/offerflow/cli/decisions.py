@@ -109,7 +109,6 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
     """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
     from offerflow.rules.capping import caps_of, load_cap_counters
     from offerflow.ingest.catalog import CatalogError, load_offers
-    from offerflow.decisioning.decision_log import cap_resets_path, decision_log_dir
 
     project = load_project(config)
     try:
@@ -118,7 +117,7 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
         fail(str(exc))
     validated = project.paths.validated_events
     counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
-                                 decision_log_dir(project), cap_resets_path(project))
+                                 project.paths.decision_log, project.paths.cap_resets)
     rows = counters.state(profile_id=profile)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
@@ -139,8 +138,7 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     from datetime import datetime, timezone
 
     from offerflow.rules.capping import write_cap_reset
-    from offerflow.decisioning.decision_log import cap_resets_path
 
     project = load_project(config)
-    write_cap_reset(cap_resets_path(project), offer, datetime.now(timezone.utc))
+    write_cap_reset(project.paths.cap_resets, offer, datetime.now(timezone.utc))
     console.print(f"cap counters reset for {offer or 'every offer'}")

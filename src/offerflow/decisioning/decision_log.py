@@ -11,7 +11,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offerflow.core.config import ProjectConfig
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
 from offerflow.decisioning.decision_types import Decision
 
@@ -71,9 +70,3 @@ def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
     return write_decision_log(decisions_to_events(decisions), decisions_to_meta(decisions), directory)
 
 
-def decision_log_dir(config: ProjectConfig) -> Path:
-    return config.path(config.data.outputs_dir) / "decision_log"
-
-
-def cap_resets_path(config: ProjectConfig) -> Path:
-    return config.path(config.data.outputs_dir) / "caps" / "resets.json"

@@ -39,7 +39,7 @@ from offerflow.ranking.tables import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore
-from offerflow.decisioning.decision_log import cap_resets_path, decision_log_dir, log_decisions
+from offerflow.decisioning.decision_log import log_decisions
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
                                                   DecisionItem, PlacementDecision)
 
@@ -412,7 +412,7 @@ def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime |
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
     validated = outputs / "validated" / "events.parquet"
     caps = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
-                             decision_log_dir(config), cap_resets_path(config), now=now)
+                             config.paths.decision_log, config.paths.cap_resets, now=now)
     return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)
 
 
@@ -435,6 +435,6 @@ def decide(profile_id: str, placements: str | Sequence[str], items: int | None =
     decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
                              items=items, allow_duplicates=allow_duplicates)
     if log:
-        log_decisions([decision], decision_log_dir(engine.config))
+        log_decisions([decision], engine.config.paths.decision_log)
     return decision
 

@@ -15,7 +15,6 @@ import orjson
 
 from offerflow.core.config import ProjectConfig
 from offerflow.rules.capping import write_cap_reset
-from offerflow.decisioning.decision_log import cap_resets_path
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
@@ -123,6 +122,6 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
         if offer_id is not None and offer_id not in engine.offers.index:
             raise HTTPException(404, f"unknown offer {offer_id!r}")
         with engine.caps.lock:
-            write_cap_reset(cap_resets_path(config), offer_id, datetime.now(timezone.utc))
+            write_cap_reset(config.paths.cap_resets, offer_id, datetime.now(timezone.utc))
             cleared = engine.caps.reset(offer_id)
         return {"status": "reset", "offer_id": offer_id, "counters_cleared": cleared}

@@ -11,6 +11,7 @@ one MLflow run.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,17 +52,26 @@ def load_evaluation_catalog(config: ProjectConfig) -> tuple[pd.DataFrame, pd.Dat
     return profiles, load_offers(config.path(config.data.offers), [p.id for p in config.placements])
 
 
-def run_evaluation(con: duckdb.DuckDBPyConnection, config: ProjectConfig, profiles: pd.DataFrame,
+def run_evaluation(con: duckdb.DuckDBPyConnection | None, config: ProjectConfig, profiles: pd.DataFrame,
                    offers: pd.DataFrame, events_source: str, decision_log_dir: Path | None = None,
-                   click_sources: list[Path] | None = None, placement_ids: list[str] | None = None) -> EvaluationResult:
+                   click_sources: list[Path] | None = None, placement_ids: list[str] | None = None,
+                   evaluate_one: Callable[[str], tuple[Evaluation, PlacementCandidates]] | None = None,
+                   ) -> EvaluationResult:
     """Off-policy estimates for every placement with logged displays, holdout lift where the
-    decision log has it, and per placement whether the best candidate should be served."""
+    decision log has it, and per placement whether the best candidate should be served.
+
+    `evaluate_one(placement_id)` evaluates one placement (ValueError: no estimate, noted); the
+    default is `strategies.evaluate_placement` on `con`; the flow passes one that runs it as a task."""
+    if evaluate_one is None:
+        def evaluate_one(placement_id: str) -> tuple[Evaluation, PlacementCandidates]:
+            return evaluate_placement(con, config, placement_id, profiles, offers)
+
     result = EvaluationResult(datetime.now(timezone.utc).isoformat(timespec="seconds"), events_source)
     for placement in config.placements:
         if placement_ids and placement.id not in placement_ids:
             continue
         try:
-            add_offline(result, config, *evaluate_placement(con, config, placement.id, profiles, offers))
+            add_offline(result, config, *evaluate_one(placement.id))
         except ValueError as exc:
             result.notes.append(f"{placement.id}: no off-policy estimate: {exc}")
     if decision_log_dir is not None:

@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input
-from offerflow.flows.pipeline import _tracker, offer_stats_dir
+from offerflow.core.paths import project_tracker
+from offerflow.flows.pipeline import offer_stats_dir
 from offerflow.ingest.catalog import load_offers
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
@@ -34,7 +35,7 @@ from offerflow.core.paths import ranking_store
 @reports_bad_input
 def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str, str]) -> RankingModelResult:
     con = open_events(validated_events(config))
-    return train_ranking_model(con, config.ai_model(model_name), None, offers, _tracker(config),
+    return train_ranking_model(con, config.ai_model(model_name), None, offers, project_tracker(config),
                                config.tracking.experiment_prefix, config.seed, tags,
                                stats_dir=offer_stats_dir(config))
 

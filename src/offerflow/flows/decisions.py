@@ -19,7 +19,6 @@ from prefect.runtime import flow_run
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
 from offerflow.decisioning.switches import load_serving_config
-from offerflow.decisioning.decision_log import decision_log_dir
 from offerflow.decisioning.engine import build_engine
 
 
@@ -40,7 +39,7 @@ def decide_task(engine, profile_ids, placements: list[str], items: int | None, a
 @task(name="write-decisions", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def write_task(result, config, run_id: str):
     return write_batch(result, config.paths.batch_decisions / f"{run_id}.parquet",
-                       decision_log_dir(config))
+                       config.paths.decision_log)
 
 
 @flow(name="batch-decisions", log_prints=True)

@@ -12,7 +12,6 @@ line (flows/bad_input.py).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.ingest.events import EventFileError
 from offerflow.core.features import open_events
-from offerflow.evaluation.report import (EvaluationResult, add_holdout, add_offline, evaluation_json, load_evaluation_catalog,
-                              log_evaluation, summary_sentences)
+from offerflow.evaluation.report import (EvaluationResult, evaluation_json, load_evaluation_catalog, log_evaluation,
+                                          run_evaluation)
 from offerflow.evaluation.report_html import write_report
 from offerflow.decisioning.switches import apply_serving_decisions
 from offerflow.evaluation.strategies import evaluate_placement
@@ -37,7 +36,6 @@ from offerflow.core.paths import project_tracker
 def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple[Path, Path]:
     """The events to evaluate on (the validated snapshot when the pipeline has written one) and
     the decision-log directory; an events file that does not exist is bad input, named here."""
-    outputs = config.paths.outputs
     if events:
         events_path = Path(events)
     else:
@@ -45,7 +43,7 @@ def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple
         events_path = snapshot if snapshot.exists() else config.path(config.data.events)
     if not events_path.exists():
         raise EventFileError(f"{events_path}: events file not found")
-    return events_path, outputs / "decision_log"
+    return events_path, config.paths.decision_log
 
 
 @task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE,
@@ -92,15 +90,15 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
     if decision_log:
         decision_log_dir = Path(decision_log)
     profiles, offers = load_catalog_task(config, return_state=True).result()  # raises what a BadInput carries
-    result = EvaluationResult(datetime.now(timezone.utc).isoformat(timespec="seconds"), str(events_path))
-    for placement in config.placements:
-        outcome = evaluate_placement_task(config, events_path, placement.id, profiles, offers)
+
+    def evaluate_one(placement_id: str):
+        outcome = evaluate_placement_task(config, events_path, placement_id, profiles, offers)
         if isinstance(outcome, str):
-            result.notes.append(f"{placement.id}: no off-policy estimate: {outcome}")
-        else:
-            add_offline(result, config, *outcome)
-    add_holdout(result, config, decision_log_dir, [events_path])
-    result.summary = summary_sentences(result, config)
+            raise ValueError(outcome)
+        return outcome
+
+    result = run_evaluation(None, config, profiles, offers, str(events_path), decision_log_dir, [events_path],
+                            evaluate_one=evaluate_one)
     report_path, charts = write_report_task(config, result)
     run_id = log_evaluation_task(config, result, report_path, charts,
                                  {"flow_run_id": str(flow_run.get_id() or uuid.uuid4())})

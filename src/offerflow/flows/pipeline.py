@@ -43,7 +43,6 @@ from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
 from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
                                        validated_events, validated_run_id)
 from offerflow.ranking.publishing import publish_placement
-from offerflow.core.tracking import Tracker
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
@@ -147,7 +146,7 @@ def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult
 def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles, tags):
     goal = config.goal(goal_name)
     con = open_events(events_path)
-    model, result = train_propensity(con, goal, profiles, _tracker(config), config.tracking.experiment_prefix,
+    model, result = train_propensity(con, goal, profiles, project_tracker(config), config.tracking.experiment_prefix,
                                      config.seed, tags, dask_address=config.compute.dask_address)
     scores, path = score_propensity(con, model, goal, profiles, None, result.model_version,
                                     config.paths.propensity_scores(goal.name))
@@ -160,7 +159,7 @@ def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: s
 @reports_bad_input
 def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str, profiles, offers, tags):
     con = open_events(events_path)
-    return train_ranking_model(con, config.ai_model(model_name), profiles, offers, _tracker(config),
+    return train_ranking_model(con, config.ai_model(model_name), profiles, offers, project_tracker(config),
                                config.tracking.experiment_prefix, config.seed, tags,
                                stats_dir=offer_stats_dir(config), dask_address=config.compute.dask_address)
 
@@ -222,9 +221,6 @@ def offer_stats_dir(config: ProjectConfig) -> Path:
     """Where the daily offer statistics of each AI model are kept between runs."""
     return config.paths.offer_stats
 
-
-def _tracker(config: ProjectConfig) -> Tracker:
-    return project_tracker(config)
 
 
 def _summary_markdown(summary: dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input
-from offerflow.flows.pipeline import _tracker, load_project_catalog, publish_task
+from offerflow.core.paths import project_tracker
+from offerflow.flows.pipeline import load_project_catalog, publish_task
 from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.models.registry import load_propensity_champion, load_ranking_champion, propensity_model_name
 from offerflow.ranking.ai_models import profile_dependent_placements
@@ -33,7 +34,7 @@ from offerflow.models.customer_ai_training import enrich_profiles, score_propens
 def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):
     """Scores of one goal by its `@champion` (None when the goal has no champion yet)."""
     goal = config.goal(goal_name)
-    loaded = load_propensity_champion(_tracker(config), propensity_model_name(config.tracking.experiment_prefix,
+    loaded = load_propensity_champion(project_tracker(config), propensity_model_name(config.tracking.experiment_prefix,
                                                                               goal_name))
     if loaded is None:
         get_run_logger().warning("%s: no @champion yet; train it first (offerflow train --goal %s)",
@@ -47,7 +48,7 @@ def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, pr
 
 @task(name="load-ranking-champion", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def load_ranking_champion_task(config: ProjectConfig, model_name: str):
-    return load_ranking_champion(_tracker(config), config.tracking.experiment_prefix, config.ai_model(model_name))
+    return load_ranking_champion(project_tracker(config), config.tracking.experiment_prefix, config.ai_model(model_name))
 
 
 @flow(name="score-and-publish", log_prints=True)
