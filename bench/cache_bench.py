@@ -11,7 +11,6 @@ load average (the machine is shared: seconds are noisy).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser  # noqa: E402
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -31,25 +32,23 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def table_digests(project: Path) -> dict[str, str]:
+    """Per placement (in the config's order): "v<current version>:<first 12 hex digits of the
+    SHA-256 of that version's table.parquet>"."""
     from offerflow.core.config import load_config
     from offerflow.core.store import RankingStore
 
     config = load_config(project / "offerflow.yaml")
-    store = RankingStore(config.path(config.store.path))
-    out = {}
-    for placement in config.placements:
-        version = store.current_version(placement.id)
-        path = config.path(config.store.path) / placement.id / f"v{version:06d}" / "table.parquet"
-        out[placement.id] = f"v{version}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-    return out
+    root = config.path(config.store.path)
+    store = RankingStore(root)
+    current = {placement.id: store.current_version(placement.id) for placement in config.placements}
+    digest = {pid: hashlib.sha256((root / pid / f"v{v:06d}" / "table.parquet").read_bytes()).hexdigest()
+              for pid, v in current.items()}
+    return {pid: f"v{v}:{digest[pid][:12]}" for pid, v in current.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-cache-bench"))
-    args = parser.parse_args()
+    args = bench_parser(__doc__.splitlines()[0], raw=False, profiles=20_000, days=60,
+                        workdir=Path("/tmp/offerflow-cache-bench")).parse_args()
 
     from offerflow.core.fingerprints import FileFingerprints
     from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world

@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import betaln, gammaln
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from offerflow.core.config import PropensityGoalConfig  # noqa: E402
+from offerflow.customer_ai import bgnbd  # noqa: E402
 from offerflow.core.metrics import classification_metrics  # noqa: E402
 from offerflow.core.features import event_time_range, open_events  # noqa: E402
 from offerflow.customer_ai.propensity import build_examples, fit_propensity_model, plan_cutoffs  # noqa: E402
@@ -60,22 +60,13 @@ EVENT_COLUMNS = ["event_id", "timestamp", "profile_id", "event_type", "offer_id"
 
 # --- BG/NBD (Fader, Hardie & Lee 2005): likelihood, fit, P(purchase in a window) ---------------
 
-def bgnbd_log_likelihood(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Per-customer log-likelihood of (x repeat purchases, last at t_x, observed for T) under
-    BG/NBD parameters (r, alpha, a, b); times in one unit (weeks here)."""
-    r, alpha, a, b = params
-    head = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    alive = betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + T)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dead = np.where(x > 0, betaln(a + 1, np.maximum(b + x - 1, 1e-12)) - betaln(a, b)
-                        - (r + x) * np.log(alpha + t_x), -np.inf)
-    return head + np.logaddexp(alive, dead)
-
-
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Maximum-likelihood (r, alpha, a, b), optimised on their logarithms (Nelder-Mead, then L-BFGS)."""
+    """Maximum-likelihood (r, alpha, a, b), optimised on their logarithms (Nelder-Mead, then L-BFGS),
+    of the library's likelihood (`offerflow.customer_ai.bgnbd.log_likelihood`) on every customer.
+    Not the library's `fit`: that one samples at most 20,000 customers, starts with L-BFGS and
+    gives up on small data; the baseline here keeps its own search."""
     def loss(log_params: np.ndarray) -> float:
-        return -float(bgnbd_log_likelihood(np.exp(log_params), x, t_x, T).sum())
+        return -float(bgnbd.log_likelihood(np.exp(log_params), x, t_x, T).sum())
 
     start = np.log([0.5, max(float(np.mean(T)), 1.0), 1.0, 1.0])
     first = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-6})
@@ -84,18 +75,10 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 def bgnbd_p_purchase(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, window: float) -> np.ndarray:
-    """P(at least one purchase in (T, T + window] | x, t_x, T) under BG/NBD: the posterior mass of
-    'alive at T' times 1 - E[exp(-lambda * window)], both under the same posterior:
-    B(a, b+x) [(alpha+T)^-(r+x) - (alpha+T+w)^-(r+x)] / (B(a, b+x)(alpha+T)^-(r+x)
-    + [x > 0] B(a+1, b+x-1)(alpha+t_x)^-(r+x))."""
-    r, alpha, a, b = params
-    k = r + x
-    alive = betaln(a, b + x) - k * np.log(alpha + T)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dead = np.where(x > 0, betaln(a + 1, np.maximum(b + x - 1, 1e-12)) - k * np.log(alpha + t_x), -np.inf)
-    evidence = np.logaddexp(alive, dead)
-    no_purchase = betaln(a, b + x) - k * np.log(alpha + T + window)
-    return np.exp(alive - evidence) - np.exp(no_purchase - evidence)
+    """P(at least one purchase in (T, T + window] | x, t_x, T) under BG/NBD: the library's
+    `bgnbd.predictions(...)["p_any"]` (P(alive at T) times 1 - E[exp(-lambda * window)] under the
+    same posterior)."""
+    return bgnbd.predictions(params, x, t_x, T, window)["p_any"]
 
 
 def rfm_summary(purchases: pd.DataFrame, ids: pd.Series, cutoff: pd.Timestamp, unit_days: float = 7.0) -> pd.DataFrame:

@@ -32,12 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from offerflow.synthetic.world import WorldSpec
 
 REGIONS = ("north", "south", "east", "west", "central", "islands")
 DEVICES = ("mobile", "desktop", "tablet")
@@ -63,12 +64,13 @@ BEHAVIOUR_TEMPERATURE = 2.5
 
 
 @dataclass(frozen=True)
-class ExternalWorldSpec:
+class ExternalWorldSpec(WorldSpec):
+    """The demo world's spec (`offerflow.synthetic.world.WorldSpec`: the same fields, in the same
+    order, and the same `end_date` default: today) with this world's sizes and seed."""
     profiles: int = 30_000
     offers: int = 60
     days: int = 28
     seed: int = 11
-    end_date: date = field(default_factory=lambda: datetime.now(timezone.utc).date())
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -25,13 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-
-def _peak_rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser, status_mib  # noqa: E402
 
 
 def _child(stage: str, project: Path) -> dict:
@@ -54,7 +49,7 @@ def _child(stage: str, project: Path) -> dict:
         out["sampled_rows"] = result.report.sample_rows
     seconds = time.perf_counter() - start
     out.update(seconds=round(seconds, 2), rows_per_second=round(out["rows"] / seconds),
-               peak_rss_mib=_peak_rss_mib())
+               peak_rss_mib=round(status_mib("VmHWM"), 1))
     return out
 
 
@@ -93,14 +88,11 @@ def _prepare(world: Path, work: Path, fmt: str, limit: int | None) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", type=Path, required=True)
-    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    parser.add_argument("--limit-rows", type=int, default=None)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-ingest-bench"))
-    parser.add_argument("--no-docs", action="store_true", help="Skip building Data Docs.")
-    parser.add_argument("--child", choices=("read", "ingest"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = bench_parser(__doc__, world={"type": Path, "required": True},
+                        format={"choices": ("parquet", "csv"), "default": "parquet"}, limit_rows=int,
+                        workdir=Path("/tmp/offerflow-ingest-bench"), no_docs=False,
+                        child={"choices": ("read", "ingest"), "help": argparse.SUPPRESS},
+                        helps={"no_docs": "Skip building Data Docs."}).parse_args()
     if args.child:
         print(json.dumps(_child(args.child, args.workdir)))
         return

@@ -13,7 +13,6 @@ estimates are in the other order. Prints one JSON document.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -29,17 +28,15 @@ from offerflow.evaluation.report import load_evaluation_catalog, run_evaluation
 from offerflow.synthetic.simulated_logs import true_first_item_rates
 from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser  # noqa: E402
+
 ESTIMATORS = ("ips", "snips", "dr")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--first-seed", type=int, default=100)
-    parser.add_argument("--profiles", type=int, default=3_000)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-offpolicy-bench"))
-    args = parser.parse_args()
+    args = bench_parser(__doc__, seeds=20, first_seed=100, profiles=3_000, days=60,
+                        workdir=Path("/tmp/offerflow-offpolicy-bench")).parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     hits = {e: 0 for e in ESTIMATORS}
     total, wrong, seconds, misses = 0, [], [], []

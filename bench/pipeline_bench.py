@@ -16,7 +16,6 @@ partitions are ranked on the workers. Prints one JSON document, with the load av
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,27 +29,13 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-
-def _status_mib(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (VmHWM: peak, VmRSS: now), in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_hwm() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser, reset_peak_rss, status_mib  # noqa: E402
 
 
 @contextmanager
 def stage(results: list[dict], name: str, rows: int | None = None):
-    _reset_hwm()
+    reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     record: dict = {"stage": name}
     yield record
@@ -58,8 +43,8 @@ def stage(results: list[dict], name: str, rows: int | None = None):
     # CPU seconds of this process (all its threads): on a shared machine wall seconds stretch with
     # the load, CPU seconds much less; wall ~ CPU / 2 when the stage keeps both cores busy.
     record.update(seconds=round(seconds, 2), cpu_seconds=round(time.process_time() - cpu_start, 2),
-                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(_status_mib("VmHWM"), 1),
-                  rss_after_mib=round(_status_mib("VmRSS"), 1))
+                  load_1min=round(os.getloadavg()[0], 2), peak_rss_mib=round(status_mib("VmHWM"), 1),
+                  rss_after_mib=round(status_mib("VmRSS"), 1))
     rows = record.pop("rows", rows)
     if rows:
         record.update(rows=rows, rows_per_second=round(rows / seconds))
@@ -68,20 +53,15 @@ def stage(results: list[dict], name: str, rows: int | None = None):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", type=int, default=100_000)
-    parser.add_argument("--offers", type=int, default=12)
-    parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/results/work"))
-    parser.add_argument("--world", type=Path, default=None, help="reuse (or generate into) this world directory")
-    parser.add_argument("--partitions", default=None, help="override compute.partitions (an integer or auto)")
-    parser.add_argument("--dask-workers", type=int, default=0, help="train and rank on a local Dask cluster")
-    parser.add_argument("--skip-decisions", action="store_true")
-    parser.add_argument("--reuse-validated", action="store_true", help=(
-        "keep the validated snapshot of an earlier run in --workdir and skip read + validate (its"
-        " stage is then missing from the output; everything else starts from scratch)"))
-    args = parser.parse_args()
+    args = bench_parser(
+        __doc__, profiles=100_000, offers=12, days=60, seed=7, workdir=Path("bench/results/work"), world=Path,
+        partitions=str, dask_workers=0, skip_decisions=False, reuse_validated=False,
+        helps={"world": "reuse (or generate into) this world directory",
+               "partitions": "override compute.partitions (an integer or auto)",
+               "dask_workers": "train and rank on a local Dask cluster",
+               "reuse_validated": "keep the validated snapshot of an earlier run in --workdir and skip read + validate"
+                                  " (its stage is then missing from the output; everything else starts from scratch)"},
+    ).parse_args()
     load_before = os.getloadavg()
 
     from offerflow.ingest.catalog import offers_for_placement

@@ -13,7 +13,6 @@ Prints one JSON document; per-stage lines go to stderr as they finish.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -24,20 +23,15 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser  # noqa: E402
 from pipeline_bench import stage  # noqa: E402  (same stage timer and peak-memory probe)
 
 FORMULA = "if(offer.category == profile.favorite_category, offer.priority * 2, offer.priority)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", type=int, default=1_000_000)
-    parser.add_argument("--offers", type=int, default=50)
-    parser.add_argument("--items", type=int, default=3)
-    parser.add_argument("--chunk-profiles", type=int, default=50_000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-ranking-bench"))
-    args = parser.parse_args()
+    args = bench_parser(__doc__, profiles=1_000_000, offers=50, items=3, chunk_profiles=50_000, seed=7,
+                        workdir=Path("/tmp/offerflow-ranking-bench")).parse_args()
 
     from offerflow.core.config import LightGBMParams
     from offerflow.ranking.click_model import fit_click_model, training_frame

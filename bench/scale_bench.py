@@ -15,29 +15,24 @@ peak is reported separately). Prints one JSON document; per-stage lines go to st
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser, status_mib  # noqa: E402
 from pipeline_bench import stage  # noqa: E402  (the same per-stage figures as the pipeline benchmark)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    return round(status_mib("VmRSS"), 1)
 
 
 def _click_model(profiles: pd.DataFrame, offers: pd.DataFrame, truth_profiles, truth_offers, seed: int):
@@ -62,14 +57,8 @@ def _click_model(profiles: pd.DataFrame, offers: pd.DataFrame, truth_profiles, t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", type=int, default=100_000)
-    parser.add_argument("--offers", type=int, default=50)
-    parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--dask-workers", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/results/scale"))
-    args = parser.parse_args()
+    args = bench_parser(__doc__, profiles=100_000, offers=50, partitions=8, dask_workers=0, seed=7,
+                        workdir=Path("bench/results/scale")).parse_args()
 
     from offerflow.core.config import PlacementConfig
     from offerflow.ranking.publishing import (partition_workdir, plan_scoring, publish_partitioned_parts,

@@ -23,7 +23,6 @@ rows/s and the peak resident memory during the stage (VmHWM, reset before each s
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -36,17 +35,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser, reset_peak_rss, status_mib  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", type=int, default=100_000)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--plain-rows", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workdir", type=Path, default=Path("bench/results/scoring"))
-    parser.add_argument("--end-to-end", action="store_true", help="features + train + score + write on --world")
-    parser.add_argument("--world", type=Path, help="an existing world (offerflow generate --out DIR)")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where the score batch goes (default: a temp dir)")
+    parser = bench_parser(
+        __doc__, profiles=100_000, rows=1_000_000, plain_rows=100_000, seed=7, workdir=Path("bench/results/scoring"),
+        end_to_end=False, world=Path, out_dir=Path,
+        helps={"end_to_end": "features + train + score + write on --world",
+               "world": "an existing world (offerflow generate --out DIR)",
+               "out_dir": "where the score batch goes (default: a temp dir)"})
     args = parser.parse_args()
     if args.end_to_end:
         if args.world is None:
@@ -111,26 +110,15 @@ def main() -> None:
                       "n_features": len(frame.columns) - 1, "rows": args.rows, "models": results}, indent=2))
 
 
-def _rss_hwm_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 @contextmanager
 def _stage(results: list[dict], name: str):
     """Time a stage and record the peak RSS during it (the high-water mark is reset first)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    reset_peak_rss()
     record: dict = {"stage": name}
     start = time.perf_counter()
     yield record
     record["seconds"] = round(time.perf_counter() - start, 2)
-    record["peak_rss_mib"] = round(_rss_hwm_mib())
+    record["peak_rss_mib"] = round(status_mib("VmHWM"))
     record["load_average_1m"] = round(os.getloadavg()[0], 1)  # the machine is shared: seconds are noisy
     if "rows" in record:
         record["rows_per_second"] = round(record["rows"] / record["seconds"])

@@ -15,7 +15,6 @@ slate interval is compared with the strategy's TRUE expected clicks per decision
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -33,6 +32,9 @@ from offerflow.synthetic.simulated_logs import simulate_slate_log, true_slate_va
 from offerflow.evaluation.strategies import evaluate_placement
 from offerflow.synthetic.world import WorldSpec, demo_config_yaml, generate_world, load_truth, true_click_probability
 from offerflow.synthetic.world import true_slot_examination
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import bench_parser  # noqa: E402
 
 ESTIMATORS = ("ips", "snips", "dr")
 END = date(2026, 11, 1)
@@ -74,13 +76,9 @@ def evaluate_world_slates(world: Path, log_seed: int, workdir: Path, config):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--logs", type=int, default=2, help="slate logs simulated per world")
-    parser.add_argument("--first-seed", type=int, default=200)
-    parser.add_argument("--profiles", type=int, default=3_000)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offerflow-slate-bench"))
-    args = parser.parse_args()
+    args = bench_parser(__doc__, seeds=10, logs=2, first_seed=200, profiles=3_000,
+                        workdir=Path("/tmp/offerflow-slate-bench"),
+                        helps={"logs": "slate logs simulated per world"}).parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     hits = {e: 0 for e in ESTIMATORS}
     unwarned = {e: [0, 0] for e in ESTIMATORS}  # hits, total among estimates without a warning
