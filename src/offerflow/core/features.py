@@ -155,8 +155,27 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
     models condition on (frequency, recency, age), so the model can learn the same signal.
     """
     cutoff_sql = sql_timestamp(cutoff)
+    history = list(dict.fromkeys(history_event_types))
     selects = [f"date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 AS days_since_first_event",
-               f"date_diff('second', max(timestamp), {cutoff_sql}) / 86400.0 AS days_since_last_event"]
+               f"date_diff('second', max(timestamp), {cutoff_sql}) / 86400.0 AS days_since_last_event",
+               *_window_selects(cutoff_sql, lookback_days, event_types, value_event_types),
+               *_history_selects(cutoff_sql, history)]
+    sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
+           f"WHERE timestamp < {cutoff_sql} AND ({where}) GROUP BY profile_id")
+    if active_day_channels:
+        sql = _with_active_days(sql, cutoff_sql, lookback_days, active_day_channels, where)
+    # Days of data before the cut-off: from the dataset's first event (point in time: an event
+    # before the cut-off), so a window is clipped to what could have been observed.
+    observed = (f"(SELECT date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 FROM {EVENTS_VIEW}"
+                f" WHERE timestamp < {cutoff_sql})")
+    rates = _rate_selects(lookback_days, event_types, active_day_channels, history)
+    return f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {observed} AS hist)"
+
+
+def _window_selects(cutoff_sql: str, lookback_days: Sequence[int], event_types: Sequence[str],
+                    value_event_types: Sequence[str]) -> list[str]:
+    """Per event type: counts (and values) per lookback window, and days since the last one."""
+    selects = []
     for event_type in event_types:
         name, quoted = safe_name(event_type), _sql_str(event_type)
         for days in lookback_days:
@@ -168,7 +187,12 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
                                f" AS value_{name}_{int(days)}d")
         selects.append(f"date_diff('second', max(timestamp) FILTER (WHERE event_type = {quoted}), {cutoff_sql})"
                        f" / 86400.0 AS days_since_{name}")
-    history = list(dict.fromkeys(history_event_types))
+    return selects
+
+
+def _history_selects(cutoff_sql: str, history: Sequence[str]) -> list[str]:
+    """Whole-history aggregates per event type of `history` (frequency, tenure, gaps, value)."""
+    selects = []
     for event_type in history:
         name, only = safe_name(event_type), f"FILTER (WHERE event_type = {_sql_str(event_type)})"
         selects += [f"count(*) {only} AS count_{name}_all",
@@ -178,27 +202,31 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
                     f" AS last_gap_{name}",
                     f"coalesce(sum(value) {only}, 0) AS value_{name}_all",
                     f"avg(value) {only} AS mean_value_{name}"]
-    sql = (f"SELECT profile_id, {', '.join(selects)} FROM {EVENTS_VIEW} "
-           f"WHERE timestamp < {cutoff_sql} AND ({where}) GROUP BY profile_id")
-    if active_day_channels:
-        # Days active per channel: first one row per (profile, channel, day) with the day's last
-        # event time (a day counts for a window if that is inside it), then plain filtered counts;
-        # much cheaper than count(DISTINCT day) per window and channel.
-        longest = max(int(d) for d in lookback_days)
-        channels = ", ".join(_sql_str(c) for c in active_day_channels)
-        counts = ", ".join(
-            f"count(*) FILTER (WHERE channel = {_sql_str(c)} AND last_ts >= {cutoff_sql} - INTERVAL {int(d)} DAY)"
-            f" AS active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days)
-        days = (f"SELECT profile_id, {counts} FROM (SELECT profile_id, channel, max(timestamp) AS last_ts"
-                f" FROM {EVENTS_VIEW} WHERE timestamp < {cutoff_sql} AND timestamp >= {cutoff_sql} - INTERVAL {longest} DAY"
-                f" AND channel IN ({channels}) AND ({where}) GROUP BY profile_id, channel, CAST(timestamp AS DATE)) GROUP BY profile_id")
-        names = [f"active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
-        sql = (f"SELECT h.*, {', '.join(f'coalesce(a.{n}, 0) AS {n}' for n in names)}"
-               f" FROM ({sql}) h LEFT JOIN ({days}) a USING (profile_id)")
-    # Days of data before the cut-off: from the dataset's first event (point in time: an event
-    # before the cut-off), so a window is clipped to what could have been observed.
-    observed = (f"(SELECT date_diff('second', min(timestamp), {cutoff_sql}) / 86400.0 FROM {EVENTS_VIEW}"
-                f" WHERE timestamp < {cutoff_sql})")
+    return selects
+
+
+def _with_active_days(sql: str, cutoff_sql: str, lookback_days: Sequence[int],
+                      active_day_channels: Sequence[str], where: str) -> str:
+    """`sql` (one row per profile) joined with the active days per channel and window."""
+    # Days active per channel: first one row per (profile, channel, day) with the day's last
+    # event time (a day counts for a window if that is inside it), then plain filtered counts;
+    # much cheaper than count(DISTINCT day) per window and channel.
+    longest = max(int(d) for d in lookback_days)
+    channels = ", ".join(_sql_str(c) for c in active_day_channels)
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE channel = {_sql_str(c)} AND last_ts >= {cutoff_sql} - INTERVAL {int(d)} DAY)"
+        f" AS active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days)
+    days = (f"SELECT profile_id, {counts} FROM (SELECT profile_id, channel, max(timestamp) AS last_ts"
+            f" FROM {EVENTS_VIEW} WHERE timestamp < {cutoff_sql} AND timestamp >= {cutoff_sql} - INTERVAL {longest} DAY"
+            f" AND channel IN ({channels}) AND ({where}) GROUP BY profile_id, channel, CAST(timestamp AS DATE)) GROUP BY profile_id")
+    names = [f"active_days_{safe_name(c)}_{int(d)}d" for c in active_day_channels for d in lookback_days]
+    return (f"SELECT h.*, {', '.join(f'coalesce(a.{n}, 0) AS {n}' for n in names)}"
+            f" FROM ({sql}) h LEFT JOIN ({days}) a USING (profile_id)")
+
+
+def _rate_selects(lookback_days: Sequence[int], event_types: Sequence[str],
+                  active_day_channels: Sequence[str], history: Sequence[str]) -> list[str]:
+    """Rates over the observed days (`hist`) and the gap statistics of the whole history."""
     rates = [f"count_{safe_name(t)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0) AS per_day_{safe_name(t)}_{int(d)}d"
              for t in event_types for d in lookback_days]
     rates += [f"active_days_{safe_name(c)}_{int(d)}d / greatest(least({int(d)}, hist), 1.0)"
@@ -209,7 +237,7 @@ def interaction_features_sql(cutoff: datetime, lookback_days: Sequence[int], eve
         rates += [f"{gap} AS mean_gap_{n}",
                   f"days_since_{n} / nullif({gap}, 0) AS recency_gap_ratio_{n}",
                   f"days_{n}_all / greatest(days_since_first_event, 1.0) AS rate_{n}_all"]
-    return f"SELECT f.*, {', '.join(rates)} FROM ({sql}) f, (SELECT {observed} AS hist)"
+    return rates
 
 
 def categories_of(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:

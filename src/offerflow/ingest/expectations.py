@@ -77,6 +77,11 @@ def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
 def events_expectations() -> list[Any]:
     """The `events` suite: per-value expectations, on every row or a sample (see module doc)."""
     gxe = import_gx().expectations
+    return [*_event_column_specs(gxe), *_event_value_specs(gxe)]
+
+
+def _event_column_specs(gxe: Any) -> list[Any]:
+    """Column presence and completeness: required columns exist and are (mostly) non-null."""
     specs = [
         _spec(
             gxe.ExpectColumnToExist,
@@ -108,7 +113,12 @@ def events_expectations() -> list[Any]:
                 mostly=MOSTLY,
             )
         )
-    specs += [
+    return specs
+
+
+def _event_value_specs(gxe: Any) -> list[Any]:
+    """Value checks: event type format, known offers and placements, propensity and value ranges."""
+    return [
         _spec(
             gxe.ExpectColumnValuesToMatchRegex,
             "warning",
@@ -154,7 +164,6 @@ def events_expectations() -> list[Any]:
             min_value=0,
         ),
     ]
-    return specs
 
 
 def totals_expectations() -> list[Any]:

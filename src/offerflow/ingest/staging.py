@@ -138,6 +138,14 @@ class EventStage:
         return self._con
 
     def _check(self) -> duckdb.DuckDBPyConnection:
+        con = self._connect_staged()
+        self._flag_duplicates(con)
+        self._flag_clicks(con)
+        self._combine_flags(con)
+        return con
+
+    def _connect_staged(self) -> duckdb.DuckDBPyConnection:
+        """A configured connection with the ``staged`` view (or empty table) over the batch files."""
         con = duckdb.connect(str(self.directory / "stage.duckdb"))
         spill = self.directory / "spill"
         for setting in ("SET TimeZone = 'UTC'", f"SET memory_limit = '{self._memory}MB'",
@@ -154,6 +162,10 @@ class EventStage:
                                pa.field("_parse_error", pa.string()), pa.field("_reasons", pa.string())])
             con.register("empty_stage", empty.empty_table())
             con.execute("CREATE TABLE staged AS SELECT * FROM empty_stage")
+        return con
+
+    def _flag_duplicates(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Tables ``duplicate_ids`` and ``flags_duplicates`` (identical / conflicting copies)."""
         content = ", ".join(q(c) for c in [*EVENT_COLUMNS, *(f"extra.{e}" for e in self.extras)])
         con.execute(f"""
             CREATE TABLE duplicate_ids AS
@@ -170,6 +182,10 @@ class EventStage:
             SELECT _row, concat_ws('; ', CASE WHEN copy > 1 THEN '{DUPLICATE_IDENTICAL}' END,
                                          CASE WHEN n > 1 THEN '{DUPLICATE_CONFLICTING}' END) AS reason
             FROM copies JOIN variants USING (event_id) WHERE copy > 1 OR n > 1""")
+
+    @staticmethod
+    def _flag_clicks(con: duckdb.DuckDBPyConnection) -> None:
+        """Table ``flags_clicks``: clicks without a matching display."""
         # Clicks are judged against displays that passed every other check.
         con.execute("""
             CREATE VIEW good_displays AS
@@ -200,6 +216,10 @@ class EventStage:
                    || coalesce(profile_id, '?') || ', offer ' || offer_id || ', placement '
                    || coalesce(placement_id, '?') || ')'
             FROM c WHERE _row NOT IN (SELECT _row FROM matched)""")
+
+    @staticmethod
+    def _combine_flags(con: duckdb.DuckDBPyConnection) -> None:
+        """Table ``flags`` (all reasons per row) and view ``judged`` (staged rows with their reasons)."""
         con.execute("""
             CREATE TABLE flags AS
             SELECT _row, string_agg(reason, '; ' ORDER BY step) AS reason FROM (
@@ -209,7 +229,6 @@ class EventStage:
             CREATE VIEW judged AS
             SELECT s.*, concat_ws('; ', nullif(s._reasons, ''), f.reason) AS reasons
             FROM staged s LEFT JOIN flags f USING (_row)""")
-        return con
 
     # -- figures -------------------------------------------------------------------------------
 

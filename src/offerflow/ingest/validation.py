@@ -41,17 +41,15 @@ Policies worth knowing:
   ``window_end`` includes that whole day.
 """
 
-from __future__ import annotations
-
 import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,81 +57,18 @@ import pyarrow as pa
 
 from offerflow.core.config import ValidationConfig
 from offerflow.ingest.staging import EventStage
-from offerflow.core.schema import EVENT_COLUMNS, INTERACTION_TYPES
+from offerflow.core.schema import EVENT_COLUMNS
+from offerflow.ingest.row_checks import (PARSE_ERROR_COLUMN, PROVENANCE_COLUMNS, contract_column, prepare_batch,
+                                         row_reasons, to_utc)
+from offerflow.ingest.validation_report import ExpectationOutcome, ValidationReport, expectation_outcomes
 
-PROVENANCE_COLUMNS = ("_source_file", "_source_line")
-PARSE_ERROR_COLUMN = "_parse_error"
-_FLOAT_COLUMNS = ("value", "propensity")
+__all__ = ["PARSE_ERROR_COLUMN", "PROVENANCE_COLUMNS", "ExpectationOutcome", "ValidationReport", "judge_events",
+           "quarantine_file", "stage_events", "validate_catalog", "validate_events", "write_quarantine"]
+
 _NO_EVENTS_WHY = (
     "An empty delivery means the export failed upstream; validating or training on it would"
     " silently drop every offer's history."
 )
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    name: str
-    severity: Literal["critical", "warning"]
-    success: bool
-    why: str
-    observed: str
-
-
-@dataclass(frozen=True, eq=False)
-class ValidationReport:
-    """What validation found. `accepted`/`quarantined` are frames only for `validate_events`
-    (in memory); the streaming path writes them to files and keeps the counts."""
-
-    outcomes: list[ExpectationOutcome]
-    data_docs_path: Path | None
-    row_count: int
-    accepted_count: int
-    quarantined_count: int
-    quarantine_reasons: pd.Series
-    run_id: str = ""
-    sample_rows: int | None = None
-    accepted: pd.DataFrame | None = None
-    quarantined: pd.DataFrame | None = None
-
-    @property
-    def critical_failures(self) -> list[ExpectationOutcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
-
-    @property
-    def warnings(self) -> list[ExpectationOutcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == "warning"]
-
-    @property
-    def success(self) -> bool:
-        return not self.critical_failures
-
-    def reason_counts(self) -> pd.Series:
-        """Quarantined rows per reason kind (quoted values and "(profile ...)" stripped)."""
-        return self.quarantine_reasons
-
-    def summary(self) -> str:
-        status = "PASSED" if self.success else "FAILED"
-        run = f" {self.run_id}" if self.run_id else ""
-        lines = [
-            f"Event validation{run}: {status} ({len(self.critical_failures)} critical,"
-            f" {len(self.warnings)} warning expectations failed)",
-            f"  {self.row_count} rows: {self.accepted_count} accepted,"
-            f" {self.quarantined_count} quarantined",
-        ]
-        if self.sample_rows is not None and self.sample_rows < self.row_count:
-            lines.append(f"  column expectations evaluated on a sample of {self.sample_rows} rows")
-        counts = self.reason_counts()
-        if len(counts):
-            lines.append("Quarantined rows by reason:")
-            lines += [f"  {count:>9}  {kind}" for kind, count in counts.items()]
-        for title, failed in (("Critical failures:", self.critical_failures),
-                              ("Warnings:", self.warnings)):
-            if failed:
-                lines.append(title)
-                lines += [f"  - {o.name}: {o.observed}\n      why: {o.why}" for o in failed]
-        if self.data_docs_path is not None:
-            lines.append(f"Data Docs: {self.data_docs_path}")
-        return "\n".join(lines)
 
 
 def validate_events(
@@ -176,7 +111,7 @@ def _to_pandas(batches: Iterable[pa.RecordBatch]) -> pd.DataFrame:
 
 
 def _now(now: datetime | None) -> pd.Timestamp:
-    return _utc(pd.Timestamp(now if now is not None else datetime.now(timezone.utc)))
+    return to_utc(pd.Timestamp(now if now is not None else datetime.now(timezone.utc)))
 
 
 def stage_events(
@@ -191,13 +126,13 @@ def stage_events(
 ) -> None:
     """Row-level checks of one batch (vectorized), then the batch goes to the stage."""
     original = events.reset_index(drop=True)
-    frame, coerce_reasons = _prepare(original, first_line=stage.rows + 1)
-    reasons = _row_reasons(frame, coerce_reasons, pre_reasons, offer_ids=offer_ids,
+    frame, coerce_reasons = prepare_batch(original, first_line=stage.rows + 1)
+    reasons = row_reasons(frame, coerce_reasons, pre_reasons, offer_ids=offer_ids,
                            placement_ids=placement_ids, settings=settings, now=now)
     text = np.full(len(frame), "", dtype=object)
     flagged = np.flatnonzero(reasons.flagged())
     text[flagged] = reasons.render(flagged)
-    typed = pd.DataFrame({name: _column(frame, name) for name in EVENT_COLUMNS}, index=frame.index)
+    typed = pd.DataFrame({name: contract_column(frame, name) for name in EVENT_COLUMNS}, index=frame.index)
     internal = {*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN}
     extras = [c for c in frame.columns if c not in EVENT_COLUMNS and c not in internal]
     for name in [*extras, *PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN]:
@@ -231,16 +166,39 @@ def judge_events(
     if n == 0:
         outcomes.append(ExpectationOutcome("no events", "critical", False, _NO_EVENTS_WHY, "0 rows"))
     context = gxs.open_context(Path(context_dir))
+    run = {"run_id": run_id, "build_docs": build_docs}
+    sample_rows, events_outcomes = _events_suite(context, stage, offer_ids, placement_ids, settings, **run)
+    outcomes += events_outcomes
+    outcomes += _totals_suite(context, stage, settings, previous_row_count, **run)
+    outcomes += _conversion_suite(context, stage, **run)
 
+    docs = gxs.docs_index(context) if build_docs else None
+    return ValidationReport(outcomes, docs, n, accepted_count, quarantined_count, stage.reason_counts(),
+                            run_id, sample_rows)
+
+
+def _events_suite(context: Any, stage: EventStage, offer_ids: Collection[str], placement_ids: Collection[str],
+                  settings: ValidationConfig, *, run_id: str, build_docs: bool) -> tuple[int, list[ExpectationOutcome]]:
+    """The `events` suite on (a sample of) the staged rows: (rows evaluated, outcomes)."""
+    from offerflow.ingest import expectations as gxs
+
+    n = stage.rows
     sample = stage.sample(settings.expectation_sample_rows)
     sampled = len(sample) < n
     target = gxs.ensure_target(context, gxs.EVENTS_SUITE, gxs.events_expectations())
     parameters = {"offer_ids": sorted(map(str, offer_ids)), "placement_ids": sorted(map(str, placement_ids))}
     result = gxs.run(target, sample, parameters=parameters, run_id=run_id, build_docs=build_docs)
     suffix = f" (in a sample of {len(sample)} of {n} rows)" if sampled else ""
-    outcomes += [replace(o, observed=o.observed + suffix) if "unexpected" in o.observed else o
-                 for o in _outcomes(target, result, {})]
+    return len(sample), [replace(o, observed=o.observed + suffix) if "unexpected" in o.observed else o
+                         for o in expectation_outcomes(target, result, {})]
 
+
+def _totals_suite(context: Any, stage: EventStage, settings: ValidationConfig, previous_row_count: int | None,
+                  *, run_id: str, build_docs: bool) -> list[ExpectationOutcome]:
+    """The `event_totals` suite on the exact counts: row count versus the last run, duplicate ids."""
+    from offerflow.ingest import expectations as gxs
+
+    n = stage.rows
     min_rows = 1
     if previous_row_count is not None:
         min_rows = max(1, math.ceil(previous_row_count * (1 - settings.max_row_drop_share) - 1e-9))
@@ -253,11 +211,16 @@ def judge_events(
     target = gxs.ensure_target(context, gxs.TOTALS_SUITE, gxs.totals_expectations())
     result = gxs.run(target, totals, parameters={"min_row_count": min_rows}, run_id=run_id,
                      build_docs=build_docs)
-    outcomes += _outcomes(target, result, {
+    return expectation_outcomes(target, result, {
         "expect_column_values_to_be_between(rows)": row_note,
         "expect_column_values_to_be_between(duplicate_event_id_rows)":
             f"{duplicates} of {n} rows share their event_id with another row",
     })
+
+
+def _conversion_suite(context: Any, stage: EventStage, *, run_id: str, build_docs: bool) -> list[ExpectationOutcome]:
+    """The `offer_conversion` suite on the per-offer table of the accepted rows."""
+    from offerflow.ingest import expectations as gxs
 
     rates = stage.conversion_table()
     over = rates[rates["conversion_rate"] > 1]
@@ -266,11 +229,7 @@ def judge_events(
     ) or f"{len(rates)} offers, all at most 1"
     target = gxs.ensure_target(context, gxs.CONVERSION_SUITE, gxs.conversion_expectations())
     result = gxs.run(target, rates, parameters={}, run_id=run_id, build_docs=build_docs)
-    outcomes += _outcomes(target, result, {"expect_column_values_to_be_between(conversion_rate)": conversion_note})
-
-    docs = gxs.docs_index(context) if build_docs else None
-    return ValidationReport(outcomes, docs, n, accepted_count, quarantined_count, stage.reason_counts(),
-                            run_id, len(sample))
+    return expectation_outcomes(target, result, {"expect_column_values_to_be_between(conversion_rate)": conversion_note})
 
 
 def validate_catalog(
@@ -307,7 +266,7 @@ def validate_catalog(
     for name, (table, expectations) in tables.items():
         target = gxs.ensure_target(context, name, expectations)
         result = gxs.run(target, table, parameters={}, run_id=run_id, build_docs=build_docs)
-        outcomes += [replace(o, name=f"{name}: {o.name}") for o in _outcomes(target, result, {})]
+        outcomes += [replace(o, name=f"{name}: {o.name}") for o in expectation_outcomes(target, result, {})]
     return outcomes
 
 
@@ -327,223 +286,3 @@ def write_quarantine(report: ValidationReport, directory: Path) -> Path | None:
     report.quarantined.to_parquet(partial, index=False)
     os.replace(partial, path)
     return path
-
-
-# -- preparation -------------------------------------------------------------------------------
-
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _prepare(original: pd.DataFrame, first_line: int = 1) -> tuple[pd.DataFrame, list[tuple[np.ndarray, str]]]:
-    """Provenance columns added if missing (lines numbered from `first_line`); timestamp/value/
-    propensity coerced if still raw."""
-    frame = original.copy(deep=False)
-    n = len(frame)
-    if "_source_file" not in frame.columns:
-        frame["_source_file"] = pd.Series("<memory>", index=frame.index, dtype="str")
-    if "_source_line" not in frame.columns:
-        frame["_source_line"] = np.arange(first_line, first_line + n, dtype="int64")
-    notes: list[tuple[np.ndarray, str]] = []
-    if "timestamp" in frame.columns:
-        ts = frame["timestamp"]
-        if isinstance(ts.dtype, pd.DatetimeTZDtype):
-            if str(ts.dtype.tz) != "UTC":
-                frame["timestamp"] = ts.dt.tz_convert("UTC")
-        elif pd.api.types.is_datetime64_dtype(ts):
-            frame["timestamp"] = ts.dt.tz_localize("UTC")
-        else:
-            frame["timestamp"] = pd.to_datetime(ts, errors="coerce", utc=True, format="ISO8601")
-    for column in _FLOAT_COLUMNS:
-        if column not in frame.columns:
-            continue
-        raw = frame[column]
-        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-            if raw.dtype != "float64":
-                frame[column] = raw.astype("float64")
-            continue
-        number = pd.to_numeric(raw, errors="coerce").astype("float64")
-        notes.append(((raw.notna() & number.isna()).to_numpy(bool), f"{column}: not a number"))
-        frame[column] = number
-    return frame, notes
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    """The column, or an all-null stand-in of the contract type when it is absent."""
-    if name in frame.columns:
-        return frame[name]
-    if name == "timestamp":
-        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
-    if name in _FLOAT_COLUMNS:
-        return pd.Series(np.nan, index=frame.index, dtype="float64")
-    return pd.Series(None, index=frame.index, dtype="str")
-
-
-def _mask(values: Any) -> np.ndarray:
-    return np.asarray(pd.Series(values).to_numpy(dtype=bool, na_value=False), dtype=bool)
-
-
-def _missing(series: pd.Series) -> np.ndarray:
-    missing = series.isna().to_numpy(copy=True)
-    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series)):
-        missing |= _mask(series == "")
-    return missing
-
-
-def _text(series: pd.Series, positions: np.ndarray) -> np.ndarray:
-    values = series.iloc[positions].astype(object)
-    return values.where(values.notna(), "?").map(str).to_numpy(dtype=object)
-
-
-def _window_bound(value: str, name: str, *, end: bool) -> tuple[pd.Timestamp, bool]:
-    """(bound, inclusive). A date-only end bound becomes the next midnight, exclusive."""
-    try:
-        bound = _utc(pd.Timestamp(value))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"validation.{name}: not an ISO date or datetime: {value!r}") from exc
-    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-        return bound + pd.Timedelta(days=1), False
-    return bound, True
-
-
-# -- row-level checks --------------------------------------------------------------------------
-
-
-class _Reasons:
-    """(mask, text) pairs; text is a string or a function of the flagged positions. The
-    strings are only built for flagged rows, in `render`."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.items: list[tuple[np.ndarray, str | Callable[[np.ndarray], np.ndarray]]] = []
-
-    def add(self, mask: np.ndarray, text: str | Callable[[np.ndarray], np.ndarray]) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.any():
-            self.items.append((mask, text))
-
-    def flagged(self) -> np.ndarray:
-        out = np.zeros(self.n, dtype=bool)
-        for mask, _ in self.items:
-            out |= mask
-        return out
-
-    def render(self, positions: np.ndarray) -> np.ndarray:
-        out = np.full(len(positions), "", dtype=object)
-        for mask, text in self.items:
-            selected = mask[positions]
-            if not selected.any():
-                continue
-            values = text if isinstance(text, str) else text(positions[selected])
-            current = out[selected]
-            out[selected] = np.where(current == "", values, current + "; " + values)
-        return out
-
-
-def _row_reasons(
-    frame: pd.DataFrame,
-    coerce_reasons: list[tuple[np.ndarray, str]],
-    pre_reasons: pd.Series | None,
-    *,
-    offer_ids: Collection[str],
-    placement_ids: Collection[str],
-    settings: ValidationConfig,
-    now: pd.Timestamp,
-) -> _Reasons:
-    n = len(frame)
-    col = {name: _column(frame, name) for name in EVENT_COLUMNS}
-    reasons = _Reasons(n)
-
-    if PARSE_ERROR_COLUMN in frame.columns:
-        parse_error = frame[PARSE_ERROR_COLUMN]
-        reasons.add(~_missing(parse_error), lambda p: _text(parse_error, p))
-    if pre_reasons is not None:
-        if len(pre_reasons) != n:
-            raise ValueError(f"pre_reasons has {len(pre_reasons)} entries for {n} events")
-        pre = pd.Series(pre_reasons).reset_index(drop=True)
-        reasons.add(~_missing(pre), lambda p: _text(pre, p))
-    for mask, text in coerce_reasons:
-        reasons.add(mask, text)
-
-    missing = {name: _missing(col[name]) for name in
-               ("event_id", "profile_id", "event_type", "offer_id", "placement_id", "decision_id")}
-    for name in ("event_id", "profile_id", "event_type"):
-        reasons.add(missing[name], f"{name}: missing")
-
-    ts = col["timestamp"]
-    nat = ts.isna().to_numpy()
-    reasons.add(nat, "timestamp: missing or unparseable")
-    tolerance = settings.future_tolerance_minutes
-    reasons.add(_mask(ts > now + pd.Timedelta(minutes=tolerance)),
-                f"timestamp: in the future (> now + {tolerance} min)")
-    if settings.window_start:
-        start, _ = _window_bound(settings.window_start, "window_start", end=False)
-        reasons.add(_mask(ts < start), "timestamp: before window start")
-    if settings.window_end:
-        end, inclusive = _window_bound(settings.window_end, "window_end", end=True)
-        reasons.add(_mask(ts > end if inclusive else ts >= end), "timestamp: after window end")
-
-    event_type = col["event_type"]
-    interaction = _mask(event_type.isin(list(INTERACTION_TYPES)))
-    offer, placement = col["offer_id"], col["placement_id"]
-    reasons.add(interaction & missing["offer_id"], "offer_id: missing for display/click")
-    reasons.add(interaction & missing["placement_id"], "placement_id: missing for display/click")
-    reasons.add(~missing["offer_id"] & ~_mask(offer.isin(list(offer_ids))),
-                lambda p: "offer_id: unknown offer '" + _text(offer, p) + "'")
-    reasons.add(~missing["placement_id"] & ~_mask(placement.isin(list(placement_ids))),
-                lambda p: "placement_id: unknown placement '" + _text(placement, p) + "'")
-
-    propensity = col["propensity"]
-    reasons.add(_mask((propensity <= 0) | (propensity > 1)), "propensity: not in (0, 1]")
-    reasons.add(_mask(col["value"] < 0), "value: negative")
-    return reasons
-
-
-# -- outcomes --------------------------------------------------------------------------------
-
-
-def _outcomes(target: Any, result: Any, observed_notes: dict[str, str]) -> list[ExpectationOutcome]:
-    from offerflow.ingest.expectations import exception_message
-
-    order = {e.id: i for i, e in enumerate(target.validation_definition.suite.expectations)}
-    outcomes = []
-    for item in sorted(result.results, key=lambda r: order.get(r.expectation_config.id, len(order))):
-        config = item.expectation_config
-        meta = config.meta or {}
-        severity = str(meta.get("severity") or getattr(config.severity, "value", "critical"))
-        column = config.kwargs.get("column")
-        name = f"{config.type}({column})" if column else config.type
-        observed = _observed(item, exception_message(item))
-        if name in observed_notes and exception_message(item) is None:
-            observed = observed_notes[name]
-        outcomes.append(ExpectationOutcome(
-            name, "warning" if severity == "warning" else "critical", bool(item.success),
-            str(meta.get("why", "")), observed,
-        ))
-    return outcomes
-
-
-def _observed(item: Any, error: str | None) -> str:
-    if error:
-        return f"could not be evaluated: {error}"
-    result = item.result or {}
-    if item.expectation_config.type == "expect_column_to_exist":
-        return "column present" if item.success else "column missing"
-    if "unexpected_count" in result:
-        percent = result.get("unexpected_percent") or 0.0
-        text = (f"{result['unexpected_count']} of {result.get('element_count')} values"
-                f" unexpected ({percent:.2f}%)")
-        sample = [c["value"] for c in result.get("partial_unexpected_counts") or []][:5]
-        return text + (f", e.g. {sample}" if sample else "")
-    mismatched = (result.get("details") or {}).get("mismatched") or {}
-    problems = []
-    if mismatched.get("missing"):
-        problems.append(f"missing columns: {', '.join(map(str, mismatched['missing']))}")
-    if mismatched.get("unexpected"):
-        problems.append(f"extra columns (kept): {', '.join(map(str, mismatched['unexpected']))}")
-    if problems:
-        return "; ".join(problems)
-    if "observed_value" in result:
-        return f"observed {result['observed_value']}"
-    return "ok" if item.success else "failed"
