@@ -83,35 +83,22 @@ def events_expectations() -> list[Any]:
 def _event_column_specs(gxe: Any) -> list[Any]:
     """Column presence and completeness: required columns exist and are (mostly) non-null."""
     specs = [
-        _spec(
-            gxe.ExpectColumnToExist,
-            "critical",
-            f"`{column}` is a required contract column: without it no event can be used.",
-            column=column,
-        )
+        _spec(gxe.ExpectColumnToExist, "critical",
+              f"`{column}` is a required contract column: without it no event can be used.", column=column)
         for column in REQUIRED_EVENT_COLUMNS
     ]
     specs.append(
-        _spec(
-            gxe.ExpectTableColumnsToMatchSet,
-            "warning",
-            "The data contract lists these columns; a missing optional one is read as all-null,"
-            " which silently disables placement, value or propensity features, and an extra one"
-            " is kept but unused (often a renamed contract column).",
-            column_set=list(EVENT_COLUMNS),
-            exact_match=True,
-        )
+        _spec(gxe.ExpectTableColumnsToMatchSet, "warning",
+              "The data contract lists these columns; a missing optional one is read as all-null,"
+              " which silently disables placement, value or propensity features, and an extra one"
+              " is kept but unused (often a renamed contract column).",
+              column_set=list(EVENT_COLUMNS), exact_match=True)
     )
     for column in REQUIRED_EVENT_COLUMNS:
         specs.append(
-            _spec(
-                gxe.ExpectColumnValuesToNotBeNull,
-                "critical",
-                f"Every event needs its `{column}`; more than 1% nulls means the export is broken,"
-                " not that a few rows are bad.",
-                column=column,
-                mostly=MOSTLY,
-            )
+            _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
+                  f"Every event needs its `{column}`; more than 1% nulls means the export is broken,"
+                  " not that a few rows are bad.", column=column, mostly=MOSTLY)
         )
     return specs
 
@@ -119,50 +106,23 @@ def _event_column_specs(gxe: Any) -> list[Any]:
 def _event_value_specs(gxe: Any) -> list[Any]:
     """Value checks: event type format, known offers and placements, propensity and value ranges."""
     return [
-        _spec(
-            gxe.ExpectColumnValuesToMatchRegex,
-            "warning",
-            "Event types are identifiers used in goal definitions; free text (spaces, leading"
-            " digits) usually means a column shift in the export.",
-            column="event_type",
-            regex=EVENT_TYPE_PATTERN,
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeInSet,
-            "critical",
-            "Events must reference offers of the catalog; many unknown ids mean the events and"
-            " the catalog come from different environments or dates.",
-            column="offer_id",
-            value_set={"$PARAMETER": "offer_ids"},
-            mostly=MOSTLY,
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeInSet,
-            "critical",
-            "Events must reference configured placements; many unknown ids mean offerflow.yaml"
-            " and the event source disagree.",
-            column="placement_id",
-            value_set={"$PARAMETER": "placement_ids"},
-            mostly=MOSTLY,
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeBetween,
-            "warning",
-            "A logged propensity is a probability used for inverse-propensity weighting: it must"
-            " be in (0, 1] or the weights explode.",
-            column="propensity",
-            min_value=0,
-            max_value=1,
-            strict_min=True,
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeBetween,
-            "warning",
-            "Event values are order amounts or revenue; a negative value breaks value-weighted"
-            " success metrics.",
-            column="value",
-            min_value=0,
-        ),
+        _spec(gxe.ExpectColumnValuesToMatchRegex, "warning",
+              "Event types are identifiers used in goal definitions; free text (spaces, leading"
+              " digits) usually means a column shift in the export.", column="event_type", regex=EVENT_TYPE_PATTERN),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical",
+              "Events must reference offers of the catalog; many unknown ids mean the events and"
+              " the catalog come from different environments or dates.",
+              column="offer_id", value_set={"$PARAMETER": "offer_ids"}, mostly=MOSTLY),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical",
+              "Events must reference configured placements; many unknown ids mean offerflow.yaml"
+              " and the event source disagree.",
+              column="placement_id", value_set={"$PARAMETER": "placement_ids"}, mostly=MOSTLY),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
+              "A logged propensity is a probability used for inverse-propensity weighting: it must"
+              " be in (0, 1] or the weights explode.", column="propensity", min_value=0, max_value=1, strict_min=True),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
+              "Event values are order amounts or revenue; a negative value breaks value-weighted"
+              " success metrics.", column="value", min_value=0),
     ]
 
 
@@ -170,23 +130,12 @@ def totals_expectations() -> list[Any]:
     """The `event_totals` suite, on the one-row table of exact counts over every input row."""
     gxe = import_gx().expectations
     return [
-        _spec(
-            gxe.ExpectColumnValuesToBeBetween,
-            "critical",
-            "A sudden drop in volume (or no events at all) means a partial export; training on it"
-            " would silently forget offers and profiles.",
-            column="rows",
-            min_value={"$PARAMETER": "min_row_count"},
-        ),
-        _spec(
-            gxe.ExpectColumnValuesToBeBetween,
-            "warning",
-            "Duplicate event ids double-count displays and clicks; the row checks quarantine"
-            " them, this reports how many arrived.",
-            column="duplicate_event_id_rows",
-            min_value=0,
-            max_value=0,
-        ),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
+              "A sudden drop in volume (or no events at all) means a partial export; training on it"
+              " would silently forget offers and profiles.", column="rows", min_value={"$PARAMETER": "min_row_count"}),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
+              "Duplicate event ids double-count displays and clicks; the row checks quarantine"
+              " them, this reports how many arrived.", column="duplicate_event_id_rows", min_value=0, max_value=0),
     ]
 
 
@@ -194,15 +143,10 @@ def conversion_expectations() -> list[Any]:
     """The `offer_conversion` suite, on the per-offer table of `EventStage.conversion_table`."""
     gxe = import_gx().expectations
     return [
-        _spec(
-            gxe.ExpectColumnValuesToBeBetween,
-            "critical",
-            "An offer cannot be clicked more often than it was displayed: a rate above 1 means"
-            " clicks are logged twice or displays are lost, and would corrupt every model.",
-            column="conversion_rate",
-            min_value=0,
-            max_value=1,
-        )
+        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
+              "An offer cannot be clicked more often than it was displayed: a rate above 1 means"
+              " clicks are logged twice or displays are lost, and would corrupt every model.",
+              column="conversion_rate", min_value=0, max_value=1)
     ]
 
 
@@ -343,19 +287,6 @@ def ensure_target(context: Any, name: str, expectations: list[Any]) -> Target:
             )
         )
     return Target(definition, checkpoint)
-
-
-def init_project(context_dir: Path) -> Any:
-    """Create or refresh the context, both suites and their checkpoints, without validating.
-    This is what writes the committed files of ``great_expectations/``."""
-    context = open_context(context_dir)
-    ensure_target(context, EVENTS_SUITE, events_expectations())
-    ensure_target(context, TOTALS_SUITE, totals_expectations())
-    ensure_target(context, CONVERSION_SUITE, conversion_expectations())
-    ensure_target(context, PROFILES_SUITE, profiles_expectations())
-    ensure_target(context, OFFERS_SUITE, offers_expectations())
-    ensure_target(context, PLACEMENTS_SUITE, placements_expectations())
-    return context
 
 
 def run(

@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offerflow.ingest.file_readers import PARSE_ERROR
 from offerflow.core.config import ValidationConfig
 from offerflow.core.schema import EVENT_COLUMNS, INTERACTION_TYPES
 
-PROVENANCE_COLUMNS = ("_source_file", "_source_line")
-PARSE_ERROR_COLUMN = "_parse_error"
 _FLOAT_COLUMNS = ("value", "propensity")
 
 
@@ -145,8 +144,8 @@ def row_reasons(
     col = {name: contract_column(frame, name) for name in EVENT_COLUMNS}
     reasons = RowReasons(n)
 
-    if PARSE_ERROR_COLUMN in frame.columns:
-        parse_error = frame[PARSE_ERROR_COLUMN]
+    if PARSE_ERROR in frame.columns:
+        parse_error = frame[PARSE_ERROR]
         reasons.add(~_missing(parse_error), lambda p: _text(parse_error, p))
     if pre_reasons is not None:
         if len(pre_reasons) != n:

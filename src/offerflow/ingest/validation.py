@@ -58,11 +58,11 @@ import pyarrow as pa
 from offerflow.core.config import ValidationConfig
 from offerflow.ingest.staging import EventStage
 from offerflow.core.schema import EVENT_COLUMNS
-from offerflow.ingest.row_checks import (PARSE_ERROR_COLUMN, PROVENANCE_COLUMNS, contract_column, prepare_batch,
-                                         row_reasons, to_utc)
+from offerflow.ingest.file_readers import PROVENANCE_COLUMNS
+from offerflow.ingest.row_checks import contract_column, prepare_batch, row_reasons, to_utc
 from offerflow.ingest.validation_report import ExpectationOutcome, ValidationReport, expectation_outcomes
 
-__all__ = ["PARSE_ERROR_COLUMN", "PROVENANCE_COLUMNS", "ExpectationOutcome", "ValidationReport", "judge_events",
+__all__ = ["ExpectationOutcome", "ValidationReport", "judge_events",
            "quarantine_file", "stage_events", "validate_catalog", "validate_events", "write_quarantine"]
 
 _NO_EVENTS_WHY = (
@@ -133,9 +133,9 @@ def stage_events(
     flagged = np.flatnonzero(reasons.flagged())
     text[flagged] = reasons.render(flagged)
     typed = pd.DataFrame({name: contract_column(frame, name) for name in EVENT_COLUMNS}, index=frame.index)
-    internal = {*PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN}
+    internal = set(PROVENANCE_COLUMNS)
     extras = [c for c in frame.columns if c not in EVENT_COLUMNS and c not in internal]
-    for name in [*extras, *PROVENANCE_COLUMNS, PARSE_ERROR_COLUMN]:
+    for name in [*extras, *PROVENANCE_COLUMNS]:
         if name in frame.columns:
             typed[name] = frame[name]
     stage.add(original, typed, text, extras)

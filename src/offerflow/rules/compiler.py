@@ -155,12 +155,14 @@ class Compiler:
         what = f"the operands of '{node.op_text}'"
         left, right = self.expect(node.left, BOOL, what), self.expect(node.right, BOOL, what)
         f, g, fb, gb = left.one, right.one, left.batch, right.batch
-        if node.op == "and":
+        absorbing = node.op == "or"  # what decides alone: False for and, True for or
 
-            def one(v: Mapping[str, Any]) -> bool | None:
-                if (a := f(v)) is False or (b := g(v)) is False:
-                    return False
-                return None if a is None or b is None else True
+        def one(v: Mapping[str, Any]) -> bool | None:
+            if (a := f(v)) is absorbing or (b := g(v)) is absorbing:
+                return absorbing
+            return None if a is None or b is None else not absorbing
+
+        if node.op == "and":
 
             def batch(env: dict[str, Any]) -> Batch:
                 (a, na), (b, nb) = fb(env), gb(env)
@@ -172,11 +174,6 @@ class Compiler:
                 return a & b, rules_values.mask_or(na, nb) & ~(a_false | b_false)
 
         else:
-
-            def one(v: Mapping[str, Any]) -> bool | None:
-                if (a := f(v)) is True or (b := g(v)) is True:
-                    return True
-                return None if a is None or b is None else False
 
             def batch(env: dict[str, Any]) -> Batch:
                 (a, na), (b, nb) = fb(env), gb(env)

@@ -24,6 +24,7 @@ CEL's (``!a == b`` is ``(!a) == b``), so that each reads as in its home language
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -57,46 +58,40 @@ class Token:
     col: int
 
 
+class _AtColumn:
+    """A node that starts at its own column (`col`); a binary operation starts at its left operand."""
+
+    __slots__ = ()
+
+    @property
+    def start(self) -> int:
+        return self.col  # every subclass has a `col` field
+
+
 @dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(_AtColumn):
     value: float | str | bool | None
     col: int
 
-    @property
-    def start(self) -> int:
-        return self.col
-
 
 @dataclass(frozen=True, slots=True)
-class Name:
+class Name(_AtColumn):
     name: str
     col: int
 
-    @property
-    def start(self) -> int:
-        return self.col
-
 
 @dataclass(frozen=True, slots=True)
-class ListExpr:
+class ListExpr(_AtColumn):
     items: tuple[Node, ...]
     col: int
 
-    @property
-    def start(self) -> int:
-        return self.col
-
 
 @dataclass(frozen=True, slots=True)
-class Unary:
+class Unary(_AtColumn):
     op: str  # "-" or "not" (for both "not" and "!")
     op_text: str
     operand: Node
     col: int
-
-    @property
-    def start(self) -> int:
-        return self.col
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +108,10 @@ class Binary:
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(_AtColumn):
     func: str
     args: tuple[Node, ...]
     col: int
-
-    @property
-    def start(self) -> int:
-        return self.col
 
 
 Node = Literal | Name | ListExpr | Unary | Binary | Call
@@ -232,17 +223,17 @@ class _Parser:
         return node
 
     def parse_or(self) -> Node:
-        node = self.parse_and()
-        while self.at("op", "||") or self.at("keyword", "or"):
-            tok = self.advance()
-            node = Binary("or", tok.text, node, self.parse_and(), tok.col)
-        return node
+        return self._left_associative("or", "||", self.parse_and)
 
     def parse_and(self) -> Node:
-        node = self.parse_not()
-        while self.at("op", "&&") or self.at("keyword", "and"):
+        return self._left_associative("and", "&&", self.parse_not)
+
+    def _left_associative(self, keyword: str, symbol: str, operand: Callable[[], Node]) -> Node:
+        """`operand (op operand)*` grouped to the left, for `or`/`||` and `and`/`&&`."""
+        node = operand()
+        while self.at("op", symbol) or self.at("keyword", keyword):
             tok = self.advance()
-            node = Binary("and", tok.text, node, self.parse_not(), tok.col)
+            node = Binary(keyword, tok.text, node, operand(), tok.col)
         return node
 
     def parse_not(self) -> Node:
