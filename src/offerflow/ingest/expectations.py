@@ -12,8 +12,9 @@ The suites live in the project's file data context (``great_expectations/``):
 * ``offer_conversion`` runs on a small derived table (one row per offer: displays, clicks,
   conversion rate) because "clicks per offer <= displays per offer" is not a column property.
 
-The suites are defined here in code and written to ``great_expectations/expectations/*.json``,
-which is committed. Every expectation carries ``meta.severity`` (``critical`` or ``warning``)
+The suites are defined here in code (their rationales, ``meta.why``, in
+``expectation_rationales.yaml`` beside this module) and written to
+``great_expectations/expectations/*.json``, which is committed. Every expectation carries ``meta.severity`` (``critical`` or ``warning``)
 and ``meta.why``. Values that change from run to run (the offer catalog, the placements, the
 minimum row count) are suite parameters (``$PARAMETER``), so the committed JSON only changes
 when the definitions here change. Every ``ensure_*`` function is a get-or-create: running
@@ -28,9 +29,12 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
+
+import yaml
 
 from offerflow.core.schema import EVENT_COLUMNS, REQUIRED_EVENT_COLUMNS
 
@@ -64,8 +68,15 @@ def import_gx() -> Any:
     return gx
 
 
+@lru_cache(maxsize=1)
+def rationales() -> dict[str, str]:
+    """Why each check exists (`expectation_rationales.yaml` beside this module), by key."""
+    return yaml.safe_load(Path(__file__).with_name("expectation_rationales.yaml").read_text(encoding="utf-8"))
+
+
 def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
-    meta = {"severity": severity, "why": why}
+    """One expectation with its severity and its rationale (`why`: a key of `rationales()`)."""
+    meta = {"severity": severity, "why": rationales()[why].replace("{column}", str(kwargs.get("column")))}
     if "mostly" in kwargs:
         meta["threshold"] = (
             f"mostly={kwargs['mostly']}: up to {1 - kwargs['mostly']:.0%} of the rows may fail;"
@@ -75,54 +86,25 @@ def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
 
 
 def events_expectations() -> list[Any]:
-    """The `events` suite: per-value expectations, on every row or a sample (see module doc)."""
+    """The `events` suite, on every row or a sample (see module doc): required columns exist and
+    are (mostly) non-null, the contract's column set, event type format, known offers and
+    placements, propensity and value ranges."""
     gxe = import_gx().expectations
-    return [*_event_column_specs(gxe), *_event_value_specs(gxe)]
-
-
-def _event_column_specs(gxe: Any) -> list[Any]:
-    """Column presence and completeness: required columns exist and are (mostly) non-null."""
-    specs = [
-        _spec(gxe.ExpectColumnToExist, "critical",
-              f"`{column}` is a required contract column: without it no event can be used.", column=column)
-        for column in REQUIRED_EVENT_COLUMNS
-    ]
-    specs.append(
-        _spec(gxe.ExpectTableColumnsToMatchSet, "warning",
-              "The data contract lists these columns; a missing optional one is read as all-null,"
-              " which silently disables placement, value or propensity features, and an extra one"
-              " is kept but unused (often a renamed contract column).",
-              column_set=list(EVENT_COLUMNS), exact_match=True)
-    )
-    for column in REQUIRED_EVENT_COLUMNS:
-        specs.append(
-            _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
-                  f"Every event needs its `{column}`; more than 1% nulls means the export is broken,"
-                  " not that a few rows are bad.", column=column, mostly=MOSTLY)
-        )
-    return specs
-
-
-def _event_value_specs(gxe: Any) -> list[Any]:
-    """Value checks: event type format, known offers and placements, propensity and value ranges."""
     return [
-        _spec(gxe.ExpectColumnValuesToMatchRegex, "warning",
-              "Event types are identifiers used in goal definitions; free text (spaces, leading"
-              " digits) usually means a column shift in the export.", column="event_type", regex=EVENT_TYPE_PATTERN),
-        _spec(gxe.ExpectColumnValuesToBeInSet, "critical",
-              "Events must reference offers of the catalog; many unknown ids mean the events and"
-              " the catalog come from different environments or dates.",
-              column="offer_id", value_set={"$PARAMETER": "offer_ids"}, mostly=MOSTLY),
-        _spec(gxe.ExpectColumnValuesToBeInSet, "critical",
-              "Events must reference configured placements; many unknown ids mean offerflow.yaml"
-              " and the event source disagree.",
-              column="placement_id", value_set={"$PARAMETER": "placement_ids"}, mostly=MOSTLY),
-        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
-              "A logged propensity is a probability used for inverse-propensity weighting: it must"
-              " be in (0, 1] or the weights explode.", column="propensity", min_value=0, max_value=1, strict_min=True),
-        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
-              "Event values are order amounts or revenue; a negative value breaks value-weighted"
-              " success metrics.", column="value", min_value=0),
+        *[_spec(gxe.ExpectColumnToExist, "critical", "events.exists", column=c) for c in REQUIRED_EVENT_COLUMNS],
+        _spec(gxe.ExpectTableColumnsToMatchSet, "warning", "events.columns", column_set=list(EVENT_COLUMNS),
+              exact_match=True),
+        *[_spec(gxe.ExpectColumnValuesToNotBeNull, "critical", "events.not_null", column=c, mostly=MOSTLY)
+          for c in REQUIRED_EVENT_COLUMNS],
+        _spec(gxe.ExpectColumnValuesToMatchRegex, "warning", "events.event_type.format", column="event_type",
+              regex=EVENT_TYPE_PATTERN),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.offer_id.known", column="offer_id",
+              value_set={"$PARAMETER": "offer_ids"}, mostly=MOSTLY),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.placement_id.known", column="placement_id",
+              value_set={"$PARAMETER": "placement_ids"}, mostly=MOSTLY),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "events.propensity.range", column="propensity",
+              min_value=0, max_value=1, strict_min=True),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "events.value.range", column="value", min_value=0),
     ]
 
 
@@ -130,72 +112,46 @@ def totals_expectations() -> list[Any]:
     """The `event_totals` suite, on the one-row table of exact counts over every input row."""
     gxe = import_gx().expectations
     return [
-        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
-              "A sudden drop in volume (or no events at all) means a partial export; training on it"
-              " would silently forget offers and profiles.", column="rows", min_value={"$PARAMETER": "min_row_count"}),
-        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
-              "Duplicate event ids double-count displays and clicks; the row checks quarantine"
-              " them, this reports how many arrived.", column="duplicate_event_id_rows", min_value=0, max_value=0),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "critical", "totals.rows.range", column="rows",
+              min_value={"$PARAMETER": "min_row_count"}),
+        _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "totals.duplicate_event_id_rows.range",
+              column="duplicate_event_id_rows", min_value=0, max_value=0),
     ]
 
 
 def conversion_expectations() -> list[Any]:
     """The `offer_conversion` suite, on the per-offer table of `EventStage.conversion_table`."""
     gxe = import_gx().expectations
-    return [
-        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
-              "An offer cannot be clicked more often than it was displayed: a rate above 1 means"
-              " clicks are logged twice or displays are lost, and would corrupt every model.",
-              column="conversion_rate", min_value=0, max_value=1)
-    ]
+    return [_spec(gxe.ExpectColumnValuesToBeBetween, "critical", "conversion.conversion_rate.range",
+                  column="conversion_rate", min_value=0, max_value=1)]
 
 
 def profiles_expectations() -> list[Any]:
     """The `profiles` suite, on the profiles table as stored."""
     gxe = import_gx().expectations
-    return [
-        _spec(gxe.ExpectColumnToExist, "critical",
-              "Every event and every decision names a profile by `profile_id`.", column="profile_id"),
-        _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
-              "A profile without an id can never be matched to its events or decided for.",
-              column="profile_id"),
-        _spec(gxe.ExpectColumnValuesToBeUnique, "critical",
-              "Two rows with one id give one person two sets of attributes: features, eligibility"
-              " and Customer AI scores would depend on which row a join happens to keep.",
-              column="profile_id"),
-    ]
+    return [_spec(gxe.ExpectColumnToExist, "critical", "profiles.profile_id.exists", column="profile_id"),
+            _spec(gxe.ExpectColumnValuesToNotBeNull, "critical", "profiles.profile_id.not_null", column="profile_id"),
+            _spec(gxe.ExpectColumnValuesToBeUnique, "critical", "profiles.profile_id.unique", column="profile_id")]
 
 
 def offers_expectations() -> list[Any]:
     """The `offers` suite, on the normalized catalog (one row per offer)."""
     gxe = import_gx().expectations
-    return [
-        _spec(gxe.ExpectColumnValuesToNotBeNull, "critical",
-              "Events, rankings and decisions refer to offers by `offer_id`.", column="offer_id"),
-        _spec(gxe.ExpectColumnValuesToBeUnique, "critical",
-              "Two offers with one id would merge their displays and clicks, and a decision could"
-              " not say which one it showed.", column="offer_id"),
-        _spec(gxe.ExpectColumnValuesToBeOfType, "critical",
-              "Priorities are compared as integers (higher wins); a fractional or text priority"
-              " would rank offers in an order nobody configured.", column="priority", type_="int64"),
-        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
-              "An offer that may appear in no placement can never be shown: usually a typo in its"
-              " placement list.", column="placement_count", min_value=1),
-    ]
+    return [_spec(gxe.ExpectColumnValuesToNotBeNull, "critical", "offers.offer_id.not_null", column="offer_id"),
+            _spec(gxe.ExpectColumnValuesToBeUnique, "critical", "offers.offer_id.unique", column="offer_id"),
+            _spec(gxe.ExpectColumnValuesToBeOfType, "critical", "offers.priority.type", column="priority",
+                  type_="int64"),
+            _spec(gxe.ExpectColumnValuesToBeBetween, "critical", "offers.placement_count.range",
+                  column="placement_count", min_value=1)]
 
 
 def placements_expectations() -> list[Any]:
     """The `placements` suite, on one row per configured placement."""
     gxe = import_gx().expectations
-    return [
-        _spec(gxe.ExpectColumnValuesToBeBetween, "critical",
-              "A placement must always return something: when a profile is eligible for no offer,"
-              " its fallback offer is shown, so every placement needs one.",
-              column="fallback_offers", min_value=1),
-        _spec(gxe.ExpectColumnValuesToBeBetween, "warning",
-              "A placement with no regular offer only ever shows its fallback: nothing to rank or"
-              " learn from.", column="regular_offers", min_value=1),
-    ]
+    return [_spec(gxe.ExpectColumnValuesToBeBetween, "critical", "placements.fallback_offers.range",
+                  column="fallback_offers", min_value=1),
+            _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "placements.regular_offers.range",
+                  column="regular_offers", min_value=1)]
 
 
 def open_context(context_dir: Path) -> Any:
