@@ -264,8 +264,8 @@ def test_overflow_is_inf_and_inf_minus_inf_is_null() -> None:
         ("profile.age >", "rule", "column 14: unexpected end of expression"),
         ("profile.age 18", "rule", "column 13: unexpected '18'"),
         ("not in [1]", "rule", "column 5: unexpected 'in'"),
-        ("(" * 300 + "1" + ")" * 300, "formula", "column 1: expression is nested too deeply"),
-        ("-" * 150 + "1", "formula", "column 101: expression is nested too deeply"),
+        ("(" * 300 + "1" + ")" * 300, "formula", "column 33: expression is nested too deeply (more than 32 levels)"),
+        ("-" * 150 + "1", "formula", "column 33: expression is nested too deeply (more than 32 levels)"),
     ],
 )
 def test_errors(text: str, kind: str, message: str) -> None:

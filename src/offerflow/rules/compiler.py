@@ -8,7 +8,7 @@ import difflib
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,9 +22,11 @@ _ARITY: dict[str, tuple[int, int | None]] = {
     "round": (1, 1), "lower": (1, 1), "upper": (1, 1), "contains": (2, 2), "starts_with": (2, 2),
     "is_null": (1, 1), "coalesce": (2, None),
 }  # fmt: skip
-# Deeper trees are rejected so that compiling and evaluating them cannot exhaust the Python stack.
-_MAX_DEPTH = 100
+# A backstop: the parser already bounds nesting (parser.MAX_DEPTH) and chains of operators are
+# compiled with loops, so a valid tree never gets near this.
+_MAX_DEPTH = 400
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+_ARITH_OPS = frozenset({"+", "-", "*", "/", "%"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,19 @@ class _Typed:
     batch: BatchFn
     constant: Any = None  # the literal's value, so that `x in [...]` of literals can use a set
     is_constant: bool = False
+
+
+class _Link(NamedTuple):
+    """One operator of a left-associative chain: `one(x, v)` and `batch(x, env)` apply it to the value so
+    far `x`; `left` is the checked left operand of the first link of the chain (None for the others)."""
+
+    type: str
+    left: _Typed | None
+    one: Callable[..., Any]
+    batch: Callable[..., Batch]
+
+
+_Step = Callable[[Binary, "_Typed | None", _Typed], _Link]
 
 
 # ---------------------------------------------------------------- type checking and compiling
@@ -97,7 +112,9 @@ class Compiler:
         return _Typed(type_, lambda v: convert(v.get(name)), lambda env: env[name])
 
     def expect(self, node: Node, type_: str, what: str) -> _Typed:
-        typed = self.build(node)
+        return self.checked(self.build(node), node, type_, what)
+
+    def checked(self, typed: _Typed, node: Node, type_: str, what: str) -> _Typed:
         if typed.type not in (type_, NULL):
             raise self.fail(node.start, f"{what} must be {type_}, got {typed.type}")
         return self.coerce(typed, type_)
@@ -118,54 +135,57 @@ class Compiler:
 
     def binary(self, node: Binary) -> _Typed:
         if node.op in ("and", "or"):
-            return self.logical(node)
+            return self.chain(node, ("and", "or"), self.logical_step)
         if node.op in ("in", "not in"):
             return self.membership(node)
-        left, right = self.build(node.left), self.build(node.right)
         if node.op in rules_values.CMP:
-            return self.comparison(node, left, right)
-        if left.type not in (NUMBER, NULL) or right.type not in (NUMBER, NULL):
-            raise self.fail(node.col, f"'{node.op}' needs numbers, got {left.type} and {right.type}")
-        left, right = self.coerce(left, NUMBER), self.coerce(right, NUMBER)
-        f, g, fb, gb = left.one, right.one, left.batch, right.batch
-        if node.op in _ARITH:
-            op = _ARITH[node.op]
+            return self.comparison(node, self.build(node.left), self.build(node.right))
+        return self.chain(node, _ARITH_OPS, self.arithmetic_step)
 
-            def one(v: Mapping[str, Any]) -> float | None:
-                if (a := f(v)) is None or (b := g(v)) is None:
-                    return None
-                return rules_values.nan_to_null(op(a, b))
+    def chain(self, node: Binary, ops: frozenset[str] | tuple[str, ...], step: _Step) -> _Typed:
+        """A left-associative chain (`a or b or c` is `(a or b) or c`) compiled into loops over its links,
+        applied in the tree's order, so compiling and evaluating stay flat however long the chain is."""
+        spine = [node]
+        while isinstance(spine[-1].left, Binary) and spine[-1].left.op in ops:
+            spine.append(spine[-1].left)
+        spine.reverse()
+        links = [step(spine[0], self.build(spine[0].left), self.build(spine[0].right))]
+        links += [step(link, None, self.build(link.right)) for link in spine[1:]]
+        first, first_batch = links[0].left.one, links[0].left.batch  # type: ignore[union-attr]
+        ones, batches = [link.one for link in links], [link.batch for link in links]
 
-            return _Typed(NUMBER, one, lambda env: op(fb(env), gb(env)))
-        op = operator.truediv if node.op == "/" else operator.mod
-        npop = np.divide if node.op == "/" else np.remainder
+        def one(v: Mapping[str, Any]) -> Any:
+            x = first(v)
+            for fn in ones:
+                x = fn(x, v)
+            return x
 
-        def one_div(v: Mapping[str, Any]) -> float | None:
-            if (a := f(v)) is None or (b := g(v)) is None or b == 0:
-                return None
-            return rules_values.nan_to_null(op(a, b))
+        def batch(env: dict[str, Any]) -> Batch:
+            x = first_batch(env)
+            for fn in batches:
+                x = fn(x, env)
+            return x
 
-        def batch_div(env: dict[str, Any]) -> Batch:
-            a, b = fb(env), gb(env)
-            return np.where(b == 0, np.nan, npop(a, b))
+        return _Typed(links[0].type, one, batch)
 
-        return _Typed(NUMBER, one_div, batch_div)
-
-    def logical(self, node: Binary) -> _Typed:
+    def logical_step(self, node: Binary, left: _Typed | None, right: _Typed) -> _Link:
+        """One `and`/`or` of a chain: three-valued, null unless the absorbing value decides."""
         what = f"the operands of '{node.op_text}'"
-        left, right = self.expect(node.left, BOOL, what), self.expect(node.right, BOOL, what)
-        f, g, fb, gb = left.one, right.one, left.batch, right.batch
+        if left is not None:
+            left = self.checked(left, node.left, BOOL, what)
+        right = self.checked(right, node.right, BOOL, what)
+        g, gb = right.one, right.batch
         absorbing = node.op == "or"  # what decides alone: False for and, True for or
 
-        def one(v: Mapping[str, Any]) -> bool | None:
-            if (a := f(v)) is absorbing or (b := g(v)) is absorbing:
+        def one_step(a: bool | None, v: Mapping[str, Any]) -> bool | None:
+            if a is absorbing or (b := g(v)) is absorbing:
                 return absorbing
             return None if a is None or b is None else not absorbing
 
         if node.op == "and":
 
-            def batch(env: dict[str, Any]) -> Batch:
-                (a, na), (b, nb) = fb(env), gb(env)
+            def batch_step(x: Batch, env: dict[str, Any]) -> Batch:
+                (a, na), (b, nb) = x, gb(env)
                 if na is None and nb is None:
                     return a & b, None
                 # Null where either side is null, unless the other side is definitely false.
@@ -175,13 +195,45 @@ class Compiler:
 
         else:
 
-            def batch(env: dict[str, Any]) -> Batch:
-                (a, na), (b, nb) = fb(env), gb(env)
+            def batch_step(x: Batch, env: dict[str, Any]) -> Batch:
+                (a, na), (b, nb) = x, gb(env)
                 data = a | b
                 null = rules_values.mask_or(na, nb)
                 return data, (None if null is None else null & ~data)
 
-        return _Typed(BOOL, one, batch)
+        return _Link(BOOL, left, one_step, batch_step)
+
+    def arithmetic_step(self, node: Binary, left: _Typed | None, right: _Typed) -> _Link:
+        """One `+ - * / %` of a chain: null if either side is null, or on division by zero or NaN."""
+        left_type = NUMBER if left is None else left.type
+        if left_type not in (NUMBER, NULL) or right.type not in (NUMBER, NULL):
+            raise self.fail(node.col, f"'{node.op}' needs numbers, got {left_type} and {right.type}")
+        if left is not None:
+            left = self.coerce(left, NUMBER)
+        right = self.coerce(right, NUMBER)
+        g, gb = right.one, right.batch
+        if node.op in _ARITH:
+            op = _ARITH[node.op]
+
+            def one_step(a: float | None, v: Mapping[str, Any]) -> float | None:
+                if a is None or (b := g(v)) is None:
+                    return None
+                return rules_values.nan_to_null(op(a, b))
+
+            return _Link(NUMBER, left, one_step, lambda x, env: op(x, gb(env)))
+        op = operator.truediv if node.op == "/" else operator.mod
+        npop = np.divide if node.op == "/" else np.remainder
+
+        def one_div(a: float | None, v: Mapping[str, Any]) -> float | None:
+            if a is None or (b := g(v)) is None or b == 0:
+                return None
+            return rules_values.nan_to_null(op(a, b))
+
+        def batch_div(a: Batch, env: dict[str, Any]) -> Batch:
+            b = gb(env)
+            return np.where(b == 0, np.nan, npop(a, b))
+
+        return _Link(NUMBER, left, one_div, batch_div)
 
     def check_comparable(self, col: int, op: str, left: _Typed, right: _Typed) -> str:
         if NULL in (left.type, right.type):

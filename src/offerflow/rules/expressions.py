@@ -10,8 +10,10 @@ Language, loosest binding first (the full grammar is in :mod:`offerflow.rules.pa
 * ``or`` / ``||``, then ``and`` / ``&&``, then ``not`` (Python-style, so ``not a == b`` negates the comparison)
 * comparisons ``== != < <= > >=`` and membership ``in`` / ``not in``; they do not chain
 * ``+ -``, then ``* / %``, then unary ``-`` and ``!`` (CEL-style, binding tightly)
-* literals: numbers (ints and floats are one "number" type), ``'single'`` or ``"double"`` quoted
-  strings with backslash escapes, ``true``/``false`` (or ``True``/``False``), ``null``
+* literals: numbers (ASCII digits; ints and floats are one "number" type), ``'single'`` or ``"double"``
+  quoted strings with backslash escapes (no control characters but tab, newline and return; no lone
+  surrogates), ``true``/``false`` (or ``True``/``False``), ``null``; the limits on length, nesting, list
+  and literal size are in :mod:`offerflow.rules.parser`
 * names: dotted identifiers from the schema, e.g. ``profile.propensity.purchase_30d.score``, ``ai_score``
 * lists ``[a, b]``, only on the right of ``in``; ``s in "text"`` tests substring containment
 * functions: ``if(cond, a, b)``, ``min(a, b, ...)``, ``max(...)``, ``abs(x)``, ``log(x)`` (natural),
@@ -132,7 +134,10 @@ def parse_expression(
         raise ValueError(f"schema types must be one of {TYPES}, got {bad}")
     root = parse(text, source)
     compiler = Compiler(schema, source)
-    typed = compiler.build(root)
+    try:
+        typed = compiler.build(root)
+    except RecursionError:  # only if the caller's own stack is nearly spent: the parser bounds nesting
+        raise ExpressionError(source, 1, "expression is nested too deeply for the remaining stack") from None
     want = _KIND_TYPES[kind]
     if typed.type not in (want, NULL):
         raise ExpressionError(source, root.start, f"a {kind} must be {want}, got {typed.type}")

@@ -23,6 +23,7 @@ CEL's (``!a == b`` is ``(!a) == b``), so that each reads as in its home language
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +105,10 @@ class Binary:
 
     @property
     def start(self) -> int:
-        return self.left.start
+        node: Node = self
+        while isinstance(node, Binary):  # a loop, not recursion: a chain of 1,000 'and's is fine
+            node = node.left
+        return node.start
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,7 @@ class Call(_AtColumn):
 Node = Literal | Name | ListExpr | Unary | Binary | Call
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "True", "False", "null"})
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
 # Dotted names are one token so that "profile.propensity.purchase_30d.score" is a single
 # schema key; a space around a dot is therefore a syntax error, which is what we want.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -125,6 +129,14 @@ _OPERATORS = ("==", "!=", "<=", ">=", "&&", "||", "<", ">", "+", "-", "*", "/", 
 _LONE_HINTS = {"=": "==", "&": "&&", "|": "||"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
 _COMPARE_OPS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+#: Limits on what an expression may be (documented in docs/ranking-models.md); hostile or careless input
+#: beyond them is an ExpressionError at the column where the limit is crossed, never a crash.
+MAX_LENGTH = 10_000  # characters of expression text
+MAX_DEPTH = 32  # nesting of parentheses, lists, function calls and unary operators ('-', '!', 'not')
+MAX_LIST_ITEMS = 1_000  # items of one [...] list
+MAX_STRING = 1_000  # characters of one string literal
+# Control characters other than tab, newline and carriage return, and lone surrogates (not valid Unicode).
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def tokenize(text: str, source: str) -> list[Token]:
@@ -141,7 +153,10 @@ def tokenize(text: str, source: str) -> list[Token]:
             value, i = _scan_string(text, i, source)
             tokens.append(Token("string", text[col - 1 : i], value, col))
         elif m := _NUMBER.match(text, i):
-            tokens.append(Token("number", m.group(), float(m.group()), col))
+            value = float(m.group())
+            if value == math.inf:
+                raise ExpressionError(source, col, f"number {_clip(m.group())} is too large")
+            tokens.append(Token("number", m.group(), value, col))
             i = m.end()
         elif m := _NAME.match(text, i):
             word = m.group()
@@ -164,7 +179,7 @@ def _scan_string(text: str, i: int, source: str) -> tuple[str, int]:
     while i < len(text):
         ch = text[i]
         if ch == quote:
-            return "".join(parts), i + 1
+            return _checked_string("".join(parts), start, source), i + 1
         if ch == "\\" and i + 1 < len(text):
             esc = text[i + 1]
             if esc == "u":
@@ -184,8 +199,23 @@ def _scan_string(text: str, i: int, source: str) -> tuple[str, int]:
     raise ExpressionError(source, start, "unterminated string")
 
 
+def _checked_string(value: str, start: int, source: str) -> str:
+    """`value` of the string literal opening at 0-based `start`, if within the limits of the language."""
+    if len(value) > MAX_STRING:
+        raise ExpressionError(source, start, f"string literal is longer than {MAX_STRING} characters")
+    if bad := _BAD_CHARS.search(value):
+        code = f"U+{ord(bad.group()):04X}"
+        what = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise ExpressionError(source, start, f"string literal contains {what} ({code}), which is not allowed")
+    return value
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 20 else f"{text[:17]}..."
+
+
 def _describe(tok: Token) -> str:
-    return "end of expression" if tok.kind == "end" else repr(tok.text)
+    return "end of expression" if tok.kind == "end" else repr(_clip(tok.text))
 
 
 class _Parser:
@@ -193,6 +223,13 @@ class _Parser:
         self.source = source
         self.tokens = tokenize(text, source)
         self.pos = 0
+        self.depth = 0
+
+    def nest(self, tok: Token) -> None:
+        """Enter one more level of nesting at `tok`; deeper than MAX_DEPTH is an error located there."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(tok, f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
@@ -239,7 +276,10 @@ class _Parser:
     def parse_not(self) -> Node:
         if self.at("keyword", "not"):
             tok = self.advance()
-            return Unary("not", "not", self.parse_not(), tok.col)
+            self.nest(tok)
+            node = Unary("not", "not", self.parse_not(), tok.col)
+            self.depth -= 1
+            return node
         return self.parse_comparison()
 
     def compare_op(self) -> tuple[str, int] | None:
@@ -283,7 +323,10 @@ class _Parser:
     def parse_unary(self) -> Node:
         if self.at("op", "-", "!"):
             tok = self.advance()
-            return Unary("-" if tok.text == "-" else "not", tok.text, self.parse_unary(), tok.col)
+            self.nest(tok)
+            node = Unary("-" if tok.text == "-" else "not", tok.text, self.parse_unary(), tok.col)
+            self.depth -= 1
+            return node
         return self.parse_primary()
 
     def parse_primary(self) -> Node:
@@ -295,26 +338,32 @@ class _Parser:
         if tok.kind == "name":
             if self.at("op", "("):
                 self.advance()
-                return Call(tok.text, self.parse_items(")"), tok.col)
+                return Call(tok.text, self.parse_items(")", tok), tok.col)
             return Name(tok.text, tok.col)
         if tok.kind == "op" and tok.text == "(":
+            self.nest(tok)
             node = self.parse_or()
             self.expect(")")
+            self.depth -= 1
             return node
         if tok.kind == "op" and tok.text == "[":
-            return ListExpr(self.parse_items("]"), tok.col)
+            return ListExpr(self.parse_items("]", tok), tok.col)
         raise self.fail(tok, f"unexpected {_describe(tok)}")
 
-    def parse_items(self, closing: str) -> tuple[Node, ...]:
+    def parse_items(self, closing: str, opening: Token) -> tuple[Node, ...]:
         """Comma-separated expressions up to `closing`, for call arguments and list literals."""
         items: list[Node] = []
         if self.at("op", closing):
             self.advance()
             return ()
+        self.nest(opening)
         while True:
+            if len(items) == MAX_LIST_ITEMS:
+                raise self.fail(self.peek(), f"more than {MAX_LIST_ITEMS} items in one list or call")
             items.append(self.parse_or())
             if self.at("op", closing):
                 self.advance()
+                self.depth -= 1
                 return tuple(items)
             if not self.at("op", ","):
                 raise self.fail(self.peek(), f"expected ',' or '{closing}', found {_describe(self.peek())}")
@@ -322,8 +371,14 @@ class _Parser:
 
 
 def parse(text: str, source: str = "expression") -> Node:
-    """Parse `text` into a syntax tree; raise ExpressionError with a 1-based column on bad syntax."""
+    """Parse `text` into a syntax tree; raise ExpressionError with a 1-based column on bad syntax.
+
+    Nesting is bounded by MAX_DEPTH before any recursion could exhaust the stack; long chains of
+    operators (`a or b or ...`) are not nesting and are limited only by MAX_LENGTH.
+    """
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(source, MAX_LENGTH + 1, f"expression is longer than {MAX_LENGTH:,} characters")
     try:
         return _Parser(text, source).parse()
-    except RecursionError:
-        raise ExpressionError(source, 1, "expression is nested too deeply") from None
+    except RecursionError:  # only if the caller's own stack is nearly spent: nesting is bounded above
+        raise ExpressionError(source, 1, "expression is nested too deeply for the remaining stack") from None
