@@ -2,19 +2,22 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from offerflow.decisioning.decision_types import MAX_ITEMS
+from offerflow.decisioning.http_guards import MAX_ID_BYTES, check_id
 
 MAX_PLACEMENTS = 10
+#: A profile, placement or offer id: 1 to MAX_ID_BYTES bytes of valid UTF-8.
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_BYTES), AfterValidator(check_id)]
 
 
 class DecisionRequest(BaseModel):
     """Which offers to show one profile in one or more placements (filled in request order)."""
 
     model_config = ConfigDict(extra="forbid")
-    profile_id: str = Field(min_length=1, description="Profile id.")
-    placements: list[Annotated[str, Field(min_length=1)]] = Field(
+    profile_id: Id = Field(description=f"Profile id (at most {MAX_ID_BYTES} bytes of UTF-8).")
+    placements: list[Id] = Field(
         min_length=1, max_length=MAX_PLACEMENTS, description="Placement ids, in the order to fill them.")
     items: int | None = Field(default=None, ge=1, le=MAX_ITEMS,
                               description="Items per placement (default: the placement's own count).")
@@ -61,7 +64,7 @@ class ErrorOut(BaseModel):
 
 class CapResetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    offer_id: str | None = Field(default=None, description="Only this offer (default: every offer).")
+    offer_id: Id | None = Field(default=None, description="Only this offer (default: every offer).")
 
 
 class CapResetOut(BaseModel):

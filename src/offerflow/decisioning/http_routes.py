@@ -3,6 +3,7 @@ on, and its /docs entry), ``GET /health`` and the admin routes (reload, cap stat
 their API-key and bearer-token checks. `create_app` in `http_service` assembles them."""
 
 import gc
+import logging
 import secrets
 import threading
 from datetime import datetime, timezone
@@ -14,11 +15,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 import orjson
 
 from offerflow.core.config import ProjectConfig
+from offerflow.core.store import StoreError
 from offerflow.rules.capping import write_cap_reset
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
+from offerflow.decisioning.http_guards import clip
 from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
                                                HealthOut)
+
+_log = logging.getLogger(__name__)
 
 
 def count_if_swapped(service: FastAPI, engine: DecisionEngine, decision: Decision) -> None:
@@ -92,14 +97,21 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/admin/reload", response_model=HealthOut, dependencies=[Depends(check_admin)],
-              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
+              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                         409: {"model": ErrorOut, "description": "The new catalog or profiles are broken"}},
               summary="Reload profiles and offers (new ranking versions need no reload)")
     def reload():
         # Requests go on with the old engine while the new one is built (seconds for 1M profiles).
         # The new engine counts caps from the log (everything decided before the hold), then the
         # decisions made since; it is swapped in under the old engine's cap lock, so none is missed.
         with reload_lock, buffer.held() as unlogged:
-            engine = build_engine(config).preload()
+            try:
+                engine = build_engine(config).preload()
+            except (ValueError, OSError, StoreError) as exc:  # a broken catalog, profiles file, store...
+                message = clip(" ".join(str(exc).split()), 1000) or type(exc).__name__
+                _log.warning("reload failed, the previous engine keeps serving: %s", message)
+                return JSONResponse({"detail": f"reload failed, the previous engine keeps serving: {message}"},
+                                    status_code=409)
             old: DecisionEngine = app.state.engine
             with old.caps.lock:
                 engine.count_decisions(unlogged())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 import orjson
 from pydantic import ValidationError
 
@@ -35,6 +36,8 @@ from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.decision_log import log_decisions
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
+from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
+                                               send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
@@ -145,18 +148,25 @@ class DecisionFastPath:
         self._snapshot_loads = -1
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/decisions" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        answer = self.answer(scope, body)
+        declared = declared_length(scope)
+        fast = scope["path"] == "/decisions" and scope["method"] == "POST"
+        if declared is not None and declared > MAX_BODY_BYTES:
+            await send_error(send, 413, TOO_LARGE)
+            return
+        if not fast and declared is not None:  # the server holds the body to its declared length
+            await self.app(scope, receive, send)
+            return
+        try:  # a decision request, or a body of unknown length (chunked): read it, up to the limit
+            body = await read_body(receive)
+        except BodyTooLarge:
+            await send_error(send, 413, TOO_LARGE)
+            return
+        if body is None:  # client went away
+            return
+        answer = self.answer(scope, body) if fast else None
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -226,6 +236,7 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         "fallback offer when nothing is eligible. Every decision is logged as `display` events."))
     app.state.engine = (engine if engine is not None else build_engine(config)).preload()
     app.state.decision_log = buffer
+    app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
     app.add_middleware(DecisionFastPath, service=app, buffer=buffer, api_key=api_key, freeze_gc=freeze_gc)
