@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, fail, load_project,
-                                 prepare_prefect_environment)
+from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, check_before_work, fail,
+                                 load_project, prepare_prefect_environment)
 from offerflow.core.paths import project_tracker, ranking_store
 
 
@@ -92,6 +92,7 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Retrain the auto-optimization models from the validated events and publish their posteriors
     (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
     project = load_project(config)
+    check_before_work(config, project)
     prepare_prefect_environment(project.root)
     from offerflow.flows.auto_optimization import retrain_auto_optimization
 
@@ -163,6 +164,7 @@ def train(
         overrides = parse_assignments(set_ or [])
     except ConfigError as exc:
         fail(str(exc))
+    check_before_work(config, project)
     prepare_prefect_environment(project.root)
     from offerflow.flows.customer_ai import train_customer_ai
     from offerflow.flows.options import CustomerAIOptions, RankingModelOptions
