@@ -1,6 +1,7 @@
 """`offerflow check`, and the check every training or publishing command runs before any work: a
 planted typo in a formula, an eligibility rule or a goal condition is one located line, exit 2, in
-well under 2 s, with no Prefect server started and nothing trained or published."""
+well under 2 s, with no Prefect server started and nothing trained or published. Also
+`offerflow rankings show`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from offerflow.cli import app
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TYPO_FORMULA = "if(offer.category == profile.favorite_category, offer.priority * , offer.priority)"
@@ -124,3 +128,25 @@ def test_one_typo_kind_at_a_time_is_caught(project_dir):
         assert done.returncode == 2 and len(lines) == 1, lines
         assert lines[0].startswith(expected[which].rsplit(":", 1)[0] if which == 1 else expected[which]), lines
 
+
+def test_rankings_show_prints_the_current_table_head_and_metadata(project_dir):
+    from offerflow.core.config import load_config
+    from offerflow.core.paths import ranking_store
+
+    store = ranking_store(load_config(project_dir / "offerflow.yaml"))
+    table = pd.DataFrame({"profile_id": ["p1", "p1", "p2"], "rank": pd.array([1, 2, 1], dtype="int16"),
+                          "offer_id": ["o-001", "o-002", "o-003"], "score": [0.9, 0.5, 0.7]})
+    store.publish("web-sidebar", table, {"kind": "ranking", "ranking_method": "formula"})
+    store.publish("web-sidebar", table.iloc[:2], {"kind": "ranking", "ranking_method": "formula"})
+    runner = CliRunner()
+    config = str(project_dir / "offerflow.yaml")
+    shown = runner.invoke(app, ["rankings", "show", "web-sidebar", "--rows", "1", "--config", config])
+    assert shown.exit_code == 0, shown.output
+    assert "web-sidebar version 2 (current)" in shown.output and "ranking_method: formula" in shown.output
+    assert "first 1 of 2 rows" in shown.output and "o-001" in shown.output and "o-002" not in shown.output
+    older = runner.invoke(app, ["rankings", "show", "web-sidebar", "--version", "1", "--json", "--config", config])
+    record = json.loads(older.output)
+    assert record["metadata"]["version"] == 1 and len(record["rows"]) == 3
+    missing = runner.invoke(app, ["rankings", "show", "web-banner", "--config", config])
+    assert missing.exit_code == 1 and "no published ranking for placement 'web-banner'" in missing.output
+    assert "show" in runner.invoke(app, ["rankings", "--help"]).output

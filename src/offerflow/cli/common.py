@@ -15,7 +15,7 @@ from rich.console import Console
 
 app = typer.Typer(help="offerflow: rank marketing offers with machine learning, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
+rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
 caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
 app.add_typer(caps_app, name="caps")
