@@ -13,9 +13,14 @@ TEST_END_DATE = date(2026, 11, 1)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Keep Prefect, MLflow and GX local and quiet; never reach for the network.
-    home = Path(config.rootpath) / ".pytest_cache" / "prefect-home"
-    os.environ.setdefault("PREFECT_HOME", str(home))
+    # Keep Prefect, MLflow and GX local and quiet; never reach for the network. Plain `pytest` from
+    # a fresh checkout works without the Makefile's environment: the Prefect home is the Makefile's
+    # `.prefect` (created here: Prefect warns, and the warning filter fails collection, when it
+    # cannot create it itself).
+    if "PREFECT_HOME" not in os.environ:
+        home = Path(config.rootpath) / ".prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -150,3 +150,29 @@ def test_missing_optional_column_reaches_the_validation_artifact(project_dir, pr
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert any(warning in (a.data or "") for a in artifacts), [a.data for a in artifacts]
     assert any("missing optional column(s), filled with nulls: channel" in m for m in run_logs(state))
+
+
+def test_a_typo_stops_every_training_and_publishing_flow_before_any_work(project_dir, prefect_harness):
+    """The project check runs first in the pipeline, ranking-model, scoring, Customer AI and
+    auto-optimization flows: one located line per mistake, `BadInput`, nothing written."""
+    from offerflow.flows.pipeline import pipeline
+
+    config_path, offers_path = project_dir / "offerflow.yaml", project_dir / "data/offers.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    raw["placements"][2]["ranking"]["formula"] = \
+        "if(offer.category == profile.favorite_category, offer.priority * , offer.priority)"
+    raw["propensity_goals"][0]["goal"]["all_of"][0]["field"] = "evnt_type"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    catalog = yaml.safe_load(offers_path.read_text())
+    catalog["offers"][0]["eligibility"] = "profile.agee >= 18"
+    offers_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    others = [f"offers.yaml: offers[0].eligibility (offer {catalog['offers'][0]['offer_id']!r}): column 1:"
+              " unknown name 'profile.agee'", "offerflow.yaml: propensity_goals[0].goal.all_of[0].field:"
+              " unknown event field 'evnt_type'"]
+    names = ("train-customer-ai", "train-ranking-models", "score-and-publish", "retrain-auto-optimization")
+    for flow in (pipeline, *(flows()[name] for name in names)):
+        state = flow(config_path=str(config_path), return_state=True)
+        assert_bad_input(state, "offerflow.yaml: placements[2].ranking.formula: column 66: unexpected ','")
+        logs = run_logs(state)
+        assert all(sum(line in m for m in logs if not m.startswith("Finished in state")) == 1 for line in others), logs
+    assert not (project_dir / "data/rankings").exists() and not (project_dir / "data/outputs").exists()

@@ -2,12 +2,13 @@
 
     offerflow generate    write a seeded synthetic world (profiles, offers, events, truth)
     offerflow demo        generate a world, run the whole pipeline, show what to open next
+    offerflow check       check every formula, rule and goal condition (no server; exit 2 on a mistake)
     offerflow run         run the pipeline flow for a project file
     offerflow decide      which offers for a profile in one or more placements
     offerflow serve       the HTTP decision service
     offerflow decide-batch  decide for every profile of a segment (Prefect flow)
     offerflow caps        frequency caps: show counters, reset
-    offerflow rankings    list published ranking versions, roll back
+    offerflow rankings    list published ranking versions, show a table's head and metadata, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are
     offerflow evaluate    which strategy helps most: off-policy estimates, holdout lift, HTML report
     offerflow serving     what each placement serves (evaluation switches), history, revert with a reason

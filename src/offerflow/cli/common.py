@@ -15,7 +15,7 @@ from rich.console import Console
 
 app = typer.Typer(help="offerflow: rank marketing offers with machine learning, self-hosted.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-rankings_app = typer.Typer(help="Published ranking tables: list versions, show, roll back.", no_args_is_help=True)
+rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
 caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
 app.add_typer(caps_app, name="caps")
@@ -42,6 +42,36 @@ def load_project(config_path: Path):
         fail(str(exc))
 
 
+def project_check(config_path: Path, project):
+    """The project check (`offerflow.models.project_check`): formulas, rules and goal conditions
+    against the catalog and the profiles' schema; an unreadable catalog is one problem line. Imports
+    neither Prefect nor MLflow nor LightGBM."""
+    from offerflow.ingest.catalog import CatalogError
+    from offerflow.models.project_check import CheckResult, check_project
+
+    try:
+        return check_project(project, config_path.name)
+    except CatalogError as exc:
+        return CheckResult(problems=[str(exc)])
+
+
+def report_problems(problems: list[str]) -> None:
+    """Each mistake as one `error:` line on stderr, then exit 2."""
+    from rich.markup import escape
+
+    for line in problems:
+        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+def check_before_work(config_path: Path, project) -> None:
+    """Before a command trains, scores or publishes: the project check, exit 2 on a mistake, before
+    any Prefect server starts."""
+    result = project_check(config_path, project)
+    if not result.ok:
+        report_problems(result.problems)
+
+
 def prepare_prefect_environment(project_dir: Path) -> None:
     """Embedded defaults: a Prefect home inside the project, no analytics, a patient ephemeral
     server start (10-20 s on 2 cores), no MLflow telemetry. Explicit settings win."""
@@ -56,6 +86,7 @@ def prepare_prefect_environment(project_dir: Path) -> None:
 def run_pipeline(config_path: Path, use_cache: bool = True) -> dict:
     """Run the pipeline flow (imports Prefect only here, never at import time)."""
     config = load_project(config_path)
+    check_before_work(config_path, config)
     prepare_prefect_environment(config.root)
     from offerflow.ingest.catalog import CatalogError
     from offerflow.ingest.events import EventFileError

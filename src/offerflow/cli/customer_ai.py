@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from offerflow.cli.common import app, console, ConfigOption, fail, load_project
+from offerflow.cli.common import app, console, ConfigOption, check_before_work, fail, load_project
 from offerflow.core.paths import project_tracker
 
 
@@ -41,6 +41,7 @@ def score(
     goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
     if not goals:
         fail(f"{config}: no propensity_goals defined")
+    check_before_work(config, project)
     events_path = project.paths.validated_events
     if not events_path.exists():
         fail(f"{events_path}: no validated events yet; run `offerflow run` first")

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, fail, load_project,
-                                 prepare_prefect_environment)
+from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, check_before_work, fail,
+                                 load_project, prepare_prefect_environment)
 from offerflow.core.paths import project_tracker, ranking_store
 
 
@@ -45,6 +45,40 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
     except StoreError as exc:
         fail(str(exc))
     console.print(f"{placement}: version {current} is current")
+
+
+@rankings_app.command("show")
+def rankings_show(placement: Annotated[str, typer.Argument(help="Placement id.")],
+                  version: Annotated[Optional[int], typer.Option(help="Version (default: the current one).")] = None,
+                  rows: Annotated[int, typer.Option(min=1, help="How many rows of the table to print.")] = 10,
+                  config: ConfigOption = Path("offerflow.yaml"),
+                  as_json: Annotated[bool, typer.Option("--json", help="Print metadata and rows as JSON.")] = False,
+                  ) -> None:
+    """A placement's published table: its version, how it was scored (metadata.json), its first rows."""
+    from offerflow.core.store import StoreError
+
+    project = load_project(config)
+    store = ranking_store(project)
+    try:
+        metadata = store.read_metadata(placement, version)
+        head = store.read_table(placement, int(metadata["version"])).slice(0, rows).to_pandas()
+    except StoreError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps({"metadata": metadata, "rows": head.to_dict(orient="records")}, indent=2, default=str))
+        return
+    current = store.current_version(placement)
+    console.print(f"[bold]{placement}[/bold] version {metadata['version']}"
+                  + (" (current)" if metadata["version"] == current else f" (current: {current})"), highlight=False)
+    for key in sorted(metadata):
+        if key not in ("version", "placement_id"):
+            console.print(f"  {key}: {metadata[key]}", highlight=False)
+    table = Table(title=f"first {len(head)} of {metadata.get('row_count', len(head)):,} rows")
+    for column in head.columns:
+        table.add_column(str(column))
+    for record in head.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in record))
+    console.print(table)
 
 
 def _model_overview(config_path: Path):
@@ -92,6 +126,7 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
     """Retrain the auto-optimization models from the validated events and publish their posteriors
     (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
     project = load_project(config)
+    check_before_work(config, project)
     prepare_prefect_environment(project.root)
     from offerflow.flows.auto_optimization import retrain_auto_optimization
 
@@ -163,6 +198,7 @@ def train(
         overrides = parse_assignments(set_ or [])
     except ConfigError as exc:
         fail(str(exc))
+    check_before_work(config, project)
     prepare_prefect_environment(project.root)
     from offerflow.flows.customer_ai import train_customer_ai
     from offerflow.flows.options import CustomerAIOptions, RankingModelOptions

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from offerflow.cli.common import (app, console, ConfigOption, fail, load_project,
-                                 prepare_prefect_environment, run_pipeline, project_engine)
+from offerflow.cli.common import (app, console, ConfigOption, fail, load_project, prepare_prefect_environment,
+                                 project_check, report_problems, run_pipeline, project_engine)
 
 
 @app.command()
@@ -44,6 +44,29 @@ def run(config: ConfigOption = Path("offerflow.yaml"),
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_summary(summary)
+
+
+@app.command()
+def check(config: ConfigOption = Path("offerflow.yaml"),
+          as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
+    """Check every ranking formula, eligibility rule and goal condition against the catalog and the
+    profile columns, without starting anything: one line per mistake, exit 2."""
+    from offerflow.core.config import ConfigError
+    from offerflow.decisioning.switches import load_serving_config
+    from offerflow.models.project_check import CheckResult
+
+    try:
+        result = project_check(config, load_serving_config(config))
+    except ConfigError as exc:
+        result = CheckResult(problems=str(exc).splitlines())
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        if not result.ok:
+            raise typer.Exit(code=2)
+    elif not result.ok:
+        report_problems(result.problems)
+    else:
+        console.print(result.summary(), highlight=False)
 
 
 def _print_summary(summary: dict) -> None:

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
-from offerflow.flows.pipeline import offer_stats_dir
+from offerflow.flows.pipeline import check_before_work, offer_stats_dir
 from offerflow.ingest.catalog import load_offers
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
@@ -51,7 +51,7 @@ def publish_task(config: ProjectConfig, placement_id: str, offers, model: Rankin
 @reports_bad_input
 def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:
     """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
-    config = load_serving_config(config_path)
+    config = check_before_work(load_serving_config(config_path), config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     validated_events(config)  # no validated snapshot yet: a clear error before any work
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])

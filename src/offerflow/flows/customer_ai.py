@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import CustomerAIOptions
-from offerflow.flows.pipeline import load_project_catalog, train_goal, training_run
+from offerflow.flows.pipeline import check_before_work, load_project_catalog, train_goal, training_run
 from offerflow.flows.progress import StepProgress
 from offerflow.flows.scoring import score_goal_task
 from offerflow.core.config import load_config
@@ -33,7 +33,7 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
                       use_cache: bool = True) -> dict[str, Any]:
     """Train the selected Customer AI goals on the validated events, score profiles, refresh them
     (a goal whose events, profiles and settings did not change since it was trained is `Cached`)."""
-    config = load_config(config_path)
+    config = check_before_work(load_config(config_path), config_path)
     goals = options.goals or [g.name for g in config.propensity_goals]
     config, events_path, run_id, tags = training_run(config, "propensity_goals", goals, options)
     profiles, _ = load_project_catalog(config)

@@ -48,6 +48,7 @@ from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
 from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, train_propensity
 from offerflow.models.ranking_training import train_ranking_model
+from offerflow.models.project_check import require_valid_project
 from offerflow.core.paths import project_tracker, ranking_store
 
 
@@ -185,6 +186,14 @@ def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, mod
                           use_cache=use_cache, intact=_still_current(config, placement_id))
 
 
+def check_before_work(config: ProjectConfig, config_path: str) -> ProjectConfig:
+    """`config`, once every formula, eligibility rule and goal condition parsed and type-checked
+    (`models.project_check`): a mistake ends the run as `BadInput`, one located line each, before
+    anything trains or publishes."""
+    require_valid_project(config, Path(config_path).name)
+    return config
+
+
 def training_run(config: ProjectConfig, section: str, names: list[str], options: VariantOptions):
     """What a training flow starts from: the config with the run's variant of `names` in `section`
     applied, the validated events, the flow run's id and the MLflow tags of its runs."""
@@ -250,7 +259,7 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Validate, train, score and publish for the project described by `config_path`
     (`use_cache=False` recomputes every step even when its inputs did not change)."""
-    config = load_serving_config(config_path)
+    config = check_before_work(load_serving_config(config_path), config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}
     active = [m for m in config.ai_models if m.status == "active"]

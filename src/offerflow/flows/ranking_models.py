@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import RankingModelOptions
-from offerflow.flows.pipeline import load_project_catalog, training_run, publish_task, train_ranking
+from offerflow.flows.pipeline import check_before_work, load_project_catalog, training_run, publish_task, train_ranking
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import load_profiles
 from offerflow.decisioning.switches import load_serving_config
@@ -28,7 +28,7 @@ from offerflow.decisioning.switches import load_serving_config
 def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
                          use_cache: bool = True) -> dict[str, Any]:
     """Train the selected ranking models and publish the placements they rank."""
-    config = load_serving_config(config_path)
+    config = check_before_work(load_serving_config(config_path), config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
     config, events_path, run_id, tags = training_run(config, "ai_models", names, options)
     profiles, offers = load_project_catalog(config)

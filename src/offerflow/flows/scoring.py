@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
-from offerflow.flows.pipeline import load_project_catalog, publish_task
+from offerflow.flows.pipeline import check_before_work, load_project_catalog, publish_task
 from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.models.registry import load_propensity_champion, load_ranking_champion, propensity_model_name
 from offerflow.ranking.ai_models import profile_dependent_placements
@@ -55,7 +55,7 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
 @reports_bad_input
 def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
-    config = load_serving_config(config_path)
+    config = check_before_work(load_serving_config(config_path), config_path)
     events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     logger = get_run_logger()

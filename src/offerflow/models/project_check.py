@@ -1,0 +1,185 @@
+"""Check the whole project before any work: every ranking formula, eligibility rule and propensity
+goal condition, parsed and type-checked against the data a run would give them.
+
+A run compiles formulas and rules only when it scores (after validating, training Customer AI and
+the ranking models), so a typo used to fail minutes into a run, after some placements were already
+published. `check_project` finds every such mistake in well under a second, from the catalog and
+the *schema* of the profiles (never their rows, when they are Parquet), with the same names and
+types a run uses:
+
+- a placement's formula, as `ranking.publishing.plan_scoring` compiles it: the profiles' columns
+  plus `propensity.<goal>.<field>` of every Customer AI goal (`core.schema.PROPENSITY_FIELDS`,
+  what `enrich_profiles` adds), the placement's regular offers, and `ai_score` when the formula
+  names an AI model (`ranking.tables.formula_scorer`);
+- an offer's eligibility rule, as `ingest.snapshot.load_catalog` checks it (every offer) and as
+  `ranking.tables.rank_profiles` compiles it (each placement's regular offers);
+- a goal condition, as `customer_ai.goals.goal_predicate` and DuckDB will read it: a known event
+  field and a value of the field's type.
+
+Each mistake is one located line, e.g.
+``offerflow.yaml: placements[2].ranking.formula: column 66: unexpected ','``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from offerflow.core.config import ConfigError, ProjectConfig
+from offerflow.core.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
+from offerflow.customer_ai.goals import condition_problems
+from offerflow.ingest.catalog import CatalogError, offers_for_placement, read_offers, read_profiles
+from offerflow.ranking.tables import AI_SCORE
+from offerflow.rules.expressions import ExpressionError, parse_expression, schema_from_frames
+
+__all__ = ["CheckResult", "ProjectCheckFailed", "check_project", "require_valid_project"]
+
+
+class ProjectCheckFailed(ConfigError):
+    """Mistakes in the project's expressions: one located line each (the message, joined by newlines)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """How many expressions were checked, and every mistake found (one line each)."""
+
+    formulas: int = 0
+    rules: int = 0
+    goal_conditions: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        return f"ok: {self.formulas} formulas, {self.rules} rules, {self.goal_conditions} goal conditions"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "formulas": self.formulas, "rules": self.rules,
+                "goal_conditions": self.goal_conditions, "problems": list(self.problems)}
+
+
+def profile_frame(path: Path) -> pd.DataFrame:
+    """An empty frame with the profiles' columns and dtypes: from the Parquet schema alone (no rows
+    read), else the whole table (CSV and YAML carry no schema)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if not path.exists():
+            raise CatalogError(f"{path}: profiles file not found")
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
+        return schema.empty_table().to_pandas()
+    return read_profiles(path).head(0)
+
+
+def with_propensity_columns(profiles: pd.DataFrame, config: ProjectConfig) -> pd.DataFrame:
+    """The profiles as Customer AI enriches them: `propensity.<goal>.<field>` for every goal."""
+    dtypes = {"number": "float64", "string": "object"}
+    return profiles.assign(**{
+        f"propensity.{goal.name}.{name}": pd.Series([], dtype=dtypes[kind]) if profiles.empty
+        else pd.Series(None, index=profiles.index, dtype=dtypes[kind])
+        for goal in config.propensity_goals for name, kind in PROPENSITY_FIELDS.items()})
+
+
+def event_field_types(config: ProjectConfig) -> tuple[dict[str, pa.DataType], bool]:
+    """The event fields goal conditions may name, with their Arrow types, and whether that list is
+    complete: the data contract plus the columns of the validated snapshot (or of a Parquet events
+    file before the first run; other formats keep extra columns the check cannot see)."""
+    types = {f.name: f.type for f in EVENT_SCHEMA}
+    events = config.path(config.data.events)
+    for path in (config.paths.validated_events, events):
+        if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+            try:
+                schema = pq.read_schema(path)
+            except (OSError, pa.ArrowException):
+                continue
+            types.update({f.name: f.type for f in schema if f.name not in types})
+            return types, True
+    return types, False
+
+
+def _formula_problems(config: ProjectConfig, source: str, profiles: pd.DataFrame,
+                      offers: pd.DataFrame) -> tuple[int, list[str]]:
+    count, problems = 0, []
+    for i, placement in enumerate(config.placements):
+        ranking = placement.ranking
+        if ranking.method != "formula" or not ranking.formula:
+            continue
+        count += 1
+        schema = schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, placement.id))
+        if ranking.ai_model is not None:
+            schema[AI_SCORE] = "number"
+        try:
+            parse_expression(ranking.formula, schema, kind="formula",
+                             source=f"{source}: placements[{i}].ranking.formula")
+        except ExpressionError as exc:
+            problems.append(str(exc))
+    return count, problems
+
+
+def _rule_problems(config: ProjectConfig, offers_source: str, profiles: pd.DataFrame,
+                   offers: pd.DataFrame) -> tuple[int, list[str]]:
+    """Each rule against the whole catalog (as the catalog check) and against the regular offers of
+    each of its placements (as scoring does); one line per rule, its first mistake."""
+    schemas = [schema_from_frames(profiles=profiles, offers=offers)]
+    schemas += [schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, p.id))
+                for p in config.placements]
+    count, problems = 0, []
+    for i, (offer_id, rule) in enumerate(zip(offers["offer_id"], offers["eligibility"])):
+        if not isinstance(rule, str):
+            continue
+        count += 1
+        for schema in schemas:
+            try:
+                parse_expression(rule, schema, kind="rule",
+                                 source=f"{offers_source}: offers[{i}].eligibility (offer {offer_id!r})")
+            except ExpressionError as exc:
+                problems.append(str(exc))
+                break
+    return count, problems
+
+
+def _goal_problems(config: ProjectConfig, source: str) -> tuple[int, list[str]]:
+    types, complete = event_field_types(config)
+    count, problems = 0, []
+    for i, goal in enumerate(config.propensity_goals):
+        for part in ("all_of", "any_of"):
+            for j, condition in enumerate(getattr(goal.goal, part)):
+                count += 1
+                problems += condition_problems(condition, types, f"{source}: propensity_goals[{i}].goal.{part}[{j}]",
+                                               unknown_fields=complete)
+    return count, problems
+
+
+def check_project(config: ProjectConfig, source: str = "offerflow.yaml") -> CheckResult:
+    """Parse and type-check every formula, eligibility rule and goal condition of the project.
+
+    `source` names the project file in the lines. A catalog or profiles file that cannot be read
+    raises its `CatalogError` (one line); expression mistakes are collected in the result.
+    """
+    offers_path = config.path(config.data.offers)
+    offers = read_offers(offers_path)
+    profiles = with_propensity_columns(profile_frame(config.path(config.data.profiles)), config)
+    formulas, formula_problems = _formula_problems(config, source, profiles, offers)
+    rules, rule_problems = _rule_problems(config, offers_path.name, profiles, offers)
+    goals, goal_problems = _goal_problems(config, source)
+    return CheckResult(formulas, rules, goals, [*formula_problems, *rule_problems, *goal_problems])
+
+
+def require_valid_project(config: ProjectConfig, source: str = "offerflow.yaml") -> CheckResult:
+    """`check_project`, raising `ProjectCheckFailed` (a `ConfigError`) with every mistake."""
+    result = check_project(config, source)
+    if not result.ok:
+        raise ProjectCheckFailed(result.problems)
+    return result
+
