@@ -75,6 +75,7 @@ def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path):
     (empty / "offerflow.yaml").write_text((project / "offerflow.yaml").read_text())
     (empty / "data").mkdir()
     shutil.copy(project / "data/offers.yaml", empty / "data/offers.yaml")
+    shutil.copy(project / "data/profiles.parquet", empty / "data/profiles.parquet")  # the project check passes
     missing = invoke("models", "retrain", "--config", str(empty / "offerflow.yaml"))
     assert missing.exit_code == 1
     assert "no validated events yet; run the pipeline (offerflow run) first" in missing.output
