@@ -148,7 +148,7 @@ def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> di
     stats = daily_stats(con, cfg.placements, cfg.success_event)
     pooled, _ = fit_placement_posteriors(stats, world.offers, cfg, start, end)
     qualified = pooled.loc[pooled["qualified"], "offer_id"].tolist()
-    model, _, rows, _ = fit_personalized_model(con, cfg, world.profiles, world.offers, qualified, seed, start, end)
+    model, _, frame, _ = fit_personalized_model(con, cfg, world.profiles, world.offers, qualified, seed, start, end)
     traffic = _traffic(con, world.personalized_placement, start, end)
     profiles = traffic[["profile_id"]].merge(world.profiles, on="profile_id", how="left")
     weight = traffic["displays"].to_numpy(float)
@@ -166,7 +166,7 @@ def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> di
             "priority": _weighted(true[rows_idx, priority], weight),
             "random": _weighted((true * eligible).sum(axis=1) / np.maximum(eligible.sum(axis=1), 1), weight),
             "holdout_auc": model.holdout_metrics["auc"], "trees": float(model.booster.best_iteration_ or 0),
-            "training_rows": float(rows), "qualified": float(len(qualified)), "offers": float(len(candidates))}
+            "training_rows": float(len(frame)), "qualified": float(len(qualified)), "offers": float(len(candidates))}
 
 
 def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray, weight: np.ndarray, model_cfg,

@@ -8,6 +8,8 @@ the two are kept apart on purpose. MLflow is imported lazily: importing offerflo
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,9 @@ from typing import Any
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Where a registered pyfunc model keeps the LightGBM model it wraps (MLflow's lightgbm format):
+#: `<model uri>/artifacts/lightgbm`, what `Tracker.load_lightgbm` reads.
+BOOSTER_ARTIFACT = "lightgbm"
 
 
 def resolve_tracking_uri(uri: str, root: Path) -> str:
@@ -90,13 +95,33 @@ class Tracker:
         """Copy a local file (e.g. an HTML report) into the active run's artifacts."""
         self._mlflow.log_artifact(str(path), artifact_path)
 
-    def log_lightgbm(self, model: Any, registered_name: str | None, input_example: Any = None) -> RunRecord:
-        """Log a LightGBM model in the active run and register it under `registered_name`."""
+    def log_pyfunc(self, booster: Any, predictor: Any, registered_name: str | None, input_example: Any,
+                   pip_requirements: list[str], code_package: Path) -> RunRecord:
+        """Log `predictor` (a picklable callable: feature frame -> frame of predictions) as an MLflow
+        pyfunc model in the active run and register it under `registered_name`.
+
+        The LightGBM model it wraps is saved beside it (`BOOSTER_ARTIFACT`, for `load_lightgbm`);
+        the signature is inferred from `input_example` (a few rows of the training frame) and its
+        prediction. `code_package` (the offerflow package directory) is copied into the model
+        (`code_paths`) so that `mlflow.pyfunc.load_model` needs only MLflow and `pip_requirements`.
+        """
         mlflow = self._mlflow
         import mlflow.lightgbm
+        import mlflow.pyfunc
 
-        info = mlflow.lightgbm.log_model(model, name="model", input_example=input_example,
-                                         registered_model_name=registered_name)
+        import pandas as pd
+
+        # Plain object column labels: MLflow compares them with a `range`, which pandas 3 deprecates
+        # for its Arrow-backed string labels (a Pandas4Warning per logged model).
+        input_example = input_example.set_axis(pd.Index(list(input_example.columns), dtype=object), axis=1)
+        signature = _numbers_of_any_width(input_example, predictor(input_example))
+        with tempfile.TemporaryDirectory(prefix="offerflow-model-") as tmp:
+            booster_dir = str(Path(tmp) / BOOSTER_ARTIFACT)
+            mlflow.lightgbm.save_model(booster, booster_dir)
+            info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_model(predictor),
+                                           artifacts={BOOSTER_ARTIFACT: booster_dir}, signature=signature,
+                                           input_example=input_example, pip_requirements=pip_requirements,
+                                           code_paths=[str(code_package)], registered_model_name=registered_name)
         run = mlflow.active_run()
         version = getattr(info, "registered_model_version", None)
         return RunRecord(run.info.run_id, run.info.experiment_id, info.model_uri,
@@ -147,9 +172,15 @@ class Tracker:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_file}")
 
     def load_lightgbm(self, model_uri: str) -> Any:
+        """The LightGBM model of a registered version: the one a pyfunc version wraps
+        (`log_pyfunc`), or the version itself when it was logged as a plain LightGBM model."""
         import mlflow.lightgbm
+        from mlflow.exceptions import MlflowException
 
-        return mlflow.lightgbm.load_model(model_uri)
+        try:
+            return mlflow.lightgbm.load_model(f"{model_uri}/artifacts/{BOOSTER_ARTIFACT}")
+        except MlflowException:
+            return mlflow.lightgbm.load_model(model_uri)
 
     def model_versions(self, name: str) -> list[str]:
         """Every version of a registered model, oldest first ([] if the model does not exist)."""
@@ -160,6 +191,49 @@ class Tracker:
         """Tag a finished run (e.g. the training run of a version promoted by hand)."""
         for key, value in tags.items():
             self.client.set_tag(run_id, key, _short(value))
+
+
+def pinned_requirements(packages: list[str]) -> list[str]:
+    """`name==installed version` for each distribution (the requirements a logged model states)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def _numbers_of_any_width(example: Any, output: Any) -> Any:
+    """The signature of `example` -> `output`, its numeric input columns typed `Any`.
+
+    A feature column's dtype follows the data, not the model: a count is int64 in one frame and
+    float64 in another (a profile without history, then filled with 0), and MLflow's schema
+    enforcement converts neither way (int64 -> double is "unsafe"). The model converts every
+    feature itself (`core.features.feature_matrix`), so the signature names the columns and keeps
+    the types of strings and booleans only; MLflow's integer hint is moot then.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import DataType
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        signature = infer_signature(example, output)
+    numbers = (DataType.integer, DataType.long, DataType.float, DataType.double)
+    columns = [ColSpec(AnyType(), c.name, c.required) if c.type in numbers else c for c in signature.inputs.inputs]
+    return ModelSignature(inputs=Schema(columns), outputs=signature.outputs)
+
+
+def _pyfunc_model(predictor: Any) -> Any:
+    """An `mlflow.pyfunc.PythonModel` whose `predict(df)` is `predictor(df)`. Defined here, not at
+    import, so importing offerflow does not import MLflow (cloudpickle stores the class by value)."""
+    import mlflow.pyfunc
+
+    class FramePredictor(mlflow.pyfunc.PythonModel):
+        def __init__(self, predictor: Any) -> None:
+            self.predictor = predictor
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow's signature)
+            return self.predictor(model_input)
+
+    return FramePredictor(predictor)
 
 
 def _short(value: Any, limit: int = 5000) -> str:

@@ -335,6 +335,24 @@ def score_table(probability: np.ndarray, profile_ids: pd.Series, medium_from: fl
                          "score": score, "percentile": percentile, "bucket": bucket})
 
 
+@dataclass
+class GoalScorer:
+    """A goal's model as a registered MLflow model predicts (`mlflow.pyfunc`, see
+    `models.registry.register_propensity`): a frame with the model's feature columns (as
+    `feature_frame` builds them, string categoricals as they are) -> `probability, score,
+    percentile, bucket` per row, by `PropensityModel.predict` and `score_table` (percentiles among
+    the rows given), with `profile_id` first when the frame has it."""
+
+    model: PropensityModel
+    medium_from: float = 25
+    high_from: float = 75
+
+    def __call__(self, frame: pd.DataFrame) -> pd.DataFrame:
+        ids = frame[PROFILE_ID] if PROFILE_ID in frame else pd.Series(frame.index)
+        table = score_table(self.model.predict(frame), ids, self.medium_from, self.high_from)
+        return table if PROFILE_ID in frame else table.drop(columns=PROFILE_ID)
+
+
 def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
                profiles: pd.DataFrame, as_of: datetime, *, batch_rows: int = SCORING_BATCH_ROWS,
                profiles_per_query: int = SCORING_PROFILES_PER_QUERY) -> pd.DataFrame:

@@ -29,7 +29,8 @@ from offerflow.models.cluster import fit_propensity_model_with
 from offerflow.core.schema import PROFILE_ID, PROPENSITY_FIELDS
 from offerflow.core.tracking import Tracker
 from offerflow.core.fingerprints import code_version
-from offerflow.models.registry import ChampionComparison, load_propensity_champion, promote, propensity_model_name
+from offerflow.models.registry import (ChampionComparison, load_propensity_champion, promote, propensity_model_name,
+                                      register_propensity)
 
 
 def _log_propensity_diagnostics(tracker: Tracker, model: PropensityModel, y: np.ndarray,
@@ -120,7 +121,7 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
         champion = _champion_on_holdout(tracker, registered, holdout)
         if champion.metrics is not None:
             tracker.log_metrics({f"champion_holdout_{k}": v for k, v in champion.metrics.items()})
-        record = tracker.log_lightgbm(model.booster, registered, input_example=None)
+        record = register_propensity(tracker, model, registered, goal, examples)
         promoted, reason = promote(tracker, registered, record.model_version, metrics, champion, "auc",
                                    goal.promotion_min_auc_gain)
     return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings,

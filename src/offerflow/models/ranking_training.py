@@ -24,7 +24,7 @@ from offerflow.ranking.click_model import ClickModel, displays_per_profile, inte
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.tracking import CHAMPION, Tracker
-from offerflow.models.registry import holdout_metrics, logged_champion, promote
+from offerflow.models.registry import holdout_metrics, logged_champion, promote, register_click_model
 
 
 def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:
@@ -72,14 +72,14 @@ def fit_placement_posteriors(stats: pd.DataFrame, offers: pd.DataFrame, model_cf
 
 def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, profiles: pd.DataFrame,
                            offers: pd.DataFrame, qualified: list[str], seed: int, start: datetime, end: datetime,
-                           dask_address: str | None = None) -> tuple[ClickModel, str, int, int]:
+                           dask_address: str | None = None) -> tuple[ClickModel, str, pd.DataFrame, int]:
     """The click model of a personalized model on the window's displays: (model, trainer,
-    training rows, displays in the window)."""
+    training frame, displays in the window)."""
     log, displays = _training_displays(con, model_cfg, start, end)
     frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
                                                 ips=model_cfg.ips_weighting)
-    return click_model, trainer, len(frame), displays
+    return click_model, trainer, frame, displays
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -161,18 +161,18 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
     """The personalized part of a training run (inside it): fit, log, register, promote; sets the
     result's click model (the champion's when the new one lost), version and promotion."""
     start, end = result.window
-    click_model, trainer, rows, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
+    click_model, trainer, frame, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
                                                                   seed, start, end, dask_address)
     result.metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
     result.metrics["offers_personalized"] = float(len(qualified))
     best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
     tracker.log_params({"best_iteration": best if best is not None
                         else int(click_model.holdout_metrics.get("best_iteration", 0)),
-                        "trainer": trainer, "training_rows": rows, "displays_in_window": displays,
+                        "trainer": trainer, "training_rows": len(frame), "displays_in_window": displays,
                         "ips_weighting": model_cfg.ips_weighting, **model_cfg.lightgbm.model_dump()})
     tracker.log_dict({"feature_columns": click_model.feature_columns,
                       "categories": click_model.categories}, "feature_spec.json")
-    record = tracker.log_lightgbm(click_model.booster, registered)
+    record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
     result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,
                                              logged_champion(tracker, registered, record.model_version), "auc", 0.0)

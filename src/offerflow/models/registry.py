@@ -12,20 +12,63 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 
 from offerflow.ranking.ai_models import experiment_name
-from offerflow.core.config import AIModelConfig
+from offerflow.core.config import AIModelConfig, PropensityGoalConfig
 from offerflow.core.promotion import should_promote
-from offerflow.customer_ai.propensity import PropensityModel
+from offerflow.core.schema import PROFILE_ID
+from offerflow.customer_ai.propensity import GoalScorer, PropensityModel
 from offerflow.ranking.click_model import ClickModel
-from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker
+from offerflow.core.tracking import CHALLENGER, CHAMPION, RunRecord, Tracker, pinned_requirements
 from offerflow.ranking.ai_models import RankingModelResult
 
 
 class RegistryError(ValueError):
     """A registered model or version that does not exist; the message says which ones do."""
+
+
+#: What a registered model needs to predict: LightGBM and the libraries offerflow's feature
+#: encoding imports (its own code travels in the model, `Tracker.log_pyfunc`'s `code_paths`).
+PREDICT_REQUIREMENTS = ["lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "duckdb", "pydantic", "pyyaml"]
+#: Rows of the training frame logged as a registered model's input example.
+INPUT_EXAMPLE_ROWS = 5
+
+
+def register_propensity(tracker: Tracker, model: PropensityModel, registered: str, goal: PropensityGoalConfig,
+                        examples: pd.DataFrame) -> RunRecord:
+    """Log a goal's model in the active run as an MLflow pyfunc (`GoalScorer`: a feature frame ->
+    probability, score, percentile, bucket) and register it; `examples` give the input example."""
+    example = _example_rows(examples, [PROFILE_ID, *model.feature_columns])
+    scorer = GoalScorer(PropensityModel(model.booster, model.feature_columns, model.categories),
+                        goal.buckets.medium_from, goal.buckets.high_from)
+    return tracker.log_pyfunc(model.booster, scorer, registered, example, pinned_requirements(PREDICT_REQUIREMENTS),
+                              _package_dir())
+
+
+def register_click_model(tracker: Tracker, model: ClickModel, registered: str, frame: pd.DataFrame) -> RunRecord:
+    """Log a click model in the active run as an MLflow pyfunc (`ClickModel.predict_pairs`: a
+    profile x offer frame -> P(click) per row) and register it; `frame` gives the input example."""
+    example = _example_rows(frame, model.feature_columns)
+    bare = ClickModel(model.booster, model.feature_columns, model.categories, model.qualified_offers,
+                      compile="never")
+    return tracker.log_pyfunc(model.booster, bare.predict_pairs, registered, example,
+                              pinned_requirements(PREDICT_REQUIREMENTS), _package_dir())
+
+
+def _example_rows(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`INPUT_EXAMPLE_ROWS` rows of `columns`, those with the fewest missing values first, so that
+    the logged example shows values rather than gaps."""
+    missing = frame[columns].isna().sum(axis=1).to_numpy()
+    order = missing.argsort(kind="stable")[:INPUT_EXAMPLE_ROWS]
+    return frame[columns].iloc[order].reset_index(drop=True)
+
+
+def _package_dir() -> Path:
+    """The `offerflow` package directory (copied into every registered model)."""
+    return Path(__file__).resolve().parents[1]
 
 
 def propensity_model_name(experiment_prefix: str, goal: str) -> str:

@@ -98,6 +98,15 @@ class ClickModel:
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
 
+    def predict_pairs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """P(success) (column `p_click`) per row of a profile x offer frame with the model's feature
+        columns (`p_<attribute>`, `offer_id`, `o_<attribute>`, as `training_frame` builds them),
+        predicted as `score_matrix` predicts (before offer weights): what the registered MLflow
+        model returns (`models.registry.register_click_model`)."""
+        features = feature_matrix(frame, self.feature_columns, self.categories)
+        predictor = BoosterPredictor(self.booster, compile="never")  # not cached: stays picklable
+        return pd.DataFrame({"p_click": predictor.predict(features)}, index=frame.index)
+
     def pair_blocks(self, profiles: pd.DataFrame, offers: pd.DataFrame,
                     max_rows: int = 1_000_000) -> Iterator[tuple[int, int, np.ndarray]]:
         """The model's feature matrix of every profile x offer pair, as (start, stop, block) for
