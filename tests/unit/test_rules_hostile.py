@@ -212,9 +212,6 @@ def cases(draw: st.DrawFn) -> tuple[str, str, dict[str, object], int]:
     return kind, text, columns, n
 
 
-# Threads left by other tests (servers, clients) may touch the global `random` state while a case is
-# drawn, which Hypothesis reports as a deprecation; the cases themselves draw only from Hypothesis.
-@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_row_and_batch_evaluators_agree_on_grammar_expressions(case: tuple[str, str, dict[str, object], int]) -> None:
