@@ -116,9 +116,9 @@ def test_customer_ai_fields_are_known_per_goal_with_their_types(project_dir):
     assert problems(project_dir) == []
 
 
-def test_reads_only_the_profiles_schema(project_dir, monkeypatch):
+def test_reads_the_profiles_schema_and_first_rows_never_the_whole_table(project_dir, monkeypatch):
     def no_rows(*args, **kwargs):
-        raise AssertionError("the check read the profiles' rows")
+        raise AssertionError("the check read the whole profiles table")
     monkeypatch.setattr(pd, "read_parquet", no_rows)
     monkeypatch.setattr("pyarrow.parquet.read_table", no_rows)
     assert check_project(load_config(project_dir / "offerflow.yaml")).ok

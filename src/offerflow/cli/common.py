@@ -42,7 +42,7 @@ def load_project(config_path: Path):
         fail(str(exc))
 
 
-def project_check(config_path: Path, project):
+def project_check(config_path: Path, project, strict: bool = False):
     """The project check (`offerflow.models.project_check`): formulas, rules and goal conditions
     against the catalog and the profiles' schema; an unreadable catalog is one problem line. Imports
     neither Prefect nor MLflow nor LightGBM."""
@@ -50,7 +50,7 @@ def project_check(config_path: Path, project):
     from offerflow.models.project_check import CheckResult, check_project
 
     try:
-        return check_project(project, config_path.name)
+        return check_project(project, config_path.name, strict)
     except CatalogError as exc:
         return CheckResult(problems=[str(exc)])
 
@@ -64,12 +64,21 @@ def report_problems(problems: list[str]) -> None:
     raise typer.Exit(code=2)
 
 
-def check_before_work(config_path: Path, project) -> None:
-    """Before a command trains, scores or publishes: the project check, exit 2 on a mistake, before
-    any Prefect server starts."""
-    result = project_check(config_path, project)
+def report_warnings(warnings: list[str]) -> None:
+    """Each warning as one `warning:` line on stderr."""
+    from rich.markup import escape
+
+    for line in warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, markup=True)
+
+
+def check_before_work(config_path: Path, project, strict: bool = False) -> None:
+    """Before a command trains, scores or publishes: the project check, exit 2 on a mistake (or,
+    with `strict`, a warning), before any Prefect server starts."""
+    result = project_check(config_path, project, strict)
     if not result.ok:
         report_problems(result.problems)
+    report_warnings(result.warnings)
 
 
 def prepare_prefect_environment(project_dir: Path) -> None:
@@ -83,21 +92,24 @@ def prepare_prefect_environment(project_dir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def run_pipeline(config_path: Path, use_cache: bool = True) -> dict:
+def run_pipeline(config_path: Path, use_cache: bool = True, strict: bool = False) -> dict:
     """Run the pipeline flow (imports Prefect only here, never at import time)."""
     config = load_project(config_path)
-    check_before_work(config_path, config)
+    check_before_work(config_path, config, strict)
     prepare_prefect_environment(config.root)
     from offerflow.ingest.catalog import CatalogError
     from offerflow.ingest.events import EventFileError
     from offerflow.customer_ai.goals import GoalError
     from offerflow.ingest.snapshot import ValidationFailed
+    from offerflow.ranking.degenerate import DegenerateExpression
 
     from offerflow.flows.pipeline import pipeline
 
     try:
         with flow_progress("pipeline"):
-            return pipeline(config_path=str(config_path), use_cache=use_cache)
+            return pipeline(config_path=str(config_path), use_cache=use_cache, strict=strict)
+    except DegenerateExpression as exc:
+        report_problems(str(exc).splitlines())
     except (ValidationFailed, EventFileError, CatalogError, GoalError, FileNotFoundError) as exc:
         fail(str(exc))
 

@@ -10,7 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from offerflow.cli.common import (app, console, ConfigOption, fail, load_project, prepare_prefect_environment,
-                                 project_check, report_problems, run_pipeline, project_engine)
+                                 project_check, report_problems, report_warnings, run_pipeline, project_engine)
+
+StrictOption = Annotated[bool, typer.Option("--strict", help="Formulas and rules that rank nothing (no value or one"
+                                            " value for every pair, no profile eligible) are errors, not warnings.")]
 
 
 @app.command()
@@ -37,9 +40,10 @@ def generate(
 def run(config: ConfigOption = Path("offerflow.yaml"),
         as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step, even those whose inputs"
-                                               " did not change since they last ran.")] = False) -> None:
+                                               " did not change since they last ran.")] = False,
+        strict: StrictOption = False) -> None:
     """Run the whole pipeline: validate, train, score, publish (steps whose inputs did not change are reused)."""
-    summary = run_pipeline(config, use_cache=not no_cache)
+    summary = run_pipeline(config, use_cache=not no_cache, strict=strict)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -48,15 +52,17 @@ def run(config: ConfigOption = Path("offerflow.yaml"),
 
 @app.command()
 def check(config: ConfigOption = Path("offerflow.yaml"),
-          as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+          strict: StrictOption = False) -> None:
     """Check every ranking formula, eligibility rule and goal condition against the catalog and the
-    profile columns, without starting anything: one line per mistake, exit 2."""
+    profile columns, without starting anything: one line per mistake, exit 2. Formulas and rules
+    that rank nothing on the first profiles are warnings (errors with --strict)."""
     from offerflow.core.config import ConfigError
     from offerflow.decisioning.switches import load_serving_config
     from offerflow.models.project_check import CheckResult
 
     try:
-        result = project_check(config, load_serving_config(config))
+        result = project_check(config, load_serving_config(config), strict)
     except ConfigError as exc:
         result = CheckResult(problems=str(exc).splitlines())
     if as_json:
@@ -66,6 +72,7 @@ def check(config: ConfigOption = Path("offerflow.yaml"),
     elif not result.ok:
         report_problems(result.problems)
     else:
+        report_warnings(result.warnings)
         console.print(result.summary(), highlight=False)
 
 

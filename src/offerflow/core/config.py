@@ -304,6 +304,8 @@ class ProjectConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     cache: CacheConfig = CacheConfig()
+    strict: bool = Field(False, description="Formulas and rules that cannot rank anything (no value or one value"
+                         " for every pair, no profile eligible) are errors, not warnings (check, run, publish).")
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

@@ -92,7 +92,7 @@ def _publish_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str
     config: ProjectConfig = inputs["config"]
     return {"placement": config.placement(inputs["placement_id"]), "profiles": frame_fingerprint(inputs["profiles"]),
             "offers": frame_fingerprint(inputs["offers"]), "model": model_identity(inputs["model"]),
-            "store": config.store}
+            "store": config.store, "strict": config.strict}
 
 
 def _snapshot_intact(config: ProjectConfig) -> Any:
@@ -169,7 +169,7 @@ def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str
 def publish_whole_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
     store = ranking_store(config)
     return publish_placement(store, config.placement(placement_id), profiles, offers, model,
-                             {"pipeline_run_id": run_id})
+                             {"pipeline_run_id": run_id}, strict=config.strict)
 
 
 def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str,
@@ -186,11 +186,15 @@ def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, mod
                           use_cache=use_cache, intact=_still_current(config, placement_id))
 
 
-def check_before_work(config: ProjectConfig, config_path: str) -> ProjectConfig:
+def check_before_work(config: ProjectConfig, config_path: str, strict: bool = False) -> ProjectConfig:
     """`config`, once every formula, eligibility rule and goal condition parsed and type-checked
     (`models.project_check`): a mistake ends the run as `BadInput`, one located line each, before
-    anything trains or publishes."""
-    require_valid_project(config, Path(config_path).name)
+    anything trains or publishes. `strict` (or `strict: true` in the project file) makes the
+    check's warnings, and publishing's, errors; the config returned carries it."""
+    if strict:
+        config = config.model_copy(update={"strict": True})
+    for warning in require_valid_project(config, Path(config_path).name).warnings:
+        get_run_logger().warning("%s", warning)
     return config
 
 
@@ -256,10 +260,11 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 
 @flow(name="offerflow-pipeline", log_prints=True)
 @reports_bad_input
-def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
+def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict: bool = False) -> dict[str, Any]:
     """Validate, train, score and publish for the project described by `config_path`
-    (`use_cache=False` recomputes every step even when its inputs did not change)."""
-    config = check_before_work(load_serving_config(config_path), config_path)
+    (`use_cache=False` recomputes every step even when its inputs did not change; `strict` makes
+    formulas and rules that rank nothing errors)."""
+    config = check_before_work(load_serving_config(config_path), config_path, strict)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}
     active = [m for m in config.ai_models if m.status == "active"]

@@ -59,4 +59,4 @@ def publish_partitioned(config: ProjectConfig, placement_id: str, profiles, offe
     return publish_placement_partitioned(
         ranking_store(config), config.placement(placement_id), profiles, offers, model,
         config.compute.partitions_for(len(profiles)), partition_workdir(config.paths.outputs, placement_id),
-        {"pipeline_run_id": run_id, "dask": address is not None}, rank_parts=rank_parts)
+        {"pipeline_run_id": run_id, "dask": address is not None}, rank_parts=rank_parts, strict=config.strict)

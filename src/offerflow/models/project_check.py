@@ -18,6 +18,10 @@ types a run uses:
 
 Each mistake is one located line, e.g.
 ``offerflow.yaml: placements[2].ranking.formula: column 66: unexpected ','``.
+
+Expressions that are well formed but cannot rank anything are warnings (`ranking.degenerate`),
+found by evaluating them on the first profiles: a formula with no value (or one value) for every
+profile x offer pair, a rule no profile meets. With `strict` they are mistakes too.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from offerflow.core.config import ConfigError, ProjectConfig
 from offerflow.core.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
 from offerflow.customer_ai.goals import condition_problems
 from offerflow.ingest.catalog import CatalogError, offers_for_placement, read_offers, read_profiles
-from offerflow.ranking.tables import AI_SCORE
-from offerflow.rules.expressions import ExpressionError, parse_expression, schema_from_frames
+from offerflow.ranking.degenerate import FORMULA_PROFILES, formula_warning, rule_warning
+from offerflow.ranking.tables import AI_SCORE, eligibility_matrix, rule_columns
+from offerflow.rules.expressions import Expression, ExpressionError, parse_expression, schema_from_frames
 
 __all__ = ["CheckResult", "ProjectCheckFailed", "check_project", "require_valid_project"]
 
@@ -55,17 +60,20 @@ class CheckResult:
     rules: int = 0
     goal_conditions: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def summary(self) -> str:
-        return f"ok: {self.formulas} formulas, {self.rules} rules, {self.goal_conditions} goal conditions"
+        extra = f", {len(self.warnings)} warnings" if self.warnings else ""
+        return f"ok: {self.formulas} formulas, {self.rules} rules, {self.goal_conditions} goal conditions{extra}"
 
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "formulas": self.formulas, "rules": self.rules,
-                "goal_conditions": self.goal_conditions, "problems": list(self.problems)}
+                "goal_conditions": self.goal_conditions, "problems": list(self.problems),
+                "warnings": list(self.warnings)}
 
 
 def profile_frame(path: Path) -> pd.DataFrame:
@@ -80,6 +88,26 @@ def profile_frame(path: Path) -> pd.DataFrame:
             raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
         return schema.empty_table().to_pandas()
     return read_profiles(path).head(0)
+
+
+#: Rules are tried on this many profiles at most, formulas on FORMULA_PROFILES x the placement's offers.
+SAMPLE_PROFILES = 20_000
+
+
+def profile_sample(path: Path, rows: int = SAMPLE_PROFILES) -> tuple[pd.DataFrame, bool]:
+    """The first `rows` profiles (from the first Parquet batch only, when Parquet) and whether
+    that is all of them."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        profiles = read_profiles(path)
+        return profiles.head(rows), len(profiles) <= rows
+    profile_frame(path)  # a missing or unreadable file: its CatalogError
+    try:
+        parquet = pq.ParquetFile(path)
+        batch = next(parquet.iter_batches(batch_size=rows), None)
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
+    table = pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
+    return table.to_pandas(), parquet.metadata.num_rows <= rows
 
 
 def with_propensity_columns(profiles: pd.DataFrame, config: ProjectConfig) -> pd.DataFrame:
@@ -149,6 +177,42 @@ def _rule_problems(config: ProjectConfig, offers_source: str, profiles: pd.DataF
     return count, problems
 
 
+def _parsed(text: str, kind: str, profiles: pd.DataFrame, offers: pd.DataFrame) -> Expression | None:
+    """The expression over the sample's own columns, None when it names anything else (Customer AI
+    scores, ai_score: known only when a run scores) or does not parse (reported as a mistake)."""
+    try:
+        return parse_expression(text, schema_from_frames(profiles=profiles, offers=offers), kind=kind)  # type: ignore[arg-type]
+    except ExpressionError:
+        return None
+
+
+def degenerate_warnings(config: ProjectConfig, source: str, offers_source: str, offers: pd.DataFrame,
+                        sample: pd.DataFrame, complete: bool) -> list[str]:
+    """Formulas with no value or one value for every pair of the first profiles x the placement's
+    offers, and rules no profile of the sample meets (`ranking.degenerate`), one line each."""
+    if sample.empty:
+        return []
+    lines = []
+    head = sample.head(FORMULA_PROFILES)
+    scope = "" if complete and len(sample) <= FORMULA_PROFILES else f" (first {len(head):,} profiles)"
+    for i, placement in enumerate(config.placements):
+        candidates = offers_for_placement(offers, placement.id)
+        formula = placement.ranking.formula if placement.ranking.method == "formula" else None
+        expression = _parsed(formula, "formula", head, candidates) if formula and len(candidates) else None
+        if expression is not None:
+            values = expression.evaluate_batch(rule_columns(head, candidates), n_rows=len(head) * len(candidates))
+            if message := formula_warning(values, placement.id, len(candidates), scope):
+                lines.append(f"{source}: placements[{i}].ranking.formula: {message}")
+    scope = "" if complete else f" (first {len(sample):,} profiles)"
+    for i, (offer_id, rule) in enumerate(zip(offers["offer_id"], offers["eligibility"])):
+        expression = _parsed(rule, "rule", sample, offers) if isinstance(rule, str) else None
+        if expression is not None:
+            eligible = eligibility_matrix(sample, offers.iloc[[i]].reset_index(drop=True), [expression])[:, 0]
+            if message := rule_warning(eligible, str(offer_id), expression.names, scope):
+                lines.append(f"{offers_source}: offers[{i}].eligibility (offer {offer_id!r}): {message}")
+    return lines
+
+
 def _goal_problems(config: ProjectConfig, source: str) -> tuple[int, list[str]]:
     types, complete = event_field_types(config)
     count, problems = 0, []
@@ -161,24 +225,31 @@ def _goal_problems(config: ProjectConfig, source: str) -> tuple[int, list[str]]:
     return count, problems
 
 
-def check_project(config: ProjectConfig, source: str = "offerflow.yaml") -> CheckResult:
-    """Parse and type-check every formula, eligibility rule and goal condition of the project.
+def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict: bool = False) -> CheckResult:
+    """Parse and type-check every formula, eligibility rule and goal condition of the project, and
+    warn on those that cannot rank anything (`degenerate_warnings`).
 
     `source` names the project file in the lines. A catalog or profiles file that cannot be read
-    raises its `CatalogError` (one line); expression mistakes are collected in the result.
+    raises its `CatalogError` (one line); expression mistakes are collected in the result. With
+    `strict` (or `strict: true` in the project file) the warnings are mistakes too.
     """
     offers_path = config.path(config.data.offers)
     offers = read_offers(offers_path)
-    profiles = with_propensity_columns(profile_frame(config.path(config.data.profiles)), config)
+    profiles_path = config.path(config.data.profiles)
+    profiles = with_propensity_columns(profile_frame(profiles_path), config)
     formulas, formula_problems = _formula_problems(config, source, profiles, offers)
     rules, rule_problems = _rule_problems(config, offers_path.name, profiles, offers)
     goals, goal_problems = _goal_problems(config, source)
-    return CheckResult(formulas, rules, goals, [*formula_problems, *rule_problems, *goal_problems])
+    warnings = degenerate_warnings(config, source, offers_path.name, offers, *profile_sample(profiles_path))
+    problems = [*formula_problems, *rule_problems, *goal_problems]
+    if strict or config.strict:
+        return CheckResult(formulas, rules, goals, [*problems, *warnings])
+    return CheckResult(formulas, rules, goals, problems, warnings)
 
 
-def require_valid_project(config: ProjectConfig, source: str = "offerflow.yaml") -> CheckResult:
+def require_valid_project(config: ProjectConfig, source: str = "offerflow.yaml", strict: bool = False) -> CheckResult:
     """`check_project`, raising `ProjectCheckFailed` (a `ConfigError`) with every mistake."""
-    result = check_project(config, source)
+    result = check_project(config, source, strict)
     if not result.ok:
         raise ProjectCheckFailed(result.problems)
     return result

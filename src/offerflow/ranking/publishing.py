@@ -4,11 +4,16 @@ Two ways to the same table: `publish_placement` ranks all profiles in one proces
 `publish_placement_partitioned` splits them by a stable hash of profile_id (`partitions`), ranks
 each partition on its own from a picklable `ScoringPlan` (what a Dask worker receives) into one
 sorted Parquet part, and publishes the parts as one version (`RankingStore.publish_parts`).
+
+Both warn (or, under `strict`, refuse to publish) when the placement's formula gives no value or
+one value for every pair, or when no profile is eligible for any offer (`ranking.degenerate`);
+the warnings are logged and kept in the version's metadata.json.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +30,7 @@ from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import PlacementConfig
 from offerflow.core.partitions import PART_NAME, write_profile_partitions
 from offerflow.ranking.click_model import ClickModel
+from offerflow.ranking.degenerate import FORMULA_PROFILES, formula_warning, raise_or_warn
 from offerflow.ranking.tables import ScoreFn, formula_scorer, priority_scores, rank_profiles
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
@@ -31,14 +38,45 @@ from offerflow.core.store import RankingStore
 from offerflow.ranking.ai_models import RankingModelResult
 
 
+_log = logging.getLogger(__name__)
+
+
+def ranking_warnings(placement: PlacementConfig, rows: int, profiles: pd.DataFrame, candidates: pd.DataFrame,
+                     score_fn: ScoreFn) -> list[str]:
+    """Why a placement's table (of `rows` rows) ranks nothing: its formula gives no value or one
+    value for every pair (tried on the first FORMULA_PROFILES profiles), or no profile is eligible."""
+    if profiles.empty or candidates.empty:
+        return []
+    if placement.ranking.method == "formula":
+        head = profiles.head(FORMULA_PROFILES)
+        values = score_fn(head, candidates)  # no value is -inf in a score matrix
+        scope = "" if len(profiles) <= len(head) else f" (first {len(head):,} profiles)"
+        message = formula_warning(np.where(np.isneginf(values), np.nan, values), placement.id, len(candidates), scope)
+        if message is not None:
+            return [message]
+    if rows == 0:
+        return [f"no profile is eligible for any offer: placement {placement.id}'s ranking table is empty"]
+    return []
+
+
 def build_ranking_table(placement: PlacementConfig, profiles: pd.DataFrame, offers: pd.DataFrame,
-                        model: RankingModelResult | None, chunk_profiles: int = 50_000) -> pa.Table:
-    """The ranking table a placement serves: top `items` eligible offers per profile."""
+                        model: RankingModelResult | None, chunk_profiles: int = 50_000, strict: bool = False,
+                        warn: Callable[[str], object] | None = None) -> pa.Table:
+    """The ranking table a placement serves: top `items` eligible offers per profile. A table that
+    ranks nothing is a warning (`warn`), or under `strict` a `DegenerateExpression`."""
     plan = plan_scoring(placement, profiles, offers, model)
-    parts = list(rank_profiles(profiles, plan.candidates, plan.score_fn(model.click_model if model else None),
-                               placement.items, chunk_profiles))
+    score_fn = plan.score_fn(model.click_model if model else None)
+    parts = list(rank_profiles(profiles, plan.candidates, score_fn, placement.items, chunk_profiles))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RANKING_SCHEMA.names)
+    raise_or_warn(ranking_warnings(placement, len(frame), profiles, plan.candidates, score_fn), strict, warn)
     return pa.Table.from_pandas(frame, schema=RANKING_SCHEMA, preserve_index=False)
+
+
+def _with_warnings(metadata: dict[str, object], warnings: list[str]) -> dict[str, object]:
+    """Each warning logged once, and kept in the version's metadata."""
+    for line in warnings:
+        _log.warning("%s", line)
+    return {**metadata, "warnings": warnings} if warnings else metadata
 
 
 def ranking_metadata(placement: PlacementConfig, model: RankingModelResult | None,
@@ -58,17 +96,19 @@ def ranking_metadata(placement: PlacementConfig, model: RankingModelResult | Non
 
 def publish_placement(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame | None,
                       offers: pd.DataFrame, model: RankingModelResult | None,
-                      extra_metadata: Mapping[str, object] | None = None) -> int:
+                      extra_metadata: Mapping[str, object] | None = None, strict: bool = False) -> int:
     """Score and publish one placement atomically; returns the new version number. (Posterior
-    tables of auto-optimization models need no profiles.)"""
+    tables of auto-optimization models need no profiles.) Under `strict` a table that ranks
+    nothing is not published (`DegenerateExpression`)."""
     metadata = ranking_metadata(placement, model, extra_metadata)
     if model is not None and model.kind == "auto_optimization":
         table = pa.Table.from_pandas(model.posteriors_for(placement.id), schema=POSTERIOR_SCHEMA, preserve_index=False)
         return store.publish(placement.id, table, {**metadata, "kind": "posterior"})
     if profiles is None:
         raise ValueError(f"placement {placement.id!r}: scoring a ranking table needs the profiles")
-    table = build_ranking_table(placement, profiles, offers, model)
-    return store.publish(placement.id, table, {**metadata, "kind": "ranking"})
+    warnings: list[str] = []
+    table = build_ranking_table(placement, profiles, offers, model, strict=strict, warn=warnings.append)
+    return store.publish(placement.id, table, _with_warnings({**metadata, "kind": "ranking"}, warnings))
 
 
 # --- partitioned scoring -----------------------------------------------------------------------
@@ -182,11 +222,11 @@ def ranking_part_paths(workdir: Path, n: int) -> list[Path]:
 
 def publish_partitioned_parts(store: RankingStore, placement: PlacementConfig, model: RankingModelResult | None,
                               parts: Sequence[Path], extra_metadata: Mapping[str, object] | None = None,
-                              partitions: int | None = None) -> int:
+                              partitions: int | None = None, warnings: Sequence[str] = ()) -> int:
     """Publish ranked parts as one version of the placement (see `RankingStore.publish_parts`)."""
     metadata = ranking_metadata(placement, model, extra_metadata)
     metadata.update(kind="ranking", partitions=partitions if partitions is not None else len(parts))
-    return store.publish_parts(placement.id, parts, metadata)
+    return store.publish_parts(placement.id, parts, _with_warnings(metadata, list(warnings)))
 
 
 #: Ranks every partition file into its part file; returns the rows written. The default ranks them one
@@ -201,7 +241,7 @@ def rank_parts_in_process(plan: ScoringPlan, sources: Sequence[Path], parts: Seq
 def publish_placement_partitioned(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame,
                                   offers: pd.DataFrame, model: RankingModelResult | None, partitions: int,
                                   workdir: Path, extra_metadata: Mapping[str, object] | None = None,
-                                  rank_parts: RankParts = rank_parts_in_process) -> int:
+                                  rank_parts: RankParts = rank_parts_in_process, strict: bool = False) -> int:
     """`publish_placement` in `partitions` hash partitions: split the profiles, rank each partition
     with `rank_parts`, publish the parts as one version. `workdir` holds the partition files while
     it runs and is removed afterwards."""
@@ -211,7 +251,9 @@ def publish_placement_partitioned(store: RankingStore, placement: PlacementConfi
     try:
         inputs = write_profile_partitions(profiles, partitions, workdir / "profiles")
         parts = ranking_part_paths(workdir, partitions)
-        rank_parts(plan, inputs, parts)
-        return publish_partitioned_parts(store, placement, model, parts, extra_metadata, partitions)
+        rows = rank_parts(plan, inputs, parts)
+        warnings = ranking_warnings(placement, rows, profiles, plan.candidates, plan.score_fn())
+        raise_or_warn(warnings, strict)
+        return publish_partitioned_parts(store, placement, model, parts, extra_metadata, partitions, warnings)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
