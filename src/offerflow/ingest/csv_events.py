@@ -66,7 +66,10 @@ def _csv_header(label: str, path: Path) -> tuple[list[str], int]:
         if rest_blank:
             raise EventFileError(f"{label}: empty file")
         raise EventFileError(f"{label}: line 1 is blank, expected the header line")
-    return next(csv.reader([text.rstrip("\r\n")])), len(line)
+    try:
+        return next(csv.reader([text.rstrip("\r\n")])), len(line)
+    except csv.Error as exc:  # e.g. a header field over the csv module's 128 KiB limit
+        raise EventFileError(f"{label}: line 1 (the header): {exc}") from None
 
 
 def _csv_spans(label: str, path: Path, start: int, parser: _CsvSpanParser) -> Iterator[pd.DataFrame]:

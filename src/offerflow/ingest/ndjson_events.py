@@ -124,6 +124,8 @@ def _json_problem(label: str, raw: bytes, start: int, exc: orjson.JSONDecodeErro
         json.loads(text)
     except json.JSONDecodeError as std:
         return f"invalid JSON: {std.msg} (column {std.colno})"
+    except RecursionError:  # nested deeper than orjson's 1,024 levels and Python's stack (fuzzing found it)
+        pass
     return f"invalid JSON: {exc.msg} (column {exc.colno})"
 
 

@@ -61,7 +61,7 @@ def _parquet_pieces(label: str, path: Path, profile_field: str | None, value_fie
                     frame[SOURCE_LINE] = np.arange(start, start + len(frame), dtype="int64")
                     start += len(frame)
                     yield _apply_field_options(frame, profile_field, value_field)
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # text in a damaged file is not UTF-8
             raise EventFileError(f"{name}: corrupt Parquet data ({_first_line(exc)})") from None
 
 
@@ -77,7 +77,7 @@ def _parquet_schema(label: str, file: Path) -> pa.Schema:
         raise EventFileError(f"{label}: not a Parquet file")
     try:
         return pq.read_schema(file)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # text in a damaged file is not UTF-8
         raise EventFileError(f"{label}: corrupt Parquet file ({_first_line(exc)})") from None
 
 

@@ -318,10 +318,7 @@ class Compiler:
 
         def batch(env: dict[str, Any]) -> Batch:
             s, sub = fb(env), gb(env)
-            if how == "find":
-                data = np.strings.find(rules_values.strings(s), rules_values.strings(sub)) >= 0
-            else:
-                data = np.strings.startswith(rules_values.strings(s), rules_values.strings(sub))
+            data = rules_values.substring_data(test, how, s, sub)
             if negate:
                 data = ~data
             null = rules_values.mask_or(s[1], sub[1])
@@ -414,6 +411,8 @@ class Compiler:
 
         def batch(env: dict[str, Any]) -> Batch:
             data, null = fb(env)
+            if not rules_values.numpy_strings_safe((data, null)):
+                return rules_values.python_strings(method, (data, null)), null
             return npfn(rules_values.strings((data, null))).astype(object), null
 
         return _Typed(STRING, lambda v: None if (s := f(v)) is None else method(s), batch)

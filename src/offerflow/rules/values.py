@@ -120,6 +120,37 @@ def strings(value: Batch) -> np.ndarray:
     return np.asarray(value[0]).astype(STRING_DTYPE)
 
 
+def numpy_strings_safe(*values: Batch) -> bool:
+    """Whether NumPy's string functions give Python's answer on these string batch values. They do
+    not on NUL characters (NumPy 2.x's StringDType find/startswith/lower treat a trailing NUL as
+    the end of the text: 'a' contains '\\0' there) and cannot hold lone surrogates (UTF-8 inside):
+    data may have both (literals may not), and then the caller takes `python_strings`."""
+    for value in values:
+        text = "".join(np.asarray(value[0], dtype=object).ravel().tolist())
+        if "\0" in text:
+            return False
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def python_strings(fn: Callable[..., Any], *values: Batch) -> np.ndarray:
+    """`fn` over the (broadcast) data of string batch values, row by row, as an object array."""
+    return np.asarray(np.frompyfunc(fn, len(values), 1)(*(np.asarray(v[0], dtype=object) for v in values)), dtype=object)
+
+
+def substring_data(test: Callable[[str, str], bool], how: str, s: Batch, sub: Batch) -> np.ndarray:
+    """`test(s, sub)` per row ("find": `sub in s`, else `s.startswith(sub)`), nulls not applied."""
+    if not numpy_strings_safe(s, sub):
+        return python_strings(test, s, sub).astype(bool)
+    if how == "find":
+        return np.strings.find(strings(s), strings(sub)) >= 0
+    return np.strings.startswith(strings(s), strings(sub))
+
+
 def batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
     """Convert one input column (array, Series or sequence) into the batch representation of `type_`."""
     if isinstance(col, pd.Series):
