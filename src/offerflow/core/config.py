@@ -256,6 +256,8 @@ class ValidationConfig(_Strict):
     window_start: str | None = None
     window_end: str | None = None
     max_row_drop_share: float = Field(0.5, ge=0, le=1)
+    max_null_share: float = Field(0.01, ge=0, lt=1, description="Rows with a null required column a run tolerates.")
+    max_unknown_share: float = Field(0.01, ge=0, lt=1, description="Rows with an unknown offer/placement tolerated.")
     #: Events are read, checked and staged this many rows at a time (memory ~ one batch).
     batch_rows: int = Field(1_000_000, ge=1_000)
     #: The `events` expectation suite runs on at most about this many rows (a sample beyond).
@@ -304,8 +306,7 @@ class ProjectConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     cache: CacheConfig = CacheConfig()
-    strict: bool = Field(False, description="Formulas and rules that cannot rank anything (no value or one value"
-                         " for every pair, no profile eligible) are errors, not warnings (check, run, publish).")
+    strict: bool = Field(False, description="Formulas/rules that rank nothing are errors, not warnings.")
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

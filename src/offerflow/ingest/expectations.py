@@ -52,7 +52,6 @@ BATCH_DEFINITION = "whole_frame"
 DOCS_SITE = "local_site"
 #: Share of rows that may fail a "mostly" expectation before the run fails: the row-level
 #: quarantine removes the bad rows, but more than this means the export itself is broken.
-MOSTLY = 0.99
 EVENT_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]*$"
 
 
@@ -74,15 +73,27 @@ def rationales() -> dict[str, str]:
     return yaml.safe_load(Path(__file__).with_name("expectation_rationales.yaml").read_text(encoding="utf-8"))
 
 
-def _spec(expectation_cls: Any, severity: str, why: str, **kwargs: Any) -> Any:
-    """One expectation with its severity and its rationale (`why`: a key of `rationales()`)."""
+def _spec(expectation_cls: Any, severity: str, why: str, setting: str | None = None, what: str | None = None,
+          **kwargs: Any) -> Any:
+    """One expectation with its severity and its rationale (`why`: a key of `rationales()`); the
+    `validation.<setting>` that sets its threshold (`mostly` = 1 - the setting, a suite parameter)
+    and `what` a failing row is, for the one-line error (`ValidationReport.failure_lines`)."""
     meta = {"severity": severity, "why": rationales()[why].replace("{column}", str(kwargs.get("column")))}
-    if "mostly" in kwargs:
-        meta["threshold"] = (
-            f"mostly={kwargs['mostly']}: up to {1 - kwargs['mostly']:.0%} of the rows may fail;"
-            " the row-level quarantine removes them, more fails the run"
-        )
+    if setting is not None:
+        kwargs["mostly"] = {"$PARAMETER": MOSTLY_PARAMETERS[setting]}
+        meta.update(setting=f"validation.{setting}", what=what or "unexpected", threshold=(
+            f"mostly=1 - validation.{setting} (0.99 by default): up to validation.{setting} of the rows may fail;"
+            " the row-level quarantine removes them, more fails the run"))
     return expectation_cls(severity=severity, meta=meta, **kwargs)
+
+
+#: The `events` suite's `mostly` parameters, by the validation setting each is 1 minus.
+MOSTLY_PARAMETERS = {"max_null_share": "not_null_share", "max_unknown_share": "known_share"}
+
+
+def mostly_parameters(settings: Any) -> dict[str, float]:
+    """The `mostly` suite parameters of the `events` suite, from the `validation` settings."""
+    return {parameter: 1 - getattr(settings, name) for name, parameter in MOSTLY_PARAMETERS.items()}
 
 
 def events_expectations() -> list[Any]:
@@ -94,14 +105,14 @@ def events_expectations() -> list[Any]:
         *[_spec(gxe.ExpectColumnToExist, "critical", "events.exists", column=c) for c in REQUIRED_EVENT_COLUMNS],
         _spec(gxe.ExpectTableColumnsToMatchSet, "warning", "events.columns", column_set=list(EVENT_COLUMNS),
               exact_match=True),
-        *[_spec(gxe.ExpectColumnValuesToNotBeNull, "critical", "events.not_null", column=c, mostly=MOSTLY)
+        *[_spec(gxe.ExpectColumnValuesToNotBeNull, "critical", "events.not_null", "max_null_share", "null", column=c)
           for c in REQUIRED_EVENT_COLUMNS],
         _spec(gxe.ExpectColumnValuesToMatchRegex, "warning", "events.event_type.format", column="event_type",
               regex=EVENT_TYPE_PATTERN),
-        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.offer_id.known", column="offer_id",
-              value_set={"$PARAMETER": "offer_ids"}, mostly=MOSTLY),
-        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.placement_id.known", column="placement_id",
-              value_set={"$PARAMETER": "placement_ids"}, mostly=MOSTLY),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.offer_id.known", "max_unknown_share",
+              "unknown offer ids", column="offer_id", value_set={"$PARAMETER": "offer_ids"}),
+        _spec(gxe.ExpectColumnValuesToBeInSet, "critical", "events.placement_id.known", "max_unknown_share",
+              "unknown placement ids", column="placement_id", value_set={"$PARAMETER": "placement_ids"}),
         _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "events.propensity.range", column="propensity",
               min_value=0, max_value=1, strict_min=True),
         _spec(gxe.ExpectColumnValuesToBeBetween, "warning", "events.value.range", column="value", min_value=0),

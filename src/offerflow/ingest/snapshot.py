@@ -32,11 +32,14 @@ from offerflow.ingest.validation import (ExpectationOutcome, ValidationReport, j
 
 
 class ValidationFailed(RuntimeError):
-    """Critical expectations failed: the run stops before training. The message is the summary."""
+    """Critical expectations failed: the run stops before training. The message is one line per
+    failed critical expectation (`ValidationReport.failure_lines`: the count, share, threshold and
+    the setting that changes it), then the summary."""
 
-    def __init__(self, summary: str, data_docs_path: Path | None = None) -> None:
-        super().__init__(summary)
+    def __init__(self, summary: str, data_docs_path: Path | None = None, failures: list[str] | None = None) -> None:
+        super().__init__("\n".join([*(failures or []), summary]))
         self.data_docs_path = data_docs_path
+        self.failures = failures or []
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,8 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
             stage.write(stage.quarantine_batches(run_id), partial)
             partial.replace(quarantine_path)
         if not report.success:
-            raise ValidationFailed(report.summary(), report.data_docs_path)
+            raise ValidationFailed(report.summary(), report.data_docs_path,
+                                   report.failure_lines(config.path(config.data.events).name))
         path = out_dir / "events.parquet"
         tmp = out_dir / f".events-{safe_run}.parquet.tmp"
         written = stage.write(stage.accepted_batches(sort=True), tmp, schema=EVENT_SCHEMA)

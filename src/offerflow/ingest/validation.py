@@ -186,11 +186,12 @@ def _events_suite(context: Any, stage: EventStage, offer_ids: Collection[str], p
     sample = stage.sample(settings.expectation_sample_rows)
     sampled = len(sample) < n
     target = gxs.ensure_target(context, gxs.EVENTS_SUITE, gxs.events_expectations())
-    parameters = {"offer_ids": sorted(map(str, offer_ids)), "placement_ids": sorted(map(str, placement_ids))}
+    parameters = {"offer_ids": sorted(map(str, offer_ids)), "placement_ids": sorted(map(str, placement_ids)),
+                  **gxs.mostly_parameters(settings)}
     result = gxs.run(target, sample, parameters=parameters, run_id=run_id, build_docs=build_docs)
     suffix = f" (in a sample of {len(sample)} of {n} rows)" if sampled else ""
     return len(sample), [replace(o, observed=o.observed + suffix) if "unexpected" in o.observed else o
-                         for o in expectation_outcomes(target, result, {})]
+                         for o in expectation_outcomes(target, result, {}, settings)]
 
 
 def _totals_suite(context: Any, stage: EventStage, settings: ValidationConfig, previous_row_count: int | None,

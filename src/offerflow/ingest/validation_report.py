@@ -17,6 +17,22 @@ class ExpectationOutcome:
     success: bool
     why: str
     observed: str
+    #: For a share threshold: the setting (`validation.max_unknown_share`), its value, what a failing
+    #: row is ("unknown offer ids"), the column and (failing rows, rows checked).
+    setting: str = ""
+    limit: float | None = None
+    what: str = ""
+    column: str = ""
+    counts: tuple[int, int] | None = None
+
+    def failure_line(self, label: str) -> str:
+        """One line: the file, the column, the count and share, the threshold and its setting."""
+        if self.counts is None or self.limit is None or not self.counts[1]:
+            return f"{label}: {self.name}: {self.observed}"
+        bad, checked = self.counts
+        sample = " in a sample" if "in a sample" in self.observed else ""
+        return (f"{label}: column {self.column}: {bad} of {checked} rows{sample} ({bad / checked:.1%}) {self.what},"
+                f" above {self.setting} {self.limit * 100:g}%: fix the rows or raise the setting ({self.name})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +62,10 @@ class ValidationReport:
     @property
     def success(self) -> bool:
         return not self.critical_failures
+
+    def failure_lines(self, label: str) -> list[str]:
+        """Each failed critical expectation as one line (`ExpectationOutcome.failure_line`)."""
+        return [o.failure_line(label) for o in self.critical_failures]
 
     def reason_counts(self) -> pd.Series:
         """Quarantined rows per reason kind (quoted values and "(profile ...)" stripped)."""
@@ -79,7 +99,10 @@ class ValidationReport:
 # -- outcomes --------------------------------------------------------------------------------
 
 
-def expectation_outcomes(target: Any, result: Any, observed_notes: dict[str, str]) -> list[ExpectationOutcome]:
+def expectation_outcomes(target: Any, result: Any, observed_notes: dict[str, str],
+                         settings: Any = None) -> list[ExpectationOutcome]:
+    """Outcomes in suite order; `settings` (the `validation` config) gives the value of each
+    share threshold's setting."""
     from offerflow.ingest.expectations import exception_message
 
     order = {e.id: i for i, e in enumerate(target.validation_definition.suite.expectations)}
@@ -95,9 +118,18 @@ def expectation_outcomes(target: Any, result: Any, observed_notes: dict[str, str
             observed = observed_notes[name]
         outcomes.append(ExpectationOutcome(
             name, "warning" if severity == "warning" else "critical", bool(item.success),
-            str(meta.get("why", "")), observed,
+            str(meta.get("why", "")), observed, **_threshold(meta, item.result or {}, settings, column),
         ))
     return outcomes
+
+
+def _threshold(meta: dict, result: dict, settings: Any, column: Any) -> dict[str, Any]:
+    setting = str(meta.get("setting") or "")
+    if not setting or "unexpected_count" not in result:
+        return {}
+    limit = getattr(settings, setting.removeprefix("validation."), None) if settings is not None else None
+    return {"setting": setting, "limit": limit, "what": str(meta.get("what", "")), "column": str(column),
+            "counts": (int(result["unexpected_count"]), int(result.get("element_count") or 0))}
 
 
 def _observed(item: Any, error: str | None) -> str:
