@@ -92,10 +92,22 @@ def prepare_prefect_environment(project_dir: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
-def run_pipeline(config_path: Path, use_cache: bool = True, strict: bool = False) -> dict:
-    """Run the pipeline flow (imports Prefect only here, never at import time)."""
+def run_pipeline(config_path: Path, use_cache: bool = True, strict: bool = False, wait_seconds: float = 0.0) -> dict:
+    """Run the pipeline flow (imports Prefect only here, never at import time), holding the project
+    lock from before Prefect starts (a locked project fails at once)."""
+    from offerflow.core.paths import hold_project_lock
+    from offerflow.core.project_lock import ProjectLocked
+
     config = load_project(config_path)
     check_before_work(config_path, config, strict)
+    try:
+        with hold_project_lock(config, f"offerflow run --config {config_path}", wait_seconds):
+            return _pipeline_flow(config, config_path, use_cache, strict)
+    except ProjectLocked as exc:
+        fail(str(exc))
+
+
+def _pipeline_flow(config, config_path: Path, use_cache: bool, strict: bool) -> dict:
     prepare_prefect_environment(config.root)
     from offerflow.ingest.catalog import CatalogError
     from offerflow.ingest.events import EventFileError

@@ -130,9 +130,11 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
     prepare_prefect_environment(project.root)
     from offerflow.flows.auto_optimization import retrain_auto_optimization
 
+    from offerflow.core.project_lock import ProjectLocked
+
     try:
         summary = retrain_auto_optimization(config_path=str(config))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ProjectLocked) as exc:
         fail(str(exc))
     for name, model in summary["models"].items():
         m = model["metrics"]
@@ -200,6 +202,7 @@ def train(
         fail(str(exc))
     check_before_work(config, project)
     prepare_prefect_environment(project.root)
+    from offerflow.core.project_lock import ProjectLocked
     from offerflow.flows.customer_ai import train_customer_ai
     from offerflow.flows.options import CustomerAIOptions, RankingModelOptions
     from offerflow.flows.ranking_models import train_ranking_models
@@ -214,7 +217,7 @@ def train(
             with console.status("training ranking models " + ", ".join(model)):
                 summary["ranking_models"] = train_ranking_models(str(config), RankingModelOptions(
                     models=model, overrides=overrides))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, ProjectLocked) as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
         print(json.dumps(summary, indent=2, default=str))

@@ -41,9 +41,12 @@ def run(config: ConfigOption = Path("offerflow.yaml"),
         as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every step, even those whose inputs"
                                                " did not change since they last ran.")] = False,
-        strict: StrictOption = False) -> None:
+        strict: StrictOption = False,
+        wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for another command writing in this"
+                                            " project (it holds the project lock); default: stop at once.")] = 0.0,
+        ) -> None:
     """Run the whole pipeline: validate, train, score, publish (steps whose inputs did not change are reused)."""
-    summary = run_pipeline(config, use_cache=not no_cache, strict=strict)
+    summary = run_pipeline(config, use_cache=not no_cache, strict=strict, wait_seconds=wait)
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -12,13 +12,14 @@ The layout of `<data.outputs_dir>` is written here and nowhere else:
     batch_decisions/<run>.parquet     batch decisions
     task_cache/                       the flows' task cache (unless cache.path says otherwise)
     evaluation/                       evaluation reports (unless evaluation.report_dir says otherwise)
+    offerflow.lock                    the project lock a writing command holds (core/project_lock.py)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ContextManager
 
 if TYPE_CHECKING:
     from offerflow.core.config import ProjectConfig
@@ -69,6 +70,7 @@ class ProjectPaths:
     decision_log = _output("decision_log")
     cap_resets = _output("caps", "resets.json")
     batch_decisions = _output("batch_decisions")
+    lock = _output("offerflow.lock")
 
 
 def ranking_store(config: ProjectConfig) -> RankingStore:
@@ -76,6 +78,13 @@ def ranking_store(config: ProjectConfig) -> RankingStore:
     from offerflow.core.store import RankingStore
 
     return RankingStore(config.paths.rankings, config.store.keep_versions)
+
+
+def hold_project_lock(config: ProjectConfig, command: str, timeout_seconds: float = 0.0) -> ContextManager[None]:
+    """The project's lock (`core.project_lock`), held by a command that writes while it works."""
+    from offerflow.core.project_lock import project_lock
+
+    return project_lock(config.paths.lock, command, timeout_seconds)
 
 
 def project_tracker(config: ProjectConfig) -> Tracker:

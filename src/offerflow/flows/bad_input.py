@@ -19,6 +19,7 @@ from prefect.states import Failed, State
 
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ConfigError
+from offerflow.core.project_lock import ProjectLocked
 from offerflow.decisioning.decision_types import DecisionError
 from offerflow.ingest.events import EventFileError
 from offerflow.customer_ai.goals import GoalError
@@ -32,7 +33,7 @@ BAD_INPUT_RECORD = "offerflow_bad_input"
 #: What users get wrong, as opposed to bugs: reported in one line.
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError,
-    DecisionError, FileNotFoundError)
+    DecisionError, FileNotFoundError, ProjectLocked)
 
 
 def bad_input(exc: Exception) -> State:

@@ -32,6 +32,7 @@ from prefect.states import State
 from offerflow.flows import caching
 from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
 from offerflow.flows.caching import InputFingerprints
+from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ProjectConfig
@@ -260,10 +261,13 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 
 @flow(name="offerflow-pipeline", log_prints=True)
 @reports_bad_input
-def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict: bool = False) -> dict[str, Any]:
+@holds_project_lock
+def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict: bool = False,
+             lock_wait_seconds: float = 0.0) -> dict[str, Any]:
     """Validate, train, score and publish for the project described by `config_path`
     (`use_cache=False` recomputes every step even when its inputs did not change; `strict` makes
-    formulas and rules that rank nothing errors)."""
+    formulas and rules that rank nothing errors). The run holds the project lock (core/project_lock.py):
+    another writing command in the project makes it wait up to `lock_wait_seconds`, then stop."""
     config = check_before_work(load_serving_config(config_path), config_path, strict)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}

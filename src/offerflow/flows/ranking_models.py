@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import RankingModelOptions
 from offerflow.flows.pipeline import check_before_work, load_project_catalog, training_run, publish_task, train_ranking
@@ -25,6 +26,7 @@ from offerflow.decisioning.switches import load_serving_config
 
 @flow(name="train-ranking-models", log_prints=True)
 @reports_bad_input
+@holds_project_lock
 def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
                          use_cache: bool = True) -> dict[str, Any]:
     """Train the selected ranking models and publish the placements they rank."""
