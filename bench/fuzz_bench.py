@@ -3,7 +3,7 @@
     nice python bench/fuzz_bench.py [--requests 100000] [--expressions 100000] [--event-files 3000]
                                     [--seed 19] [--workdir /tmp/offerflow-fuzz] [--quick]
 
-1. replays the issue's hand cases (HTTP bodies, expressions, event files);
+1. replays the issue's hand cases (HTTP bodies and a broken-catalog reload, expressions);
 2. sends fuzzed HTTP requests in process (FastAPI TestClient) to the real decision service on a
    small seeded project (300 profiles, priority and formula tables published);
 3. parses fuzzed expressions and, for each one the parser accepts, compares the row and batch
@@ -11,9 +11,10 @@
 4. reads damaged CSV, NDJSON and Parquet event files with `offerflow.ingest.events.read_events`.
 
 Cases come from bench/fuzz_cases.py, each from its own seed (`Random(f"{seed}-{kind}-{i}")`), so
-a reported case is replayed alone. Prints one JSON document: per part the cases, the outcomes, 5xx
+a reported case is replayed alone. Prints per part the cases, the outcomes, 5xx
 answers, tracebacks (an exception that is not the component's own one-line error), evaluator
-disagreements, readers' unexpected exceptions, the first few failing seeds, seconds and rate.
+disagreements, readers' unexpected exceptions, the first few failing seeds, seconds and rate
+(one JSON document per part, printed as each part ends).
 `--quick` runs 1,000 of each.
 """
 
@@ -217,20 +218,18 @@ def fuzz_event_files(work: Path, n: int, seed: int) -> dict:
 
 def main() -> None:
     parser = bench_parser(__doc__, requests=100_000, expressions=100_000, event_files=3_000, seed=19, workdir=Path,
-                          quick=False, skip={"default": "", "help": "parts to skip, comma-separated: http,expr,events"})
+                          quick=False, skip={"default": "", "help": "parts to skip, comma-separated: expressions,event_files,http"})
     args = parser.parse_args()
     if args.quick:
         args.requests = args.expressions = args.event_files = 1_000
     work = args.workdir or Path(tempfile.mkdtemp(prefix="offerflow-fuzz-"))
     skip = set(filter(None, args.skip.split(",")))
-    report: dict = {"seed": args.seed}
-    if "expr" not in skip:
-        report["expressions"] = fuzz_expressions(args.expressions, args.seed)
-    if "events" not in skip:
-        report["event_files"] = fuzz_event_files(work, args.event_files, args.seed)
-    if "http" not in skip:
-        report["http"] = fuzz_http(make_project(work, args.seed), args.requests, args.seed)
-    print(json.dumps(report, indent=2))
+    parts = {"expressions": lambda: fuzz_expressions(args.expressions, args.seed),
+             "event_files": lambda: fuzz_event_files(work, args.event_files, args.seed),
+             "http": lambda: fuzz_http(make_project(work, args.seed), args.requests, args.seed)}
+    for name, part in parts.items():
+        if name not in skip:
+            print(json.dumps({"seed": args.seed, name: part()}, indent=2), flush=True)  # each part when done
 
 
 if __name__ == "__main__":
