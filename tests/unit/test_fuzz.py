@@ -150,3 +150,21 @@ def test_fuzzed_requests_never_get_a_5xx(service, seed: int) -> None:
 @given(SEEDS)
 def test_many_fuzzed_requests(service, seed: int) -> None:
     send_seed(service, seed)
+
+
+def test_decide_with_a_bad_eligibility_rule_is_one_error_line(project_dir):
+    """The issue's hand case: `offerflow decide` printed 57 lines of traceback where `run` printed one."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+
+    offers = project_dir / "data/offers.yaml"
+    catalog = yaml.safe_load(offers.read_text())
+    catalog["offers"][1]["eligibility"] = "profile.age > (((1"
+    offers.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    result = CliRunner().invoke(app, ["decide", "-c", str(project_dir / "offerflow.yaml"), "-p", "p0000001",
+                                      "-x", "web-banner"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: offer ") and "eligibility: column 19: expected ')'" in line

@@ -172,11 +172,12 @@ def flow_progress(what: str) -> Iterator[None]:
 def project_engine(config_path: Path):
     from offerflow.ingest.catalog import CatalogError
     from offerflow.decisioning.http_service import build_engine
+    from offerflow.rules.expressions import ExpressionError
 
     config = load_project(config_path)
     try:
         return config, build_engine(config)
-    except CatalogError as exc:
+    except (CatalogError, ExpressionError) as exc:  # a bad eligibility rule: one line, not 57 (issue 19)
         fail(str(exc))
 
 
