@@ -92,3 +92,23 @@ def test_warning_rules_on_small_arrays():
     assert rule_warning(np.array([False, True]), "o", frozenset({"profile.age"})) is None
     assert rule_warning(np.array([False, False]), "o", frozenset({"profile.age"}), " (x)") == \
         "rule is true for no profile (x): offer o is never eligible"
+
+
+def test_cli_check_warns_and_check_or_run_with_strict_exit_2_in_one_line(project_dir):
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+
+    edit_config(project_dir, set_formula("offer.priority / 0"))
+    config = str(project_dir / "offerflow.yaml")
+    placement = load_config(project_dir / "offerflow.yaml").placements[2].id
+    runner = CliRunner()
+    checked = runner.invoke(app, ["check", "-c", config])
+    assert checked.exit_code == 0, checked.output
+    assert checked.output.splitlines() == [f"warning: {NO_VALUE.format(placement)}",
+                                           f"ok: 1 formulas, {checked.output.split(' rules')[0].split(', ')[-1]} rules,"
+                                           " 1 goal conditions, 1 warnings"]
+    for command in (["check", "--strict"], ["run", "--strict"]):
+        strict = runner.invoke(app, [*command, "-c", config])
+        assert strict.exit_code == 2, strict.output
+        assert strict.output.splitlines() == [f"error: {NO_VALUE.format(placement)}"]
