@@ -152,8 +152,10 @@ def test_bad_input_never_replaces_good_output(in_project: Path, prefect_harness)
     # (d) 60% of the rows gone since the last run (max_row_drop_share 0.5)
     kept = n_rows - math.ceil(n_rows * 0.6)
     pq.write_table(good_table.slice(0, kept), events_path)
-    fails("Event validation", "FAILED", "Critical failures:", "expect_column_values_to_be_between(rows)",
-          f"{kept} rows; at least {math.ceil(n_rows * 0.5)} expected (previous run {n_rows} rows, max drop 50%)")
+    # the first line (the flow run's message) names the expectation and the counts, the summary follows
+    fails(f"{events_path.name}: expect_column_values_to_be_between(rows): {kept} rows; at least"
+          f" {math.ceil(n_rows * 0.5)} expected (previous run {n_rows} rows, max drop 50%)",
+          "Event validation", "FAILED", "Critical failures:")
     assert sorted(quarantine_dir.glob("*.parquet")) == []  # a row-count failure quarantines nothing
 
     # (e) a few bad rows: they are quarantined with their reasons, the run goes on

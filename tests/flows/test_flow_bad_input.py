@@ -175,4 +175,6 @@ def test_a_typo_stops_every_training_and_publishing_flow_before_any_work(project
         assert_bad_input(state, "offerflow.yaml: placements[2].ranking.formula: column 66: unexpected ','")
         logs = run_logs(state)
         assert all(sum(line in m for m in logs if not m.startswith("Finished in state")) == 1 for line in others), logs
-    assert not (project_dir / "data/rankings").exists() and not (project_dir / "data/outputs").exists()
+    assert not (project_dir / "data/rankings").exists()
+    # nothing written but the project lock each flow held while it checked (core/project_lock.py)
+    assert [p.name for p in (project_dir / "data/outputs").iterdir()] == ["offerflow.lock"]
