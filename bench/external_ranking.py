@@ -185,7 +185,7 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
     displays until the first day the best single offer was the most shown one, and its share of
     the last day's displays.
     """
-    from offerflow.ranking.bandits import fit_posteriors, thompson_first_choices
+    from offerflow.ranking.bandits import fit_posteriors, sampled_offers, thompson_first_choices
 
     rng = np.random.default_rng(seed)
     placements = list(true)
@@ -205,16 +205,18 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
                 window = [b for q in sources for b in history[q][-window_batches:]]
                 d = np.sum([b[0] for b in window], axis=0) if window else np.zeros(m)
                 s = np.sum([b[1] for b in window], axis=0) if window else np.zeros(m)
+                eb = model_cfg.new_offers == "empirical_bayes"
                 post = fit_posteriors(pd.DataFrame({"offer_id": np.arange(m).astype(str), "displays": d, "successes": s}),
-                                      model_cfg.min_displays, model_cfg.min_successes)
+                                      model_cfg.min_displays, model_cfg.min_successes, empirical_prior=eb)
                 post = post.set_index("offer_id").loc[np.arange(m).astype(str)]
                 everything = [b for q in sources for b in history[q]]  # qualification: the whole history
                 if everything:
                     lifetime_d = np.sum([b[0] for b in everything], axis=0)
                     lifetime_s = np.sum([b[1] for b in everything], axis=0)
                     post["qualified"] = (lifetime_d >= model_cfg.min_displays) & (lifetime_s >= model_cfg.min_successes)
+                sampled = sampled_offers(post["qualified"].to_numpy(bool), model_cfg.new_offers)
                 choice = thompson_first_choices(post["alpha"].to_numpy(float), post["beta"].to_numpy(float),
-                                                post["qualified"].to_numpy(bool), elig, model_cfg.exploration_share, rng)
+                                                sampled, elig, model_cfg.exploration_share, rng)
                 rate = true[p][who, choice]
                 clicks = rng.random(len(who)) < rate
                 history[p].append((np.bincount(choice, minlength=m), np.bincount(choice, weights=clicks, minlength=m)))
@@ -421,11 +423,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=REPORT_SEED, help="world and model seed (1 is for tuning)")
     parser.add_argument("--auto-window-days", type=int, help="auto-optimization training window (default: the model's)")
     parser.add_argument("--exploration-share", type=float, help="auto-optimization exploration share (default: the model's)")
+    parser.add_argument("--new-offers", choices=["empirical_bayes", "exploration_share"],
+                        help="auto-optimization's serving of offers with little data (default: the model's)")
     parser.add_argument("--auto-only", action="store_true", help="only the synthetic worlds' auto-optimization rows")
     parser.add_argument("--worlds-only", action="store_true", help="skip the Open Bandit Dataset rows")
     args = parser.parse_args()
     overrides = {key: value for key, value in (("training_window_days", args.auto_window_days),
-                                               ("exploration_share", args.exploration_share)) if value is not None}
+                                               ("exploration_share", args.exploration_share),
+                                               ("new_offers", args.new_offers)) if value is not None}
     for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only):
         print(json.dumps(row))
 
