@@ -291,6 +291,8 @@ def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = N
 
 def _auto_rows(world: WorldUnderTest, seed: int, a_cfg) -> list[dict]:
     rows = []
+    served_by = ("Thompson sampling over every offer" if a_cfg.samples_every_offer
+                 else f"incl. the {a_cfg.exploration_share:.0%} exploration share")
     for placement, a in measure_auto_closed_loop(world, seed, a_cfg).items():
         tail = float(np.mean(a["daily"][-7:]))
         pooled = "pooled" if a_cfg.pool_placements else "per placement"
@@ -298,7 +300,7 @@ def _auto_rows(world: WorldUnderTest, seed: int, a_cfg) -> list[dict]:
                      f" days, share of the best single offer's true click rate ({placement}, {pooled})",
                      "ours": tail / a["best_single"], "baseline": a["random"] / a["best_single"], "baseline_name": "random",
                      "ceiling": 1.0, "target": f">= {AUTO_TARGET}",
-                     "note": (f"true CTR served (incl. the {a_cfg.exploration_share:.0%} exploration share) {tail:.4f},"
+                     "note": (f"true CTR served ({served_by}) {tail:.4f},"
                               f" best single {a['best_single']:.4f}, random {a['random']:.4f}; first day at >= 97%"
                               f" of best single after {a['to_97'] if a['to_97'] is not None else 'never'} displays;"
                               f" the best single offer the most shown from {a['best_leads_after'] or 'never'} displays,"
