@@ -191,20 +191,31 @@ def test_personalized_exploration_share_and_logged_propensity(config):
     assert (model_rows.loc[model_rows["score"].isna(), "propensity"] < 0.1).mean() > 0.5
 
 
-def test_too_few_qualified_offers_are_served_at_random_and_say_so(config, tmp_path):
-    """An auto-optimized placement with one qualified offer is not ranked by the model: every
-    decision (engine and batch) says so, with uniform first-slot propensities, and no holdout."""
+def _one_qualified_offer(config, tmp_path, new_offers: str):
+    """A copy of the project whose auto-optimization models serve new offers as `new_offers` says,
+    with an email-hero table where only one offer is qualified."""
     import shutil
 
     from offerflow.core.store import RankingStore
 
     store_dir = tmp_path / "rankings"
     shutil.copytree(config.path(config.store.path), store_dir)
-    local = config.model_copy(update={"store": config.store.model_copy(update={"path": store_dir})})
+    models = [m.model_copy(update={"new_offers": new_offers}) if m.type == "auto_optimization" else m
+              for m in config.ai_models]
+    local = config.model_copy(update={"store": config.store.model_copy(update={"path": store_dir}),
+                                      "ai_models": models})
     store = RankingStore(store_dir, local.store.keep_versions)
     posteriors = store.snapshot("email-hero").posteriors.copy()
     posteriors["qualified"] = np.arange(len(posteriors)) == 0
     store.publish("email-hero", posteriors, {**store.read_metadata("email-hero")})
+    return local
+
+
+def test_too_few_qualified_offers_are_served_at_random_and_say_so(config, tmp_path):
+    """With the hosted systems' rule (`new_offers: exploration_share`), an auto-optimized placement
+    with one qualified offer is not ranked by the model: every decision (engine and batch) says so,
+    with uniform first-slot propensities, and no holdout."""
+    local = _one_qualified_offer(config, tmp_path, "exploration_share")
     engine = _engine(local)
     decisions = [engine.decide(pid, ["email-hero"], now=NOW).placements[0]
                  for pid in engine.profiles["profile_id"][:300]]
@@ -215,3 +226,17 @@ def test_too_few_qualified_offers_are_served_at_random_and_say_so(config, tmp_pa
     assert firsts.nunique() > 1  # random, not the one qualified offer every time
     result = decide_batch(_engine(local), list(engine.profiles["profile_id"][:300]), ["email-hero"], now=NOW, seed=1)
     assert set(result.meta.to_pandas()["arm"]) <= {"non_personalized", "fallback"}
+
+
+def test_sampling_every_offer_ranks_without_qualified_offers(config, tmp_path):
+    """By default (`new_offers: empirical_bayes`) Thompson sampling ranks every offer, qualified or
+    not, and the decisions say so: no random serving and no exploration share."""
+    local = _one_qualified_offer(config, tmp_path, "empirical_bayes")
+    engine = _engine(local)
+    decisions = [engine.decide(pid, ["email-hero"], now=NOW).placements[0]
+                 for pid in engine.profiles["profile_id"][:300]]
+    served = [d for d in decisions if d.arm != "fallback"]
+    assert served and {d.source for d in served} <= {"thompson_sampling", "random_holdout"}
+    assert {d.source for d in served if d.arm == "model"} == {"thompson_sampling"}
+    result = decide_batch(_engine(local), list(engine.profiles["profile_id"][:300]), ["email-hero"], now=NOW, seed=1)
+    assert "model" in set(result.meta.to_pandas()["arm"])

@@ -47,7 +47,10 @@ def test_the_file_overrides_the_type_defaults() -> None:
 def test_models_list_says_when_an_auto_optimization_model_serves_at_random() -> None:
     from offerflow.ranking.ai_models import serving_state, traffic_split
 
-    model = AIModelConfig(name="m", type="auto_optimization", placements=["p"])
+    sampled = AIModelConfig(name="m", type="auto_optimization", placements=["p"])  # new_offers: empirical_bayes
+    assert serving_state(sampled, {"offers_qualified": 0.0, "offers_total": 12.0}) == \
+        ("model", {"model": 0.9, "exploration": 0.0, "holdout": 0.1})  # every offer sampled, no exploration share
+    model = sampled.model_copy(update={"new_offers": "exploration_share"})  # the hosted systems' rule
     serving, traffic = serving_state(model, {"offers_qualified": 1.0, "offers_total": 12.0})
     assert serving.startswith("random: 1 of 12 offers qualified") and traffic["random"] == 1.0
     assert traffic["model"] == 0.0

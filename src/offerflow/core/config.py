@@ -114,6 +114,14 @@ class AIModelConfig(_Strict):
         " placement from that placement's displays; true pools the displays of all its placements"
         " into one table that every placement serves."))
     exploration_share: float = Field(0.10, ge=0, le=1)
+    new_offers: Literal["empirical_bayes", "exploration_share"] = Field("empirical_bayes", description=(
+        "Auto-optimization: how offers with little data are served. empirical_bayes (default): Thompson"
+        " sampling ranks every offer from its first display, each posterior starting from a Beta prior"
+        " fitted to the placement's offers, so a new offer is tried in proportion to its chance of being"
+        " the best (min_displays and min_successes only label offers as qualified, and there is no"
+        " separate exploration traffic). exploration_share: the hosted systems' rule: an offer is served by the model only"
+        " once it has min_displays displays and min_successes successes, before that by the"
+        " exploration share of traffic; fewer than two qualified offers: random serving."))
     max_training_displays: int | None = Field(
         2_000_000, ge=1_000, description="A personalized model trains on the displays of a stable hash sample of"
         " profiles holding about this many displays; null: every display.")
@@ -125,6 +133,12 @@ class AIModelConfig(_Strict):
         " default: unweighted fits were as good or better on every benchmark world (docs/ranking-models.md)."))
     status: Literal["active", "draft"] = "active"
     lightgbm: LightGBMParams = LightGBMParams()
+
+    @property
+    def samples_every_offer(self) -> bool:
+        """Auto-optimization with `new_offers: empirical_bayes`: Thompson sampling over every offer,
+        from posteriors with a fitted prior (no qualification gate, no exploration traffic)."""
+        return self.type == "auto_optimization" and self.new_offers == "empirical_bayes"
 
     @model_validator(mode="before")
     @classmethod

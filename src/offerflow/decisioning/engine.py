@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from offerflow.ranking.bandits import first_choice_probability, thompson_select
+from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
 from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
 from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.core.config import ProjectConfig
@@ -226,7 +226,9 @@ class DecisionEngine:
         meta = snap.metadata if snap is not None else {}
         model = self.model_of(placement, meta)
         if snap is not None and snap.kind == "posterior":
-            exploration = self.config.ai_model(meta["ai_model"]).exploration_share
+            auto = self.config.ai_model(meta["ai_model"])
+            # sampling every offer (new_offers: empirical_bayes) explores by itself: no random share
+            exploration = 0.0 if auto.samples_every_offer else auto.exploration_share
         else:
             exploration = model.exploration_share if model is not None else 0.0
         return PlacementPlan(placement_id, placement, items or placement.items, snap, meta, model,
@@ -339,11 +341,13 @@ class DecisionEngine:
         if cached is None or cached.version != snap.version:
             post = snap.posteriors
             alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
+            new_offers = self.config.ai_model(snap.metadata["ai_model"]).new_offers
             in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
             # value per success (value-weighted models; tables published before it existed: 1)
             weights = post["value_weight"].to_numpy(float) if "value_weight" in post else np.ones(len(alpha))
             cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
-                                 post["qualified"].to_numpy(bool), alpha / (alpha + beta) * weights, in_placement,
+                                 sampled_offers(post["qualified"].to_numpy(bool), new_offers),
+                                 alpha / (alpha + beta) * weights, in_placement,
                                  None if np.all(weights == 1.0) else weights)
             self._posteriors[placement_id] = cached
         return cached
@@ -391,7 +395,7 @@ class _Posteriors:
     offer_ids: list[str]
     alpha: np.ndarray
     beta: np.ndarray
-    qualified: np.ndarray
+    qualified: np.ndarray  # the offers Thompson sampling ranks (`bandits.sampled_offers`)
     means: np.ndarray
     in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
     weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)

@@ -45,16 +45,17 @@ def score_policy(score_fn: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]) -
 
 
 def thompson_policy(posteriors: pd.DataFrame, exploration_share: float, seed: int,
-                    draws: int = 4000) -> PolicyFn:
+                    draws: int = 4000, new_offers: str = "exploration_share") -> PolicyFn:
     """Auto-optimization as served: the Thompson first-choice probability of each offer, computed
-    once per distinct eligible set (offers without a posterior are never qualified)."""
-    from offerflow.ranking.bandits import first_choice_probability
+    once per distinct eligible set (offers without a posterior are never qualified; with
+    `new_offers: empirical_bayes` every offer is sampled)."""
+    from offerflow.ranking.bandits import first_choice_probability, sampled_offers
 
     def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
         post = offers[["offer_id"]].merge(posteriors, on="offer_id", how="left")
         alpha = post["alpha"].fillna(1.0).to_numpy(float)
         beta = post["beta"].fillna(1.0).to_numpy(float)
-        qualified = post["qualified"].fillna(False).to_numpy(bool)
+        qualified = sampled_offers(post["qualified"].fillna(False).to_numpy(bool), new_offers)
         sets, inverse = np.unique(eligible, axis=0, return_inverse=True)
         rng = np.random.default_rng(seed)
         per_set = np.stack([first_choice_probability(alpha, beta, qualified, row, exploration_share, rng, draws)

@@ -61,7 +61,8 @@ def pre_window_log(con: duckdb.DuckDBPyConnection, placements: list[str], start:
 
 def pre_window_posteriors(log: pd.DataFrame, model: AIModelConfig, offers: pd.DataFrame) -> pd.DataFrame:
     counts = offers[["offer_id"]].merge(offer_counts(log), on="offer_id", how="left").fillna(0)
-    return fit_posteriors(counts, model.min_displays, model.min_successes, model.value_weighted)
+    return fit_posteriors(counts, model.min_displays, model.min_successes, model.value_weighted,
+                          empirical_prior=model.samples_every_offer)
 
 
 def fit_reward_model(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFrame, params: LightGBMParams,
@@ -122,7 +123,8 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
         qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
         if model.type == "auto_optimization":
             strategies.append(Strategy(slug(model.name), model.name, model.type,
-                                       thompson_policy(posteriors, model.exploration_share, config.seed)))
+                                       thompson_policy(posteriors, model.exploration_share, config.seed,
+                                                       new_offers=model.new_offers)))
             rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
             continue
         try:

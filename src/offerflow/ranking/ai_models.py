@@ -45,7 +45,10 @@ def serving_state(model: AIModelConfig, metrics: dict[str, float]) -> tuple[str,
 
     An auto-optimization model needs at least two qualified offers to rank: with fewer (too few
     displays or successes in the window) its placements are served in a uniformly random order,
-    and every decision says so (`source: random_too_few_qualified`)."""
+    and every decision says so (`source: random_too_few_qualified`). With `new_offers:
+    empirical_bayes` Thompson sampling ranks every offer from the start, with no exploration share."""
+    if model.samples_every_offer:
+        return "model", traffic_split(model.model_copy(update={"exploration_share": 0.0}))
     qualified = metrics.get("offers_qualified")
     if model.type == "auto_optimization" and qualified is not None and qualified < 2:
         return (f"random: {int(qualified)} of {int(metrics.get('offers_total', 0))} offers qualified"

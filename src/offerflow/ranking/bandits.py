@@ -18,14 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from offerflow.ranking.priors import fit_beta_prior
+
 PRIOR_ALPHA = 1.0
 PRIOR_BETA = 1.0
 
 
 def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
-                   value_weighted: bool = False, value_prior_successes: float = 5.0) -> pd.DataFrame:
+                   value_weighted: bool = False, value_prior_successes: float = 5.0,
+                   empirical_prior: bool = False) -> pd.DataFrame:
     """Beta posteriors per offer from `offer_id, displays, successes[, value]`. Returns the columns
     of `schema.POSTERIOR_SCHEMA`, sorted by offer_id.
+
+    The prior is the flat Beta(1, 1), or with `empirical_prior` the Beta fitted to these offers'
+    own rates (`priors.fit_beta_prior`): offers with few displays start near the others' mean.
 
     Value-weighted models rank by expected value per display = success rate x mean value of a
     success. The mean value per offer is shrunk toward the mean over all offers, as if each offer
@@ -40,15 +46,23 @@ def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
         value = np.nan_to_num(value)
         overall = value.sum() / successes.sum() if successes.sum() > 0 else 0.0
         weight = (value + value_prior_successes * overall) / (successes + value_prior_successes)
+    prior_alpha, prior_beta = fit_beta_prior(displays, successes) if empirical_prior else (PRIOR_ALPHA, PRIOR_BETA)
     return pd.DataFrame({
         "offer_id": counts["offer_id"].astype(str).to_numpy(),
-        "alpha": PRIOR_ALPHA + successes,
-        "beta": PRIOR_BETA + displays - successes,
+        "alpha": prior_alpha + successes,
+        "beta": prior_beta + displays - successes,
         "displays": displays,
         "successes": successes,
         "qualified": (displays >= min_displays) & (successes >= min_successes),
         "value_weight": weight,
     }).sort_values("offer_id", kind="stable").reset_index(drop=True)
+
+
+def sampled_offers(qualified: np.ndarray, new_offers: str) -> np.ndarray:
+    """The offers Thompson sampling ranks, shape (m,): every offer with `new_offers:
+    empirical_bayes`, only the qualified ones with `new_offers: exploration_share`."""
+    qualified = np.asarray(qualified, dtype=bool)
+    return np.ones_like(qualified) if new_offers == "empirical_bayes" else qualified
 
 
 @dataclass(frozen=True)
