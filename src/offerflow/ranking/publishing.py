@@ -4,6 +4,10 @@ Two ways to the same table: `publish_placement` ranks all profiles in one proces
 `publish_placement_partitioned` splits them by a stable hash of profile_id (`partitions`), ranks
 each partition on its own from a picklable `ScoringPlan` (what a Dask worker receives) into one
 sorted Parquet part, and publishes the parts as one version (`RankingStore.publish_parts`).
+
+Each function publishes through `store`: a `RankingStore` switches the placement on its own; a
+`Publication` (`RankingStore.publication(run_id)`) only stages the version, for the run to switch
+every placement together (`RankingStore.commit`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from offerflow.ranking.click_model import ClickModel
 from offerflow.ranking.tables import ScoreFn, formula_scorer, priority_scores, rank_profiles
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
-from offerflow.core.store import RankingStore
+from offerflow.core.store import Publication, RankingStore
 from offerflow.ranking.ai_models import RankingModelResult
 
 
@@ -56,7 +60,7 @@ def ranking_metadata(placement: PlacementConfig, model: RankingModelResult | Non
     return metadata
 
 
-def publish_placement(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame | None,
+def publish_placement(store: RankingStore | Publication, placement: PlacementConfig, profiles: pd.DataFrame | None,
                       offers: pd.DataFrame, model: RankingModelResult | None,
                       extra_metadata: Mapping[str, object] | None = None) -> int:
     """Score and publish one placement atomically; returns the new version number. (Posterior
@@ -180,7 +184,7 @@ def ranking_part_paths(workdir: Path, n: int) -> list[Path]:
     return [workdir / "rankings" / PART_NAME.format(p) for p in range(n)]
 
 
-def publish_partitioned_parts(store: RankingStore, placement: PlacementConfig, model: RankingModelResult | None,
+def publish_partitioned_parts(store: RankingStore | Publication, placement: PlacementConfig, model: RankingModelResult | None,
                               parts: Sequence[Path], extra_metadata: Mapping[str, object] | None = None,
                               partitions: int | None = None) -> int:
     """Publish ranked parts as one version of the placement (see `RankingStore.publish_parts`)."""
@@ -198,7 +202,7 @@ def rank_parts_in_process(plan: ScoringPlan, sources: Sequence[Path], parts: Seq
     return sum(rank_partition_file(plan, source, part) for source, part in zip(sources, parts))
 
 
-def publish_placement_partitioned(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame,
+def publish_placement_partitioned(store: RankingStore | Publication, placement: PlacementConfig, profiles: pd.DataFrame,
                                   offers: pd.DataFrame, model: RankingModelResult | None, partitions: int,
                                   workdir: Path, extra_metadata: Mapping[str, object] | None = None,
                                   rank_parts: RankParts = rank_parts_in_process) -> int:
