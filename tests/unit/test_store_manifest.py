@@ -194,3 +194,12 @@ def test_a_damaged_manifest_is_a_one_line_error(store):
         store.read_table("web-banner")
     with pytest.raises(StoreError, match="cannot switch placement 'web-banner' to version 9: not staged"):
         RankingStore(store.root.parent / "other").commit({"web-banner": 9}, "r9")
+
+
+def test_verify_names_what_serves_broken(store):
+    run(store, "r1", 1.0)
+    assert store.verify() == []
+    parquet = store.root / "web-sidebar" / "v000001" / "table.parquet"
+    parquet.write_bytes(parquet.read_bytes()[:-40])  # a torn table
+    problems = store.verify()
+    assert len(problems) == 1 and problems[0].startswith("placement 'web-sidebar' version 1: unreadable")

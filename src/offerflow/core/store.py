@@ -259,9 +259,10 @@ class RankingStore:
         Nothing changes (no new manifest) when every placement already serves that version."""
         with manifest_lock(self.root):
             manifest = self.manifest()
-            if all(manifest.version(p) == v for p, v in versions.items()):
+            entries = {p: self._entry(p, int(v), run_id) for p, v in versions.items()
+                       if manifest.version(p) != v}  # an unchanged placement keeps its entry
+            if not entries:
                 return manifest
-            entries = {p: self._entry(p, int(v), run_id) for p, v in versions.items()}
             switched = manifest.switched(entries, run_id)
             doomed = {}
             for placement_id in entries:
@@ -280,7 +281,7 @@ class RankingStore:
         except FileNotFoundError:
             raise StoreError(f"cannot switch placement '{placement_id}' to version {version}: not staged "
                              f"in {self.root}") from None
-        return {"version": version, "run_id": run_id, "kind": meta.get("kind"),
+        return {"version": version, "run_id": run_id, "staged_by": meta.get("staged_by"), "kind": meta.get("kind"),
                 "row_count": meta.get("row_count"), "sha256": meta.get("sha256")}
 
     def _kept(self, manifest: Manifest, placement_id: str) -> list[int]:
@@ -363,6 +364,31 @@ class RankingStore:
             raise StoreError(f"placement '{placement_id}' version {version}: table has {table.num_rows} rows, "
                              f"metadata says {metadata.get('row_count')}")
         return RankingSnapshot.from_table(placement_id, version, metadata, table)
+
+    def verify(self) -> list[str]:
+        """What is wrong with what serves, one line each (empty: nothing): every version the
+        manifest names must be on disk, whole (sha256 of table.parquet as recorded), with the row
+        count the manifest and metadata.json say, and staged by the run the manifest names."""
+        problems = []
+        for placement_id, entry in sorted(self.manifest().placements.items()):
+            version_dir = self._placement_dir(placement_id) / version_name(int(entry["version"]))
+            where = f"placement '{placement_id}' version {entry['version']}"
+            try:
+                meta, table = load_metadata(version_dir), pq.read_table(version_dir / TABLE_FILE)
+                with open(version_dir / TABLE_FILE, "rb") as f:
+                    digest = hashlib.file_digest(f, "sha256").hexdigest()
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                problems.append(f"{where}: unreadable ({type(exc).__name__}: {exc})".split("\n")[0])
+                continue
+            if meta.get("staged_by") != entry.get("staged_by", meta.get("staged_by")):
+                problems.append(f"{where}: staged by run {meta.get('staged_by')}, the manifest says "
+                                f"{entry.get('staged_by')}")
+            for name, value in (("manifest", entry.get("row_count", table.num_rows)), ("metadata", meta.get("row_count"))):
+                if value != table.num_rows:
+                    problems.append(f"{where}: table has {table.num_rows} rows, {name} says {value}")
+            if digest != meta.get("sha256"):
+                problems.append(f"{where}: table.parquet does not match its sha256")
+        return problems
 
     def _placement_dir(self, placement_id: str) -> Path:
         if not isinstance(placement_id, str) or not _PLACEMENT_ID.fullmatch(placement_id):

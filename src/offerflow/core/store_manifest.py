@@ -4,7 +4,8 @@ of every placement serves, switched for all placements at once. Only `offerflow.
 ``<root>/MANIFEST.json``::
 
     {"format": 1, "run_id": "<the run that switched it>", "switched_at": "<UTC ISO time>",
-     "placements": {"web-banner": {"version": 7, "run_id": "...", "kind": "ranking",
+     "placements": {"web-banner": {"version": 7, "run_id": "<the run that switched to it>",
+                                   "staged_by": "<the run that wrote it>", "kind": "ranking",
                                    "row_count": 90000, "sha256": "..."}, ...},
      "published": {"web-banner": [3, 4, 5, 6, 7], ...}}
 
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from offerflow.core.store_files import (CURRENT_FILE, LOCK_FILE, TMP_PREFIX, StoreError, fsync_dir, read_current,
+from offerflow.core.store_files import (CURRENT_FILE, TMP_PREFIX, StoreError, fsync_dir, locked, read_current,
                                         version_list, write_durably)
 
 MANIFEST_FILE = "MANIFEST.json"
@@ -139,13 +140,10 @@ def manifest_stamp(root: Path) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def manifest_lock(root: Path) -> Iterator[None]:
+    """``<root>/.lock``, held while the manifest is switched (released by the kernel on a kill)."""
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
+    with locked(root):
         yield
-    finally:
-        os.close(fd)
 
 
 def _staging_lock_path(root: Path, run_id: str) -> Path:
