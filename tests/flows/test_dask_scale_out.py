@@ -46,10 +46,13 @@ def click_frame(world_dir, profiles, offers, n=20_000, seed=5):
 
 @flow(name="publish-placements-test")
 def publish_placements(config_path: str, profiles, offers, model) -> dict[str, int]:
-    from offerflow.flows.pipeline import publish_task
+    from offerflow.flows.pipeline import publish_task, published_together
 
     config = load_config(config_path)
-    return {p: publish_task(config, p, profiles, offers, model, "test-run") for p in ("web-banner", "web-sidebar")}
+    with published_together(config, "test-run") as published:
+        for p in ("web-banner", "web-sidebar"):
+            published[p] = publish_task(config, p, profiles, offers, model, "test-run")
+    return published
 
 
 def test_partitioned_scoring_on_dask_equals_the_single_process_run(tmp_path, world_dir, dask_cluster,

@@ -66,7 +66,9 @@ def test_publish_read_round_trip_sorts_casts_and_records_metadata(store):
     parquet = store.root / P / "v000001" / "table.parquet"
     assert meta["sha256"] == hashlib.sha256(parquet.read_bytes()).hexdigest()
     assert json.loads((store.root / P / "v000001" / "metadata.json").read_text()) == meta
-    assert (store.root / P / "CURRENT").read_text().strip() == "1"
+    manifest = json.loads((store.root / "MANIFEST.json").read_text())
+    assert manifest["placements"][P]["version"] == 1 and manifest["published"] == {P: [1]}
+    assert not (store.root / P / "CURRENT").exists()  # the manifest is the only pointer
 
 
 def test_compatible_types_are_cast(store):
@@ -93,7 +95,8 @@ def test_posterior_round_trip_and_snapshot(store):
 def test_versions_increase_and_old_ones_are_pruned(store):
     assert [store.publish(P, ranking_table(5, score=v), RANKING) for v in range(1, 6)] == [1, 2, 3, 4, 5]
     assert store.versions(P) == [3, 4, 5] and store.current_version(P) == 5
-    assert sorted(p.name for p in (store.root / P).iterdir()) == [".lock", "CURRENT", "v000003", "v000004", "v000005"]
+    assert sorted(p.name for p in (store.root / P).iterdir()) == [".last_version", ".lock", "v000003", "v000004",
+                                                                 "v000005"]
     assert store.read_table(P, 3)["score"].to_pylist() == [3.0] * 15
     with pytest.raises(StoreError, match="has no version 2"):
         store.read_table(P, 2)

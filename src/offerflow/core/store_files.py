@@ -1,6 +1,6 @@
 """File-level helpers of the ranking store (`offerflow.core.store`): `StoreError`, the on-disk
-names, version directories, the CURRENT pointer, the per-placement lock and durable (fsync'ed)
-writes. Only `offerflow.core.store` uses them."""
+names, version directories and their numbering, the CURRENT pointer of stores written before the
+manifest, the per-placement lock and durable (fsync'ed) writes. Only `offerflow.core.store` uses them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TABLE_FILE, METADATA_FILE, CURRENT_FILE, LOCK_FILE, TMP_PREFIX = (
-    "table.parquet", "metadata.json", "CURRENT", ".lock", ".tmp-")
+TABLE_FILE, METADATA_FILE, CURRENT_FILE, LOCK_FILE, TMP_PREFIX, LAST_VERSION_FILE = (
+    "table.parquet", "metadata.json", "CURRENT", ".lock", ".tmp-", ".last_version")
 VERSION_DIR = re.compile(r"v(\d{6,})")
 
 
@@ -76,14 +76,46 @@ def locked(placement_dir: Path) -> Iterator[None]:
 def remove_leftovers(placement_dir: Path) -> None:
     """Remove what killed publishes left behind (call with the lock held)."""
     for path in placement_dir.iterdir():
-        if path.name.startswith(TMP_PREFIX):
+        if path.name.startswith(TMP_PREFIX) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(TMP_PREFIX):
+            path.unlink(missing_ok=True)
         elif path.name.startswith(CURRENT_FILE + TMP_PREFIX):
             path.unlink(missing_ok=True)
 
 
-def set_current(placement_dir: Path, version: int) -> None:
-    tmp = placement_dir / f"{CURRENT_FILE}{TMP_PREFIX}{uuid.uuid4().hex}"
+def next_version(placement_dir: Path, manifest: Any) -> int:
+    """One more than any version on disk, in the manifest or ever staged (call with the lock held)."""
+    try:
+        last = int((placement_dir / LAST_VERSION_FILE).read_text(encoding="utf-8").strip() or 0)
+    except (FileNotFoundError, ValueError):
+        last = 0
+    published = manifest.published.get(placement_dir.name, ())
+    return max([*version_list(placement_dir), *published, manifest.version(placement_dir.name) or 0, last]) + 1
+
+
+def mark_version(placement_dir: Path, version: int) -> None:
+    """Remember `version` as the highest ever staged, so an orphan's number is never reused."""
+    tmp = placement_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     write_durably(tmp, f"{version}\n")
-    os.replace(tmp, placement_dir / CURRENT_FILE)
-    fsync_dir(placement_dir)
+    os.replace(tmp, placement_dir / LAST_VERSION_FILE)
+
+
+def staged_by(placement_dir: Path, version: int) -> str | None:
+    """The run id that staged a version (None: unknown)."""
+    try:
+        return load_metadata(placement_dir / version_name(version)).get("staged_by")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def remove_versions(placement_dir: Path, versions: list[int]) -> None:
+    """Delete version directories (call with the lock held), each renamed away first so a
+    directory named ``vNNNNNN`` is never half deleted."""
+    for version in versions:
+        doomed = placement_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            os.rename(placement_dir / version_name(version), doomed)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)

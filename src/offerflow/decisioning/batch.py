@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,7 +134,8 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
     run = uuid.uuid4().hex[:12]
     caps = _Caps(engine)
     profiles = engine.profiles.set_index(PROFILE_ID)
-    plans = [_Plan(engine, pid, items) for pid in placement_ids]
+    versions = engine.pinned_versions(placement_ids)  # every placement from one manifest
+    plans = [_Plan(engine, pid, items, versions) for pid in placement_ids]
     offer_pos = {oid: i for i, oid in enumerate(engine.offers["offer_id"])}
     parts: list[dict[str, np.ndarray]] = []
     for c, start in enumerate(range(0, len(ids), chunk_size)):
@@ -156,8 +157,9 @@ class _Plan:
     """What a placement needs for every chunk: the engine's `PlacementPlan` (candidates, table,
     model, exploration share, fallback) as arrays over the placement's offers, and their rules."""
 
-    def __init__(self, engine: DecisionEngine, placement_id: str, items: int | None) -> None:
-        plan = engine.plan(placement_id, items)
+    def __init__(self, engine: DecisionEngine, placement_id: str, items: int | None,
+                 versions: Mapping[str, int]) -> None:
+        plan = engine.plan(placement_id, items, versions)
         self.engine, self.placement_id = engine, placement_id
         self.placement, self.n_items, self.snap, self.meta = plan.placement, plan.n_items, plan.snapshot, plan.metadata
         self.model, self.holdout, self.posterior = plan.model, plan.holdout_share, plan.posterior
@@ -171,7 +173,7 @@ class _Plan:
             self.weights = post.weights[self.post_pos] if post.weights is not None else None
         else:
             self.offer_ids = list(plan.candidates)
-            self.table = engine.store.read_table(placement_id) if self.snap is not None else None
+            self.table = engine.store.read_table(placement_id, self.snap.version) if self.snap is not None else None
             if self.table is not None:
                 self.table_pids = self.table.column("profile_id").to_numpy(zero_copy_only=False).astype(object)
         self.offers = engine.offers.loc[self.offer_ids].reset_index(drop=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 MAX_ITEMS = 30
 #: `source` of an auto-optimized placement whose eligible offers hold fewer than two qualified ones:
 #: the model does not rank them, they are served in a uniformly random order (arm `non_personalized`).
@@ -61,3 +63,17 @@ class Decision:
                                 "ranking_method": p.ranking_method, "ai_model": p.ai_model,
                                 "model_version": p.model_version, "table_version": p.table_version,
                                 "source": p.source, "arm": p.arm} for p in self.placements]}
+
+
+@dataclass(frozen=True)
+class PosteriorArrays:
+    """A posterior table as arrays, cached per published version."""
+
+    version: int
+    offer_ids: list[str]
+    alpha: np.ndarray
+    beta: np.ndarray
+    qualified: np.ndarray  # the offers Thompson sampling ranks (`bandits.sampled_offers`)
+    means: np.ndarray
+    in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
+    weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)

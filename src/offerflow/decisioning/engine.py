@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,10 @@ from offerflow.core.config import ProjectConfig
 from offerflow.ranking.tables import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
 from offerflow.core.schema import PROFILE_ID
-from offerflow.core.store import RankingStore
+from offerflow.core.store import RankingStore, StoreError
 from offerflow.decisioning.decision_log import log_decisions
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
-                                                  DecisionItem, PlacementDecision)
+                                                  DecisionItem, PlacementDecision, PosteriorArrays)
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,9 @@ class DecisionEngine:
         self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
         self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
-        self._stamps: dict[str, tuple[int, int] | None] = {}
-        self._posteriors: dict[str, _Posteriors] = {}
+        self._manifest_stamp: tuple[int, int] | None = None
+        self._served: Mapping[str, int] = MappingProxyType({})
+        self._posteriors: dict[str, PosteriorArrays] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
         self._choice_probabilities: dict[tuple[str, int, bytes], np.ndarray] = {}
         # Independent streams: Thompson sampling and exploration, and the holdout draw (the same
@@ -156,27 +158,44 @@ class DecisionEngine:
             profile_values = {}
         return bool(rule.evaluate_one({**profile_values, **self._offer_values[offer_id]}))
 
-    def snapshot(self, placement_id: str):
-        """The current published table, reloaded when a new version has been published. CURRENT is
-        read only when its stamp changed (a stat; reading the file every request costs as much as
-        the rest of a decision)."""
+    def served_versions(self) -> Mapping[str, int]:
+        """Placement -> version, as the store's manifest says now: every placement of one decision
+        (or batch) is served from one manifest, so never from two runs. The manifest is read only
+        when its stamp changed (a stat; reading it every request costs as much as a decision)."""
+        stamp = self.store.manifest_stamp()
+        if stamp is None or stamp != self._manifest_stamp:
+            self._served = MappingProxyType(self.store.manifest().versions())
+            self._manifest_stamp = stamp
+        return self._served
+
+    def snapshot(self, placement_id: str, versions: Mapping[str, int] | None = None):
+        """The placement's table at its version in `versions` (None: the manifest's now), loaded
+        once per version; None when nothing is published."""
+        version = (self.served_versions() if versions is None else versions).get(placement_id)
         cached = self._snapshots.get(placement_id)
-        stamp = self.store.current_stamp(placement_id)
-        if cached is not None and stamp is not None and self._stamps.get(placement_id) == stamp:
-            return cached
-        current = self.store.current_version(placement_id)
-        self._stamps[placement_id] = stamp
-        if current is None:
-            return None
-        if cached is None or cached.version != current:
-            self._snapshots[placement_id] = cached = self.store.snapshot(placement_id)
+        if version is not None and (cached is None or cached.version != version):
+            self._snapshots[placement_id] = cached = self.store.snapshot(placement_id, version)
             self.snapshot_loads += 1
-        return cached
+        return cached if version is not None else None
+
+    def pinned_versions(self, placement_ids: Sequence[str]) -> Mapping[str, int]:
+        """`served_versions`, with the tables of `placement_ids` loaded at those versions (the
+        manifest read again when a version was pruned between reading it and its table)."""
+        for attempt in range(3):
+            versions = self.served_versions()
+            try:
+                for placement_id in placement_ids:
+                    self.snapshot(placement_id, versions)
+                return versions
+            except StoreError:
+                if attempt == 2:
+                    raise
+                self._manifest_stamp = None
+        raise AssertionError("unreachable")
 
     def preload(self) -> DecisionEngine:
         """Read every placement's current table now rather than on its first request."""
-        for placement in self.config.placements:
-            self.snapshot(placement.id)
+        self.pinned_versions([p.id for p in self.config.placements])
         return self
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
@@ -199,11 +218,12 @@ class DecisionEngine:
             j = rule_column.get(offer_id)
             return j is None or bool(row[j])
 
+        versions = self.pinned_versions(placement_ids)
         used: set[str] = set()
         results = []
         with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
             for placement_id in placement_ids:
-                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now)
+                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now, versions)
                 self.caps.record([i.offer_id for i in result.items], placement_id, profile_id, now)
                 if not allow_duplicates:
                     used.update(i.offer_id for i in result.items)
@@ -219,10 +239,12 @@ class DecisionEngine:
                 for p in d.placements:
                     self.caps.record([i.offer_id for i in p.items], p.placement_id, d.profile_id, at)
 
-    def plan(self, placement_id: str, items: int | None = None) -> PlacementPlan:
-        """The placement's plan for a decision now: its current table, model and candidates."""
+    def plan(self, placement_id: str, items: int | None = None,
+             versions: Mapping[str, int] | None = None) -> PlacementPlan:
+        """The placement's plan for a decision now: its current table (its version in `versions`,
+        None: the manifest's now), model and candidates."""
         placement = self.config.placement(placement_id)
-        snap = self.snapshot(placement_id)
+        snap = self.snapshot(placement_id, versions)
         meta = snap.metadata if snap is not None else {}
         model = self.model_of(placement, meta)
         if snap is not None and snap.kind == "posterior":
@@ -239,8 +261,8 @@ class DecisionEngine:
         return self._rules.get(offer_id)
 
     def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
-                          used: set[str], now: datetime) -> PlacementDecision:
-        plan = self.plan(placement_id, items)
+                          used: set[str], now: datetime, versions: Mapping[str, int]) -> PlacementDecision:
+        plan = self.plan(placement_id, items, versions)
         snap, n_items, model = plan.snapshot, plan.n_items, plan.model
 
         def allowed(offer_id: str) -> bool:
@@ -336,7 +358,7 @@ class DecisionEngine:
         ranked = [item.offer_id for item in chosen]  # deterministic: each slot's offer has probability 1
         return chosen, pool, (lambda oid, rank=1: float(rank <= len(ranked) and ranked[rank - 1] == oid)), source
 
-    def posterior_arrays(self, placement_id: str, snap: Any) -> _Posteriors:
+    def posterior_arrays(self, placement_id: str, snap: Any) -> PosteriorArrays:
         cached = self._posteriors.get(placement_id)
         if cached is None or cached.version != snap.version:
             post = snap.posteriors
@@ -345,9 +367,9 @@ class DecisionEngine:
             in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
             # value per success (value-weighted models; tables published before it existed: 1)
             weights = post["value_weight"].to_numpy(float) if "value_weight" in post else np.ones(len(alpha))
-            cached = _Posteriors(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
-                                 sampled_offers(post["qualified"].to_numpy(bool), new_offers),
-                                 alpha / (alpha + beta) * weights, in_placement,
+            cached = PosteriorArrays(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
+                                     sampled_offers(post["qualified"].to_numpy(bool), new_offers),
+                                     alpha / (alpha + beta) * weights, in_placement,
                                  None if np.all(weights == 1.0) else weights)
             self._posteriors[placement_id] = cached
         return cached
@@ -385,20 +407,6 @@ class DecisionEngine:
             source = "exploration" if selection.explored else "thompson_sampling"
         # the first-choice probability is exact; later slots' marginals are not computed (None)
         return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None), source
-
-
-@dataclass(frozen=True)
-class _Posteriors:
-    """A posterior table as arrays, cached per published version."""
-
-    version: int
-    offer_ids: list[str]
-    alpha: np.ndarray
-    beta: np.ndarray
-    qualified: np.ndarray  # the offers Thompson sampling ranks (`bandits.sampled_offers`)
-    means: np.ndarray
-    in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
-    weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)
 
 
 def _is_missing(value: Any) -> bool:

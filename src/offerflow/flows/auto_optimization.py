@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
-from offerflow.flows.pipeline import check_before_work, offer_stats_dir
+from offerflow.flows.pipeline import check_before_work, offer_stats_dir, published_together
 from offerflow.ingest.catalog import load_offers
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
@@ -43,9 +43,9 @@ def retrain_task(config: ProjectConfig, model_name: str, offers, tags: dict[str,
 
 @task(name="publish-posteriors", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def publish_task(config: ProjectConfig, placement_id: str, offers, model: RankingModelResult, run_id: str) -> int:
-    store = ranking_store(config)
-    return publish_placement(store, config.placement(placement_id), None, offers, model,
-                             {"flow_run_id": run_id})
+    """Stage the placement's posterior table for run `run_id` (`published_together` switches it)."""
+    return publish_placement(ranking_store(config).publication(run_id), config.placement(placement_id), None,
+                             offers, model, {"flow_run_id": run_id})
 
 
 @flow(name="retrain-auto-optimization", log_prints=True)
@@ -58,17 +58,19 @@ def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, 
     validated_events(config)  # no validated snapshot yet: a clear error before any work
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     logger = get_run_logger()
-    summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
-    for model_cfg in config.ai_models:
-        if model_cfg.type != "auto_optimization" or model_cfg.status != "active":
-            continue
-        result = retrain_task(config, model_cfg.name, offers, {"flow_run_id": run_id, "project": config.project},
-                              return_state=True).result()  # raises what a BadInput state carries
-        summary["models"][model_cfg.name] = {"run_id": result.run_id, "metrics": result.metrics}
-        logger.info("%s: %d displays in the window, %d of %d offers qualified", model_cfg.name,
-                    result.metrics["displays"], result.metrics["offers_qualified"], result.metrics["offers_total"])
-        for placement in config.placements_ranked_by(model_cfg.name, formulas=False):
-            summary["published"][placement.id] = publish_task(config, placement.id, offers, result, run_id)
+    summary: dict[str, Any] = {"run_id": run_id, "models": {}}
+    with published_together(config, run_id) as published:  # every placement switches at once, or none
+        for model_cfg in config.ai_models:
+            if model_cfg.type != "auto_optimization" or model_cfg.status != "active":
+                continue
+            result = retrain_task(config, model_cfg.name, offers, {"flow_run_id": run_id, "project": config.project},
+                                  return_state=True).result()  # raises what a BadInput state carries
+            summary["models"][model_cfg.name] = {"run_id": result.run_id, "metrics": result.metrics}
+            logger.info("%s: %d displays in the window, %d of %d offers qualified", model_cfg.name,
+                        result.metrics["displays"], result.metrics["offers_qualified"], result.metrics["offers_total"])
+            for placement in config.placements_ranked_by(model_cfg.name, formulas=False):
+                published[placement.id] = publish_task(config, placement.id, offers, result, run_id)
+    summary["published"] = published
     lines = ["# auto-optimization retrain", "", "| model | displays | offers qualified |", "|---|---|---|"]
     lines += [f"| `{name}` | {int(m['metrics']['displays'])} | {int(m['metrics']['offers_qualified'])}"
               f" of {int(m['metrics']['offers_total'])} |" for name, m in summary["models"].items()]

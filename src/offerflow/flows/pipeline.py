@@ -1,7 +1,7 @@
 """The whole offerflow pipeline as one Prefect flow:
 
 validate events -> train Customer AI goals -> score profiles -> train ranking models
--> score and publish one ranking table per placement.
+-> score and stage one ranking table per placement -> switch them all together (one manifest).
 
 Every step is a call into the `offerflow` library; this file only wires them, names the tasks
 Prefect shows, retries I/O, and stops the run when validation fails.
@@ -19,6 +19,8 @@ a re-run on unchanged data reuses their results (`Cached`) and publishes nothing
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -168,16 +170,37 @@ def train_ranking_task(config: ProjectConfig, events_path: Path, model_name: str
 
 @task(name="publish-ranking", retries=2, retry_delay_seconds=[1, 5], cache_policy=InputFingerprints(depends_on=_publish_inputs))
 def publish_whole_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
-    store = ranking_store(config)
-    return publish_placement(store, config.placement(placement_id), profiles, offers, model,
-                             {"pipeline_run_id": run_id}, strict=config.strict)
+    """Stage the placement's new table for run `run_id` (`published_together` switches it)."""
+    return publish_placement(ranking_store(config).publication(run_id), config.placement(placement_id), profiles,
+                             offers, model, {"pipeline_run_id": run_id}, strict=config.strict)
+
+
+@task(name="switch-placements", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def switch_task(config: ProjectConfig, versions: dict[str, int], run_id: str) -> dict[str, int]:
+    """Switch every staged placement at once: one new manifest (`RankingStore.commit`)."""
+    return ranking_store(config).commit(versions, run_id).versions()
+
+
+@contextmanager
+def published_together(config: ProjectConfig, run_id: str,
+                       progress: StepProgress | None = None) -> Iterator[dict[str, int]]:
+    """Collect placement -> staged version in the body (`publish_task`); when it ends without an
+    error, switch them all with one manifest (a `progress` step of its own). An error or a kill
+    before that leaves every placement on its previous version (the staged ones are orphans the
+    next run removes)."""
+    staged: dict[str, int] = {}
+    with ranking_store(config).staging(run_id):
+        yield staged
+        with progress.step("switch every placement") if progress is not None else nullcontext():
+            if staged:
+                switch_task(config, staged, run_id)
 
 
 def publish_task(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str,
                  use_cache: bool = True) -> int:
-    """Score and publish one placement: as one table (cached on its inputs), or in profile
-    partitions (on a Dask cluster with `compute.dask_address`, see flows/scale_out.py) when
-    `compute` asks for it."""
+    """Score and stage one placement for run `run_id`, inside `published_together`: as one table
+    (cached on its inputs), or in profile partitions (on a Dask cluster with
+    `compute.dask_address`, see flows/scale_out.py) when `compute` asks for it."""
     from offerflow.flows.scale_out import publish_partitioned, uses_partitions
 
     posterior = model is not None and model.kind == "auto_optimization"  # one row per offer: no partitions
@@ -272,7 +295,7 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
     run_id = str(flow_run.get_id() or uuid.uuid4())
     tags = {"pipeline_run_id": run_id, "project": config.project}
     active = [m for m in config.ai_models if m.status == "active"]
-    progress = StepProgress(2 + len(config.propensity_goals) + len(active) + len(config.placements),
+    progress = StepProgress(3 + len(config.propensity_goals) + len(active) + len(config.placements),
                             key="pipeline-progress", description="Steps of this pipeline run done")
     with progress.step("load catalog"):
         catalog = load_catalog_task(config, return_state=True)
@@ -304,11 +327,12 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
         with progress.step(f"train ranking model {model.name}"):
             ranking[model.name] = train_ranking(config, events_path, model.name, enriched, offers, tags, use_cache)
 
-    published = {}
-    for placement in config.placements:
-        model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
-        with progress.step(f"score and publish {placement.id}"):
-            published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
+    with published_together(config, run_id, progress) as published:  # every placement switches at once, or none
+        for placement in config.placements:
+            model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
+            with progress.step(f"score and stage {placement.id}"):
+                published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id,
+                                                       use_cache)
 
     summary = {
         "run_id": run_id,

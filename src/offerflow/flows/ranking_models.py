@@ -17,7 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import RankingModelOptions
-from offerflow.flows.pipeline import check_before_work, load_project_catalog, training_run, publish_task, train_ranking
+from offerflow.flows.pipeline import (check_before_work, load_project_catalog, publish_task, published_together,
+                                     train_ranking, training_run)
 from offerflow.flows.progress import StepProgress
 from offerflow.ingest.catalog import load_profiles
 from offerflow.decisioning.switches import load_serving_config
@@ -40,17 +41,19 @@ def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingMo
     logger = get_run_logger()
     summary: dict[str, Any] = {"run_id": run_id, "models": {}, "published": {}}
     progress = StepProgress(len(names), key="ranking-models-progress", description="Models trained by this run")
-    for name in names:
-        with progress.step(f"train ranking model {name}"):
-            result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
-        summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
-                                   "model_version": result.model_version, "promoted": result.promoted,
-                                   "reason": result.reason}
-        logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
-                    result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
-        for placement in config.placements_ranked_by(name):  # ranked by it, or a formula reading its `ai_score`
-            summary["published"][placement.id] = publish_task(config, placement.id, profiles, offers, result,
-                                                              run_id, use_cache)
+    with published_together(config, run_id) as published:  # every placement switches at once, or none
+        for name in names:
+            with progress.step(f"train ranking model {name}"):
+                result = train_ranking(config, events_path, name, profiles, offers, tags, use_cache)
+            summary["models"][name] = {"kind": result.kind, "metrics": result.metrics, "run_id": result.run_id,
+                                       "model_version": result.model_version, "promoted": result.promoted,
+                                       "reason": result.reason}
+            logger.info("%s (%s): %d offers qualified, version %s, promoted=%s %s", name, result.kind,
+                        result.metrics["offers_qualified"], result.model_version, result.promoted, result.reason)
+            for placement in config.placements_ranked_by(name):  # ranked by it, or a formula reading `ai_score`
+                published[placement.id] = publish_task(config, placement.id, profiles, offers, result, run_id,
+                                                       use_cache)
+    summary["published"] = published
     lines = ["# ranking models", "", "| model | kind | offers qualified | promoted |", "|---|---|---|---|"]
     lines += [f"| `{n}` | {m['kind']} | {int(m['metrics']['offers_qualified'])} | {m['promoted']} |"
               for n, m in summary["models"].items()]

@@ -44,8 +44,9 @@ def score_partitions(plan: ScoringPlan, sources: list[Path], parts: list[Path], 
 
 
 def publish_partitioned(config: ProjectConfig, placement_id: str, profiles, offers, model, run_id: str) -> int:
-    """Score one placement in partitions (on Dask with an address) and publish it atomically: the
-    library's `publish_placement_partitioned`, with the partitions ranked as Prefect tasks."""
+    """Score one placement in partitions (on Dask with an address) and stage it as one version for
+    run `run_id`: the library's `publish_placement_partitioned`, with the partitions ranked as
+    Prefect tasks (`pipeline.published_together` switches it)."""
     address = config.compute.dask_address
 
     def rank_parts(plan: ScoringPlan, sources, parts) -> int:
@@ -57,6 +58,6 @@ def publish_partitioned(config: ProjectConfig, placement_id: str, profiles, offe
         return score_partitions.with_options(task_runner=runner)(plan, list(sources), list(parts), parallel=True)
 
     return publish_placement_partitioned(
-        ranking_store(config), config.placement(placement_id), profiles, offers, model,
+        ranking_store(config).publication(run_id), config.placement(placement_id), profiles, offers, model,
         config.compute.partitions_for(len(profiles)), partition_workdir(config.paths.outputs, placement_id),
         {"pipeline_run_id": run_id, "dask": address is not None}, rank_parts=rank_parts, strict=config.strict)

@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
-from offerflow.flows.pipeline import check_before_work, load_project_catalog, publish_task
+from offerflow.flows.pipeline import check_before_work, load_project_catalog, publish_task, published_together
 from offerflow.customer_ai.segments import with_latest_scores
 from offerflow.models.registry import load_propensity_champion, load_ranking_champion, propensity_model_name
 from offerflow.ranking.ai_models import profile_dependent_placements
@@ -67,15 +67,15 @@ def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = Tru
     scores = with_latest_scores(goals, config.paths.propensity_scores, fresh)  # no champion: the latest batch
     enriched = enrich_profiles(profiles, scores, config.paths.enriched_profiles)
     targets, skipped = profile_dependent_placements(config)
-    published = {}
-    for placement, model_cfg in targets:
-        model = None
-        if model_cfg is not None:  # ranked by the model, or a formula reading its `ai_score`
-            model = load_ranking_champion_task(config, model_cfg.name)
-            if model is None:
-                skipped[placement.id] = f"{model_cfg.name} has no @champion yet"
-                continue
-        published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
+    with published_together(config, run_id) as published:  # every placement switches at once, or none
+        for placement, model_cfg in targets:
+            model = None
+            if model_cfg is not None:  # ranked by the model, or a formula reading its `ai_score`
+                model = load_ranking_champion_task(config, model_cfg.name)
+                if model is None:
+                    skipped[placement.id] = f"{model_cfg.name} has no @champion yet"
+                    continue
+            published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
     for placement, why in skipped.items():
         logger.info("%s not re-published: %s", placement, why)
     lines = ["# score and publish", "", f"Customer AI goals scored: {', '.join(scores) or 'none'}", "",

@@ -8,6 +8,9 @@ sorted Parquet part, and publishes the parts as one version (`RankingStore.publi
 Both warn (or, under `strict`, refuse to publish) when the placement's formula gives no value or
 one value for every pair, or when no profile is eligible for any offer (`ranking.degenerate`);
 the warnings are logged and kept in the version's metadata.json.
+Each function publishes through `store`: a `RankingStore` switches the placement on its own; a
+`Publication` (`RankingStore.publication(run_id)`) only stages the version, for the run to switch
+every placement together (`RankingStore.commit`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from offerflow.ranking.degenerate import FORMULA_PROFILES, formula_warning, rais
 from offerflow.ranking.tables import ScoreFn, formula_scorer, priority_scores, rank_profiles
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
-from offerflow.core.store import RankingStore
+from offerflow.core.store import Publication, RankingStore
 from offerflow.ranking.ai_models import RankingModelResult
 
 
@@ -94,7 +97,7 @@ def ranking_metadata(placement: PlacementConfig, model: RankingModelResult | Non
     return metadata
 
 
-def publish_placement(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame | None,
+def publish_placement(store: RankingStore | Publication, placement: PlacementConfig, profiles: pd.DataFrame | None,
                       offers: pd.DataFrame, model: RankingModelResult | None,
                       extra_metadata: Mapping[str, object] | None = None, strict: bool = False) -> int:
     """Score and publish one placement atomically; returns the new version number. (Posterior
@@ -220,7 +223,7 @@ def ranking_part_paths(workdir: Path, n: int) -> list[Path]:
     return [workdir / "rankings" / PART_NAME.format(p) for p in range(n)]
 
 
-def publish_partitioned_parts(store: RankingStore, placement: PlacementConfig, model: RankingModelResult | None,
+def publish_partitioned_parts(store: RankingStore | Publication, placement: PlacementConfig, model: RankingModelResult | None,
                               parts: Sequence[Path], extra_metadata: Mapping[str, object] | None = None,
                               partitions: int | None = None, warnings: Sequence[str] = ()) -> int:
     """Publish ranked parts as one version of the placement (see `RankingStore.publish_parts`)."""
@@ -238,7 +241,7 @@ def rank_parts_in_process(plan: ScoringPlan, sources: Sequence[Path], parts: Seq
     return sum(rank_partition_file(plan, source, part) for source, part in zip(sources, parts))
 
 
-def publish_placement_partitioned(store: RankingStore, placement: PlacementConfig, profiles: pd.DataFrame,
+def publish_placement_partitioned(store: RankingStore | Publication, placement: PlacementConfig, profiles: pd.DataFrame,
                                   offers: pd.DataFrame, model: RankingModelResult | None, partitions: int,
                                   workdir: Path, extra_metadata: Mapping[str, object] | None = None,
                                   rank_parts: RankParts = rank_parts_in_process, strict: bool = False) -> int:
