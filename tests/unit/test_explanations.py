@@ -107,12 +107,12 @@ def test_rule_failed_names_the_comparison_and_the_profile_value(project):
     why = reasons(p)["o-1"]
     assert why["reason"] == "rule_failed" and why["rule"] == "profile.age >= 25"
     assert why["failed_terms"] == [{"term": "profile.age >= 25", "value": False, "values": {"profile.age": 19.0}}]
-    assert why["text"] == "o-1: rule `profile.age >= 25` is false: profile.age >= 25 is false (profile.age = 19)"
+    assert why["text"] == "o-1: rule `profile.age >= 25` is false (profile.age = 19)"
     # o-3's rule holds for p1 (gold): it is not a rule failure
     assert reasons(p).get("o-3", {}).get("reason") != "rule_failed"
     silver = reasons(explained(engine_of(project), "p2", ["web-sidebar"]).placements[0].explanation)["o-3"]
     assert silver["failed_terms"][0]["values"] == {"profile.loyalty_tier": "silver"}
-    assert 'profile.loyalty_tier in ["gold", "platinum"] is false (profile.loyalty_tier = "silver")' in silver["text"]
+    assert silver["text"].endswith('["gold", "platinum"]` is false (profile.loyalty_tier = "silver")')
 
 
 def test_cap_reached_gives_rule_count_and_limit_and_shown_offers_their_cap_state(project):
@@ -214,7 +214,7 @@ def test_cold_start_models(project, tmp_path):
     publish_posteriors(RankingStore(copy / "rankings"), qualified=[False, False, True, False])
     e = explained(engine_of(copy), "p3", ["email-hero"]).placements[0]  # platinum: o-3 (qualified) is eligible
     assert e.source == "random_too_few_qualified" and e.explanation["cold_start"]
-    assert e.explanation["text"].startswith("cold start: email-auto has 1 qualified offer(s) among the eligible ones")
+    assert e.explanation["text"].startswith("cold start: email-auto has 1 qualified among the eligible offers")
     assert e.explanation["shown"][0]["ranking"]["kind"] == "random"
 
 
@@ -226,3 +226,47 @@ def test_explaining_changes_nothing_and_is_off_by_default(project):
         assert all(p.explanation is None for p in a.placements) and "explanation" not in str(a.to_dict())
         strip = [{k: v for k, v in p.items() if k != "explanation"} for p in b.to_dict()["placements"]]
         assert a.to_dict()["placements"] == strip
+
+
+def test_http_explains_on_request_and_documents_every_field(project, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():  # as in tests/flows/test_service.py: httpx is what is installed
+        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+    from offerflow.decisioning.http_service import create_app
+
+    engine = engine_of(project)
+    with TestClient(create_app(engine.config, engine=engine, log_dir=tmp_path)) as client:
+        plain = client.post("/decisions", json={"profile_id": "p1", "placements": ["web-sidebar"]}).json()
+        asked = client.post("/decisions", json={"profile_id": "p1", "placements": ["web-sidebar"], "explain": True})
+        bad = client.post("/decisions", json={"profile_id": "p1", "placements": ["web-sidebar"], "explain": "maybe"})
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "explanation" not in plain["placements"][0]
+    assert asked.status_code == 200
+    why = reasons(asked.json()["placements"][0]["explanation"])
+    assert why["o-1"]["reason"] == "rule_failed" and "profile.age = 19" in why["o-1"]["text"]
+    assert bad.status_code == 422
+    models = ["PlacementExplanationOut", "ShownOut", "NotShownOut", "RankingOut", "CapStateOut", "FailedTermOut",
+              "FormulaOut", "TermOut"]
+    undocumented = [f"{m}.{f}" for m in models for f, spec in schema[m]["properties"].items()
+                    if not spec.get("description")]
+    assert not undocumented
+
+
+def test_cli_decide_explain_prints_a_table_and_json(project):
+    import json
+
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+
+    args = ["decide", "-p", "p1", "-x", "web-sidebar", "--config", str(project / "offerflow.yaml"), "--no-log"]
+    table = CliRunner().invoke(app, [*args, "--explain"], catch_exceptions=False, env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "why, in web-sidebar: ranked by the formula" in table.output
+    assert "rule failed" in table.output and "(profile.age = 19)" in table.output
+    out = json.loads(CliRunner().invoke(app, [*args, "--explain", "--json"], catch_exceptions=False).output)
+    assert reasons(out["placements"][0]["explanation"])["o-1"]["reason"] == "rule_failed"
+    plain = json.loads(CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False).output)
+    assert "explanation" not in plain["placements"][0]

@@ -42,14 +42,16 @@ def decide(
     config: ConfigOption = Path("offerflow.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
     log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why: the arm, how each offer was ranked and its "
+                                                            "caps, why every other offer was not shown.")] = False,
 ) -> None:
-    """Which offers to show a profile in one or more placements."""
+    """Which offers to show a profile in one or more placements (--explain: and why)."""
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
     project, engine = project_engine(config)
     try:
-        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates)
+        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
     except DecisionError as exc:
         fail(str(exc))
     if log:
@@ -65,6 +67,22 @@ def decide(
             score = "" if item.score is None else f"{item.score:.4f}"
             model = f"{p.ai_model} v{p.model_version}" if p.ai_model else p.ranking_method
             table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
+    console.print(table)
+    for p in decision.placements if explain else ():
+        print_explanation(p.placement_id, p.explanation)
+
+
+def print_explanation(placement_id: str, explanation: dict) -> None:
+    """One placement's explanation as a table: the arm, then each offer shown or not and why."""
+    table = Table(title=f"why, in {placement_id}: {explanation['text']} "
+                        f"(arm {explanation['arm']}, {explanation['arm_share']:.0%} of decisions)",
+                  title_justify="left")
+    for column in ("offer", "outcome", "why"):
+        table.add_column(column, overflow="fold")
+    for shown in explanation["shown"]:
+        table.add_row(shown["offer_id"], f"shown, rank {shown['rank']}", shown["text"].split(", ", 1)[1])
+    for other in explanation["not_shown"]:
+        table.add_row(other["offer_id"], other["reason"].replace("_", " "), other["text"].split(": ", 1)[1])
     console.print(table)
 
 

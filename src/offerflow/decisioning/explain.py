@@ -118,7 +118,7 @@ class _Request:
             return self.thompson(oid)
         if source in _RANDOM_SOURCES or source == "exploration":
             return {"kind": "random", "pool_size": self.pool_size(),
-                    "text": f"drawn by a uniformly random order of the {self.pool_size()} offers left ({source})"}
+                    "text": f"drawn by a uniformly random order of {_offers(self.pool_size())} left ({source})"}
         if oid in self.table:
             rank, score = self.table[oid]
             out = {"kind": "ranking_table", "table_version": self.version, "table_rank": rank, "score": score,
@@ -183,13 +183,13 @@ class _Request:
         unknown = "" if self.values is not None else " (unknown profile: every profile value is null)"
         return {"offer_id": oid, "reason": "rule_failed", "rule": rule.text,
                 "failed_terms": [{"term": f.term, "value": f.value, "values": f.names} for f in failed],
-                "text": f"{oid}: rule `{rule.text}` is false: " + "; ".join(f.describe() for f in failed) + unknown}
+                "text": f"{oid}: " + _rule_text(rule.text, failed) + unknown}
 
     def lower_rank(self, oid: str) -> dict[str, Any]:
         out: dict[str, Any] = {"offer_id": oid, "reason": "lower_rank"}
         source = self.result.source
         if source in _RANDOM_SOURCES:
-            return {**out, "text": f"{oid}: not drawn by the random order of the {self.pool_size()} offers left"}
+            return {**out, "text": f"{oid}: not drawn by the random order of {_offers(self.pool_size())} left"}
         if self.plan.posterior and self.position[oid] in self.samples:
             t = self.thompson(oid)
             out.update(sample=t["sample"], posterior_mean=t["posterior_mean"])
@@ -200,7 +200,7 @@ class _Request:
             return {**out, "text": f"{oid}: new offer ({t['displays']} displays, {t['clicks']} clicks{need}): "
                                    "shown first only by exploration"}
         if source == "exploration":
-            return {**out, "text": f"{oid}: not drawn by the random order of the {self.pool_size()} offers left"}
+            return {**out, "text": f"{oid}: not drawn by the random order of {_offers(self.pool_size())} left"}
         if oid in self.table:
             rank, score = self.table[oid]
             out.update(table_rank=rank, score=score)
@@ -254,7 +254,7 @@ class _Request:
             n_qualified = sum(1 for oid in self.candidates() if oid in self.position
                               and bool(self.post.qualified[self.position[oid]]) and oid not in self.used
                               and self.engine.eligible(self.profile_id, oid))
-            return True, (f"cold start: {model.name} has {n_qualified} qualified offer(s) among the eligible ones "
+            return True, (f"cold start: {model.name} has {n_qualified} qualified among the eligible offers "
                           f"(an offer qualifies after {model.min_displays} displays and {model.min_successes} "
                           "clicks), fewer than 2: it cannot rank yet, so the offers are served in a random order")
         if plan.model is not None:
@@ -271,3 +271,14 @@ class _Request:
         counts = {r: sum(1 for c in not_shown if c["reason"] == r) for r in REASONS}
         parts = [f"{n} {_REASON_WORDS[r]}" for r, n in counts.items() if n]
         return f"no offer was left for this profile ({len(not_shown)} candidates: " + ", ".join(parts) + ")"
+
+
+def _offers(n: int) -> str:
+    return f"{n} offer" + ("" if n == 1 else "s")
+
+
+def _rule_text(rule: str, failed: list[Any]) -> str:
+    """`rule `r` is false: <each failing term and its values>` (the term once when it is the whole rule)."""
+    if len(failed) == 1 and failed[0].term == rule:
+        return f"rule `{rule}` is {failed[0].describe().removeprefix(rule + ' is ')}"
+    return f"rule `{rule}` is false: " + "; ".join(f.describe() for f in failed)

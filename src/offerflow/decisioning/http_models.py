@@ -76,10 +76,10 @@ class RankingOut(BaseModel):
 
 
 class ShownOut(BaseModel):
-    offer_id: str
-    rank: int
+    offer_id: str = Field(description="The offer shown.")
+    rank: int = Field(description="Its slot, 1 first.")
     propensity: float | None = Field(description="Probability that the logging policy put this offer in this slot.")
-    ranking: RankingOut
+    ranking: RankingOut = Field(description="How it got its place.")
     caps: list[CapStateOut] = Field(description="Each of the offer's cap rules, before this decision.")
     text: str = Field(description="One line for people.")
 
@@ -91,7 +91,7 @@ class FailedTermOut(BaseModel):
 
 
 class NotShownOut(BaseModel):
-    offer_id: str
+    offer_id: str = Field(description="An offer of the placement that was not shown.")
     reason: str = Field(description="already_shown | rule_failed | cap_reached | not_in_model | lower_rank.")
     text: str = Field(description="One line for people.")
     shown_in: str | None = Field(None, description="already_shown: the earlier placement of the request.")
