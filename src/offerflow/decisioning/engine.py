@@ -108,6 +108,10 @@ class DecisionEngine:
             return None
         return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
 
+    def profile_position(self, profile_id: str) -> int | None:
+        """The profile's row in `profiles` (None: a profile the engine does not know)."""
+        return self._profile_pos.get(profile_id)
+
     def offer_values(self, offer_id: str) -> dict[str, Any]:
         """One catalog offer's attributes as rule inputs (`offer.<column>`)."""
         return self._offer_values[offer_id]

@@ -24,7 +24,10 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from offerflow.ranking.bandits import PRIOR_ALPHA, PRIOR_BETA
+from offerflow.rules.values import missing
 from offerflow.rules.capping import next_window_start
 from offerflow.rules.explanations import FormulaExplainer, RuleExplainer
 from offerflow.decisioning.decision_types import RANDOM_TOO_FEW_QUALIFIED, PlacementDecision, PlacementPlan
@@ -42,8 +45,45 @@ class Explainer:
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
+        self.priority = dict(zip(engine.offers["offer_id"], engine.offers["priority"].astype(float)))
         self._rules: dict[str, RuleExplainer] = {}
         self._formulas: dict[str, FormulaExplainer] = {}
+        self._columns: dict[str, Any] = {}  # profile columns that rules and formulas read, as arrays
+        self._failures: dict[tuple[Any, ...], dict[str, Any]] = {}  # rule_failed by the values it read
+
+    def values(self, position: int | None, names: list[str]) -> dict[str, Any]:
+        """The profile values (`profile.<column>`) among `names` of the profile at `position`
+        (None: unknown, all null). Column arrays are made on first use, only for columns read."""
+        out: dict[str, Any] = {}
+        for name in names:
+            if not name.startswith("profile.") or position is None:
+                continue
+            column = self._columns.get(name)
+            if column is None:
+                frame = self.engine.profiles
+                column = self._columns[name] = (frame[name[8:]].to_numpy() if name[8:] in frame.columns
+                                                else np.full(len(frame), None))
+            value = column[position]
+            out[name] = None if missing(value) else value
+        return out
+
+    def rule_failed(self, offer_id: str, position: int | None) -> dict[str, Any]:
+        """The `rule_failed` entry of an offer whose rule is false for this profile, cached by the
+        values the rule reads (most profiles share them)."""
+        rule = self.rule(offer_id)
+        values = {**self.values(position, rule.reads), **self.engine.offer_values(offer_id)}
+        key = (offer_id, position is None, *(values.get(n) for n in rule.reads))
+        found = self._failures.get(key)
+        if found is None:
+            if len(self._failures) > 100_000:
+                self._failures.clear()
+            failed = rule.failures(values)
+            unknown = "" if position is not None else " (unknown profile: every profile value is null)"
+            found = self._failures[key] = {
+                "offer_id": offer_id, "reason": "rule_failed", "rule": rule.text,
+                "failed_terms": [{"term": f.term, "value": f.value, "values": f.names} for f in failed],
+                "text": f"{offer_id}: " + _rule_text(rule.text, failed) + unknown}
+        return found
 
     def explain(self, result: PlacementDecision, plan: PlacementPlan, profile_id: str, used: set[str],
                 now: datetime, trace: dict[str, Any]) -> PlacementDecision:
@@ -79,7 +119,9 @@ class _Request:
                  used: set[str], now: datetime, trace: dict[str, Any]) -> None:
         self.explainer, self.engine, self.result, self.plan = explainer, explainer.engine, result, plan
         self.profile_id, self.used, self.now = profile_id, used, now
-        self.values = self.engine.profile_values(profile_id)
+        self.position_of_profile = self.engine.profile_position(profile_id)
+        self._candidates: list[str] | None = None
+        self._pool_size: int | None = None
         self.selection, self.eligible = trace.get("selection"), trace.get("eligible")
         self.earlier: list[PlacementDecision] = trace["earlier"]
         self.shown_ids = {i.offer_id for i in result.items if not i.fallback}
@@ -95,11 +137,13 @@ class _Request:
 
     def candidates(self) -> list[str]:
         """The placement's offers (and, for Thompson sampling, those of its posterior table)."""
-        if not self.plan.posterior:
-            return list(self.plan.candidates)
-        extra = [oid for oid, ok in zip(self.post.offer_ids, self.post.in_placement)
-                 if ok and oid not in set(self.plan.candidates)]
-        return list(self.plan.candidates) + extra
+        if self._candidates is None:
+            self._candidates = list(self.plan.candidates)
+            if self.plan.posterior:
+                known = set(self.plan.candidates)
+                self._candidates += [oid for oid, ok in zip(self.post.offer_ids, self.post.in_placement)
+                                     if ok and oid not in known]
+        return self._candidates
 
     # ------------------------------------------------------------------ offers shown
 
@@ -127,11 +171,13 @@ class _Request:
                            + (f" ({self.result.ai_model} v{self.result.model_version})" if self.result.ai_model else "")}
             formula = self.plan.placement.ranking.formula
             if self.plan.placement.ranking.method == "formula" and formula:
-                terms = self.explainer.formula(formula).terms({**(self.values or {}), **self.engine.offer_values(oid)})
+                explainer = self.explainer.formula(formula)
+                terms = explainer.terms({**self.explainer.values(self.position_of_profile, explainer.reads),
+                                         **self.engine.offer_values(oid)})
                 out["formula"] = {"text": formula, "terms": [{"term": t, "value": v} for t, v in terms]}
                 out["text"] += "; formula now " + ", ".join(f"{t} = {v}" for t, v in terms[1:])
             return out
-        priority = float(self.engine.offers.at[oid, "priority"])
+        priority = self.explainer.priority[oid]
         how = "filled by priority after the profile's table offers" if self.table else "ranked by priority"
         return {"kind": "priority", "priority": priority, "text": f"{how} (priority {priority:g})"}
 
@@ -164,7 +210,7 @@ class _Request:
             return {"offer_id": oid, "reason": "already_shown", "shown_in": where,
                     "text": f"{oid}: already shown in {where} earlier in this request (duplicates are off)"}
         if not self.engine.eligible(self.profile_id, oid):
-            return self.rule_failed(oid)
+            return self.explainer.rule_failed(oid, self.position_of_profile)
         reached = [c for c in self.caps(oid) if c["reached"]]
         if reached:
             c = reached[0]
@@ -175,15 +221,6 @@ class _Request:
             return {"offer_id": oid, "reason": "not_in_model",
                     "text": f"{oid}: not in {self.result.ai_model}'s posterior table v{self.version}"}
         return self.lower_rank(oid)
-
-    def rule_failed(self, oid: str) -> dict[str, Any]:
-        values = {**(self.values or {}), **self.engine.offer_values(oid)}
-        rule = self.explainer.rule(oid)
-        failed = rule.failures(values)
-        unknown = "" if self.values is not None else " (unknown profile: every profile value is null)"
-        return {"offer_id": oid, "reason": "rule_failed", "rule": rule.text,
-                "failed_terms": [{"term": f.term, "value": f.value, "values": f.names} for f in failed],
-                "text": f"{oid}: " + _rule_text(rule.text, failed) + unknown}
 
     def lower_rank(self, oid: str) -> dict[str, Any]:
         out: dict[str, Any] = {"offer_id": oid, "reason": "lower_rank"}
@@ -206,13 +243,18 @@ class _Request:
             out.update(table_rank=rank, score=score)
             return {**out, "text": f"{oid}: rank {rank} in table v{self.version} (score {score:.4g}), "
                                    f"below the {len(self.shown_ids)} shown"}
-        priority = float(self.engine.offers.at[oid, "priority"])
+        priority = self.explainer.priority[oid]
         out["priority"] = priority
         where = f"not in the profile's top {len(self.table)} of table v{self.version}, and " if self.table else ""
         return {**out, "text": f"{oid}: {where}priority {priority:g} below the {len(self.shown_ids)} shown"}
 
     def pool_size(self) -> int:
         """Offers left to choose from: shown, or not shown only for lower rank."""
+        if self._pool_size is None:
+            self._pool_size = self._count_pool()
+        return self._pool_size
+
+    def _count_pool(self) -> int:
         return sum(1 for oid in self.candidates() if oid in self.shown_ids or (
             oid not in self.used and self.engine.eligible(self.profile_id, oid)
             and not self.engine.caps.capped(oid, self.plan.placement_id, self.profile_id, self.now)

@@ -102,8 +102,17 @@ class _Terms:
 
     def __init__(self, text: str, schema: Mapping[str, str], source: str) -> None:
         self.text, self.root = text, parse(text, source)
+        self.reads = _names(self.root)  # every name the expression reads
         self._compiler = Compiler(schema, source)
         self._compiled: dict[int, Any] = {}
+        self._texts: dict[int, str] = {}
+        self._names: dict[int, list[str]] = {}
+
+    def node_text(self, node: Node) -> str:
+        text = self._texts.get(id(node))
+        if text is None:
+            text = self._texts[id(node)] = node_text(node)
+        return text
 
     def value(self, node: Node, values: Mapping[str, Any]) -> Any:
         """The subterm's value for one row (None: null)."""
@@ -113,7 +122,10 @@ class _Terms:
         return one(values)
 
     def names(self, node: Node, values: Mapping[str, Any]) -> dict[str, Any]:
-        return {name: _plain(values.get(name)) for name in _names(node)}
+        names = self._names.get(id(node))
+        if names is None:
+            names = self._names[id(node)] = _names(node)
+        return {name: _plain(values.get(name)) for name in names}
 
 
 class RuleExplainer(_Terms):
@@ -132,8 +144,8 @@ class RuleExplainer(_Terms):
             return [f for n in failing for f in self._why_false(n, values)]
         if isinstance(node, Unary) and node.op == "not" and self.value(node.operand, values) is True:
             leaf = self.value(node, values)
-            return [FailedTerm(node_text(node), leaf, self.names(node, values))]
-        return [FailedTerm(node_text(node), self.value(node, values), self.names(node, values))]
+            return [FailedTerm(self.node_text(node), leaf, self.names(node, values))]
+        return [FailedTerm(self.node_text(node), self.value(node, values), self.names(node, values))]
 
 
 class FormulaExplainer(_Terms):
@@ -149,7 +161,7 @@ class FormulaExplainer(_Terms):
         else:
             parts = []
         out = [(self.text, _plain(self.value(root, values)))]
-        out += [(node_text(n), _plain(self.value(n, values))) for n in parts if not isinstance(n, (Literal, Name))]
+        out += [(self.node_text(n), _plain(self.value(n, values))) for n in parts if not isinstance(n, (Literal, Name))]
         out += list(self.names(root, values).items())
         return out
 
