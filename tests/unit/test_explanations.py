@@ -270,3 +270,31 @@ def test_cli_decide_explain_prints_a_table_and_json(project):
     assert reasons(out["placements"][0]["explanation"])["o-1"]["reason"] == "rule_failed"
     plain = json.loads(CliRunner().invoke(app, [*args, "--json"], catch_exceptions=False).output)
     assert "explanation" not in plain["placements"][0]
+
+
+def test_batch_explanations_say_why_for_every_decided_item(project):
+    import json
+
+    from offerflow.decisioning.batch import decide_batch
+    from offerflow.decisioning.batch_explain import explain_batch
+    from offerflow.decisioning.http_models import PlacementExplanationOut
+
+    engine = engine_of(project)
+    placements = ["email-hero", "web-banner", "web-sidebar"]  # email first: two qualified offers left to rank
+    result = explain_batch(engine, decide_batch(engine, ["p1", "p2", "p3", "p4", "p-new"], placements, now=NOW, seed=2))
+    rows = result.decisions.to_pandas()
+    assert len(rows) == result.decisions.num_rows > 0 and rows["why"].str.len().gt(0).all()
+    parsed = rows["explanation"].map(json.loads)
+    for explanation in parsed:
+        PlacementExplanationOut.model_validate(explanation)
+    # each item's line is its own, and each placement's explanation lists its items in rank order
+    for row, explanation in zip(rows.itertuples(), parsed):
+        assert row.why == explanation["shown"][row.rank - 1]["text"] and row.why.startswith(f"rank {row.rank}: ")
+    p1 = {r.placement_id: e for r, e in zip(rows.itertuples(), parsed) if r.profile_id == "p1"}
+    assert reasons(p1["web-sidebar"])["o-1"]["text"] == "o-1: rule `profile.age >= 25` is false (profile.age = 19)"
+    for offer_id in rows.loc[(rows.profile_id == "p1") & (rows.placement_id == "web-banner"), "offer_id"]:
+        assert reasons(p1["web-sidebar"])[offer_id]["shown_in"] == "web-banner"
+    thompson = [e for r, e in zip(rows.itertuples(), parsed) if r.placement_id == "email-hero" and r.arm == "model"]
+    assert thompson and all(e["shown"][0]["ranking"]["kind"] == "thompson_sampling" for e in thompson)
+    new = [e for r, e in zip(rows.itertuples(), parsed) if r.profile_id == "p-new" and r.placement_id == "web-banner"]
+    assert new[0]["cold_start"] and "is not in web-personalized's table" in new[0]["text"]

@@ -158,8 +158,8 @@ class _Request:
     def ranking(self, item: Any) -> dict[str, Any]:
         """How a shown offer got its place."""
         oid, source = item.offer_id, self.result.source
-        if self.plan.posterior and source not in _RANDOM_SOURCES and self.position.get(oid) in self.samples:
-            return self.thompson(oid)
+        if self.plan.posterior and source not in _RANDOM_SOURCES and self.post.qualified[self.position[oid]]:
+            return self.thompson(oid)  # every qualified eligible offer is sampled, exploring or not
         if source in _RANDOM_SOURCES or source == "exploration":
             return {"kind": "random", "pool_size": self.pool_size(),
                     "text": f"drawn by a uniformly random order of {_offers(self.pool_size())} left ({source})"}
@@ -186,7 +186,7 @@ class _Request:
         alpha, beta = float(self.post.alpha[j]), float(self.post.beta[j])
         displays, clicks = round(alpha + beta - PRIOR_ALPHA - PRIOR_BETA), round(alpha - PRIOR_ALPHA)
         sample, mean = self.samples.get(j), float(self.post.means[j])
-        text = (f"Thompson sample {sample:.4f}" if sample is not None else "new offer placed by exploration") + \
+        text = (f"Thompson sample {sample:.4f}" if sample is not None else "Thompson-sampled (sample not kept)") + \
             f" (posterior mean {mean:.4f} from {displays:,} displays and {clicks:,} clicks, table v{self.version})"
         return {"kind": "thompson_sampling", "table_version": self.version, "sample": sample, "posterior_mean": mean,
                 "displays": displays, "clicks": clicks, "qualified": bool(self.post.qualified[j]), "text": text}
@@ -227,7 +227,7 @@ class _Request:
         source = self.result.source
         if source in _RANDOM_SOURCES:
             return {**out, "text": f"{oid}: not drawn by the random order of {_offers(self.pool_size())} left"}
-        if self.plan.posterior and self.position[oid] in self.samples:
+        if self.plan.posterior and self.post.qualified[self.position[oid]]:
             t = self.thompson(oid)
             out.update(sample=t["sample"], posterior_mean=t["posterior_mean"])
             return {**out, "text": f"{oid}: lower {t['text']} than the {len(self.shown_ids)} shown"}
