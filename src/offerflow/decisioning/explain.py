@@ -29,7 +29,7 @@ import numpy as np
 from offerflow.ranking.bandits import PRIOR_ALPHA, PRIOR_BETA
 from offerflow.rules.values import missing
 from offerflow.rules.capping import next_window_start
-from offerflow.rules.explanations import FormulaExplainer, RuleExplainer
+from offerflow.rules.explanations import FormulaExplainer, RuleExplainer, show_value
 from offerflow.decisioning.decision_types import RANDOM_TOO_FEW_QUALIFIED, PlacementDecision, PlacementPlan
 
 #: Why a candidate offer was not shown, in the order they are checked.
@@ -175,7 +175,7 @@ class _Request:
                 terms = explainer.terms({**self.explainer.values(self.position_of_profile, explainer.reads),
                                          **self.engine.offer_values(oid)})
                 out["formula"] = {"text": formula, "terms": [{"term": t, "value": v} for t, v in terms]}
-                out["text"] += "; formula now " + ", ".join(f"{t} = {v}" for t, v in terms[1:])
+                out["text"] += "; formula now " + ", ".join(f"{t} = {show_value(v)}" for t, v in terms[1:])
             return out
         priority = self.explainer.priority[oid]
         how = "filled by priority after the profile's table offers" if self.table else "ranked by priority"

@@ -40,14 +40,14 @@ class FailedTerm:
     def describe(self) -> str:
         """`profile.age >= 25 is false (profile.age = 19)`."""
         state = "null" if self.value is None else str(self.value).lower()
-        given = ", ".join(f"{k} = {_show(v)}" for k, v in self.names.items())
+        given = ", ".join(f"{k} = {show_value(v)}" for k, v in self.names.items())
         return f"{self.term} is {state}" + (f" ({given})" if given else "")
 
 
 def node_text(node: Node) -> str:
     """A subtree printed back as expression text (parenthesized where precedence needs it)."""
     if isinstance(node, Literal):
-        return _show(node.value)
+        return show_value(node.value)
     if isinstance(node, Name):
         return node.name
     if isinstance(node, ListExpr):
@@ -68,7 +68,8 @@ def node_text(node: Node) -> str:
     return f"{left} {node.op_text} {right}"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as the expression language writes it: null, true, "text", 19."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
     if isinstance(value, bool):
