@@ -50,6 +50,7 @@ class Explainer:
         self._formulas: dict[str, FormulaExplainer] = {}
         self._columns: dict[str, Any] = {}  # profile columns that rules and formulas read, as arrays
         self._failures: dict[tuple[Any, ...], dict[str, Any]] = {}  # rule_failed by the values it read
+        self._cap_rules: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
 
     def values(self, position: int | None, names: list[str]) -> dict[str, Any]:
         """The profile values (`profile.<column>`) among `names` of the profile at `position`
@@ -96,6 +97,15 @@ class Explainer:
         explanation["fallback_reason"] = request.fallback_reason(not_shown) if result.arm == "fallback" else None
         return dataclasses.replace(result, explanation=explanation)
 
+    def cap_rules(self, offer_id: str) -> list[tuple[Any, dict[str, Any]]]:
+        """The offer's cap rules, each with the fields of its explanation that do not change."""
+        found = self._cap_rules.get(offer_id)
+        if found is None:
+            found = self._cap_rules[offer_id] = [
+                (rule, {"cap": rule.describe(), "event": rule.event, "scope": rule.scope, "limit": rule.limit,
+                        "reset": rule.reset}) for rule in self.engine.caps.caps.get(offer_id, ())]
+        return found
+
     def rule(self, offer_id: str) -> RuleExplainer:
         found = self._rules.get(offer_id)
         if found is None:
@@ -122,6 +132,7 @@ class _Request:
         self.position_of_profile = self.engine.profile_position(profile_id)
         self._candidates: list[str] | None = None
         self._pool_size: int | None = None
+        self._resets: dict[str, str | None] = {}
         self.selection, self.eligible = trace.get("selection"), trace.get("eligible")
         self.earlier: list[PlacementDecision] = trace["earlier"]
         self.shown_ids = {i.offer_id for i in result.items if not i.fallback}
@@ -193,13 +204,14 @@ class _Request:
 
     def caps(self, offer_id: str) -> list[dict[str, Any]]:
         """Each cap rule of the offer: its count for this request's key, limit and reset (before counting)."""
-        counters = self.engine.caps
-        out = []
-        for rule in counters.caps.get(offer_id, ()):
+        counters, out = self.engine.caps, []
+        for rule, described in self.explainer.cap_rules(offer_id):
             count = counters.count(rule, offer_id, self.plan.placement_id, self.profile_id, self.now)
-            resets = None if rule.reset == "never" else next_window_start(rule.reset, self.now).isoformat()
-            out.append({"cap": rule.describe(), "event": rule.event, "scope": rule.scope, "count": count,
-                        "limit": rule.limit, "reset": rule.reset, "resets_at": resets, "reached": count >= rule.limit})
+            resets = self._resets.get(rule.reset)
+            if rule.reset not in self._resets:
+                resets = self._resets[rule.reset] = (None if rule.reset == "never"
+                                                     else next_window_start(rule.reset, self.now).isoformat())
+            out.append({**described, "count": count, "resets_at": resets, "reached": count >= rule.limit})
         return out
 
     # ------------------------------------------------------------------ offers not shown
@@ -211,7 +223,8 @@ class _Request:
                     "text": f"{oid}: already shown in {where} earlier in this request (duplicates are off)"}
         if not self.engine.eligible(self.profile_id, oid):
             return self.explainer.rule_failed(oid, self.position_of_profile)
-        reached = [c for c in self.caps(oid) if c["reached"]]
+        capped = self.engine.caps.capped(oid, self.plan.placement_id, self.profile_id, self.now)
+        reached = [c for c in self.caps(oid) if c["reached"]] if capped else []
         if reached:
             c = reached[0]
             when = f", resets {c['resets_at']}" if c["resets_at"] else ", never resets"
