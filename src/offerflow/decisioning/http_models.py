@@ -55,23 +55,29 @@ class FormulaOut(BaseModel):
     terms: list[TermOut] = Field(description="The whole formula, then each top-level term, then each name.")
 
 
-class RankingOut(BaseModel):
+class _RankOut(BaseModel):
+    """Where an offer stood, for an offer shown (its `ranking`) or one ranked lower (`not_shown`)."""
+
+    table_rank: int | None = Field(None, description="Its rank in the profile's row of the published table.")
+    score: float | None = Field(None, description="Its table score (model score or formula value at scoring).")
+    sample: float | None = Field(None, description="Thompson sampling: this decision's sample of its rate "
+                                                   "(null in batch: samples are not kept).")
+    posterior_mean: float | None = Field(None, description="Thompson sampling: its posterior mean rate "
+                                                           "(times the value per success for value-weighted models).")
+    priority: float | None = Field(None, description="Ranked by priority: its catalog priority.")
+
+
+class RankingOut(_RankOut):
     kind: str = Field(description="How the offer got its place: ranking_table | thompson_sampling | priority | "
                                   "random | fallback.")
     text: str = Field(description="The same, for people.")
     table_version: int | None = Field(None, description="Published table version (ranking_table, thompson_sampling).")
-    table_rank: int | None = Field(None, description="The offer's rank in the profile's row of the table.")
-    score: float | None = Field(None, description="The table's score (model score or formula value at scoring).")
     ai_model: str | None = Field(None, description="The AI model that published the table.")
     model_version: str | None = Field(None, description="Its version.")
     formula: FormulaOut | None = Field(None, description="Formula placements: each term's value now.")
-    sample: float | None = Field(None, description="Thompson sampling: this decision's sample of the offer's rate.")
-    posterior_mean: float | None = Field(None, description="Thompson sampling: the posterior mean rate "
-                                                           "(times the value per success for value-weighted models).")
     displays: int | None = Field(None, description="Thompson sampling: displays in the model's window.")
     clicks: int | None = Field(None, description="Thompson sampling: successes (clicks) in the model's window.")
     qualified: bool | None = Field(None, description="Thompson sampling: enough data to be ranked by the model.")
-    priority: float | None = Field(None, description="priority: the offer's catalog priority.")
     pool_size: int | None = Field(None, description="random: how many offers the random order drew from.")
 
 
@@ -90,7 +96,7 @@ class FailedTermOut(BaseModel):
     values: dict[str, Any] = Field(description="The profile and offer values it read.")
 
 
-class NotShownOut(BaseModel):
+class NotShownOut(_RankOut):
     offer_id: str = Field(description="An offer of the placement that was not shown.")
     reason: str = Field(description="already_shown | rule_failed | cap_reached | not_in_model | lower_rank.")
     text: str = Field(description="One line for people.")
@@ -98,11 +104,6 @@ class NotShownOut(BaseModel):
     rule: str | None = Field(None, description="rule_failed: the offer's eligibility rule.")
     failed_terms: list[FailedTermOut] | None = Field(None, description="rule_failed: why the rule is false.")
     cap: CapStateOut | None = Field(None, description="cap_reached: the first rule at its limit.")
-    table_rank: int | None = Field(None, description="lower_rank: its rank in the profile's table row.")
-    score: float | None = Field(None, description="lower_rank: its table score.")
-    sample: float | None = Field(None, description="lower_rank: its Thompson sample.")
-    posterior_mean: float | None = Field(None, description="lower_rank: its posterior mean.")
-    priority: float | None = Field(None, description="lower_rank: its priority (priority order).")
 
 
 class PlacementExplanationOut(BaseModel):
