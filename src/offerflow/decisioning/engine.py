@@ -14,7 +14,7 @@ decision is logged as `display` events in the data contract, each with its per-s
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 
-The data types of a decision are in `decision_types`, the decision log in `decision_log`; a
+The data types of a decision are in `decision_types` (with the `PlacementPlan`), the decision log in `decision_log`; a
 placement's `PlacementPlan` (table, model, candidates, fallback) is shared with `batch`.
 """
 
