@@ -3,8 +3,8 @@
 The segment is a file of profile ids (one per line, or a CSV/Parquet with a `profile_id` column) or
 a Customer AI bucket (`goal` + `bucket`: profiles whose `propensity.<goal>.bucket` is low, medium
 or high); with `explain`, each decided item also says why (`batch_explain`). The flow writes one
-decisions dataset (`<outputs>/batch_decisions/<run>.parquet`) and appends the displays and their metadata to the decision log, where cap counters and the next
-training run find them.
+decisions dataset (`<outputs>/batch_decisions/<run>.parquet`) and appends the displays and their
+metadata to the decision log, where cap counters and the next training run find them.
 """
 
 from __future__ import annotations
