@@ -42,14 +42,16 @@ def decide(
     config: ConfigOption = Path("offerflow.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
     log: Annotated[bool, typer.Option(help="Append the decision to the decision log.")] = True,
+    explain: Annotated[bool, typer.Option("--explain", help="Say why: the arm, how each offer was ranked and its "
+                                                            "caps, why every other offer was not shown.")] = False,
 ) -> None:
-    """Which offers to show a profile in one or more placements."""
+    """Which offers to show a profile in one or more placements (--explain: and why)."""
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
     project, engine = project_engine(config)
     try:
-        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates)
+        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
     except DecisionError as exc:
         fail(str(exc))
     if log:
@@ -66,6 +68,22 @@ def decide(
             model = f"{p.ai_model} v{p.model_version}" if p.ai_model else p.ranking_method
             table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
     console.print(table)
+    for p in decision.placements if explain else ():
+        print_explanation(p.placement_id, p.explanation)
+
+
+def print_explanation(placement_id: str, explanation: dict) -> None:
+    """One placement's explanation as a table: the arm, then each offer shown or not and why."""
+    table = Table(title=f"why, in {placement_id}: {explanation['text']} "
+                        f"(arm {explanation['arm']}, {explanation['arm_share']:.0%} of decisions)",
+                  title_justify="left")
+    for column in ("offer", "outcome", "why"):
+        table.add_column(column, overflow="fold")
+    for shown in explanation["shown"]:
+        table.add_row(shown["offer_id"], f"shown, rank {shown['rank']}", shown["text"].split(", ", 1)[1])
+    for other in explanation["not_shown"]:
+        table.add_row(other["offer_id"], other["reason"].replace("_", " "), other["text"].split(": ", 1)[1])
+    console.print(table)
 
 
 @app.command("decide-batch")
@@ -79,6 +97,9 @@ def decide_batch_command(
     allow_duplicates: Annotated[bool, typer.Option(help="Allow an offer in several placements.")] = False,
     config: ConfigOption = Path("offerflow.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Add `why` and `explanation` (JSON) columns to the "
+                                                            "decisions dataset (~0.3 ms per decision and placement).")]
+    = False,
 ) -> None:
     """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
     from offerflow.customer_ai.segments import SegmentError
@@ -92,7 +113,7 @@ def decide_batch_command(
     try:
         summary = batch_decisions(config_path=str(config), placements=placement or None,
                                   profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
-                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates)
+                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates, explain=explain)
     except (SegmentError, DecisionError, CatalogError) as exc:
         fail(str(exc))
     if as_json:

@@ -1,5 +1,6 @@
 """The data types of a decision: the request limits, the error, and what `DecisionEngine.decide`
-returns (a `Decision` of one `PlacementDecision` per requested placement, each of `DecisionItem`s)."""
+returns (a `Decision` of one `PlacementDecision` per requested placement, each of `DecisionItem`s), and the
+`PlacementPlan` a decision in one placement starts from."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class PlacementDecision:
     #: | random_holdout | fallback
     source: str
     arm: str = "non_personalized"  # model | holdout | non_personalized | fallback
+    #: why these offers (`explain.Explainer`; JSON-ready), only when the request asked for it
+    explanation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,52 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly)."""
+        placements = [{"placement_id": p.placement_id, "channel": p.channel,
+                       "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
+                                  "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
+                                 for i in p.items],
+                       "ranking_method": p.ranking_method, "ai_model": p.ai_model,
+                       "model_version": p.model_version, "table_version": p.table_version,
+                       "source": p.source, "arm": p.arm} for p in self.placements]
+        for out, p in zip(placements, self.placements):
+            if p.explanation is not None:
+                out["explanation"] = p.explanation
         return {"decision_id": self.decision_id, "profile_id": self.profile_id, "decided_at": self.decided_at,
-                "placements": [{"placement_id": p.placement_id, "channel": p.channel,
-                                "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
-                                           "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
-                                          for i in p.items],
-                                "ranking_method": p.ranking_method, "ai_model": p.ai_model,
-                                "model_version": p.model_version, "table_version": p.table_version,
-                                "source": p.source, "arm": p.arm} for p in self.placements]}
+                "placements": placements}
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    """What deciding in one placement needs, read once per request (or per batch): the placement,
+    its item count, the published table and the AI model serving it, the candidate offers and the
+    fallback. `DecisionEngine.decide` and `decide_batch` both start from it."""
+
+    placement_id: str
+    placement: Any
+    n_items: int
+    snapshot: Any  # the current published table (None: nothing published)
+    metadata: dict[str, Any]
+    model: Any  # the AI model config serving the table (None: not an AI model)
+    candidates: list[str]  # the placement's offers, highest priority first
+    fallback: str
+    #: share of traffic shown a random order: a personalized model's `exploration_share`, or for
+    #: Thompson sampling that of the model that published the posteriors
+    exploration_share: float
+
+    @property
+    def posterior(self) -> bool:
+        """Whether the table holds auto-optimization posteriors (Thompson-sampled)."""
+        return self.snapshot is not None and self.snapshot.kind == "posterior"
+
+    @property
+    def holdout_share(self) -> float:
+        return self.model.holdout_share if self.model is not None else 0.0
+
+    def description(self) -> dict[str, Any]:
+        """The `PlacementDecision` fields that describe the plan rather than the chosen items."""
+        return dict(channel=self.placement.channel, ranking_method=self.placement.ranking.method,
+                    ai_model=self.metadata.get("ai_model"), model_version=self.metadata.get("model_version"),
+                    table_version=self.snapshot.version if self.snapshot else None)
 
 
 @dataclass(frozen=True)

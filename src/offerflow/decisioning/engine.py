@@ -14,7 +14,7 @@ decision is logged as `display` events in the data contract, each with its per-s
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 
-The data types of a decision are in `decision_types`, the decision log in `decision_log`; a
+The data types of a decision are in `decision_types` (with the `PlacementPlan`), the decision log in `decision_log`; a
 placement's `PlacementPlan` (table, model, candidates, fallback) is shared with `batch`.
 """
 
@@ -41,42 +41,9 @@ from offerflow.rules.expressions import Expression, parse_expression, schema_fro
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore, StoreError
 from offerflow.decisioning.decision_log import log_decisions
+from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
-                                                  DecisionItem, PlacementDecision, PosteriorArrays)
-
-
-@dataclass(frozen=True)
-class PlacementPlan:
-    """What deciding in one placement needs, read once per request (or per batch): the placement,
-    its item count, the published table and the AI model serving it, the candidate offers and the
-    fallback. `DecisionEngine.decide` and `decide_batch` both start from it."""
-
-    placement_id: str
-    placement: Any
-    n_items: int
-    snapshot: Any  # the current published table (None: nothing published)
-    metadata: dict[str, Any]
-    model: Any  # the AI model config serving the table (None: not an AI model)
-    candidates: list[str]  # the placement's offers, highest priority first
-    fallback: str
-    #: share of traffic shown a random order: a personalized model's `exploration_share`, or for
-    #: Thompson sampling that of the model that published the posteriors
-    exploration_share: float
-
-    @property
-    def posterior(self) -> bool:
-        """Whether the table holds auto-optimization posteriors (Thompson-sampled)."""
-        return self.snapshot is not None and self.snapshot.kind == "posterior"
-
-    @property
-    def holdout_share(self) -> float:
-        return self.model.holdout_share if self.model is not None else 0.0
-
-    def description(self) -> dict[str, Any]:
-        """The `PlacementDecision` fields that describe the plan rather than the chosen items."""
-        return dict(channel=self.placement.channel, ranking_method=self.placement.ranking.method,
-                    ai_model=self.metadata.get("ai_model"), model_version=self.metadata.get("model_version"),
-                    table_version=self.snapshot.version if self.snapshot else None)
+                                                  DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays)
 
 
 class DecisionEngine:
@@ -95,7 +62,7 @@ class DecisionEngine:
         self.caps = caps if caps is not None else CapCounters(caps_of(offers))
         # Per-request lookup without pandas: profile id -> row position.
         self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
-        schema = schema_from_frames(profiles=self.profiles, offers=offers)
+        schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
             for oid, rule in zip(offers["offer_id"], offers["eligibility"]) if isinstance(rule, str)}
@@ -122,6 +89,7 @@ class DecisionEngine:
         # Independent streams: Thompson sampling and exploration, and the holdout draw (the same
         # seed for both would make every explored decision a holdout decision too).
         self._rng, self._holdout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        self._explainer: Explainer | None = None  # built on the first decision asked to explain itself
 
     def _eligibility_rows(self, chunk_rows: int = 250_000) -> np.ndarray:
         """Bool matrix (n_profiles, n_offers with a rule) in `_rule_column` order, built in chunks."""
@@ -141,6 +109,14 @@ class DecisionEngine:
         if pos is None:
             return None
         return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
+
+    def profile_position(self, profile_id: str) -> int | None:
+        """The profile's row in `profiles` (None: a profile the engine does not know)."""
+        return self._profile_pos.get(profile_id)
+
+    def offer_values(self, offer_id: str) -> dict[str, Any]:
+        """One catalog offer's attributes as rule inputs (`offer.<column>`)."""
+        return self._offer_values[offer_id]
 
     def eligible(self, profile_id: str, offer_id: str) -> bool:
         """Whether the offer's eligibility rule holds for the profile (precomputed; see `_eligible`)."""
@@ -199,8 +175,9 @@ class DecisionEngine:
         return self
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
-               allow_duplicates: bool = False, now: datetime | None = None) -> Decision:
-        """Decide for one profile across placements (filled in request order)."""
+               allow_duplicates: bool = False, now: datetime | None = None, explain: bool = False) -> Decision:
+        """Decide for one profile across placements (filled in request order). `explain`: each
+        placement also carries why (`explain.Explainer`), built before its offers are counted."""
         if not placement_ids:
             raise DecisionError("at least one placement is required")
         if items is not None and not 1 <= items <= MAX_ITEMS:
@@ -223,7 +200,10 @@ class DecisionEngine:
         results = []
         with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
             for placement_id in placement_ids:
-                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now, versions)
+                trace: dict[str, Any] | None = {"earlier": results} if explain else None
+                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now, versions, trace)
+                if trace is not None:
+                    result = self.explainer().explain(result, trace["plan"], profile_id, used, now, trace)
                 self.caps.record([i.offer_id for i in result.items], placement_id, profile_id, now)
                 if not allow_duplicates:
                     used.update(i.offer_id for i in result.items)
@@ -256,13 +236,23 @@ class DecisionEngine:
         return PlacementPlan(placement_id, placement, items or placement.items, snap, meta, model,
                              self._by_priority[placement_id], self._fallback[placement_id], exploration)
 
+    def explainer(self) -> Explainer:
+        """The explanation builder of this engine (made once, on first use)."""
+        if self._explainer is None:
+            self._explainer = Explainer(self)
+        return self._explainer
+
     def eligibility_rule(self, offer_id: str) -> Expression | None:
         """The offer's parsed eligibility rule (None: every profile is eligible)."""
         return self._rules.get(offer_id)
 
     def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
-                          used: set[str], now: datetime, versions: Mapping[str, int]) -> PlacementDecision:
+                          used: set[str], now: datetime, versions: Mapping[str, int],
+                          trace: dict[str, Any] | None = None) -> PlacementDecision:
+        """`trace` (explanations only): gets the plan and, for Thompson sampling, the selection."""
         plan = self.plan(placement_id, items, versions)
+        if trace is not None:
+            trace["plan"] = plan
         snap, n_items, model = plan.snapshot, plan.n_items, plan.model
 
         def allowed(offer_id: str) -> bool:
@@ -271,7 +261,7 @@ class DecisionEngine:
 
         if plan.posterior:
             chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items,
-                                                                     plan.exploration_share)
+                                                                     plan.exploration_share, trace)
             # Fewer than two qualified offers: the model does not rank, the placement is served at random.
             arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
         else:
@@ -389,13 +379,16 @@ class DecisionEngine:
             self._choice_probabilities[key] = probabilities
         return probabilities
 
-    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int, exploration_share: float):
+    def _thompson(self, placement_id: str, snap: Any, allowed: Any, n_items: int, exploration_share: float,
+                  trace: dict[str, Any] | None = None):
         post = self.posterior_arrays(placement_id, snap)
         eligible = np.array([ok and allowed(oid) for oid, ok in zip(post.offer_ids, post.in_placement)], dtype=bool)
         probabilities = self.choice_probabilities(placement_id, snap, eligible)
         selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
                                     exploration_share, self._rng, first_probabilities=probabilities,
                                     weights=post.weights)
+        if trace is not None:
+            trace.update(selection=selection, eligible=eligible)
         chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
                                propensity=selection.propensity if r == 0 else None)
                   for r, j in enumerate(selection.indices)]

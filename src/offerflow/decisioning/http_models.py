@@ -1,6 +1,6 @@
 """The request and response models of the HTTP decision service (validation and the /docs schema)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ class DecisionRequest(BaseModel):
     items: int | None = Field(default=None, ge=1, le=MAX_ITEMS,
                               description="Items per placement (default: the placement's own count).")
     allow_duplicates: bool = Field(default=False, description="Allow an offer in several placements.")
+    explain: bool = Field(default=False, description="Also say why, per placement (`explanation`); off by default.")
 
 
 class DecisionItemOut(BaseModel):
@@ -31,6 +32,89 @@ class DecisionItemOut(BaseModel):
     score: float | None
     fallback: bool
     propensity: float | None
+
+
+class CapStateOut(BaseModel):
+    cap: str = Field(description="The cap rule, e.g. '3 displays per profile, daily, all placements'.")
+    event: str = Field(description="What the rule counts: display | click | decision.")
+    scope: str = Field(description="total | per_profile.")
+    count: int = Field(description="The count for this request's offer/placement/profile before this decision.")
+    limit: int = Field(description="The offer is capped once the count reaches this.")
+    reset: str = Field(description="daily | weekly | monthly | never (00:00 UTC).")
+    resets_at: str | None = Field(description="When the current window ends (ISO 8601; null: never).")
+    reached: bool = Field(description="Whether count >= limit.")
+
+
+class TermOut(BaseModel):
+    term: str = Field(description="A ranking formula, one of its terms, or a name it reads.")
+    value: Any = Field(description="Its value for this profile and offer now (null: null).")
+
+
+class FormulaOut(BaseModel):
+    text: str = Field(description="The placement's ranking formula.")
+    terms: list[TermOut] = Field(description="The whole formula, then each top-level term, then each name.")
+
+
+class _RankOut(BaseModel):
+    """Where an offer stood, for an offer shown (its `ranking`) or one ranked lower (`not_shown`)."""
+
+    table_rank: int | None = Field(None, description="Its rank in the profile's row of the published table.")
+    score: float | None = Field(None, description="Its table score (model score or formula value at scoring).")
+    sample: float | None = Field(None, description="Thompson sampling: this decision's sample of its rate "
+                                                   "(null in batch: samples are not kept).")
+    posterior_mean: float | None = Field(None, description="Thompson sampling: its posterior mean rate "
+                                                           "(times the value per success for value-weighted models).")
+    priority: float | None = Field(None, description="Ranked by priority: its catalog priority.")
+
+
+class RankingOut(_RankOut):
+    kind: str = Field(description="How the offer got its place: ranking_table | thompson_sampling | priority | "
+                                  "random | fallback.")
+    text: str = Field(description="The same, for people.")
+    table_version: int | None = Field(None, description="Published table version (ranking_table, thompson_sampling).")
+    ai_model: str | None = Field(None, description="The AI model that published the table.")
+    model_version: str | None = Field(None, description="Its version.")
+    formula: FormulaOut | None = Field(None, description="Formula placements: each term's value now.")
+    displays: int | None = Field(None, description="Thompson sampling: displays in the model's window.")
+    clicks: int | None = Field(None, description="Thompson sampling: successes (clicks) in the model's window.")
+    qualified: bool | None = Field(None, description="Thompson sampling: enough data to be ranked by the model.")
+    pool_size: int | None = Field(None, description="random: how many offers the random order drew from.")
+
+
+class ShownOut(BaseModel):
+    offer_id: str = Field(description="The offer shown.")
+    rank: int = Field(description="Its slot, 1 first.")
+    propensity: float | None = Field(description="Probability that the logging policy put this offer in this slot.")
+    ranking: RankingOut = Field(description="How it got its place.")
+    caps: list[CapStateOut] = Field(description="Each of the offer's cap rules, before this decision.")
+    text: str = Field(description="One line for people.")
+
+
+class FailedTermOut(BaseModel):
+    term: str = Field(description="The failing comparison (or other leaf) of the eligibility rule.")
+    value: bool | None = Field(description="Its value: false, or null (a null counts as false).")
+    values: dict[str, Any] = Field(description="The profile and offer values it read.")
+
+
+class NotShownOut(_RankOut):
+    offer_id: str = Field(description="An offer of the placement that was not shown.")
+    reason: str = Field(description="already_shown | rule_failed | cap_reached | not_in_model | lower_rank.")
+    text: str = Field(description="One line for people.")
+    shown_in: str | None = Field(None, description="already_shown: the earlier placement of the request.")
+    rule: str | None = Field(None, description="rule_failed: the offer's eligibility rule.")
+    failed_terms: list[FailedTermOut] | None = Field(None, description="rule_failed: why the rule is false.")
+    cap: CapStateOut | None = Field(None, description="cap_reached: the first rule at its limit.")
+
+
+class PlacementExplanationOut(BaseModel):
+    arm: str = Field(description="model | exploration | holdout | non_personalized | fallback.")
+    arm_share: float = Field(description="Share of the placement's decisions that go to this arm.")
+    cold_start: bool = Field(description="The model could not rank: a profile it never scored, or fewer than "
+                                         "two qualified offers.")
+    text: str = Field(description="Why this arm, for people.")
+    shown: list[ShownOut] = Field(description="Each offer shown, in rank order.")
+    not_shown: list[NotShownOut] = Field(description="Each other offer of the placement and why it was not shown.")
+    fallback_reason: str | None = Field(description="Why the fallback offer was used (null: it was not).")
 
 
 class PlacementDecisionOut(BaseModel):
@@ -44,6 +128,7 @@ class PlacementDecisionOut(BaseModel):
     source: str = Field(description="ranking_table | thompson_sampling | exploration | random_too_few_qualified"
                         " | non_personalized | random_holdout | fallback")
     arm: str = Field(description="model | holdout | non_personalized | fallback")
+    explanation: PlacementExplanationOut | None = Field(None, description="Only when the request asked to explain.")
 
 
 class DecisionOut(BaseModel):

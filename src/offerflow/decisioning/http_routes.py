@@ -66,7 +66,7 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
         # and answers what the fast path passed on (mostly errors), with the same result.
         current: DecisionEngine = app.state.engine
         decision = current.decide(request.profile_id, request.placements, items=request.items,
-                                  allow_duplicates=request.allow_duplicates)
+                                  allow_duplicates=request.allow_duplicates, explain=request.explain)
         count_if_swapped(app, current, decision)
         buffer.add(decision)
         # Serialized directly: the dataclasses already have the response's shape.

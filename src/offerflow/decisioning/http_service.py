@@ -189,7 +189,7 @@ class DecisionFastPath:
         try:
             request = DecisionRequest.model_validate(orjson.loads(body))
             decision = engine.decide(request.profile_id, request.placements, items=request.items,
-                                     allow_duplicates=request.allow_duplicates)
+                                     allow_duplicates=request.allow_duplicates, explain=request.explain)
         except (orjson.JSONDecodeError, ValidationError, DecisionError):
             return None
         count_if_swapped(self.service, engine, decision)

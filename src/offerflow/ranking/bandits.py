@@ -72,6 +72,10 @@ class Selection:
     indices: np.ndarray  # shape (n_items,), positions into the candidate arrays
     propensity: float    # probability that the first item would have been chosen first
     explored: bool
+    #: the qualified eligible offers Thompson-sampled (positions) and their samples, shape (k,) each;
+    #: None when serving was random (fewer than two qualified). Kept for explanations.
+    pool: np.ndarray | None = None
+    samples: np.ndarray | None = None
 
 
 def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
@@ -94,6 +98,7 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         return Selection(np.empty(0, dtype=np.int64), 1.0, explored=False)
     model_pool = candidates[qualified[candidates]]
     new = np.setdiff1d(candidates, model_pool)
+    samples = None
     if len(model_pool) < 2:
         explore, order = True, rng.permutation(candidates)[:n_items]
     else:
@@ -110,7 +115,8 @@ def thompson_select(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, 
         first_probabilities = first_choice_probability(alpha, beta, qualified, eligible, exploration_share,
                                                        rng, propensity_draws, weights)
     p_first = first_probabilities[first]
-    return Selection(order, float(p_first), explored=bool(explore))
+    return Selection(order, float(p_first), explored=bool(explore), pool=None if samples is None else model_pool,
+                     samples=samples)
 
 
 def first_choice_probability(alpha: np.ndarray, beta: np.ndarray, qualified: np.ndarray, eligible: np.ndarray,
