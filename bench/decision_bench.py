@@ -124,7 +124,7 @@ def summarize(latencies: np.ndarray, statuses: np.ndarray, elapsed: float, rate:
     codes, counts = np.unique(statuses[~ok], return_counts=True)
     return {"requests": len(statuses), "ok": int(ok.sum()), "errors": int((~ok).sum()),
             "errors_by_status": {str(c): int(n) for c, n in zip(codes, counts)}, "target_rate": rate,
-            "decisions_per_s": round(len(statuses) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "requests_per_s": round(len(statuses) / elapsed, 1), "decisions_per_s": round(int(ok.sum()) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "max_ms": round(float(ms.max()), 2), "elapsed_s": round(elapsed, 2)}
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from offerflow.rules.capping import (DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
+from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
                                      load_cap_counters, next_window_start, read_cap_resets, window_start)
 
 SEP = "\x1f"  # between the offer, placement and profile parts of a counter key (never in an id we accept)
@@ -110,20 +110,34 @@ class RedisCapStore:
         self._recorded = {oid: [f for f in dict.fromkeys(r.family for r in rules) if f.event in DECIDED_EVENTS]
                           for oid, rules in self.caps.items()}
         self._hints: dict[tuple[Family, str, str, str], float] = {}  # counters seen at their limit
+        self._windows: dict[Family, tuple[str, float, float]] = {}  # key head, window end, start
 
     @property
     def families(self) -> list[Family]:
         return list(self._families)
 
-    def key(self, family: Family, now: datetime, offer_id: str, placement_id: str, profile_id: str) -> str:
-        _, placement, profile = family.key(offer_id, placement_id, profile_id)
-        start = int(window_start(family.reset, now).timestamp())
-        return f"{self.prefix}:c:{family_name(family)}:{start}:{offer_id}{SEP}{placement}{SEP}{profile}"
+    def _window(self, family: Family, now: datetime) -> tuple[str, float]:
+        """The key head of `family`'s window containing `now` and when that window ends (unix
+        seconds, inf for `never`); cached until it ends (datetime arithmetic is a third of a reserve)."""
+        cached = self._windows.get(family)
+        stamp = now.timestamp()
+        if cached is not None and cached[2] <= stamp < cached[1]:
+            return cached[0], cached[1]
+        start = window_start(family.reset, now)
+        end = float("inf") if family.reset == "never" else next_window_start(family.reset, now).timestamp()
+        head = f"{self.prefix}:c:{family_name(family)}:{int(start.timestamp())}:"
+        self._windows[family] = (head, end, start.timestamp())
+        return head, end
 
-    @staticmethod
-    def _expiry(family: Family, now: datetime) -> int:
+    def key(self, family: Family, now: datetime, offer_id: str, placement_id: str, profile_id: str) -> str:
+        head = self._window(family, now)[0]
+        return (f"{head}{offer_id}{SEP}{placement_id if family.per_placement else ALL}"
+                f"{SEP}{profile_id if family.scope == 'per_profile' else ALL}")
+
+    def _expiry(self, family: Family, now: datetime) -> int:
         """Seconds a counter of the window containing `now` lives (0: forever): to its end, plus a minute."""
-        return 0 if family.reset == "never" else int((next_window_start(family.reset, now) - now).total_seconds()) + 60
+        end = self._window(family, now)[1]
+        return 0 if end == float("inf") else int(end - now.timestamp()) + 60
 
     def ping(self) -> None:
         import redis
@@ -184,7 +198,7 @@ class RedisCapStore:
         return len(keys)
 
     def _counts(self, family: Family, now: datetime, offer_id: str | None = None) -> dict[tuple[str, str, str], int]:
-        head = f"{self.prefix}:c:{family_name(family)}:{int(window_start(family.reset, now).timestamp())}:"
+        head = self._window(family, now)[0]
         offer = "*" if offer_id is None else _glob_escape(offer_id) + SEP + "*"
         keys = self._scan(_glob_escape(head) + offer)
         values = self.redis.mget(keys) if keys else []
