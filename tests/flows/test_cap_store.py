@@ -100,7 +100,6 @@ def test_seeded_once_from_the_decision_log(redis_url, tmp_path, project_dir):
 def _project_with_small_caps(root: Path, redis_url: str) -> Path:
     """The bench's project (300 profiles, published tables) with small total and per-profile caps
     on every offer but the fallbacks, and `caps.store` set to `redis_url`."""
-    sys.path.insert(0, str(REPO))
     from bench.decision_bench import build_project
 
     config_path = build_project(root, 300, seed=5)
@@ -116,6 +115,8 @@ def _project_with_small_caps(root: Path, redis_url: str) -> Path:
 
 
 def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
+    from bench.decision_bench import wait_healthy
+
     config_path = _project_with_small_caps(tmp_path, redis_url)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
@@ -123,7 +124,7 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
                                "--port", str(port), "--workers", "3"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(port, server, tmp_path / "serve.log")
+        wait_healthy(port, server, tmp_path / "serve.log", timeout_s=120)
         profiles = pd.read_parquet(tmp_path / "data/profiles.parquet")["profile_id"].astype(str).tolist()
         lock, statuses = threading.Lock(), []
 
@@ -156,17 +157,3 @@ def _logged(config_path: Path) -> pd.DataFrame:
     files = sorted(config.paths.decision_log.glob("decisions-*.parquet"))
     assert files, "no decision-log files were written"
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
-def _wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail("offerflow serve exited: " + log.read_text(errors="replace")[-2000:])
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail("offerflow serve did not become healthy: " + log.read_text(errors="replace")[-2000:])
