@@ -76,25 +76,26 @@ def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout_s: floa
     raise RuntimeError("the service did not become healthy")
 
 
-async def drive(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict:
-    """Open-loop load: request k is due at t0 + k / rate; each connection takes the next due one.
+async def drive_raw(port: int, requests: list[bytes], rate: float, seconds: float, connections: int,
+                    t0: float | None = None, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Open-loop load: request k is due at t0 + (k + phase) / rate; each connection takes the next
+    due one. Returns each request's latency from its due time (s), its HTTP status and the elapsed
+    seconds. `requests` are whole HTTP requests (`http_requests`); `t0` (a `time.perf_counter`
+    value, system-wide on Linux) lets several generator processes share one schedule.
 
     Kept cheap, since it shares the 2 cores with the server: request bytes are built before the
-    clock starts, a response is read with two awaits (headers, then body), and the CPU seconds the
-    client used are reported next to the figures."""
+    clock starts and a response is read with two awaits (headers, then body)."""
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
     statuses = np.zeros(total, dtype=np.int32)
-    requests = [b"POST /decisions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
     counter = iter(range(total))
-    t0 = time.perf_counter() + 0.2
+    t0 = time.perf_counter() + 0.2 if t0 is None else t0
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for k in counter:
-                due = t0 + k / rate
+                due = t0 + (k + phase) / rate
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -110,13 +111,30 @@ async def drive(port: int, bodies: list[bytes], rate: float, seconds: float, con
 
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(connections)))
-    elapsed = time.perf_counter() - max(started, t0)
+    return latencies, statuses, time.perf_counter() - max(started, t0)
+
+
+def http_requests(bodies: list[bytes]) -> list[bytes]:
+    return [b"POST /decisions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
+
+
+def summarize(latencies: np.ndarray, statuses: np.ndarray, elapsed: float, rate: float) -> dict:
+    """Served rate and latency percentiles of the 200 answers; every other status counted."""
     ok = statuses == 200
     ms = latencies[ok] * 1000
-    return {"requests": total, "ok": int(ok.sum()), "errors": int((~ok).sum()), "target_rate": rate,
-            "decisions_per_s": round(total / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+    codes, counts = np.unique(statuses[~ok], return_counts=True)
+    return {"requests": len(statuses), "ok": int(ok.sum()), "errors": int((~ok).sum()),
+            "errors_by_status": {str(c): int(n) for c, n in zip(codes, counts)}, "target_rate": rate,
+            "requests_per_s": round(len(statuses) / elapsed, 1), "decisions_per_s": round(int(ok.sum()) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "max_ms": round(float(ms.max()), 2), "elapsed_s": round(elapsed, 2)}
+
+
+async def drive(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict:
+    """`drive_raw` from one process, summarized."""
+    latencies, statuses, elapsed = await drive_raw(port, http_requests(bodies), rate, seconds, connections)
+    return summarize(latencies, statuses, elapsed, rate)
 
 
 def cpu_seconds(pids: list[int]) -> float:

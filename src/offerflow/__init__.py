@@ -9,6 +9,6 @@ def decide(profile_id, placements, items=None, config="offerflow.yaml", allow_du
     Returns an `offerflow.decisioning.decision_types.Decision`. The engine of each project file is built on the
     first call and cached; nothing is imported or loaded when `offerflow` itself is imported.
     """
-    from offerflow.decisioning.engine import decide as _decide
+    from offerflow.decisioning.project_engines import decide as _decide
 
     return _decide(profile_id, placements, items=items, config=config, allow_duplicates=allow_duplicates, log=log)

@@ -104,3 +104,10 @@ def test_serve_answers_over_real_http(pipeline_run):
         server.terminate()
         server.wait(timeout=30)
         server.stdout.close()
+
+
+def test_serve_refuses_several_workers_with_the_embedded_cap_store(project_dir):
+    result = runner.invoke(app, ["serve", "--config", str(project_dir / "offerflow.yaml"), "--workers", "2"])
+    assert result.exit_code == 1
+    assert "caps.store: --workers 2 needs a shared cap store" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

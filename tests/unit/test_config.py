@@ -42,6 +42,8 @@ def test_demo_config_is_valid(tmp_path: Path):
     (lambda r: r["placements"][2]["ranking"].__setitem__("ai_model", "web-personalized"),
      "offerflow.yaml: placements[2].ranking.ai_model: AI model 'web-personalized' does not list placement"
      " 'web-sidebar' in its placements"),
+    (lambda r: r.__setitem__("caps", {"store": "memcached://x"}),
+     "offerflow.yaml: caps.store: must be 'embedded' or a Redis URL (redis://host:6379/0), got 'memcached://x'"),
 ])
 def test_bad_config_gives_located_message(mutate, message):
     raw = demo_raw()

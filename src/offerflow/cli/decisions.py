@@ -24,13 +24,23 @@ def serve(
                                                    help="Require this X-API-Key on decision requests.")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (off: decisions are in the decision log; "
                                                   "a line per request costs ~7% of the service's CPU).")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; more than 1 needs caps.store: "
+                                                             "redis://... (cap counters shared by every worker).")] = 1,
 ) -> None:
     """Serve decisions over HTTP (POST /decisions, GET /health, OpenAPI docs at /docs)."""
     from offerflow.decisioning.http_service import run_server
+    from offerflow.rules.cap_store import CapStoreError
 
     project = load_project(config)
-    console.print(f"serving decisions on http://{host}:{port} (docs at /docs)")
-    run_server(project, host=host, port=port, admin_token=admin_token, api_key=api_key, access_log=access_log)
+    if workers > 1 and project.caps.redis_url is None:
+        fail(f"{config}: caps.store: --workers {workers} needs a shared cap store; set caps.store to a Redis URL "
+             "(e.g. redis://127.0.0.1:6379/0): the embedded store counts caps in one process")
+    console.print(f"serving decisions on http://{host}:{port} with {workers} worker(s) (docs at /docs)")
+    try:
+        run_server(project, host=host, port=port, admin_token=admin_token, api_key=api_key, access_log=access_log,
+                   workers=workers, config_path=config)
+    except CapStoreError as exc:
+        fail(str(exc))
 
 
 @app.command()

@@ -237,6 +237,25 @@ class StoreConfig(_Strict):
     keep_versions: int = Field(5, ge=1)
 
 
+class CapsConfig(_Strict):
+    """Where frequency-cap counters live (see docs/decisioning.md, "Cap store")."""
+
+    store: str = Field("embedded", description=(
+        "embedded: in the serving process (one worker); or a Redis URL (redis://host:6379/0) shared by"
+        " every worker and machine serving the project, as `offerflow serve --workers N` needs."))
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value == "embedded" or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError(f"must be 'embedded' or a Redis URL (redis://host:6379/0), got {value!r}")
+
+    @property
+    def redis_url(self) -> str | None:
+        return None if self.store == "embedded" else self.store
+
+
 class ComputeConfig(_Strict):
     """Where scoring runs. Without a Dask address everything runs in this process; with one,
     score-and-publish ranks its partitions as Prefect tasks on that cluster and personalized click
@@ -316,6 +335,7 @@ class ProjectConfig(_Strict):
     propensity_goals: list[PropensityGoalConfig] = Field(default_factory=list)
     tracking: TrackingConfig = TrackingConfig()
     store: StoreConfig = StoreConfig()
+    caps: CapsConfig = CapsConfig()
     compute: ComputeConfig = ComputeConfig()
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

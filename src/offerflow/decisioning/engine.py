@@ -20,12 +20,10 @@ placement's `PlacementPlan` (table, model, candidates, fallback) is shared with 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -33,14 +31,14 @@ import numpy as np
 import pandas as pd
 
 from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
-from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
+from offerflow.rules.cap_store import CapStore, load_cap_store
+from offerflow.rules.capping import CapCounters, caps_of
 from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.core.config import ProjectConfig
 from offerflow.ranking.tables import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore, StoreError
-from offerflow.decisioning.decision_log import log_decisions
 from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
                                                   DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays)
@@ -49,17 +47,18 @@ from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUAL
 class DecisionEngine:
     """Answers decision requests from the published ranking tables of one project.
 
-    `caps`: the live cap counters (None: counters for the catalog's caps, starting at zero).
+    `caps`: the live cap store (None: in-process counters for the catalog's caps, starting at zero;
+    `offerflow.rules.cap_store` has the Redis store that several workers share).
     `seed` makes Thompson sampling and the holdout draw reproducible.
     """
 
     def __init__(self, config: ProjectConfig, store: RankingStore, offers: pd.DataFrame,
-                 profiles: pd.DataFrame, seed: int | None = None, caps: CapCounters | None = None) -> None:
+                 profiles: pd.DataFrame, seed: int | None = None, caps: CapStore | None = None) -> None:
         self.config = config
         self.store = store
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
-        self.caps = caps if caps is not None else CapCounters(caps_of(offers))
+        self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(offers))
         # Per-request lookup without pandas: profile id -> row position.
         self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
         schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
@@ -200,19 +199,40 @@ class DecisionEngine:
         results = []
         with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
             for placement_id in placement_ids:
-                trace: dict[str, Any] | None = {"earlier": results} if explain else None
-                result = self._decide_placement(profile_id, placement_id, eligible, items, used, now, versions, trace)
-                if trace is not None:
-                    result = self.explainer().explain(result, trace["plan"], profile_id, used, now, trace)
-                self.caps.record([i.offer_id for i in result.items], placement_id, profile_id, now)
+                result = self._decide_reserved(profile_id, placement_id, eligible, items, used, now, versions,
+                                               results if explain else None)
                 if not allow_duplicates:
                     used.update(i.offer_id for i in result.items)
                 results.append(result)
         return Decision(f"dec-{uuid.uuid4().hex}", profile_id, now.isoformat(), results)
 
+    def _decide_reserved(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
+                         used: set[str], now: datetime, versions: Mapping[str, int],
+                         earlier: list[PlacementDecision] | None = None) -> PlacementDecision:
+        """Decide one placement and count its offers in the cap store, atomically: when the store
+        refuses an offer (another worker reached its cap meanwhile), decide again without it. Each
+        round drops at least one offer, so this ends; with the embedded store it never repeats.
+        `earlier` (explanations only): the request's placements decided before this one."""
+        refused: set[str] = set()
+        while True:
+            trace: dict[str, Any] | None = {"earlier": earlier} if earlier is not None else None
+            result = self._decide_placement(profile_id, placement_id, eligible, items, used | refused, now,
+                                            versions, trace)
+            if trace is not None:  # before counting, so the cap state is the one the decision saw
+                result = self.explainer().explain(result, trace["plan"], profile_id, used, now, trace)
+            chosen = [i.offer_id for i in result.items if not i.fallback]
+            fallbacks = [i.offer_id for i in result.items if i.fallback]
+            denied = self.caps.reserve(chosen, placement_id, profile_id, now, unchecked=fallbacks)
+            if not denied:
+                return result
+            refused.update(denied)
+
     def count_decisions(self, decisions: Sequence[Decision]) -> None:
         """Count decisions made elsewhere (by the engine this one replaces) against the caps, as
-        `decide` counts its own: every item of every placement, at the decision's time."""
+        `decide` counts its own: every item of every placement, at the decision's time. A shared
+        store (Redis) counted them already."""
+        if self.caps.shared:
+            return
         with self.caps.lock:
             for d in decisions:
                 at = datetime.fromisoformat(d.decided_at)
@@ -416,30 +436,6 @@ def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime |
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     store = RankingStore(config.path(config.store.path), config.store.keep_versions)
     validated = outputs / "validated" / "events.parquet"
-    caps = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
-                             config.paths.decision_log, config.paths.cap_resets, now=now)
+    caps = load_cap_store(caps_of(offers), validated if validated.exists() else None, config.paths.decision_log,
+                          config.paths.cap_resets, now=now, redis_url=config.caps.redis_url, namespace=config.project)
     return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)
-
-
-_ENGINES: dict[Path, DecisionEngine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def decide(profile_id: str, placements: str | Sequence[str], items: int | None = None,
-           config: str | Path = "offerflow.yaml", allow_duplicates: bool = False, log: bool = True) -> Decision:
-    """Decide for one profile from Python (`offerflow.decide`). The engine of each project file is
-    built once per process and cached; the decision is appended to the decision log unless `log`
-    is False."""
-    from offerflow.decisioning.switches import load_serving_config
-
-    path = Path(config).resolve()
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(path)
-        if engine is None:
-            engine = _ENGINES[path] = build_engine(load_serving_config(path))
-    decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
-                             items=items, allow_duplicates=allow_duplicates)
-    if log:
-        log_decisions([decision], engine.config.paths.decision_log)
-    return decision
-

@@ -19,6 +19,7 @@ Decisions are buffered in memory and appended to the decision log (as ``display`
 
 import gc
 import logging
+import os
 import secrets
 import threading
 import time
@@ -215,10 +216,12 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, admin_token: str | None = None,
-               api_key: str | None = None, log_dir: Path | None = None, freeze_gc: bool = False) -> FastAPI:
+               api_key: str | None = None, log_dir: Path | None = None, freeze_gc: bool = False,
+               fast_path: bool = True) -> FastAPI:
     """The decision service of one project (see the module docstring). `freeze_gc`: keep the
     engine out of the garbage collector's reach (`freeze_long_lived`; for a server process of its
-    own, as `run_server` makes: it acts on the whole process)."""
+    own, as `run_server` makes: it acts on the whole process). `fast_path=False` leaves
+    `DecisionFastPath` out, for `serving_app` to put in front of everything."""
     buffer = DecisionLogBuffer(log_dir if log_dir is not None else
                                config.path(config.data.outputs_dir) / "decision_log")
 
@@ -239,72 +242,65 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
-    app.add_middleware(DecisionFastPath, service=app, buffer=buffer, api_key=api_key, freeze_gc=freeze_gc)
+    app.state.fast_path_options = dict(service=app, buffer=buffer, api_key=api_key, freeze_gc=freeze_gc)
+    if fast_path:
+        app.add_middleware(DecisionFastPath, **app.state.fast_path_options)
     return app
 
 
-class _CoalescingTransport:
-    """A transport whose writes made in one event-loop turn leave in one `send` call.
+def serving_app(config: ProjectConfig, *, admin_token: str | None = None, api_key: str | None = None) -> Any:
+    """The ASGI app a server runs: `DecisionFastPath` in front of the FastAPI app rather than inside
+    its middleware stack, so a decision skips Starlette's error and telemetry middleware too (they
+    took ~15% of a decision's CPU in front of the fast path); everything else reaches FastAPI."""
+    app = create_app(config, admin_token=admin_token, api_key=api_key, freeze_gc=True, fast_path=False)
+    return DecisionFastPath(app, **app.state.fast_path_options)
 
-    uvicorn writes a response's status line and headers, then its body: two system calls, and on
-    loopback each one runs the receiving side's TCP work too. Joined, a small decision answer costs
-    one. Everything but writing and closing is passed to the real transport."""
 
-    def __init__(self, transport: Any, loop: Any) -> None:
-        self._transport, self._loop, self._pending = transport, loop, []
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
-
-    def writelines(self, lines: Any) -> None:
-        for data in lines:
-            self.write(data)
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
-
-    def abort(self) -> None:
-        self._pending.clear()
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+PROTOCOL = "offerflow.decisioning.http_protocol:CoalescingHttpToolsProtocol"
+#: What `run_server` hands its worker processes (uvicorn's workers build the app from an import string).
+SERVE_CONFIG_ENV, ADMIN_TOKEN_ENV, API_KEY_ENV = "OFFERFLOW_SERVE_CONFIG", "OFFERFLOW_ADMIN_TOKEN", "OFFERFLOW_API_KEY"
 
 
 def coalescing_http_protocol() -> type:
-    """uvicorn's httptools protocol, writing through `_CoalescingTransport`."""
-    import asyncio
-
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(_CoalescingTransport(transport, asyncio.get_running_loop()))
+    """uvicorn's httptools protocol, writing through a transport that joins one turn's writes."""
+    from offerflow.decisioning.http_protocol import CoalescingHttpToolsProtocol
 
     return CoalescingHttpToolsProtocol
 
 
-def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000,
-               admin_token: str | None = None, api_key: str | None = None, access_log: bool = False) -> None:
-    """Serve the decision service with uvicorn (one worker; blocks until stopped). The access log
-    is off by default: every decision is in the decision log already, and a log line per request
-    costs ~7% of the service's CPU."""
+def serve_app() -> Any:
+    """The app of one worker process of `run_server(workers=N)`: the project file, the admin
+    token and the API key come from the environment the parent set."""
+    from offerflow.decisioning.switches import load_serving_config
+
+    return serving_app(load_serving_config(os.environ[SERVE_CONFIG_ENV]), admin_token=os.environ.get(ADMIN_TOKEN_ENV),
+                       api_key=os.environ.get(API_KEY_ENV))
+
+
+def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
+               api_key: str | None = None, access_log: bool = False, workers: int = 1,
+               config_path: Path | None = None) -> None:
+    """Serve the decision service with uvicorn (blocks until stopped). The access log is off by
+    default: every decision is in the decision log already, and a log line per request costs ~7% of
+    the service's CPU. `workers` > 1 starts that many processes on one socket, each with its own
+    engine (tables re-read on a version switch) and the project's shared cap store, each appending
+    its own decision-log files; it needs `caps.store` to be Redis (`config_path`: the project file
+    they load)."""
     import uvicorn
 
-    uvicorn.run(create_app(config, admin_token=admin_token, api_key=api_key, freeze_gc=True), host=host, port=port,
-                workers=1,
-                http=coalescing_http_protocol(), access_log=access_log)
+    if workers == 1:
+        uvicorn.run(serving_app(config, admin_token=admin_token, api_key=api_key), host=host, port=port, workers=1,
+                    http=PROTOCOL, access_log=access_log)
+        return
+    if config.caps.redis_url is None or config_path is None:
+        raise ValueError(f"--workers {workers} needs a shared cap store: set caps.store to a Redis URL "
+                         "(redis://127.0.0.1:6379/0) in the project file; the embedded store counts caps in one process")
+    from offerflow.rules.cap_store import RedisCapStore
+
+    RedisCapStore({}, config.caps.redis_url, config.project).ping()  # one clear error here, not one per worker
+    os.environ[SERVE_CONFIG_ENV] = str(Path(config_path).resolve())
+    for name, value in ((ADMIN_TOKEN_ENV, admin_token), (API_KEY_ENV, api_key)):
+        if value is not None:
+            os.environ[name] = value
+    uvicorn.run(f"{__name__}:serve_app", factory=True, host=host, port=port, workers=workers, http=PROTOCOL,
+                access_log=access_log)

@@ -1,8 +1,9 @@
 """The servers a team runs, on one machine: `offerflow up` / `offerflow down`.
 
 `up` starts, on 127.0.0.1, a Prefect server (its SQLite database under `<project>/.prefect`), the
-`offerflow-process` work pool and a worker, and an MLflow server on the project's tracking database
-with `mlruns/` as artifact root; then it registers every deployment of `prefect.yaml`. Each process
+`offerflow-process` work pool and a worker, an MLflow server on the project's tracking database
+with `mlruns/` as artifact root, and a Redis server when `caps.store` is a Redis URL on this
+machine (the cap counters `offerflow serve --workers N` shares); then it registers every deployment of `prefect.yaml`. Each process
 is started in its own session (process group) and recorded in `<project>/.prefect/servers.json`
 with its start time, so `down` stops exactly those process groups and nothing else, even if a pid
 was recycled since. Logs go to `<project>/.prefect/logs/<name>.log`.
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -184,6 +187,45 @@ def mlflow_server_argv(config: ProjectConfig, port: int) -> list[str]:
             "--no-serve-artifacts", "--default-artifact-root", str(config.path(config.tracking.artifact_root).resolve())]
 
 
+def redis_argv(port: int, directory: Path) -> list[str]:
+    """A Redis server for the cap counters on 127.0.0.1:`port`, without persistence: when it
+    restarts, the decision service seeds the counters from the decision log again."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise OpsError("caps.store asks for Redis but redis-server is not installed "
+                       "(Debian/Ubuntu: apt-get install redis-server)")
+    return [executable, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(directory)]
+
+
+def local_redis_port(config: ProjectConfig) -> int | None:
+    """The port of the project's cap store when it is a Redis on this machine (`up` starts it)."""
+    url = config.caps.redis_url
+    if url is None:
+        return None
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "redis" or parsed.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    return parsed.port or 6379
+
+
+def start_redis(config: ProjectConfig, project: Path, env: Mapping[str, str], state: ServerState,
+                say: Callable[[str], None], timeout_s: float = 30) -> None:
+    """Start the local Redis of `caps.store` (unless something already listens on its port)."""
+    port = local_redis_port(config)
+    if port is None or port_in_use(port):
+        return
+    proc = _spawn("redis-server", redis_argv(port, prefect_home(project)), env, project, project)
+    state.processes.append(proc)
+    _write_state(project, state)
+    deadline = time.monotonic() + timeout_s
+    while not port_in_use(port):
+        if not is_alive(proc) or time.monotonic() > deadline:
+            raise OpsError(f"redis-server did not start on port {port}: {_tail(proc.log)} (log: {proc.log})")
+        time.sleep(0.1)
+    say(f"Redis (cap counters) ready on port {port}")
+
+
 def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        deploy: bool = True, schedules: bool = True, startup_timeout_s: float = 180,
        say: Callable[[str], None] = lambda _: None) -> ServerState:
@@ -219,6 +261,7 @@ def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_p
         state.processes.append(_spawn("mlflow-server", mlflow_server_argv(config, mlflow_port), mlflow_env,
                                       project, project))
         _write_state(project, state)
+        start_redis(config, project, env, state, say)
         seconds = wait_healthy(f"{state.api_url}/health", state.processes[0], startup_timeout_s)
         say(f"Prefect server ready in {seconds:.0f} s")
         seconds = wait_healthy(f"{state.mlflow_url}/health", state.processes[1], startup_timeout_s)

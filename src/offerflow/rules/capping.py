@@ -206,8 +206,10 @@ class CapCounters:
     """The live cap state of a serving process: counts per counter key, rolled at UTC boundaries.
 
     Thread-safe: the decision engine takes `lock` around check-then-record, so a total cap holds
-    even with concurrent requests.
+    even with concurrent requests. The embedded `CapStore` (`offerflow.rules.cap_store`): one process.
     """
+
+    shared = False  # counts live in this process only (a reload's new engine must count what it missed)
 
     def __init__(self, caps: Mapping[str, Sequence[CapRule]], now: datetime | None = None,
                  counts: Mapping[Family, pd.DataFrame] | None = None) -> None:
@@ -276,6 +278,16 @@ class CapCounters:
                 if event in events:
                     key = (offer_id, placement_id if by_placement else ALL, profile_id if by_profile else ALL)
                     counts[key] = counts.get(key, 0) + 1
+
+    def reserve(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime,
+                unchecked: Sequence[str] = ()) -> list[str]:
+        """Count these offers as decided if none of them is capped (all or nothing); returns the
+        capped ones (empty: counted). `unchecked` offers (fallbacks) are counted without a check.
+        The caller holds `lock`, so check-then-count is one step."""
+        refused = [oid for oid in offer_ids if self.capped(oid, placement_id, profile_id, now)]
+        if not refused:
+            self.record([*offer_ids, *unchecked], placement_id, profile_id, now)
+        return refused
 
     def reset(self, offer_id: str | None = None) -> int:
         """Forget the counts of one offer (None: all offers); returns how many counters were cleared."""

@@ -1,0 +1,176 @@
+"""Open-loop load benchmark of `offerflow serve`: one or several workers, embedded or Redis caps.
+
+    .venv/bin/python bench/load_bench.py --rate 4000 --seconds 30                       # 1 worker, embedded caps
+    .venv/bin/python bench/load_bench.py --rate 8000 --seconds 30 --workers 2 --redis   # shared Redis caps
+
+Builds the decision bench's project (`decision_bench.build_project`: N seeded profiles, the demo
+catalog with its caps, published tables), starts `offerflow serve --workers W` (with `--redis`: a
+private redis-server on a free port, `caps.store` pointing at it) and drives it from `--clients`
+generator processes (uvloop, keep-alive connections) sharing one schedule: request k is due at
+t0 + k / rate and its latency counts from then, so a slow server cannot hide its queue. 1% of the
+requests are malformed (expected: 422). Prints JSON: served rate, p50/p95/p99 of the valid answers,
+errors by status, the CPU the server processes (workers and Redis) and the generators used per
+decision, the 1-minute load average before and after, and `cap_violations`: counters of the
+decision log above their cap's limit afterwards (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decision_bench import (REPO, build_project, cpu_seconds, drive_raw, http_requests, server_pids,  # noqa: E402
+                            summarize, wait_healthy)
+
+MALFORMED = [b'{"profile_id": "p1", "placements": ', b'{"placements": ["web-banner"]}',
+             b'{"profile_id": 7, "placements": "web-banner", "items": 99}']
+
+
+def request_bodies(profiles_path: Path, seed: int, n: int = 100_000, malformed_share: float = 0.01) -> list[bytes]:
+    """Single-placement decision bodies for random profiles, every 1/`malformed_share`-th malformed."""
+    import pandas as pd
+
+    ids = pd.read_parquet(profiles_path, columns=["profile_id"])["profile_id"].to_numpy()
+    rng = np.random.default_rng(seed)
+    bodies = [json.dumps({"profile_id": str(pid), "placements": ["web-banner"]}).encode()
+              for pid in rng.choice(ids, size=min(len(ids), n), replace=False)]
+    every = round(1 / malformed_share)
+    for k in range(0, len(bodies), every):
+        bodies[k] = MALFORMED[(k // every) % len(MALFORMED)]
+    return bodies
+
+
+def generator(args: tuple) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """One generator process: its share of the schedule; returns latencies, statuses, elapsed, CPU s."""
+    port, requests, rate, seconds, connections, t0, phase = args
+    import uvloop
+
+    started = time.process_time()
+    latencies, statuses, elapsed = uvloop.run(drive_raw(port, requests, rate, seconds, connections, t0, phase))
+    return latencies, statuses, elapsed, time.process_time() - started
+
+
+def drive_processes(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int,
+                    clients: int, pool) -> dict:
+    """`clients` generator processes, each at rate / clients, interleaved on one schedule."""
+    requests = http_requests(bodies)
+    t0 = time.perf_counter() + 1.0
+    jobs = [(port, requests[i::clients], rate / clients, seconds, max(1, connections // clients), t0, i / clients)
+            for i in range(clients)]
+    results = pool.map(generator, jobs)
+    figures = summarize(np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
+                        max(r[2] for r in results), rate)
+    return {**figures, "client_cpu_s": round(sum(r[3] for r in results), 1)}
+
+
+def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
+    from offerflow.ops.servers import free_port, redis_argv
+
+    port = free_port()
+    proc = subprocess.Popen(redis_argv(port, root), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def cap_violations(config_path: Path) -> int:
+    """Counters of the decision log (and events) above their rule's limit: 0 when caps held."""
+    from offerflow.core.config import load_config
+    from offerflow.ingest.catalog import load_offers
+    from offerflow.rules.capping import caps_of, count_cap_events
+
+    config = load_config(config_path)
+    caps = caps_of(load_offers(config.path(config.data.offers), [p.id for p in config.placements]))
+    families = [r.family for rules in caps.values() for r in rules]
+    counts = count_cap_events(families, sorted(caps), None, config.paths.decision_log, datetime.now(timezone.utc))
+    over = 0
+    for offer_id, rules in caps.items():
+        for rule in rules:
+            frame = counts[rule.family]
+            over += int((frame.loc[frame["offer_id"] == offer_id, "n"] > rule.limit).sum())
+    return over
+
+
+def serve(config_path: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    return subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
+                             "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def wait_workers(port: int, server: subprocess.Popen, log: Path, workers: int, timeout_s: float = 600) -> None:
+    """Until every worker has loaded its engine (uvicorn logs one line per worker)."""
+    wait_healthy(port, server, log, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count("Application startup complete") < workers:
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise RuntimeError("not every worker started: " + log.read_text(errors="replace")[-2000:])
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=4000, help="Requests per second offered (open loop).")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--connections", type=int, default=64, help="Keep-alive connections, over all generators.")
+    parser.add_argument("--clients", type=int, default=2, help="Load generator processes.")
+    parser.add_argument("--workers", type=int, default=1, help="`offerflow serve --workers`.")
+    parser.add_argument("--redis", action="store_true", help="Shared Redis cap store (needed for --workers > 1).")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", type=Path, default=None, help="Reuse a project built here (a fresh log each run).")
+    args = parser.parse_args()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="offerflow-load-bench-"))
+    config_path = root / "offerflow.yaml"
+    if not config_path.exists():
+        build_project(root, args.profiles, args.seed)
+    base = config_path.read_text().split("\ncaps:\n")[0]
+    redis = None
+    if args.redis:
+        redis, url = start_redis(root)
+        base += f"\ncaps:\n  store: {url}\n"
+    config_path.write_text(base)
+    from offerflow.core.config import load_config
+
+    shutil.rmtree(load_config(config_path).paths.decision_log, ignore_errors=True)  # caps count this run only
+    server = serve(config_path, args.port, args.workers, root / "server.log")
+    ctx = multiprocessing.get_context("fork")
+    try:
+        wait_workers(args.port, server, root / "server.log", args.workers)
+        bodies = request_bodies(root / "data/profiles.parquet", args.seed)
+        pids = server_pids(server.pid) + ([redis.pid] if redis else [])
+        with ctx.Pool(args.clients) as pool:
+            drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)  # warm-up
+            load_before, server_before = os.getloadavg()[0], cpu_seconds(pids)
+            figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool)
+            server_cpu, load_after = cpu_seconds(pids) - server_before, os.getloadavg()[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=10)
+    wall, n = figures["elapsed_s"], figures["requests"]
+    print(json.dumps({"profiles": args.profiles, "workers": args.workers, "cap_store": "redis" if args.redis else "embedded",
+                      "clients": args.clients, "connections": args.connections, "cores": os.cpu_count(), **figures,
+                      "server_cpu_s": round(server_cpu, 1), "server_cpu_pct": round(100 * server_cpu / wall),
+                      "server_cpu_us_per_decision": round(1e6 * server_cpu / n),
+                      "client_cpu_us_per_decision": round(1e6 * figures["client_cpu_s"] / n),
+                      "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
+                      "cap_violations": cap_violations(config_path)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

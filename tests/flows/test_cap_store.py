@@ -1,0 +1,159 @@
+"""The Redis cap store: exact caps under concurrency, seeded once, and `offerflow serve --workers N`.
+
+Needs `redis-server` (Debian: apt-get install redis-server; `.ci/run` installs it); skipped with
+the reason otherwise. Each test module starts its own Redis on a free port, without persistence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from offerflow.core.config import load_config
+from offerflow.decisioning.decision_log import log_decisions
+from offerflow.decisioning.engine import build_engine
+from offerflow.ops.servers import free_port, redis_argv
+from offerflow.rules.cap_store import RedisCapStore, load_cap_store
+from offerflow.rules.capping import CapRule, caps_of
+
+pytestmark = [pytest.mark.flow,
+              pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="redis-server is not installed (apt-get install redis-server)")]
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(redis_argv(port, tmp_path_factory.mktemp("redis")), stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = RedisCapStore({}, url, "probe")
+    for _ in range(100):
+        try:
+            store.ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_reserve_is_exact_under_concurrent_threads(redis_url):
+    caps = {"o-1": (CapRule(event="display", scope="total", limit=7),),
+            "o-2": (CapRule(event="display", scope="per_profile", limit=2, reset="daily"),
+                    CapRule(event="decision", scope="total", limit=9, per_placement=True))}
+    stores = [RedisCapStore(caps, redis_url, "exact") for _ in range(4)]  # four "workers"
+
+    def one(k: int) -> list[str]:
+        store = stores[k % 4]
+        granted = []
+        for offer in ("o-1", "o-2"):
+            if not store.reserve([offer], "web", f"p{k % 3}", NOW):
+                granted.append(offer)
+        return granted
+
+    with ThreadPoolExecutor(8) as pool:
+        granted = [o for g in pool.map(one, range(200)) for o in g]
+    assert granted.count("o-1") == 7
+    assert granted.count("o-2") == 6  # 3 profiles x 2 per profile, under the total of 9
+    assert stores[0].reserve(["o-1", "o-2"], "web", "p-new", NOW) == ["o-1"]  # all or nothing
+    rows = {(r["offer_id"], r["rule"]): r for r in stores[1].state(NOW)}
+    assert rows[("o-1", 0)]["count"] == 7 and rows[("o-1", 0)]["capped"]
+    assert rows[("o-2", 1)]["count"] == 6 and not rows[("o-2", 1)]["capped"]
+    assert stores[2].reset("o-1") == 1
+    assert stores[3].reserve(["o-1"], "web", "p0", NOW) == []
+
+
+def test_seeded_once_from_the_decision_log(redis_url, tmp_path, project_dir):
+    config = load_config(project_dir / "offerflow.yaml")
+    engine = build_engine(config, now=NOW)
+    decisions = [engine.decide(f"p{i:07d}", ["web-sidebar"], now=NOW) for i in range(40)]
+    log_decisions(decisions, tmp_path / "log")
+    shown = pd.Series([i.offer_id for d in decisions for i in d.placements[0].items]).value_counts()
+    caps = {oid: (CapRule(event="display", scope="total", limit=10_000),) for oid in shown.index}
+
+    def load() -> RedisCapStore:
+        return load_cap_store(caps, None, tmp_path / "log", now=NOW, redis_url=redis_url, namespace="seed")
+
+    with ThreadPoolExecutor(3) as pool:  # three processes starting at once: one seeds, the others wait
+        stores = list(pool.map(lambda _: load(), range(3)))
+    load()  # a restart: seeded already, nothing counted twice
+    counts = stores[0].counts_frame(stores[0].families[0], NOW).set_index("offer_id")["n"]
+    assert counts.sort_index().to_dict() == shown.sort_index().to_dict()
+
+
+def _project_with_small_caps(root: Path, redis_url: str) -> Path:
+    """The bench's project (300 profiles, published tables) with small total and per-profile caps
+    on every offer but the fallbacks, and `caps.store` set to `redis_url`."""
+    from bench.decision_bench import build_project
+
+    config_path = build_project(root, 300, seed=5)
+    offers_path = root / "data" / "offers.yaml"
+    catalog = yaml.safe_load(offers_path.read_text())
+    for offer in catalog["offers"]:
+        if not offer.get("fallback"):
+            offer["caps"] = [{"event": "display", "scope": "total", "limit": 25, "reset": "daily"},
+                             {"event": "display", "scope": "per_profile", "limit": 1, "reset": "never"}]
+    offers_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    config_path.write_text(config_path.read_text() + f"caps:\n  store: {redis_url.replace('/0', '/1')}\n")
+    return config_path
+
+
+def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
+    from bench.decision_bench import wait_healthy
+
+    config_path = _project_with_small_caps(tmp_path, redis_url)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
+                               "--port", str(port), "--workers", "3"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, server, tmp_path / "serve.log", timeout_s=120)
+        profiles = pd.read_parquet(tmp_path / "data/profiles.parquet")["profile_id"].astype(str).tolist()
+        lock, statuses = threading.Lock(), []
+
+        def post(k: int) -> None:
+            body = json.dumps({"profile_id": profiles[k % 60], "placements": ["web-banner", "web-sidebar"]})
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/decisions", body.encode(),
+                                             {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                with lock:
+                    statuses.append(response.status)
+
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(post, range(600)))
+        assert statuses.count(200) == 600
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+    displays = _logged(config_path)
+    config = load_config(config_path)
+    capped = set(caps_of(build_engine(config).offers))
+    shown = displays[displays["offer_id"].isin(capped)]
+    assert len(displays) >= 600 * 2  # every decision was logged, by whichever worker made it
+    assert shown.groupby("offer_id").size().max() == 25  # the total cap bit, exactly
+    assert shown.groupby(["offer_id", "profile_id"]).size().max() == 1
+
+
+def _logged(config_path: Path) -> pd.DataFrame:
+    config = load_config(config_path)
+    files = sorted(config.paths.decision_log.glob("decisions-*.parquet"))
+    assert files, "no decision-log files were written"
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
