@@ -36,7 +36,8 @@ PROJECT = {
         {"name": "web-personalized", "type": "personalized", "placements": ["web-banner"], "holdout_share": 0.3,
          "exploration_share": 0.0},
         {"name": "email-auto", "type": "auto_optimization", "placements": ["email-hero"], "holdout_share": 0.2,
-         "exploration_share": 0.1, "min_displays": 100, "min_successes": 5},
+         "exploration_share": 0.1, "min_displays": 100, "min_successes": 5,
+         "new_offers": "exploration_share"},
     ],
     "store": {"path": "rankings"},
 }
