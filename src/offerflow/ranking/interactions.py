@@ -11,7 +11,8 @@ it leaves (`init_score`), and a prediction is sigmoid(base logit + trees' raw sc
 Levels: each categorical column's training-time categories plus one for unknown/missing; each
 numeric column cut into quantile bins of the training rows plus one for missing. Profile columns
 are the `p_` ones; the others (`offer_id`, `o_<attribute>`) are the offer's. The columns of the
-design are: the intercept, one per level (main effects) and one per (profile level, offer level).
+design are: the intercept, one per entry of each side (main effects) and one per (profile entry,
+offer entry), the offer id left out of the crosses (`UNCROSSED`).
 
 Numeric columns also enter as one standardized value (signed log1p, then z-score) per side, so
 that a slope (age x category, income x price) costs one weight per level it meets rather than one
