@@ -252,11 +252,6 @@ def measure_auto_closed_loop(world: WorldUnderTest, seed: int, model_cfg, days: 
     return simulate_auto_optimization(true, eligible[keep], weight[keep], model_cfg, days, per_day, seed)
 
 
-#: Smaller trees with more displays per leaf for the personalized click model: what the tuning seeds
-#: (1 and 3) favoured on both worlds; proposed as the personalized models' default LightGBM settings.
-SMALL_TREES = {"num_leaves": 7, "min_child_samples": 200}
-
-
 def _personalized_row(world: WorldUnderTest, seed: int, cfg, label: str) -> dict:
     p = measure_personalized(world, seed, cfg)
     return {"dataset": world.name, "measure": f"personalized first choice, share of the oracle's true click rate "
@@ -270,16 +265,20 @@ def _personalized_row(world: WorldUnderTest, seed: int, cfg, label: str) -> dict
 
 
 def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = None,
-               auto_only: bool = False) -> list[dict]:
+               auto_only: bool = False, personalized_only: bool = False) -> list[dict]:
     """Personalized and auto-optimization rows for one world; `auto_overrides` changes the
     auto-optimization model's settings (e.g. `training_window_days`, `exploration_share`)."""
-    from offerflow.core.config import AIModelConfig, LightGBMParams
+    from offerflow.core.config import AIModelConfig
 
     rows = []
     default = AIModelConfig(name="personalized", type="personalized", placements=[world.personalized_placement])
-    small = default.model_copy(update={"lightgbm": LightGBMParams(**{**default.lightgbm.model_dump(), **SMALL_TREES})})
-    for label, cfg in () if auto_only else (("model defaults", default), ("num_leaves 7, min_child_samples 200", small)):
+    other = default.model_copy(update={"interaction_base": not default.interaction_base})
+    variants = (("model defaults", default),
+                (f"interaction_base {'on' if other.interaction_base else 'off'}", other))
+    for label, cfg in () if auto_only else variants:
         rows.append(_personalized_row(world, seed, cfg, label))
+    if personalized_only:
+        return rows
 
     a_cfg = AIModelConfig(name="auto", type="auto_optimization", placements=world.auto_placements,
                           **(auto_overrides or {}))
@@ -408,13 +407,13 @@ def obd_rows(quick: bool, seed: int) -> list[dict]:
 
 
 def rows(quick: bool = False, seed: int = REPORT_SEED, auto_overrides: dict | None = None,
-         worlds_only: bool = False, auto_only: bool = False) -> list[dict]:
+         worlds_only: bool = False, auto_only: bool = False, personalized_only: bool = False) -> list[dict]:
     """Every figure of this benchmark, one dict per row (the convention of bench/external.py)."""
     out: list[dict] = []
     for make in (OfferflowWorld, ExternalWorld):
         with tempfile.TemporaryDirectory(prefix="offerflow-external-ranking-") as tmp:
-            out.extend(world_rows(make(Path(tmp), seed, quick), seed, auto_overrides, auto_only))
-    if not (worlds_only or auto_only):
+            out.extend(world_rows(make(Path(tmp), seed, quick), seed, auto_overrides, auto_only, personalized_only))
+    if not (worlds_only or auto_only or personalized_only):
         out.extend(obd_rows(quick, seed))
     return out
 
@@ -429,11 +428,13 @@ def main() -> None:
                         help="auto-optimization's serving of offers with little data (default: the model's)")
     parser.add_argument("--auto-only", action="store_true", help="only the synthetic worlds' auto-optimization rows")
     parser.add_argument("--worlds-only", action="store_true", help="skip the Open Bandit Dataset rows")
+    parser.add_argument("--personalized-only", action="store_true",
+                        help="only the synthetic worlds' personalized rows (model defaults, interaction base toggled)")
     args = parser.parse_args()
     overrides = {key: value for key, value in (("training_window_days", args.auto_window_days),
                                                ("exploration_share", args.exploration_share),
                                                ("new_offers", args.new_offers)) if value is not None}
-    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only):
+    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only, args.personalized_only):
         print(json.dumps(row))
 
 

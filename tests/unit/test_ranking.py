@@ -99,8 +99,9 @@ def test_click_model_learns_the_true_click_probability_and_stops_on_auc_alone():
     from offerflow.ranking.click_model import STOPPING_METRIC, fit_click_model, training_frame
 
     profiles, offers, log, truth_profiles, truth_offers = _click_world(n_displays=60_000)
+    # Trees alone: with the interaction base (`ranking.interactions`) the trees only fit its residuals.
     model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=200),
-                            offers["offer_id"].tolist(), seed=1)
+                            offers["offer_id"].tolist(), seed=1, interactions=False)
     # Early stopping watches AUC alone (LightGBM would also watch its default binary_logloss next
     # to eval_metric="auc" and stop on whichever stalls first), and a world with real signal
     # keeps adding trees well past the first rounds (measured: 85).

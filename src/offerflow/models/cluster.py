@@ -30,7 +30,9 @@ from offerflow.core.config import LightGBMParams
 from offerflow.core.features import categorical_columns, categories_of, feature_matrix
 from offerflow.customer_ai.propensity import (EARLY_STOPPING_METRIC, PropensityModel, PropensityTrainingData,
                                   fit_propensity_model)
-from offerflow.ranking.click_model import IPS_BY_DEFAULT, STOPPING_METRIC, ClickModel, display_weights, fit_click_model
+from offerflow.ranking.click_model import (INTERACTIONS_BY_DEFAULT, IPS_BY_DEFAULT, STOPPING_METRIC, ClickModel,
+                                           display_weights, fit_click_model)
+from offerflow.ranking.interactions import fit_interaction_base
 from offerflow.core.schema import PROFILE_ID
 
 _NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
@@ -46,14 +48,16 @@ class ClusterError(RuntimeError):
 
 def fit_click_model_with(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str], seed: int,
                          dask_address: str | None = None, connect_timeout: str = "20s",
-                         ips: bool = IPS_BY_DEFAULT) -> tuple[ClickModel, str]:
+                         ips: bool = IPS_BY_DEFAULT,
+                         interactions: bool = INTERACTIONS_BY_DEFAULT) -> tuple[ClickModel, str]:
     """The click model and the trainer that fitted it: `lightgbm.dask` on the cluster at
     `dask_address` (`compute.dask_address`), else LightGBM in this process. The training path of
     the flows calls this, so the config alone decides where training runs."""
     if dask_address is None:
-        return fit_click_model(frame, params, qualified_offers, seed, ips), LOCAL_TRAINER
+        return fit_click_model(frame, params, qualified_offers, seed, ips, interactions), LOCAL_TRAINER
     with _client(dask_address, connect_timeout) as client:
-        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client, ips), DASK_TRAINER
+        return fit_click_model_on_cluster(frame, params, qualified_offers, seed, client, ips,
+                                          interactions), DASK_TRAINER
 
 
 def fit_propensity_model_with(examples: pd.DataFrame, params: LightGBMParams, seed: int,
@@ -161,10 +165,13 @@ def fit_propensity_model_on_cluster(examples: pd.DataFrame, params: LightGBMPara
 
 
 def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
-                               seed: int, client: Any, ips: bool = IPS_BY_DEFAULT) -> ClickModel:
+                               seed: int, client: Any, ips: bool = IPS_BY_DEFAULT,
+                               interactions: bool = INTERACTIONS_BY_DEFAULT) -> ClickModel:
     """`fit_click_model` with the training rounds run by `lightgbm.dask.DaskLGBMClassifier` on the
     workers of `client` (a `distributed.Client`); the rows are shipped as float matrices, one block
-    of the training and one of the validation rows per worker."""
+    of the training and one of the validation rows per worker. The interaction base (a sparse
+    logistic regression) is fitted here, in the client's process, and its logit shipped as the
+    trees' `init_score`."""
     import lightgbm as lgb
 
     from offerflow.core.metrics import classification_metrics
@@ -178,25 +185,31 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
     weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
+    base = (fit_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
+            if interactions else None)
+    init = {} if base is None else {"init": base.logit_rows(matrix, feature_columns)}
 
     workers = _workers(client)
 
     def spread(values: np.ndarray, start: int, stop: int) -> Any:
         return _spread(client, workers, values, start, stop)
 
+    if init:
+        init = {"init_score": spread(init["init"], 0, cut_train),
+                "eval_init_score": [spread(init["init"], cut_train, cut_valid)]}
     model = _dask_classifier(client, params, seed, metric=STOPPING_METRIC)  # AUC only, as the local fit
     _fit_quietly(model, spread(matrix, 0, cut_train), spread(y, 0, cut_train),
                  sample_weight=spread(weights, 0, cut_train),
                  eval_X=(spread(matrix, cut_train, cut_valid),), eval_y=(spread(y, cut_train, cut_valid),),
                  eval_sample_weight=[spread(weights, cut_train, cut_valid)], eval_metric=STOPPING_METRIC,
-                 categorical_feature=categorical)
+                 categorical_feature=categorical, **init)
     local = model.to_local()
     best = _best_round(local, params.early_stopping_rounds)
     # Keep the best round only: the text model (what scoring ships to workers) and predict agree.
     booster = lgb.Booster(model_str=local.booster_.model_to_string(num_iteration=best))
-    click_model = ClickModel(booster, feature_columns, categories, qualified_offers)
+    click_model = ClickModel(booster, feature_columns, categories, qualified_offers, base=base)
     holdout = frame.iloc[cut_valid:]
-    predictions = booster.predict(feature_matrix(holdout, feature_columns, categories))
+    predictions = click_model.predict_pairs(holdout)["p_click"].to_numpy()
     click_model.holdout_metrics = {**classification_metrics(y[cut_valid:], predictions),
                                    "best_iteration": float(best)}
     return click_model

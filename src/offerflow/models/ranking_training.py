@@ -79,7 +79,7 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     log, displays = _training_displays(con, model_cfg, start, end)
     frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
-                                                ips=model_cfg.ips_weighting)
+                                                ips=model_cfg.ips_weighting, interactions=model_cfg.interaction_base)
     return click_model, trainer, frame, displays
 
 
@@ -88,8 +88,7 @@ def _load_champion_click_model(tracker: Tracker, registered: str, qualified: lis
     run_id = tracker.version_run_id(registered, version)
     spec = tracker.load_run_dict(run_id, "feature_spec.json")
     booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
-    return ClickModel(booster, spec["feature_columns"], spec["categories"], qualified,
-                      holdout_metrics(tracker, run_id)), version
+    return ClickModel.from_spec(booster, spec, qualified, holdout_metrics(tracker, run_id)), version
 
 
 def _training_displays(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig, start: datetime,
@@ -170,9 +169,9 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
     tracker.log_params({"best_iteration": best if best is not None
                         else int(click_model.holdout_metrics.get("best_iteration", 0)),
                         "trainer": trainer, "training_rows": len(frame), "displays_in_window": displays,
-                        "ips_weighting": model_cfg.ips_weighting, **model_cfg.lightgbm.model_dump()})
-    tracker.log_dict({"feature_columns": click_model.feature_columns,
-                      "categories": click_model.categories}, "feature_spec.json")
+                        "ips_weighting": model_cfg.ips_weighting, "interaction_base": click_model.base is not None,
+                        **model_cfg.lightgbm.model_dump()})
+    tracker.log_dict(click_model.spec(), "feature_spec.json")
     record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
     result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,

@@ -53,7 +53,7 @@ def register_click_model(tracker: Tracker, model: ClickModel, registered: str, f
     profile x offer frame -> P(click) per row) and register it; `frame` gives the input example."""
     example = _example_rows(frame, model.feature_columns)
     bare = ClickModel(model.booster, model.feature_columns, model.categories, model.qualified_offers,
-                      compile="never")
+                      compile="never", base=model.base)
     return tracker.log_pyfunc(model.booster, bare.predict_pairs, registered, example,
                               pinned_requirements(PREDICT_REQUIREMENTS), _package_dir())
 
@@ -101,8 +101,8 @@ def load_ranking_champion(tracker: Tracker, experiment_prefix: str,
     qualified = posteriors.loc[posteriors["qualified"].astype(bool), "offer_id"].tolist()
     metrics = tracker.run_metrics(run_id)
     holdout = {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
-    click_model = ClickModel(tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}"), spec["feature_columns"],
-                             spec["categories"], qualified, holdout)
+    click_model = ClickModel.from_spec(tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}"), spec, qualified,
+                                       holdout)
     if model_cfg.value_weighted and "value_weight" in posteriors:
         click_model.offer_weights = dict(zip(posteriors["offer_id"], posteriors["value_weight"]))
     params = tracker.run_params(run_id)

@@ -17,6 +17,7 @@ from offerflow.core.config import LightGBMParams
 from offerflow.core.features import (EVENTS_VIEW, categorical_columns, categories_of, encode, feature_matrix,
                                 profile_filter, query_frame)
 from offerflow.ranking.compiled_predict import BoosterPredictor, CompileMode
+from offerflow.ranking.interactions import InteractionBase, fit_interaction_base
 from offerflow.core.schema import PROFILE_ID
 
 #: Offer columns that describe the catalog entry rather than the offer itself.
@@ -87,6 +88,8 @@ class ClickModel:
     #: Value of a success per offer id, for value-weighted models: scores become expected value per
     #: display (click probability x value). None ranks by click probability.
     offer_weights: dict[str, float] | None = None
+    #: The pairwise-interaction base the trees start from (`ranking.interactions`); None: trees alone.
+    base: InteractionBase | None = None
     _predictor: BoosterPredictor | None = field(default=None, init=False, repr=False)
 
     def predictor(self) -> BoosterPredictor:
@@ -95,8 +98,24 @@ class ClickModel:
             self._predictor = BoosterPredictor(self.booster, compile=self.compile)
         return self._predictor
 
+    def spec(self) -> dict[str, object]:
+        """What `feature_spec.json` stores next to the logged booster: `from_spec` rebuilds the model."""
+        return {"feature_columns": self.feature_columns, "categories": self.categories,
+                "interaction_base": self.base.to_dict() if self.base is not None else None}
+
+    @classmethod
+    def from_spec(cls, booster: object, spec: dict, qualified_offers: list[str],
+                  holdout_metrics: dict[str, float] | None = None, compile: CompileMode = "auto") -> ClickModel:
+        """The model of a logged booster and its `spec()` (a spec without a base: trees alone)."""
+        return cls(booster, list(spec["feature_columns"]), dict(spec["categories"]), list(qualified_offers),
+                   dict(holdout_metrics or {}), compile, base=InteractionBase.from_dict(spec.get("interaction_base")))
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
+        p = self.booster.predict_proba(encode(frame[self.feature_columns], self.categories))[:, 1]
+        if self.base is None:
+            return p
+        return with_base(p, self.base.logit_rows(feature_matrix(frame, self.feature_columns, self.categories),
+                                                 self.feature_columns))
 
     def predict_pairs(self, frame: pd.DataFrame) -> pd.DataFrame:
         """P(success) (column `p_click`) per row of a profile x offer frame with the model's feature
@@ -105,7 +124,10 @@ class ClickModel:
         model returns (`models.registry.register_click_model`)."""
         features = feature_matrix(frame, self.feature_columns, self.categories)
         predictor = BoosterPredictor(self.booster, compile="never")  # not cached: stays picklable
-        return pd.DataFrame({"p_click": predictor.predict(features)}, index=frame.index)
+        p = predictor.predict(features)
+        if self.base is not None:
+            p = with_base(p, self.base.logit_rows(features, self.feature_columns))
+        return pd.DataFrame({"p_click": p}, index=frame.index)
 
     def pair_blocks(self, profiles: pd.DataFrame, offers: pd.DataFrame,
                     max_rows: int = 1_000_000) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -116,17 +138,25 @@ class ClickModel:
         assembled with NumPy (`repeat`/`tile`) instead of a cross-joined DataFrame. The block's
         buffer is reused: use it before asking for the next one.
         """
+        return self._blocks(self._side_blocks(profiles, offers), max_rows)
+
+    def _side_blocks(self, profiles: pd.DataFrame,
+                     offers: pd.DataFrame) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+        """(profile columns, their feature matrix, offer columns, theirs), each side encoded once."""
         pf, of = profile_features(profiles), offer_features(offers)
         p_cols = [c for c in self.feature_columns if c in pf.columns]
         o_cols = [c for c in self.feature_columns if c in of.columns and c not in p_cols]
         missing = sorted(set(self.feature_columns) - set(p_cols) - set(o_cols))
         if missing:
             raise ValueError(f"the click model needs columns the profiles/offers lack: {', '.join(missing)}")
+        return p_cols, feature_matrix(pf, p_cols, self.categories), o_cols, feature_matrix(of, o_cols, self.categories)
+
+    def _blocks(self, sides: tuple[list[str], np.ndarray, list[str], np.ndarray],
+                max_rows: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        p_cols, p_block, o_cols, o_block = sides
         p_pos = [self.feature_columns.index(c) for c in p_cols]
         o_pos = [self.feature_columns.index(c) for c in o_cols]
-        p_block = feature_matrix(pf, p_cols, self.categories)
-        o_block = feature_matrix(of, o_cols, self.categories)
-        n, m = len(profiles), len(offers)
+        n, m = len(p_block), len(o_block)
         step = max(1, max_rows // max(m, 1))
         pairs = np.empty((min(step, n) * m, len(self.feature_columns)))
         for start in range(0, n, step):
@@ -148,8 +178,11 @@ class ClickModel:
         scores = np.empty((n, m))
         predictor = self.predictor()
         predictor.expect_rows(n * m)
-        for start, stop, block in self.pair_blocks(profiles, offers, max_rows_per_predict):
+        sides = self._side_blocks(profiles, offers)
+        for start, stop, block in self._blocks(sides, max_rows_per_predict):
             scores[start:stop] = predictor.predict(block).reshape(stop - start, m)
+        if self.base is not None:
+            scores = with_base(scores, self.base.logit_matrix(sides[1], sides[0], sides[3], sides[2]))
         if self.offer_weights is not None:
             default = float(np.mean(list(self.offer_weights.values()))) if self.offer_weights else 1.0
             scores *= offers["offer_id"].map(self.offer_weights).fillna(default).to_numpy(float)[None, :]
@@ -158,6 +191,13 @@ class ClickModel:
             worst = scores[:, qualified].min(axis=1, keepdims=True)
             scores = np.where(qualified[None, :], scores, worst)
         return scores
+
+
+def with_base(tree_probability: np.ndarray, base_logit: np.ndarray) -> np.ndarray:
+    """sigmoid(base logit + the trees' raw score), the trees' raw score read back from their
+    probability (LightGBM's and the compiled predictor's output alike)."""
+    p = np.clip(tree_probability, 1e-15, 1 - 1e-15)
+    return 1.0 / (1.0 + np.exp(-(base_logit + np.log(p) - np.log1p(-p))))
 
 
 def training_frame(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
@@ -191,10 +231,17 @@ def display_weights(propensity: pd.Series, ips: bool) -> np.ndarray:
     return ips_weights(propensity) if ips else np.ones(len(propensity))
 
 
+#: Whether personalized click models start from the pairwise-interaction base (`ranking.interactions`)
+#: unless told otherwise; `AIModelConfig.interaction_base` is the setting (docs/ranking-models.md).
+INTERACTIONS_BY_DEFAULT = True
+
+
 def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
-                    seed: int, ips: bool = IPS_BY_DEFAULT) -> ClickModel:
+                    seed: int, ips: bool = IPS_BY_DEFAULT, interactions: bool = INTERACTIONS_BY_DEFAULT) -> ClickModel:
     """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.
-    `ips`: weight each display by its inverse logging propensity (`ips_weights`)."""
+    `ips`: weight each display by its inverse logging propensity (`ips_weights`). `interactions`:
+    fit the pairwise-interaction base on the training rows (its L2 strength chosen on the
+    early-stopping rows) and grow the trees on its residuals (LightGBM's `init_score`)."""
     import lightgbm as lgb
 
     from offerflow.core.metrics import classification_metrics
@@ -208,14 +255,21 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     encoded = encode(frame[feature_columns], categories)
     weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
+    base, init = None, np.zeros(n)
+    if interactions:
+        matrix = feature_matrix(frame, feature_columns, categories)
+        base = fit_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
+        init = base.logit_rows(matrix, feature_columns) if base is not None else init
     # One declared stopping metric: with only `eval_metric="auc"`, LightGBM also evaluates its
     # default binary_logloss and early stopping stops on whichever worsens first.
     model = lgb.LGBMClassifier(**params.classifier_kwargs(seed), metric=STOPPING_METRIC)
     model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
+              init_score=init[:cut_train] if base is not None else None,
               eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
               eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric=STOPPING_METRIC,
+              eval_init_score=[init[cut_train:cut_valid]] if base is not None else None,
               callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
-    click_model = ClickModel(model, feature_columns, categories, qualified_offers)
+    click_model = ClickModel(model, feature_columns, categories, qualified_offers, base=base)
     holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
     click_model.holdout_metrics = holdout
     return click_model

@@ -16,6 +16,7 @@ every placement together (`RankingStore.commit`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import uuid
@@ -142,18 +143,22 @@ class ScoringPlan:
     offer_weights: dict[str, float] | None = None
     compile: str = "auto"
     expected_rows: int = 0
+    interaction_base: dict | None = None  # `InteractionBase.to_dict()`: the base the trees start from
 
     def click_model(self) -> ClickModel:
         import lightgbm as lgb
 
-        key = hashlib.sha256(f"{self.compile}\n{self.model_text}".encode()).hexdigest()
+        base = json.dumps(self.interaction_base, sort_keys=True)
+        key = hashlib.sha256(f"{self.compile}\n{self.model_text}\n{base}".encode()).hexdigest()
         model = _CLICK_MODELS.get(key)
         if model is None:
             if len(_CLICK_MODELS) >= 4:
                 _CLICK_MODELS.pop(next(iter(_CLICK_MODELS)))
             booster = lgb.Booster(model_str=self.model_text)
-            model = _CLICK_MODELS[key] = ClickModel(booster, list(self.feature_columns), dict(self.categories),
-                                                    list(self.qualified_offers), compile=self.compile)
+            spec = {"feature_columns": self.feature_columns, "categories": self.categories,
+                    "interaction_base": self.interaction_base}
+            model = _CLICK_MODELS[key] = ClickModel.from_spec(booster, spec, self.qualified_offers,
+                                                              compile=self.compile)
         model.offer_weights = self.offer_weights
         model.qualified_offers = list(self.qualified_offers)
         return model
@@ -186,7 +191,8 @@ def plan_scoring(placement: PlacementConfig, profiles: pd.DataFrame, offers: pd.
         booster = getattr(c.booster, "booster_", c.booster)
         click = dict(model_text=booster.model_to_string(), feature_columns=list(c.feature_columns),
                      categories=dict(c.categories), qualified_offers=list(c.qualified_offers),
-                     offer_weights=c.offer_weights, compile=c.compile, expected_rows=len(profiles) * len(candidates))
+                     offer_weights=c.offer_weights, compile=c.compile, expected_rows=len(profiles) * len(candidates),
+                     interaction_base=c.spec()["interaction_base"])
     if method == "ai_model" and click:
         return ScoringPlan(placement, candidates, method, **click)
     if method == "formula":
