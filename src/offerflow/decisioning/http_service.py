@@ -39,6 +39,7 @@ from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
                                                send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
+from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
 
@@ -186,6 +187,7 @@ class DecisionFastPath:
         if not (json_body and api_key_ok):
             return None
         engine: DecisionEngine = self.service.state.engine
+        started = time.perf_counter()
         try:
             request = DecisionRequest.model_validate(orjson.loads(body))
             decision = engine.decide(request.profile_id, request.placements, items=request.items,
@@ -197,6 +199,7 @@ class DecisionFastPath:
             self._snapshot_loads = engine.snapshot_loads
             gc.freeze()  # O(1); its arrays are long-lived, see freeze_long_lived
         self.buffer.add(decision)
+        self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
         return orjson.dumps(decision.to_dict())
 
 
@@ -236,6 +239,8 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         "fallback offer when nothing is eligible. Every decision is logged as `display` events."))
     app.state.engine = (engine if engine is not None else build_engine(config)).preload()
     app.state.decision_log = buffer
+    app.state.metrics = ServiceMetrics()
+    add_metrics_route(app, app.state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
