@@ -7,6 +7,7 @@ the two are kept apart on purpose. MLflow is imported lazily: importing offerflo
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -334,6 +335,9 @@ def _meta_dataset(dataset: DatasetSummary) -> Any:
         def profile(self) -> Any:
             return {"num_rows": dataset.rows, "first_event": dataset.first, "last_event": dataset.last,
                     "offerflow_version": dataset.version}
+
+        def to_dict(self) -> dict[str, str]:  # MetaDataset leaves the profile out of what is logged
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
 
     with warnings.catch_warnings():  # MLflow registers its local-file source twice
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted", category=UserWarning)

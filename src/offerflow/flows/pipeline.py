@@ -203,7 +203,8 @@ def training_run(config: ProjectConfig, section: str, names: list[str], options:
     applied, the validated events, the flow run's id and the MLflow tags of its runs."""
     config = variant(config, section, names, options.overrides)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
+    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags(),
+            **lineage_tags(flow_run.get_flow_name() or "offerflow")}
     return config, validated_events(config), run_id, tags
 
 
