@@ -1,8 +1,11 @@
-"""Lineage in MLflow after one pipeline run: one parent run, a child run per step with the
+"""Lineage in MLflow after one pipeline run: one parent run, a child run per step (training,
+scoring, publishing) with the
 validated snapshot as its input and MLflow's standard source tags, distinct run names, registered
 models and versions with descriptions, and a scoring run that records its drift reference."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -34,10 +37,14 @@ def test_one_parent_run_with_a_child_per_step(mlflow_view):
     names = [c.data.tags["mlflow.runName"] for c in children]
     expected = {f"train-{goal}" for goal in summary["propensity"]} | {f"score-{goal}" for goal in summary["propensity"]}
     expected |= {f"train-{model}" for model in summary["ranking_models"]}
+    expected |= {f"publish-{placement}" for placement in summary["published"]}
     assert {n.rsplit("-", 2)[0] for n in names} == expected
     assert len(set(names)) == len(names), "run names are distinct"
     assert {summary["propensity"]["purchase_14d"]["run_id"],
             summary["ranking_models"]["web-personalized"]["run_id"]} <= {c.info.run_id for c in children}
+    [web] = [c for c in children if c.data.tags["mlflow.runName"].startswith("publish-web-banner-")]
+    assert web.data.params["table_version"] == str(summary["published"]["web-banner"])
+    assert web.data.params["model_run_id"] == summary["ranking_models"]["web-personalized"]["run_id"]
     for child in children:
         tags = child.data.tags
         assert tags["mlflow.source.name"] == "offerflow-pipeline" and tags["mlflow.source.type"] == "JOB"
@@ -54,7 +61,7 @@ def test_first_scoring_run_has_nothing_to_compare_with_but_records_its_distribut
     assert scoring.data.tags["compared_with_run"] == "" and scoring.data.metrics["scored_profiles"] > 0
     assert not any(k.startswith("psi_") for k in scoring.data.metrics)
     profile = client.download_artifacts(scoring.info.run_id, "drift/profile.json")
-    assert '"score"' in open(profile).read()
+    assert '"score"' in Path(profile).read_text()
 
 
 def test_registered_models_and_versions_are_described(mlflow_view):

@@ -39,6 +39,7 @@ from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
                                                send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
+from offerflow.decisioning.http_docs import add_offline_docs
 from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
@@ -232,7 +233,8 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         with buffer.running():
             yield
 
-    app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, description=(
+    app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, description=(
         "Which marketing offers to show a profile, right now, in one or more placements. Answers come "
         "from the published ranking tables (personalized rankings, or Thompson sampling for "
         "auto-optimized placements), filtered by each offer's eligibility rule, with the placement's "
@@ -241,6 +243,7 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     app.state.decision_log = buffer
     app.state.metrics = ServiceMetrics()
     add_metrics_route(app, app.state.metrics)
+    add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)

@@ -87,6 +87,7 @@ def add_metrics_route(app: Any, metrics: ServiceMetrics) -> None:
     """``GET /metrics`` on the FastAPI `app`."""
     from fastapi import Response
 
-    @app.get("/metrics", summary="Prometheus metrics of this service", response_class=Response)
-    def prometheus_metrics() -> Response:
+    # No return annotation: FastAPI would resolve it as a response model (and `Response` is local here).
+    @app.get("/metrics", summary="Prometheus metrics of this service", response_class=Response, response_model=None)
+    def prometheus_metrics():  # noqa: ANN202
         return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -47,7 +47,7 @@ from offerflow.customer_ai.propensity import history_too_short
 from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
 from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, scoring_date, train_propensity
-from offerflow.models.scoring_runs import track_scoring
+from offerflow.models.scoring_runs import track_publication, track_scoring
 from offerflow.models.ranking_training import train_ranking_model
 from offerflow.models.project_check import require_valid_project
 from offerflow.core.paths import project_tracker, ranking_store
@@ -302,8 +302,8 @@ def _pipeline_steps(config: ProjectConfig, run_id: str, tags: dict[str, str], us
         return stop(validated)
     ingestion = validated.result()
     events_path = ingestion.validated_path
-    project_tracker(config).log_input(events_dataset(open_events(events_path)), "validated snapshot",
-                                      tags[PARENT_RUN_TAG])
+    snapshot = events_dataset(open_events(events_path))
+    project_tracker(config).log_input(snapshot, "validated snapshot", tags[PARENT_RUN_TAG])
 
     propensity: dict[str, TrainingResult] = {}
     scores = {}
@@ -328,6 +328,8 @@ def _pipeline_steps(config: ProjectConfig, run_id: str, tags: dict[str, str], us
         model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
         with progress.step(f"score and publish {placement.id}"):
             published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id, use_cache)
+            track_publication(project_tracker(config), config.tracking.experiment_prefix, placement.id,
+                              published[placement.id], model, snapshot, tags)
     summary = _summary(run_id, ingestion, propensity, skipped, ranking, published)
     create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary",
                              description="What this pipeline run validated, trained and published")

@@ -1,6 +1,7 @@
-"""A Customer AI scoring run in MLflow: the snapshot it read, how many profiles it scored, and the
-drift of the model's features and of the score against the goal's previous scoring run
-(`customer_ai.drift`: PSI in the previous run's fixed quantile bins).
+"""Scoring steps as MLflow runs. A Customer AI scoring run: the snapshot it read, how many profiles
+it scored, and the drift of the model's features and of the score against the goal's previous
+scoring run (`customer_ai.drift`: PSI in the previous run's fixed quantile bins). A publication
+run: which ranking table version a placement got from which model version.
 
 Each scoring run logs its own `distribution_profile` (`drift/profile.json`), the reference of the
 next one; the drift table goes to `drift/psi.csv` and to metrics `psi_<feature>` (`psi_score` for
@@ -17,10 +18,11 @@ import pandas as pd
 
 from offerflow.core.config import PropensityGoalConfig
 from offerflow.core.features import events_dataset, safe_name
-from offerflow.core.tracking import Tracker, run_stamp
+from offerflow.core.tracking import DatasetSummary, Tracker, run_stamp
 from offerflow.customer_ai.drift import distribution_profile, drift_table, drifted
 from offerflow.customer_ai.propensity import PropensityModel, feature_sample
 from offerflow.models.registry import propensity_model_name
+from offerflow.ranking.ai_models import RankingModelResult
 
 #: The tag that marks scoring runs among a goal's runs, and where their drift artifacts go.
 STEP_TAG, SCORE_STEP = "offerflow.step", "score"
@@ -67,3 +69,19 @@ def track_scoring(tracker: Tracker, experiment_prefix: str, con: duckdb.DuckDBPy
         if len(table):
             tracker.log_text(table.to_csv(index=False), TABLE_ARTIFACT)
     return ScoringRun(run_id, reference["run_id"] if reference else None, table, drifted(table, threshold), threshold)
+
+
+def track_publication(tracker: Tracker, experiment_prefix: str, placement_id: str, table_version: int,
+                      model: RankingModelResult | None, dataset: DatasetSummary, tags: dict[str, str] | None = None) -> str:
+    """Log the publication of a placement's ranking table as a run of `<prefix>-publishing` (a
+    child of the pipeline run when `tags` say so): which table version, ranked by which model
+    version, from which snapshot. Returns the run id."""
+    run_tags = {**(tags or {}), STEP_TAG: "publish", "placement": placement_id}
+    with tracker.run(f"{experiment_prefix}-publishing", run_name=f"publish-{placement_id}-{run_stamp()}",
+                     tags=run_tags) as run_id:
+        tracker.log_input(dataset, "scoring")
+        tracker.log_params({"placement": placement_id, "table_version": table_version,
+                            "ai_model": model.name if model else "", "model_kind": model.kind if model else "",
+                            "model_version": (model.model_version or "") if model else "",
+                            "model_run_id": model.run_id if model else ""})
+    return run_id
