@@ -88,9 +88,8 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     holdout_y, holdout_p = holdout["label"].to_numpy(), model.predict(holdout)
     metrics = classification_metrics(holdout_y, holdout_p)
     model.holdout_metrics = metrics
-    warnings = []
-    if metrics["auc"] < goal.poor_auc:
-        warnings.append(f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}")
+    warnings = ([f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}"]
+                if metrics["auc"] < goal.poor_auc else [])
     registered = propensity_model_name(experiment_prefix, goal.name)
     goal_json = json.dumps(goal.model_dump(mode="json"), sort_keys=True)
     run_tags = {**(tags or {}), "goal": goal.name, "goal_type": goal.type, "dataset_version": events_fingerprint(con),
