@@ -9,9 +9,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
-# Where `prefect deploy` points the deployments (see prefect.yaml and docs/operations.md).
+# Where `prefect deploy` points the deployments (see src/offerflow/prefect.yaml and docs/operations.md).
 export OFFERFLOW_PROJECT_DIR ?= $(CURDIR)
-export OFFERFLOW_CODE_DIR ?= $(CURDIR)
+export OFFERFLOW_CODE_DIR ?= $(CURDIR)/src
 
 .PHONY: demo test install bench bench-external clean serve down
 

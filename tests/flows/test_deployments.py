@@ -1,4 +1,4 @@
-"""prefect.yaml: every flow has a deployment, every entrypoint is a Prefect flow that accepts the
+"""src/offerflow/prefect.yaml (shipped in the wheel): every flow has a deployment, every entrypoint is a Prefect flow that accepts the
 deployment's parameters, every schedule parses, and the cadence matches what the issue asks."""
 
 from __future__ import annotations
@@ -9,17 +9,19 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+#: The directory holding the `offerflow` package: the deployments' entrypoints are relative to it.
+CODE_DIR = REPO / "src"
 
 
 @pytest.fixture(scope="module")
 def deployments() -> list[dict]:
-    return yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    return yaml.safe_load((CODE_DIR / "offerflow" / "prefect.yaml").read_text())["deployments"]
 
 
 def _flow(entrypoint: str):
     from prefect.flows import load_flow_from_entrypoint
 
-    return load_flow_from_entrypoint(str(REPO / entrypoint))
+    return load_flow_from_entrypoint(str(CODE_DIR / entrypoint))
 
 
 def test_every_entrypoint_is_a_flow_taking_its_parameters(deployments, tmp_path):
@@ -83,8 +85,8 @@ def test_schedules_parse_and_have_the_expected_cadence(deployments):
 def test_flow_options_are_typed_so_the_ui_renders_a_form():
     from prefect.utilities.callables import parameter_schema
 
-    for entrypoint, model in [("src/offerflow/flows/customer_ai.py:train_customer_ai", "CustomerAIOptions"),
-                              ("src/offerflow/flows/ranking_models.py:train_ranking_models", "RankingModelOptions")]:
+    for entrypoint, model in [("offerflow/flows/customer_ai.py:train_customer_ai", "CustomerAIOptions"),
+                              ("offerflow/flows/ranking_models.py:train_ranking_models", "RankingModelOptions")]:
         schema = parameter_schema(_flow(entrypoint).fn).model_dump()
         assert schema["properties"]["options"]["$ref"].endswith(model) or model in str(schema["properties"]["options"])
         assert model in schema["definitions"]

@@ -85,7 +85,7 @@ def test_up_run_a_deployment_by_hand_and_down(project_dir):
         assert all(ops.is_alive(p) for p in state.processes)
         assert (project_dir / ".prefect" / "prefect.db").exists()  # the server's sqlite under the project
 
-        env = {**ops.base_env(project_dir, REPO), **state.env()}
+        env = {**ops.base_env(project_dir, REPO / "src"), **state.env()}
         run = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
                               "offerflow-pipeline/daily", "--watch", "--watch-timeout", "400"],
                              env=env, capture_output=True, text=True, timeout=450)

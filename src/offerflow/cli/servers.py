@@ -11,10 +11,11 @@ from offerflow.cli.common import app, console, ConfigOption, fail, load_project
 
 
 def _code_dir() -> Path:
-    """The directory holding prefect.yaml and src/offerflow/flows/ (where the deployments' code lives)."""
-    import offerflow.flows
+    """The directory holding the `offerflow` package, with its prefect.yaml and flows/ (where the
+    deployments' code lives): `src/` of a checkout, site-packages of an installed wheel."""
+    import offerflow
 
-    return Path(offerflow.flows.__file__).resolve().parents[3]
+    return Path(offerflow.__file__).resolve().parents[1]
 
 
 @app.command()

@@ -235,6 +235,8 @@ class TrackingConfig(_Strict):
     uri: str = "sqlite:///mlflow.db"
     artifact_root: Path = Path("mlruns")
     experiment_prefix: str = "offerflow"
+    drift_psi_threshold: float = Field(0.2, gt=0, description=(
+        "PSI above which a scoring run warns that a feature or the score drifted (docs/customer-ai.md)."))
 
 
 class StoreConfig(_Strict):

@@ -21,10 +21,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from offerflow.core.tracking import DatasetSummary
+
 EVENTS_VIEW = "events"
 #: DuckDB's memory cap for the queries over the events: beyond it, aggregations and sorts spill to
 #: a temporary directory, so 10 million profiles' features fit next to the Python process.
 EVENTS_MEMORY_MIB = 4096
+#: The DuckDB variable that keeps where `open_events` read the events (for `events_dataset`).
+_SOURCE_VARIABLE = "offerflow_events_source"
 
 
 def open_events(path: Path, memory_limit_mib: int = EVENTS_MEMORY_MIB) -> duckdb.DuckDBPyConnection:
@@ -38,6 +42,7 @@ def open_events(path: Path, memory_limit_mib: int = EVENTS_MEMORY_MIB) -> duckdb
     con.execute("SET TimeZone = 'UTC'")
     source = str(path / "*.parquet") if Path(path).is_dir() else str(path)
     con.execute(f"CREATE VIEW {EVENTS_VIEW} AS SELECT * FROM read_parquet({_sql_str(source)})")
+    con.execute(f"SET VARIABLE {_SOURCE_VARIABLE} = {_sql_str(Path(path).resolve().as_uri())}")
     return con
 
 
@@ -79,6 +84,19 @@ def events_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
         f"SELECT count(*), min(timestamp), max(timestamp), bit_xor(hash(event_id)) FROM {EVENTS_VIEW}").fetchall()[0]
     span = f"{pd.Timestamp(first):%Y%m%d}-{pd.Timestamp(last):%Y%m%d}" if count else "empty"
     return f"{count}-{span}-{int(ids or 0):016x}"
+
+
+def events_dataset(con: duckdb.DuckDBPyConnection) -> DatasetSummary:
+    """The events snapshot a run reads, as MLflow records a run's input (`Tracker.log_input`):
+    its file, a digest of its content version, its rows and its first and last event."""
+    import hashlib
+
+    version = events_fingerprint(con)
+    count, first, last = con.execute(f"SELECT count(*), min(timestamp), max(timestamp) FROM {EVENTS_VIEW}").fetchall()[0]
+    uri = con.execute(f"SELECT getvariable('{_SOURCE_VARIABLE}')").fetchall()[0][0] or EVENTS_VIEW
+    iso = (lambda t: pd.Timestamp(t).tz_convert("UTC").isoformat() if t is not None else "")
+    return DatasetSummary("validated-events", uri, hashlib.sha256(version.encode()).hexdigest()[:16], int(count),
+                          iso(first), iso(last), version)
 
 
 def _sql_str(value: str) -> str:

@@ -7,12 +7,13 @@ the two are kept apart on purpose. MLflow is imported lazily: importing offerflo
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,13 @@ CHALLENGER = "challenger"
 #: Where a registered pyfunc model keeps the LightGBM model it wraps (MLflow's lightgbm format):
 #: `<model uri>/artifacts/lightgbm`, what `Tracker.load_lightgbm` reads.
 BOOSTER_ARTIFACT = "lightgbm"
+#: MLflow's standard tags: a run's parent (nesting), where it came from and which commit it ran.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+#: The source name of runs started outside a flow (the CLI, a notebook, a test).
+DEFAULT_SOURCE = "offerflow"
 
 
 def resolve_tracking_uri(uri: str, root: Path) -> str:
@@ -38,6 +46,55 @@ class RunRecord:
     experiment_id: str
     model_uri: str | None = None
     model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A dataset a run read, as MLflow records it (`log_input`): where it is, a digest of its
+    content, its rows and the time range of its events."""
+
+    name: str
+    uri: str
+    digest: str
+    rows: int
+    first: str
+    last: str
+    version: str  # offerflow's own content version (`core.features.events_fingerprint`)
+
+
+@dataclass
+class ParentRun:
+    """The parent MLflow run of a pipeline run; `status` is what it ends with."""
+
+    run_id: str
+    status: str = "FINISHED"
+    children: list[str] = field(default_factory=list)
+
+
+def run_stamp(now: datetime | None = None) -> str:
+    """The UTC time that makes run names distinct: `20261206-181115`."""
+    return f"{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
+
+
+def lineage_tags(source_name: str, parent_run_id: str | None = None) -> dict[str, str]:
+    """The tags that tie a step's run to its pipeline run (`mlflow.parentRunId`) and name the
+    flow that started it (`mlflow.source.name`, type JOB), for `Tracker.run`'s `tags`."""
+    tags = {SOURCE_NAME_TAG: source_name, SOURCE_TYPE_TAG: "JOB"}
+    if parent_run_id:
+        tags[PARENT_RUN_TAG] = parent_run_id
+    return tags
+
+
+def source_tags(source_name: str = DEFAULT_SOURCE, source_type: str = "LOCAL") -> dict[str, str]:
+    """MLflow's `mlflow.source.*` tags: name, type and the git commit of the offerflow checkout
+    (left out when the code does not run from a git checkout, e.g. an installed wheel)."""
+    from offerflow.core.fingerprints import code_version
+
+    tags = {SOURCE_NAME_TAG: source_name, SOURCE_TYPE_TAG: source_type}
+    commit = code_version().removesuffix("+dirty")
+    if commit != "unknown":
+        tags[GIT_COMMIT_TAG] = commit
+    return tags
 
 
 class Tracker:
@@ -66,12 +123,57 @@ class Tracker:
 
     @contextmanager
     def run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """Start a run in `experiment`; yields its run id and ends it (FAILED on exception)."""
+        """Start a run in `experiment`; yields its run id and ends it (FAILED on exception).
+
+        With `mlflow.parentRunId` in `tags` (`lineage_tags`) the run is a child of that run (a
+        pipeline run's step); the `mlflow.source.*` tags default to `source_tags()`.
+        """
         mlflow = self._mlflow
         experiment_id = self.experiment_id(experiment)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                              tags=dict(tags or {})) as active:
+        tags = {**source_tags(), **(tags or {})}
+        parent = tags.pop(PARENT_RUN_TAG, None)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                              parent_run_id=parent) as active:
             yield active.info.run_id
+
+    @contextmanager
+    def parent_run(self, experiment: str, run_name: str, source_name: str,
+                   tags: Mapping[str, str] | None = None) -> Iterator[ParentRun]:
+        """A pipeline run's parent run in `experiment`, created without making it the active run
+        (its steps start their own runs, each a child through `lineage_tags`); it ends FINISHED,
+        FAILED on exception, or with the `status` the caller set on the yielded `ParentRun`."""
+        tags = {**source_tags(source_name, "JOB"), **(tags or {})}
+        created = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
+                                         tags={k: _short(v) for k, v in tags.items()})
+        parent = ParentRun(created.info.run_id)
+        try:
+            yield parent
+        except BaseException:
+            parent.status = "FAILED"
+            raise
+        finally:
+            self.client.set_terminated(parent.run_id, parent.status)
+
+    def log_input(self, dataset: DatasetSummary, context: str, run_id: str | None = None) -> None:
+        """Record `dataset` as an input of the active run (or of `run_id`): MLflow's dataset
+        entity, with the rows and time range as its profile and `context` as its input tag."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        entity = _meta_dataset(dataset)._to_mlflow_entity()
+        inputs = [DatasetInput(entity, [InputTag("mlflow.data.context", context)])]
+        self.client.log_inputs(run_id or self._mlflow.active_run().info.run_id, datasets=inputs)
+
+    def describe_model(self, name: str, version: str | None, model_description: str,
+                       version_description: str) -> None:
+        """Descriptions the registry shows: of the registered model and of one of its versions."""
+        self.client.update_registered_model(name, description=model_description)
+        if version is not None:
+            self.client.update_model_version(name, version, description=version_description)
+
+    def child_runs(self, parent_run_id: str) -> list[Any]:
+        """Every run whose parent is `parent_run_id`, in any experiment (MLflow run objects)."""
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        return self.client.search_runs(experiments, filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._mlflow.log_params({k: _short(v) for k, v in params.items()})
@@ -139,13 +241,14 @@ class Tracker:
         except MlflowException:
             return None
 
-    def latest_run(self, experiment: str) -> dict[str, Any] | None:
-        """The most recent finished run of an experiment: id, start time (UTC ISO), metrics, params
-        and tags; None if the experiment has no finished run."""
+    def latest_run(self, experiment: str, tags: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+        """The most recent finished run of an experiment (with these `tags`, if given): id, start
+        time (UTC ISO), metrics, params and tags; None if the experiment has no such run."""
         existing = self.client.get_experiment_by_name(experiment)
         if existing is None:
             return None
-        runs = self.client.search_runs([existing.experiment_id], filter_string="attributes.status = 'FINISHED'",
+        having = "".join(f" and tags.`{k}` = '{v}'" for k, v in (tags or {}).items())
+        runs = self.client.search_runs([existing.experiment_id], filter_string="attributes.status = 'FINISHED'" + having,
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
             return None
@@ -219,6 +322,27 @@ def _numbers_of_any_width(example: Any, output: Any) -> Any:
     numbers = (DataType.integer, DataType.long, DataType.float, DataType.double)
     columns = [ColSpec(AnyType(), c.name, c.required) if c.type in numbers else c for c in signature.inputs.inputs]
     return ModelSignature(inputs=Schema(columns), outputs=signature.outputs)
+
+
+def _meta_dataset(dataset: DatasetSummary) -> Any:
+    """An MLflow `MetaDataset` (metadata only: the snapshot stays where it is) whose profile says
+    its rows, time range and offerflow content version."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class SnapshotDataset(MetaDataset):
+        @property
+        def profile(self) -> Any:
+            return {"num_rows": dataset.rows, "first_event": dataset.first, "last_event": dataset.last,
+                    "offerflow_version": dataset.version}
+
+        def to_dict(self) -> dict[str, str]:  # MetaDataset leaves the profile out of what is logged
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted", category=UserWarning)
+        source = resolve_dataset_source(dataset.uri)
+    return SnapshotDataset(source, name=dataset.name, digest=dataset.digest)
 
 
 def _pyfunc_model(predictor: Any) -> Any:

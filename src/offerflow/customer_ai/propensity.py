@@ -31,6 +31,8 @@ BUCKETS = ("low", "medium", "high")
 SCORING_BATCH_ROWS = 500_000
 #: Profiles whose features one DuckDB query aggregates when scoring (more: one query per partition).
 SCORING_PROFILES_PER_QUERY = 1_000_000
+#: Profiles (a stable hash sample) whose features each scoring run compares with the previous run's.
+DRIFT_SAMPLE_PROFILES = 20_000
 
 
 @dataclass(frozen=True)
@@ -373,10 +375,7 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
     with tempfile.TemporaryDirectory(prefix="offerflow-scoring-") as tmp:
         for part in range(parts):
             where = eligible_condition(goal, as_of, f"hash(profile_id) % {parts} = {part}" if parts > 1 else "TRUE")
-            path = Path(tmp) / f"features-{part}.parquet"
-            write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal),
-                                       active_day_channels=CHANNELS, where=where,
-                                       history_event_types=_history_event_types(goal))
+            path = _write_goal_features(con, goal, as_of, where, Path(tmp) / f"features-{part}.parquet")
             for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                 history = batch.to_pandas()
                 probability, top = model.predict_with_factors(_with_attributes(_with_bgnbd(history, goal), attributes),
@@ -397,6 +396,28 @@ def score_goal(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: Pro
         factors = factors.iloc[order].reset_index(drop=True)
     table = score_table(probability, ids, goal.buckets.medium_from, goal.buckets.high_from)
     return pd.concat([table, factors], axis=1)
+
+
+def _write_goal_features(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, as_of: datetime, where: str,
+                         path: Path) -> Path:
+    """The goal's event features as of `as_of` of the profiles `where` says, as a Parquet file."""
+    write_interaction_features(con, path, as_of, goal.lookback_days, _event_types(goal), active_day_channels=CHANNELS,
+                               where=where, history_event_types=_history_event_types(goal))
+    return path
+
+
+def feature_sample(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
+                   profiles: pd.DataFrame, as_of: datetime, max_profiles: int = DRIFT_SAMPLE_PROFILES) -> pd.DataFrame:
+    """The numeric features of `model` (float64; categoricals left out) for a stable hash sample of
+    the profiles eligible as of `as_of`, about `max_profiles` of them: what drift between scoring
+    runs is measured on (`customer_ai.drift`). The same profiles are sampled run after run."""
+    buckets = max(1, -(-len(profiles) // max_profiles))
+    where = eligible_condition(goal, as_of, f"hash(profile_id) % {buckets} = 0")
+    with tempfile.TemporaryDirectory(prefix="offerflow-drift-") as tmp:
+        history = pd.read_parquet(_write_goal_features(con, goal, as_of, where, Path(tmp) / "features.parquet"))
+    frame = _with_attributes(_with_bgnbd(history, goal), profile_attributes(goal, profiles).set_index(PROFILE_ID))
+    matrix = pd.DataFrame(model.numeric_matrix(frame), columns=model.feature_columns)
+    return matrix[[c for c in model.feature_columns if c not in model.categories]]
 
 
 def backtest_scores(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, scores: pd.DataFrame,

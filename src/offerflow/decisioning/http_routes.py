@@ -6,6 +6,7 @@ import gc
 import logging
 import secrets
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -65,10 +66,12 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
         # Well-formed requests are answered by DecisionFastPath; this route documents the endpoint
         # and answers what the fast path passed on (mostly errors), with the same result.
         current: DecisionEngine = app.state.engine
+        started = time.perf_counter()
         decision = current.decide(request.profile_id, request.placements, items=request.items,
                                   allow_duplicates=request.allow_duplicates, explain=request.explain)
         count_if_swapped(app, current, decision)
         buffer.add(decision)
+        app.state.metrics.observe(decision, time.perf_counter() - started, current.caps)
         # Serialized directly: the dataclasses already have the response's shape.
         return Response(orjson.dumps(decision.to_dict()), media_type="application/json")
 

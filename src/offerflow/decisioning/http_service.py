@@ -40,6 +40,8 @@ from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
                                                send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
+from offerflow.decisioning.http_docs import add_offline_docs
+from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
 
@@ -187,6 +189,7 @@ class DecisionFastPath:
         if not (json_body and api_key_ok):
             return None
         engine: DecisionEngine = self.service.state.engine
+        started = time.perf_counter()
         try:
             request = DecisionRequest.model_validate(orjson.loads(body))
             decision = engine.decide(request.profile_id, request.placements, items=request.items,
@@ -198,6 +201,7 @@ class DecisionFastPath:
             self._snapshot_loads = engine.snapshot_loads
             gc.freeze()  # O(1); its arrays are long-lived, see freeze_long_lived
         self.buffer.add(decision)
+        self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
         return orjson.dumps(decision.to_dict())
 
 
@@ -232,13 +236,17 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
         with buffer.running():
             yield
 
-    app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, description=(
+    app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, description=(
         "Which marketing offers to show a profile, right now, in one or more placements. Answers come "
         "from the published ranking tables (personalized rankings, or Thompson sampling for "
         "auto-optimized placements), filtered by each offer's eligibility rule, with the placement's "
         "fallback offer when nothing is eligible. Every decision is logged as `display` events."))
     app.state.engine = (engine if engine is not None else build_engine(config)).preload()
     app.state.decision_log = buffer
+    app.state.metrics = ServiceMetrics()
+    add_metrics_route(app, app.state.metrics)
+    add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)

@@ -31,6 +31,7 @@ from offerflow.evaluation.report_html import write_report
 from offerflow.decisioning.switches import apply_serving_decisions
 from offerflow.evaluation.strategies import evaluate_placement
 from offerflow.core.paths import project_tracker
+from offerflow.core.tracking import lineage_tags
 
 
 def evaluation_inputs(config: ProjectConfig, events: str | None = None) -> tuple[Path, Path]:
@@ -101,7 +102,8 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
                             evaluate_one=evaluate_one)
     report_path, charts = write_report_task(config, result)
     run_id = log_evaluation_task(config, result, report_path, charts,
-                                 {"flow_run_id": str(flow_run.get_id() or uuid.uuid4())})
+                                 {"flow_run_id": str(flow_run.get_id() or uuid.uuid4()),
+                                  **lineage_tags("evaluate-models")})
     switched = switch_serving_task(config, result, run_id, profiles, offers) if any(
         d.serve_candidate for d in result.serving.values()) else {}
     for placement_id, done in switched.items():

@@ -40,7 +40,7 @@ from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ProjectConfig
 from offerflow.core.overrides import VariantOptions, variant
 from offerflow.decisioning.switches import load_serving_config
-from offerflow.core.features import open_events
+from offerflow.core.features import events_dataset, open_events
 from offerflow.ingest.events import EventFileError
 from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
 from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
@@ -49,10 +49,12 @@ from offerflow.ranking.publishing import publish_placement
 from offerflow.customer_ai.propensity import history_too_short
 from offerflow.core.promotion import TrainingResult
 from offerflow.ranking.ai_models import RankingModelResult
-from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, train_propensity
+from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, scoring_date, train_propensity
+from offerflow.models.scoring_runs import track_publication, track_scoring
 from offerflow.models.ranking_training import train_ranking_model
 from offerflow.models.project_check import require_valid_project
 from offerflow.core.paths import project_tracker, ranking_store
+from offerflow.core.tracking import PARENT_RUN_TAG, lineage_tags, run_stamp
 
 
 __all__ = ["BAD_INPUT", "pipeline"]
@@ -154,7 +156,9 @@ def train_propensity_task(config: ProjectConfig, events_path: Path, goal_name: s
                                      config.seed, tags, dask_address=config.compute.dask_address)
     scores, path = score_propensity(con, model, goal, profiles, None, result.model_version,
                                     config.paths.propensity_scores(goal.name))
-    for warning in result.warnings:
+    scoring = track_scoring(project_tracker(config), config.tracking.experiment_prefix, con, model, goal, profiles,
+                            scores, scoring_date(con), result.model_version, config.tracking.drift_psi_threshold, tags)
+    for warning in [*result.warnings, *scoring.warnings()]:
         get_run_logger().warning("%s: %s", goal.name, warning)
     return result, scores, path
 
@@ -227,7 +231,8 @@ def training_run(config: ProjectConfig, section: str, names: list[str], options:
     applied, the validated events, the flow run's id and the MLflow tags of its runs."""
     config = variant(config, section, names, options.overrides)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags()}
+    tags = {"flow_run_id": run_id, "project": config.project, **options.variant_tags(),
+            **lineage_tags(flow_run.get_flow_name() or "offerflow")}
     return config, validated_events(config), run_id, tags
 
 
@@ -282,7 +287,11 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@flow(name="offerflow-pipeline", log_prints=True)
+#: The flow name, also the `mlflow.source.name` of its MLflow runs.
+PIPELINE_FLOW = "offerflow-pipeline"
+
+
+@flow(name=PIPELINE_FLOW, log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict: bool = False,
@@ -290,10 +299,27 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
     """Validate, train, score and publish for the project described by `config_path`
     (`use_cache=False` recomputes every step even when its inputs did not change; `strict` makes
     formulas and rules that rank nothing errors). The run holds the project lock (core/project_lock.py):
-    another writing command in the project makes it wait up to `lock_wait_seconds`, then stop."""
+    another writing command in the project makes it wait up to `lock_wait_seconds`, then stop.
+
+    The run is one parent MLflow run (experiment `<prefix>-pipeline`); every step that trains or
+    scores starts a child run of it in its own experiment (docs/data-scientists.md, lineage)."""
     config = check_before_work(load_serving_config(config_path), config_path, strict)
     run_id = str(flow_run.get_id() or uuid.uuid4())
-    tags = {"pipeline_run_id": run_id, "project": config.project}
+    tracker = project_tracker(config)
+    with tracker.parent_run(f"{config.tracking.experiment_prefix}-pipeline", f"pipeline-{run_stamp()}", PIPELINE_FLOW,
+                            {"pipeline_run_id": run_id, "project": config.project}) as parent:
+        tags = {"pipeline_run_id": run_id, "project": config.project, **lineage_tags(PIPELINE_FLOW, parent.run_id)}
+        outcome = _pipeline_steps(config, run_id, tags, use_cache)
+        if isinstance(outcome, State):  # stopped on bad input
+            parent.status = "FAILED"
+        else:
+            tracker.set_run_tags(parent.run_id, {f"published.{p}": v for p, v in outcome["published"].items()})
+            outcome["mlflow_run_id"] = parent.run_id
+    return outcome
+
+
+def _pipeline_steps(config: ProjectConfig, run_id: str, tags: dict[str, str], use_cache: bool) -> dict[str, Any] | State:
+    """The pipeline's steps, in order; a failed state when validation stops the run."""
     active = [m for m in config.ai_models if m.status == "active"]
     progress = StepProgress(3 + len(config.propensity_goals) + len(active) + len(config.placements),
                             key="pipeline-progress", description="Steps of this pipeline run done")
@@ -308,6 +334,8 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
         return stop(validated)
     ingestion = validated.result()
     events_path = ingestion.validated_path
+    snapshot = events_dataset(open_events(events_path))
+    project_tracker(config).log_input(snapshot, "validated snapshot", tags[PARENT_RUN_TAG])
 
     propensity: dict[str, TrainingResult] = {}
     scores = {}
@@ -333,8 +361,19 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
             with progress.step(f"score and stage {placement.id}"):
                 published[placement.id] = publish_task(config, placement.id, enriched, offers, model, run_id,
                                                        use_cache)
+    for placement in config.placements:  # switched: each publication is a child run of the pipeline's
+        model = ranking.get(placement.ranking.ai_model) if placement.ranking.ai_model else None
+        track_publication(project_tracker(config), config.tracking.experiment_prefix, placement.id,
+                          published[placement.id], model, snapshot, tags)
+    summary = _summary(run_id, ingestion, propensity, skipped, ranking, published)
+    create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary",
+                             description="What this pipeline run validated, trained and published")
+    return summary
 
-    summary = {
+
+def _summary(run_id: str, ingestion: IngestionResult, propensity: dict[str, TrainingResult], skipped: dict[str, str],
+             ranking: dict[str, RankingModelResult], published: dict[str, int]) -> dict[str, Any]:
+    return {
         "run_id": run_id,
         "validation": {**ingestion.counts(), "data_docs": str(ingestion.report.data_docs_path or ""),
                        "warnings": [f"{w.name}: {w.observed}" for w in ingestion.report.warnings]},
@@ -346,6 +385,3 @@ def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict
                                "run_id": v.run_id} for k, v in ranking.items()},
         "published": published,
     }
-    create_markdown_artifact(_summary_markdown(summary), key="pipeline-summary",
-                             description="What this pipeline run validated, trained and published")
-    return summary

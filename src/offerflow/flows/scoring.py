@@ -29,7 +29,9 @@ from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import open_events
 from offerflow.ingest.snapshot import validated_events
-from offerflow.models.customer_ai_training import enrich_profiles, score_propensity
+from offerflow.models.customer_ai_training import enrich_profiles, score_propensity, scoring_date
+from offerflow.models.scoring_runs import track_scoring
+from offerflow.core.tracking import lineage_tags
 @task(name="score-customer-ai", cache_policy=NO_CACHE)
 @reports_bad_input
 def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, profiles):
@@ -42,8 +44,13 @@ def score_goal_task(config: ProjectConfig, events_path: Path, goal_name: str, pr
                                  goal_name, goal_name)
         return None
     model, version = loaded
-    scores, _ = score_propensity(open_events(events_path), model, goal, profiles, None, version,
-                                 config.paths.propensity_scores(goal.name))
+    con = open_events(events_path)
+    scores, _ = score_propensity(con, model, goal, profiles, None, version, config.paths.propensity_scores(goal.name))
+    scoring = track_scoring(project_tracker(config), config.tracking.experiment_prefix, con, model, goal, profiles,
+                            scores, scoring_date(con), version, config.tracking.drift_psi_threshold,
+                            lineage_tags(SCORING_FLOW))
+    for warning in scoring.warnings():
+        get_run_logger().warning("%s: %s", goal_name, warning)
     return scores
 
 
@@ -52,7 +59,11 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
     return load_ranking_champion(project_tracker(config), config.tracking.experiment_prefix, config.ai_model(model_name))
 
 
-@flow(name="score-and-publish", log_prints=True)
+#: The flow name, also the `mlflow.source.name` of its MLflow runs.
+SCORING_FLOW = "score-and-publish"
+
+
+@flow(name=SCORING_FLOW, log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:

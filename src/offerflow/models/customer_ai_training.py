@@ -19,7 +19,7 @@ import pandas as pd
 
 from offerflow.core.config import PropensityGoalConfig
 from offerflow.core.metrics import classification_metrics
-from offerflow.core.features import event_time_range, events_fingerprint
+from offerflow.core.features import event_time_range, events_dataset, events_fingerprint
 from offerflow.core.promotion import TrainingResult
 from offerflow.customer_ai.goals import Population
 from offerflow.customer_ai.goals import population as goal_population
@@ -27,10 +27,10 @@ from offerflow.customer_ai.propensity import (VALIDATION_SHARE, PropensityModel,
                                   fit_propensity_model, plan_cutoffs, score_goal)
 from offerflow.models.cluster import fit_propensity_model_with
 from offerflow.core.schema import PROFILE_ID, PROPENSITY_FIELDS
-from offerflow.core.tracking import Tracker
+from offerflow.core.tracking import Tracker, run_stamp
 from offerflow.core.fingerprints import code_version
-from offerflow.models.registry import (ChampionComparison, load_propensity_champion, promote, propensity_model_name,
-                                      register_propensity)
+from offerflow.models.registry import (ChampionComparison, describe_propensity, load_propensity_champion, promote,
+                                      propensity_model_name, register_propensity)
 
 
 def _log_propensity_diagnostics(tracker: Tracker, model: PropensityModel, y: np.ndarray,
@@ -88,15 +88,14 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
     holdout_y, holdout_p = holdout["label"].to_numpy(), model.predict(holdout)
     metrics = classification_metrics(holdout_y, holdout_p)
     model.holdout_metrics = metrics
-    warnings = []
-    if metrics["auc"] < goal.poor_auc:
-        warnings.append(f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}")
+    warnings = ([f"model quality is poor: holdout AUC {metrics['auc']:.3f} < {goal.poor_auc}"]
+                if metrics["auc"] < goal.poor_auc else [])
     registered = propensity_model_name(experiment_prefix, goal.name)
     goal_json = json.dumps(goal.model_dump(mode="json"), sort_keys=True)
     run_tags = {**(tags or {}), "goal": goal.name, "goal_type": goal.type, "dataset_version": events_fingerprint(con),
                 "git_commit": code_version(), "goal_config": goal_json}
-    with tracker.run(registered, run_name=f"train-{goal.name}",
-                     tags=run_tags) as run_id:
+    with tracker.run(registered, run_name=f"train-{goal.name}-{run_stamp()}", tags=run_tags) as run_id:
+        tracker.log_input(events_dataset(con), "training")
         tracker.log_params({"outcome_window_days": goal.outcome_window_days,
                             "lookback_days": goal.lookback_days,
                             "train_cutoffs": [c.date().isoformat() for c in plan.train],
@@ -122,10 +121,16 @@ def train_propensity(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig,
         if champion.metrics is not None:
             tracker.log_metrics({f"champion_holdout_{k}": v for k, v in champion.metrics.items()})
         record = register_propensity(tracker, model, registered, goal, examples)
+        describe_propensity(tracker, registered, record.model_version, goal, covered.describe(), metrics)
         promoted, reason = promote(tracker, registered, record.model_version, metrics, champion, "auc",
                                    goal.promotion_min_auc_gain)
     return model, TrainingResult(goal.name, run_id, record.model_version, metrics, promoted, reason, warnings,
                                  population=covered.as_dict())
+
+
+def scoring_date(con: duckdb.DuckDBPyConnection) -> datetime:
+    """The date profiles are scored as of by default: midnight UTC after the last event."""
+    return pd.Timestamp(event_time_range(con)[1]).ceil("D").to_pydatetime()
 
 
 def score_propensity(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
@@ -137,7 +142,7 @@ def score_propensity(con: duckdb.DuckDBPyConnection, model: PropensityModel, goa
     scores of the latest date sort last and older batches (and backtests) stay readable.
     """
     if as_of is None:
-        as_of = pd.Timestamp(event_time_range(con)[1]).ceil("D").to_pydatetime()
+        as_of = scoring_date(con)
     scores = score_goal(con, model, goal, profiles, as_of)
     scores = scores.assign(model_version=model_version or "", score_date=as_of.date().isoformat())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,9 +194,11 @@ def score_propensity_as_of(con: duckdb.DuckDBPyConnection, model: PropensityMode
     result = AsOfScoring(goal.name, as_of.date().isoformat(), path, len(scores), model_label, backtest,
                          population=covered)
     if tracker is not None:
-        with tracker.run(f"{experiment_prefix}-propensity-{goal.name}", run_name=f"score-{goal.name}-{result.as_of}",
+        with tracker.run(f"{experiment_prefix}-propensity-{goal.name}",
+                         run_name=f"score-{goal.name}-{result.as_of}-{run_stamp()}",
                          tags={"goal": goal.name, "as_of": result.as_of, "model": model_label,
                                "dataset_version": events_fingerprint(con)}) as run_id:
+            tracker.log_input(events_dataset(con), "scoring")
             tracker.log_params({"as_of": result.as_of, "scores_path": str(path), "model": model_label,
                                 "eligible_active_within_days": goal.eligible_active_within_days,
                                 "population": covered.describe()})

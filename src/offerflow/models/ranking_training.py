@@ -17,14 +17,15 @@ from offerflow.ranking.ai_models import RankingModelResult, experiment_name
 from offerflow.ranking.bandits import fit_posteriors
 from offerflow.ingest.catalog import offers_for_placement
 from offerflow.core.config import AIModelConfig
-from offerflow.core.features import event_time_range
+from offerflow.core.features import event_time_range, events_dataset
 from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.models.cluster import fit_click_model_with
 from offerflow.ranking.click_model import ClickModel, displays_per_profile, interaction_log, training_frame
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID
-from offerflow.core.tracking import CHAMPION, Tracker
-from offerflow.models.registry import holdout_metrics, logged_champion, promote, register_click_model
+from offerflow.core.tracking import CHAMPION, Tracker, run_stamp
+from offerflow.models.registry import (describe_click_model, holdout_metrics, logged_champion, promote,
+                                      register_click_model)
 
 
 def ranking_window(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig) -> tuple[datetime, datetime]:
@@ -129,8 +130,9 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         window_counts(stats, start, end), on="offer_id", how="left").fillna(0)
     qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
     experiment = experiment_name(experiment_prefix, model_cfg.name)
-    with tracker.run(experiment, run_name=f"train-{model_cfg.name}",
+    with tracker.run(experiment, run_name=f"train-{model_cfg.name}-{run_stamp()}",
                      tags={**(tags or {}), "ai_model": model_cfg.name, "type": model_cfg.type}) as run_id:
+        tracker.log_input(events_dataset(con), "training")
         tracker.log_params({"type": model_cfg.type, "placements": model_cfg.placements,
                             "training_window_start": start.isoformat(), "training_window_end": end.isoformat(),
                             "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
@@ -174,6 +176,8 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
     tracker.log_dict(click_model.spec(), "feature_spec.json")
     record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
+    describe_click_model(tracker, registered, record.model_version, model_cfg, result.window, len(frame),
+                         click_model.holdout_metrics)
     result.promoted, result.reason = promote(tracker, registered, record.model_version, click_model.holdout_metrics,
                                              logged_champion(tracker, registered, record.model_version), "auc", 0.0)
     if not result.promoted:

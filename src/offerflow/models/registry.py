@@ -58,6 +58,35 @@ def register_click_model(tracker: Tracker, model: ClickModel, registered: str, f
                               pinned_requirements(PREDICT_REQUIREMENTS), _package_dir())
 
 
+def describe_propensity(tracker: Tracker, registered: str, version: str | None, goal: PropensityGoalConfig,
+                        population: str, metrics: dict[str, float]) -> None:
+    """The registry's descriptions of a Customer AI model and of its new version: goal, window,
+    population and holdout metrics."""
+    what = "will not occur" if goal.goal.occurrence == "will_not_occur" else "occurs"
+    model = (f"offerflow Customer AI ({goal.type}): P(goal {what} within {goal.outcome_window_days} days) per"
+             f" profile. pyfunc: a feature frame -> probability, score, percentile, bucket.")
+    tracker.describe_model(registered, version, model,
+                           f"goal {goal.name}; outcome window {goal.outcome_window_days} days; population: {population};"
+                           f" holdout {_metric_text(metrics)}")
+
+
+def describe_click_model(tracker: Tracker, registered: str, version: str | None, model_cfg: AIModelConfig,
+                         window: tuple[datetime, datetime] | None, rows: int, metrics: dict[str, float]) -> None:
+    """The registry's descriptions of a personalized click model and of its new version: its
+    placements, training window, training rows and holdout metrics."""
+    model = (f"offerflow personalized ranking model for {', '.join(model_cfg.placements)}: P({model_cfg.success_event})"
+             f" per profile x offer. pyfunc: a profile x offer feature frame -> P(click) per row.")
+    span = f"{window[0]:%Y-%m-%d} to {window[1]:%Y-%m-%d}" if window else "unknown"
+    tracker.describe_model(registered, version, model,
+                           f"training window {span} ({model_cfg.training_window_days} days); {rows} training rows;"
+                           f" holdout {_metric_text(metrics)}")
+
+
+def _metric_text(metrics: dict[str, float]) -> str:
+    shown = [f"{k} {metrics[k]:.4f}" for k in ("auc", "log_loss", "brier") if metrics.get(k) is not None]
+    return ", ".join(shown) or "metrics unavailable"
+
+
 def _example_rows(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """`INPUT_EXAMPLE_ROWS` rows of `columns`, those with the fewest missing values first, so that
     the logged example shows values rather than gaps."""

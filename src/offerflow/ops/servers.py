@@ -226,6 +226,10 @@ def start_redis(config: ProjectConfig, project: Path, env: Mapping[str, str], st
     say(f"Redis (cap counters) ready on port {port}")
 
 
+#: The deployments, shipped inside the package (so a wheel has them), relative to the code directory.
+DEPLOYMENTS_FILE = "offerflow/prefect.yaml"
+
+
 def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        deploy: bool = True, schedules: bool = True, startup_timeout_s: float = 180,
        say: Callable[[str], None] = lambda _: None) -> ServerState:
@@ -273,8 +277,8 @@ def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_p
         _write_state(project, state)
         if deploy:
             say("registering the deployments of prefect.yaml")
-            _run([_tool("prefect"), "--no-prompt", "deploy", "--all"], client_env, code_dir.resolve(),
-                 "prefect deploy --all")
+            _run([_tool("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", DEPLOYMENTS_FILE],
+                 client_env, code_dir.resolve(), "prefect deploy --all")
             state.deployments = list_deployments(state, env)
             _write_state(project, state)
     except BaseException:

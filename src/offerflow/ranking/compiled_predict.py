@@ -72,6 +72,9 @@ class BoosterPredictor:
                 return
             try:
                 self._compiled = _compile_lleaves(self.booster.model_to_string(), self.cache_dir)
+            except ImportError:  # the `fast` extra (lleaves, llvmlite) is not installed
+                self._failed = True
+                _log.info("lleaves is not installed (pip install 'offerflow[fast]'); using LightGBM's own predict")
             except Exception as exc:  # a broken toolchain must not stop scoring: predict as before
                 self._failed = True
                 _log.warning("compiling the LightGBM model failed (%s); using LightGBM's own predict",

@@ -216,6 +216,8 @@ class CapCounters:
         now = now or datetime.now(timezone.utc)
         self.caps = {oid: tuple(rules) for oid, rules in caps.items() if rules}
         self.lock = threading.RLock()
+        #: Times an offer was skipped because it was capped (the service's `offerflow_cap_hits_total`).
+        self.hits = 0
         self._counts: dict[Family, dict[tuple[str, str, str], int]] = {}
         self._window: dict[Family, datetime] = {}
         for rules in self.caps.values():
@@ -266,6 +268,7 @@ class CapCounters:
         for counts, by_placement, by_profile, limit in checks:
             key = (offer_id, placement_id if by_placement else ALL, profile_id if by_profile else ALL)
             if counts.get(key, 0) >= limit:
+                self.hits += 1
                 return True
         return False
 
