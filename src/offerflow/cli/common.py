@@ -10,11 +10,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command: bad input that no command caught itself (`offerflow.ops.bad_input`) still
+    ends as one `error:` line and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from offerflow.ops.bad_input import BAD_INPUT_ERRORS
+
+            if not isinstance(exc, BAD_INPUT_ERRORS):
+                raise
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
 
 app = typer.Typer(help="offerflow: rank marketing offers with machine learning, self-hosted.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineErrors)
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
 caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
@@ -28,7 +48,8 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    """The one-line `error: <message>` on stderr (exit 1): bad input, never a traceback."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code=1)
 
 
@@ -57,8 +78,6 @@ def project_check(config_path: Path, project):
 
 def report_problems(problems: list[str]) -> None:
     """Each mistake as one `error:` line on stderr, then exit 2."""
-    from rich.markup import escape
-
     for line in problems:
         err.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)
     raise typer.Exit(code=2)
@@ -147,7 +166,7 @@ def flow_progress(what: str) -> Iterator[None]:
 
 def project_engine(config_path: Path):
     from offerflow.ingest.catalog import CatalogError
-    from offerflow.decisioning.http_service import build_engine
+    from offerflow.decisioning.engine import build_engine
 
     config = load_project(config_path)
     try:

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, caps_app, console, ConfigOption, fail, load_project,
-                                 prepare_prefect_environment, project_engine)
+from offerflow.cli.common import app, caps_app, console, ConfigOption, fail, load_project, project_engine
 
 
 @app.command()
@@ -80,21 +79,20 @@ def decide_batch_command(
     config: ConfigOption = Path("offerflow.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
+    """Decide for every profile of a segment (default: everyone), on the published tables, without
+    starting Prefect (the `batch-decisions` flow runs the same steps on a schedule)."""
     from offerflow.customer_ai.segments import SegmentError
-    from offerflow.ingest.catalog import CatalogError
+    from offerflow.decisioning.batch_runs import run_batch_decisions
     from offerflow.decisioning.decision_types import DecisionError
+    from offerflow.ingest.catalog import CatalogError
 
     project = load_project(config)
-    prepare_prefect_environment(project.root)
-    from offerflow.flows.decisions import batch_decisions
-
     try:
-        summary = batch_decisions(config_path=str(config), placements=placement or None,
-                                  profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
-                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates)
-    except (SegmentError, DecisionError, CatalogError) as exc:
-        fail(str(exc))
+        summary = run_batch_decisions(project, placements=placement or None,
+                                      profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                      bucket=bucket, items=items, allow_duplicates=allow_duplicates)
+    except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0])
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return

@@ -17,22 +17,14 @@ from typing import Any, Callable
 from prefect import get_run_logger
 from prefect.states import Failed, State
 
-from offerflow.ingest.catalog import CatalogError
-from offerflow.core.config import ConfigError
-from offerflow.decisioning.decision_types import DecisionError
-from offerflow.ingest.events import EventFileError
-from offerflow.customer_ai.goals import GoalError
-from offerflow.ingest.snapshot import ValidationFailed
-from offerflow.customer_ai.segments import SegmentError
+from offerflow.ops.bad_input import BAD_INPUT_ERRORS
 
 BAD_INPUT = "BadInput"
 #: Set on the log record of a bad-input message: the CLI, which prints the error itself, keeps it
 #: off the terminal (it stays in the Prefect run's logs).
 BAD_INPUT_RECORD = "offerflow_bad_input"
-#: What users get wrong, as opposed to bugs: reported in one line.
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError,
-    DecisionError, FileNotFoundError)
+__all__ = ["BAD_INPUT", "BAD_INPUT_ERRORS", "BAD_INPUT_RECORD", "bad_input", "reports_bad_input",
+           "retry_unless_bad_input", "stop"]
 
 
 def bad_input(exc: Exception) -> State:

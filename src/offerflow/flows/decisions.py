@@ -1,4 +1,5 @@
 """Batch decisioning as a Prefect flow: decide for every profile of a segment, write the results.
+(`offerflow decide-batch` runs the same steps without Prefect: `decisioning/batch_runs.py`.)
 
 The segment is a file of profile ids (one per line, or a CSV/Parquet with a `profile_id` column) or
 a Customer AI bucket (`goal` + `bucket`: profiles whose `propensity.<goal>.bucket` is low, medium
@@ -18,6 +19,7 @@ from prefect.runtime import flow_run
 
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
+from offerflow.decisioning.batch_runs import batch_summary
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.decisioning.engine import build_engine
 
@@ -55,10 +57,7 @@ def batch_decisions(config_path: str = "offerflow.yaml", placements: list[str] |
     chosen = placements or [p.id for p in config.placements]
     result = decide_task(engine, profile_ids, chosen, items, allow_duplicates, return_state=True).result()
     path = write_task(result, config, run_id)
-    summary = {"run_id": run_id, "profiles": result.profiles, "placements": chosen,
-               "items": result.decisions.num_rows, "decisions_path": str(path),
-               "arms": result.arm_counts(),
-               "seconds": round(result.seconds, 3)}
+    summary = batch_summary(result, chosen, path, run_id)
     get_run_logger().info("decided %s profiles x %s placements in %.1f s -> %s", result.profiles, len(chosen),
                           result.seconds, path)
     return summary
