@@ -3,12 +3,13 @@ one-line errors, and how flow runs look in the terminal (quiet, a progress bar, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -45,6 +46,12 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long its path
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for another program).")]
+
+
+def print_json(data: Any) -> None:
+    """A command's result for another program: JSON on stdout, nothing else."""
+    print(json.dumps(data, indent=2, default=str))
 
 
 def fail(message: str) -> None:
