@@ -24,6 +24,7 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
        mlflow_port: Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")] = 5000,
        deploy: Annotated[bool, typer.Option(help="Register every deployment of prefect.yaml.")] = True,
        schedules: Annotated[bool, typer.Option(help="Run the scheduler (off: deployments run only by hand).")] = True,
+       pool_limit: Annotated[int, typer.Option(min=1, help="Flow runs the work pool runs at once (others wait).")] = 2,
        as_json: JsonOption = False) -> None:
     """Start a Prefect server, a worker and an MLflow server on 127.0.0.1 and deploy every flow."""
     from offerflow.ops.servers import OpsError
@@ -33,7 +34,7 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
     try:
         with console.status("starting the Prefect server, the MLflow server and a worker") as status:
             state = start_servers(project, _code_dir(), prefect_port, mlflow_port, deploy=deploy,
-                                  schedules=schedules, say=lambda m: status.update(m))
+                                  schedules=schedules, say=lambda m: status.update(m), pool_limit=pool_limit)
     except OpsError as exc:
         fail(str(exc))
     if as_json:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from offerflow.core.notifications import NotificationsConfig
+
 if TYPE_CHECKING:
     from offerflow.core.paths import ProjectPaths
 
@@ -304,6 +306,7 @@ class ProjectConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     cache: CacheConfig = CacheConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

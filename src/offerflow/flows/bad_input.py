@@ -5,12 +5,18 @@ enough positives or an unknown segment is not a bug: the task or flow that meets
 message once, without a traceback, and ends in a `Failed` state named `BadInput` whose message is
 the error's first line (never retried). Calling the flow from Python raises the original
 exception, which the CLI prints as its one-line `error:`.
+
+Run by a worker, Prefect's engine raises the failed flow's exception once more after the run ended
+and logs it to the flow run ("Engine execution exited with unexpected exception" and the whole
+traceback): `_QuietEngineExit` drops that record for bad input already reported, so the run's log
+holds the one error line.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from typing import Any, Callable
 
@@ -45,11 +51,34 @@ def stop(state: State) -> State:
     return Failed(name=state.name, message=state.message, data=state.result(raise_on_failure=False))
 
 
+class _QuietEngineExit(logging.Filter):
+    """On Prefect's flow-run logger: the engine's closing record of a run that ended on bad input
+    (the exception it re-raises) is dropped when the message was logged already, else it becomes
+    that one line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BAD_INPUT_ERRORS):
+            return True
+        if getattr(exc, "_offerflow_reported", False):
+            return False
+        record.msg, record.args, record.exc_info, record.exc_text = "%s", (str(exc),), None, None
+        return True
+
+
+def quiet_engine_exit() -> None:
+    """Install `_QuietEngineExit` on Prefect's flow-run logger, once per process."""
+    runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _QuietEngineExit) for f in runs.filters):
+        runs.addFilter(_QuietEngineExit())
+
+
 def reports_bad_input(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a flow or task function: bad input raised inside it (or by a task it called) becomes
     a `BadInput` failed state instead of an exception with a traceback in the logs."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_engine_exit()
         try:
             return fn(*args, **kwargs)
         except BAD_INPUT_ERRORS as exc:

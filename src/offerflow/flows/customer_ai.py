@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import CustomerAIOptions
 from offerflow.flows.pipeline import check_before_work, load_project_catalog, train_goal, training_run
@@ -27,7 +28,7 @@ from offerflow.models.customer_ai_training import enrich_profiles
 
 
 
-@flow(name="train-customer-ai", log_prints=True)
+@flow(**guard_rails("train-customer-ai"), log_prints=True)
 @reports_bad_input
 def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOptions = CustomerAIOptions(),
                       use_cache: bool = True) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
 from offerflow.decisioning.batch_runs import batch_summary
@@ -44,7 +45,7 @@ def write_task(result, config, run_id: str):
                        config.paths.decision_log)
 
 
-@flow(name="batch-decisions", log_prints=True)
+@flow(**guard_rails("batch-decisions"), log_prints=True)
 @reports_bad_input
 def batch_decisions(config_path: str = "offerflow.yaml", placements: list[str] | None = None,
                     profiles_file: str | None = None, goal: str | None = None, bucket: str | None = None,

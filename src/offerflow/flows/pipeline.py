@@ -30,6 +30,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from offerflow.flows import caching
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
 from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.progress import StepProgress
@@ -254,7 +255,7 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@flow(name="offerflow-pipeline", log_prints=True)
+@flow(**guard_rails("offerflow-pipeline"), log_prints=True)
 @reports_bad_input
 def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Validate, train, score and publish for the project described by `config_path`

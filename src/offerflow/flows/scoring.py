@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
 from offerflow.flows.pipeline import check_before_work, load_project_catalog, publish_task
@@ -51,7 +52,7 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
     return load_ranking_champion(project_tracker(config), config.tracking.experiment_prefix, config.ai_model(model_name))
 
 
-@flow(name="score-and-publish", log_prints=True)
+@flow(**guard_rails("score-and-publish"), log_prints=True)
 @reports_bad_input
 def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
