@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, caps_app, console, ConfigOption, JsonOption, fail, load_project, print_json,
-                                 project_engine)
+from offerflow.cli.common import (app, caps_app, console, ConfigOption, JsonOption, check_before_work, fail,
+                                 load_project, print_json, project_engine)
 
 
 @app.command()
@@ -46,7 +46,7 @@ def decide(
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
-    project, engine = project_engine(config)
+    project, engine = project_engine(config, check=True)
     try:
         decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates)
     except DecisionError as exc:
@@ -87,6 +87,7 @@ def decide_batch_command(
     from offerflow.ingest.catalog import CatalogError
 
     project = load_project(config)
+    check_before_work(config, project)
     try:
         summary = run_batch_decisions(project, placements=placement or None,
                                       profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
