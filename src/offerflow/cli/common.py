@@ -129,6 +129,21 @@ def prepare_prefect_environment(project_dir: Path) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    use_running_server(project_dir)
+
+
+def use_running_server(project_dir: Path) -> None:
+    """A flow command runs its flow on the Prefect server `offerflow up` started for this project,
+    when it still runs (and PREFECT_API_URL is not set already), and says so on stderr; otherwise
+    Prefect starts a temporary server for the run."""
+    from offerflow.ops.servers import is_alive, read_state
+
+    state = read_state(project_dir)
+    if "PREFECT_API_URL" in os.environ or state is None:
+        return
+    if any(p.name == "prefect-server" and is_alive(p) for p in state.processes):
+        os.environ["PREFECT_API_URL"] = state.api_url
+        err.print(f"using the running Prefect server {state.prefect_url} (offerflow up)", highlight=False)
 
 
 def run_pipeline(config_path: Path, use_cache: bool = True) -> dict:
