@@ -92,3 +92,17 @@ def test_flow_options_are_typed_so_the_ui_renders_a_form():
         assert model in schema["definitions"]
         props = schema["definitions"][model]["properties"]
         assert {"overrides"} <= set(props)
+
+
+def test_every_deployment_has_guard_rails(deployments):
+    """One run at a time per deployment (a new one is cancelled while the last runs), a time limit
+    and the failure hook on every deployed flow."""
+    from offerflow.flows.guard_rails import notify_failure
+
+    for d in deployments:
+        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}, d["entrypoint"]
+        flow = _flow(d["entrypoint"])
+        assert flow.timeout_seconds and 60 <= flow.timeout_seconds <= 4 * 3600, d["entrypoint"]
+        assert [hook.__name__ for hook in flow.on_failure_hooks] == [notify_failure.__name__], d["entrypoint"]
+    every_15_minutes = next(d for d in deployments if d["name"] == "every-15-minutes")
+    assert _flow(every_15_minutes["entrypoint"]).timeout_seconds < 15 * 60

@@ -178,3 +178,34 @@ def test_a_typo_stops_every_training_and_publishing_flow_before_any_work(project
     assert not (project_dir / "data/rankings").exists()
     # nothing written but the project lock each flow held while it checked (core/project_lock.py)
     assert [p.name for p in (project_dir / "data/outputs").iterdir()] == ["offerflow.lock"]
+
+
+def test_a_failed_run_is_announced_by_the_failure_hook(project_dir, prefect_harness, monkeypatch):
+    """The flows' `on_failure` hook appends one JSON line to the project's `notifications.failure_file`;
+    when the project file itself is broken, to `OFFERFLOW_FAILURE_FILE`."""
+    import json
+
+    config_path = project_dir / "offerflow.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**raw, "notifications": {"failure_file": "logs/failures.jsonl"}},
+                                          sort_keys=False))
+    state = flows()["train-ranking-models"](config_path=str(config_path), return_state=True)
+    assert state.name == "BadInput"
+    (record,) = [json.loads(line) for line in (project_dir / "logs/failures.jsonl").read_text().splitlines()]
+    assert record["flow"] == "train-ranking-models" and record["state"] == "BadInput"
+    assert record["message"] == state.message and record["project"] == raw.get("project", "offerflow")
+    assert record["flow_run_id"] == str(state.state_details.flow_run_id)
+
+    monkeypatch.setenv("OFFERFLOW_FAILURE_FILE", str(project_dir / "env-failures.jsonl"))
+    config_path.write_text("placements: [\n")
+    state = flows()["batch-decisions"](config_path=str(config_path), return_state=True)
+    (record,) = [json.loads(line) for line in (project_dir / "env-failures.jsonl").read_text().splitlines()]
+    assert record["flow"] == "batch-decisions" and "invalid YAML" in record["message"] and record["project"] is None
+    completed = flows()["validate-data"](config_path=str(tmp_config(project_dir, raw)), return_state=True)
+    assert completed.is_completed() and len((project_dir / "env-failures.jsonl").read_text().splitlines()) == 1
+
+
+def tmp_config(project_dir: Path, raw: dict) -> Path:
+    path = project_dir / "ok.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

@@ -6,11 +6,6 @@ well under 2 s, with no Prefect server started and nothing trained or published.
 from __future__ import annotations
 
 import json
-import os
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,41 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from offerflow.cli import app
+from tests.cli_probe import errors, heavy, offerflow
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 TYPO_FORMULA = "if(offer.category == profile.favorite_category, offer.priority * , offer.priority)"
-# Runs the CLI and reports which heavy packages the command imported.
-PROBE = """
-import json, sys
-from offerflow.cli import app
-code = 0
-try:
-    app(sys.argv[1:], prog_name="offerflow")
-except SystemExit as exc:
-    code = exc.code
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"prefect", "mlflow", "lightgbm"})
-sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
-sys.exit(code)
-"""
-
-
-def offerflow(*args: str) -> tuple[subprocess.CompletedProcess, float, float]:
-    """(completed process, wall seconds, CPU seconds) of `offerflow <args>` in a fresh interpreter."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, timeout=120)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return done, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def errors(done: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in done.stderr.splitlines() if not line.startswith("HEAVY=")]
-
-
-def heavy(done: subprocess.CompletedProcess) -> list[str]:
-    return json.loads(next(line for line in done.stderr.splitlines() if line.startswith("HEAVY="))[6:])
 
 
 def plant_typos(project: Path) -> tuple[str, ...]:

@@ -6,7 +6,7 @@
     offerflow run         run the pipeline flow for a project file
     offerflow decide      which offers for a profile in one or more placements
     offerflow serve       the HTTP decision service
-    offerflow decide-batch  decide for every profile of a segment (Prefect flow)
+    offerflow decide-batch  decide for every profile of a segment (no server)
     offerflow caps        frequency caps: show counters, reset
     offerflow rankings    list published ranking versions, show a table's head and metadata, roll back
     offerflow models      the AI models: what they optimize, when they last trained, how good they are

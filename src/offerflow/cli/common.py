@@ -3,18 +3,61 @@ one-line errors, and how flow runs look in the terminal (quiet, a progress bar, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+from typer._click import exceptions as click_errors  # the Click that Typer vendors (typer.core uses it)
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command: bad input that no command caught itself (`offerflow.ops.bad_input`) still
+    ends as one `error:` line and exit 1, never a traceback; a usage error (an unknown option, a
+    value out of range) is one `error:` line too, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # a group without a command: its help
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            command = getattr(exc, "ctx", None)
+            hint = f" (see: {command.command_path} --help)" if command is not None else ""
+            err.print(f"[red]error:[/red] {escape(exc.format_message())}{escape(hint)}", highlight=False)
+            sys.exit(exc.exit_code)
+        except click_errors.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # an int is the code of an Exit raised by a command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from offerflow.ops.bad_input import BAD_INPUT_ERRORS
+
+            if not isinstance(exc, BAD_INPUT_ERRORS):
+                raise
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
 
 app = typer.Typer(help="offerflow: rank marketing offers with machine learning, self-hosted.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineErrors)
 rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.", no_args_is_help=True)
 app.add_typer(rankings_app, name="rankings")
 caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
@@ -25,10 +68,17 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long its path
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for another program).")]
+
+
+def print_json(data: Any) -> None:
+    """A command's result for another program: JSON on stdout, nothing else."""
+    print(json.dumps(data, indent=2, default=str))
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    """The one-line `error: <message>` on stderr (exit 1): bad input, never a traceback."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code=1)
 
 
@@ -57,8 +107,6 @@ def project_check(config_path: Path, project, strict: bool = False):
 
 def report_problems(problems: list[str]) -> None:
     """Each mistake as one `error:` line on stderr, then exit 2."""
-    from rich.markup import escape
-
     for line in problems:
         err.print(f"[red]error:[/red] {escape(line)}", highlight=False, markup=True)
     raise typer.Exit(code=2)
@@ -73,8 +121,8 @@ def report_warnings(warnings: list[str]) -> None:
 
 
 def check_before_work(config_path: Path, project, strict: bool = False) -> None:
-    """Before a command trains, scores or publishes: the project check, exit 2 on a mistake (or,
-    with `strict`, a warning), before any Prefect server starts."""
+    """Before a command trains, scores, publishes or decides: the project check, exit 2 on a mistake (or,
+    with `strict`, a warning), before any Prefect server starts (~0.1 s)."""
     result = project_check(config_path, project, strict)
     if not result.ok:
         report_problems(result.problems)
@@ -90,6 +138,21 @@ def prepare_prefect_environment(project_dir: Path) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    use_running_server(project_dir)
+
+
+def use_running_server(project_dir: Path) -> None:
+    """A flow command runs its flow on the Prefect server `offerflow up` started for this project,
+    when it still runs (and PREFECT_API_URL is not set already), and says so on stderr; otherwise
+    Prefect starts a temporary server for the run."""
+    from offerflow.ops.servers import is_alive, read_state
+
+    state = read_state(project_dir)
+    if "PREFECT_API_URL" in os.environ or state is None:
+        return
+    if any(p.name == "prefect-server" and is_alive(p) for p in state.processes):
+        os.environ["PREFECT_API_URL"] = state.api_url
+        err.print(f"using the running Prefect server {state.prefect_url} (offerflow up)", highlight=False)
 
 
 def run_pipeline(config_path: Path, use_cache: bool = True, strict: bool = False, wait_seconds: float = 0.0) -> dict:
@@ -169,12 +232,15 @@ def flow_progress(what: str) -> Iterator[None]:
         runs.removeHandler(handler)
 
 
-def project_engine(config_path: Path):
+def project_engine(config_path: Path, check: bool = False):
+    """The project and its decision engine; with `check`, the project check first (~0.1 s)."""
     from offerflow.ingest.catalog import CatalogError
-    from offerflow.decisioning.http_service import build_engine
+    from offerflow.decisioning.engine import build_engine
     from offerflow.rules.expressions import ExpressionError
 
     config = load_project(config_path)
+    if check:
+        check_before_work(config_path, config)
     try:
         return config, build_engine(config)
     except (CatalogError, ExpressionError) as exc:  # a bad eligibility rule: one line, not 57 (issue 19)

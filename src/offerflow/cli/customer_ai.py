@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from offerflow.cli.common import app, console, ConfigOption, check_before_work, fail, load_project
+from offerflow.cli.common import (app, console, ConfigOption, JsonOption, check_before_work, fail, load_project,
+                                 print_json)
 from offerflow.core.paths import project_tracker
 
 
@@ -66,8 +66,8 @@ def score(
         except GoalError as exc:
             fail(str(exc))
     if as_json:
-        print(json.dumps([{**r.__dict__, "path": str(r.path), "population": r.population.as_dict() if r.population else None}
-                          for r in results], indent=2, default=str))
+        print_json([{**r.__dict__, "path": str(r.path), "population": r.population.as_dict() if r.population else None}
+                    for r in results])
         return
     for r in results:
         console.print(_describe_scores(r, project.goal(r.goal).outcome_window_days), highlight=False)
@@ -115,6 +115,7 @@ def segment(
                                                 " (default: segment-<goal>.csv).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Score batch (default: latest of the newest date).")] = None,
     config: ConfigOption = Path("offerflow.yaml"),
+    as_json: JsonOption = False,
 ) -> None:
     """Export the profiles of a Customer AI bucket and/or above a score as CSV or Parquet."""
     from offerflow.customer_ai.segments import SegmentError, read_batch, select_segment, write_segment
@@ -129,6 +130,10 @@ def segment(
         path = write_segment(chosen, out or Path(f"segment-{goal}.csv"))
     except SegmentError as exc:
         fail(str(exc))
-    as_of = scores["score_date"].iat[0] if len(scores) else "?"
-    console.print(f"{len(chosen):,} of {len(scores):,} profiles (batch {number}, as of {as_of}) -> {path}",
+    as_of = scores["score_date"].iat[0] if len(scores) else None
+    if as_json:
+        print_json({"goal": goal, "profiles": len(chosen), "of": len(scores), "batch": number, "as_of": as_of,
+                    "path": str(path)})
+        return
+    console.print(f"{len(chosen):,} of {len(scores):,} profiles (batch {number}, as of {as_of or '?'}) -> {path}",
                   highlight=False)

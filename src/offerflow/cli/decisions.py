@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, caps_app, console, ConfigOption, fail, load_project,
-                                 prepare_prefect_environment, project_engine)
+from offerflow.cli.common import (app, caps_app, console, ConfigOption, JsonOption, check_before_work, fail,
+                                 load_project, print_json, project_engine)
 
 
 @app.command()
@@ -59,7 +58,7 @@ def decide(
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
-    project, engine = project_engine(config)
+    project, engine = project_engine(config, check=True)
     try:
         decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
     except DecisionError as exc:
@@ -67,7 +66,7 @@ def decide(
     if log:
         log_decisions([decision], project.paths.decision_log)
     if as_json:
-        print(json.dumps(decision.to_dict(), indent=2, default=str))
+        print_json(decision.to_dict())
         return
     table = Table(title=f"decision {decision.decision_id} for {profile}")
     for column in ("placement", "rank", "offer", "score", "source", "model"):
@@ -111,23 +110,24 @@ def decide_batch_command(
                                                             "decisions dataset (~0.3 ms per decision and placement).")]
     = False,
 ) -> None:
-    """Decide for every profile of a segment (the batch-decisions Prefect flow); default: everyone."""
+    """Decide for every profile of a segment (default: everyone), on the published tables, without
+    starting Prefect (the `batch-decisions` flow runs the same steps on a schedule)."""
     from offerflow.customer_ai.segments import SegmentError
-    from offerflow.ingest.catalog import CatalogError
+    from offerflow.decisioning.batch_runs import run_batch_decisions
     from offerflow.decisioning.decision_types import DecisionError
+    from offerflow.ingest.catalog import CatalogError
 
     project = load_project(config)
-    prepare_prefect_environment(project.root)
-    from offerflow.flows.decisions import batch_decisions
-
+    check_before_work(config, project)
     try:
-        summary = batch_decisions(config_path=str(config), placements=placement or None,
-                                  profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
-                                  bucket=bucket, items=items, allow_duplicates=allow_duplicates, explain=explain)
-    except (SegmentError, DecisionError, CatalogError) as exc:
-        fail(str(exc))
+        summary = run_batch_decisions(project, placements=placement or None,
+                                      profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                      bucket=bucket, items=items, allow_duplicates=allow_duplicates,
+                                      explain=explain)
+    except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0])
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print_json(summary)
         return
     console.print(f"decided {summary['profiles']:,} profiles in {', '.join(summary['placements'])}"
                   f" ({summary['items']:,} items) in {summary['seconds']:.1f} s -> {summary['decisions_path']}")
@@ -151,7 +151,7 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
                                  project.paths.decision_log, project.paths.cap_resets)
     rows = counters.state(profile_id=profile)
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        print_json(rows)
         return
     table = Table(title="frequency caps" + (f" for {profile}" if profile else ""))
     for column in ("offer", "cap", "count", "limit", "at limit", "capped", "resets at"):
@@ -164,12 +164,17 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
 
 @caps_app.command("reset")
 def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
-               offer: Annotated[Optional[str], typer.Option(help="Only this offer (default: all).")] = None) -> None:
+               offer: Annotated[Optional[str], typer.Option(help="Only this offer (default: all).")] = None,
+               as_json: JsonOption = False) -> None:
     """Reset cap counters: events before now stop counting (a running service: POST /admin/caps/reset)."""
     from datetime import datetime, timezone
 
     from offerflow.rules.capping import write_cap_reset
 
     project = load_project(config)
-    write_cap_reset(project.paths.cap_resets, offer, datetime.now(timezone.utc))
+    at = datetime.now(timezone.utc)
+    write_cap_reset(project.paths.cap_resets, offer, at)
+    if as_json:
+        print_json({"offer_id": offer, "reset_at": at.isoformat()})
+        return
     console.print(f"cap counters reset for {offer or 'every offer'}")

@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, check_before_work, fail,
-                                 load_project, prepare_prefect_environment)
+from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, JsonOption, check_before_work,
+                                 fail, load_project, prepare_prefect_environment, print_json)
 from offerflow.core.paths import project_tracker, ranking_store
 
 
 @rankings_app.command("list")
-def rankings_list(config: ConfigOption = Path("offerflow.yaml")) -> None:
-    """Published versions per placement (the current one marked with *)."""
-
+def rankings_list(config: ConfigOption = Path("offerflow.yaml"), as_json: JsonOption = False) -> None:
+    """Published versions per placement and the current one: kind, rows, when published."""
     project = load_project(config)
     store = ranking_store(project)
-    table = Table(title="published ranking tables")
-    for column in ("placement", "versions", "current", "kind", "rows", "published at"):
-        table.add_column(column)
+    rows = []
     for placement in store.placements():
         current = store.current_version(placement)
         meta = store.read_metadata(placement) if current is not None else {}
-        table.add_row(placement, ", ".join(map(str, store.versions(placement))), str(current),
-                      str(meta.get("kind", "")), f"{meta.get('row_count', 0):,}", str(meta.get("published_at", "")))
+        rows.append({"placement_id": placement, "versions": store.versions(placement), "current": current,
+                     "kind": meta.get("kind"), "rows": meta.get("row_count", 0), "published_at": meta.get("published_at")})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="published ranking tables")
+    for column in ("placement", "versions", "current", "kind", "rows", "published at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["placement_id"], ", ".join(map(str, r["versions"])), str(r["current"]), str(r["kind"] or ""),
+                      f"{r['rows']:,}", str(r["published_at"] or ""))
     console.print(table)
 
 
 @rankings_app.command("rollback")
 def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement id.")],
                       version: Annotated[Optional[int], typer.Option(help="Version (default: previous).")] = None,
-                      config: ConfigOption = Path("offerflow.yaml")) -> None:
+                      config: ConfigOption = Path("offerflow.yaml"), as_json: JsonOption = False) -> None:
     """Make an earlier published version current again."""
     from offerflow.core.store import StoreError
 
@@ -44,6 +50,9 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
         current = store.rollback(placement, version)
     except StoreError as exc:
         fail(str(exc))
+    if as_json:
+        print_json({"placement_id": placement, "current": current})
+        return
     console.print(f"{placement}: version {current} is current")
 
 
@@ -65,7 +74,7 @@ def rankings_show(placement: Annotated[str, typer.Argument(help="Placement id.")
     except StoreError as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps({"metadata": metadata, "rows": head.to_dict(orient="records")}, indent=2, default=str))
+        print_json({"metadata": metadata, "rows": head.to_dict(orient="records")})
         return
     current = store.current_version(placement)
     console.print(f"[bold]{placement}[/bold] version {metadata['version']}"
@@ -99,7 +108,7 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
     """Every AI model: type, status, placements, last trained, offers it personalizes, traffic, Gini."""
     _, _, models = _model_overview(config)
     if as_json:
-        print(json.dumps([m.to_dict() for m in models], indent=2, default=str))
+        print_json([m.to_dict() for m in models])
         return
     from rich import box
 
@@ -122,7 +131,7 @@ def models_list(config: ConfigOption = Path("offerflow.yaml"),
 
 
 @models_app.command("retrain")
-def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
+def models_retrain(config: ConfigOption = Path("offerflow.yaml"), as_json: JsonOption = False) -> None:
     """Retrain the auto-optimization models from the validated events and publish their posteriors
     (the `retrain-auto-optimization` flow; incremental, cheap enough to schedule every 15 minutes)."""
     project = load_project(config)
@@ -136,6 +145,9 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
         summary = retrain_auto_optimization(config_path=str(config))
     except (FileNotFoundError, ProjectLocked) as exc:
         fail(str(exc))
+    if as_json:
+        print_json(summary)
+        return
     for name, model in summary["models"].items():
         m = model["metrics"]
         console.print(f"[bold]{name}[/bold]: {int(m['displays']):,} displays in the window,"
@@ -146,7 +158,7 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml")) -> None:
 
 @models_app.command("show")
 def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
-                config: ConfigOption = Path("offerflow.yaml")) -> None:
+                config: ConfigOption = Path("offerflow.yaml"), as_json: JsonOption = False) -> None:
     """One AI model in detail: configuration, last training run, and what it learned per offer."""
     from offerflow.ranking.ai_models import offer_table
 
@@ -154,6 +166,10 @@ def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
     model = next((m for m in models if m.name == name), None)
     if model is None:
         fail(f"unknown AI model {name!r} (defined: {', '.join(m.name for m in models) or 'none'})")
+    offers = offer_table(tracker, model.run_id) if model.run_id is not None else None
+    if as_json:
+        print_json({**model.to_dict(), "offers": [] if offers is None else offers.to_dict(orient="records")})
+        return
     console.print(f"[bold]{model.name}[/bold] ({model.type}, {model.status}): {model.description}")
     console.print(f"placements:        {', '.join(model.placements)}")
     console.print(f"optimizes:         {model.optimization_metric}")
@@ -171,7 +187,6 @@ def models_show(name: Annotated[str, typer.Argument(help="AI model name.")],
     console.print(f"data seen:         {int(m.get('displays', 0)):,} displays, {m.get('successes', 0):,.0f} successes")
     if model.holdout_gini is not None:
         console.print(f"holdout quality:   AUC {m['holdout_auc']:.3f}, Gini {model.holdout_gini:.3f}")
-    offers = offer_table(tracker, model.run_id)
     table = Table(title=f"offers as {model.name} last saw them")
     for column in ("offer", "displays", "successes", "posterior rate", "qualified"):
         table.add_column(column)
@@ -220,7 +235,7 @@ def train(
     except (ConfigError, ValueError, FileNotFoundError, ProjectLocked) as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print_json(summary)
         return
     for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
         console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
@@ -244,6 +259,7 @@ def promote(
     version: Annotated[str, typer.Option("--version", help="Model version to make @champion.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version and its run).")],
     config: ConfigOption = Path("offerflow.yaml"),
+    as_json: JsonOption = False,
 ) -> None:
     """Promote a model version to @champion by hand; the previous champion becomes @challenger."""
     from offerflow.models.registry import RegistryError, promote_by_hand
@@ -254,6 +270,9 @@ def promote(
         record = promote_by_hand(tracker, model, version, reason)
     except RegistryError as exc:
         fail(str(exc))
+    if as_json:
+        print_json(asdict(record))
+        return
     console.print(f"{record.model}: version {record.version} is @champion"
                   + (f" (was {record.previous_champion}, now @challenger)" if record.previous_champion
                      and record.previous_champion != record.version else "")

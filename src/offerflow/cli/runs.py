@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from offerflow.cli.common import (app, console, ConfigOption, fail, load_project, prepare_prefect_environment,
-                                 project_check, report_problems, report_warnings, run_pipeline, project_engine)
+from offerflow.cli.common import (app, console, ConfigOption, JsonOption, fail, load_project, prepare_prefect_environment,
+                                 print_json, project_check, report_problems, report_warnings, run_pipeline,
+                                 project_engine)
 
 StrictOption = Annotated[bool, typer.Option("--strict", help="Formulas and rules that rank nothing (no value or one"
                                             " value for every pair, no profile eligible) are errors, not warnings.")]
@@ -24,14 +24,22 @@ def generate(
     days: Annotated[int, typer.Option(min=30, help="Days of events.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same world.")] = 7,
     end_date: Annotated[Optional[str], typer.Option(help="Last day (exclusive), YYYY-MM-DD; default today.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Write a seeded synthetic world whose true click and purchase probabilities are known."""
     from offerflow.synthetic.world import WorldSpec, generate_world
 
-    spec = WorldSpec(profiles=profiles, offers=offers, days=days, seed=seed,
-                     **({"end_date": date.fromisoformat(end_date)} if end_date else {}))
+    try:
+        spec = WorldSpec(profiles=profiles, offers=offers, days=days, seed=seed,
+                         **({"end_date": date.fromisoformat(end_date)} if end_date else {}))
+    except ValueError as exc:
+        fail(f"--end-date: {str(exc).splitlines()[0]}")
     with console.status(f"generating {profiles:,} profiles x {days} days"):
         files = generate_world(spec, out)
+    if as_json:
+        print_json({name: str(getattr(files, name)) for name in ("events", "profiles", "offers", "truth")}
+                   | {"event_count": files.event_count})
+        return
     console.print(f"wrote {files.event_count:,} events to {files.events}, profiles to {files.profiles},"
                   f" offers to {files.offers}, truth to {files.truth}")
 
@@ -48,7 +56,7 @@ def run(config: ConfigOption = Path("offerflow.yaml"),
     """Run the whole pipeline: validate, train, score, publish (steps whose inputs did not change are reused)."""
     summary = run_pipeline(config, use_cache=not no_cache, strict=strict, wait_seconds=wait)
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print_json(summary)
     else:
         _print_summary(summary)
 
@@ -69,7 +77,7 @@ def check(config: ConfigOption = Path("offerflow.yaml"),
     except ConfigError as exc:
         result = CheckResult(problems=str(exc).splitlines())
     if as_json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print_json(result.as_dict())
         if not result.ok:
             raise typer.Exit(code=2)
     elif not result.ok:
@@ -123,7 +131,7 @@ def evaluate(
     except (CatalogError, EventFileError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
+        print_json(result)
         return
     for line in result["summary"]:
         console.print(f"- {line}", highlight=False)
@@ -151,7 +159,7 @@ def demo(
     if not config_path.exists():
         config_path.write_text(demo_config_yaml("data"))
         console.print(f"wrote {config_path}")
-    generate(out=project / "data", profiles=profiles, offers=12, days=days, seed=seed, end_date=None)
+    generate(out=project / "data", profiles=profiles, offers=12, days=days, seed=seed, end_date=None, as_json=False)
     summary = run_pipeline(config_path)
     _print_summary(summary)
     cfg, engine = project_engine(config_path)

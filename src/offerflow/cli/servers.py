@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from offerflow.cli.common import app, console, ConfigOption, fail, load_project
+from offerflow.cli.common import app, console, ConfigOption, JsonOption, fail, load_project, print_json
 
 
 def _code_dir() -> Path:
@@ -24,7 +25,8 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
        mlflow_port: Annotated[int, typer.Option(help="MLflow server port on 127.0.0.1.")] = 5000,
        deploy: Annotated[bool, typer.Option(help="Register every deployment of prefect.yaml.")] = True,
        schedules: Annotated[bool, typer.Option(help="Run the scheduler (off: deployments run only by hand).")] = True,
-       ) -> None:
+       pool_limit: Annotated[int, typer.Option(min=1, help="Flow runs the work pool runs at once (others wait).")] = 2,
+       as_json: JsonOption = False) -> None:
     """Start a Prefect server, a worker and an MLflow server on 127.0.0.1 and deploy every flow."""
     from offerflow.ops.servers import OpsError
     from offerflow.ops.servers import up as start_servers
@@ -33,9 +35,12 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
     try:
         with console.status("starting the Prefect server, the MLflow server and a worker") as status:
             state = start_servers(project, _code_dir(), prefect_port, mlflow_port, deploy=deploy,
-                                  schedules=schedules, say=lambda m: status.update(m))
+                                  schedules=schedules, say=lambda m: status.update(m), pool_limit=pool_limit)
     except OpsError as exc:
         fail(str(exc))
+    if as_json:
+        print_json(asdict(state) | {"api_url": state.api_url})
+        return
     console.print(f"Prefect UI:  {state.prefect_url}", highlight=False)
     console.print(f"MLflow UI:   {state.mlflow_url}", highlight=False)
     console.print(f"deployments: {', '.join(state.deployments) or 'none'}", highlight=False)
@@ -46,12 +51,15 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
 
 
 @app.command()
-def down(config: ConfigOption = Path("offerflow.yaml")) -> None:
+def down(config: ConfigOption = Path("offerflow.yaml"), as_json: JsonOption = False) -> None:
     """Stop exactly the processes `offerflow up` started for this project."""
     from offerflow.ops.servers import down as stop_servers
 
     project = load_project(config)
     stopped = stop_servers(project.root)
+    if as_json:
+        print_json([asdict(proc) for proc in stopped])
+        return
     if not stopped:
         console.print("nothing running for this project")
     for proc in stopped:

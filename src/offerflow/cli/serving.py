@@ -3,7 +3,6 @@ evaluation switched it to; the history of switches; a revert by a person, with t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from offerflow.cli.common import app, console, ConfigOption, fail
+from offerflow.cli.common import app, console, ConfigOption, JsonOption, fail, print_json
 from offerflow.core.paths import project_tracker
 
 serving_app = typer.Typer(help="What each placement serves: switches made by evaluations, history, revert.",
@@ -47,9 +46,8 @@ def serving_list(config: ConfigOption = Path("offerflow.yaml"),
 
     status = _read_switches(config, serving_status)
     if as_json:
-        print(json.dumps([{"placement_id": s.placement_id, "configured": s.configured, "serving": s.serving,
-                           "switched": s.switched, "stale": s.stale, "record": s.record} for s in status],
-                         indent=2, default=str))
+        print_json([{"placement_id": s.placement_id, "configured": s.configured, "serving": s.serving,
+                     "switched": s.switched, "stale": s.stale, "record": s.record} for s in status])
         return
     table = Table(title="what each placement serves (--json for formulas and evidence)", box=box.SIMPLE_HEAD)
     for column in ("placement", "offerflow.yaml", "serving", "since (UTC)", "why"):
@@ -83,7 +81,7 @@ def serving_history(config: ConfigOption = Path("offerflow.yaml"),
 
     history = _read_switches(config, load_history)
     if as_json:
-        print(json.dumps(history, indent=2, default=str))
+        print_json(history)
         return
     if not history:
         console.print("no serving changes recorded: every placement serves what offerflow.yaml says")
@@ -102,7 +100,8 @@ def serving_history(config: ConfigOption = Path("offerflow.yaml"),
 def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id.")],
                    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the history and MLflow).")],
                    config: ConfigOption = Path("offerflow.yaml"),
-                   publish: Annotated[bool, typer.Option(help="Re-publish the placement's table now.")] = True) -> None:
+                   publish: Annotated[bool, typer.Option(help="Re-publish the placement's table now.")] = True,
+                   as_json: JsonOption = False) -> None:
     """Serve what offerflow.yaml says on PLACEMENT again; the reason goes to the history and to MLflow."""
     from offerflow.ingest.catalog import CatalogError
     from offerflow.core.config import ConfigError
@@ -115,19 +114,23 @@ def serving_revert(placement: Annotated[str, typer.Argument(help="Placement id."
         record = record_revert(project, placement, reason, tracker=tracker)
     except (ServingError, ConfigError) as exc:
         fail(str(exc))
-    console.print(f"{placement}: serves {ranking_label(record['ranking'])} again (was "
-                  f"{ranking_label(record['replaces'])}); reason recorded in MLflow run {record['mlflow_run_id']}",
-                  highlight=False)
-    if not publish:
-        return
-    from offerflow.evaluation.report import load_evaluation_catalog
+    reverted = (f"{placement}: serves {ranking_label(record['ranking'])} again (was {ranking_label(record['replaces'])});"
+                f" reason recorded in MLflow run {record['mlflow_run_id']}")
+    if not as_json:
+        console.print(reverted, highlight=False)
+    version, why = None, "--no-publish"
+    if publish:
+        from offerflow.evaluation.report import load_evaluation_catalog
 
-    try:
-        profiles, offers = load_evaluation_catalog(project)
-        version, why = publish_serving(project, placement, profiles, offers, tracker,
-                                       {"serving_version": record["version"]})
-    except (CatalogError, FileNotFoundError, ValueError) as exc:
-        fail(f"reverted, but not re-published: {str(exc).splitlines()[0]}")
-    console.print(f"{placement}: " + (f"published version {version}" if version is not None
-                                      else f"not re-published ({why}); the next scoring run publishes it"),
-                  highlight=False)
+        try:
+            profiles, offers = load_evaluation_catalog(project)
+            version, why = publish_serving(project, placement, profiles, offers, tracker,
+                                           {"serving_version": record["version"]})
+        except (CatalogError, FileNotFoundError, ValueError) as exc:
+            fail(f"reverted, but not re-published: {str(exc).splitlines()[0]}")
+    if as_json:
+        print_json({"record": record, "published_version": version, "not_published": None if version else why})
+    elif publish:
+        console.print(f"{placement}: " + (f"published version {version}" if version is not None
+                                          else f"not re-published ({why}); the next scoring run publishes it"),
+                      highlight=False)

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from offerflow.core.notifications import NotificationsConfig
+from offerflow.core.settings import CacheConfig, CapsConfig, StoreConfig, TrackingConfig, ValidationConfig
+
 if TYPE_CHECKING:
     from offerflow.core.paths import ProjectPaths
 
@@ -231,38 +234,6 @@ class PropensityGoalConfig(_Strict):
     lightgbm: LightGBMParams = LightGBMParams()
 
 
-class TrackingConfig(_Strict):
-    uri: str = "sqlite:///mlflow.db"
-    artifact_root: Path = Path("mlruns")
-    experiment_prefix: str = "offerflow"
-    drift_psi_threshold: float = Field(0.2, gt=0, description=(
-        "PSI above which a scoring run warns that a feature or the score drifted (docs/customer-ai.md)."))
-
-
-class StoreConfig(_Strict):
-    path: Path = Path("data/rankings")
-    keep_versions: int = Field(5, ge=1)
-
-
-class CapsConfig(_Strict):
-    """Where frequency-cap counters live (see docs/decisioning.md, "Cap store")."""
-
-    store: str = Field("embedded", description=(
-        "embedded: in the serving process (one worker); or a Redis URL (redis://host:6379/0) shared by"
-        " every worker and machine serving the project, as `offerflow serve --workers N` needs."))
-
-    @field_validator("store")
-    @classmethod
-    def _known_store(cls, value: str) -> str:
-        if value == "embedded" or value.startswith(("redis://", "rediss://", "unix://")):
-            return value
-        raise ValueError(f"must be 'embedded' or a Redis URL (redis://host:6379/0), got {value!r}")
-
-    @property
-    def redis_url(self) -> str | None:
-        return None if self.store == "embedded" else self.store
-
-
 class ComputeConfig(_Strict):
     """Where scoring runs. Without a Dask address everything runs in this process; with one,
     score-and-publish ranks its partitions as Prefect tasks on that cluster and personalized click
@@ -288,30 +259,6 @@ class ComputeConfig(_Strict):
         if self.partitions != "auto":
             return int(self.partitions)
         return max(1, min(4096, -(-int(profiles) // self.max_partition_profiles)))
-
-
-class ValidationConfig(_Strict):
-    great_expectations_dir: Path = Path("great_expectations")
-    future_tolerance_minutes: int = Field(10, ge=0)
-    window_start: str | None = None
-    window_end: str | None = None
-    max_row_drop_share: float = Field(0.5, ge=0, le=1)
-    max_null_share: float = Field(0.01, ge=0, lt=1, description="Rows with a null required column a run tolerates.")
-    max_unknown_share: float = Field(0.01, ge=0, lt=1, description="Rows with an unknown offer/placement tolerated.")
-    #: Events are read, checked and staged this many rows at a time (memory ~ one batch).
-    batch_rows: int = Field(1_000_000, ge=1_000)
-    #: The `events` expectation suite runs on at most about this many rows (a sample beyond).
-    expectation_sample_rows: int = Field(200_000, ge=1_000)
-    #: Memory cap of the DuckDB cross-row checks; beyond it they spill to disk.
-    duckdb_memory_mib: int = Field(3072, ge=256)
-
-
-class CacheConfig(_Strict):
-    """Task caching: a flow re-run on unchanged inputs (file contents, config, code) reuses the
-    results of its expensive steps instead of recomputing them (see docs/operations.md)."""
-
-    enabled: bool = True
-    path: Path | None = Field(None, description="Where cached results are kept; default <data.outputs_dir>/task_cache.")
 
 
 class EvaluationConfig(_Strict):
@@ -348,6 +295,7 @@ class ProjectConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     cache: CacheConfig = CacheConfig()
     strict: bool = Field(False, description="Formulas/rules that rank nothing are errors, not warnings.")
+    notifications: NotificationsConfig = NotificationsConfig()
     #: Directory the relative paths are resolved against (set by `load_config`).
     root: Path = Path(".")
 

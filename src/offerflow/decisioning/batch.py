@@ -397,13 +397,18 @@ def segment_profile_ids(profiles: pd.DataFrame, profiles_file: str | Path | None
         path = Path(profiles_file)
         if not path.exists():
             raise SegmentError(f"{path}: profiles file not found")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str)
-        else:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-            return np.asarray([line for line in lines if line], dtype=object)
+        try:
+            if path.suffix.lower() in (".parquet", ".pq"):
+                frame = pd.read_parquet(path)
+            elif path.suffix.lower() == ".csv":
+                frame = pd.read_csv(path, dtype=str)
+            else:
+                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+                return np.asarray([line for line in lines if line], dtype=object)
+        except (OSError, ValueError, pa.ArrowException) as exc:  # UnicodeDecodeError, ParserError: ValueErrors
+            raise SegmentError(f"{path}: cannot read profile ids: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                               " (a text file of ids, one per line, or a CSV or Parquet file with a profile_id"
+                               " column)") from None
         if PROFILE_ID not in frame.columns:
             raise SegmentError(f"{path}: missing column {PROFILE_ID}")
         return frame[PROFILE_ID].dropna().astype(str).to_numpy(dtype=object)

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
@@ -48,7 +49,7 @@ def publish_task(config: ProjectConfig, placement_id: str, offers, model: Rankin
                              offers, model, {"flow_run_id": run_id})
 
 
-@flow(name="retrain-auto-optimization", log_prints=True)
+@flow(**guard_rails("retrain-auto-optimization"), log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:

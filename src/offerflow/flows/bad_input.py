@@ -5,35 +5,32 @@ enough positives or an unknown segment is not a bug: the task or flow that meets
 message once, without a traceback, and ends in a `Failed` state named `BadInput` whose message is
 the error's first line (never retried). Calling the flow from Python raises the original
 exception, which the CLI prints as its one-line `error:`.
+
+Run by a worker, Prefect's engine raises the failed flow's exception once more after the run ended
+and logs it to the flow run ("Engine execution exited with unexpected exception" and the whole
+traceback): `_QuietEngineExit` drops that record for bad input already reported, so the run's log
+holds the one error line.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from typing import Any, Callable
 
 from prefect import get_run_logger
 from prefect.states import Failed, State
 
-from offerflow.ingest.catalog import CatalogError
-from offerflow.core.config import ConfigError
-from offerflow.core.project_lock import ProjectLocked
-from offerflow.decisioning.decision_types import DecisionError
-from offerflow.ingest.events import EventFileError
-from offerflow.customer_ai.goals import GoalError
-from offerflow.ingest.snapshot import ValidationFailed
-from offerflow.customer_ai.segments import SegmentError
+from offerflow.ops.bad_input import BAD_INPUT_ERRORS
 
 BAD_INPUT = "BadInput"
 #: Set on the log record of a bad-input message: the CLI, which prints the error itself, keeps it
 #: off the terminal (it stays in the Prefect run's logs).
 BAD_INPUT_RECORD = "offerflow_bad_input"
-#: What users get wrong, as opposed to bugs: reported in one line.
-BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError,
-    DecisionError, FileNotFoundError, ProjectLocked)
+__all__ = ["BAD_INPUT", "BAD_INPUT_ERRORS", "BAD_INPUT_RECORD", "bad_input", "reports_bad_input",
+           "retry_unless_bad_input", "stop"]
 
 
 def bad_input(exc: Exception) -> State:
@@ -54,11 +51,34 @@ def stop(state: State) -> State:
     return Failed(name=state.name, message=state.message, data=state.result(raise_on_failure=False))
 
 
+class _QuietEngineExit(logging.Filter):
+    """On Prefect's flow-run logger: the engine's closing record of a run that ended on bad input
+    (the exception it re-raises) is dropped when the message was logged already, else it becomes
+    that one line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BAD_INPUT_ERRORS):
+            return True
+        if getattr(exc, "_offerflow_reported", False):
+            return False
+        record.msg, record.args, record.exc_info, record.exc_text = "%s", (str(exc),), None, None
+        return True
+
+
+def quiet_engine_exit() -> None:
+    """Install `_QuietEngineExit` on Prefect's flow-run logger, once per process."""
+    runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _QuietEngineExit) for f in runs.filters):
+        runs.addFilter(_QuietEngineExit())
+
+
 def reports_bad_input(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a flow or task function: bad input raised inside it (or by a task it called) becomes
     a `BadInput` failed state instead of an exception with a traceback in the logs."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_engine_exit()
         try:
             return fn(*args, **kwargs)
         except BAD_INPUT_ERRORS as exc:

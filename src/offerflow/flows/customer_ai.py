@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import CustomerAIOptions
@@ -28,7 +29,7 @@ from offerflow.models.customer_ai_training import enrich_profiles
 
 
 
-@flow(name="train-customer-ai", log_prints=True)
+@flow(**guard_rails("train-customer-ai"), log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOptions = CustomerAIOptions(),

@@ -1,4 +1,5 @@
 """Batch decisioning as a Prefect flow: decide for every profile of a segment, write the results.
+(`offerflow decide-batch` runs the same steps without Prefect: `decisioning/batch_runs.py`.)
 
 The segment is a file of profile ids (one per line, or a CSV/Parquet with a `profile_id` column) or
 a Customer AI bucket (`goal` + `bucket`: profiles whose `propensity.<goal>.bucket` is low, medium
@@ -16,9 +17,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.decisioning.batch import decide_batch, segment_profile_ids, write_batch
 from offerflow.decisioning.batch_explain import explain_batch
+from offerflow.decisioning.batch_runs import batch_summary
 from offerflow.decisioning.switches import load_serving_config
 from offerflow.decisioning.engine import build_engine
 
@@ -45,7 +48,7 @@ def write_task(result, config, run_id: str):
                        config.paths.decision_log)
 
 
-@flow(name="batch-decisions", log_prints=True)
+@flow(**guard_rails("batch-decisions"), log_prints=True)
 @reports_bad_input
 def batch_decisions(config_path: str = "offerflow.yaml", placements: list[str] | None = None,
                     profiles_file: str | None = None, goal: str | None = None, bucket: str | None = None,
@@ -59,10 +62,7 @@ def batch_decisions(config_path: str = "offerflow.yaml", placements: list[str] |
     chosen = placements or [p.id for p in config.placements]
     result = decide_task(engine, profile_ids, chosen, items, allow_duplicates, explain, return_state=True).result()
     path = write_task(result, config, run_id)
-    summary = {"run_id": run_id, "profiles": result.profiles, "placements": chosen,
-               "items": result.decisions.num_rows, "decisions_path": str(path),
-               "arms": result.arm_counts(),
-               "seconds": round(result.seconds, 3)}
+    summary = batch_summary(result, chosen, path, run_id)
     get_run_logger().info("decided %s profiles x %s placements in %.1f s -> %s", result.profiles, len(chosen),
                           result.seconds, path)
     return summary

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.switches import load_serving_config
@@ -81,7 +82,7 @@ def switch_serving_task(config: ProjectConfig, result: EvaluationResult, run_id:
     return apply_serving_decisions(config, result, run_id, profiles, offers, tracker)
 
 
-@flow(name="evaluate-models", log_prints=True)
+@flow(**guard_rails("evaluate-models"), log_prints=True)
 @reports_bad_input
 def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = None,
                     decision_log: str | None = None) -> dict[str, Any]:

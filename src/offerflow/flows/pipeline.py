@@ -32,6 +32,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from offerflow.flows import caching
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
 from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.locking import holds_project_lock
@@ -291,7 +292,7 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 PIPELINE_FLOW = "offerflow-pipeline"
 
 
-@flow(name=PIPELINE_FLOW, log_prints=True)
+@flow(**guard_rails(PIPELINE_FLOW), log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def pipeline(config_path: str = "offerflow.yaml", use_cache: bool = True, strict: bool = False,

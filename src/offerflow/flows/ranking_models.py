@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import RankingModelOptions
@@ -25,7 +26,7 @@ from offerflow.decisioning.switches import load_serving_config
 
 
 
-@flow(name="train-ranking-models", log_prints=True)
+@flow(**guard_rails("train-ranking-models"), log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),

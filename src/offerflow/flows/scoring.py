@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.core.paths import project_tracker
@@ -63,7 +64,7 @@ def load_ranking_champion_task(config: ProjectConfig, model_name: str):
 SCORING_FLOW = "score-and-publish"
 
 
-@flow(name=SCORING_FLOW, log_prints=True)
+@flow(**guard_rails(SCORING_FLOW), log_prints=True)
 @reports_bad_input
 @holds_project_lock
 def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:

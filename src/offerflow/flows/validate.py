@@ -14,12 +14,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input, stop
 from offerflow.flows.pipeline import load_catalog_task, validate_events
 from offerflow.core.config import load_config
 
 
-@flow(name="validate-data", log_prints=True)
+@flow(**guard_rails("validate-data"), log_prints=True)
 @reports_bad_input
 def validate_data(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
     """Run the expectation suites on profiles, offers and events; quarantine bad event rows."""

@@ -232,8 +232,9 @@ DEPLOYMENTS_FILE = "offerflow/prefect.yaml"
 
 def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        deploy: bool = True, schedules: bool = True, startup_timeout_s: float = 180,
-       say: Callable[[str], None] = lambda _: None) -> ServerState:
+       say: Callable[[str], None] = lambda _: None, pool_limit: int = 2) -> ServerState:
     """Start the Prefect server, a worker and the MLflow server for the project; deploy everything.
+    The work pool runs at most `pool_limit` flow runs at once (more wait in the pool's queue).
 
     `schedules=False` runs the Prefect server without its scheduler service: deployments can be
     run by hand but nothing starts on its own (tests, demos).
@@ -272,6 +273,8 @@ def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_p
         say(f"MLflow server ready in {seconds:.0f} s")
         _run([_tool("prefect"), "--no-prompt", "work-pool", "create", WORK_POOL, "--type", "process",
               "--overwrite"], client_env, project, f"creating work pool {WORK_POOL}")
+        _run([_tool("prefect"), "--no-prompt", "work-pool", "set-concurrency-limit", WORK_POOL, str(pool_limit)],
+             client_env, project, f"limiting work pool {WORK_POOL} to {pool_limit} runs")
         state.processes.append(_spawn("prefect-worker", [_tool("prefect"), "worker", "start", "--pool", WORK_POOL,
                                                          "--type", "process"], client_env, project, code_dir))
         _write_state(project, state)

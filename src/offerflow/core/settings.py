@@ -1,0 +1,68 @@
+"""The operational sections of offerflow.yaml: tracking, the ranking store, the cap store,
+validation thresholds and the task cache (re-exported by `offerflow.core.config`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrackingConfig(_Strict):
+    uri: str = "sqlite:///mlflow.db"
+    artifact_root: Path = Path("mlruns")
+    experiment_prefix: str = "offerflow"
+    drift_psi_threshold: float = Field(0.2, gt=0, description=(
+        "PSI above which a scoring run warns that a feature or the score drifted (docs/customer-ai.md)."))
+
+
+class StoreConfig(_Strict):
+    path: Path = Path("data/rankings")
+    keep_versions: int = Field(5, ge=1)
+
+
+class CapsConfig(_Strict):
+    """Where frequency-cap counters live (see docs/decisioning.md, "Cap store")."""
+
+    store: str = Field("embedded", description=(
+        "embedded: in the serving process (one worker); or a Redis URL (redis://host:6379/0) shared by"
+        " every worker and machine serving the project, as `offerflow serve --workers N` needs."))
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value == "embedded" or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError(f"must be 'embedded' or a Redis URL (redis://host:6379/0), got {value!r}")
+
+    @property
+    def redis_url(self) -> str | None:
+        return None if self.store == "embedded" else self.store
+
+
+class ValidationConfig(_Strict):
+    great_expectations_dir: Path = Path("great_expectations")
+    future_tolerance_minutes: int = Field(10, ge=0)
+    window_start: str | None = None
+    window_end: str | None = None
+    max_row_drop_share: float = Field(0.5, ge=0, le=1)
+    max_null_share: float = Field(0.01, ge=0, lt=1, description="Rows with a null required column a run tolerates.")
+    max_unknown_share: float = Field(0.01, ge=0, lt=1, description="Rows with an unknown offer/placement tolerated.")
+    #: Events are read, checked and staged this many rows at a time (memory ~ one batch).
+    batch_rows: int = Field(1_000_000, ge=1_000)
+    #: The `events` expectation suite runs on at most about this many rows (a sample beyond).
+    expectation_sample_rows: int = Field(200_000, ge=1_000)
+    #: Memory cap of the DuckDB cross-row checks; beyond it they spill to disk.
+    duckdb_memory_mib: int = Field(3072, ge=256)
+
+
+class CacheConfig(_Strict):
+    """Task caching: a flow re-run on unchanged inputs (file contents, config, code) reuses the
+    results of its expensive steps instead of recomputing them (see docs/operations.md)."""
+
+    enabled: bool = True
+    path: Path | None = Field(None, description="Where cached results are kept; default <data.outputs_dir>/task_cache.")
