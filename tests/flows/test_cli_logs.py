@@ -58,7 +58,7 @@ def test_quiet_by_default_verbose_prints_every_step(pipeline_run, prefect_consol
     project, _ = pipeline_run
     config_path = str(project / "offerflow.yaml")
     config = load_config(config_path)
-    steps = 2 + len(config.propensity_goals) + len([m for m in config.ai_models if m.status == "active"]) \
+    steps = 3 + len(config.propensity_goals) + len([m for m in config.ai_models if m.status == "active"]) \
         + len(config.placements)
 
     quiet = runner.invoke(app, ["run", "--config", config_path])
@@ -68,7 +68,8 @@ def test_quiet_by_default_verbose_prints_every_step(pipeline_run, prefect_consol
     assert "step 1/" not in terminal and "Finished in state" not in terminal and "INFO" not in terminal, terminal
     logs, artifacts = last_run_logs()  # Prefect has the whole story, with the steps as records
     assert f"step 1/{steps}: load catalog" in logs and f"step 2/{steps}: validate events" in logs, logs
-    assert f"step {steps}/{steps}: score and publish {config.placements[-1].id}" in logs
+    assert f"step {steps - 1}/{steps}: score and stage {config.placements[-1].id}" in logs
+    assert f"step {steps}/{steps}: switch every placement" in logs  # all placements at once (one manifest)
     (bar,) = [a for a in artifacts if a.type == "progress"]
     assert bar.data == 100.0
 

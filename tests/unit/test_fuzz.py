@@ -165,6 +165,6 @@ def test_decide_with_a_bad_eligibility_rule_is_one_error_line(project_dir):
     offers.write_text(yaml.safe_dump(catalog, sort_keys=False))
     result = CliRunner().invoke(app, ["decide", "-c", str(project_dir / "offerflow.yaml"), "-p", "p0000001",
                                       "-x", "web-banner"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # the project check runs first: a located mistake, exit 2
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("error: offer ") and "eligibility: column 19: expected ')'" in line
+    assert line.startswith("error: offers.yaml: offers[1].eligibility (offer 'o-002'): column 19: expected ')'")
