@@ -154,7 +154,8 @@ def test_bad_input_never_replaces_good_output(in_project: Path, prefect_harness)
     pq.write_table(good_table.slice(0, kept), events_path)
     # the first line (the flow run's message) names the expectation and the counts, the summary follows
     fails(f"{events_path.name}: expect_column_values_to_be_between(rows): {kept} rows; at least"
-          f" {math.ceil(n_rows * 0.5)} expected (previous run {n_rows} rows, max drop 50%)",
+          f" {math.ceil(n_rows * 0.5)} expected (previous run {n_rows} rows, validation.max_row_drop_share 50%:"
+          " check the file is complete or raise the setting)",
           "Event validation", "FAILED", "Critical failures:")
     assert sorted(quarantine_dir.glob("*.parquet")) == []  # a row-count failure quarantines nothing
 

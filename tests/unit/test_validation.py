@@ -282,10 +282,10 @@ def test_row_count_drop_beyond_the_allowed_share_fails_critically(context_dir: P
     assert not report.success and report.quarantined.empty
     (failure,) = report.critical_failures
     assert failure.name == "expect_column_values_to_be_between(rows)"
-    assert failure.observed == "4 rows; at least 5 expected (previous run 10 rows, max drop 50%)"
+    assert failure.observed == "4 rows; at least 5 expected (previous run 10 rows, validation.max_row_drop_share 50%: check the file is complete or raise the setting)"
     summary = report.summary()
     assert "FAILED" in summary and "Critical failures:" in summary
-    assert "4 rows; at least 5 expected (previous run 10 rows, max drop 50%)" in summary
+    assert "4 rows; at least 5 expected (previous run 10 rows, validation.max_row_drop_share 50%: check the file is complete or raise the setting)" in summary
     assert failure.why in summary
 
 

@@ -204,7 +204,8 @@ def _totals_suite(context: Any, stage: EventStage, settings: ValidationConfig, p
     if previous_row_count is not None:
         min_rows = max(1, math.ceil(previous_row_count * (1 - settings.max_row_drop_share) - 1e-9))
     row_note = f"{n} rows; at least {min_rows} expected" + (
-        f" (previous run {previous_row_count} rows, max drop {settings.max_row_drop_share:.0%})"
+        f" (previous run {previous_row_count} rows, validation.max_row_drop_share {settings.max_row_drop_share:.0%}:"
+        " check the file is complete or raise the setting)"
         if previous_row_count is not None else ""
     )
     duplicates = stage.duplicate_id_rows()
