@@ -65,6 +65,7 @@ class CapStore(Protocol):
     caps: dict[str, tuple[CapRule, ...]]
     lock: Any
     shared: bool  # True: every engine of the project sees the same counts (nothing to hand over)
+    hits: int  # offers this process skipped or was refused because a cap was reached (service metrics)
 
     @property
     def families(self) -> list[Family]: ...
@@ -100,6 +101,7 @@ class RedisCapStore:
         import redis
 
         self.caps = {oid: tuple(rules) for oid, rules in caps.items() if rules}
+        self.hits = 0  # this process's capped offers (hints and refusals), for the service's metrics
         self.lock = threading.RLock()  # the engine's interface; exactness comes from the script
         self.url = url
         self.redis = client if client is not None else redis.Redis.from_url(url, socket_timeout=5)
@@ -156,6 +158,7 @@ class RedisCapStore:
         for family, _ in checks:
             until = self._hints.get((family, *family.key(offer_id, placement_id, profile_id)))
             if until is not None and until > clock:
+                self.hits += 1
                 return True
         return False
 
@@ -179,7 +182,9 @@ class RedisCapStore:
         for i in refused:
             oid, family, _ = checks[int(i) - 1]
             self._hints[(family, *family.key(oid, placement_id, profile_id))] = until
-        return list(dict.fromkeys(checks[int(i) - 1][0] for i in refused))
+        denied = list(dict.fromkeys(checks[int(i) - 1][0] for i in refused))
+        self.hits += len(denied)
+        return denied
 
     def record(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime) -> None:
         """Count these offers as decided, unchecked."""
