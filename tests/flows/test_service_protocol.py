@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from offerflow.core.config import load_config
 from offerflow.decisioning.engine import build_engine
 from offerflow.decisioning.http_guards import MAX_BODY_BYTES
 from offerflow.decisioning.http_service import coalescing_http_protocol, create_app
+from offerflow.ops.servers import free_port
 
 pytestmark = pytest.mark.flow
 
@@ -25,18 +27,15 @@ def server(pipeline_run, tmp_path_factory):
     project_dir, _ = pipeline_run
     config = load_config(project_dir / "offerflow.yaml")
     app = create_app(config, engine=build_engine(config, seed=3), log_dir=tmp_path_factory.mktemp("log"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                        http=coalescing_http_protocol(), access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        threading.Event().wait(0.05)
+    port = free_port()
+    served = uvicorn.Config(app, port=port, http=coalescing_http_protocol(), access_log=False, log_level="warning")
+    srv = uvicorn.Server(served)
+    threading.Thread(target=srv.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
     yield app, port
     srv.should_exit = True
-    thread.join()
 
 
 def _request(body: bytes, *headers: str) -> bytes:
