@@ -141,6 +141,12 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
         self.transport.write(b"".join([STATUS_LINE[200], *self._default_headers(), _JSON_HEAD % len(answer), answer]))
         self.on_response_complete()
 
+    def shutdown(self) -> None:
+        """A graceful shutdown lets a request whose body is still arriving finish, as uvicorn does."""
+        if self._fast is not None:
+            self._to_asgi()
+        super().shutdown()
+
     def _default_headers(self) -> list[bytes]:
         return [b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers]
 
