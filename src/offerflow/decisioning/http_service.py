@@ -6,11 +6,13 @@ engine (profiles, offers, cap counters) on ``POST /admin/reload``. ``GET /admin/
 live cap counters and ``POST /admin/caps/reset`` clears them (both need the admin token). Newly published ranking versions need no
 reload: the engine checks the store's CURRENT version on every request.
 
-A well-formed ``POST /decisions`` is answered by `DecisionFastPath`, a pure ASGI middleware in
-front of FastAPI's routing: the same `DecisionRequest` model validates the body, orjson encodes the
-answer, and the request skips dependency solving and the threadpool hops that cost ~1 ms of a
-~0.1 ms decision. Anything else (a bad body, a missing API key, an unknown placement) goes on to
-the FastAPI route, which answers with its usual 4xx; the route also documents the endpoint at /docs.
+A well-formed ``POST /decisions`` is answered by `FastDecider`: the same `DecisionRequest` model
+validates the body, orjson encodes the answer, and the request skips dependency solving and the
+threadpool hops that cost ~1 ms of a ~0.1 ms decision. `DecisionFastPath`, a pure ASGI middleware
+in front of FastAPI's routing, calls it; `offerflow serve`'s protocol (`http_protocol`) calls it
+straight from the HTTP parser. Anything else (a bad body, a missing API key, an unknown placement)
+goes on to the FastAPI route, which answers with its usual 4xx; the route also documents the
+endpoint at /docs.
 
 Decisions are buffered in memory and appended to the decision log (as ``display`` events, see
 `log_decisions`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
