@@ -79,6 +79,23 @@ def test_reserve_is_exact_under_concurrent_threads(redis_url):
     assert stores[3].reserve(["o-1"], "web", "p0", NOW) == []
 
 
+def test_reserve_survives_a_lost_script_and_a_dropped_connection(redis_url):
+    """`reserve` runs its script on a connection of its own: a SCRIPT FLUSH (Redis restarted) loads
+    it again, a killed connection is reopened; every reserve is counted once."""
+    import redis
+
+    caps = {"o-1": (CapRule(event="display", scope="total", limit=5),)}
+    store = RedisCapStore(caps, redis_url, "lost")
+    admin = redis.Redis.from_url(redis_url)
+    assert store.reserve(["o-1"], "web", "p0", NOW) == []  # first use: NOSCRIPT, loaded by redis-py
+    admin.script_flush()
+    assert store.reserve(["o-1"], "web", "p0", NOW) == []
+    admin.client_kill_filter(_type="normal", skipme=True)  # every other client, the store's too
+    assert store.reserve(["o-1"], "web", "p0", NOW) == []
+    assert [store.reserve(["o-1"], "web", "p0", NOW) for _ in range(3)] == [[], [], ["o-1"]]
+    assert {r["offer_id"]: r["count"] for r in store.state(NOW)} == {"o-1": 5}
+
+
 def test_seeded_once_from_the_decision_log(redis_url, tmp_path, project_dir):
     config = load_config(project_dir / "offerflow.yaml")
     engine = build_engine(config, now=NOW)

@@ -126,7 +126,7 @@ class RankingSnapshot:
             raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
                              "use .posteriors")
         ids = self._profile_ids
-        i = int(np.searchsorted(ids, profile_id))
+        i = int(ids.searchsorted(profile_id))  # the method: no NumPy dispatch wrapper
         start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == profile_id else (0, 0)
         return self._offer_ids[start:stop], self._scores[start:stop]
 
@@ -146,6 +146,7 @@ class RankingStore:
         if not isinstance(keep_versions, int) or keep_versions < 1:
             raise StoreError(f"keep_versions must be an integer >= 1, got {keep_versions!r}")
         self.root = Path(root)
+        self._root_text = str(self.root)  # for `manifest_stamp`, on every decision
         self.keep_versions = keep_versions
 
     # --- writing: stage versions, switch them together ---------------------------------------
@@ -337,7 +338,7 @@ class RankingStore:
     def manifest_stamp(self) -> tuple[int, int] | None:
         """(inode, mtime_ns) of the manifest, None when there is none yet. It changes at every
         switch: one cheap stat for readers polling for new versions."""
-        return manifest_stamp(self.root)
+        return manifest_stamp(self._root_text)
 
     def versions(self, placement_id: str) -> list[int]:
         """Published versions kept on disk for the placement, ascending (staged ones excluded)."""

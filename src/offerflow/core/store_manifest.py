@@ -129,10 +129,11 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     fsync_dir(root)
 
 
-def manifest_stamp(root: Path) -> tuple[int, int] | None:
-    """(inode, mtime_ns) of the manifest, None without one: it changes at every switch."""
+def manifest_stamp(root: Path | str) -> tuple[int, int] | None:
+    """(inode, mtime_ns) of the manifest, None without one: it changes at every switch. (A str
+    `root` saves the pathlib work: a serving process calls this on every request.)"""
     try:
-        st = os.stat(root / MANIFEST_FILE)
+        st = os.stat(os.path.join(root, MANIFEST_FILE))
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns

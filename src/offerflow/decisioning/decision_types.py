@@ -4,6 +4,8 @@ returns (a `Decision` of one `PlacementDecision` per requested placement, each o
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,25 @@ MAX_ITEMS = 30
 #: `source` of an auto-optimized placement whose eligible offers hold fewer than two qualified ones:
 #: the model does not rank them, they are served in a uniformly random order (arm `non_personalized`).
 RANDOM_TOO_FEW_QUALIFIED = "random_too_few_qualified"
+
+
+_ID_BYTES = 16 * 4096
+_ID_MASK = ~(0xC000 << 48) & ~(0xF000 << 64)  # the bits a version-4 UUID sets: variant, version
+_ID_BITS = (0x8000 << 48) | (4 << 76)
+_ids = {"random": b"", "at": _ID_BYTES}
+_ids_lock = threading.Lock()
+
+
+def new_decision_id() -> str:
+    """``dec-`` and the hex of a random version-4 UUID, as ``uuid.uuid4().hex`` gives, from
+    `os.urandom` read 64 KiB at a time (a third of the cost of `uuid4` per id)."""
+    with _ids_lock:
+        at = _ids["at"]
+        if at >= _ID_BYTES:
+            _ids["random"], at = os.urandom(_ID_BYTES), 0
+        _ids["at"] = at + 16
+        chunk = _ids["random"][at:at + 16]
+    return "dec-%032x" % (int.from_bytes(chunk, "big") & _ID_MASK | _ID_BITS)
 
 
 class DecisionError(ValueError):
@@ -104,6 +125,11 @@ class PlacementPlan:
         return dict(channel=self.placement.channel, ranking_method=self.placement.ranking.method,
                     ai_model=self.metadata.get("ai_model"), model_version=self.metadata.get("model_version"),
                     table_version=self.snapshot.version if self.snapshot else None)
+
+    def described(self) -> tuple[str, str | None, str | None, int | None]:
+        """`description()`'s ranking_method, ai_model, model_version and table_version, positionally."""
+        return (self.placement.ranking.method, self.metadata.get("ai_model"), self.metadata.get("model_version"),
+                self.snapshot.version if self.snapshot else None)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ placement's `PlacementPlan` (table, model, candidates, fallback) is shared with 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,7 +40,8 @@ from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore, StoreError
 from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
-                                                  DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays)
+                                                  DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays,
+                                                  new_decision_id)
 
 
 class DecisionEngine:
@@ -79,6 +79,7 @@ class DecisionEngine:
         self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
         self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
+        self._plans: dict[tuple[str, int | None], PlacementPlan] = {}
         self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
         self._manifest_stamp: tuple[int, int] | None = None
         self._served: Mapping[str, int] = MappingProxyType({})
@@ -187,12 +188,12 @@ class DecisionEngine:
                                 f"(known: {', '.join(sorted(self._by_priority))})")
         now = now or datetime.now(timezone.utc)
         pos = self._profile_pos.get(profile_id)
-        row = self._unknown_eligibility if pos is None else self._eligibility[pos]
+        row = (self._unknown_eligibility if pos is None else self._eligibility[pos]).tolist()  # list: fast [j]
         rule_column = self._rule_column
 
         def eligible(offer_id: str) -> bool:
             j = rule_column.get(offer_id)
-            return j is None or bool(row[j])
+            return j is None or row[j]
 
         versions = self.pinned_versions(placement_ids)
         used: set[str] = set()
@@ -204,7 +205,7 @@ class DecisionEngine:
                 if not allow_duplicates:
                     used.update(i.offer_id for i in result.items)
                 results.append(result)
-        return Decision(f"dec-{uuid.uuid4().hex}", profile_id, now.isoformat(), results)
+        return Decision(new_decision_id(), profile_id, now.isoformat(), results)
 
     def _decide_reserved(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
                          used: set[str], now: datetime, versions: Mapping[str, int],
@@ -243,8 +244,11 @@ class DecisionEngine:
              versions: Mapping[str, int] | None = None) -> PlacementPlan:
         """The placement's plan for a decision now: its current table (its version in `versions`,
         None: the manifest's now), model and candidates."""
-        placement = self.config.placement(placement_id)
         snap = self.snapshot(placement_id, versions)
+        cached = self._plans.get((placement_id, items))
+        if cached is not None and cached.snapshot is snap:  # made once per table version
+            return cached
+        placement = self.config.placement(placement_id)
         meta = snap.metadata if snap is not None else {}
         model = self.model_of(placement, meta)
         if snap is not None and snap.kind == "posterior":
@@ -253,8 +257,10 @@ class DecisionEngine:
             exploration = 0.0 if auto.samples_every_offer else auto.exploration_share
         else:
             exploration = model.exploration_share if model is not None else 0.0
-        return PlacementPlan(placement_id, placement, items or placement.items, snap, meta, model,
-                             self._by_priority[placement_id], self._fallback[placement_id], exploration)
+        plan = self._plans[(placement_id, items)] = PlacementPlan(
+            placement_id, placement, items or placement.items, snap, meta, model, self._by_priority[placement_id],
+            self._fallback[placement_id], exploration)
+        return plan
 
     def explainer(self) -> Explainer:
         """The explanation builder of this engine (made once, on first use)."""
@@ -269,15 +275,17 @@ class DecisionEngine:
     def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
                           used: set[str], now: datetime, versions: Mapping[str, int],
                           trace: dict[str, Any] | None = None) -> PlacementDecision:
-        """`trace` (explanations only): gets the plan and, for Thompson sampling, the selection."""
+        """`trace` (explanations only): gets the plan and, for Thompson sampling, the selection.
+        Offers travel as (offer_id, score) pairs in rank order; each `DecisionItem` is made once."""
         plan = self.plan(placement_id, items, versions)
         if trace is not None:
             trace["plan"] = plan
         snap, n_items, model = plan.snapshot, plan.n_items, plan.model
+        offer_values, caps, with_caps = self._offer_values, self.caps, self.caps.caps
 
         def allowed(offer_id: str) -> bool:
-            return (offer_id not in used and offer_id in self._offer_values and eligible(offer_id)
-                    and not self.caps.capped(offer_id, placement_id, profile_id, now))
+            return (offer_id not in used and offer_id in offer_values and eligible(offer_id)
+                    and (offer_id not in with_caps or not caps.capped(offer_id, placement_id, profile_id, now)))
 
         if plan.posterior:
             chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items,
@@ -288,50 +296,48 @@ class DecisionEngine:
             chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
             if arm == "model" and plan.exploration_share > 0 and chosen:
-                chosen, first_probability, source = self._explore(placement_id, chosen, pool, plan.exploration_share,
-                                                                  n_items, source)
+                chosen, first_probability, source = self._explore(chosen, pool, plan.exploration_share, n_items,
+                                                                  source)
         if chosen and arm == "model" and plan.holdout_share > 0:
-            chosen, source, arm = self._holdout(placement_id, chosen, pool, plan.holdout_share, n_items,
-                                                first_probability, source, arm)
+            chosen, source, arm = self._holdout(chosen, pool, plan.holdout_share, n_items, source, arm)
+            share, size = plan.holdout_share, len(pool)
+            model_p = [first_probability(oid, r) for r, (oid, _) in enumerate(chosen, 1)]
+            propensity = [None if q is None else share / size + (1.0 - share) * q for q in model_p]
+        else:
+            propensity = [first_probability(oid, r) for r, (oid, _) in enumerate(chosen, 1)]
         if not chosen:
-            chosen = [DecisionItem(placement_id, plan.fallback, 1, None, fallback=True, propensity=1.0)]
+            items_out = [DecisionItem(placement_id, plan.fallback, 1, None, fallback=True, propensity=1.0)]
             source, arm = "fallback", "fallback"
-        return PlacementDecision(placement_id=placement_id, items=chosen, source=source, arm=arm,
-                                 **plan.description())
+        else:
+            items_out = [DecisionItem(placement_id, oid, r, score, False, q)
+                         for r, ((oid, score), q) in enumerate(zip(chosen, propensity), 1)]
+        return PlacementDecision(placement_id, plan.placement.channel, items_out, *plan.described(), source, arm)
 
-    def _holdout(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float, n_items: int,
-                 first_probability: Any, source: str, arm: str) -> tuple[list[DecisionItem], str, str]:
+    def _holdout(self, chosen: list[tuple[str, float | None]], pool: list[str], share: float, n_items: int,
+                 source: str, arm: str) -> tuple[list[tuple[str, float | None]], str, str]:
         """A model's `share` of decisions gets a uniformly random order of the eligible offers (arm
-        `holdout`), so its lift can be measured. Each slot's propensity is share / |pool| (a random
-        order puts any offer in any slot equally often) plus (1 - share) x the model's probability
-        of that offer in that slot (None: not known)."""
+        `holdout`), so its lift can be measured. Each slot's propensity (made by the caller) is
+        share / |pool| (a random order puts any offer in any slot equally often) plus (1 - share)
+        x the model's probability of that offer in that slot (None: not known)."""
         if self._holdout_rng.random() < share:
-            order = self._holdout_rng.permutation(len(pool))[:n_items]
-            chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+            chosen = [(pool[j], None) for j in self._holdout_rng.permutation(len(pool))[:n_items]]
             source, arm = "random_holdout", "holdout"
-        model_p = [first_probability(item.offer_id, item.rank) for item in chosen]
-        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
-                               propensity=None if p is None else share / len(pool) + (1.0 - share) * p)
-                  for item, p in zip(chosen, model_p)]
         return chosen, source, arm
 
-    def _explore(self, placement_id: str, chosen: list[DecisionItem], pool: list[str], share: float,
-                 n_items: int, source: str):
+    def _explore(self, chosen: list[tuple[str, float | None]], pool: list[str], share: float, n_items: int,
+                 source: str):
         """A personalized model shows `share` of its traffic a random order of the eligible offers,
         so offers it cannot personalize yet (too little data) keep being shown and learned. Each
         slot's propensity is share / |pool| + (1 - share) * [it is the model's offer for that slot]."""
-        ranked = [item.offer_id for item in chosen]
+        ranked = [offer_id for offer_id, _ in chosen]
         if self._rng.random() < share:
-            order = self._rng.permutation(len(pool))[:n_items]
-            chosen = [DecisionItem(placement_id, pool[j], r + 1, None) for r, j in enumerate(order)]
+            chosen = [(pool[j], None) for j in self._rng.permutation(len(pool))[:n_items]]
             source = "exploration"
+        base = share / len(pool)
 
         def probability(offer_id: str, rank: int = 1) -> float:
-            model = 1.0 if rank <= len(ranked) and ranked[rank - 1] == offer_id else 0.0
-            return share / len(pool) + (1.0 - share) * model
+            return base + (1.0 - share) if rank <= len(ranked) and ranked[rank - 1] == offer_id else base
 
-        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score,
-                               propensity=probability(item.offer_id, item.rank)) for item in chosen]
         return chosen, probability, source
 
     def model_of(self, placement: Any, metadata: dict[str, Any]) -> Any:
@@ -345,27 +351,24 @@ class DecisionEngine:
             return None
 
     def _ranked(self, placement_id: str, snap: Any, profile_id: str, allowed: Any, n_items: int):
-        """The profile's ranked offers (table first, then priority to fill), the eligible pool and
-        the logging probability of an offer in a slot (deterministic: 1 for the slot's offer, else 0)."""
-        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else (np.array([]), np.array([])))
+        """The profile's ranked offers as (offer_id, score) pairs (table first, then priority to
+        fill), the eligible pool and the logging probability of an offer in a slot
+        (deterministic: 1 for the slot's offer, else 0)."""
+        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else ((), ()))
         source = "ranking_table" if len(offer_ids) else "non_personalized"
         pool = [oid for oid in self._by_priority[placement_id] if allowed(oid)]
         pool_set = set(pool)
-        chosen: list[DecisionItem] = []
-        taken: set[str] = set()
-        for offer_id, score in zip(offer_ids, scores):
-            if len(chosen) == n_items:
-                break
-            if offer_id in pool_set:
-                chosen.append(DecisionItem(placement_id, str(offer_id), len(chosen) + 1, float(score)))
-                taken.add(offer_id)
-        for offer_id in pool:  # fewer ranked offers left than asked for: fill by priority
-            if len(chosen) == n_items:
-                break
-            if offer_id not in taken:
-                chosen.append(DecisionItem(placement_id, offer_id, len(chosen) + 1, self._priority[offer_id]))
-        chosen = [DecisionItem(placement_id, item.offer_id, item.rank, item.score, propensity=1.0) for item in chosen]
-        ranked = [item.offer_id for item in chosen]  # deterministic: each slot's offer has probability 1
+        chosen: list[tuple[str, float | None]] = []
+        if len(offer_ids):
+            for offer_id, score in zip(offer_ids.tolist(), scores.tolist()):
+                if len(chosen) == n_items:
+                    break
+                if offer_id in pool_set:
+                    chosen.append((offer_id, score))
+        if len(chosen) < n_items:  # fewer ranked offers left than asked for: fill by priority
+            taken = {oid for oid, _ in chosen}
+            chosen += [(oid, self._priority[oid]) for oid in pool if oid not in taken][:n_items - len(chosen)]
+        ranked = [offer_id for offer_id, _ in chosen]  # deterministic: each slot's offer has probability 1
         return chosen, pool, (lambda oid, rank=1: float(rank <= len(ranked) and ranked[rank - 1] == oid)), source
 
     def posterior_arrays(self, placement_id: str, snap: Any) -> PosteriorArrays:
@@ -409,16 +412,15 @@ class DecisionEngine:
                                     weights=post.weights)
         if trace is not None:
             trace.update(selection=selection, eligible=eligible)
-        chosen = [DecisionItem(placement_id, post.offer_ids[j], r + 1, float(post.means[j]),
-                               propensity=selection.propensity if r == 0 else None)
-                  for r, j in enumerate(selection.indices)]
+        chosen = [(post.offer_ids[j], float(post.means[j])) for j in selection.indices]
         position = {oid: j for j, oid in enumerate(post.offer_ids)}
         pool = [post.offer_ids[j] for j in np.flatnonzero(eligible)]
         if int((post.qualified & eligible).sum()) < 2:
             source = RANDOM_TOO_FEW_QUALIFIED
         else:
             source = "exploration" if selection.explored else "thompson_sampling"
-        # the first-choice probability is exact; later slots' marginals are not computed (None)
+        # the first-choice probability is exact (= selection.propensity for the first offer); later
+        # slots' marginals are not computed (None)
         return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None), source
 
 

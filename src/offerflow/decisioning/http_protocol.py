@@ -1,13 +1,32 @@
-"""uvicorn's httptools protocol writing each response in one system call (`offerflow serve`).
+"""uvicorn's httptools protocol for `offerflow serve`: each response in one system call, and
+well-formed decision requests answered straight from the HTTP parser.
+
+`DecisionHttpProtocol` answers a ``POST /decisions`` (HTTP/1.1, keep-alive, no request in
+progress on the connection) when its body is complete, by calling the app's `FastDecider` in the
+parser callback: no ASGI scope, request task, receive/send coroutines or middleware (they cost
+about as much CPU as the decision itself). The answer is byte for byte what the ASGI path sends
+(uvicorn's default headers, then the same content type and length). Whatever the decider passes on
+(a bad body, a wrong key, an unknown placement), any other request and any unusual one (HTTP/1.0,
+``Connection: close``, ``Expect: 100-continue``, a body over the size limit, pipelined behind a
+request in progress, an access log) goes through uvicorn's ASGI path unchanged, as if it had just
+been parsed.
 
 Imported by uvicorn itself (by import string, so `--workers N` can start it in each worker
 process); nothing else imports this module, so the rest of the service does not need uvicorn.
 """
 
 import asyncio
+import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from offerflow.decisioning.http_guards import MAX_BODY_BYTES
+
+_log = logging.getLogger(__name__)
+_JSON_HEAD = b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
+_500 = (b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\r\n"
+        b"Internal Server Error")
 
 
 class _CoalescingTransport:
@@ -57,3 +76,83 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_CoalescingTransport(transport, asyncio.get_running_loop()))
+
+
+def find_decider(app: Any) -> Any:
+    """The `FastDecider` behind an ASGI app (through uvicorn's wrappers and `DecisionFastPath`),
+    None when there is none (then every request takes the ASGI path)."""
+    for _ in range(10):
+        if app is None:
+            return None
+        decider = getattr(app, "decider", None) or getattr(getattr(app, "state", None), "fast_decider", None)
+        if decider is not None:
+            return decider
+        app = getattr(app, "app", None)
+    return None
+
+
+class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
+    """`CoalescingHttpToolsProtocol` answering well-formed decision requests from the parser (see
+    the module docstring). `_fast` holds the body of the request being read on the fast path."""
+
+    _decider: Any = None
+    _fast: bytearray | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._decider = None if self.access_log or self.limit_concurrency is not None else find_decider(self.app)
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if (self._decider is not None and self.url == b"/decisions" and parser.get_method() == b"POST"
+                and not self.expect_100_continue and parser.get_http_version() == "1.1"
+                and parser.should_keep_alive() and not parser.should_upgrade() and not self.pipeline
+                and (self.cycle is None or self.cycle.response_complete)):
+            self._fast = bytearray()
+            return
+        self._fast = None
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._fast is None:
+            super().on_body(body)
+            return
+        self._fast += body
+        if len(self._fast) > MAX_BODY_BYTES:  # the ASGI path answers 413
+            self._to_asgi()
+
+    def on_message_complete(self) -> None:
+        if self._fast is None:
+            super().on_message_complete()
+            return
+        body, self._fast = bytes(self._fast), None
+        try:
+            answer = self._decider.answer(self.headers, body)
+        except Exception:  # as uvicorn does for an app's exception: log it, 500, close
+            _log.exception("Exception in the decision fast path")
+            self.transport.write(b"".join([STATUS_LINE[500], *self._default_headers(), _500]))
+            self.transport.close()
+            return
+        if answer is None:
+            self._fast = bytearray(body)
+            self._to_asgi()
+            super().on_message_complete()
+            return
+        self.transport.write(b"".join([STATUS_LINE[200], *self._default_headers(), _JSON_HEAD % len(answer), answer]))
+        self.on_response_complete()
+
+    def shutdown(self) -> None:
+        """A graceful shutdown lets a request whose body is still arriving finish, as uvicorn does."""
+        if self._fast is not None:
+            self._to_asgi()
+        super().shutdown()
+
+    def _default_headers(self) -> list[bytes]:
+        return [b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers]
+
+    def _to_asgi(self) -> None:
+        """Hand the request read so far to uvicorn's ASGI path, as if it had just been parsed."""
+        body, self._fast = bytes(self._fast or b""), None
+        super().on_headers_complete()
+        if body:
+            super().on_body(body)

@@ -6,11 +6,13 @@ engine (profiles, offers, cap counters) on ``POST /admin/reload``. ``GET /admin/
 live cap counters and ``POST /admin/caps/reset`` clears them (both need the admin token). Newly published ranking versions need no
 reload: the engine checks the store's CURRENT version on every request.
 
-A well-formed ``POST /decisions`` is answered by `DecisionFastPath`, a pure ASGI middleware in
-front of FastAPI's routing: the same `DecisionRequest` model validates the body, orjson encodes the
-answer, and the request skips dependency solving and the threadpool hops that cost ~1 ms of a
-~0.1 ms decision. Anything else (a bad body, a missing API key, an unknown placement) goes on to
-the FastAPI route, which answers with its usual 4xx; the route also documents the endpoint at /docs.
+A well-formed ``POST /decisions`` is answered by `FastDecider`: the same `DecisionRequest` model
+validates the body, orjson encodes the answer, and the request skips dependency solving and the
+threadpool hops that cost ~1 ms of a ~0.1 ms decision. `DecisionFastPath`, a pure ASGI middleware
+in front of FastAPI's routing, calls it; `offerflow serve`'s protocol (`http_protocol`) calls it
+straight from the HTTP parser. Anything else (a bad body, a missing API key, an unknown placement)
+goes on to the FastAPI route, which answers with its usual 4xx; the route also documents the
+endpoint at /docs.
 
 Decisions are buffered in memory and appended to the decision log (as ``display`` events, see
 `log_decisions`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
@@ -135,53 +137,23 @@ class DecisionLogBuffer:
             self.flush()
 
 
-class DecisionFastPath:
-    """ASGI middleware answering well-formed ``POST /decisions`` requests without FastAPI's routing.
+class FastDecider:
+    """The answer of a well-formed ``POST /decisions`` request, without FastAPI: the same
+    `DecisionRequest` model validates the body, the same engine decides, orjson encodes. Used by
+    `DecisionFastPath` (ASGI) and by `offerflow serve`'s protocol (`http_protocol`), which calls it
+    straight from the HTTP parser. `service` is the FastAPI app (its `state` holds the engine)."""
 
-    The body is validated by the same `DecisionRequest` model and answered by the same engine as
-    the route; when anything is off (not JSON, a validation error, a wrong API key, a
-    `DecisionError`) the request is passed on unchanged and the FastAPI route answers it, so error
-    responses keep their format. `service` is the FastAPI app (its `state` holds the engine).
-    """
-
-    def __init__(self, app: Any, service: FastAPI, buffer: DecisionLogBuffer, api_key: str | None,
+    def __init__(self, service: FastAPI, buffer: "DecisionLogBuffer", api_key: str | None,
                  freeze_gc: bool = False) -> None:
-        self.app, self.service, self.buffer, self.freeze_gc = app, service, buffer, freeze_gc
+        self.service, self.buffer, self.freeze_gc = service, buffer, freeze_gc
         self.api_key = None if api_key is None else api_key.encode()
         self._snapshot_loads = -1
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = declared_length(scope)
-        fast = scope["path"] == "/decisions" and scope["method"] == "POST"
-        if declared is not None and declared > MAX_BODY_BYTES:
-            await send_error(send, 413, TOO_LARGE)
-            return
-        if not fast and declared is not None:  # the server holds the body to its declared length
-            await self.app(scope, receive, send)
-            return
-        try:  # a decision request, or a body of unknown length (chunked): read it, up to the limit
-            body = await read_body(receive)
-        except BodyTooLarge:
-            await send_error(send, 413, TOO_LARGE)
-            return
-        if body is None:  # client went away
-            return
-        answer = self.answer(scope, body) if fast else None
-        if answer is None:
-            await self.app(scope, _replay(body, receive), send)
-            return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(answer)).encode())]})
-        await send({"type": "http.response.body", "body": answer})
-
-    def answer(self, scope: dict, body: bytes) -> bytes | None:
-        """The JSON answer of a well-formed request, or None to let the FastAPI route answer."""
+    def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
+        """The JSON answer of a well-formed request, or None to let the FastAPI route answer
+        (not JSON, a validation error, a wrong API key, a `DecisionError`)."""
         json_body = api_key_ok = self.api_key is None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"content-type":
                 json_body = value.startswith(b"application/json")
             elif name == b"x-api-key" and self.api_key is not None:
@@ -203,6 +175,45 @@ class DecisionFastPath:
         self.buffer.add(decision)
         self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
         return orjson.dumps(decision.to_dict())
+
+
+class DecisionFastPath:
+    """ASGI middleware answering well-formed ``POST /decisions`` requests without FastAPI's routing.
+
+    `decider` (a `FastDecider`) answers; when it returns None the request is passed on unchanged
+    and the FastAPI route answers it, so error responses keep their format.
+    """
+
+    def __init__(self, app: Any, decider: FastDecider) -> None:
+        self.app, self.decider = app, decider
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = declared_length(scope)
+        fast = scope["path"] == "/decisions" and scope["method"] == "POST"
+        if declared is not None and declared > MAX_BODY_BYTES:
+            await send_error(send, 413, TOO_LARGE)
+            return
+        if not fast and declared is not None:  # the server holds the body to its declared length
+            await self.app(scope, receive, send)
+            return
+        try:  # a decision request, or a body of unknown length (chunked): read it, up to the limit
+            body = await read_body(receive)
+        except BodyTooLarge:
+            await send_error(send, 413, TOO_LARGE)
+            return
+        if body is None:  # client went away
+            return
+        answer = self.decider.answer(scope["headers"], body) if fast else None
+        if answer is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -250,9 +261,9 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     app.add_exception_handler(RequestValidationError, validation_error)
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
-    app.state.fast_path_options = dict(service=app, buffer=buffer, api_key=api_key, freeze_gc=freeze_gc)
+    app.state.fast_decider = FastDecider(app, buffer, api_key, freeze_gc)
     if fast_path:
-        app.add_middleware(DecisionFastPath, **app.state.fast_path_options)
+        app.add_middleware(DecisionFastPath, decider=app.state.fast_decider)
     return app
 
 
@@ -261,19 +272,20 @@ def serving_app(config: ProjectConfig, *, admin_token: str | None = None, api_ke
     its middleware stack, so a decision skips Starlette's error and telemetry middleware too (they
     took ~15% of a decision's CPU in front of the fast path); everything else reaches FastAPI."""
     app = create_app(config, admin_token=admin_token, api_key=api_key, freeze_gc=True, fast_path=False)
-    return DecisionFastPath(app, **app.state.fast_path_options)
+    return DecisionFastPath(app, app.state.fast_decider)
 
 
-PROTOCOL = "offerflow.decisioning.http_protocol:CoalescingHttpToolsProtocol"
+PROTOCOL = "offerflow.decisioning.http_protocol:DecisionHttpProtocol"
 #: What `run_server` hands its worker processes (uvicorn's workers build the app from an import string).
 SERVE_CONFIG_ENV, ADMIN_TOKEN_ENV, API_KEY_ENV = "OFFERFLOW_SERVE_CONFIG", "OFFERFLOW_ADMIN_TOKEN", "OFFERFLOW_API_KEY"
 
 
 def coalescing_http_protocol() -> type:
-    """uvicorn's httptools protocol, writing through a transport that joins one turn's writes."""
-    from offerflow.decisioning.http_protocol import CoalescingHttpToolsProtocol
+    """The protocol `offerflow serve` runs (`http_protocol.DecisionHttpProtocol`): one write per
+    answer, well-formed decision requests answered from the HTTP parser."""
+    from offerflow.decisioning.http_protocol import DecisionHttpProtocol
 
-    return CoalescingHttpToolsProtocol
+    return DecisionHttpProtocol
 
 
 def serve_app() -> Any:
