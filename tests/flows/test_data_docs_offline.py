@@ -54,3 +54,15 @@ def test_validation_page_renders_its_results_offline(data_docs, tmp_path):
     assert len(rows) >= 10, len(rows)  # one per expectation of the events suite
     assert "values must not be null" in dom and "fa-check-circle" in dom  # GX renders the expectation; the icon font loads
     assert external_assets(dom) == []
+
+
+def test_flow_run_records_the_path_not_a_file_link(data_docs):
+    """A browser does not follow a file:// link from the Prefect UI: the artifact gives the path."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-docs"])))
+    ours = [a for a in artifacts if str(data_docs.resolve()) in str(a.data)]
+    assert ours and {a.type for a in ours} == {"markdown"}
+    assert "file://" not in str(ours[0].data) and "http.server" in str(ours[0].data)
