@@ -32,6 +32,7 @@ def test_wheel_ships_prefect_yaml_and_the_license(wheel):
         deployments = zf.read("offerflow/prefect.yaml").decode()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "offerflow/ingest/expectation_rationales.yaml" in names
+    assert {f"offerflow/ingest/data_docs_assets/{f}" for f in ("bootstrap-table.min.js", "SOURCES.md")} <= set(names)
     assert "entrypoint: offerflow/flows/pipeline.py:pipeline" in deployments
     assert metadata["License-Expression"] == "Apache-2.0"
     core = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]

@@ -18,6 +18,7 @@ a re-run on unchanged data reuses their results (`Cached`) and publishes nothing
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -113,10 +114,15 @@ def _still_current(config: ProjectConfig, placement_id: str) -> Any:
 
 
 def _record_data_docs(path: Path | None) -> None:
+    """The Data Docs path as text: a browser does not follow a file:// link from the Prefect UI (an
+    http page), and the site is a folder on the machine that ran the flow; its pages load no CDN."""
     if path is not None:
         get_run_logger().info("Data Docs: %s", path)
-        create_link_artifact(link=path.resolve().as_uri(), link_text="Data Docs", key="data-docs",
-                             description="Great Expectations validation results of this run")
+        create_markdown_artifact(
+            f"Data Docs of this run, on the machine that ran it (open in a browser there, no network "
+            f"needed):\n\n`{path.resolve()}`\n\nTo view them from elsewhere, serve the folder: "
+            f"`python -m http.server --bind 127.0.0.1 --directory {shlex.quote(str(path.resolve().parent))} 8010`",
+            key="data-docs", description="Great Expectations validation results of this run")
 
 
 @task(name="load-catalog", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=retry_unless_bad_input,

@@ -59,6 +59,7 @@ from offerflow.core.config import ValidationConfig
 from offerflow.ingest.staging import EventStage
 from offerflow.core.schema import EVENT_COLUMNS
 from offerflow.ingest.file_readers import PROVENANCE_COLUMNS
+from offerflow.ingest.offline_docs import make_site_offline
 from offerflow.ingest.row_checks import contract_column, prepare_batch, row_reasons, to_utc
 from offerflow.ingest.validation_report import ExpectationOutcome, ValidationReport, expectation_outcomes
 
@@ -172,7 +173,7 @@ def judge_events(
     outcomes += _totals_suite(context, stage, settings, previous_row_count, **run)
     outcomes += _conversion_suite(context, stage, **run)
 
-    docs = gxs.docs_index(context) if build_docs else None
+    docs = _offline_docs(context) if build_docs else None
     return ValidationReport(outcomes, docs, n, accepted_count, quarantined_count, stage.reason_counts(),
                             run_id, sample_rows)
 
@@ -269,7 +270,19 @@ def validate_catalog(
         target = gxs.ensure_target(context, name, expectations)
         result = gxs.run(target, table, parameters={}, run_id=run_id, build_docs=build_docs)
         outcomes += [replace(o, name=f"{name}: {o.name}") for o in expectation_outcomes(target, result, {})]
+    if build_docs:
+        _offline_docs(context)
     return outcomes
+
+
+def _offline_docs(context: Any) -> Path | None:
+    """The Data Docs index, its pages rewritten to load local copies of their CDN assets."""
+    from offerflow.ingest import expectations as gxs
+
+    docs = gxs.docs_index(context)
+    if docs is not None:
+        make_site_offline(docs.parent)
+    return docs
 
 
 def quarantine_file(directory: Path, run_id: str) -> Path:
