@@ -20,7 +20,8 @@ from offerflow.core.config import AIModelConfig
 from offerflow.core.features import event_time_range, events_dataset
 from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.models.cluster import fit_click_model_with
-from offerflow.ranking.click_model import ClickModel, displays_per_profile, interaction_log, training_frame
+from offerflow.ranking.click_model import (ClickModel, displays_per_profile, holdout_rows, interaction_log,
+                                           training_frame)
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.tracking import CHAMPION, Tracker, run_stamp
@@ -82,6 +83,40 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
                                                 ips=model_cfg.ips_weighting, interactions=model_cfg.interaction_base)
     return click_model, trainer, frame, displays
+
+
+def log_offer_rates(tracker: Tracker, posteriors: pd.DataFrame, model_name: str) -> None:
+    """Each offer's observed rate in the window against its prior and posterior, as
+    `diagnostics/offer_rates.csv` and `.png`, in the active run."""
+    from offerflow.ranking import charts
+
+    table = charts.offer_rates(posteriors)
+    tracker.log_text(table.to_csv(index=False), "diagnostics/offer_rates.csv")
+    tracker.log_figure(charts.offer_rates_figure(table, f"{model_name}: success rate per offer (window)"),
+                       "diagnostics/offer_rates.png")
+
+
+def log_click_model_diagnostics(tracker: Tracker, click_model: ClickModel, frame: pd.DataFrame) -> None:
+    """Calibration, lift, gains and feature importance of a click model on its holdout displays
+    (`holdout_rows`: those its holdout metrics are measured on), as PNGs under `diagnostics/`
+    with the numbers behind the first three in `diagnostics/lift_by_decile.csv` (per decile of
+    predicted P(click): displays, clicks, mean prediction, observed rate, lift, gain), the charts
+    Customer AI logs for its goals."""
+    from offerflow.customer_ai import charts
+
+    holdout = holdout_rows(frame)
+    y, p = holdout["success"].to_numpy(), click_model.predict_pairs(holdout)["p_click"].to_numpy()
+    table = charts.lift_table(y, p, unit="displays")
+    tracker.log_text(table.to_csv(index=False), "diagnostics/lift_by_decile.csv")
+    tracker.log_metrics({"holdout_top_decile_lift": float(table["lift"].iat[0])})
+    booster = getattr(click_model.booster, "booster_", click_model.booster)  # LGBMClassifier or Booster
+    gain = booster.feature_importance(importance_type="gain")
+    figures = {"calibration.png": charts.calibration_figure(y, p),
+               "lift_by_decile.png": charts.lift_figure(table),
+               "cumulative_gains.png": charts.gains_figure(table),
+               "feature_importance.png": charts.importance_figure(click_model.feature_columns, gain)}
+    for name, figure in figures.items():
+        tracker.log_figure(figure, f"diagnostics/{name}")
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -147,6 +182,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
         tracker.log_dict({p: frame.to_dict(orient="records") for p, frame in per_placement.items()},
                          "placement_posteriors.json")
+        log_offer_rates(tracker, posteriors, model_cfg.name)
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
                                     posteriors=posteriors, window=(start, end), placement_posteriors=per_placement)
         if model_cfg.type == "personalized":
@@ -174,6 +210,7 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
                         "ips_weighting": model_cfg.ips_weighting, "interaction_base": click_model.base is not None,
                         **model_cfg.lightgbm.model_dump()})
     tracker.log_dict(click_model.spec(), "feature_spec.json")
+    log_click_model_diagnostics(tracker, click_model, frame)
     record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
     describe_click_model(tracker, registered, record.model_version, model_cfg, result.window, len(frame),
