@@ -101,6 +101,15 @@ def _wait_http(url: str, timeout_s: float, what: str) -> None:
     raise SystemExit(f"{what} did not answer {url} within {timeout_s:.0f} s")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process this tool started (its own session): politely, then for good."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextmanager
 def mlflow_server(project: Path, log: Path) -> Iterator[str]:
     """The MLflow UI on the project's tracking store, on a free port: yields its base URL."""
@@ -117,11 +126,7 @@ def mlflow_server(project: Path, log: Path) -> Iterator[str]:
         _wait_http(f"http://127.0.0.1:{port}/health", 120, "the MLflow server")
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 @contextmanager
@@ -152,11 +157,7 @@ def headless_chromium(binary: str, profile: Path) -> Iterator[DevTools]:
         finally:
             tools.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 #: Waits for a page to settle: no new network request for this long after the expected text shows.

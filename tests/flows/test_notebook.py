@@ -4,7 +4,6 @@ frame with each, reads a ranking table with DuckDB and draws the lift chart."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,8 +34,8 @@ def test_notebook_runs_on_the_pipeline_project(pipeline_run, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     started = time.monotonic()
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(project)}},
-                   env=dict(os.environ)).execute()
+    # the kernel inherits this process's environment, OFFERFLOW_PROJECT included
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(project)}}).execute()
     elapsed = time.monotonic() - started
     code = [c for c in notebook.cells if c.cell_type == "code"]
     shown = [_outputs(c) for c in code]
