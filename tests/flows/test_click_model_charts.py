@@ -24,7 +24,7 @@ from offerflow.synthetic.world import load_truth, true_click_probability
 pytestmark = pytest.mark.flow
 
 CLICK_CHARTS = {"calibration.png", "lift_by_decile.png", "cumulative_gains.png", "feature_importance.png",
-                "offer_rates.png", "lift_by_decile.csv", "offer_rates.csv"}
+                "offer_rates.png", "lift_by_decile.csv", "feature_importance.csv", "offer_rates.csv"}
 
 
 def _tracker(project: Path):
@@ -102,6 +102,13 @@ def test_click_model_calibration_by_decile_matches_the_true_click_rates(pipeline
     assert (np.abs(table["mean_score"].to_numpy() - truth.to_numpy()) <= 0.15 * truth.to_numpy() + 0.005).all(), \
         (table, truth)  # calibrated: the predictions are the true rates, within 15%
     assert truth.iat[0] > 2 * truth.iat[-1] and table["lift"].iat[0] > 1.5  # the ranking separates
+
+    # Importance by permutation finds the world's click drivers (favourite category x offer
+    # category, discount x loyalty tier, age x category), not the attributes that play no part.
+    importance = pd.read_csv(folder / "feature_importance.csv").set_index("feature")["auc_drop_when_shuffled"]
+    drivers = {"p_favorite_category", "o_category", "o_discount_pct", "p_loyalty_tier", "p_age"}
+    assert set(importance.nlargest(3).index) <= drivers, importance.sort_values()
+    assert importance[["p_country", "p_email_opt_in", "p_tenure_days"]].max() < importance.max() / 5, importance
 
 
 def test_auto_optimization_offer_rates_match_the_true_rates_and_posteriors(pipeline_run, tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from offerflow.ranking.bandits import fit_posteriors
-from offerflow.ranking.charts import offer_rates, offer_rates_figure
+from offerflow.ranking.charts import offer_rates, offer_rates_figure, permutation_importance
 
 
 @pytest.mark.parametrize("empirical_prior", [False, True])
@@ -31,3 +31,14 @@ def test_offer_rates_recover_counts_prior_and_a_credible_interval(empirical_prio
     assert table.loc["d", "posterior_mean"] == pytest.approx(table.loc["d", "prior_mean"])
     assert table["qualified"].tolist() == [True, True, False, False]
     assert offer_rates_figure(table.reset_index(), "test").axes  # draws without a display
+
+
+def test_permutation_importance_finds_the_column_the_outcome_depends_on():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=4000), "b": rng.normal(size=4000)})
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * frame["a"].to_numpy()))).astype(int)
+    drop = permutation_importance(lambda f: f["a"].to_numpy() + 0.01 * f["b"].to_numpy(), frame, y, ["a", "b"],
+                                  seed=1, max_rows=3000)
+    assert drop["a"] > 0.2 and abs(drop["b"]) < 0.01, drop
+    constant = permutation_importance(lambda f: f["a"].to_numpy(), frame, np.zeros(4000), ["a"], seed=1)
+    assert constant["a"] == 0.0  # one class only: no AUC, nothing to lose

@@ -76,11 +76,11 @@ def score_distribution_figure(y_true: np.ndarray, probability: np.ndarray) -> Fi
     return fig
 
 
-def importance_figure(names: Sequence[str], gain: np.ndarray, top: int = 20) -> Figure:
+def importance_figure(names: Sequence[str], gain: np.ndarray, top: int = 20, xlabel: str = "total gain") -> Figure:
     order = np.argsort(gain)[::-1][:top][::-1]
     fig = Figure(figsize=(6, max(3, 0.3 * len(order))))
     ax = fig.add_subplot()
     ax.barh([names[i] for i in order], gain[order])
-    ax.set(xlabel="total gain", title="Feature importance")
+    ax.set(xlabel=xlabel, title="Feature importance")
     fig.tight_layout()
     return fig

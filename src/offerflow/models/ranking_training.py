@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from offerflow.ranking.ai_models import RankingModelResult, experiment_name
@@ -96,25 +97,37 @@ def log_offer_rates(tracker: Tracker, posteriors: pd.DataFrame, model_name: str)
                        "diagnostics/offer_rates.png")
 
 
-def log_click_model_diagnostics(tracker: Tracker, click_model: ClickModel, frame: pd.DataFrame) -> None:
+def log_click_model_diagnostics(tracker: Tracker, click_model: ClickModel, frame: pd.DataFrame, seed: int) -> None:
     """Calibration, lift, gains and feature importance of a click model on its holdout displays
     (`holdout_rows`: those its holdout metrics are measured on), as PNGs under `diagnostics/`
     with the numbers behind the first three in `diagnostics/lift_by_decile.csv` (per decile of
     predicted P(click): displays, clicks, mean prediction, observed rate, lift, gain), the charts
-    Customer AI logs for its goals."""
+    Customer AI logs for its goals. Importance is by permutation on the holdout (the trees' own
+    gain leaves out the interaction base they start from); both are in `feature_importance.csv`."""
     from offerflow.customer_ai import charts
+    from offerflow.ranking.charts import permutation_importance
+
+    def p_click(pairs: pd.DataFrame) -> np.ndarray:
+        return click_model.predict_pairs(pairs)["p_click"].to_numpy()
 
     holdout = holdout_rows(frame)
-    y, p = holdout["success"].to_numpy(), click_model.predict_pairs(holdout)["p_click"].to_numpy()
+    y, p = holdout["success"].to_numpy(), p_click(holdout)
     table = charts.lift_table(y, p, unit="displays")
     tracker.log_text(table.to_csv(index=False), "diagnostics/lift_by_decile.csv")
     tracker.log_metrics({"holdout_top_decile_lift": float(table["lift"].iat[0])})
     booster = getattr(click_model.booster, "booster_", click_model.booster)  # LGBMClassifier or Booster
-    gain = booster.feature_importance(importance_type="gain")
+    importance = pd.DataFrame({
+        "feature": click_model.feature_columns,
+        "auc_drop_when_shuffled": permutation_importance(p_click, holdout, y, click_model.feature_columns,
+                                                         seed).to_numpy(),
+        "tree_gain": booster.feature_importance(importance_type="gain")})
+    tracker.log_text(importance.to_csv(index=False), "diagnostics/feature_importance.csv")
     figures = {"calibration.png": charts.calibration_figure(y, p),
                "lift_by_decile.png": charts.lift_figure(table),
                "cumulative_gains.png": charts.gains_figure(table),
-               "feature_importance.png": charts.importance_figure(click_model.feature_columns, gain)}
+               "feature_importance.png": charts.importance_figure(
+                   click_model.feature_columns, importance["auc_drop_when_shuffled"].to_numpy(),
+                   xlabel="holdout AUC lost when the column is shuffled")}
     for name, figure in figures.items():
         tracker.log_figure(figure, f"diagnostics/{name}")
 
@@ -210,7 +223,7 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
                         "ips_weighting": model_cfg.ips_weighting, "interaction_base": click_model.base is not None,
                         **model_cfg.lightgbm.model_dump()})
     tracker.log_dict(click_model.spec(), "feature_spec.json")
-    log_click_model_diagnostics(tracker, click_model, frame)
+    log_click_model_diagnostics(tracker, click_model, frame, seed)
     record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
     describe_click_model(tracker, registered, record.model_version, model_cfg, result.window, len(frame),
