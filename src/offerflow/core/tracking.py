@@ -28,6 +28,10 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_TYPE_TAG = "mlflow.source.type"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
+#: MLflow's experiment kind: the UI opens a model-training experiment on its runs list (with
+#: charts and artifacts), not on the GenAI traces overview it shows by default.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 #: The source name of runs started outside a flow (the CLI, a notebook, a test).
 DEFAULT_SOURCE = "offerflow"
 
@@ -114,12 +118,14 @@ class Tracker:
         self.client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def experiment_id(self, name: str) -> str:
-        """Get or create an experiment whose artifacts live under `artifact_root/name`."""
+        """Get or create an experiment whose artifacts live under `artifact_root/name`, tagged
+        as a model-training experiment for the UI."""
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
             return existing.experiment_id
         location = (self.artifact_root / name).as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     @contextmanager
     def run(self, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[str]:

@@ -13,17 +13,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def lift_table(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Deciles by score (1 = highest): profiles, positives, rate, lift over the base rate, and
-    cumulative share of all positives captured (gains)."""
+def lift_table(y_true: np.ndarray, probability: np.ndarray, bins: int = 10, unit: str = "profiles") -> pd.DataFrame:
+    """Deciles by score (1 = highest): rows (named `unit`: profiles, or displays for a click
+    model), positives, mean score, rate, lift over the base rate, and cumulative share of all
+    positives captured (gains). `mean_score` against `rate` is the calibration by decile."""
     y = np.asarray(y_true, dtype=float)
     order = np.argsort(-np.asarray(probability), kind="stable")
     decile = np.empty(len(y), dtype=int)
     decile[order] = np.arange(len(y)) * bins // max(len(y), 1) + 1
     table = (pd.DataFrame({"decile": decile, "y": y, "p": probability})
-               .groupby("decile").agg(profiles=("y", "size"), positives=("y", "sum"), mean_score=("p", "mean")))
+               .groupby("decile").agg(**{unit: ("y", "size")}, positives=("y", "sum"), mean_score=("p", "mean")))
     base = y.mean() if len(y) else np.nan
-    table["rate"] = table["positives"] / table["profiles"]
+    table["rate"] = table["positives"] / table[unit]
     table["lift"] = table["rate"] / base
     table["cumulative_gain"] = table["positives"].cumsum() / max(y.sum(), 1)
     return table.reset_index()
@@ -75,11 +76,11 @@ def score_distribution_figure(y_true: np.ndarray, probability: np.ndarray) -> Fi
     return fig
 
 
-def importance_figure(names: Sequence[str], gain: np.ndarray, top: int = 20) -> Figure:
+def importance_figure(names: Sequence[str], gain: np.ndarray, top: int = 20, xlabel: str = "total gain") -> Figure:
     order = np.argsort(gain)[::-1][:top][::-1]
     fig = Figure(figsize=(6, max(3, 0.3 * len(order))))
     ax = fig.add_subplot()
     ax.barh([names[i] for i in order], gain[order])
-    ax.set(xlabel="total gain", title="Feature importance")
+    ax.set(xlabel=xlabel, title="Feature importance")
     fig.tight_layout()
     return fig

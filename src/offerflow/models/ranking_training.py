@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from offerflow.ranking.ai_models import RankingModelResult, experiment_name
@@ -20,7 +21,8 @@ from offerflow.core.config import AIModelConfig
 from offerflow.core.features import event_time_range, events_dataset
 from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.models.cluster import fit_click_model_with
-from offerflow.ranking.click_model import ClickModel, displays_per_profile, interaction_log, training_frame
+from offerflow.ranking.click_model import (ClickModel, displays_per_profile, holdout_rows, interaction_log,
+                                           training_frame)
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.tracking import CHAMPION, Tracker, run_stamp
@@ -82,6 +84,52 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
                                                 ips=model_cfg.ips_weighting, interactions=model_cfg.interaction_base)
     return click_model, trainer, frame, displays
+
+
+def log_offer_rates(tracker: Tracker, posteriors: pd.DataFrame, model_name: str) -> None:
+    """Each offer's observed rate in the window against its prior and posterior, as
+    `diagnostics/offer_rates.csv` and `.png`, in the active run."""
+    from offerflow.ranking import charts
+
+    table = charts.offer_rates(posteriors)
+    tracker.log_text(table.to_csv(index=False), "diagnostics/offer_rates.csv")
+    tracker.log_figure(charts.offer_rates_figure(table, f"{model_name}: success rate per offer (window)"),
+                       "diagnostics/offer_rates.png")
+
+
+def log_click_model_diagnostics(tracker: Tracker, click_model: ClickModel, frame: pd.DataFrame, seed: int) -> None:
+    """Calibration, lift, gains and feature importance of a click model on its holdout displays
+    (`holdout_rows`: those its holdout metrics are measured on), as PNGs under `diagnostics/`
+    with the numbers behind the first three in `diagnostics/lift_by_decile.csv` (per decile of
+    predicted P(click): displays, clicks, mean prediction, observed rate, lift, gain), the charts
+    Customer AI logs for its goals. Importance is by permutation on the holdout (the trees' own
+    gain leaves out the interaction base they start from); both are in `feature_importance.csv`."""
+    from offerflow.customer_ai import charts
+    from offerflow.ranking.charts import permutation_importance
+
+    def p_click(pairs: pd.DataFrame) -> np.ndarray:
+        return click_model.predict_pairs(pairs)["p_click"].to_numpy()
+
+    holdout = holdout_rows(frame)
+    y, p = holdout["success"].to_numpy(), p_click(holdout)
+    table = charts.lift_table(y, p, unit="displays")
+    tracker.log_text(table.to_csv(index=False), "diagnostics/lift_by_decile.csv")
+    tracker.log_metrics({"holdout_top_decile_lift": float(table["lift"].iat[0])})
+    booster = getattr(click_model.booster, "booster_", click_model.booster)  # LGBMClassifier or Booster
+    importance = pd.DataFrame({
+        "feature": click_model.feature_columns,
+        "auc_drop_when_shuffled": permutation_importance(p_click, holdout, y, click_model.feature_columns,
+                                                         seed).to_numpy(),
+        "tree_gain": booster.feature_importance(importance_type="gain")})
+    tracker.log_text(importance.to_csv(index=False), "diagnostics/feature_importance.csv")
+    figures = {"calibration.png": charts.calibration_figure(y, p),
+               "lift_by_decile.png": charts.lift_figure(table),
+               "cumulative_gains.png": charts.gains_figure(table),
+               "feature_importance.png": charts.importance_figure(
+                   click_model.feature_columns, importance["auc_drop_when_shuffled"].to_numpy(),
+                   xlabel="holdout AUC lost when the column is shuffled")}
+    for name, figure in figures.items():
+        tracker.log_figure(figure, f"diagnostics/{name}")
 
 
 def _load_champion_click_model(tracker: Tracker, registered: str, qualified: list[str]) -> tuple[ClickModel, str]:
@@ -147,6 +195,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
         tracker.log_dict({"posteriors": posteriors.to_dict(orient="records")}, "posteriors.json")
         tracker.log_dict({p: frame.to_dict(orient="records") for p, frame in per_placement.items()},
                          "placement_posteriors.json")
+        log_offer_rates(tracker, posteriors, model_cfg.name)
         result = RankingModelResult(model_cfg.name, run_id, None, metrics, False, "", kind=model_cfg.type,
                                     posteriors=posteriors, window=(start, end), placement_posteriors=per_placement)
         if model_cfg.type == "personalized":
@@ -174,6 +223,7 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
                         "ips_weighting": model_cfg.ips_weighting, "interaction_base": click_model.base is not None,
                         **model_cfg.lightgbm.model_dump()})
     tracker.log_dict(click_model.spec(), "feature_spec.json")
+    log_click_model_diagnostics(tracker, click_model, frame, seed)
     record = register_click_model(tracker, click_model, registered, frame)
     result.model_version = record.model_version
     describe_click_model(tracker, registered, record.model_version, model_cfg, result.window, len(frame),

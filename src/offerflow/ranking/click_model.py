@@ -24,6 +24,8 @@ from offerflow.core.schema import PROFILE_ID
 OFFER_BOOKKEEPING = ("name", "placements", "eligibility", "fallback", "caps")
 #: The one metric a click model's early stopping watches on the validation rows.
 STOPPING_METRIC = "auc"
+#: Where a click model's holdout starts in its time-sorted training frame: the last 20% of displays.
+HOLDOUT_FROM = 0.8
 
 
 def interaction_log(con: duckdb.DuckDBPyConnection, placement_ids: list[str], start: datetime,
@@ -206,6 +208,13 @@ def training_frame(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFra
                .merge(offer_features(offers), on="offer_id", how="inner"))
 
 
+def holdout_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The holdout of a training frame: its last 20% of displays by time, the rows a click
+    model's holdout metrics are measured on (`fit_click_model`, `cluster.fit_click_model_on_cluster`)."""
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    return frame.iloc[int(len(frame) * HOLDOUT_FROM):]
+
+
 def ips_weights(propensity: pd.Series, clip: float = 20.0) -> np.ndarray:
     """Inverse logging propensities, clipped and normalised to mean 1 (1 where not logged).
 
@@ -251,7 +260,7 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     feature_columns = [c for c in frame.columns if c not in drop]
     categories = categories_of(frame, categorical_columns(frame[feature_columns]))
     n = len(frame)
-    cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
+    cut_train, cut_valid = int(n * 0.7), int(n * HOLDOUT_FROM)
     encoded = encode(frame[feature_columns], categories)
     weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
