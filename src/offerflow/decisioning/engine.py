@@ -21,7 +21,7 @@ placement's `PlacementPlan` (table, model, candidates, fallback) is shared with 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -426,15 +426,17 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
-def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None) -> DecisionEngine:
+def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None,
+                 profile_ids: Collection[str] | None = None) -> DecisionEngine:
     """The decision engine of a project: enriched profiles if the pipeline wrote them (else the raw
     ones), the catalog, the ranking store, and cap counters counted from the validated events and
-    the decision log."""
+    the decision log. `profile_ids`: an engine for these profiles only (profiles and ranking tables
+    read with a filter, `offerflow decide`); any other profile is decided as an unknown one."""
     outputs = config.path(config.data.outputs_dir)
     enriched = outputs / "profiles_enriched.parquet"
-    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles), profile_ids)
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions, profile_ids)
     validated = outputs / "validated" / "events.parquet"
     caps = load_cap_store(caps_of(offers), validated if validated.exists() else None, config.paths.decision_log,
                           config.paths.cap_resets, now=now, redis_url=config.caps.redis_url, namespace=config.project)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from offerflow.rules.capping import CapError, parse_caps
@@ -183,9 +185,29 @@ def check_profiles(profiles: pd.DataFrame, source: str = "profiles") -> pd.DataF
     return profiles.assign(**{PROFILE_ID: ids})
 
 
-def load_profiles(path: Path) -> pd.DataFrame:
-    """Read the profiles table; profile ids must be present and unique."""
-    return check_profiles(read_profiles(path), str(path))
+def load_profiles(path: Path, profile_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Read the profiles table; profile ids must be present and unique. `profile_ids`: only these
+    profiles' rows (a Parquet file with text ids is read with a filter, so only their rows are
+    decoded; the ids are then checked among those rows only)."""
+    if profile_ids is None:
+        return check_profiles(read_profiles(path), str(path))
+    wanted = sorted({str(p) for p in profile_ids})
+    if path.suffix.lower() in (".parquet", ".pq") and path.exists():
+        try:
+            id_type = pq.read_schema(path).field(PROFILE_ID).type
+        except (KeyError, OSError, pa.ArrowException):
+            id_type = None  # no profile_id column, an unreadable file: the full read says which
+        if id_type is not None and (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+            return check_profiles(_filtered_parquet(path, wanted), str(path))
+    profiles = check_profiles(read_profiles(path), str(path))
+    return profiles[profiles[PROFILE_ID].isin(wanted)].reset_index(drop=True)
+
+
+def _filtered_parquet(path: Path, profile_ids: list[str]) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, filters=[(PROFILE_ID, "in", profile_ids)])
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
 
 
 def offers_for_placement(offers: pd.DataFrame, placement_id: str) -> pd.DataFrame:

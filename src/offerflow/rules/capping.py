@@ -28,7 +28,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -157,17 +156,21 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
         {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
     if not families or not offer_ids:
         return {f: empty for f in families}
+    has_ingested = events_path is not None and Path(events_path).exists()
+    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
+    if not has_ingested and not logs:  # nothing counted yet (and DuckDB not even imported)
+        return {f: empty for f in families}
+    import duckdb
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("capped_offers", pd.DataFrame({"offer_id": list(offer_ids)}))
     cols = "event_id, timestamp, profile_id, offer_id, placement_id"
     parts = []
-    has_ingested = events_path is not None and Path(events_path).exists()
     if has_ingested:
         con.execute(f"CREATE TEMP VIEW ingested AS SELECT {cols}, event_type FROM read_parquet({_literal(events_path)}) "
                     "WHERE event_type IN ('display', 'click') AND offer_id IN (SELECT offer_id FROM capped_offers)")
         parts.append("SELECT event_type, timestamp, profile_id, offer_id, placement_id FROM ingested")
-    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
     if logs:
         files = "[" + ", ".join(_literal(p) for p in logs) + "]"
         con.execute(f"CREATE TEMP VIEW logged AS SELECT {cols} FROM read_parquet({files}, union_by_name = true) "
@@ -176,8 +179,6 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
                   "AND i.event_id = l.event_id)") if has_ingested else ""
         parts.append(f"SELECT 'display' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
         parts.append("SELECT 'decision' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged")
-    if not parts:
-        return {f: empty for f in families}
     con.execute("CREATE TEMP TABLE cap_events AS " + " UNION ALL ".join(parts))
     reset_rows = [(k, v) for k, v in (resets or {}).items()]
     con.register("cap_resets", pd.DataFrame({"offer_id": [k for k, _ in reset_rows],
