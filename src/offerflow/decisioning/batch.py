@@ -175,11 +175,22 @@ class _Plan:
             self.offer_ids = list(plan.candidates)
             self.table = engine.store.read_table(placement_id, self.snap.version) if self.snap is not None else None
             if self.table is not None:
-                self.table_pids = self.table.column("profile_id").to_numpy(zero_copy_only=False).astype(object)
+                self._index_table()
         self.offers = engine.offers.loc[self.offer_ids].reset_index(drop=True)
         self.rules = [engine.eligibility_rule(oid) for oid in self.offer_ids]
         self.priority = self.offers["priority"].to_numpy(float)
         self.fallback = plan.fallback
+
+    def _index_table(self) -> None:
+        """The table's columns as arrays, once: profile ids (Arrow, and NumPy for the chunk bounds),
+        each row's offer as its column in this plan (-1: not a candidate), ranks and scores."""
+        self.table_pids = self.table.column("profile_id").combine_chunks()
+        self.table_pids_np = self.table_pids.to_numpy(zero_copy_only=False).astype(object)
+        offers = pc.dictionary_encode(self.table.column("offer_id")).combine_chunks()  # few distinct offer ids
+        positions = pd.Index(self.offer_ids).get_indexer(offers.dictionary.to_numpy(zero_copy_only=False))
+        self.table_cols = positions[offers.indices.to_numpy(zero_copy_only=False)]
+        self.table_ranks = self.table.column("rank").to_numpy()
+        self.table_scores = self.table.column("score").to_numpy()
 
     def _table_matrix(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ranks (0 = not in the table) and scores of the chunk's profiles, shape (n, m)."""
@@ -187,14 +198,15 @@ class _Plan:
         ranks, scores = np.zeros((n, m), dtype=np.int16), np.zeros((n, m))
         if self.table is None or n == 0:
             return ranks, scores
-        lo = int(np.searchsorted(self.table_pids, chunk_ids[0], side="left"))
-        hi = int(np.searchsorted(self.table_pids, chunk_ids[-1], side="right"))
-        rows = pd.Index(chunk_ids).get_indexer(self.table_pids[lo:hi])
-        cols = pd.Index(self.offer_ids).get_indexer(
-            self.table.column("offer_id").slice(lo, hi - lo).to_numpy(zero_copy_only=False))
+        lo = int(np.searchsorted(self.table_pids_np, chunk_ids[0], side="left"))
+        hi = int(np.searchsorted(self.table_pids_np, chunk_ids[-1], side="right"))
+        # Arrow's hash lookup: ~5x faster than a pandas Index of Python strings
+        rows = pc.index_in(self.table_pids.slice(lo, hi - lo),
+                           value_set=pa.array(chunk_ids, type=self.table_pids.type)).fill_null(-1).to_numpy()
+        cols = self.table_cols[lo:hi]
         keep = (rows >= 0) & (cols >= 0)
-        ranks[rows[keep], cols[keep]] = self.table.column("rank").slice(lo, hi - lo).to_numpy()[keep]
-        scores[rows[keep], cols[keep]] = self.table.column("score").slice(lo, hi - lo).to_numpy()[keep]
+        ranks[rows[keep], cols[keep]] = self.table_ranks[lo:hi][keep]
+        scores[rows[keep], cols[keep]] = self.table_scores[lo:hi][keep]
         return ranks, scores
 
     def decide(self, chunk: pd.DataFrame, chunk_ids: np.ndarray, known: np.ndarray, used: np.ndarray,

@@ -60,7 +60,7 @@ class DecisionEngine:
         self.profiles = profiles.reset_index(drop=True)
         self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(offers))
         # Per-request lookup without pandas: profile id -> row position.
-        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
+        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str).to_numpy(object).tolist())}
         schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")

@@ -227,9 +227,10 @@ class CapCounters:
                 self._window[rule.family] = window_start(rule.reset, now)
         for family, frame in (counts or {}).items():
             if family in self._counts and len(frame):
-                keys = zip(frame["offer_id"].astype(str), frame["placement_id"].astype(str),
-                           frame["profile_id"].astype(str))
-                self._counts[family].update(zip(keys, frame["n"].astype(int).tolist()))
+                # plain lists first: iterating Arrow-backed string columns costs ~3 us a value
+                keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist()
+                             for c in ("offer_id", "placement_id", "profile_id")))
+                self._counts[family].update(zip(keys, frame["n"].to_numpy(np.int64).tolist()))
         self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
         # The hot path of every decision, resolved once per offer: each rule's counter dict (never
         # replaced, only cleared, so these references stay live), how its key splits, its limit;
@@ -311,14 +312,13 @@ class CapCounters:
     def counts_frame(self, family: Family) -> pd.DataFrame:
         """The counts of one family as columns offer_id, placement_id, profile_id, n (for batch work)."""
         with self.lock:
-            items = list(self._counts.get(family, {}).items())
-        if not items:
+            counts = dict(self._counts.get(family, {}))
+        if not counts:
             return pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
                 {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
-        keys, n = zip(*items)
-        offer, placement, profile = zip(*keys)
-        return pd.DataFrame({"offer_id": offer, "placement_id": placement, "profile_id": profile,
-                             "n": np.asarray(n, dtype=np.int64)})
+        frame = pd.DataFrame(list(counts), columns=["offer_id", "placement_id", "profile_id"])  # from tuples: fast
+        frame["n"] = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+        return frame
 
     def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
         """One row per offer and rule: the window, the count (the largest for per-profile rules,
