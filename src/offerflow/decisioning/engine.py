@@ -32,7 +32,7 @@ import pandas as pd
 
 from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
 from offerflow.rules.cap_store import CapStore, load_cap_store
-from offerflow.rules.capping import CapCounters, caps_of
+from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
 from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.core.config import ProjectConfig
 from offerflow.ranking.tables import eligibility_matrix
@@ -438,6 +438,11 @@ def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime |
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
     store = RankingStore(config.path(config.store.path), config.store.keep_versions, profile_ids)
     validated = outputs / "validated" / "events.parquet"
-    caps = load_cap_store(caps_of(offers), validated if validated.exists() else None, config.paths.decision_log,
-                          config.paths.cap_resets, now=now, redis_url=config.caps.redis_url, namespace=config.project)
+    events = validated if validated.exists() else None
+    if profile_ids is not None and config.caps.redis_url is None:  # per-profile counters of these profiles only
+        caps = load_cap_counters(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
+                                 now=now, profile_ids=[str(p) for p in profile_ids])
+    else:
+        caps = load_cap_store(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
+                              now=now, redis_url=config.caps.redis_url, namespace=config.project)
     return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)

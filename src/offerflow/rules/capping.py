@@ -143,13 +143,15 @@ def next_window_start(reset: str, now: datetime) -> datetime:
 
 def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
                      decision_log_dir: Path | None, now: datetime,
-                     resets: Mapping[str, datetime] | None = None) -> dict[Family, pd.DataFrame]:
+                     resets: Mapping[str, datetime] | None = None,
+                     profile_ids: Sequence[str] | None = None) -> dict[Family, pd.DataFrame]:
     """Counts per family from the data: columns offer_id, placement_id, profile_id, n.
 
     `placement_id` / `profile_id` are "" when the family does not split by them. Displays are the
     ingested `display` events plus the decision log's, deduplicated on `event_id`; clicks come from
     the ingested events, decisions from the decision log. `resets` (offer_id -> time, "*" for all)
-    drops events before an administrator's counter reset.
+    drops events before an administrator's counter reset. `profile_ids`: per-profile families
+    count only these profiles (total families count everyone), for deciding a few profiles.
     """
     families = list(dict.fromkeys(families))
     empty = pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
@@ -179,19 +181,25 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
                   "AND i.event_id = l.event_id)") if has_ingested else ""
         parts.append(f"SELECT 'display' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
         parts.append("SELECT 'decision' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged")
-    con.execute("CREATE TEMP TABLE cap_events AS " + " UNION ALL ".join(parts))
+    # a view, not a table: each family's query scans the Parquet files with its own filters pushed
+    # down (cheaper than materializing every event once, ~0.3 s of 0.5 s on 900,000 logged rows)
+    con.execute("CREATE TEMP VIEW cap_events AS " + " UNION ALL ".join(parts))
     reset_rows = [(k, v) for k, v in (resets or {}).items()]
     con.register("cap_resets", pd.DataFrame({"offer_id": [k for k, _ in reset_rows],
                                              "reset_at": pd.to_datetime([v for _, v in reset_rows], utc=True)}))
+    con.register("wanted_profiles", pd.DataFrame({"profile_id": list(profile_ids or [])}, dtype=object))
     out = {}
     for family in families:
         placement = "placement_id" if family.per_placement else "''"
         profile = "profile_id" if family.scope == "per_profile" else "''"
+        wanted = ("AND profile_id IN (SELECT profile_id FROM wanted_profiles) "
+                  if profile_ids is not None and family.scope == "per_profile" else "")
+        after_reset = ("AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
+                       "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
+                       if reset_rows else "")
         sql = (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
-               "count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? "
-               "AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
-               "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
-               "GROUP BY ALL")
+               f"count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? {wanted}"
+               f"{after_reset}GROUP BY ALL")
         frame = con.sql(sql, params=[family.event, window_start(family.reset, now)]).to_arrow_table().to_pandas()
         out[family] = frame if len(frame) else empty
     con.close()
@@ -362,11 +370,12 @@ def write_cap_reset(path: Path, offer_id: str | None, now: datetime) -> None:
 
 def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None,
                       decision_log_dir: Path | None, resets_path: Path | None = None,
-                      now: datetime | None = None) -> CapCounters:
-    """Cap counters of a project, counted from the ingested events and the decision log."""
+                      now: datetime | None = None, profile_ids: Sequence[str] | None = None) -> CapCounters:
+    """Cap counters of a project, counted from the ingested events and the decision log
+    (`profile_ids`: per-profile counters of these profiles only, see `count_cap_events`)."""
     now = now or datetime.now(timezone.utc)
     caps = {oid: rules for oid, rules in caps.items() if rules}
     families = [r.family for rules in caps.values() for r in rules]
     resets = read_cap_resets(resets_path) if resets_path is not None else {}
-    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets)
+    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets, profile_ids)
     return CapCounters(caps, now, counts)
