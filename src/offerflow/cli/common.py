@@ -48,6 +48,8 @@ class _OneLineErrors(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
+            raise  # --help, an exit code, a usage error: not bad input (and no import of every error type)
         except Exception as exc:
             from offerflow.ops.bad_input import BAD_INPUT_ERRORS
 

@@ -23,6 +23,10 @@ from offerflow.rules.expressions import ExpressionError, parse_expression, schem
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
 
 
+#: LibYAML's safe loader when PyYAML has it (~8x faster on a catalog; the same values and errors)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class CatalogError(ValueError):
     """An offers catalog or profiles table that cannot be used; the message says why."""
 
@@ -33,7 +37,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
             records = raw.get(what) if isinstance(raw, dict) else raw
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
