@@ -331,3 +331,17 @@ def test_batch_explanations_read_the_versions_the_batch_decided_with(project, tm
     for row, ranking in ranked:
         assert ranking["table_version"] == pinned and ranking["score"] == pytest.approx(row.score)
         assert f"in table v{pinned} " in row.why
+
+
+def test_an_engine_for_one_profile_decides_and_explains_as_the_full_engine(project):
+    """`offerflow decide` builds the engine for its profile only (profiles, tables and per-profile
+    caps read with a filter): the same decisions and explanations as the engine of every profile."""
+    from offerflow.decisioning.engine import build_engine
+
+    config = load_config(project / "offerflow.yaml")
+    placements = ["email-hero", "web-banner", "web-sidebar"]
+    for profile in ("p1", "p3", "p4", "p-new"):
+        full = build_engine(config, seed=5, now=NOW).decide(profile, placements, now=NOW, explain=True)
+        one = build_engine(config, seed=5, now=NOW, profile_ids=[profile]).decide(profile, placements, now=NOW,
+                                                                                  explain=True)
+        assert {**one.to_dict(), "decision_id": ""} == {**full.to_dict(), "decision_id": ""}

@@ -373,7 +373,7 @@ class RankingStore:
         if self.profile_ids is None or metadata.get("kind") != "ranking":
             table = pq.read_table(path)
             return metadata, table, table.num_rows
-        table = pq.read_table(path, filters=[("profile_id", "in", self.profile_ids)])
+        table = pq.read_table(path, filters=pc.field("profile_id").isin(pa.array(self.profile_ids, pa.string())))
         return metadata, table, pq.read_metadata(path).num_rows
 
     def verify(self) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -202,14 +203,14 @@ def load_profiles(path: Path, profile_ids: Collection[str] | None = None) -> pd.
         except (KeyError, OSError, pa.ArrowException):
             id_type = None  # no profile_id column, an unreadable file: the full read says which
         if id_type is not None and (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
-            return check_profiles(_filtered_parquet(path, wanted), str(path))
+            return check_profiles(_filtered_parquet(path, pa.array(wanted, type=id_type)), str(path))
     profiles = check_profiles(read_profiles(path), str(path))
     return profiles[profiles[PROFILE_ID].isin(wanted)].reset_index(drop=True)
 
 
-def _filtered_parquet(path: Path, profile_ids: list[str]) -> pd.DataFrame:
+def _filtered_parquet(path: Path, profile_ids: pa.Array) -> pd.DataFrame:
     try:
-        return pd.read_parquet(path, filters=[(PROFILE_ID, "in", profile_ids)])
+        return pd.read_parquet(path, filters=pc.field(PROFILE_ID).isin(profile_ids))
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
 
