@@ -190,20 +190,25 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     con.register("wanted_profiles", pd.DataFrame({"profile_id": list(profile_ids or [])}, dtype=object))
     out = {}
     for family in families:
-        placement = "placement_id" if family.per_placement else "''"
-        profile = "profile_id" if family.scope == "per_profile" else "''"
-        wanted = ("AND profile_id IN (SELECT profile_id FROM wanted_profiles) "
-                  if profile_ids is not None and family.scope == "per_profile" else "")
-        after_reset = ("AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
-                       "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
-                       if reset_rows else "")
-        sql = (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
-               f"count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? {wanted}"
-               f"{after_reset}GROUP BY ALL")
+        sql = _family_sql(family, profile_ids is not None and family.scope == "per_profile", bool(reset_rows))
         frame = con.sql(sql, params=[family.event, window_start(family.reset, now)]).to_arrow_table().to_pandas()
         out[family] = frame if len(frame) else empty
     con.close()
     return out
+
+
+def _family_sql(family: Family, wanted_only: bool, after_resets: bool) -> str:
+    """One family's counts over `cap_events` (parameters: event type, window start); `wanted_only`:
+    the profiles of `wanted_profiles` only; `after_resets`: events after their offer's last reset."""
+    placement = "placement_id" if family.per_placement else "''"
+    profile = "profile_id" if family.scope == "per_profile" else "''"
+    wanted = "AND profile_id IN (SELECT profile_id FROM wanted_profiles) " if wanted_only else ""
+    after_reset = ("AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
+                   "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
+                   if after_resets else "")
+    return (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
+            f"count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? {wanted}"
+            f"{after_reset}GROUP BY ALL")
 
 
 def _literal(path: Path) -> str:
