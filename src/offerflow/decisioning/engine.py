@@ -59,8 +59,9 @@ class DecisionEngine:
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
         self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(offers))
-        # Per-request lookup without pandas: profile id -> row position.
-        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str).to_numpy(object).tolist())}
+        # Per-request lookup without pandas: profile id -> row position (a list: Arrow-backed iteration is slow).
+        ids = self.profiles[PROFILE_ID].astype(str).to_numpy(object).tolist()
+        self._profile_pos = {pid: i for i, pid in enumerate(ids)}
         schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
