@@ -114,7 +114,8 @@ def _event(event_id, ts, profile, event_type="display", offer="o-1", placement="
             "offer_id": offer, "placement_id": placement, "channel": "web", "decision_id": decision}
 
 
-def test_counts_from_events_and_decision_log_without_double_counting(tmp_path):
+def _counted_project(tmp_path):
+    """Ingested events and a decision log (p1 and p2, offers o-1 capped and o-2), o-1's three caps."""
     events, log = tmp_path / "events.parquet", tmp_path / "decision_log"
     log.mkdir()
     _write_events(events, [
@@ -132,6 +133,11 @@ def test_counts_from_events_and_decision_log_without_double_counting(tmp_path):
     caps = {"o-1": (CapRule(event="display", scope="per_profile", limit=4, reset="daily"),
                     CapRule(event="click", scope="per_profile", limit=2, reset="never"),
                     CapRule(event="decision", scope="total", limit=9, reset="never", per_placement=True))}
+    return events, log, caps
+
+
+def test_counts_from_events_and_decision_log_without_double_counting(tmp_path):
+    events, log, caps = _counted_project(tmp_path)
     now = at("2026-11-23T12:00:00")
     counters = load_cap_counters(caps, events, log, now=now)
     display, click, decision = caps["o-1"]
@@ -149,6 +155,22 @@ def test_counts_from_events_and_decision_log_without_double_counting(tmp_path):
     again = load_cap_counters(caps, events, log, resets_path=tmp_path / "resets.json", now=now)
     assert again.count(display, "o-1", "web", "p1", now) == 1  # only dec-b
     assert json.loads((tmp_path / "resets.json").read_text())["o-1"].startswith("2026-11-23T10:30")
+
+
+def test_counters_for_some_profiles_count_only_theirs_per_profile_and_everyone_in_totals(tmp_path):
+    """`offerflow decide` counts per-profile caps for its profile only; total caps still count everyone."""
+    events, log, caps = _counted_project(tmp_path)
+    now = at("2026-11-23T12:00:00")
+    everyone = load_cap_counters(caps, events, log, now=now)
+    p2_only = load_cap_counters(caps, events, log, now=now, profile_ids=["p2"])
+    display, click, decision = caps["o-1"]
+    assert p2_only.count(display, "o-1", "email", "p2", now) == everyone.count(display, "o-1", "email", "p2", now) == 1
+    assert everyone.count(display, "o-1", "web", "p1", now) == 3
+    assert p2_only.count(display, "o-1", "web", "p1", now) == 0
+    assert everyone.count(click, "o-1", "web", "p1", now) == 1 and p2_only.count(click, "o-1", "web", "p1", now) == 0
+    for placement in ("web", "email"):  # a total cap: p1's decisions count for p2 too
+        total = everyone.count(decision, "o-1", placement, "p1", now)
+        assert total > 0 and p2_only.count(decision, "o-1", placement, "p2", now) == total
 
 
 def test_state_reports_counts_and_capped_offers():

@@ -206,6 +206,23 @@ def test_profiles_round_trip(tmp_path: Path) -> None:
     assert profiles["age"].tolist() == [30, 17]
 
 
+def test_profiles_of_some_ids_only(tmp_path: Path) -> None:
+    """A Parquet file with text ids is read with a filter; other files (or numeric ids) whole, then
+    filtered; the rows and dtypes are those of a full read."""
+    frame = pd.DataFrame({"profile_id": ["p1", "p2", "p3"], "age": [30, 17, 52], "tier": ["gold", None, "silver"]})
+    for name, write in (("text.parquet", lambda f, p: f.to_parquet(p, index=False)),
+                        ("text.csv", lambda f, p: f.to_csv(p, index=False))):
+        path = tmp_path / name
+        write(frame, path)
+        full, some = load_profiles(path), load_profiles(path, ["p3", "p1", "nobody"])
+        assert some["profile_id"].tolist() == ["p1", "p3"] and some.dtypes.equals(full.dtypes)
+        assert some.equals(full[full["profile_id"].isin(["p1", "p3"])].reset_index(drop=True))
+        assert load_profiles(path, ["nobody"]).empty and list(load_profiles(path, []).columns) == list(full.columns)
+    numeric = tmp_path / "numeric.parquet"
+    PROFILES.assign(profile_id=[1, 2]).to_parquet(numeric, index=False)
+    assert load_profiles(numeric, ["2"])["profile_id"].tolist() == ["2"]
+
+
 def test_profiles_with_duplicate_ids(tmp_path: Path) -> None:
     path = tmp_path / "profiles.csv"
     pd.DataFrame({"profile_id": ["p1", "p2", "p2", "p3", "p3", "p3"]}).to_csv(path, index=False)

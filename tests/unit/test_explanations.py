@@ -299,3 +299,49 @@ def test_batch_explanations_say_why_for_every_decided_item(project):
     assert thompson and all(e["shown"][0]["ranking"]["kind"] == "thompson_sampling" for e in thompson)
     new = [e for r, e in zip(rows.itertuples(), parsed) if r.profile_id == "p-new" and r.placement_id == "web-banner"]
     assert new[0]["cold_start"] and "is not in web-personalized's table" in new[0]["text"]
+
+
+def test_batch_explanations_read_the_versions_the_batch_decided_with(project, tmp_path):
+    """A run publishes web-sidebar again (every score x 10) between a batch and its explanations:
+    they still name the version the batch decided with and read its scores, not the new table's."""
+    import json
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from offerflow.decisioning.batch import decide_batch
+    from offerflow.decisioning.batch_explain import explain_batch
+
+    root = tmp_path / "copy"
+    shutil.copytree(project, root)
+    engine = engine_of(root)
+    result = decide_batch(engine, ["p1", "p2", "p3", "p4"], ["web-sidebar"], now=NOW, seed=2)
+    store = RankingStore(root / "rankings")
+    pinned = result.versions["web-sidebar"]
+    table = store.read_table("web-sidebar")
+    newer = store.publish("web-sidebar", table.set_column(table.schema.get_field_index("score"), "score",
+                                                          pc.multiply(table["score"], 10.0)),
+                          {"kind": "ranking", "ranking_method": "formula"})
+    assert newer > pinned and store.current_version("web-sidebar") == newer
+    rows = explain_batch(engine, result).decisions.to_pandas()
+    sidebar = rows[rows.placement_id == "web-sidebar"]
+    ranked = [(row, json.loads(row.explanation)["shown"][row.rank - 1]["ranking"]) for row in sidebar.itertuples()]
+    ranked = [(row, ranking) for row, ranking in ranked if ranking["kind"] == "ranking_table"]
+    assert len(ranked) >= 4
+    for row, ranking in ranked:
+        assert ranking["table_version"] == pinned and ranking["score"] == pytest.approx(row.score)
+        assert f"in table v{pinned} " in row.why
+
+
+def test_an_engine_for_one_profile_decides_and_explains_as_the_full_engine(project):
+    """`offerflow decide` builds the engine for its profile only (profiles, tables and per-profile
+    caps read with a filter): the same decisions and explanations as the engine of every profile."""
+    from offerflow.decisioning.engine import build_engine
+
+    config = load_config(project / "offerflow.yaml")
+    placements = ["email-hero", "web-banner", "web-sidebar"]
+    for profile in ("p1", "p3", "p4", "p-new"):
+        full = build_engine(config, seed=5, now=NOW).decide(profile, placements, now=NOW, explain=True)
+        one = build_engine(config, seed=5, now=NOW, profile_ids=[profile]).decide(profile, placements, now=NOW,
+                                                                                  explain=True)
+        assert {**one.to_dict(), "decision_id": ""} == {**full.to_dict(), "decision_id": ""}

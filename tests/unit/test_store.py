@@ -199,6 +199,27 @@ def test_snapshot_of_a_large_table_matches_the_rows(store):
         assert offers.tolist() == rows["offer_id"] and scores.tolist() == rows["score"]
 
 
+def test_a_store_for_some_profiles_reads_only_their_rows(store):
+    """`offerflow decide`: a Parquet filter; the same lookups for those profiles, nothing for others,
+    the row count still checked against the whole file, posterior tables read whole."""
+    table = ranking_table(5_000, k=3, seed=3)
+    store.publish(P, table, RANKING)
+    store.publish("email-hero", posterior_frame(), {"kind": "posterior"})
+    wanted = ["00000007", "00004999", "not-there"]
+    few = RankingStore(store.root, profile_ids=wanted)
+    snap, full = few.snapshot(P), store.snapshot(P)
+    assert len(snap._profile_ids) == 2 and len(snap._offer_ids) == 6
+    for pid in wanted:
+        assert snap.lookup(pid)[0].tolist() == full.lookup(pid)[0].tolist()
+        assert snap.lookup(pid)[1].tolist() == full.lookup(pid)[1].tolist()
+    assert snap.lookup("00000008")[0].shape == (0,) and len(full.lookup("00000008")[0]) == 3
+    assert few.snapshot("email-hero").posteriors.equals(store.snapshot("email-hero").posteriors)
+    meta = json.loads((store.root / P / "v000001" / "metadata.json").read_text())
+    (store.root / P / "v000001" / "metadata.json").write_text(json.dumps({**meta, "row_count": 7}))
+    with pytest.raises(StoreError, match="table has 15000 rows, metadata says 7"):
+        RankingStore(store.root, profile_ids=wanted).snapshot(P)
+
+
 def test_snapshot_of_an_empty_ranking(store):
     store.publish(P, pd.DataFrame({n: [] for n in RANKING_SCHEMA.names}).astype({"profile_id": object,
                                                                                "offer_id": object}), RANKING)

@@ -40,7 +40,7 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see: {command.command_path} --help)" if command is not None else ""
             err.print(f"[red]error:[/red] {escape(exc.format_message())}{escape(hint)}", highlight=False)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except typer.Abort:
             err.print("aborted")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)  # an int is the code of an Exit raised by a command
@@ -48,6 +48,8 @@ class _OneLineErrors(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
+            raise  # --help, an exit code, a usage error: not bad input (and no import of every error type)
         except Exception as exc:
             from offerflow.ops.bad_input import BAD_INPUT_ERRORS
 
@@ -232,8 +234,9 @@ def flow_progress(what: str) -> Iterator[None]:
         runs.removeHandler(handler)
 
 
-def project_engine(config_path: Path, check: bool = False):
-    """The project and its decision engine; with `check`, the project check first (~0.1 s)."""
+def project_engine(config_path: Path, check: bool = False, profile_ids: list[str] | None = None):
+    """The project and its decision engine (for `profile_ids` only, when given: reads only their
+    rows); with `check`, the project check first (~0.1 s)."""
     from offerflow.ingest.catalog import CatalogError
     from offerflow.decisioning.engine import build_engine
     from offerflow.rules.expressions import ExpressionError
@@ -242,7 +245,7 @@ def project_engine(config_path: Path, check: bool = False):
     if check:
         check_before_work(config_path, config)
     try:
-        return config, build_engine(config)
+        return config, build_engine(config, profile_ids=profile_ids)
     except (CatalogError, ExpressionError) as exc:  # a bad eligibility rule: one line, not 57 (issue 19)
         fail(str(exc))
 

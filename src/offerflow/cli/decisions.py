@@ -58,7 +58,7 @@ def decide(
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
-    project, engine = project_engine(config, check=True)
+    project, engine = project_engine(config, check=True, profile_ids=[profile])
     try:
         decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
     except DecisionError as exc:

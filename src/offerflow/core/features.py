@@ -15,13 +15,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from offerflow.core.tracking import DatasetSummary
+
+if TYPE_CHECKING:
+    import duckdb
 
 EVENTS_VIEW = "events"
 #: DuckDB's memory cap for the queries over the events: beyond it, aggregations and sorts spill to
@@ -34,6 +37,8 @@ _SOURCE_VARIABLE = "offerflow_events_source"
 def open_events(path: Path, memory_limit_mib: int = EVENTS_MEMORY_MIB) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the events Parquet file(s) as view `events`; it spills
     to its own temporary directory (removed with the connection) beyond `memory_limit_mib`."""
+    import duckdb  # on use: the project check and the decision commands import this module, not DuckDB
+
     con = duckdb.connect()
     spill = tempfile.mkdtemp(prefix="offerflow-duckdb-")
     weakref.finalize(con, shutil.rmtree, spill, ignore_errors=True)

@@ -44,7 +44,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,12 +142,15 @@ class RankingSnapshot:
 class RankingStore:
     """Versioned ranking tables per placement under `root` (see the module docstring for the layout)."""
 
-    def __init__(self, root: Path, keep_versions: int = 5) -> None:
+    def __init__(self, root: Path, keep_versions: int = 5, profile_ids: Collection[str] | None = None) -> None:
+        """`profile_ids`: snapshots hold only these profiles' rows, read with a Parquet filter (a
+        reader for a few profiles, such as `offerflow decide`); None: every row."""
         if not isinstance(keep_versions, int) or keep_versions < 1:
             raise StoreError(f"keep_versions must be an integer >= 1, got {keep_versions!r}")
         self.root = Path(root)
         self._root_text = str(self.root)  # for `manifest_stamp`, on every decision
         self.keep_versions = keep_versions
+        self.profile_ids = None if profile_ids is None else sorted({str(p) for p in profile_ids})
 
     # --- writing: stage versions, switch them together ---------------------------------------
 
@@ -359,12 +362,20 @@ class RankingStore:
 
     def snapshot(self, placement_id: str, version: int | None = None) -> RankingSnapshot:
         """A version (None: the current one), metadata and table from the same version, indexed for serving."""
-        version, (metadata, table) = self._read(
-            placement_id, version, lambda d: (load_metadata(d), pq.read_table(d / TABLE_FILE)))
-        if metadata.get("row_count") != table.num_rows:
-            raise StoreError(f"placement '{placement_id}' version {version}: table has {table.num_rows} rows, "
+        version, (metadata, table, rows) = self._read(placement_id, version, self._snapshot_files)
+        if metadata.get("row_count") != rows:
+            raise StoreError(f"placement '{placement_id}' version {version}: table has {rows} rows, "
                              f"metadata says {metadata.get('row_count')}")
         return RankingSnapshot.from_table(placement_id, version, metadata, table)
+
+    def _snapshot_files(self, version_dir: Path) -> tuple[dict[str, Any], pa.Table, int]:
+        """Metadata, table (only `profile_ids`' rows of a ranking table when set) and the file's row count."""
+        metadata, path = load_metadata(version_dir), version_dir / TABLE_FILE
+        if self.profile_ids is None or metadata.get("kind") != "ranking":
+            table = pq.read_table(path)
+            return metadata, table, table.num_rows
+        table = pq.read_table(path, filters=pc.field("profile_id").isin(pa.array(self.profile_ids, pa.string())))
+        return metadata, table, pq.read_metadata(path).num_rows
 
     def verify(self) -> list[str]:
         """What is wrong with what serves, one line each (empty: nothing): every version the

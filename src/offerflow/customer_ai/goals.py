@@ -12,14 +12,16 @@ import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
 from offerflow.core.config import GoalCondition, GoalDefinition, PropensityGoalConfig
 from offerflow.core.features import EVENTS_VIEW, query_frame, sql_timestamp
+
+if TYPE_CHECKING:  # DuckDB on use only: the project check imports this module
+    import duckdb
 
 _SQL_OPERATORS = {"==": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 
@@ -123,6 +125,8 @@ def label_goal(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, cutof
             WHERE timestamp >= ? AND timestamp < ? AND {predicate})
         SELECT e.profile_id, (r.profile_id IS NOT NULL)::TINYINT AS label
         FROM eligible e LEFT JOIN reached r USING (profile_id) ORDER BY e.profile_id"""
+    import duckdb
+
     try:
         labels = query_frame(con, sql, [cutoff, end, *params])
     except duckdb.Error as exc:  # e.g. `value > "abc"`: a condition value of the wrong type

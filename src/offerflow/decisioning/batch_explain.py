@@ -2,10 +2,12 @@
 
 A batch is decided as matrices, so it keeps no per-request trace; each (decision, placement) is
 explained afterwards by the same `Explainer` as a request, from what the batch chose: its items,
-its arm, the offers of the decision's earlier placements (duplicates), and the engine's cap
-counters as they were before the batch (a batch counts its own decisions in its matrices: an offer
-a total cap ran out of within the batch reads `lower_rank` here, not `cap_reached`). Thompson
-samples are not kept in batch: shown offers carry their posterior mean, displays and clicks.
+its arm, the offers of the decision's earlier placements (duplicates), the tables at the versions
+the batch decided with (`BatchResult.versions`: a version published since is not read), and the
+engine's cap counters as they were before the batch (a batch counts its own decisions in its
+matrices: an offer a total cap ran out of within the batch reads `lower_rank` here, not
+`cap_reached`). Thompson samples are not kept in batch: shown offers carry their posterior mean,
+displays and clicks.
 
 Adds two columns to the decisions dataset: `why` (the item's one line) and `explanation` (the
 placement's explanation as JSON, as `POST /decisions` with `explain: true` returns it). About 0.3 ms
@@ -32,7 +34,8 @@ def explain_batch(engine: Any, result: Any, allow_duplicates: bool = False, item
     order = {p: i for i, p in enumerate(dict.fromkeys(rows["placement_id"]))}
     rows = rows.assign(_order=rows["placement_id"].map(order)).sort_values(["decision_id", "_order", "rank"],
                                                                           kind="stable")
-    plans = {p: engine.plan(p, items) for p in order}
+    # the versions the batch decided with, not the manifest's now: a run may publish in between
+    plans = {p: engine.plan(p, items, result.versions or None) for p in order}
     explainer = engine.explainer()
     why, explanation = pd.Series("", index=rows.index, dtype=object), pd.Series("", index=rows.index, dtype=object)
     with engine.caps.lock:

@@ -14,13 +14,12 @@ decision is logged as `display` events in the data contract, each with its per-s
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 
-The data types of a decision are in `decision_types` (with the `PlacementPlan`), the decision log in `decision_log`; a
-placement's `PlacementPlan` (table, model, candidates, fallback) is shared with `batch`.
+Data types (with the `PlacementPlan` that `batch` shares) are in `decision_types`, the log in `decision_log`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -31,7 +30,7 @@ import pandas as pd
 
 from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
 from offerflow.rules.cap_store import CapStore, load_cap_store
-from offerflow.rules.capping import CapCounters, caps_of
+from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
 from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
 from offerflow.core.config import ProjectConfig
 from offerflow.ranking.tables import eligibility_matrix
@@ -59,8 +58,9 @@ class DecisionEngine:
         self.offers = offers.set_index("offer_id", drop=False)
         self.profiles = profiles.reset_index(drop=True)
         self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(offers))
-        # Per-request lookup without pandas: profile id -> row position.
-        self._profile_pos = {pid: i for i, pid in enumerate(self.profiles[PROFILE_ID].astype(str))}
+        # Per-request lookup without pandas: profile id -> row position (a list: Arrow-backed iteration is slow).
+        ids = self.profiles[PROFILE_ID].astype(str).to_numpy(object).tolist()
+        self._profile_pos = {pid: i for i, pid in enumerate(ids)}
         schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
         self._rules: dict[str, Expression] = {
             oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
@@ -428,16 +428,23 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
-def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None) -> DecisionEngine:
+def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None,
+                 profile_ids: Collection[str] | None = None) -> DecisionEngine:
     """The decision engine of a project: enriched profiles if the pipeline wrote them (else the raw
     ones), the catalog, the ranking store, and cap counters counted from the validated events and
-    the decision log."""
+    the decision log. `profile_ids`: an engine for these profiles only (profiles and ranking tables
+    read with a filter, `offerflow decide`); any other profile is decided as an unknown one."""
     outputs = config.path(config.data.outputs_dir)
     enriched = outputs / "profiles_enriched.parquet"
-    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles))
+    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles), profile_ids)
     offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
-    store = RankingStore(config.path(config.store.path), config.store.keep_versions)
+    store = RankingStore(config.path(config.store.path), config.store.keep_versions, profile_ids)
     validated = outputs / "validated" / "events.parquet"
-    caps = load_cap_store(caps_of(offers), validated if validated.exists() else None, config.paths.decision_log,
-                          config.paths.cap_resets, now=now, redis_url=config.caps.redis_url, namespace=config.project)
+    events = validated if validated.exists() else None
+    if profile_ids is not None and config.caps.redis_url is None:  # per-profile counters of these profiles only
+        caps = load_cap_counters(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
+                                 now=now, profile_ids=[str(p) for p in profile_ids])
+    else:
+        caps = load_cap_store(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
+                              now=now, redis_url=config.caps.redis_url, namespace=config.project)
     return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)

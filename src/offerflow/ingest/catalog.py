@@ -14,11 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from offerflow.rules.capping import CapError, parse_caps
 from offerflow.rules.expressions import ExpressionError, parse_expression, schema_from_frames
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
+
+
+#: LibYAML's safe loader when PyYAML has it (~8x faster on a catalog; the same values and errors)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CatalogError(ValueError):
@@ -31,7 +38,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
             records = raw.get(what) if isinstance(raw, dict) else raw
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
@@ -183,9 +190,29 @@ def check_profiles(profiles: pd.DataFrame, source: str = "profiles") -> pd.DataF
     return profiles.assign(**{PROFILE_ID: ids})
 
 
-def load_profiles(path: Path) -> pd.DataFrame:
-    """Read the profiles table; profile ids must be present and unique."""
-    return check_profiles(read_profiles(path), str(path))
+def load_profiles(path: Path, profile_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Read the profiles table; profile ids must be present and unique. `profile_ids`: only these
+    profiles' rows (a Parquet file with text ids is read with a filter, so only their rows are
+    decoded; the ids are then checked among those rows only)."""
+    if profile_ids is None:
+        return check_profiles(read_profiles(path), str(path))
+    wanted = sorted({str(p) for p in profile_ids})
+    if path.suffix.lower() in (".parquet", ".pq") and path.exists():
+        try:
+            id_type = pq.read_schema(path).field(PROFILE_ID).type
+        except (KeyError, OSError, pa.ArrowException):
+            id_type = None  # no profile_id column, an unreadable file: the full read says which
+        if id_type is not None and (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+            return check_profiles(_filtered_parquet(path, pa.array(wanted, type=id_type)), str(path))
+    profiles = check_profiles(read_profiles(path), str(path))
+    return profiles[profiles[PROFILE_ID].isin(wanted)].reset_index(drop=True)
+
+
+def _filtered_parquet(path: Path, profile_ids: pa.Array) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, filters=pc.field(PROFILE_ID).isin(profile_ids))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
 
 
 def offers_for_placement(offers: pd.DataFrame, placement_id: str) -> pd.DataFrame:

@@ -10,8 +10,6 @@ proportion to its chance of being the best instead of on a flat guess.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import betaln, digamma
 
 #: The flat prior: what a placement with too little data to fit gets.
 FLAT_PRIOR = (1.0, 1.0)
@@ -25,6 +23,8 @@ MAX_PRIOR_STRENGTH = 1_000.0
 def _negative_log_likelihood(params: np.ndarray, displays: np.ndarray,
                              successes: np.ndarray) -> tuple[float, np.ndarray]:
     """Minus the beta-binomial log-likelihood of (logit mean, log strength), and its gradient."""
+    from scipy.special import betaln, digamma  # SciPy on use only: a decision command never fits a prior
+
     mean = 1.0 / (1.0 + np.exp(-params[0]))
     strength = np.exp(params[1])
     a, b = mean * strength, (1.0 - mean) * strength
@@ -57,6 +57,8 @@ def fit_beta_prior(displays: np.ndarray, successes: np.ndarray,
     pooled = float(np.clip(s.sum() / d.sum(), 1e-6, 1 - 1e-6))
     low, high = np.log(MIN_PRIOR_STRENGTH), np.log(max(max_strength, MIN_PRIOR_STRENGTH))
     start = np.array([np.log(pooled / (1 - pooled)), (low + high) / 2])
+    from scipy.optimize import minimize
+
     # TNC rather than L-BFGS-B: the latter calls threaded BLAS, ten times slower on a busy machine
     fit = minimize(_negative_log_likelihood, start, args=(d, s), jac=True, method="TNC",
                    bounds=[(-14.0, 14.0), (low, high)])

@@ -47,14 +47,15 @@ def eligibility_matrix(profiles: pd.DataFrame, offers: pd.DataFrame,
     """Which offers each profile may see, shape (n_profiles, n_offers)."""
     if rules is None:
         rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
-    columns = {f"profile.{c}": profiles[c].to_numpy() for c in profiles.columns}
+    read = {name for rule in rules if rule is not None for name in rule.names}
+    columns = {f"profile.{c}": profiles[c].to_numpy() for c in profiles.columns if f"profile.{c}" in read}
     out = np.ones((len(profiles), len(offers)), dtype=bool)
     for j, rule in enumerate(rules):
         if rule is not None:
             values = dict(columns)
             values.update({f"offer.{c}": np.full(len(profiles), offers[c].iat[j], dtype=object)
                            for c in offers.columns if f"offer.{c}" in rule.names})
-            out[:, j] = rule.evaluate_batch(values)
+            out[:, j] = rule.evaluate_batch(values, n_rows=len(profiles))
     return out
 
 

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -144,30 +143,36 @@ def next_window_start(reset: str, now: datetime) -> datetime:
 
 def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
                      decision_log_dir: Path | None, now: datetime,
-                     resets: Mapping[str, datetime] | None = None) -> dict[Family, pd.DataFrame]:
+                     resets: Mapping[str, datetime] | None = None,
+                     profile_ids: Sequence[str] | None = None) -> dict[Family, pd.DataFrame]:
     """Counts per family from the data: columns offer_id, placement_id, profile_id, n.
 
     `placement_id` / `profile_id` are "" when the family does not split by them. Displays are the
     ingested `display` events plus the decision log's, deduplicated on `event_id`; clicks come from
     the ingested events, decisions from the decision log. `resets` (offer_id -> time, "*" for all)
-    drops events before an administrator's counter reset.
+    drops events before an administrator's counter reset. `profile_ids`: per-profile families
+    count only these profiles (total families count everyone), for deciding a few profiles.
     """
     families = list(dict.fromkeys(families))
     empty = pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
         {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
     if not families or not offer_ids:
         return {f: empty for f in families}
+    has_ingested = events_path is not None and Path(events_path).exists()
+    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
+    if not has_ingested and not logs:  # nothing counted yet (and DuckDB not even imported)
+        return {f: empty for f in families}
+    import duckdb
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("capped_offers", pd.DataFrame({"offer_id": list(offer_ids)}))
     cols = "event_id, timestamp, profile_id, offer_id, placement_id"
     parts = []
-    has_ingested = events_path is not None and Path(events_path).exists()
     if has_ingested:
         con.execute(f"CREATE TEMP VIEW ingested AS SELECT {cols}, event_type FROM read_parquet({_literal(events_path)}) "
                     "WHERE event_type IN ('display', 'click') AND offer_id IN (SELECT offer_id FROM capped_offers)")
         parts.append("SELECT event_type, timestamp, profile_id, offer_id, placement_id FROM ingested")
-    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
     if logs:
         files = "[" + ", ".join(_literal(p) for p in logs) + "]"
         con.execute(f"CREATE TEMP VIEW logged AS SELECT {cols} FROM read_parquet({files}, union_by_name = true) "
@@ -176,25 +181,34 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
                   "AND i.event_id = l.event_id)") if has_ingested else ""
         parts.append(f"SELECT 'display' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged l{dedupe}")
         parts.append("SELECT 'decision' AS event_type, timestamp, profile_id, offer_id, placement_id FROM logged")
-    if not parts:
-        return {f: empty for f in families}
-    con.execute("CREATE TEMP TABLE cap_events AS " + " UNION ALL ".join(parts))
+    # a view, not a table: each family's query scans the Parquet files with its own filters pushed
+    # down (cheaper than materializing every event once, ~0.3 s of 0.5 s on 900,000 logged rows)
+    con.execute("CREATE TEMP VIEW cap_events AS " + " UNION ALL ".join(parts))
     reset_rows = [(k, v) for k, v in (resets or {}).items()]
     con.register("cap_resets", pd.DataFrame({"offer_id": [k for k, _ in reset_rows],
                                              "reset_at": pd.to_datetime([v for _, v in reset_rows], utc=True)}))
+    con.register("wanted_profiles", pd.DataFrame({"profile_id": list(profile_ids or [])}, dtype=object))
     out = {}
     for family in families:
-        placement = "placement_id" if family.per_placement else "''"
-        profile = "profile_id" if family.scope == "per_profile" else "''"
-        sql = (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
-               "count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? "
-               "AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
-               "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
-               "GROUP BY ALL")
+        sql = _family_sql(family, profile_ids is not None and family.scope == "per_profile", bool(reset_rows))
         frame = con.sql(sql, params=[family.event, window_start(family.reset, now)]).to_arrow_table().to_pandas()
         out[family] = frame if len(frame) else empty
     con.close()
     return out
+
+
+def _family_sql(family: Family, wanted_only: bool, after_resets: bool) -> str:
+    """One family's counts over `cap_events` (parameters: event type, window start); `wanted_only`:
+    the profiles of `wanted_profiles` only; `after_resets`: events after their offer's last reset."""
+    placement = "placement_id" if family.per_placement else "''"
+    profile = "profile_id" if family.scope == "per_profile" else "''"
+    wanted = "AND profile_id IN (SELECT profile_id FROM wanted_profiles) " if wanted_only else ""
+    after_reset = ("AND timestamp >= coalesce((SELECT max(reset_at) FROM cap_resets r "
+                   "WHERE r.offer_id = e.offer_id OR r.offer_id = '*'), TIMESTAMPTZ '1970-01-01 00:00:00+00') "
+                   if after_resets else "")
+    return (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
+            f"count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? {wanted}"
+            f"{after_reset}GROUP BY ALL")
 
 
 def _literal(path: Path) -> str:
@@ -226,9 +240,10 @@ class CapCounters:
                 self._window[rule.family] = window_start(rule.reset, now)
         for family, frame in (counts or {}).items():
             if family in self._counts and len(frame):
-                keys = zip(frame["offer_id"].astype(str), frame["placement_id"].astype(str),
-                           frame["profile_id"].astype(str))
-                self._counts[family].update(zip(keys, frame["n"].astype(int).tolist()))
+                # plain lists first: iterating Arrow-backed string columns costs ~3 us a value
+                keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist()
+                             for c in ("offer_id", "placement_id", "profile_id")))
+                self._counts[family].update(zip(keys, frame["n"].to_numpy(np.int64).tolist()))
         self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
         # The hot path of every decision, resolved once per offer: each rule's counter dict (never
         # replaced, only cleared, so these references stay live), how its key splits, its limit;
@@ -310,14 +325,13 @@ class CapCounters:
     def counts_frame(self, family: Family) -> pd.DataFrame:
         """The counts of one family as columns offer_id, placement_id, profile_id, n (for batch work)."""
         with self.lock:
-            items = list(self._counts.get(family, {}).items())
-        if not items:
+            counts = dict(self._counts.get(family, {}))
+        if not counts:
             return pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
                 {"offer_id": object, "placement_id": object, "profile_id": object, "n": np.int64})
-        keys, n = zip(*items)
-        offer, placement, profile = zip(*keys)
-        return pd.DataFrame({"offer_id": offer, "placement_id": placement, "profile_id": profile,
-                             "n": np.asarray(n, dtype=np.int64)})
+        frame = pd.DataFrame(list(counts), columns=["offer_id", "placement_id", "profile_id"])  # from tuples: fast
+        frame["n"] = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+        return frame
 
     def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
         """One row per offer and rule: the window, the count (the largest for per-profile rules,
@@ -361,11 +375,12 @@ def write_cap_reset(path: Path, offer_id: str | None, now: datetime) -> None:
 
 def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None,
                       decision_log_dir: Path | None, resets_path: Path | None = None,
-                      now: datetime | None = None) -> CapCounters:
-    """Cap counters of a project, counted from the ingested events and the decision log."""
+                      now: datetime | None = None, profile_ids: Sequence[str] | None = None) -> CapCounters:
+    """Cap counters of a project, counted from the ingested events and the decision log
+    (`profile_ids`: per-profile counters of these profiles only, see `count_cap_events`)."""
     now = now or datetime.now(timezone.utc)
     caps = {oid: rules for oid, rules in caps.items() if rules}
     families = [r.family for rules in caps.values() for r in rules]
     resets = read_cap_resets(resets_path) if resets_path is not None else {}
-    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets)
+    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets, profile_ids)
     return CapCounters(caps, now, counts)
