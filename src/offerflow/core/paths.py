@@ -92,4 +92,4 @@ def project_tracker(config: ProjectConfig) -> Tracker:
     artifact root."""
     from offerflow.core.tracking import Tracker, resolve_tracking_uri
 
-    return Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.paths.artifacts)
+    return Tracker(resolve_tracking_uri(config.tracking.uri, config.root), config.paths.artifacts, config.root)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from offerflow.core.config import ProjectConfig
-from offerflow.core.tracking import resolve_tracking_uri
+from offerflow.core.tracking import relocate_artifacts, resolve_tracking_uri
 
 HOST = "127.0.0.1"
 WORK_POOL = "offerflow-process"
@@ -230,6 +230,17 @@ def start_redis(config: ProjectConfig, project: Path, env: Mapping[str, str], st
 DEPLOYMENTS_FILE = "offerflow/prefect.yaml"
 
 
+def prepare_artifacts(config: ProjectConfig) -> None:
+    """Create the project's artifact root; in a copied project, re-point its SQLite tracking
+    database at it (`relocate_artifacts`), so the MLflow UI shows the copy's artifacts."""
+    project = config.root.resolve()
+    artifacts = config.path(config.tracking.artifact_root).resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    tracking_uri = resolve_tracking_uri(config.tracking.uri, project)
+    if tracking_uri.startswith("sqlite:///"):
+        relocate_artifacts(Path(tracking_uri[len("sqlite:///"):]), artifacts, project)
+
+
 def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_port: int = 5000,
        deploy: bool = True, schedules: bool = True, startup_timeout_s: float = 180,
        say: Callable[[str], None] = lambda _: None, pool_limit: int = 2) -> ServerState:
@@ -258,7 +269,7 @@ def up(config: ProjectConfig, code_dir: Path, prefect_port: int = 4200, mlflow_p
     # MLflow 3's server starts a pool of job consumers (GenAI jobs) by default: not used here, and
     # they cost a core's worth of start-up on a small machine.
     mlflow_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env}
-    config.path(config.tracking.artifact_root).resolve().mkdir(parents=True, exist_ok=True)
+    prepare_artifacts(config)
     try:
         state.processes.append(_spawn("prefect-server", [_tool("prefect"), "server", "start", "--host", HOST,
                                                          "--port", str(prefect_port)], server_env, project, project))
