@@ -19,7 +19,7 @@ On the Open Bandit Dataset samples (`bench/external_data.py`, when `obp` is inst
 personalized click model's AUC on the last 20% of each log against a click rate per item and
 position, and auto-optimization's cold start simulated on each log's own item click rates.
 
-    python bench/external_ranking.py [--quick] [--seed 2]
+    python bench/external_ranking.py [--quick] [--seed 2] [--auto-only --auto-repeats 6]
 
 prints one JSON row per figure (keys: dataset, measure, ours, baseline, baseline_name, ceiling,
 target, note). `rows()` is what `bench/external.py` calls. Tune on another seed than the one
@@ -207,7 +207,8 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
                 s = np.sum([b[1] for b in window], axis=0) if window else np.zeros(m)
                 eb = model_cfg.new_offers == "empirical_bayes"
                 post = fit_posteriors(pd.DataFrame({"offer_id": np.arange(m).astype(str), "displays": d, "successes": s}),
-                                      model_cfg.min_displays, model_cfg.min_successes, empirical_prior=eb)
+                                      model_cfg.min_displays, model_cfg.min_successes, empirical_prior=eb,
+                                      sharpening=model_cfg.posterior_sharpening)
                 post = post.set_index("offer_id").loc[np.arange(m).astype(str)]
                 everything = [b for q in sources for b in history[q]]  # qualification: the whole history
                 if everything:
@@ -265,9 +266,9 @@ def _personalized_row(world: WorldUnderTest, seed: int, cfg, label: str) -> dict
 
 
 def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = None,
-               auto_only: bool = False, personalized_only: bool = False) -> list[dict]:
-    """Personalized and auto-optimization rows for one world; `auto_overrides` changes the
-    auto-optimization model's settings (e.g. `training_window_days`, `exploration_share`)."""
+               auto_only: bool = False, personalized_only: bool = False, auto_repeats: int = 1) -> list[dict]:
+    """Personalized and auto-optimization rows for one world; `auto_overrides` changes the auto model's
+    settings (e.g. `training_window_days`); `auto_repeats` closed loops (seeds differ) are averaged."""
     from offerflow.core.config import AIModelConfig
 
     rows = []
@@ -284,22 +285,26 @@ def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = N
                           **(auto_overrides or {}))
     variants = [a_cfg] + ([a_cfg.model_copy(update={"pool_placements": True})] if len(a_cfg.placements) > 1 else [])
     for cfg in variants:
-        rows += _auto_rows(world, seed, cfg)
+        rows += _auto_rows(world, seed, cfg, auto_repeats)
     return rows
 
 
-def _auto_rows(world: WorldUnderTest, seed: int, a_cfg) -> list[dict]:
+def _auto_rows(world: WorldUnderTest, seed: int, a_cfg, repeats: int = 1) -> list[dict]:
+    """A row per placement: `ours` the mean of `repeats` runs (seeds `seed`, 1000 seed + r), the first's details."""
     rows = []
     served_by = ("Thompson sampling over every offer" if a_cfg.samples_every_offer
                  else f"incl. the {a_cfg.exploration_share:.0%} exploration share")
-    for placement, a in measure_auto_closed_loop(world, seed, a_cfg).items():
+    runs = [measure_auto_closed_loop(world, seed if r == 0 else 1000 * seed + r, a_cfg) for r in range(repeats)]
+    for placement, a in runs[0].items():
         tail = float(np.mean(a["daily"][-7:]))
+        shares = [float(np.mean(run[placement]["daily"][-7:])) / a["best_single"] for run in runs]
+        runs_note = f"mean of {repeats} runs: {' '.join(f'{x:.3f}' for x in shares)}; first run: " if repeats > 1 else ""
         pooled = "pooled" if a_cfg.pool_placements else "per placement"
         rows.append({"dataset": world.name, "measure": f"auto-optimization from a cold start, last 7 of {len(a['daily'])}"
                      f" days, share of the best single offer's true click rate ({placement}, {pooled})",
-                     "ours": tail / a["best_single"], "baseline": a["random"] / a["best_single"], "baseline_name": "random",
+                     "ours": float(np.mean(shares)), "baseline": a["random"] / a["best_single"], "baseline_name": "random",
                      "ceiling": 1.0, "target": f">= {AUTO_TARGET}",
-                     "note": (f"true CTR served ({served_by}) {tail:.4f},"
+                     "note": (runs_note + f"true CTR served ({served_by}) {tail:.4f},"
                               f" best single {a['best_single']:.4f}, random {a['random']:.4f}; first day at >= 97%"
                               f" of best single after {a['to_97'] if a['to_97'] is not None else 'never'} displays;"
                               f" the best single offer the most shown from {a['best_leads_after'] or 'never'} displays,"
@@ -407,12 +412,14 @@ def obd_rows(quick: bool, seed: int) -> list[dict]:
 
 
 def rows(quick: bool = False, seed: int = REPORT_SEED, auto_overrides: dict | None = None,
-         worlds_only: bool = False, auto_only: bool = False, personalized_only: bool = False) -> list[dict]:
+         worlds_only: bool = False, auto_only: bool = False, personalized_only: bool = False,
+         auto_repeats: int = 1) -> list[dict]:
     """Every figure of this benchmark, one dict per row (the convention of bench/external.py)."""
     out: list[dict] = []
     for make in (OfferflowWorld, ExternalWorld):
         with tempfile.TemporaryDirectory(prefix="offerflow-external-ranking-") as tmp:
-            out.extend(world_rows(make(Path(tmp), seed, quick), seed, auto_overrides, auto_only, personalized_only))
+            world = make(Path(tmp), seed, quick)
+            out.extend(world_rows(world, seed, auto_overrides, auto_only, personalized_only, auto_repeats))
     if not (worlds_only or auto_only or personalized_only):
         out.extend(obd_rows(quick, seed))
     return out
@@ -424,17 +431,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=REPORT_SEED, help="world and model seed (1 is for tuning)")
     parser.add_argument("--auto-window-days", type=int, help="auto-optimization training window (default: the model's)")
     parser.add_argument("--exploration-share", type=float, help="auto-optimization exploration share (default: the model's)")
-    parser.add_argument("--new-offers", choices=["empirical_bayes", "exploration_share"],
-                        help="auto-optimization's serving of offers with little data (default: the model's)")
+    parser.add_argument("--posterior-sharpening", type=float, help="auto-optimization's (default: the model's)")
+    parser.add_argument("--new-offers", choices=["empirical_bayes", "exploration_share"], help="auto-optimization's")
+    parser.add_argument("--auto-repeats", type=int, default=1, help="closed loops averaged per auto row (seeds differ)")
     parser.add_argument("--auto-only", action="store_true", help="only the synthetic worlds' auto-optimization rows")
     parser.add_argument("--worlds-only", action="store_true", help="skip the Open Bandit Dataset rows")
-    parser.add_argument("--personalized-only", action="store_true",
-                        help="only the synthetic worlds' personalized rows (model defaults, interaction base toggled)")
+    parser.add_argument("--personalized-only", action="store_true", help="only the personalized rows (both worlds)")
     args = parser.parse_args()
-    overrides = {key: value for key, value in (("training_window_days", args.auto_window_days),
-                                               ("exploration_share", args.exploration_share),
-                                               ("new_offers", args.new_offers)) if value is not None}
-    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only, args.personalized_only):
+    settings = (("training_window_days", args.auto_window_days), ("exploration_share", args.exploration_share),
+                ("new_offers", args.new_offers), ("posterior_sharpening", args.posterior_sharpening))
+    overrides = {key: value for key, value in settings if value is not None}
+    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only, args.personalized_only,
+                    args.auto_repeats):
         print(json.dumps(row))
 
 

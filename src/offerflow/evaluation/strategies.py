@@ -62,7 +62,7 @@ def pre_window_log(con: duckdb.DuckDBPyConnection, placements: list[str], start:
 def pre_window_posteriors(log: pd.DataFrame, model: AIModelConfig, offers: pd.DataFrame) -> pd.DataFrame:
     counts = offers[["offer_id"]].merge(offer_counts(log), on="offer_id", how="left").fillna(0)
     return fit_posteriors(counts, model.min_displays, model.min_successes, model.value_weighted,
-                          empirical_prior=model.samples_every_offer)
+                          empirical_prior=model.samples_every_offer, sharpening=model.posterior_sharpening)
 
 
 def fit_reward_model(log: pd.DataFrame, profiles: pd.DataFrame, offers: pd.DataFrame, params: LightGBMParams,

@@ -57,7 +57,8 @@ def fit_placement_posteriors(stats: pd.DataFrame, offers: pd.DataFrame, model_cf
         ids = candidates[["offer_id"]]
         counts = ids.merge(window_counts(frame, start, end), on="offer_id", how="left").fillna(0)
         posteriors = fit_posteriors(counts, model_cfg.min_displays, model_cfg.min_successes, model_cfg.value_weighted,
-                                    empirical_prior=model_cfg.samples_every_offer)
+                                    empirical_prior=model_cfg.samples_every_offer,
+                                    sharpening=model_cfg.posterior_sharpening)
         history = ids.merge(window_counts(frame, datetime(1970, 1, 1), end), on="offer_id", how="left").fillna(0)
         qualified = set(history.loc[(history["displays"] >= model_cfg.min_displays)
                                     & (history["successes"] >= model_cfg.min_successes), "offer_id"])
@@ -185,6 +186,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                             "training_window_start": start.isoformat(), "training_window_end": end.isoformat(),
                             "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
                             "exploration_share": model_cfg.exploration_share, "new_offers": model_cfg.new_offers,
+                            "posterior_sharpening": model_cfg.posterior_sharpening,
                             "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
                             "n_displays": int(counts["displays"].sum()),
                             "pool_placements": model_cfg.pool_placements,
