@@ -79,6 +79,27 @@ def test_reserve_is_exact_under_concurrent_threads(redis_url):
     assert stores[3].reserve(["o-1"], "web", "p0", NOW) == []
 
 
+def test_a_request_is_reserved_in_one_round_trip_in_placement_order(redis_url):
+    """`reserve_request`: one EVALSHA for every placement of a request; each placement is checked
+    after the increments of the ones before it, so an offer decided in two placements cannot pass
+    its cap; it stops at the first placement with a capped offer. The embedded store answers the same."""
+    import redis
+
+    caps = {"o-1": (CapRule(event="display", scope="total", limit=3),),
+            "o-2": (CapRule(event="display", scope="per_profile", limit=1),)}
+    store, admin = RedisCapStore(caps, redis_url, "request"), redis.Redis.from_url(redis_url)
+    embedded = load_cap_store(caps, None, None, None, NOW)
+    request = [(["o-1", "o-2"], [], "web"), (["o-1"], ["o-9"], "app"), (["o-1", "o-2"], [], "mail")]
+    calls = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    for cap_store in (store, embedded):
+        with cap_store.lock:
+            assert cap_store.reserve_request(request, "p0", NOW) == (2, ["o-2"])  # o-1 at 2 of 3, o-2 at 1 of 1
+            assert cap_store.reserve_request([(["o-1"], [], "web"), (["o-1"], [], "app")], "p1", NOW) == (1, ["o-1"])
+            assert cap_store.reserve_request([([], ["o-9"], "web")], "p1", NOW) == (1, [])
+    assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] - calls <= 3  # the first may be NOSCRIPT + EVAL
+    assert {(r["offer_id"], r["count"]) for r in store.state(NOW)} == {("o-1", 3), ("o-2", 1)}
+
+
 def test_reserve_survives_a_lost_script_and_a_dropped_connection(redis_url):
     """`reserve` runs its script on a connection of its own: a SCRIPT FLUSH (Redis restarted) loads
     it again, a killed connection is reopened; every reserve is counted once."""
