@@ -163,6 +163,7 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
                                "--port", str(port), "--workers", "3"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, server, tmp_path / "serve.log", timeout_s=120)
+        _assert_connections_spread(server, port, tmp_path / "serve.log", workers=3)
         profiles = pd.read_parquet(tmp_path / "data/profiles.parquet")["profile_id"].astype(str).tolist()
         lock, statuses = threading.Lock(), []
 
@@ -188,6 +189,40 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
     assert len(displays) >= 600 * 2  # every decision was logged, by whichever worker made it
     assert shown.groupby("offer_id").size().max() == 25  # the total cap bit, exactly
     assert shown.groupby(["offer_id", "profile_id"]).size().max() == 1
+
+
+def _assert_connections_spread(server: subprocess.Popen, port: int, log: Path, workers: int) -> None:
+    """32 connections opened at once reach every worker (each has a socket of its own, SO_REUSEPORT;
+    on one shared socket the first worker to wake could accept them all). Counted from /proc: the
+    established server-side sockets on `port` each worker process holds."""
+    import socket
+
+    deadline = time.monotonic() + 120
+    while log.read_text(errors="replace").count("Application startup complete") < workers:
+        assert time.monotonic() < deadline and server.poll() is None, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        time.sleep(0.5)  # let the workers accept
+        established = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:  # ESTABLISHED, local port
+                established.add(f"socket:[{fields[9]}]")
+        held = {}
+        for pid in _children(server.pid):
+            fds = Path(f"/proc/{pid}/fd")
+            held[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd) in established)
+    finally:
+        for client in clients:
+            client.close()
+    assert sum(held.values()) == 32 and len(held) == workers and min(held.values()) > 0, held
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of a server (its children but multiprocessing's resource tracker)."""
+    pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def _logged(config_path: Path) -> pd.DataFrame:

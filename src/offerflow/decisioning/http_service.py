@@ -47,7 +47,7 @@ from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
 
-FLUSH_EVERY = 500
+FLUSH_EVERY = 2000
 FLUSH_INTERVAL_S = 2.0
 _log = logging.getLogger(__name__)
 
