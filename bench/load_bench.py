@@ -10,8 +10,10 @@ generator processes (uvloop, keep-alive connections) sharing one schedule: reque
 t0 + k / rate and its latency counts from then, so a slow server cannot hide its queue. 1% of the
 requests are malformed (expected: 422). Prints JSON: served rate, p50/p95/p99 of the valid answers,
 errors by status, the CPU the server processes (workers and Redis) and the generators used per
-decision, the 1-minute load average before and after, and `cap_violations`: counters of the
-decision log above their cap's limit afterwards (must be 0).
+decision (and each server process's CPU seconds: how the workers share the load), the 1-minute
+load average before and after, `cap_violations`: counters of the decision log above their cap's
+limit afterwards (must be 0), and the decisions answered (warm-up included) next to those in the
+decision log once the server has stopped (SIGTERM; equal when a graceful stop lost none).
 """
 
 from __future__ import annotations
@@ -102,6 +104,16 @@ def cap_violations(config_path: Path) -> int:
     return over
 
 
+def logged_decisions(config_path: Path) -> int:
+    """Decisions in the decision log (one metadata row per single-placement decision), after the
+    server stopped: equal to the decisions answered when a graceful stop lost none."""
+    import pyarrow.parquet as pq
+    from offerflow.core.config import load_config
+
+    meta = load_config(config_path).paths.decision_log / "meta"
+    return sum(pq.read_metadata(path).num_rows for path in meta.glob("decisions-*.parquet"))
+
+
 def serve(config_path: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     return subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
@@ -152,10 +164,11 @@ def main() -> None:
         bodies = request_bodies(root / "data/profiles.parquet", args.seed)
         pids = server_pids(server.pid) + ([redis.pid] if redis else [])
         with ctx.Pool(args.clients) as pool:
-            drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)  # warm-up
-            load_before, server_before = os.getloadavg()[0], cpu_seconds(pids)
+            warm = drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)
+            load_before, by_pid = os.getloadavg()[0], {pid: cpu_seconds([pid]) for pid in pids}
             figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool)
-            server_cpu, load_after = cpu_seconds(pids) - server_before, os.getloadavg()[0]
+            by_pid = {pid: round(cpu_seconds([pid]) - cpu, 2) for pid, cpu in by_pid.items()}
+            server_cpu, load_after = sum(by_pid.values()), os.getloadavg()[0]
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -165,11 +178,14 @@ def main() -> None:
     wall, n = figures["elapsed_s"], figures["requests"]
     print(json.dumps({"profiles": args.profiles, "workers": args.workers, "cap_store": "redis" if args.redis else "embedded",
                       "clients": args.clients, "connections": args.connections, "cores": os.cpu_count(), **figures,
-                      "server_cpu_s": round(server_cpu, 1), "server_cpu_pct": round(100 * server_cpu / wall),
+                      "server_cpu_s": round(server_cpu, 1), "server_cpu_s_by_process": by_pid,
+"server_cpu_pct": round(100 * server_cpu / wall),
                       "server_cpu_us_per_decision": round(1e6 * server_cpu / n),
                       "client_cpu_us_per_decision": round(1e6 * figures["client_cpu_s"] / n),
                       "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
-                      "cap_violations": cap_violations(config_path)}, indent=2))
+                      "cap_violations": cap_violations(config_path),
+                      "answered_decisions": warm["ok"] + figures["ok"], "logged_decisions": logged_decisions(config_path)},
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,27 @@ def test_reserve_is_exact_under_concurrent_threads(redis_url):
     assert stores[3].reserve(["o-1"], "web", "p0", NOW) == []
 
 
+def test_a_request_is_reserved_in_one_round_trip_in_placement_order(redis_url):
+    """`reserve_request`: one EVALSHA for every placement of a request; each placement is checked
+    after the increments of the ones before it, so an offer decided in two placements cannot pass
+    its cap; it stops at the first placement with a capped offer. The embedded store answers the same."""
+    import redis
+
+    caps = {"o-1": (CapRule(event="display", scope="total", limit=3),),
+            "o-2": (CapRule(event="display", scope="per_profile", limit=1),)}
+    store, admin = RedisCapStore(caps, redis_url, "request"), redis.Redis.from_url(redis_url)
+    embedded = load_cap_store(caps, None, None, None, NOW)
+    request = [(["o-1", "o-2"], [], "web"), (["o-1"], ["o-9"], "app"), (["o-1", "o-2"], [], "mail")]
+    calls = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    for cap_store in (store, embedded):
+        with cap_store.lock:
+            assert cap_store.reserve_request(request, "p0", NOW) == (2, ["o-2"])  # o-1 at 2 of 3, o-2 at 1 of 1
+            assert cap_store.reserve_request([(["o-1"], [], "web"), (["o-1"], [], "app")], "p1", NOW) == (1, ["o-1"])
+            assert cap_store.reserve_request([([], ["o-9"], "web")], "p1", NOW) == (1, [])
+    assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] - calls <= 3  # the first may be NOSCRIPT + EVAL
+    assert {(r["offer_id"], r["count"]) for r in store.state(NOW)} == {("o-1", 3), ("o-2", 1)}
+
+
 def test_reserve_survives_a_lost_script_and_a_dropped_connection(redis_url):
     """`reserve` runs its script on a connection of its own: a SCRIPT FLUSH (Redis restarted) loads
     it again, a killed connection is reopened; every reserve is counted once."""
@@ -142,6 +163,7 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
                                "--port", str(port), "--workers", "3"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(port, server, tmp_path / "serve.log", timeout_s=120)
+        _assert_connections_spread(server, port, tmp_path / "serve.log", workers=3)
         profiles = pd.read_parquet(tmp_path / "data/profiles.parquet")["profile_id"].astype(str).tolist()
         lock, statuses = threading.Lock(), []
 
@@ -167,6 +189,40 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
     assert len(displays) >= 600 * 2  # every decision was logged, by whichever worker made it
     assert shown.groupby("offer_id").size().max() == 25  # the total cap bit, exactly
     assert shown.groupby(["offer_id", "profile_id"]).size().max() == 1
+
+
+def _assert_connections_spread(server: subprocess.Popen, port: int, log: Path, workers: int) -> None:
+    """32 connections opened at once reach every worker (each has a socket of its own, SO_REUSEPORT;
+    on one shared socket the first worker to wake could accept them all). Counted from /proc: the
+    established server-side sockets on `port` each worker process holds."""
+    import socket
+
+    deadline = time.monotonic() + 120
+    while log.read_text(errors="replace").count("Application startup complete") < workers:
+        assert time.monotonic() < deadline and server.poll() is None, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    try:
+        time.sleep(0.5)  # let the workers accept
+        established = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:  # ESTABLISHED, local port
+                established.add(f"socket:[{fields[9]}]")
+        held = {}
+        for pid in _children(server.pid):
+            fds = Path(f"/proc/{pid}/fd")
+            held[pid] = sum(1 for fd in fds.iterdir() if os.readlink(fd) in established)
+    finally:
+        for client in clients:
+            client.close()
+    assert sum(held.values()) == 32 and len(held) == workers and min(held.values()) > 0, held
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of a server (its children but multiprocessing's resource tracker)."""
+    pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def _logged(config_path: Path) -> pd.DataFrame:

@@ -196,37 +196,38 @@ class DecisionEngine:
             return j is None or row[j]
 
         versions = self.pinned_versions(placement_ids)
-        used: set[str] = set()
-        results = []
+        refused: dict[str, set[str]] = {p: set() for p in placement_ids}
+        results: list[PlacementDecision] = []
         with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
-            for placement_id in placement_ids:
-                result = self._decide_reserved(profile_id, placement_id, eligible, items, used, now, versions,
-                                               results if explain else None)
-                if not allow_duplicates:
-                    used.update(i.offer_id for i in result.items)
-                results.append(result)
+            while len(results) < len(placement_ids):  # each round refuses an offer more, so it ends
+                results += self._decide_round(profile_id, placement_ids, eligible, items, allow_duplicates, now,
+                                              versions, explain, results, refused)
         return Decision(new_decision_id(), profile_id, now.isoformat(), results)
 
-    def _decide_reserved(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
-                         used: set[str], now: datetime, versions: Mapping[str, int],
-                         earlier: list[PlacementDecision] | None = None) -> PlacementDecision:
-        """Decide one placement and count its offers in the cap store, atomically: when the store
-        refuses an offer (another worker reached its cap meanwhile), decide again without it. Each
-        round drops at least one offer, so this ends; with the embedded store it never repeats.
-        `earlier` (explanations only): the request's placements decided before this one."""
-        refused: set[str] = set()
-        while True:
-            trace: dict[str, Any] | None = {"earlier": earlier} if earlier is not None else None
-            result = self._decide_placement(profile_id, placement_id, eligible, items, used | refused, now,
-                                            versions, trace)
+    def _decide_round(self, profile_id: str, placement_ids: Sequence[str], eligible: Any, items: int | None,
+                      allow_duplicates: bool, now: datetime, versions: Mapping[str, int], explain: bool,
+                      counted: list[PlacementDecision], refused: dict[str, set[str]]) -> list[PlacementDecision]:
+        """Decide the placements after the `counted` ones and count them in the cap store in one call
+        (one round trip with Redis); returns those it counted, in order. When the store refuses an
+        offer (another worker reached its cap meanwhile), it joins that placement's `refused` and
+        that placement and the ones after it are decided again in the next round."""
+        used = set() if allow_duplicates else {i.offer_id for r in counted for i in r.items}
+        results = []
+        for placement_id in placement_ids[len(counted):]:
+            trace: dict[str, Any] | None = {"earlier": [*counted, *results]} if explain else None
+            result = self._decide_placement(profile_id, placement_id, eligible, items, used | refused[placement_id],
+                                            now, versions, trace)
             if trace is not None:  # before counting, so the cap state is the one the decision saw
                 result = self.explainer().explain(result, trace["plan"], profile_id, used, now, trace)
-            chosen = [i.offer_id for i in result.items if not i.fallback]
-            fallbacks = [i.offer_id for i in result.items if i.fallback]
-            denied = self.caps.reserve(chosen, placement_id, profile_id, now, unchecked=fallbacks)
-            if not denied:
-                return result
-            refused.update(denied)
+            if not allow_duplicates:
+                used.update(i.offer_id for i in result.items)
+            results.append(result)
+        n, denied = self.caps.reserve_request([([i.offer_id for i in r.items if not i.fallback],
+                                                [i.offer_id for i in r.items if i.fallback], r.placement_id)
+                                               for r in results], profile_id, now)
+        if denied:
+            refused[results[n].placement_id].update(denied)
+        return results[:n]
 
     def count_decisions(self, decisions: Sequence[Decision]) -> None:
         """Count decisions made elsewhere (by the engine this one replaces) against the caps, as

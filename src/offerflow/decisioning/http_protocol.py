@@ -97,6 +97,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
 
     _decider: Any = None
     _fast: bytearray | None = None
+    _ok_heads: tuple[Any, bytes] = (None, b"")  # uvicorn's default headers and the 200 head made of them
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -138,7 +139,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
             self._to_asgi()
             super().on_message_complete()
             return
-        self.transport.write(b"".join([STATUS_LINE[200], *self._default_headers(), _JSON_HEAD % len(answer), answer]))
+        self.transport.write(self._ok_head() + _JSON_HEAD % len(answer) + answer)
         self.on_response_complete()
 
     def shutdown(self) -> None:
@@ -146,6 +147,15 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
         if self._fast is not None:
             self._to_asgi()
         super().shutdown()
+
+    def _ok_head(self) -> bytes:
+        """The status line and uvicorn's default headers of a 200, made again only when uvicorn
+        replaces its default headers (once a second, for the date)."""
+        headers = self.server_state.default_headers
+        cached = DecisionHttpProtocol._ok_heads
+        if cached[0] is not headers:
+            cached = DecisionHttpProtocol._ok_heads = (headers, b"".join([STATUS_LINE[200], *self._default_headers()]))
+        return cached[1]
 
     def _default_headers(self) -> list[bytes]:
         return [b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers]

@@ -50,7 +50,10 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
     """``POST /decisions`` (checked against `api_key` when set), ``GET /health`` and the
     `DecisionError` handler (unknown placement: 404, else 422). `buffer`: the `DecisionLogBuffer`."""
 
-    def check_api_key(key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]) -> None:
+    async def check_api_key(key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key",
+                                                                             auto_error=False))]) -> None:
+        # async: no I/O, and a sync dependency costs a threadpool round trip per request (~6% of the
+        # server's CPU when 1% of the requests, the malformed ones, came this way)
         if api_key is not None and (key is None or not secrets.compare_digest(key.encode(), api_key.encode())):
             raise HTTPException(401, "missing or wrong X-API-Key header")
 

@@ -47,7 +47,7 @@ from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
 
-FLUSH_EVERY = 500
+FLUSH_EVERY = 2000
 FLUSH_INTERVAL_S = 2.0
 _log = logging.getLogger(__name__)
 
@@ -302,7 +302,8 @@ def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000,
                config_path: Path | None = None) -> None:
     """Serve the decision service with uvicorn (blocks until stopped). The access log is off by
     default: every decision is in the decision log already, and a log line per request costs ~7% of
-    the service's CPU. `workers` > 1 starts that many processes on one socket, each with its own
+    the service's CPU. `workers` > 1 starts that many processes, each on a socket of its own
+    (SO_REUSEPORT, `http_workers`: the kernel spreads the connections), each with its own
     engine (tables re-read on a version switch) and the project's shared cap store, each appending
     its own decision-log files; it needs `caps.store` to be Redis (`config_path`: the project file
     they load)."""
@@ -310,7 +311,7 @@ def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000,
 
     if workers == 1:
         uvicorn.run(serving_app(config, admin_token=admin_token, api_key=api_key), host=host, port=port, workers=1,
-                    http=PROTOCOL, access_log=access_log)
+                    http=PROTOCOL, loop="uvloop", access_log=access_log)
         return
     if config.caps.redis_url is None or config_path is None:
         raise ValueError(f"--workers {workers} needs a shared cap store: set caps.store to a Redis URL "
@@ -322,5 +323,7 @@ def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000,
     for name, value in ((ADMIN_TOKEN_ENV, admin_token), (API_KEY_ENV, api_key)):
         if value is not None:
             os.environ[name] = value
-    uvicorn.run(f"{__name__}:serve_app", factory=True, host=host, port=port, workers=workers, http=PROTOCOL,
-                access_log=access_log)
+    from offerflow.decisioning.http_workers import ReusePortWorkers
+
+    ReusePortWorkers(uvicorn.Config(f"{__name__}:serve_app", factory=True, host=host, port=port, workers=workers,
+                                    http=PROTOCOL, loop="uvloop", access_log=access_log)).run()

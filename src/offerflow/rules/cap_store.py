@@ -1,12 +1,12 @@
 """Where cap counters live: one interface, the in-process store (embedded default) and Redis.
 
 `CapStore` is what the decision engine needs: `capped` (a hint while ranking), `reserve` (the
-atomic "count these offers as decided if none is capped, else say which are"), `reset`, `state`
-and `counts_frame`. `CapCounters` (`capping`) is the embedded store: exact within one process.
+atomic "count these offers as decided if none is capped, else say which are"), `reserve_request`
+(the same for each placement of a request, in order), `reset`, `state` and `counts_frame`. `CapCounters` (`capping`) is the embedded store: exact within one process.
 `RedisCapStore` keeps the counters in Redis, shared by every worker and machine serving a project:
-one Lua script per decided placement checks every rule of every chosen offer and increments their
-counters only if none is at its limit, so totals and per-profile caps stay exact however many
-workers decide at once. Counter keys carry their window's start and expire when it ends.
+one Lua script per request (one round trip) checks every rule of every chosen offer of each
+placement and increments their counters only if none is at its limit, so totals and per-profile
+caps stay exact however many workers decide at once. Counter keys carry their window's start and expire when it ends.
 
 Redis starts empty: the first process to find a cap family without its `seeded` marker counts it
 from the ingested events and the decision log (DuckDB, as the embedded store does) and writes the
@@ -35,23 +35,30 @@ SEP = "\x1f"  # between the offer, placement and profile parts of a counter key 
 CAPPED_HINT_S = 2.0
 SEED_WAIT_S = 300.0
 
-# KEYS: the counters to check, then the counters to increment. ARGV[1]: how many are checked;
-# ARGV[1 + i]: the limit of check key i, or the time to live (seconds, 0: never) of increment key i.
-# Returns the 1-based indices of the checks at their limit; increments only when there are none.
+# The placements of one request, in order, as groups. ARGV[1]: the number of groups; then, per group:
+# its number of counters to check c and to increment n, the c limits, the n times to live (seconds,
+# 0: never). KEYS: per group, its c counters to check, then its n counters to increment. Each group
+# is checked (seeing the increments of the groups before it) and, if no check is at its limit,
+# counted; the first group with one at its limit stops the script, which returns {group, the
+# 1-based indices of its checks at their limit}; {} when every group was counted.
 RESERVE_LUA = """
-local n_check = tonumber(ARGV[1])
-local refused = {}
-for i = 1, n_check do
-  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if n >= tonumber(ARGV[1 + i]) then refused[#refused + 1] = i end
+local a, k = 2, 0
+for g = 1, tonumber(ARGV[1]) do
+  local n_check, n_incr = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local refused = {g}
+  for i = 1, n_check do
+    local n = tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    if n >= tonumber(ARGV[a + 1 + i]) then refused[#refused + 1] = i end
+  end
+  if #refused > 1 then return refused end
+  for i = 1, n_incr do
+    local n = redis.call('INCR', KEYS[k + n_check + i])
+    local at = tonumber(ARGV[a + 1 + n_check + i])
+    if n == 1 and at > 0 then redis.call('EXPIRE', KEYS[k + n_check + i], at) end
+  end
+  a, k = a + 2 + n_check + n_incr, k + n_check + n_incr
 end
-if #refused > 0 then return refused end
-for i = n_check + 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  local at = tonumber(ARGV[1 + i])
-  if n == 1 and at > 0 then redis.call('EXPIRE', KEYS[i], at) end
-end
-return refused
+return {}
 """
 
 
@@ -74,6 +81,9 @@ class CapStore(Protocol):
 
     def reserve(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime,
                 unchecked: Sequence[str] = ()) -> list[str]: ...
+
+    def reserve_request(self, placements: Sequence[tuple[Sequence[str], Sequence[str], str]], profile_id: str,
+                        now: datetime) -> tuple[int, list[str]]: ...
 
     def record(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime) -> None: ...
 
@@ -167,25 +177,37 @@ class RedisCapStore:
                 unchecked: Sequence[str] = ()) -> list[str]:
         """One round trip: count these offers as decided if none of them is capped, else return the
         capped ones (nothing counted). `unchecked` offers are counted without a check."""
-        checks = [(oid, f, limit) for oid in offer_ids for f, limit in self._checks.get(oid, ())]
-        records = [(oid, f) for oid in (*offer_ids, *unchecked) for f in self._recorded.get(oid, ())]
-        if not records and not checks:
-            return []
-        keys = [self.key(f, now, oid, placement_id, profile_id) for oid, f, _ in checks]
-        keys += [self.key(f, now, oid, placement_id, profile_id) for oid, f in records]
-        args = [len(checks), *(limit for _, _, limit in checks), *(self._expiry(f, now) for _, f in records)]
-        refused = self._run_reserve(keys, args)
+        return self.reserve_request([(offer_ids, unchecked, placement_id)], profile_id, now)[1]
+
+    def reserve_request(self, placements: Sequence[tuple[Sequence[str], Sequence[str], str]], profile_id: str,
+                        now: datetime) -> tuple[int, list[str]]:
+        """The placements of one request, (offers, unchecked offers, placement) each, in one round
+        trip: counted in order, each as `reserve` does, up to the first with a capped offer. Returns
+        how many were counted and the capped offers of the next one (empty: all counted)."""
+        keys: list[str] = []
+        args: list[Any] = [len(placements)]
+        groups = []
+        for offer_ids, unchecked, placement_id in placements:
+            checks = [(oid, f, limit) for oid in offer_ids for f, limit in self._checks.get(oid, ())]
+            records = [(oid, f) for oid in (*offer_ids, *unchecked) for f in self._recorded.get(oid, ())]
+            keys += [self.key(f, now, oid, placement_id, profile_id) for oid, f, _ in checks]
+            keys += [self.key(f, now, oid, placement_id, profile_id) for oid, f in records]
+            args += [len(checks), len(records), *(limit for _, _, limit in checks),
+                     *(self._expiry(f, now) for _, f in records)]
+            groups.append((checks, placement_id))
+        refused = self._run_reserve(keys, args) if keys else []
         if not refused:
-            return []
+            return len(placements), []
+        checks, placement_id = groups[int(refused[0]) - 1]
         if len(self._hints) > 100_000:
             self._hints.clear()
         until = time.monotonic() + CAPPED_HINT_S
-        for i in refused:
+        for i in refused[1:]:
             oid, family, _ = checks[int(i) - 1]
             self._hints[(family, *family.key(oid, placement_id, profile_id))] = until
-        denied = list(dict.fromkeys(checks[int(i) - 1][0] for i in refused))
+        denied = list(dict.fromkeys(checks[int(i) - 1][0] for i in refused[1:]))
         self.hits += len(denied)
-        return denied
+        return int(refused[0]) - 1, denied
 
     def _run_reserve(self, keys: list[str], args: list[Any]) -> list[int]:
         """The reserve script by EVALSHA on a connection of this store's own, under `lock`: redis-py's

@@ -307,6 +307,16 @@ class CapCounters:
             self.record([*offer_ids, *unchecked], placement_id, profile_id, now)
         return refused
 
+    def reserve_request(self, placements: Sequence[tuple[Sequence[str], Sequence[str], str]], profile_id: str,
+                        now: datetime) -> tuple[int, list[str]]:
+        """`reserve` for each (offers, unchecked offers, placement) of one request, in order, up to
+        the first with a capped offer: how many were counted and that one's capped offers."""
+        for counted, (offer_ids, unchecked, placement_id) in enumerate(placements):
+            refused = self.reserve(offer_ids, placement_id, profile_id, now, unchecked)
+            if refused:
+                return counted, refused
+        return len(placements), []
+
     def reset(self, offer_id: str | None = None) -> int:
         """Forget the counts of one offer (None: all offers); returns how many counters were cleared."""
         cleared = 0
