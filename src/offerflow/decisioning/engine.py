@@ -5,8 +5,8 @@ list, or auto-optimization posteriors to Thompson-sample), drop offers whose eli
 false for the profile's current attributes, drop offers already chosen for an earlier placement of
 the same request (unless duplicates are allowed), keep the top items, and fall back to the
 placement's fallback offer when nothing is left. A profile the table has never seen gets the
-placement's non-personalized ranking (priority). Offers that reached a frequency cap are skipped
-(see `offerflow.rules.capping`); every decided offer is counted at once, so caps hold within a process.
+placement's non-personalized ranking (priority). Offers at a frequency cap are skipped; a request's
+offers are reserved in one step in the cap store (`rules.cap_store`: in process, or Redis).
 
 A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
 eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured. Every
@@ -14,8 +14,7 @@ decision is logged as `display` events in the data contract, each with its per-s
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
 
-Data types (with the `PlacementPlan` that `batch` shares) are in `decision_types`, the log in `decision_log`.
-"""
+Data types (with the `PlacementPlan` that `batch` shares) are in `decision_types`, the log in `decision_log`."""
 
 from __future__ import annotations
 
