@@ -3,6 +3,7 @@ placement (`DECISION_META_SCHEMA`), appended as Parquet files, and where a proje
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -65,8 +66,18 @@ def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Pat
     return directory / name
 
 
-def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
-    """Append decisions to the decision log (display events + metadata; see `write_decision_log`)."""
-    return write_decision_log(decisions_to_events(decisions), decisions_to_meta(decisions), directory)
+def log_decisions(decisions: Sequence[Decision], directory: Path, chunk: int = 250) -> Path:
+    """Append decisions to the decision log (display events + metadata; see `write_decision_log`).
+
+    The columns are built `chunk` decisions at a time with the GIL released between chunks: the
+    service writes from a background thread, and one 2,000-decision batch built in one go held
+    the interpreter for ~20 ms, a pause for every request in flight."""
+    events, meta = [], []
+    for start in range(0, max(len(decisions), 1), chunk):
+        part = decisions[start:start + chunk]
+        events.append(decisions_to_events(part))
+        meta.append(decisions_to_meta(part))
+        time.sleep(0)  # releases the GIL: a waiting request handler runs now, not after the batch
+    return write_decision_log(pa.concat_tables(events), pa.concat_tables(meta), directory)
 
 

@@ -143,6 +143,28 @@ class HealthOut(BaseModel):
     placements: dict[str, int | None] = Field(description="Current published version per placement.")
 
 
+class RankedOfferOut(BaseModel):
+    offer_id: str
+    rank: int = Field(description="1 = best, as published.")
+    score: float = Field(description="The table's score (ranking), or the posterior mean alpha / (alpha + beta).")
+    alpha: float | None = Field(default=None, description="Posterior tables only: Beta posterior alpha.")
+    beta: float | None = Field(default=None, description="Posterior tables only: Beta posterior beta.")
+    displays: int | None = Field(default=None, description="Posterior tables only: displays in the window.")
+    successes: float | None = Field(default=None, description="Posterior tables only: clicks or conversions.")
+
+
+class RankingOut(BaseModel):
+    placement_id: str
+    version: int = Field(description="The published version served now.")
+    kind: str = Field(description="ranking (per profile) or posterior (auto-optimization, every offer).")
+    ai_model: str | None = None
+    model_version: str | None = None
+    profile_id: str | None = None
+    known_profile: bool | None = Field(default=None, description="False: the table has no row for this profile "
+                                                                 "(decisions use the placement's priority order).")
+    offers: list[RankedOfferOut]
+
+
 class ErrorOut(BaseModel):
     detail: str
 

@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 import orjson
@@ -22,7 +22,8 @@ from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import clip
 from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
-                                               HealthOut)
+                                               HealthOut, RankingOut)
+from offerflow.decisioning.rankings_view import published_ranking
 
 _log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
 
     @app.exception_handler(DecisionError)
     def decision_error(_: Request, exc: DecisionError) -> JSONResponse:
-        status = 404 if str(exc).startswith("unknown placement") else 422
+        status = 404 if str(exc).startswith("unknown placement") or "no published table" in str(exc) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.post("/decisions", response_model=DecisionOut, dependencies=[Depends(check_api_key)],
@@ -77,6 +78,15 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
         app.state.metrics.observe(decision, time.perf_counter() - started, current.caps)
         # Serialized directly: the dataclasses already have the response's shape.
         return Response(orjson.dumps(decision.to_dict()), media_type="application/json")
+
+    @app.get("/rankings/{placement_id}", response_model=RankingOut, response_model_exclude_none=True,
+             dependencies=[Depends(check_api_key)], responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+             summary="The published ranking of a placement (per profile, or every offer's posterior)")
+    def ranking(placement_id: str, profile_id: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+        # the table as published: eligibility, caps and fallbacks are applied by POST /decisions
+        return published_ranking(app.state.engine, [p.id for p in config.placements], placement_id,
+                                 profile_id, limit)
 
     @app.get("/health", response_model=HealthOut, summary="Liveness and the current ranking versions")
     def health():

@@ -1,0 +1,43 @@
+"""What a placement's published table says, read through the serving engine: the ranked offers of
+one profile (kind "ranking") or every offer's posterior (kind "posterior", auto-optimization).
+
+This is the table as published, before eligibility rules, caps, duplicates and fallbacks: the
+decision step (`engine.decide`) applies those. `GET /rankings/{placement_id}` serves it, so a
+caller can read rankings without opening Parquet files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from offerflow.decisioning.decision_types import DecisionError
+
+
+def published_ranking(engine: Any, placement_ids: list[str], placement_id: str,
+                      profile_id: str | None, limit: int) -> dict[str, Any]:
+    """The served version of `placement_id`'s table, as a JSON-ready dict (see the module docstring).
+
+    Raises DecisionError: an unknown placement ("unknown placement ..."), nothing published, or a
+    ranking table asked without `profile_id`."""
+    if placement_id not in placement_ids:
+        raise DecisionError(f"unknown placement '{placement_id}' (known: {', '.join(placement_ids)})")
+    snapshot = engine.snapshot(placement_id)
+    if snapshot is None:
+        raise DecisionError(f"placement '{placement_id}' has no published table (it ranks by its formula "
+                            "or priority at decision time, or no run has published it yet)")
+    head = {"placement_id": placement_id, "version": snapshot.version, "kind": snapshot.kind,
+            "ai_model": snapshot.metadata.get("ai_model"), "model_version": snapshot.metadata.get("model_version")}
+    if snapshot.kind == "posterior":
+        posteriors = snapshot.posteriors
+        posteriors["mean"] = posteriors["alpha"] / (posteriors["alpha"] + posteriors["beta"])
+        rows = posteriors.sort_values(["mean", "offer_id"], ascending=[False, True]).head(limit)
+        return {**head, "profile_id": None, "offers": [
+            {"offer_id": r.offer_id, "rank": k + 1, "score": float(r.mean), "alpha": float(r.alpha),
+             "beta": float(r.beta), "displays": int(r.displays), "successes": float(r.successes)}
+            for k, r in enumerate(rows.itertuples(index=False))]}
+    if profile_id is None:
+        raise DecisionError(f"placement '{placement_id}' ranks per profile: give ?profile_id=")
+    offer_ids, scores = snapshot.lookup(profile_id)
+    return {**head, "profile_id": profile_id, "known_profile": bool(len(offer_ids)), "offers": [
+        {"offer_id": str(o), "rank": k + 1, "score": float(s)}
+        for k, (o, s) in enumerate(zip(offer_ids[:limit], scores[:limit]))]}
