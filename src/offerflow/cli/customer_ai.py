@@ -31,17 +31,17 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Score Customer AI goals as of a date into a new batch, and backtest against what happened next."""
+    project = load_project(config)
+    goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
+    if not goals:
+        fail(f"{config}: no propensity_goals defined")
+    check_before_work(config, project)  # before the heavy imports: a typo is reported in well under 2 s
     from offerflow.core.features import open_events
     from offerflow.customer_ai.goals import GoalError
     from offerflow.ingest.catalog import load_profiles
     from offerflow.models.customer_ai_training import fit_propensity_before, score_propensity_as_of
     from offerflow.models.registry import load_propensity_champion, propensity_model_name
 
-    project = load_project(config)
-    goals = [_goal(project, name) for name in goal] if goal else list(project.propensity_goals)
-    if not goals:
-        fail(f"{config}: no propensity_goals defined")
-    check_before_work(config, project)
     events_path = project.paths.validated_events
     if not events_path.exists():
         fail(f"{events_path}: no validated events yet; run `offerflow run` first")
