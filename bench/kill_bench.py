@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -81,17 +80,11 @@ def prefect_server(home: Path, timeout: float = 300) -> Iterator[str]:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    from offerflow.ops.servers import answers
+
+    if answers(url, timeout, lambda: proc.poll() is None) is None:
         assert proc.poll() is None, f"the Prefect server exited (rc={proc.returncode}) during start-up"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the Prefect server did not answer {url} within {timeout:.0f} s")
+        raise AssertionError(f"the Prefect server did not answer {url} within {timeout:.0f} s")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -71,6 +71,17 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, world_dir: Path, pref
     return project, summary
 
 
+@pytest.fixture(scope="module")
+def service_app(pipeline_run, tmp_path_factory: pytest.TempPathFactory):
+    """The decision service (`create_app`) on the session's pipeline project, logging to a temp folder."""
+    from offerflow.core.config import load_config
+    from offerflow.decisioning.engine import build_engine
+    from offerflow.decisioning.http_service import create_app
+
+    config = load_config(pipeline_run[0] / "offerflow.yaml")
+    return create_app(config, engine=build_engine(config), log_dir=tmp_path_factory.mktemp("decision_log"))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A real, temporary Prefect server and database for the whole session."""

@@ -89,16 +89,10 @@ def find_chromium(explicit: str | None = None) -> str | None:
 
 
 def _wait_http(url: str, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{what} did not answer {url} within {timeout_s:.0f} s")
+    from offerflow.ops.servers import answers
+
+    if answers(url, timeout_s) is None:
+        raise SystemExit(f"{what} did not answer {url} within {timeout_s:.0f} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:

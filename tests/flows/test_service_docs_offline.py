@@ -17,19 +17,14 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
     from fastapi.testclient import TestClient
 
-from offerflow.core.config import load_config
-from offerflow.decisioning.engine import build_engine
-from offerflow.decisioning.http_service import create_app
 from offerflow.ops.servers import free_port
 
 pytestmark = pytest.mark.flow
 
 
 @pytest.fixture(scope="module")
-def app(pipeline_run, tmp_path_factory):
-    project_dir, _ = pipeline_run
-    config = load_config(project_dir / "offerflow.yaml")
-    return create_app(config, engine=build_engine(config), log_dir=tmp_path_factory.mktemp("decision_log"))
+def app(service_app):
+    return service_app
 
 
 def test_docs_page_links_only_files_the_service_serves(app):

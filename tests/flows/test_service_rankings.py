@@ -13,18 +13,14 @@ with warnings.catch_warnings():
 
 from offerflow.core.config import load_config
 from offerflow.core.store import RankingStore
-from offerflow.decisioning.engine import build_engine
-from offerflow.decisioning.http_service import create_app
 
 pytestmark = pytest.mark.flow
 
 
 @pytest.fixture(scope="module")
-def served(pipeline_run, tmp_path_factory):
-    project_dir, _ = pipeline_run
-    config = load_config(project_dir / "offerflow.yaml")
-    app = create_app(config, engine=build_engine(config), log_dir=tmp_path_factory.mktemp("decision_log"))
-    with TestClient(app) as client:
+def served(pipeline_run, service_app):
+    config = load_config(pipeline_run[0] / "offerflow.yaml")
+    with TestClient(service_app) as client:
         yield client, RankingStore(config.path(config.store.path))
 
 

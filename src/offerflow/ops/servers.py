@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -156,19 +155,28 @@ def _tail(path: str, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def wait_healthy(url: str, proc: ManagedProcess, timeout_s: float) -> float:
-    """Poll `url` until it answers 200; seconds it took. OpsError if the process dies or time runs out."""
+def answers(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> float | None:
+    """Poll `url` every 0.5 s until it answers 200: the seconds it took; None when `timeout_s`
+    passed or `alive()` turned false first (the process behind it died)."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if not is_alive(proc):
-            raise OpsError(f"{proc.name} exited during start-up: {_tail(proc.log)} (log: {proc.log})")
+    while time.monotonic() - start < timeout_s and alive():
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return time.monotonic() - start
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        except OSError:  # refused, reset, timed out, or an HTTP error status while starting
             pass
         time.sleep(0.5)
+    return None
+
+
+def wait_healthy(url: str, proc: ManagedProcess, timeout_s: float) -> float:
+    """Poll `url` until it answers 200; seconds it took. OpsError if the process dies or time runs out."""
+    took = answers(url, timeout_s, lambda: is_alive(proc))
+    if took is not None:
+        return took
+    if not is_alive(proc):
+        raise OpsError(f"{proc.name} exited during start-up: {_tail(proc.log)} (log: {proc.log})")
     raise OpsError(f"{proc.name} did not answer {url} within {timeout_s:.0f} s (log: {proc.log})")
 
 
