@@ -143,7 +143,7 @@ class HealthOut(BaseModel):
     placements: dict[str, int | None] = Field(description="Current published version per placement.")
 
 
-class RankedOfferOut(BaseModel):
+class PublishedOfferOut(BaseModel):
     offer_id: str
     rank: int = Field(description="1 = best, as published.")
     score: float = Field(description="The table's score (ranking), or the posterior mean alpha / (alpha + beta).")
@@ -153,7 +153,7 @@ class RankedOfferOut(BaseModel):
     successes: float | None = Field(default=None, description="Posterior tables only: clicks or conversions.")
 
 
-class RankingOut(BaseModel):
+class PublishedRankingOut(BaseModel):
     placement_id: str
     version: int = Field(description="The published version served now.")
     kind: str = Field(description="ranking (per profile) or posterior (auto-optimization, every offer).")
@@ -162,7 +162,7 @@ class RankingOut(BaseModel):
     profile_id: str | None = None
     known_profile: bool | None = Field(default=None, description="False: the table has no row for this profile "
                                                                  "(decisions use the placement's priority order).")
-    offers: list[RankedOfferOut]
+    offers: list[PublishedOfferOut]
 
 
 class ErrorOut(BaseModel):

@@ -22,7 +22,7 @@ from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import clip
 from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
-                                               HealthOut, RankingOut)
+                                               HealthOut, PublishedRankingOut)
 from offerflow.decisioning.rankings_view import published_ranking
 
 _log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
         # Serialized directly: the dataclasses already have the response's shape.
         return Response(orjson.dumps(decision.to_dict()), media_type="application/json")
 
-    @app.get("/rankings/{placement_id}", response_model=RankingOut, response_model_exclude_none=True,
+    @app.get("/rankings/{placement_id}", response_model=PublishedRankingOut, response_model_exclude_none=True,
              dependencies=[Depends(check_api_key)], responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
              summary="The published ranking of a placement (per profile, or every offer's posterior)")
     def ranking(placement_id: str, profile_id: str | None = None,
