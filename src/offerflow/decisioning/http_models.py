@@ -146,7 +146,8 @@ class HealthOut(BaseModel):
 class PublishedOfferOut(BaseModel):
     offer_id: str
     rank: int = Field(description="1 = best, as published.")
-    score: float = Field(description="The table's score (ranking), or the posterior mean alpha / (alpha + beta).")
+    score: float = Field(description="The table's score (ranking), or the posterior mean alpha / (alpha + beta) "
+                                 "times the value per success of value-weighted models (the score decisions use).")
     alpha: float | None = Field(default=None, description="Posterior tables only: Beta posterior alpha.")
     beta: float | None = Field(default=None, description="Posterior tables only: Beta posterior beta.")
     displays: int | None = Field(default=None, description="Posterior tables only: displays in the window.")

@@ -27,14 +27,14 @@ def published_ranking(engine: Any, placement_ids: list[str], placement_id: str,
                             "or priority at decision time, or no run has published it yet)")
     head = {"placement_id": placement_id, "version": snapshot.version, "kind": snapshot.kind,
             "ai_model": snapshot.metadata.get("ai_model"), "model_version": snapshot.metadata.get("model_version")}
-    if snapshot.kind == "posterior":
-        posteriors = snapshot.posteriors
-        posteriors["mean"] = posteriors["alpha"] / (posteriors["alpha"] + posteriors["beta"])
-        rows = posteriors.sort_values(["mean", "offer_id"], ascending=[False, True]).head(limit)
+    if snapshot.kind == "posterior":  # the engine's arrays: its score is the decisions' (value-weighted means)
+        post, table = engine.posterior_arrays(placement_id, snapshot), snapshot.posteriors
+        displays, successes = table["displays"].to_numpy(), table["successes"].to_numpy(float)
+        order = sorted(range(len(post.offer_ids)), key=lambda j: (-post.means[j], post.offer_ids[j]))[:limit]
         return {**head, "profile_id": None, "offers": [
-            {"offer_id": r.offer_id, "rank": k + 1, "score": float(r.mean), "alpha": float(r.alpha),
-             "beta": float(r.beta), "displays": int(r.displays), "successes": float(r.successes)}
-            for k, r in enumerate(rows.itertuples(index=False))]}
+            {"offer_id": post.offer_ids[j], "rank": k + 1, "score": float(post.means[j]),
+             "alpha": float(post.alpha[j]), "beta": float(post.beta[j]), "displays": int(displays[j]),
+             "successes": float(successes[j])} for k, j in enumerate(order)]}
     if profile_id is None:
         raise DecisionError(f"placement '{placement_id}' ranks per profile: give ?profile_id=")
     offer_ids, scores = snapshot.lookup(profile_id)
