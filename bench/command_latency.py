@@ -5,7 +5,10 @@
 Builds a project of N seeded profiles with published ranking tables (decision_bench's project:
 the demo catalog with its caps, web-banner and web-sidebar published), then times, median of
 `--repeats` runs each: `offerflow decide` (one profile, one placement; targets < 1 s) and
-`offerflow decide-batch` of every profile in both placements (targets < 5 s for 100,000). Prints
+`offerflow decide-batch` of every profile in both placements (targets < 5 s for 100,000), after
+one untimed run of each: an installed offerflow has its bytecode compiled (pip compiles a wheel's
+modules; a source checkout writes `__pycache__` on first use), so PYTHONDONTWRITEBYTECODE is
+dropped from the commands' environment and the warm-up writes the caches. Prints
 JSON: per command the median wall and CPU time and every run's wall time in seconds, the targets, and the 1-minute load average
 before and after (on a shared machine the wall time depends on who else is running).
 """
@@ -33,7 +36,8 @@ TARGETS_S = {"decide": 1.0, "decide-batch": 5.0}
 def wall(args: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one `offerflow <args>` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "offerflow.cli", *args], cwd=cwd, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -51,6 +55,7 @@ def main() -> None:
                     "decide-batch": ["decide-batch", "-x", "web-banner", "-x", "web-sidebar"]}
         result = {}
         for name, command in commands.items():
+            wall(command + ["--config", str(config)], config.parent)  # warm-up: bytecode and file caches
             runs = [wall(command + ["--config", str(config)], config.parent) for _ in range(args.repeats)]
             result[name] = {"median_s": round(statistics.median(w for w, _ in runs), 3),
                             "median_cpu_s": round(statistics.median(c for _, c in runs), 3),

@@ -40,6 +40,21 @@ def test_a_formula_without_value_warns_and_is_an_error_when_strict(project_dir):
     assert checked(project_dir).problems == [NO_VALUE.format(placement)]
 
 
+def test_commands_that_read_published_tables_check_mistakes_only(project_dir, monkeypatch):
+    """`decide` and `decide-batch` (`warnings=False`): no data sampled, no warning, strict or not;
+    a mistake is still one located problem."""
+    import offerflow.models.project_check as project_check
+
+    edit_config(project_dir, set_formula("offer.priority / 0"))
+    edit_config(project_dir, lambda raw: raw.update(strict=True))
+    monkeypatch.setattr(project_check, "profile_sample", lambda *a: pytest.fail("sampled the profiles"))
+    quick = check_project(load_config(project_dir / "offerflow.yaml"), warnings=False)
+    assert quick.ok and quick.warnings == [] and quick.problems == []
+    edit_config(project_dir, set_formula("offer.priority * "))
+    (line,) = check_project(load_config(project_dir / "offerflow.yaml"), warnings=False).problems
+    assert line.startswith("offerflow.yaml: placements[2].ranking.formula: column ")
+
+
 def test_a_constant_formula_warns(project_dir):
     edit_config(project_dir, set_formula("if(profile.age > -1, 3, 3)"))
     (line,) = checked(project_dir).warnings

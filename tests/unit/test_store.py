@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
@@ -218,6 +220,22 @@ def test_a_store_for_some_profiles_reads_only_their_rows(store):
     (store.root / P / "v000001" / "metadata.json").write_text(json.dumps({**meta, "row_count": 7}))
     with pytest.raises(StoreError, match="table has 15000 rows, metadata says 7"):
         RankingStore(store.root, profile_ids=wanted).snapshot(P)
+
+
+def test_ranking_tables_are_row_groups_a_few_profiles_read_skips(store):
+    """Sorted by profile in row groups of ROW_GROUP_ROWS, so a few profiles' read decodes the
+    groups whose min/max statistics hold them, not the whole table (whole writes and merges alike)."""
+    from offerflow.core.store_tables import ROW_GROUP_ROWS
+
+    table = ranking_table(30_000, k=3, seed=4)
+    store.publish(P, table, RANKING)
+    path = store.root / P / "v000001" / "table.parquet"
+    meta = pq.read_metadata(path)
+    assert meta.num_row_groups == -(-table.num_rows // ROW_GROUP_ROWS) > 1
+    wanted = pc.field("profile_id").isin(pa.array(["00000007"]))
+    fragment = next(iter(ds.dataset(path).get_fragments()))
+    assert [g.row_groups[0].id for g in fragment.split_by_row_group(wanted)] == [0]
+    assert RankingStore(store.root, profile_ids=["00029999"]).snapshot(P).lookup("00029999")[0].size == 3
 
 
 def test_snapshot_of_an_empty_ranking(store):

@@ -94,15 +94,15 @@ def load_project(config_path: Path):
         fail(str(exc))
 
 
-def project_check(config_path: Path, project, strict: bool = False):
+def project_check(config_path: Path, project, strict: bool = False, warnings: bool = True):
     """The project check (`offerflow.models.project_check`): formulas, rules and goal conditions
     against the catalog and the profiles' schema; an unreadable catalog is one problem line. Imports
-    neither Prefect nor MLflow nor LightGBM."""
+    neither Prefect nor MLflow nor LightGBM. Without `warnings`: mistakes only (no data sampled)."""
     from offerflow.ingest.catalog import CatalogError
     from offerflow.models.project_check import CheckResult, check_project
 
     try:
-        return check_project(project, config_path.name, strict)
+        return check_project(project, config_path.name, strict, warnings)
     except CatalogError as exc:
         return CheckResult(problems=[str(exc)])
 
@@ -122,10 +122,11 @@ def report_warnings(warnings: list[str]) -> None:
         err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, markup=True)
 
 
-def check_before_work(config_path: Path, project, strict: bool = False) -> None:
+def check_before_work(config_path: Path, project, strict: bool = False, warnings: bool = True) -> None:
     """Before a command trains, scores, publishes or decides: the project check, exit 2 on a mistake (or,
-    with `strict`, a warning), before any Prefect server starts (~0.1 s)."""
-    result = project_check(config_path, project, strict)
+    with `strict`, a warning), before any Prefect server starts (~0.1 s). Commands that only read
+    published tables pass `warnings=False`: mistakes only, the data is not sampled."""
+    result = project_check(config_path, project, strict, warnings)
     if not result.ok:
         report_problems(result.problems)
     report_warnings(result.warnings)
@@ -236,14 +237,15 @@ def flow_progress(what: str) -> Iterator[None]:
 
 def project_engine(config_path: Path, check: bool = False, profile_ids: list[str] | None = None):
     """The project and its decision engine (for `profile_ids` only, when given: reads only their
-    rows); with `check`, the project check first (~0.1 s)."""
+    rows); with `check`, the project check's mistakes first (no warnings: the engine reads published
+    tables, and `offerflow check` or the next run says what the data makes of the rules)."""
     from offerflow.ingest.catalog import CatalogError
     from offerflow.decisioning.engine import build_engine
     from offerflow.rules.expressions import ExpressionError
 
     config = load_project(config_path)
     if check:
-        check_before_work(config_path, config)
+        check_before_work(config_path, config, warnings=False)
     try:
         return config, build_engine(config, profile_ids=profile_ids)
     except (CatalogError, ExpressionError) as exc:  # a bad eligibility rule: one line, not 57 (issue 19)

@@ -118,7 +118,7 @@ def decide_batch_command(
     from offerflow.ingest.catalog import CatalogError
 
     project = load_project(config)
-    check_before_work(config, project)
+    check_before_work(config, project, warnings=False)
     try:
         summary = run_batch_decisions(project, placements=placement or None,
                                       profiles_file=str(profiles_file) if profiles_file else None, goal=goal,

@@ -85,8 +85,13 @@ def sorted_ranking(table: pa.Table) -> pa.Table:
     return table
 
 
+#: Rows per Parquet row group of a table written whole. Ranking tables are sorted by profile, so each
+#: group's min/max statistics let a read of a few profiles (`offerflow decide`) decode one group.
+ROW_GROUP_ROWS = 32_768
+
+
 def write_table(table: pa.Table, path: Path) -> int:
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
     return table.num_rows
 
 
@@ -141,7 +146,7 @@ def merge_sorted_parts(parts: list[Path], path: Path, batch_rows: int) -> int:
                 pid, rank = _key(chunk, int(bad[0]) + 1) if bad.size else first
                 raise StoreError(f"ranking parts: profile '{pid}' rank {rank} is duplicated or out of order "
                                  "(each part must be sorted by profile_id, rank, and hold its own profiles)")
-            writer.write_table(chunk)
+            writer.write_table(chunk, row_group_size=ROW_GROUP_ROWS)
             written += chunk.num_rows
             last = _key(chunk, chunk.num_rows - 1)
     return written

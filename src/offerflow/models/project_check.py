@@ -225,13 +225,16 @@ def _goal_problems(config: ProjectConfig, source: str) -> tuple[int, list[str]]:
     return count, problems
 
 
-def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict: bool = False) -> CheckResult:
+def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict: bool = False,
+                  warnings: bool = True) -> CheckResult:
     """Parse and type-check every formula, eligibility rule and goal condition of the project, and
     warn on those that cannot rank anything (`degenerate_warnings`).
 
     `source` names the project file in the lines. A catalog or profiles file that cannot be read
     raises its `CatalogError` (one line); expression mistakes are collected in the result. With
-    `strict` (or `strict: true` in the project file) the warnings are mistakes too.
+    `strict` (or `strict: true` in the project file) the warnings are mistakes too. Without
+    `warnings` (the commands that only read published tables: `decide`, `decide-batch`) the data
+    is not sampled: mistakes only, from the files' schemas, no warnings.
     """
     offers_path = config.path(config.data.offers)
     offers = read_offers(offers_path)
@@ -240,11 +243,12 @@ def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict:
     formulas, formula_problems = _formula_problems(config, source, profiles, offers)
     rules, rule_problems = _rule_problems(config, offers_path.name, profiles, offers)
     goals, goal_problems = _goal_problems(config, source)
-    warnings = degenerate_warnings(config, source, offers_path.name, offers, *profile_sample(profiles_path))
+    found = (degenerate_warnings(config, source, offers_path.name, offers, *profile_sample(profiles_path))
+             if warnings else [])
     problems = [*formula_problems, *rule_problems, *goal_problems]
-    if strict or config.strict:
-        return CheckResult(formulas, rules, goals, [*problems, *warnings])
-    return CheckResult(formulas, rules, goals, problems, warnings)
+    if warnings and (strict or config.strict):
+        return CheckResult(formulas, rules, goals, [*problems, *found])
+    return CheckResult(formulas, rules, goals, problems, found)
 
 
 def require_valid_project(config: ProjectConfig, source: str = "offerflow.yaml", strict: bool = False) -> CheckResult:
