@@ -66,8 +66,9 @@ caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no
 app.add_typer(caps_app, name="caps")
 models_app = typer.Typer(help="The project's AI models: configuration, last training, quality.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long its path
+# emoji=False: an id such as ':fire:' prints as written (and rich's emoji table is not loaded).
+console = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # an error stays one line, however long its path
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Project file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for another program).")]

@@ -374,7 +374,8 @@ class RankingStore:
         if self.profile_ids is None or metadata.get("kind") != "ranking":
             table = pq.read_table(path)
             return metadata, table, table.num_rows
-        table = pq.read_table(path, filters=pc.field("profile_id").isin(pa.array(self.profile_ids, pa.string())))
+        table = pq.read_table(path, filters=pc.field("profile_id").isin(pa.array(self.profile_ids, pa.string())),
+                              use_threads=False)  # a row group or two: not worth starting Arrow's pool
         return metadata, table, pq.read_metadata(path).num_rows
 
     def verify(self) -> list[str]:
