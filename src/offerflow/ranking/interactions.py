@@ -209,7 +209,7 @@ def fit_interaction_base(matrix: np.ndarray, feature_columns: list[str], categor
                          y: np.ndarray, weights: np.ndarray, cut_train: int, cut_valid: int,
                          grid: tuple[float, ...] = C_GRID, seed: int = 0, cross_scale: float = 1.0,
                          uncrossed: tuple[str, ...] = UNCROSSED, bins: int = NUMERIC_BINS,
-                         relevance_rounds: int = RELEVANCE_ROUNDS) -> InteractionBase | None:
+                         relevance_rounds: int = RELEVANCE_ROUNDS, refit: bool = True) -> InteractionBase | None:
     """The base fitted on rows [0, cut_train) with its L2 strengths chosen on [cut_train, cut_valid)
     (weighted log-loss); None when the columns hold no profile x offer pair or a class is missing.
 
@@ -218,7 +218,8 @@ def fit_interaction_base(matrix: np.ndarray, feature_columns: list[str], categor
     effects, or one profile column x one offer column's crosses) by the root mean square of that
     block's weights in the round before (a per-block prior scale, as in automatic relevance
     determination), so blocks the data finds weak are shrunk harder and strong ones less, and
-    refits over `grid`. The round and strength with the lowest validation loss win.
+    refits over `grid`. The round and strength with the lowest validation loss win; with `refit`,
+    the base is then fitted again with them on rows [0, cut_valid), train and validation rows.
 
     Args:
         matrix: shape (n_rows, n_features), `feature_matrix` of the click model's training frame.
@@ -234,11 +235,13 @@ def fit_interaction_base(matrix: np.ndarray, feature_columns: list[str], categor
     for _ in range(relevance_rounds + 1):
         fitted = _fit_over_grid(design, scale, y, weights, cut_train, cut_valid, grid, seed)
         if best is None or fitted[0] < best[0]:
-            best = fitted
+            best = (*fitted, scale)
         if fitted[0] == 0.0:  # no validation rows to choose on: round 0 only
             break
         scale = block_scale(fitted[3], blocks, used)
-    _, c, intercept, coef = best
+    _, c, intercept, coef, scale = best
+    if refit and cut_valid > cut_train:
+        _, c, intercept, coef = _fit_over_grid(design, scale, y, weights, cut_valid, cut_valid, (c,), seed)
     wp, wo = layout.width(True), layout.width(False)
     return replace(layout, intercept=intercept, main=coef[: wp + wo], cross=cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
 
