@@ -22,16 +22,24 @@ def _pairwise_world(n_profiles=2_000, n_offers=16, n_displays=40_000, seed=5):
     offers = pd.DataFrame({"offer_id": [f"o{j:02d}" for j in range(n_offers)],
                            "kind": [KINDS[j % len(KINDS)] for j in range(n_offers)],
                            "price": np.round(rng.uniform(5, 50, n_offers), 2)})
-    affinity = rng.normal(0.0, 0.7, (len(COLORS), len(KINDS)))
+    log, true = _colour_kind_log(profiles, offers, rng.normal(0.0, 0.7, (len(COLORS), len(KINDS))), n_displays, rng)
+    return profiles, offers, log, true
+
+
+def _colour_kind_log(profiles, offers, affinity, n_displays, rng):
+    """Displays of uniformly random offers to uniformly random profiles, clicked with a probability
+    set by the profile colour x offer kind `affinity` alone (about 3% clicks): (log, true click
+    probability per profile x offer)."""
     logit = -3.6 + affinity[pd.Index(COLORS).get_indexer(profiles["color"])][:, pd.Index(KINDS).get_indexer(offers["kind"])]
     true = 1.0 / (1.0 + np.exp(-logit))
+    n_profiles, n_offers = len(profiles), len(offers)
     p_idx, o_idx = rng.integers(0, n_profiles, n_displays), rng.integers(0, n_offers, n_displays)
     log = pd.DataFrame({"profile_id": profiles["profile_id"].to_numpy()[p_idx],
                         "offer_id": offers["offer_id"].to_numpy()[o_idx], "placement_id": "hero",
                         "timestamp": pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(np.arange(n_displays), "s"),
                         "propensity": 1.0 / n_offers,
                         "success": (rng.random(n_displays) < true[p_idx, o_idx]).astype(np.int8)})
-    return profiles, offers, log, true
+    return log, true
 
 
 def _share_of_oracle(model: ClickModel, profiles: pd.DataFrame, offers: pd.DataFrame, true: np.ndarray) -> float:
@@ -83,20 +91,12 @@ def _noisy_pairwise_world(seed=5, n_profiles=3_000, n_offers=24, n_displays=60_0
     noise. Returns (training frame, profiles, offers, true click probability per profile x offer)."""
     rng = np.random.default_rng(seed)
     profiles = pd.DataFrame({"profile_id": [f"u{i:05d}" for i in range(n_profiles)],
-                             **{c: rng.choice(KINDS, n_profiles) for c in ("color", "shape", "size")},
+                             **{c: rng.choice(COLORS, n_profiles) for c in ("color", "shape", "size")},
                              "age": rng.integers(18, 80, n_profiles)})
     offers = pd.DataFrame({"offer_id": [f"o{j:02d}" for j in range(n_offers)],
                            "kind": [KINDS[j % len(KINDS)] for j in range(n_offers)],
                            "style": rng.choice(list("uvwxyz"), n_offers), "price": np.round(rng.uniform(5, 50, n_offers), 2)})
-    affinity = rng.normal(0.0, 0.5, (len(KINDS), len(KINDS)))
-    logit = -3.6 + affinity[pd.Index(KINDS).get_indexer(profiles["color"])][:, pd.Index(KINDS).get_indexer(offers["kind"])]
-    true = 1.0 / (1.0 + np.exp(-logit))
-    p_idx, o_idx = rng.integers(0, n_profiles, n_displays), rng.integers(0, n_offers, n_displays)
-    log = pd.DataFrame({"profile_id": profiles["profile_id"].to_numpy()[p_idx],
-                        "offer_id": offers["offer_id"].to_numpy()[o_idx], "placement_id": "hero",
-                        "timestamp": pd.Timestamp("2026-10-01", tz="UTC") + pd.to_timedelta(np.arange(n_displays), "s"),
-                        "propensity": 1.0 / n_offers,
-                        "success": (rng.random(n_displays) < true[p_idx, o_idx]).astype(np.int8)})
+    log, true = _colour_kind_log(profiles, offers, rng.normal(0.0, 0.5, (len(COLORS), len(KINDS))), n_displays, rng)
     return training_frame(log, profiles, offers), profiles, offers, true
 
 
@@ -118,7 +118,8 @@ def test_relevance_rounds_shrink_the_blocks_that_carry_no_signal():
         return base, float(true[np.arange(len(profiles)), pick].mean() / true.max(axis=1).mean())
 
     (one_l2, flat), (relevance, share) = fitted(0), fitted(3)
-    # Measured (seed 5): 0.954 with the relevance rounds, 0.913 with one L2 strength for every weight.
+    # Measured (seed 5): 0.963 with the relevance rounds, 0.927 with one L2 strength for every weight
+    # (both refitted on the training + validation rows; 0.954 and 0.913 without the refit).
     assert share >= 0.93, (share, flat)
     assert share >= flat + 0.02, (share, flat)
     # The block the clicks come from keeps the largest prior scale of all cross blocks.

@@ -19,6 +19,14 @@ that a slope (age x category, income x price) costs one weight per level it meet
 per pair of bins. Scoring a profile x offer block needs no cross-joined rows: with the sparse side
 matrices Xp (profiles x profile entries) and Xo (offers x offer entries), the logit is
 ``intercept + Xp main_p + (Xo main_o)^T + Xp W Xo^T``, a sparse product.
+
+Regularisation: one L2 strength for every weight spends the same prior on blocks that carry the
+clicks (region x category) as on the many that carry nothing (device x price), and with a few
+thousand clicks the noise of the empty blocks cost about 3 points of the oracle's click rate on
+bench/external_world.py. So the L2 is per block and learnt: after a first fit, each block's prior
+scale is the root mean square of its weights (automatic relevance determination, a few rounds),
+the round and the overall strength are chosen by validation log-loss, and the chosen model is
+fitted once more on the training and validation rows (`fit_interaction_base`).
 """
 
 from __future__ import annotations
