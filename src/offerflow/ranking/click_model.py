@@ -249,8 +249,9 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
                     seed: int, ips: bool = IPS_BY_DEFAULT, interactions: bool = INTERACTIONS_BY_DEFAULT) -> ClickModel:
     """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.
     `ips`: weight each display by its inverse logging propensity (`ips_weights`). `interactions`:
-    fit the pairwise-interaction base on the training rows (its L2 strength chosen on the
-    early-stopping rows) and grow the trees on its residuals (LightGBM's `init_score`)."""
+    fit the pairwise-interaction base (its per-block L2 chosen on the early-stopping rows, then
+    refitted on the training and early-stopping rows: `fit_interaction_base`) and grow the trees
+    on its residuals (LightGBM's `init_score`); the holdout stays out of both."""
     import lightgbm as lgb
 
     from offerflow.core.metrics import classification_metrics
