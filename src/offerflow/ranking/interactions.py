@@ -227,12 +227,49 @@ def fit_interaction_base(matrix: np.ndarray, feature_columns: list[str], categor
     block's weights in the round before (a per-block prior scale, as in automatic relevance
     determination), so blocks the data finds weak are shrunk harder and strong ones less, and
     refits over `grid`. The round and strength with the lowest validation loss win; with `refit`,
-    the base is then fitted again with them on rows [0, cut_valid), train and validation rows.
+    the base is then fitted again with them on rows [0, cut_valid), train and validation rows
+    (`BaseChoice.refit`).
 
     Args:
         matrix: shape (n_rows, n_features), `feature_matrix` of the click model's training frame.
         y: 0/1 successes, shape (n_rows,); weights: training weight per row (`display_weights`).
     """
+    choice = choose_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, grid,
+                                     seed, cross_scale, uncrossed, bins, relevance_rounds)
+    if choice is None:
+        return None
+    return choice.refit(matrix, feature_columns, y, weights, cut_valid) if refit and cut_valid > cut_train else choice.base
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    """The base chosen on the validation rows (`base`, fitted on the training rows only) and what
+    refitting it on more rows needs: its per-column prior scale and design settings."""
+
+    base: InteractionBase
+    scale: np.ndarray
+    cross_scale: float
+    uncrossed: tuple[str, ...]
+    seed: int
+
+    def refit(self, matrix: np.ndarray, feature_columns: list[str], y: np.ndarray, weights: np.ndarray,
+              rows: int) -> InteractionBase:
+        """The same base (strength, block scales, levels) fitted on rows [0, rows)."""
+        base = self.base
+        design = base.design(matrix, feature_columns, self.cross_scale, self.uncrossed).tocsc()
+        _, c, intercept, coef = _fit_over_grid(design, self.scale, y, weights, rows, rows, (base.c,), self.seed)
+        wp, wo = base.width(True), base.width(False)
+        return replace(base, intercept=intercept, main=coef[: wp + wo],
+                       cross=self.cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
+
+
+def choose_interaction_base(matrix: np.ndarray, feature_columns: list[str], categories: dict[str, list[str]],
+                            y: np.ndarray, weights: np.ndarray, cut_train: int, cut_valid: int,
+                            grid: tuple[float, ...] = C_GRID, seed: int = 0, cross_scale: float = 1.0,
+                            uncrossed: tuple[str, ...] = UNCROSSED, bins: int = NUMERIC_BINS,
+                            relevance_rounds: int = RELEVANCE_ROUNDS) -> BaseChoice | None:
+    """`fit_interaction_base` without the refit: the rounds and strengths, the winner fitted on the
+    training rows only (so the validation rows still tell how well it does), and its scales."""
     layout = base_layout(matrix[:cut_train], feature_columns, categories, bins)
     if not (any(layout.profile_side) and not all(layout.profile_side)) or len(np.unique(y[:cut_train])) < 2:
         return None
@@ -248,10 +285,9 @@ def fit_interaction_base(matrix: np.ndarray, feature_columns: list[str], categor
             break
         scale = block_scale(fitted[3], blocks, used)
     _, c, intercept, coef, scale = best
-    if refit and cut_valid > cut_train:
-        _, c, intercept, coef = _fit_over_grid(design, scale, y, weights, cut_valid, cut_valid, (c,), seed)
     wp, wo = layout.width(True), layout.width(False)
-    return replace(layout, intercept=intercept, main=coef[: wp + wo], cross=cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
+    base = replace(layout, intercept=intercept, main=coef[: wp + wo], cross=cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
+    return BaseChoice(base, scale, cross_scale, uncrossed, seed)
 
 
 def _fit_over_grid(design: Any, scale: np.ndarray, y: np.ndarray, weights: np.ndarray, cut_train: int,
