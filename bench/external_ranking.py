@@ -165,7 +165,7 @@ def measure_personalized(world: WorldUnderTest, seed: int, model_cfg=None) -> di
             "best_single": _weighted(true[rows_idx, single], weight),
             "priority": _weighted(true[rows_idx, priority], weight),
             "random": _weighted((true * eligible).sum(axis=1) / np.maximum(eligible.sum(axis=1), 1), weight),
-            "holdout_auc": model.holdout_metrics["auc"], "trees": float(model.booster.best_iteration_ or 0),
+            "holdout_auc": model.holdout_metrics["auc"], "trees": float(model.holdout_metrics.get("best_iteration", 0)),
             "training_rows": float(len(frame)), "qualified": float(len(qualified)), "offers": float(len(candidates))}
 
 
@@ -352,7 +352,7 @@ def obd_personalized(behavior: str, campaign: str, directory: Path, seed: int) -
     base = classification_metrics(holdout["success"].to_numpy(), baseline)
     return {"auc": model.holdout_metrics["auc"], "baseline_auc": base["auc"], "rows": float(len(ordered)),
             "holdout_clicks": float(holdout["success"].sum()), "holdout": float(len(holdout)),
-            "trees": float(model.booster.best_iteration_ or 0)}
+            "trees": float(model.holdout_metrics.get("best_iteration", 0))}
 
 
 def obd_cold_start(behavior: str, campaign: str, seed: int, days: int = 14,

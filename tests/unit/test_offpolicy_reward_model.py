@@ -26,6 +26,6 @@ def test_reward_model_stops_on_auc_alone_and_past_the_first_rounds(world_dir: Pa
     log = pre_window_log(con, ["email-hero"], start, config.evaluation.reward_model_days)
     model = fit_reward_model(log, profiles, offers_for_placement(offers, "email-hero"), config.evaluation.reward_model,
                              config.seed)
-    assert set(model.booster.evals_result_["valid_0"]) == {"auc"}
-    assert model.booster.best_iteration_ > 10
+    assert model.stopping["metric"] == "auc" and model.stopping["best_iteration"] > 10
+    assert model.booster.booster_.num_trees() == model.stopping["best_iteration"]  # refitted with that many
     assert model.holdout_metrics["auc"] > 0.6

@@ -32,7 +32,7 @@ from offerflow.customer_ai.propensity import (EARLY_STOPPING_METRIC, PropensityM
                                   fit_propensity_model)
 from offerflow.ranking.click_model import (INTERACTIONS_BY_DEFAULT, IPS_BY_DEFAULT, STOPPING_METRIC, ClickModel,
                                            display_weights, fit_click_model)
-from offerflow.ranking.interactions import fit_interaction_base
+from offerflow.ranking.interactions import choose_interaction_base
 from offerflow.core.schema import PROFILE_ID
 
 _NOT_FEATURES = {PROFILE_ID, "placement_id", "timestamp", "propensity", "success", "value"}
@@ -119,6 +119,15 @@ def _fit_quietly(model: Any, *args: Any, **kwargs: Any) -> None:
         model.fit(*args, **kwargs)
 
 
+def _refit_trees(client: Any, params: LightGBMParams, seed: int, rounds: int, spread: Any, matrix: np.ndarray,
+                 y: np.ndarray, weights: np.ndarray, rows: int, categorical: list[int], init: np.ndarray) -> Any:
+    """`rounds` trees fitted on the workers on rows [0, rows) from the base's logit `init`; local."""
+    model = _dask_classifier(client, params, seed, metric=STOPPING_METRIC, n_estimators=max(1, rounds))
+    _fit_quietly(model, spread(matrix, 0, rows), spread(y, 0, rows), sample_weight=spread(weights, 0, rows),
+                 categorical_feature=categorical, init_score=spread(init, 0, rows))
+    return model.to_local()
+
+
 def _best_round(local: Any, patience: int) -> int:
     """The round LightGBM's early stopping would have kept, replayed on the validation AUC of
     every round: the best so far, once `patience` rounds have passed without a better one (the
@@ -185,9 +194,9 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
     cut_train, cut_valid = int(n * 0.7), int(n * 0.8)
     weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
-    base = (fit_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
-            if interactions else None)
-    init = {} if base is None else {"init": base.logit_rows(matrix, feature_columns)}
+    choice = (choose_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
+              if interactions else None)
+    init = {} if choice is None else {"init": choice.base.logit_rows(matrix, feature_columns)}
 
     workers = _workers(client)
 
@@ -205,9 +214,15 @@ def fit_click_model_on_cluster(frame: pd.DataFrame, params: LightGBMParams, qual
                  categorical_feature=categorical, **init)
     local = model.to_local()
     best = _best_round(local, params.early_stopping_rounds)
+    base = None if choice is None else choice.base
+    if choice is not None and cut_valid > cut_train:  # as the local fit: both again on train + validation rows
+        base = choice.refit(matrix, feature_columns, y, weights, cut_valid)
+        local = _refit_trees(client, params, seed, best, spread, matrix, y, weights, cut_valid, categorical,
+                             base.logit_rows(matrix, feature_columns))
     # Keep the best round only: the text model (what scoring ships to workers) and predict agree.
     booster = lgb.Booster(model_str=local.booster_.model_to_string(num_iteration=best))
-    click_model = ClickModel(booster, feature_columns, categories, qualified_offers, base=base)
+    click_model = ClickModel(booster, feature_columns, categories, qualified_offers, base=base,
+                             stopping={"metric": STOPPING_METRIC, "best_iteration": best})
     holdout = frame.iloc[cut_valid:]
     predictions = click_model.predict_pairs(holdout)["p_click"].to_numpy()
     click_model.holdout_metrics = {**classification_metrics(y[cut_valid:], predictions),

@@ -218,9 +218,7 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
                                                                   seed, start, end, dask_address)
     result.metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
     result.metrics["offers_personalized"] = float(len(qualified))
-    best = getattr(click_model.booster, "best_iteration_", None)  # a Booster from lightgbm.dask has none
-    tracker.log_params({"best_iteration": best if best is not None
-                        else int(click_model.holdout_metrics.get("best_iteration", 0)),
+    tracker.log_params({"best_iteration": int(click_model.holdout_metrics.get("best_iteration", 0)),  # trees kept
                         "trainer": trainer, "training_rows": len(frame), "displays_in_window": displays,
                         "ips_weighting": model_cfg.ips_weighting, "interaction_base": click_model.base is not None,
                         **model_cfg.lightgbm.model_dump()})

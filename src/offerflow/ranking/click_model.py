@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -17,7 +18,7 @@ from offerflow.core.config import LightGBMParams
 from offerflow.core.features import (EVENTS_VIEW, categorical_columns, categories_of, encode, feature_matrix,
                                 profile_filter, query_frame)
 from offerflow.ranking.compiled_predict import BoosterPredictor, CompileMode
-from offerflow.ranking.interactions import InteractionBase, fit_interaction_base
+from offerflow.ranking.interactions import BaseChoice, InteractionBase, choose_interaction_base
 from offerflow.core.schema import PROFILE_ID
 
 #: Offer columns that describe the catalog entry rather than the offer itself.
@@ -92,6 +93,9 @@ class ClickModel:
     offer_weights: dict[str, float] | None = None
     #: The pairwise-interaction base the trees start from (`ranking.interactions`); None: trees alone.
     base: InteractionBase | None = None
+    #: How the trees were counted: the early-stopping metric, its validation values per round and the
+    #: best round (with a base, `booster` is then refitted with that many trees: `fit_click_model`).
+    stopping: dict[str, Any] = field(default_factory=dict)
     _predictor: BoosterPredictor | None = field(default=None, init=False, repr=False)
 
     def predictor(self) -> BoosterPredictor:
@@ -249,8 +253,10 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
                     seed: int, ips: bool = IPS_BY_DEFAULT, interactions: bool = INTERACTIONS_BY_DEFAULT) -> ClickModel:
     """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.
     `ips`: weight each display by its inverse logging propensity (`ips_weights`). `interactions`:
-    fit the pairwise-interaction base on the training rows (its L2 strength chosen on the
-    early-stopping rows) and grow the trees on its residuals (LightGBM's `init_score`)."""
+    choose the pairwise-interaction base (its per-block L2, `choose_interaction_base`) and the trees
+    grown on its residuals (LightGBM's `init_score`) with the base fitted on the training rows and
+    early stopping on the next 10%, which neither has seen; then fit both again, with the sizes
+    chosen, on the training and early-stopping rows (`_refit_with_base`). The holdout stays out."""
     import lightgbm as lgb
 
     from offerflow.core.metrics import classification_metrics
@@ -264,21 +270,41 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
     encoded = encode(frame[feature_columns], categories)
     weights = display_weights(frame["propensity"], ips)
     y = frame["success"].to_numpy()
-    base, init = None, np.zeros(n)
+    choice, init = None, np.zeros(n)
     if interactions:
         matrix = feature_matrix(frame, feature_columns, categories)
-        base = fit_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
-        init = base.logit_rows(matrix, feature_columns) if base is not None else init
+        choice = choose_interaction_base(matrix, feature_columns, categories, y, weights, cut_train, cut_valid, seed=seed)
+        init = choice.base.logit_rows(matrix, feature_columns) if choice is not None else init
     # One declared stopping metric: with only `eval_metric="auc"`, LightGBM also evaluates its
     # default binary_logloss and early stopping stops on whichever worsens first.
     model = lgb.LGBMClassifier(**params.classifier_kwargs(seed), metric=STOPPING_METRIC)
     model.fit(encoded.iloc[:cut_train], y[:cut_train], sample_weight=weights[:cut_train],
-              init_score=init[:cut_train] if base is not None else None,
+              init_score=init[:cut_train] if choice is not None else None,
               eval_X=(encoded.iloc[cut_train:cut_valid],), eval_y=(y[cut_train:cut_valid],),
               eval_sample_weight=[weights[cut_train:cut_valid]], eval_metric=STOPPING_METRIC,
-              eval_init_score=[init[cut_train:cut_valid]] if base is not None else None,
+              eval_init_score=[init[cut_train:cut_valid]] if choice is not None else None,
               callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
-    click_model = ClickModel(model, feature_columns, categories, qualified_offers, base=base)
+    base = None if choice is None else choice.base
+    stopping = {"metric": STOPPING_METRIC, "best_iteration": int(model.best_iteration_ or params.n_estimators),
+                "valid": [float(v) for v in model.evals_result_["valid_0"][STOPPING_METRIC]]}
+    if choice is not None and cut_valid > cut_train:
+        base, model = _refit_with_base(choice, model, matrix, feature_columns, encoded, y, weights, cut_valid, params, seed)
+    click_model = ClickModel(model, feature_columns, categories, qualified_offers, base=base, stopping=stopping)
     holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
-    click_model.holdout_metrics = holdout
+    click_model.holdout_metrics = {**holdout, "best_iteration": float(stopping["best_iteration"])}
     return click_model
+
+
+def _refit_with_base(choice: BaseChoice, model: Any, matrix: np.ndarray, feature_columns: list[str],
+                     encoded: pd.DataFrame, y: np.ndarray, weights: np.ndarray, rows: int,
+                     params: LightGBMParams, seed: int) -> tuple[InteractionBase, Any]:
+    """The chosen base and as many trees as early stopping kept (at least one), fitted again on rows
+    [0, rows): the training and early-stopping rows."""
+    import lightgbm as lgb
+
+    base = choice.refit(matrix, feature_columns, y, weights, rows)
+    rounds = max(1, int(model.best_iteration_ or params.n_estimators))  # 0: early stopping never stopped
+    refitted = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), "n_estimators": rounds}, metric=STOPPING_METRIC)
+    refitted.fit(encoded.iloc[:rows], y[:rows], sample_weight=weights[:rows],
+                 init_score=base.logit_rows(matrix, feature_columns)[:rows])
+    return base, refitted
