@@ -21,11 +21,8 @@ import yaml
 
 from offerflow.rules.capping import CapError, parse_caps
 from offerflow.rules.expressions import ExpressionError, parse_expression, schema_from_frames
+from offerflow.core.config import YAML_LOADER
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
-
-
-#: LibYAML's safe loader when PyYAML has it (~8x faster on a catalog; the same values and errors)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CatalogError(ValueError):
@@ -38,7 +35,7 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
             records = raw.get(what) if isinstance(raw, dict) else raw
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")

@@ -285,26 +285,28 @@ def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offer
               eval_init_score=[init[cut_train:cut_valid]] if choice is not None else None,
               callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)])
     base = None if choice is None else choice.base
-    stopping = {"metric": STOPPING_METRIC, "best_iteration": int(model.best_iteration_ or params.n_estimators),
+    stopping = {"metric": STOPPING_METRIC,  # best_iteration_ 0: early stopping never stopped
+                "best_iteration": int(model.best_iteration_ or params.n_estimators),
                 "valid": [float(v) for v in model.evals_result_["valid_0"][STOPPING_METRIC]]}
     if choice is not None and cut_valid > cut_train:
-        base, model = _refit_with_base(choice, model, matrix, feature_columns, encoded, y, weights, cut_valid, params, seed)
+        base, model = _refit_with_base(choice, stopping["best_iteration"], matrix, feature_columns, encoded, y, weights,
+                                       cut_valid, params, seed)
     click_model = ClickModel(model, feature_columns, categories, qualified_offers, base=base, stopping=stopping)
     holdout = classification_metrics(y[cut_valid:], click_model.predict_frame(frame.iloc[cut_valid:]))
     click_model.holdout_metrics = {**holdout, "best_iteration": float(stopping["best_iteration"])}
     return click_model
 
 
-def _refit_with_base(choice: BaseChoice, model: Any, matrix: np.ndarray, feature_columns: list[str],
+def _refit_with_base(choice: BaseChoice, rounds: int, matrix: np.ndarray, feature_columns: list[str],
                      encoded: pd.DataFrame, y: np.ndarray, weights: np.ndarray, rows: int,
                      params: LightGBMParams, seed: int) -> tuple[InteractionBase, Any]:
-    """The chosen base and as many trees as early stopping kept (at least one), fitted again on rows
+    """The chosen base and the `rounds` trees early stopping kept (at least one), fitted again on rows
     [0, rows): the training and early-stopping rows."""
     import lightgbm as lgb
 
     base = choice.refit(matrix, feature_columns, y, weights, rows)
-    rounds = max(1, int(model.best_iteration_ or params.n_estimators))  # 0: early stopping never stopped
-    refitted = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), "n_estimators": rounds}, metric=STOPPING_METRIC)
+    refitted = lgb.LGBMClassifier(**{**params.classifier_kwargs(seed), "n_estimators": max(1, rounds)},
+                                  metric=STOPPING_METRIC)
     refitted.fit(encoded.iloc[:rows], y[:rows], sample_weight=weights[:rows],
                  init_score=base.logit_rows(matrix, feature_columns)[:rows])
     return base, refitted

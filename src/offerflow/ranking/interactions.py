@@ -258,9 +258,7 @@ class BaseChoice:
         base = self.base
         design = base.design(matrix, feature_columns, self.cross_scale, self.uncrossed).tocsc()
         _, c, intercept, coef = _fit_over_grid(design, self.scale, y, weights, rows, rows, (base.c,), self.seed)
-        wp, wo = base.width(True), base.width(False)
-        return replace(base, intercept=intercept, main=coef[: wp + wo],
-                       cross=self.cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
+        return _with_weights(base, intercept, coef, self.cross_scale, c)
 
 
 def choose_interaction_base(matrix: np.ndarray, feature_columns: list[str], categories: dict[str, list[str]],
@@ -285,9 +283,15 @@ def choose_interaction_base(matrix: np.ndarray, feature_columns: list[str], cate
             break
         scale = block_scale(fitted[3], blocks, used)
     _, c, intercept, coef, scale = best
+    return BaseChoice(_with_weights(layout, intercept, coef, cross_scale, c), scale, cross_scale, uncrossed, seed)
+
+
+def _with_weights(layout: InteractionBase, intercept: float, coef: np.ndarray, cross_scale: float,
+                  c: float) -> InteractionBase:
+    """The layout with fitted weights: `coef` in the design's order (both sides' main effects, then
+    the crosses, which the design multiplied by `cross_scale`)."""
     wp, wo = layout.width(True), layout.width(False)
-    base = replace(layout, intercept=intercept, main=coef[: wp + wo], cross=cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
-    return BaseChoice(base, scale, cross_scale, uncrossed, seed)
+    return replace(layout, intercept=intercept, main=coef[: wp + wo], cross=cross_scale * coef[wp + wo:].reshape(wp, wo), c=c)
 
 
 def _fit_over_grid(design: Any, scale: np.ndarray, y: np.ndarray, weights: np.ndarray, cut_train: int,
