@@ -234,7 +234,9 @@ class Tracker:
         signature = _numbers_of_any_width(input_example, predictor(input_example))
         with tempfile.TemporaryDirectory(prefix="offerflow-model-") as tmp:
             booster_dir = str(Path(tmp) / BOOSTER_ARTIFACT)
-            mlflow.lightgbm.save_model(booster, booster_dir)
+            # explicit requirements: left out, MLflow infers them by loading the model in a
+            # subprocess, 6-12 s per logged model here
+            mlflow.lightgbm.save_model(booster, booster_dir, pip_requirements=pip_requirements)
             info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_model(predictor),
                                            artifacts={BOOSTER_ARTIFACT: booster_dir}, signature=signature,
                                            input_example=input_example, pip_requirements=pip_requirements,
