@@ -19,6 +19,7 @@ Decisions are buffered in memory and appended to the decision log (as ``display`
 `FLUSH_INTERVAL_S` seconds and on shutdown; request handling never writes.
 """
 
+import asyncio
 import gc
 import logging
 import os
@@ -43,6 +44,7 @@ from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTo
                                                send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
 from offerflow.decisioning.http_docs import add_offline_docs
+from offerflow.decisioning.loop_watch import LoopWatch, watch_from_env
 from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
@@ -66,6 +68,7 @@ class DecisionLogBuffer:
         self._flush_lock = threading.Lock()  # one writer at a time, so files appear in decision order
         self._due = threading.Event()
         self._last_flush = time.monotonic()
+        self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): flushes noted there
 
     def add(self, decision: Decision) -> bool:
         """Queue a decision; True when `flush_every` are pending (the writer thread has been woken)."""
@@ -92,8 +95,12 @@ class DecisionLogBuffer:
             self._due.clear()
         if not batch:
             return None
+        started = time.perf_counter()
         try:
-            return log_decisions(batch, self.directory)
+            written = log_decisions(batch, self.directory)
+            if self.watch is not None:
+                self.watch.flushed(started, time.perf_counter(), len(batch))
+            return written
         except Exception:  # keep the decisions for the next attempt rather than lose them
             _log.exception("writing %d decisions to %s failed", len(batch), self.directory)
             with self._lock:
@@ -148,6 +155,7 @@ class FastDecider:
         self.service, self.buffer, self.freeze_gc = service, buffer, freeze_gc
         self.api_key = None if api_key is None else api_key.encode()
         self._snapshot_loads = -1
+        self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): answers noted there
 
     def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
         """The JSON answer of a well-formed request, or None to let the FastAPI route answer
@@ -174,7 +182,10 @@ class FastDecider:
             gc.freeze()  # O(1); its arrays are long-lived, see freeze_long_lived
         self.buffer.add(decision)
         self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
-        return orjson.dumps(decision.to_dict())
+        answer = orjson.dumps(decision.to_dict())
+        if self.watch is not None:
+            self.watch.answered(started, time.perf_counter())
+        return answer
 
 
 class DecisionFastPath:
@@ -244,8 +255,15 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if freeze_gc:
             freeze_long_lived()
-        with buffer.running():
-            yield
+        watch = watch_from_env()  # None unless OFFERFLOW_LOOP_WATCH is set
+        if watch is not None:
+            buffer.watch = app.state.fast_decider.watch = watch.start(asyncio.get_running_loop())
+        try:
+            with buffer.running():
+                yield
+        finally:
+            if watch is not None:
+                watch.stop()
 
     app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, docs_url=None,
                   redoc_url=None, description=(
