@@ -14,8 +14,8 @@ straight from the HTTP parser. Anything else (a bad body, a missing API key, an 
 goes on to the FastAPI route, which answers with its usual 4xx; the route also documents the
 endpoint at /docs.
 
-Decisions are buffered in memory and appended to the decision log (as ``display`` events, see
-`log_decisions`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
+Decisions are buffered in memory as the decision log's columns and appended to it (as ``display``
+events, see `decision_log`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
 `FLUSH_INTERVAL_S` seconds and on shutdown; request handling never writes.
 """
 
@@ -37,7 +37,7 @@ import orjson
 from pydantic import ValidationError
 
 from offerflow.core.config import ProjectConfig
-from offerflow.decisioning.decision_log import log_decisions
+from offerflow.decisioning.decision_log import DecisionColumns, write_decision_log
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
@@ -55,15 +55,17 @@ _log = logging.getLogger(__name__)
 
 
 class DecisionLogBuffer:
-    """Decisions waiting to be appended to the decision log; thread-safe.
+    """Decisions waiting to be appended to the decision log, as its columns (`DecisionColumns`);
+    thread-safe.
 
-    `add` only appends (and wakes the writer thread of `running` once `flush_every` are pending),
-    so a request never waits for Parquet writing."""
+    `add` only appends a decision's values to lists (and wakes the writer thread of `running` once
+    `flush_every` are pending), so a request never waits for Parquet writing, and the writer thread
+    does its work in Arrow, holding the interpreter only briefly."""
 
     def __init__(self, directory: Path, flush_every: int = FLUSH_EVERY,
                  interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.directory, self.flush_every, self.interval_s = Path(directory), flush_every, interval_s
-        self._pending: list[Decision] = []
+        self._pending = DecisionColumns()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so files appear in decision order
         self._due = threading.Event()
@@ -73,15 +75,15 @@ class DecisionLogBuffer:
     def add(self, decision: Decision) -> bool:
         """Queue a decision; True when `flush_every` are pending (the writer thread has been woken)."""
         with self._lock:
-            self._pending.append(decision)
-            due = len(self._pending) >= self.flush_every
+            self._pending.add(decision)
+            due = self._pending.decisions >= self.flush_every
         if due:
             self._due.set()
         return due
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return self._pending.decisions
 
     def flush(self) -> Path | None:
         """Write what is pending as one new Parquet file (None when nothing is pending)."""
@@ -90,34 +92,34 @@ class DecisionLogBuffer:
 
     def _write_pending(self) -> Path | None:
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._pending, DecisionColumns()
             self._last_flush = time.monotonic()
             self._due.clear()
-        if not batch:
+        if not batch.decisions:
             return None
         started = time.perf_counter()
         try:
-            written = log_decisions(batch, self.directory)
-            if self.watch is not None:
-                self.watch.flushed(started, time.perf_counter(), len(batch))
-            return written
+            written = write_decision_log(*batch.tables(), self.directory)
         except Exception:  # keep the decisions for the next attempt rather than lose them
-            _log.exception("writing %d decisions to %s failed", len(batch), self.directory)
+            _log.exception("writing %d decisions to %s failed", batch.decisions, self.directory)
             with self._lock:
-                self._pending[:0] = batch
+                self._pending.prepend(batch)
             return None
+        if self.watch is not None:
+            self.watch.flushed(started, time.perf_counter(), batch.decisions)
+        return written
 
     @contextmanager
     def held(self) -> Iterator[Any]:
         """Flush, then write nothing while inside; yields a function listing the decisions not in
-        the log (those added since). A reload counts the log, then these, so no decision is lost
-        from the cap counters or counted twice."""
+        the log (those added since, as `DecisionColumns.to_decisions` gives them). A reload counts
+        the log, then these, so no decision is lost from the cap counters or counted twice."""
         with self._flush_lock:
             self._write_pending()
 
             def unlogged() -> list[Decision]:
                 with self._lock:
-                    return list(self._pending)
+                    return self._pending.to_decisions()
 
             yield unlogged
 
