@@ -97,7 +97,7 @@ class DecisionLogBuffer:
             self._due.clear()
         if not batch.decisions:
             return None
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             written = write_decision_log(*batch.tables(), self.directory)
         except Exception:  # keep the decisions for the next attempt rather than lose them
@@ -106,7 +106,7 @@ class DecisionLogBuffer:
                 self._pending.prepend(batch)
             return None
         if self.watch is not None:
-            self.watch.flushed(started, time.perf_counter(), batch.decisions)
+            self.watch.flushed(started, time.perf_counter(), batch.decisions, time.thread_time() - started_cpu)
         return written
 
     @contextmanager
@@ -171,7 +171,8 @@ class FastDecider:
         if not (json_body and api_key_ok):
             return None
         engine: DecisionEngine = self.service.state.engine
-        started = time.perf_counter()
+        started, watch = time.perf_counter(), self.watch
+        started_cpu = time.thread_time() if watch is not None else 0.0
         try:
             request = DecisionRequest.model_validate(orjson.loads(body))
             decision = engine.decide(request.profile_id, request.placements, items=request.items,
@@ -185,8 +186,8 @@ class FastDecider:
         self.buffer.add(decision)
         self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
         answer = orjson.dumps(decision.to_dict())
-        if self.watch is not None:
-            self.watch.answered(started, time.perf_counter())
+        if watch is not None:
+            watch.answered(started, time.perf_counter(), time.thread_time() - started_cpu)
         return answer
 
 

@@ -35,6 +35,7 @@ PERIOD_S = 0.001
 MIN_BLOCK_S = 0.002
 SLOW_ANSWER_S = 0.001
 THRESHOLDS_MS = (2, 5, 10, 20)
+_CPU_BINS_MS = (0.5, 1, 2, 5)  # answers counted by CPU time at or over each
 _KEEP_GC_S = 0.0002  # collections shorter than this are only counted
 
 
@@ -47,11 +48,13 @@ class LoopWatch:
         self.directory, self.period_s, self.min_block_s = directory, period_s, min_block_s
         self.blocks: list[tuple[float, float, float, float, int]] = []  # due, fired, loop CPU, process CPU, answers
         self.collections: list[tuple[float, float, int]] = []  # start, end, generation (>= _KEEP_GC_S)
-        self.gc_totals = {g: [0, 0.0, 0.0] for g in range(3)}  # generation -> count, seconds, longest
-        self.flushes: list[tuple[float, float, int]] = []  # start, end, decisions written
+        self.gc_totals = {g: [0, 0.0, 0.0, 0.0] for g in range(3)}  # generation -> count, s, longest s, CPU s
+        self.flushes: list[tuple[float, float, int, float]] = []  # start, end, decisions written, CPU s
         self.slow_answers: list[tuple[float, float]] = []
+        self.answer_cpu: Counter[int] = Counter()  # answers by CPU time, in `_CPU_BINS_MS` bins
+        self.answer_cpu_max = 0.0
         self.answers = 0
-        self._gc_started = 0.0
+        self._gc_started = self._gc_started_cpu = 0.0
         self._loop: Any = None
         self._handle: Any = None
         self._loop_thread = 0
@@ -81,25 +84,30 @@ class LoopWatch:
         if threading.get_ident() != self._loop_thread:
             return  # a collection on another thread does not run on the loop (it holds the GIL: see blocks)
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started, self._gc_started_cpu = time.perf_counter(), time.thread_time()
             return
         end = time.perf_counter()
         seconds, totals = end - self._gc_started, self.gc_totals[info["generation"]]
         totals[0] += 1
         totals[1] += seconds
         totals[2] = max(totals[2], seconds)
+        totals[3] += time.thread_time() - self._gc_started_cpu
         if seconds >= _KEEP_GC_S:
             self.collections.append((self._gc_started, end, info["generation"]))
 
-    def answered(self, started: float, ended: float) -> None:
-        """One answer made on the loop between `started` and `ended`."""
+    def answered(self, started: float, ended: float, cpu_s: float) -> None:
+        """One answer made on the loop between `started` and `ended`, using `cpu_s` of its thread's
+        CPU (a long answer by CPU is work of its own; by wall time only, it waited)."""
         self.answers += 1
         if ended - started >= SLOW_ANSWER_S:
             self.slow_answers.append((started, ended))
+        self.answer_cpu[bisect.bisect_right(_CPU_BINS_MS, cpu_s * 1e3)] += 1
+        self.answer_cpu_max = max(self.answer_cpu_max, cpu_s)
 
-    def flushed(self, started: float, ended: float, decisions: int) -> None:
-        """The decision-log writer thread wrote `decisions` between `started` and `ended`."""
-        self.flushes.append((started, ended, decisions))
+    def flushed(self, started: float, ended: float, decisions: int, cpu_s: float) -> None:
+        """The decision-log writer thread wrote `decisions` between `started` and `ended`, using
+        `cpu_s` of CPU (at most that long it held the GIL)."""
+        self.flushes.append((started, ended, decisions, cpu_s))
 
     def stop(self) -> dict[str, Any]:
         """Stop watching; the report (also written to `directory` when one was given)."""
@@ -123,15 +131,22 @@ class LoopWatch:
         counts = {f">={ms}ms": sum(d["blocked_ms"] >= ms for d in details) for ms in THRESHOLDS_MS}
         causes = {f">={ms}ms": dict(Counter(d["cause"] for d in details if d["blocked_ms"] >= ms))
                   for ms in THRESHOLDS_MS[1:]}
-        flush_s = [end - start for start, end, _ in self.flushes]
+        flush_s = [end - start for start, end, _, _ in self.flushes]
+        flush_cpu = [cpu for _, _, _, cpu in self.flushes]
         return {"pid": os.getpid(), "seconds": round(self.stopped - self.started, 2), "answers": self.answers,
                 "blocked": counts, "blocked_per_10k_answers": {k: round(v * per_10k, 2) for k, v in counts.items()},
                 "blocked_ms_total": round(sum(d["blocked_ms"] for d in details), 1), "causes": causes,
-                "gc": {f"gen{g}": {"count": n, "ms_total": round(s * 1e3, 1), "ms_max": round(m * 1e3, 2)}
-                       for g, (n, s, m) in self.gc_totals.items()},
+                "gc": {f"gen{g}": {"count": n, "ms_total": round(s * 1e3, 1), "ms_max": round(m * 1e3, 2),
+                                   "cpu_ms_total": round(c * 1e3, 1)}
+                       for g, (n, s, m, c) in self.gc_totals.items()},
                 "flushes": {"count": len(flush_s), "ms_total": round(sum(flush_s) * 1e3, 1),
-                            "ms_max": round(max(flush_s, default=0) * 1e3, 1)},
+                            "ms_max": round(max(flush_s, default=0) * 1e3, 1),
+                            "cpu_ms_total": round(sum(flush_cpu) * 1e3, 1),
+                            "cpu_ms_max": round(max(flush_cpu, default=0) * 1e3, 1)},
                 "slow_answers": len(self.slow_answers),
+                "answers_by_cpu_ms": {f">={lo}": sum(n for b, n in self.answer_cpu.items() if b > k)
+                                      for k, lo in enumerate(_CPU_BINS_MS)},
+                "answer_cpu_ms_max": round(self.answer_cpu_max * 1e3, 2),
                 "longest": sorted(details, key=lambda d: -d["blocked_ms"])[:25]}
 
     def describe(self, block: tuple[float, float, float, float, int]) -> dict[str, Any]:
