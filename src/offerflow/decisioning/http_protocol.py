@@ -44,6 +44,16 @@ class _CoalescingTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
 
+    def write_now(self, data: bytes) -> None:
+        """Send `data` now (after anything this turn left pending, to keep the order): a fast-path
+        answer is one write already, and deferring it to the end of the loop turn held every answer
+        of a burst (the requests of every connection ready at once, ~0.2 ms each) until the last
+        was made."""
+        if self._pending:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
@@ -197,7 +207,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
             self._to_asgi()
             super().on_message_complete()
             return
-        self.transport.write(self._ok_head() + _JSON_HEAD % len(answer) + answer)
+        self.transport.write_now(self._ok_head() + _JSON_HEAD % len(answer) + answer)
         self.on_response_complete()
 
     def shutdown(self) -> None:
