@@ -46,6 +46,15 @@ def test_columns_make_one_event_per_item_and_one_meta_row_per_placement():
     assert rows[2]["decided_at"] == AT + timedelta(hours=1)
 
 
+def test_decision_times_with_other_offsets_or_none_are_read_as_before():
+    naive, plus2 = datetime(2026, 3, 1, 12, 30, 5), datetime(2026, 3, 1, 14, 30, 5, tzinfo=timezone(timedelta(hours=2)))
+    for at, expected in ((plus2, AT.replace(microsecond=0)), (naive, AT.replace(microsecond=0))):
+        columns = DecisionColumns()
+        columns.add(_decision(0, at))
+        events, meta = columns.tables()
+        assert meta["decided_at"].to_pylist() == [expected] * 2 and events["timestamp"][0].as_py() == expected
+
+
 def test_a_failed_batch_put_back_comes_first_and_decisions_come_back_for_a_reload():
     failed, later = DecisionColumns(), DecisionColumns()
     failed.add(_decision(0))

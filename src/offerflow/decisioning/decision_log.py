@@ -110,7 +110,7 @@ class DecisionColumns:
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
         """(display events in EVENT_SCHEMA, metadata in DECISION_META_SCHEMA), in the order added."""
-        decided_at = pa.array(self.decided_at, pa.string()).cast(DECISION_META_SCHEMA.field("decided_at").type)
+        decided_at = _timestamps(self.decided_at, DECISION_META_SCHEMA.field("decided_at").type)
         meta = pa.Table.from_pydict({
             "decision_id": self.decision_id, "decided_at": decided_at, "profile_id": self.profile_id,
             "placement_id": self.placement_id, "ai_model": self.ai_model, "model_version": self.model_version,
@@ -127,6 +127,15 @@ class DecisionColumns:
             "value": pa.nulls(n, pa.float64()), "propensity": self.propensity, "decision_id": decision_id},
             schema=EVENT_SCHEMA)
         return events, meta
+
+
+def _timestamps(texts: list[str], type_: pa.DataType) -> pa.Array:
+    """ISO-8601 texts as timestamps, parsed by Arrow; texts without a zone offset (a caller's naive
+    `now`) as `datetime.fromisoformat` reads them, which Arrow then takes as UTC, as before."""
+    try:
+        return pa.array(texts, pa.string()).cast(type_)
+    except pa.ArrowInvalid:
+        return pa.array([datetime.fromisoformat(text) for text in texts], type_)
 
 
 def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
