@@ -77,16 +77,19 @@ def wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout_s: floa
 
 
 async def drive_raw(port: int, requests: list[bytes], rate: float, seconds: float, connections: int,
-                    t0: float | None = None, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+                    t0: float | None = None, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """Open-loop load: request k is due at t0 + (k + phase) / rate; each connection takes the next
-    due one. Returns each request's latency from its due time (s), its HTTP status and the elapsed
-    seconds. `requests` are whole HTTP requests (`http_requests`); `t0` (a `time.perf_counter`
-    value, system-wide on Linux) lets several generator processes share one schedule.
+    due one. Returns each request's latency from its due time (s), its HTTP status, the elapsed
+    seconds and each request's send lag (s from its due time to its write: the generator's own
+    share of the latency, a timer firing late or every connection busy). `requests` are whole
+    HTTP requests (`http_requests`); `t0` (a `time.perf_counter` value, system-wide on Linux) lets
+    several generator processes share one schedule.
 
     Kept cheap, since it shares the 2 cores with the server: request bytes are built before the
     clock starts and a response is read with two awaits (headers, then body)."""
     total = int(rate * seconds)
     latencies = np.full(total, np.nan)
+    send_lags = np.full(total, np.nan)
     statuses = np.zeros(total, dtype=np.int32)
     counter = iter(range(total))
     t0 = time.perf_counter() + 0.2 if t0 is None else t0
@@ -99,6 +102,7 @@ async def drive_raw(port: int, requests: list[bytes], rate: float, seconds: floa
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                send_lags[k] = time.perf_counter() - due
                 writer.write(requests[k % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
                 at = head.lower().find(b"content-length:")
@@ -111,7 +115,7 @@ async def drive_raw(port: int, requests: list[bytes], rate: float, seconds: floa
 
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(connections)))
-    return latencies, statuses, time.perf_counter() - max(started, t0)
+    return latencies, statuses, time.perf_counter() - max(started, t0), send_lags
 
 
 def http_requests(bodies: list[bytes]) -> list[bytes]:
@@ -119,22 +123,26 @@ def http_requests(bodies: list[bytes]) -> list[bytes]:
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
 
 
-def summarize(latencies: np.ndarray, statuses: np.ndarray, elapsed: float, rate: float) -> dict:
-    """Served rate and latency percentiles of the 200 answers; every other status counted."""
+def summarize(latencies: np.ndarray, statuses: np.ndarray, elapsed: float, rate: float,
+              send_lags: np.ndarray | None = None) -> dict:
+    """Served rate and latency percentiles of the 200 answers; every other status counted; with
+    `send_lags`, the generator's own lag before sending (p50/p99/max; included in the latencies)."""
     ok = statuses == 200
     ms = latencies[ok] * 1000
+    lag = {} if send_lags is None else {f"send_lag_{name}_ms": round(float(value) * 1000, 2) for name, value in
+                                        zip(("p50", "p99", "max"), np.nanpercentile(send_lags, [50, 99, 100]))}
     codes, counts = np.unique(statuses[~ok], return_counts=True)
     return {"requests": len(statuses), "ok": int(ok.sum()), "errors": int((~ok).sum()),
             "errors_by_status": {str(c): int(n) for c, n in zip(codes, counts)}, "target_rate": rate,
             "requests_per_s": round(len(statuses) / elapsed, 1), "decisions_per_s": round(int(ok.sum()) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "max_ms": round(float(ms.max()), 2), "elapsed_s": round(elapsed, 2)}
+            "max_ms": round(float(ms.max()), 2), "elapsed_s": round(elapsed, 2), **lag}
 
 
 async def drive(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict:
     """`drive_raw` from one process, summarized."""
-    latencies, statuses, elapsed = await drive_raw(port, http_requests(bodies), rate, seconds, connections)
-    return summarize(latencies, statuses, elapsed, rate)
+    latencies, statuses, elapsed, send_lags = await drive_raw(port, http_requests(bodies), rate, seconds, connections)
+    return summarize(latencies, statuses, elapsed, rate, send_lags)
 
 
 def cpu_seconds(pids: list[int]) -> float:

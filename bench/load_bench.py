@@ -19,6 +19,8 @@ decision log once the server has stopped (SIGTERM; equal when a graceful stop lo
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -54,27 +56,53 @@ def request_bodies(profiles_path: Path, seed: int, n: int = 100_000, malformed_s
     return bodies
 
 
-def generator(args: tuple) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """One generator process: its share of the schedule; returns latencies, statuses, elapsed, CPU s."""
-    port, requests, rate, seconds, connections, t0, phase = args
+def generator(args: tuple) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray, dict | None]:
+    """One generator process: its share of the schedule; returns latencies, statuses, elapsed, CPU s,
+    send lags and, with `watch`, its own event loop's blocked intervals (`loop_watch`). A generator's
+    own stall counts as latency in an open loop, so it keeps the collector away: what the process
+    inherited (the parent's frames and imports) is frozen and collection is off while it drives
+    (the requests it makes are freed by reference counting)."""
+    port, requests, rate, seconds, connections, t0, phase, watch = args
     import uvloop
 
-    started = time.process_time()
-    latencies, statuses, elapsed = uvloop.run(drive_raw(port, requests, rate, seconds, connections, t0, phase))
-    return latencies, statuses, elapsed, time.process_time() - started
+    async def run() -> tuple:
+        from offerflow.decisioning.loop_watch import LoopWatch
+
+        watching = LoopWatch().start(asyncio.get_running_loop()) if watch else None
+        figures = await drive_raw(port, requests, rate, seconds, connections, t0, phase)
+        return (*figures, None if watching is None else _watch_summary(watching.stop()))
+
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        started = time.process_time()
+        latencies, statuses, elapsed, send_lags, blocked = uvloop.run(run())
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    return latencies, statuses, elapsed, time.process_time() - started, send_lags, blocked
+
+
+def _watch_summary(report: dict) -> dict:
+    """The counts of a `loop_watch` report, without its per-interval details."""
+    return {k: report[k] for k in ("seconds", "blocked", "blocked_ms_total", "causes", "gc")}
 
 
 def drive_processes(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int,
-                    clients: int, pool) -> dict:
+                    clients: int, pool, watch: bool = False) -> dict:
     """`clients` generator processes, each at rate / clients, interleaved on one schedule."""
     requests = http_requests(bodies)
     t0 = time.perf_counter() + 1.0
-    jobs = [(port, requests[i::clients], rate / clients, seconds, max(1, connections // clients), t0, i / clients)
-            for i in range(clients)]
+    jobs = [(port, requests[i::clients], rate / clients, seconds, max(1, connections // clients), t0, i / clients,
+             watch) for i in range(clients)]
     results = pool.map(generator, jobs)
     figures = summarize(np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
-                        max(r[2] for r in results), rate)
-    return {**figures, "client_cpu_s": round(sum(r[3] for r in results), 1)}
+                        max(r[2] for r in results), rate, np.concatenate([r[4] for r in results]))
+    figures["client_cpu_s"] = round(sum(r[3] for r in results), 1)
+    if watch:
+        figures["client_loop_watch"] = [r[5] for r in results]
+    return figures
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
@@ -114,8 +142,13 @@ def logged_decisions(config_path: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in meta.glob("decisions-*.parquet"))
 
 
-def serve(config_path: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
+def serve(config_path: Path, port: int, workers: int, log: Path, watch_dir: Path | None = None) -> subprocess.Popen:
+    """`offerflow serve` of this checkout; with `watch_dir`, each worker's `loop_watch` report goes there."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    if watch_dir is not None:
+        from offerflow.decisioning.loop_watch import WATCH_ENV
+
+        env[WATCH_ENV] = str(watch_dir)
     return subprocess.Popen([sys.executable, "-m", "offerflow.cli", "serve", "--config", str(config_path),
                              "--port", str(port), "--workers", str(workers)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -143,6 +176,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None, help="Reuse a project built here (a fresh log each run).")
+    parser.add_argument("--loop-watch", action="store_true",
+                        help="Report each worker's and generator's event-loop blocks >= 2 ms and their causes "
+                             "(offerflow.decisioning.loop_watch; the worker's whole run, warm-up included).")
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="offerflow-load-bench-"))
     config_path = root / "offerflow.yaml"
@@ -157,7 +193,10 @@ def main() -> None:
     from offerflow.core.config import load_config
 
     shutil.rmtree(load_config(config_path).paths.decision_log, ignore_errors=True)  # caps count this run only
-    server = serve(config_path, args.port, args.workers, root / "server.log")
+    watch_dir = root / "loop-watch" if args.loop_watch else None
+    if watch_dir is not None:
+        shutil.rmtree(watch_dir, ignore_errors=True)
+    server = serve(config_path, args.port, args.workers, root / "server.log", watch_dir)
     ctx = multiprocessing.get_context("fork")
     try:
         wait_workers(args.port, server, root / "server.log", args.workers)
@@ -166,7 +205,8 @@ def main() -> None:
         with ctx.Pool(args.clients) as pool:
             warm = drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)
             load_before, by_pid = os.getloadavg()[0], {pid: cpu_seconds([pid]) for pid in pids}
-            figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool)
+            figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool,
+                                      args.loop_watch)
             by_pid = {pid: round(cpu_seconds([pid]) - cpu, 2) for pid, cpu in by_pid.items()}
             server_cpu, load_after = sum(by_pid.values()), os.getloadavg()[0]
     finally:
@@ -184,7 +224,9 @@ def main() -> None:
                       "client_cpu_us_per_decision": round(1e6 * figures["client_cpu_s"] / n),
                       "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
                       "cap_violations": cap_violations(config_path),
-                      "answered_decisions": warm["ok"] + figures["ok"], "logged_decisions": logged_decisions(config_path)},
+                      "answered_decisions": warm["ok"] + figures["ok"], "logged_decisions": logged_decisions(config_path),
+                      **({} if watch_dir is None else {"server_loop_watch": [
+                          json.loads(p.read_text()) for p in sorted(watch_dir.glob("loop-watch-*.json"))]})},
                      indent=2))
 
 

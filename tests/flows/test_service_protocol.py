@@ -22,13 +22,16 @@ pytestmark = pytest.mark.flow
 
 @pytest.fixture(scope="module")
 def server(pipeline_run, tmp_path_factory):
+    """The service on uvicorn with `offerflow serve`'s protocol, keep-alive connections closed after
+    1 s without a request (uvicorn's default is 5 s)."""
     import uvicorn
 
     project_dir, _ = pipeline_run
     config = load_config(project_dir / "offerflow.yaml")
     app = create_app(config, engine=build_engine(config, seed=3), log_dir=tmp_path_factory.mktemp("log"))
     port = free_port()
-    served = uvicorn.Config(app, port=port, http=coalescing_http_protocol(), access_log=False, log_level="warning")
+    served = uvicorn.Config(app, port=port, http=coalescing_http_protocol(), access_log=False, log_level="warning",
+                            timeout_keep_alive=1)
     srv = uvicorn.Server(served)
     threading.Thread(target=srv.run, daemon=True).start()
     deadline = time.monotonic() + 60
@@ -99,3 +102,26 @@ def test_bodies_over_the_limit_and_expect_continue(server):
         sock.sendall(good)
         [(status, _, body)] = _responses(sock, 1)
     assert status == 200 and json.loads(body)["profile_id"] == "p0000002"
+
+
+def test_keep_alive_connections_close_after_the_timeout_without_a_request(server):
+    """The keep-alive timer is armed once per idle spell (not per request): a connection that keeps
+    asking stays open well past the timeout, one idle for the timeout is closed, as uvicorn does."""
+    _, port = server
+    good = json.dumps({"profile_id": "p0000003", "placements": ["web-banner"]}).encode()
+    with socket.create_connection(("127.0.0.1", port)) as busy, socket.create_connection(("127.0.0.1", port)) as idle:
+        idle.sendall(_request(good))
+        assert _responses(idle, 1)[0][0] == 200
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # 2.5 timeouts of requests 0.4 s apart
+            busy.sendall(_request(good))
+            assert _responses(busy, 1)[0][0] == 200
+            time.sleep(0.4)
+        idle.settimeout(5)
+        assert idle.recv(1) == b""  # closed by the server after 1 s idle
+        busy.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # still open: its last answer was < 1 s ago
+            busy.recv(1)
+        busy.settimeout(5)
+        waited = time.monotonic()
+        assert busy.recv(1) == b"" and 0.2 < time.monotonic() - waited < 2.5

@@ -70,8 +70,11 @@ def safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def validation_error(_: Request, exc: Exception) -> JSONResponse:
-    """The 422 of a request that failed validation (registered for RequestValidationError)."""
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """The 422 of a request that failed validation (registered for RequestValidationError). A
+    coroutine: Starlette runs a plain function handler in its threadpool, and those thread
+    hand-offs (and the worker thread taking the GIL) cost ~6% of the server's CPU when 1% of the
+    requests were malformed."""
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": safe_errors(exc)}, status_code=422)
 

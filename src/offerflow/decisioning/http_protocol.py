@@ -44,6 +44,16 @@ class _CoalescingTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
 
+    def write_now(self, data: bytes) -> None:
+        """Send `data` now (after anything this turn left pending, to keep the order): a fast-path
+        answer is one write already, and deferring it to the end of the loop turn held every answer
+        of a burst (the requests of every connection ready at once, ~0.2 ms each) until the last
+        was made."""
+        if self._pending:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
@@ -72,10 +82,55 @@ class _CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing through `_CoalescingTransport`."""
+    """uvicorn's httptools protocol, writing through `_CoalescingTransport`, with a keep-alive
+    timer armed once per idle spell rather than once per request.
+
+    uvicorn arms a new `call_later` timer after every response and cancels it when the next request's
+    data arrives: ~5% of the server's CPU at 2,500 requests/s. Here a response notes when the
+    connection went idle and arms a timer only when none is armed; when it fires, it closes the
+    connection if it has been idle for `timeout_keep_alive` since, else waits for the rest (a busy
+    connection's timer lapses, the next response arms one). Same rule: a keep-alive connection is
+    closed after `timeout_keep_alive` seconds without a request."""
+
+    _idle_since: float | None = None  # loop time the last response completed (None: a request is in)
+    _keep_alive_timer: Any = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_CoalescingTransport(transport, asyncio.get_running_loop()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._keep_alive_timer is not None:
+            self._keep_alive_timer.cancel()
+            self._keep_alive_timer = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive timer described in the class docstring."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._keep_alive_timer is None:
+            self._keep_alive_timer = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_check)
+
+    def _keep_alive_check(self) -> None:
+        self._keep_alive_timer = None
+        if self._idle_since is None:  # busy: the response that ends this request arms the next timer
+            return
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._keep_alive_timer = self.loop.call_later(left, self._keep_alive_check)
+        else:
+            self.timeout_keep_alive_handler()
 
 
 def find_decider(app: Any) -> Any:
@@ -103,6 +158,18 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
         super().connection_made(transport)
         self._decider = None if self.access_log or self.limit_concurrency is not None else find_decider(self.app)
 
+    def on_message_begin(self) -> None:
+        """uvicorn's, less the ASGI scope (a dict of ten entries and a copy of the app state per
+        request): `_begin_asgi` makes it for a request that takes the ASGI path."""
+        self.url, self.expect_100_continue, self.headers = b"", False, []
+
+    def _begin_asgi(self) -> None:
+        """uvicorn's `on_message_begin`, keeping the URL and headers parsed so far."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         parser = self.parser
         if (self._decider is not None and self.url == b"/decisions" and parser.get_method() == b"POST"
@@ -112,6 +179,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
             self._fast = bytearray()
             return
         self._fast = None
+        self._begin_asgi()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -139,7 +207,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
             self._to_asgi()
             super().on_message_complete()
             return
-        self.transport.write(self._ok_head() + _JSON_HEAD % len(answer) + answer)
+        self.transport.write_now(self._ok_head() + _JSON_HEAD % len(answer) + answer)
         self.on_response_complete()
 
     def shutdown(self) -> None:
@@ -163,6 +231,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
     def _to_asgi(self) -> None:
         """Hand the request read so far to uvicorn's ASGI path, as if it had just been parsed."""
         body, self._fast = bytes(self._fast or b""), None
+        self._begin_asgi()
         super().on_headers_complete()
         if body:
             super().on_body(body)

@@ -59,7 +59,7 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
     @app.exception_handler(DecisionError)
-    def decision_error(_: Request, exc: DecisionError) -> JSONResponse:
+    async def decision_error(_: Request, exc: DecisionError) -> JSONResponse:  # async: no threadpool hop
         status = 404 if str(exc).startswith("unknown placement") or "no published table" in str(exc) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 

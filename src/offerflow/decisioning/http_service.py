@@ -14,11 +14,12 @@ straight from the HTTP parser. Anything else (a bad body, a missing API key, an 
 goes on to the FastAPI route, which answers with its usual 4xx; the route also documents the
 endpoint at /docs.
 
-Decisions are buffered in memory and appended to the decision log (as ``display`` events, see
-`log_decisions`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
+Decisions are buffered in memory as the decision log's columns and appended to it (as ``display``
+events, see `decision_log`) by a background thread: as soon as `FLUSH_EVERY` are pending, every
 `FLUSH_INTERVAL_S` seconds and on shutdown; request handling never writes.
 """
 
+import asyncio
 import gc
 import logging
 import os
@@ -36,13 +37,14 @@ import orjson
 from pydantic import ValidationError
 
 from offerflow.core.config import ProjectConfig
-from offerflow.decisioning.decision_log import log_decisions
+from offerflow.decisioning.decision_log import DecisionColumns, write_decision_log
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
 from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
                                                send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
 from offerflow.decisioning.http_docs import add_offline_docs
+from offerflow.decisioning.loop_watch import LoopWatch, watch_from_env
 from offerflow.decisioning.metrics import ServiceMetrics, add_metrics_route
 from offerflow.decisioning.http_routes import (add_admin_routes, add_decision_routes, count_if_swapped,
                                                freeze_long_lived)
@@ -53,32 +55,35 @@ _log = logging.getLogger(__name__)
 
 
 class DecisionLogBuffer:
-    """Decisions waiting to be appended to the decision log; thread-safe.
+    """Decisions waiting to be appended to the decision log, as its columns (`DecisionColumns`);
+    thread-safe.
 
-    `add` only appends (and wakes the writer thread of `running` once `flush_every` are pending),
-    so a request never waits for Parquet writing."""
+    `add` only appends a decision's values to lists (and wakes the writer thread of `running` once
+    `flush_every` are pending), so a request never waits for Parquet writing, and the writer thread
+    does its work in Arrow, holding the interpreter only briefly."""
 
     def __init__(self, directory: Path, flush_every: int = FLUSH_EVERY,
                  interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.directory, self.flush_every, self.interval_s = Path(directory), flush_every, interval_s
-        self._pending: list[Decision] = []
+        self._pending = DecisionColumns()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so files appear in decision order
         self._due = threading.Event()
         self._last_flush = time.monotonic()
+        self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): flushes noted there
 
     def add(self, decision: Decision) -> bool:
         """Queue a decision; True when `flush_every` are pending (the writer thread has been woken)."""
         with self._lock:
-            self._pending.append(decision)
-            due = len(self._pending) >= self.flush_every
+            self._pending.add(decision)
+            due = self._pending.decisions >= self.flush_every
         if due:
             self._due.set()
         return due
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return self._pending.decisions
 
     def flush(self) -> Path | None:
         """Write what is pending as one new Parquet file (None when nothing is pending)."""
@@ -87,30 +92,34 @@ class DecisionLogBuffer:
 
     def _write_pending(self) -> Path | None:
         with self._lock:
-            batch, self._pending = self._pending, []
+            batch, self._pending = self._pending, DecisionColumns()
             self._last_flush = time.monotonic()
             self._due.clear()
-        if not batch:
+        if not batch.decisions:
             return None
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
-            return log_decisions(batch, self.directory)
+            written = write_decision_log(*batch.tables(), self.directory)
         except Exception:  # keep the decisions for the next attempt rather than lose them
-            _log.exception("writing %d decisions to %s failed", len(batch), self.directory)
+            _log.exception("writing %d decisions to %s failed", batch.decisions, self.directory)
             with self._lock:
-                self._pending[:0] = batch
+                self._pending.prepend(batch)
             return None
+        if self.watch is not None:
+            self.watch.flushed(started, time.perf_counter(), batch.decisions, time.thread_time() - started_cpu)
+        return written
 
     @contextmanager
     def held(self) -> Iterator[Any]:
         """Flush, then write nothing while inside; yields a function listing the decisions not in
-        the log (those added since). A reload counts the log, then these, so no decision is lost
-        from the cap counters or counted twice."""
+        the log (those added since, as `DecisionColumns.to_decisions` gives them). A reload counts
+        the log, then these, so no decision is lost from the cap counters or counted twice."""
         with self._flush_lock:
             self._write_pending()
 
             def unlogged() -> list[Decision]:
                 with self._lock:
-                    return list(self._pending)
+                    return self._pending.to_decisions()
 
             yield unlogged
 
@@ -148,6 +157,7 @@ class FastDecider:
         self.service, self.buffer, self.freeze_gc = service, buffer, freeze_gc
         self.api_key = None if api_key is None else api_key.encode()
         self._snapshot_loads = -1
+        self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): answers noted there
 
     def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
         """The JSON answer of a well-formed request, or None to let the FastAPI route answer
@@ -161,7 +171,8 @@ class FastDecider:
         if not (json_body and api_key_ok):
             return None
         engine: DecisionEngine = self.service.state.engine
-        started = time.perf_counter()
+        started, watch = time.perf_counter(), self.watch
+        started_cpu = time.thread_time() if watch is not None else 0.0
         try:
             request = DecisionRequest.model_validate(orjson.loads(body))
             decision = engine.decide(request.profile_id, request.placements, items=request.items,
@@ -174,7 +185,10 @@ class FastDecider:
             gc.freeze()  # O(1); its arrays are long-lived, see freeze_long_lived
         self.buffer.add(decision)
         self.service.state.metrics.observe(decision, time.perf_counter() - started, engine.caps)
-        return orjson.dumps(decision.to_dict())
+        answer = orjson.dumps(decision.to_dict())
+        if watch is not None:
+            watch.answered(started, time.perf_counter(), time.thread_time() - started_cpu)
+        return answer
 
 
 class DecisionFastPath:
@@ -244,8 +258,15 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if freeze_gc:
             freeze_long_lived()
-        with buffer.running():
-            yield
+        watch = watch_from_env()  # None unless OFFERFLOW_LOOP_WATCH is set
+        if watch is not None:
+            buffer.watch = app.state.fast_decider.watch = watch.start(asyncio.get_running_loop())
+        try:
+            with buffer.running():
+                yield
+        finally:
+            if watch is not None:
+                watch.stop()
 
     app = FastAPI(title="offerflow decision service", version="0.1.0", lifespan=lifespan, docs_url=None,
                   redoc_url=None, description=(
