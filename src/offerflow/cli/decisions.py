@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,6 +56,9 @@ def decide(
                                                             "caps, why every other offer was not shown.")] = False,
 ) -> None:
     """Which offers to show a profile in one or more placements (--explain: and why)."""
+    # One decision does no linear algebra: without this, importing numpy starts OpenBLAS's thread
+    # pool, whose threads spin ~80 ms CPU on the other core (a setting already made wins).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from offerflow.decisioning.decision_log import log_decisions
     from offerflow.decisioning.decision_types import DecisionError
 
