@@ -276,6 +276,25 @@ def flow_progress(what: str) -> Iterator[None]:
         runs.removeHandler(handler)
 
 
+@contextmanager
+def one_shot() -> Iterator[None]:
+    """Around the work of a command that starts, answers and exits (`offerflow decide`): no
+    OpenBLAS thread pool (one decision does no linear algebra, and the pool's idle thread spins ~80 ms
+    CPU once numpy is imported; a setting already made wins), and no cyclic garbage collection while
+    pandas, pyarrow and the project load: the ~200 collections their imports trigger cost ~60 ms CPU
+    and free next to nothing. After, what they built is frozen (`gc.freeze`: later collections skip
+    it, instead of the first one walking it all) and collection is enabled again."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def project_engine(config_path: Path, check: bool = False, profile_ids: list[str] | None = None):
     """The project and its decision engine (for `profile_ids` only, when given: reads only their
     rows); with `check`, the project check's mistakes first (no warnings: the engine reads published

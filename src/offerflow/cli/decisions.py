@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from offerflow.cli.common import (app, caps_app, console, ConfigOption, JsonOption, check_before_work, fail,
-                                 load_project, print_json, project_engine)
+                                 load_project, one_shot, print_json, project_engine)
 
 
 @app.command()
@@ -56,19 +55,18 @@ def decide(
                                                             "caps, why every other offer was not shown.")] = False,
 ) -> None:
     """Which offers to show a profile in one or more placements (--explain: and why)."""
-    # One decision does no linear algebra: without this, importing numpy starts OpenBLAS's thread
-    # pool, whose threads spin ~80 ms CPU on the other core (a setting already made wins).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from offerflow.decisioning.decision_log import log_decisions
-    from offerflow.decisioning.decision_types import DecisionError
+    with one_shot():
+        from offerflow.decisioning.decision_log import log_decisions
+        from offerflow.decisioning.decision_types import DecisionError
 
-    project, engine = project_engine(config, check=True, profile_ids=[profile])
-    try:
-        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
-    except DecisionError as exc:
-        fail(str(exc))
-    if log:
-        log_decisions([decision], project.paths.decision_log)
+        project, engine = project_engine(config, check=True, profile_ids=[profile])
+        try:
+            decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates,
+                                     explain=explain)
+        except DecisionError as exc:
+            fail(str(exc))
+        if log:
+            log_decisions([decision], project.paths.decision_log)
     if as_json:
         print_json(decision.to_dict())
         return
