@@ -276,6 +276,9 @@ def flow_progress(what: str) -> Iterator[None]:
         runs.removeHandler(handler)
 
 
+_ONE_SHOT_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+
+
 @contextmanager
 def one_shot() -> Iterator[None]:
     """Around the work of a command that starts, answers and exits (`offerflow decide`): no
@@ -286,8 +289,8 @@ def one_shot() -> Iterator[None]:
     their imports trigger cost ~60 ms CPU and free next to nothing. After, what they built is frozen
     (`gc.freeze`: later collections skip it, instead of the first one walking it all) and
     collection is enabled again."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    added = {name: value for name, value in _ONE_SHOT_ENVIRONMENT.items() if name not in os.environ}
+    os.environ.update(added)
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -296,6 +299,8 @@ def one_shot() -> Iterator[None]:
         gc.freeze()
         if enabled:
             gc.enable()
+        for name in added:  # a caller in the same process (a test) gets its environment back
+            os.environ.pop(name, None)
 
 
 def project_engine(config_path: Path, check: bool = False, profile_ids: list[str] | None = None):
