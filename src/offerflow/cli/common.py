@@ -281,14 +281,14 @@ _ONE_SHOT_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "PYDANTIC_DISABLE_PLUGINS"
 
 @contextmanager
 def one_shot() -> Iterator[None]:
-    """Around the work of a command that starts, answers and exits (`offerflow decide`): no
-    OpenBLAS thread pool (one decision does no linear algebra, and the pool's idle thread spins ~80 ms
+    """Around the work of a command that starts, answers and exits (`decide`, `decide-batch`): no
+    OpenBLAS thread pool (deciding does no linear algebra, and the pool's idle thread spins ~80 ms
     CPU once numpy is imported), no search for pydantic plugins (offerflow uses none, and finding
     out reads every installed package's entry points, ~20 ms), settings already made winning; and no
-    cyclic garbage collection while pandas, pyarrow and the project load: the ~200 collections
-    their imports trigger cost ~60 ms CPU and free next to nothing. After, what they built is frozen
-    (`gc.freeze`: later collections skip it, instead of the first one walking it all) and
-    collection is enabled again."""
+    cyclic garbage collection while it works: the ~200 collections importing pandas and pyarrow
+    triggers cost ~60 ms CPU and free next to nothing, and a 100,000-profile `decide-batch` builds
+    arrays, not cycles (same peak memory). After, what was built is frozen (`gc.freeze`: later
+    collections skip it, instead of the first one walking it all) and collection is enabled again."""
     added = {name: value for name, value in _ONE_SHOT_ENVIRONMENT.items() if name not in os.environ}
     os.environ.update(added)
     enabled = gc.isenabled()

@@ -114,20 +114,21 @@ def decide_batch_command(
 ) -> None:
     """Decide for every profile of a segment (default: everyone), on the published tables, without
     starting Prefect (the `batch-decisions` flow runs the same steps on a schedule)."""
-    from offerflow.customer_ai.segments import SegmentError
-    from offerflow.decisioning.batch_runs import run_batch_decisions
-    from offerflow.decisioning.decision_types import DecisionError
-    from offerflow.ingest.catalog import CatalogError
+    with one_shot():
+        from offerflow.customer_ai.segments import SegmentError
+        from offerflow.decisioning.batch_runs import run_batch_decisions
+        from offerflow.decisioning.decision_types import DecisionError
+        from offerflow.ingest.catalog import CatalogError
 
-    project = load_project(config)
-    check_before_work(config, project, warnings=False)
-    try:
-        summary = run_batch_decisions(project, placements=placement or None,
-                                      profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
-                                      bucket=bucket, items=items, allow_duplicates=allow_duplicates,
-                                      explain=explain)
-    except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
-        fail(str(exc).splitlines()[0])
+        project = load_project(config)
+        check_before_work(config, project, warnings=False)
+        try:
+            summary = run_batch_decisions(project, placements=placement or None,
+                                          profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                          bucket=bucket, items=items, allow_duplicates=allow_duplicates,
+                                          explain=explain)
+        except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
+            fail(str(exc).splitlines()[0])
     if as_json:
         print_json(summary)
         return
