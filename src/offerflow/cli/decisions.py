@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from offerflow.cli.common import (app, caps_app, console, ConfigOption, JsonOption, check_before_work, fail,
-                                 load_project, print_json, project_engine)
+                                 load_project, one_shot, print_json, project_engine)
 
 
 @app.command()
@@ -55,16 +55,18 @@ def decide(
                                                             "caps, why every other offer was not shown.")] = False,
 ) -> None:
     """Which offers to show a profile in one or more placements (--explain: and why)."""
-    from offerflow.decisioning.decision_log import log_decisions
-    from offerflow.decisioning.decision_types import DecisionError
+    with one_shot():
+        from offerflow.decisioning.decision_log import log_decisions
+        from offerflow.decisioning.decision_types import DecisionError
 
-    project, engine = project_engine(config, check=True, profile_ids=[profile])
-    try:
-        decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates, explain=explain)
-    except DecisionError as exc:
-        fail(str(exc))
-    if log:
-        log_decisions([decision], project.paths.decision_log)
+        project, engine = project_engine(config, check=True, profile_ids=[profile])
+        try:
+            decision = engine.decide(profile, placement, items=items, allow_duplicates=allow_duplicates,
+                                     explain=explain)
+        except DecisionError as exc:
+            fail(str(exc))
+        if log:
+            log_decisions([decision], project.paths.decision_log)
     if as_json:
         print_json(decision.to_dict())
         return
@@ -112,20 +114,21 @@ def decide_batch_command(
 ) -> None:
     """Decide for every profile of a segment (default: everyone), on the published tables, without
     starting Prefect (the `batch-decisions` flow runs the same steps on a schedule)."""
-    from offerflow.customer_ai.segments import SegmentError
-    from offerflow.decisioning.batch_runs import run_batch_decisions
-    from offerflow.decisioning.decision_types import DecisionError
-    from offerflow.ingest.catalog import CatalogError
+    with one_shot():
+        from offerflow.customer_ai.segments import SegmentError
+        from offerflow.decisioning.batch_runs import run_batch_decisions
+        from offerflow.decisioning.decision_types import DecisionError
+        from offerflow.ingest.catalog import CatalogError
 
-    project = load_project(config)
-    check_before_work(config, project, warnings=False)
-    try:
-        summary = run_batch_decisions(project, placements=placement or None,
-                                      profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
-                                      bucket=bucket, items=items, allow_duplicates=allow_duplicates,
-                                      explain=explain)
-    except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
-        fail(str(exc).splitlines()[0])
+        project = load_project(config)
+        check_before_work(config, project, warnings=False)
+        try:
+            summary = run_batch_decisions(project, placements=placement or None,
+                                          profiles_file=str(profiles_file) if profiles_file else None, goal=goal,
+                                          bucket=bucket, items=items, allow_duplicates=allow_duplicates,
+                                          explain=explain)
+        except (SegmentError, DecisionError, CatalogError, FileNotFoundError) as exc:
+            fail(str(exc).splitlines()[0])
     if as_json:
         print_json(summary)
         return

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from offerflow.core.tracking import DatasetSummary
-
 if TYPE_CHECKING:
     import duckdb
+
+    from offerflow.core.tracking import DatasetSummary
 
 EVENTS_VIEW = "events"
 #: DuckDB's memory cap for the queries over the events: beyond it, aggregations and sorts spill to
@@ -95,6 +95,8 @@ def events_dataset(con: duckdb.DuckDBPyConnection) -> DatasetSummary:
     """The events snapshot a run reads, as MLflow records a run's input (`Tracker.log_input`):
     its file, a digest of its content version, its rows and its first and last event."""
     import hashlib
+
+    from offerflow.core.tracking import DatasetSummary  # here: the project check imports this module
 
     version = events_fingerprint(con)
     count, first, last = con.execute(f"SELECT count(*), min(timestamp), max(timestamp) FROM {EVENTS_VIEW}").fetchall()[0]
