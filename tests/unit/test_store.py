@@ -236,6 +236,16 @@ def test_ranking_tables_are_row_groups_a_few_profiles_read_skips(store):
     fragment = next(iter(ds.dataset(path).get_fragments()))
     assert [g.row_groups[0].id for g in fragment.split_by_row_group(wanted)] == [0]
     assert RankingStore(store.root, profile_ids=["00029999"]).snapshot(P).lookup("00029999")[0].size == 3
+    # the one-shot reader picks the same groups and gives the rows a filtered full read gives
+    from offerflow.core.parquet_rows import _groups_that_may_hold, read_rows_of
+
+    file = pq.ParquetFile(path)
+    assert _groups_that_may_hold(file, file.schema_arrow.get_field_index("profile_id"), "00000007", "00000007") == [0]
+    ids = pa.array(["00029999", "00000007", "nobody", "00016000"])
+    rows, count = read_rows_of(path, "profile_id", ids)
+    assert count == table.num_rows and rows.num_rows == 9
+    assert rows.equals(pq.read_table(path).filter(pc.is_in(pc.field("profile_id"), value_set=ids)))
+    assert read_rows_of(path, "profile_id", pa.array([], pa.string()))[0].num_rows == 0
 
 
 def test_snapshot_of_an_empty_ranking(store):

@@ -62,6 +62,7 @@ from offerflow.core.store_files import (METADATA_FILE, TABLE_FILE, TMP_PREFIX, S
                                         staged_by, version_list, version_name, write_durably)
 from offerflow.core.store_manifest import (Manifest, manifest_lock, manifest_stamp, read_manifest, run_alive,
                                            staging_lock, write_manifest)
+from offerflow.core.parquet_rows import read_rows_of
 from offerflow.core.store_tables import KIND_SCHEMAS, conform, merge_sorted_parts, sorted_ranking, write_table
 
 __all__ = ["KIND_SCHEMAS", "Manifest", "Publication", "RankingSnapshot", "RankingStore", "StoreError"]
@@ -374,9 +375,8 @@ class RankingStore:
         if self.profile_ids is None or metadata.get("kind") != "ranking":
             table = pq.read_table(path)
             return metadata, table, table.num_rows
-        table = pq.read_table(path, filters=pc.field("profile_id").isin(pa.array(self.profile_ids, pa.string())),
-                              use_threads=False)  # a row group or two: not worth starting Arrow's pool
-        return metadata, table, pq.read_metadata(path).num_rows
+        table, rows = read_rows_of(path, "profile_id", pa.array(self.profile_ids, pa.string()))
+        return metadata, table, rows
 
     def verify(self) -> list[str]:
         """What is wrong with what serves, one line each (empty: nothing): every version the

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
 from offerflow.rules.capping import CapError, parse_caps
 from offerflow.rules.expressions import ExpressionError, parse_expression, schema_from_frames
 from offerflow.core.config import YAML_LOADER
+from offerflow.core.parquet_rows import read_rows_of
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
 
 
@@ -207,9 +207,7 @@ def load_profiles(path: Path, profile_ids: Collection[str] | None = None) -> pd.
 
 def _filtered_parquet(path: Path, profile_ids: pa.Array) -> pd.DataFrame:
     try:
-        # One thread: a few profiles' read is short, and starting Arrow's pool cost ~40 ms of a
-        # one-shot `offerflow decide`.
-        return pd.read_parquet(path, filters=pc.field(PROFILE_ID).isin(profile_ids), use_threads=False)
+        return read_rows_of(path, PROFILE_ID, profile_ids)[0].to_pandas()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
 
