@@ -8,6 +8,8 @@ and planning it cost ~15-20 ms of a ~1 s command, more than the read itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,7 +24,7 @@ def _groups_that_may_hold(file: pq.ParquetFile, column: int, low: str, high: str
     return groups
 
 
-def read_rows_of(path, column: str, ids: pa.Array) -> tuple[pa.Table, int]:
+def read_rows_of(path: Path | str, column: str, ids: pa.Array) -> tuple[pa.Table, int]:
     """(the rows whose `column` is in `ids`, the file's row count). Raises what pyarrow raises
     for an unreadable file and KeyError when the file has no such column."""
     file = pq.ParquetFile(path)
