@@ -13,9 +13,11 @@ a copy logs into, and loads its models from, its own `mlruns/`.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sqlite3
+import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+
+from offerflow.core.mlflow_locations import relocate_artifacts
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -114,7 +117,14 @@ class Tracker:
     def __init__(self, uri: str, artifact_root: Path, project_root: Path | None = None) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        # a download bar for each logged model's few files (MLflow re-reads them to check the
+        # input example): noise in a terminal, and in every worker's log
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        chosen = logging.getLogger("mlflow").level  # the application's level (the CLI's quiet mode)...
         import mlflow
+
+        if chosen != logging.NOTSET:  # ...which MLflow's first import resets to INFO
+            logging.getLogger("mlflow").setLevel(chosen)
 
         self._mlflow = mlflow
         self.uri = uri
@@ -237,10 +247,11 @@ class Tracker:
             # explicit requirements: left out, MLflow infers them by loading the model in a
             # subprocess, 6-12 s per logged model here
             mlflow.lightgbm.save_model(booster, booster_dir, pip_requirements=pip_requirements)
-            info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_model(predictor),
-                                           artifacts={BOOSTER_ARTIFACT: booster_dir}, signature=signature,
-                                           input_example=input_example, pip_requirements=pip_requirements,
-                                           code_paths=[str(code_package)], registered_model_name=registered_name)
+            with _registration_notes_hidden():
+                info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_model(predictor),
+                                               artifacts={BOOSTER_ARTIFACT: booster_dir}, signature=signature,
+                                               input_example=input_example, pip_requirements=pip_requirements,
+                                               code_paths=[str(code_package)], registered_model_name=registered_name)
         run = mlflow.active_run()
         version = getattr(info, "registered_model_version", None)
         return RunRecord(run.info.run_id, run.info.experiment_id, info.model_uri,
@@ -314,55 +325,45 @@ class Tracker:
 
 
 _SQLITE = "sqlite:///"
-#: Where MLflow's SQLite schema keeps locations: artifact roots and URIs, and dataset sources (JSON).
-_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
-                     ("model_versions", "source"), ("datasets", "dataset_source"), ("trace_tags", "value"))
+class _NotePickle(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "serialized using CloudPickle" not in record.getMessage()
 
 
-def relocate_artifacts(db: Path, artifact_root: Path, project_root: Path | None = None) -> dict[str, str]:
-    """Re-point the locations a copied or moved project's MLflow database holds at its own folder.
-
-    Our experiments live at `<artifact root>/<name>`; one that does not, but ends the same way,
-    names the artifact root (and, with `project_root`, the project folder) the database was
-    written in. Every stored location under that old folder is moved under the new one, in one
-    transaction (the `mlruns/` files came along with the copy). Returns old -> new folder ({}
-    when nothing had moved: the usual case, one query)."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db, timeout=60) as con:
-        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "experiments" not in tables:
-            return {}
-        moved = _moved_folders(con.execute("SELECT name, artifact_location FROM experiments").fetchall(),
-                               artifact_root, project_root)
-        for old, new in moved.items():
-            for table, column in _LOCATION_COLUMNS:
-                if table in tables:
-                    for before, after in {(old, new), (Path(old).as_uri()[7:], Path(new).as_uri()[7:])}:
-                        con.execute(f'UPDATE "{table}" SET "{column}" = REPLACE("{column}", ?, ?)'
-                                    f' WHERE instr("{column}", ?) > 0', (before + "/", after + "/", before + "/"))
-    return moved
+_notes = {"lock": threading.Lock(), "depth": 0, "saved": None}
 
 
-def _moved_folders(experiments: list[tuple[str, str]], artifact_root: Path,
-                   project_root: Path | None) -> dict[str, str]:
-    """Old folder -> new folder, from where our experiments are stored and where they belong."""
-    root_uri = artifact_root.as_uri()
-    inside = project_root is not None and artifact_root.is_relative_to(project_root.resolve())
-    moved: dict[str, str] = {}
-    for name, location in experiments:
-        suffix = (artifact_root / name).as_uri()[len(root_uri):]
-        if not location or location == root_uri + suffix or not location.endswith(suffix):
-            continue
-        old_root = Path(unquote(location[:-len(suffix)].removeprefix("file://")))
-        if inside:
-            depth = len(artifact_root.relative_to(project_root.resolve()).parts)
-            if old_root.parts[-depth:] == artifact_root.parts[-depth:]:
-                moved[str(old_root.parents[depth - 1])] = str(project_root.resolve())
-                continue
-        moved[str(old_root)] = str(artifact_root)
-    return {old: new for old, new in moved.items() if old != new and old != "/"}
+@contextmanager
+def _registration_notes_hidden() -> Iterator[None]:
+    """Around logging and registering a model, when the "mlflow" logger is above INFO (the CLI's
+    quiet mode): MLflow prints "Successfully registered model ..." and "Created version ..."
+    with `print`, past its logger's level, and notes that a Python object is pickled (ours are
+    our own predictors). Its other warnings still reach stderr (through a handler of its own
+    while this lasts); at INFO (--verbose) everything shows. Re-entrant across threads: flows log models concurrently."""
+    from mlflow.utils import logging_utils
+
+    logger = logging.getLogger("mlflow")
+    if logger.getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    with _notes["lock"]:
+        if _notes["depth"] == 0:
+            direct = logging.StreamHandler(sys.stderr)
+            direct.setFormatter(logger.handlers[0].formatter if logger.handlers else None)
+            direct.addFilter(_NotePickle())
+            _notes["saved"] = (logger.handlers, logging_utils.MLFLOW_LOGGING_STREAM.enabled)
+            logger.handlers = [direct]
+            logging_utils.disable_logging()
+        _notes["depth"] += 1
+    try:
+        yield
+    finally:
+        with _notes["lock"]:
+            _notes["depth"] -= 1
+            if _notes["depth"] == 0:
+                logger.handlers, enabled = _notes["saved"]
+                if enabled:
+                    logging_utils.enable_logging()
 
 
 def pinned_requirements(packages: list[str]) -> list[str]:
@@ -418,14 +419,20 @@ def _pyfunc_model(predictor: Any) -> Any:
     """An `mlflow.pyfunc.PythonModel` whose `predict(df)` is `predictor(df)`. Defined here, not at
     import, so importing offerflow does not import MLflow (cloudpickle stores the class by value)."""
     import mlflow.pyfunc
+    import pandas as pd
 
-    class FramePredictor(mlflow.pyfunc.PythonModel):
-        def __init__(self, predictor: Any) -> None:
-            self.predictor = predictor
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow's signature)
+        return self.predictor(model_input)
 
-        def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow's signature)
-            return self.predictor(model_input)
+    # The input's type, as the class itself (this module's annotations are strings): MLflow checks
+    # it when the class is made, infers nothing from a DataFrame (the signature is given), and
+    # without one warns on every logged model that `predict` has no type hints.
+    predict.__annotations__ = {"model_input": pd.DataFrame}
 
+    def __init__(self, predictor: Any) -> None:  # noqa: N807
+        self.predictor = predictor
+
+    FramePredictor = type("FramePredictor", (mlflow.pyfunc.PythonModel,), {"__init__": __init__, "predict": predict})
     return FramePredictor(predictor)
 
 

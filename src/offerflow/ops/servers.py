@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from offerflow.core.config import ProjectConfig
-from offerflow.core.tracking import relocate_artifacts, resolve_tracking_uri
+from offerflow.core.mlflow_locations import relocate_artifacts
+from offerflow.core.tracking import resolve_tracking_uri
 
 HOST = "127.0.0.1"
 WORK_POOL = "offerflow-process"
