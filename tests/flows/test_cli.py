@@ -31,6 +31,9 @@ def test_decide_json_and_decision_log(pipeline_run):
     logged = pd.concat(pd.read_parquet(f) for f in (project / "data/outputs/decision_log").glob("*.parquet"))
     assert set(logged["decision_id"]) >= {decision["decision_id"]}
     assert set(logged["event_type"]) == {"display"}
+    table = invoke("decide", "-p", "p0000002", "-x", "web-banner", "-x", "email-hero", "--config", config, "--no-log")
+    assert "web-personalized v1" in table.output and "email-auto" in table.output  # posteriors: no registered version
+    assert "vNone" not in table.output
 
 
 def test_decide_unknown_placement_is_a_clear_error(pipeline_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -240,3 +241,49 @@ def test_sampling_every_offer_ranks_without_qualified_offers(config, tmp_path):
     assert {d.source for d in served if d.arm == "model"} == {"thompson_sampling"}
     result = decide_batch(_engine(local), list(engine.profiles["profile_id"][:300]), ["email-hero"], now=NOW, seed=1)
     assert "model" in set(result.meta.to_pandas()["arm"])
+
+
+def test_a_personalized_model_with_too_few_qualified_offers_serves_at_random_and_says_so(config, tmp_path):
+    """A click model that qualified fewer than two offers scores every offer as the worst qualified
+    one: it ranks nothing. Its placement is served in a uniformly random order (engine and batch
+    alike), every decision says so, each slot's propensity is 1 / |eligible offers|, and there is
+    no holdout or exploration (those are a model's traffic)."""
+    import shutil
+
+    from offerflow.core.store import RankingStore
+    from offerflow.decisioning.batch_explain import explain_batch
+
+    store_dir = tmp_path / "rankings"
+    shutil.copytree(config.path(config.store.path), store_dir)
+    local = config.model_copy(update={"store": config.store.model_copy(update={"path": store_dir})})
+    store = RankingStore(store_dir, local.store.keep_versions)
+    metadata = store.read_metadata("web-banner")
+    assert metadata["ai_model_type"] == "personalized" and metadata["offers_qualified"] >= 2  # the world's model ranks
+    store.publish("web-banner", store.read_table("web-banner"), {**metadata, "offers_qualified": 1})
+
+    engine = _engine(local)
+    ids = list(engine.profiles["profile_id"][:400])
+    decisions = [engine.decide(pid, ["web-banner"], now=NOW, explain=pid in ids[:5]).placements[0] for pid in ids]
+    served = [d for d in decisions if d.arm != "fallback"]
+    assert served and {d.source for d in served} == {"random_too_few_qualified"}
+    assert {d.arm for d in served} == {"non_personalized"}
+    for pid, d in zip(ids, decisions):
+        if d.arm == "fallback":
+            continue
+        pool = [oid for oid in engine._by_priority["web-banner"] if engine.eligible(pid, oid)]
+        assert [i.propensity for i in d.items] == [1 / len(pool)] * len(d.items) and all(i.score is None for i in d.items)
+    firsts = pd.Series([d.items[0].offer_id for d in served])
+    assert firsts.nunique() >= 4  # not the table's or the priority's first offer every time
+    why = json.dumps(next(d.explanation for d in decisions if d.arm != "fallback"))
+    assert "has 1 qualified offers" in why and "served in a random order" in why, why
+
+    result = decide_batch(_engine(local), ids, ["web-banner"], now=NOW, seed=2)
+    meta, items = result.meta.to_pandas(), result.decisions.to_pandas()
+    assert set(meta["arm"]) <= {"non_personalized", "fallback"}
+    shown = items[~items["fallback"]]
+    assert shown["score"].isna().all() and shown.groupby("decision_id")["offer_id"].first().nunique() >= 4
+    sizes = {pid: sum(engine.eligible(pid, oid) for oid in engine._by_priority["web-banner"]) for pid in ids}
+    assert np.allclose(shown["propensity"], 1 / shown["profile_id"].map(sizes))
+    explained = explain_batch(_engine(local), result).decisions.to_pandas()
+    assert "drawn by a uniformly random order" in explained.loc[~explained["fallback"], "why"].iat[0]
+    assert "fewer than 2" in explained.loc[~explained["fallback"], "explanation"].iat[0]

@@ -61,6 +61,18 @@ def test_models_list_says_when_an_auto_optimization_model_serves_at_random() -> 
     assert traffic == {"model": 0.9, "exploration": 0.0, "holdout": 0.1}
 
 
+def test_models_list_says_when_a_personalized_model_serves_at_random() -> None:
+    """Fewer than two qualified offers: the click model ranks nothing (each offer scores as the
+    worst qualified one), so its placement is served at random, as the decisions say."""
+    from offerflow.ranking.ai_models import serving_state, traffic_split
+
+    model = AIModelConfig(name="m", type="personalized", placements=["p"])
+    serving, traffic = serving_state(model, {"offers_qualified": 0.0, "offers_total": 33.0})
+    assert serving.startswith("random: 0 of 33 offers qualified (needs 2 with at least 250 displays and 25 successes)")
+    assert traffic["random"] == 1.0 and traffic["model"] == 0.0
+    assert serving_state(model, {"offers_qualified": 2.0, "offers_total": 33.0}) == ("model", traffic_split(model))
+
+
 def test_lightgbm_settings_merge_with_the_type_defaults() -> None:
     model = AIModelConfig(name="m", type="personalized", placements=["p"], lightgbm={"learning_rate": 0.1})
     assert (model.lightgbm.num_leaves, model.lightgbm.min_child_samples, model.lightgbm.learning_rate) == (7, 200, 0.1)

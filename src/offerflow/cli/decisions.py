@@ -76,7 +76,7 @@ def decide(
     for p in decision.placements:
         for item in p.items:
             score = "" if item.score is None else f"{item.score:.4f}"
-            model = f"{p.ai_model} v{p.model_version}" if p.ai_model else p.ranking_method
+            model = p.model_label or p.ranking_method
             table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
     console.print(table)
     for p in decision.placements if explain else ():

@@ -139,6 +139,7 @@ class _Plan:
         self.model, self.holdout, self.posterior = plan.model, plan.holdout_share, plan.posterior
         # personalized models explore: a random order for `exploration_share` of their traffic
         self.exploration = plan.exploration_share
+        self.random = plan.too_few_qualified  # the model ranks nothing: every row a random order
         if self.posterior:
             post = engine.posterior_arrays(placement_id, self.snap)
             self.post, self.post_pos = post, np.flatnonzero(post.in_placement)
@@ -208,7 +209,9 @@ class _Plan:
             listed = in_table.any(axis=1)
             table_key = np.where(in_table, 1000.0 - ranks, -1.0 - np.arange(m)[None, :])
             scores = np.where(in_table, table_scores, self.priority[None, :])
-            arm_model = listed & (self.model is not None)
+            arm_model = listed & (self.model is not None) & (not self.random)
+            if self.random:
+                table_key, scores = random_order, np.full((n, m), np.nan)
             explore_draw = (rng.random(n) < self.exploration) & arm_model
         holdout_row &= arm_model
 
@@ -289,7 +292,7 @@ class _Plan:
                 p = np.where(arm_model[rows], self.exploration / n_pool + (1 - self.exploration) * in_model_slot, p)
             if self.holdout > 0:
                 p = np.where(arm_model[rows], self.holdout / n_pool + (1 - self.holdout) * p, p)
-            propensity = np.where(arm_model[rows], p, 1.0)
+            propensity = np.where(arm_model[rows], p, 1.0 / n_pool if self.random else 1.0)
         offer_ids = np.asarray(self.offer_ids, dtype=object)
         random_rows = holdout_row if explored is None else holdout_row | explored
         item_scores = np.where(random_rows[rows], np.nan, scores[rows, idx])

@@ -80,6 +80,8 @@ def _source(engine: Any, plan: PlacementPlan, arm: str, items: list[DecisionItem
         post = engine.posterior_arrays(plan.placement_id, plan.snapshot)
         first = post.offer_ids.index(items[0].offer_id)
         return "thompson_sampling" if post.qualified[first] else "exploration"
+    if plan.too_few_qualified:
+        return RANDOM_TOO_FEW_QUALIFIED
     if arm == "model":
         return "exploration" if items[0].score is None else "ranking_table"
     listed = plan.snapshot is not None and len(plan.snapshot.lookup(profile_id)[0]) > 0

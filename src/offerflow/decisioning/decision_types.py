@@ -78,6 +78,14 @@ class PlacementDecision:
     #: why these offers (`explain.Explainer`; JSON-ready), only when the request asked for it
     explanation: dict[str, Any] | None = None
 
+    @property
+    def model_label(self) -> str | None:
+        """`<ai model> v<registered version>`, the name alone for auto-optimization (its posteriors
+        are no registered model: the table version says which), None without an AI model."""
+        if self.ai_model is None:
+            return None
+        return self.ai_model if self.model_version is None else f"{self.ai_model} v{self.model_version}"
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -127,6 +135,14 @@ class PlacementPlan:
     def posterior(self) -> bool:
         """Whether the table holds auto-optimization posteriors (Thompson-sampled)."""
         return self.snapshot is not None and self.snapshot.kind == "posterior"
+
+    @property
+    def too_few_qualified(self) -> bool:
+        """A personalized model's table, from a model that qualified fewer than two offers: every
+        offer scores as the worst qualified one (`ClickModel.score_matrix`), so it ranks nothing and
+        the placement is served in a random order, as auto-optimization's is."""
+        return (self.model is not None and not self.posterior and self.metadata.get("ai_model_type") == "personalized"
+                and self.metadata.get("offers_qualified", 2) < 2)
 
     @property
     def holdout_share(self) -> float:

@@ -9,7 +9,9 @@ placement's non-personalized ranking (priority). Offers at a frequency cap are s
 offers are reserved in one step in the cap store (`rules.cap_store`: in process, or Redis).
 
 A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
-eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured. Every
+eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured; a model
+that qualified fewer than two offers ranks nothing, and its placement is served in a random order
+(`source="random_too_few_qualified"`). Every
 decision is logged as `display` events in the data contract, each with its per-slot propensity (the
 probability that the logging policy put that offer in that slot; Thompson-sampled slots after the
 first: none), plus one metadata row per placement (`DECISION_META_SCHEMA`: arm, model, versions).
@@ -34,6 +36,7 @@ from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles,
 from offerflow.core.config import ProjectConfig
 from offerflow.ranking.tables import eligibility_matrix
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
+from offerflow.rules.values import missing
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore, StoreError
 from offerflow.decisioning.explain import Explainer
@@ -107,7 +110,7 @@ class DecisionEngine:
         pos = self._profile_pos.get(profile_id)
         if pos is None:
             return None
-        return {f"profile.{c}": (None if _is_missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
+        return {f"profile.{c}": (None if missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
 
     def profile_position(self, profile_id: str) -> int | None:
         """The profile's row in `profiles` (None: a profile the engine does not know)."""
@@ -127,11 +130,7 @@ class DecisionEngine:
 
     def _eligible(self, offer_id: str, profile_values: dict[str, Any] | None) -> bool:
         rule = self._rules.get(offer_id)
-        if rule is None:
-            return True
-        if profile_values is None:
-            profile_values = {}
-        return bool(rule.evaluate_one({**profile_values, **self._offer_values[offer_id]}))
+        return rule is None or bool(rule.evaluate_one({**(profile_values or {}), **self._offer_values[offer_id]}))
 
     def served_versions(self) -> Mapping[str, int]:
         """Placement -> version, as the store's manifest says now: every placement of one decision
@@ -290,8 +289,12 @@ class DecisionEngine:
         if plan.posterior:
             chosen, pool, first_probability, source = self._thompson(placement_id, snap, allowed, n_items,
                                                                      plan.exploration_share, trace)
-            # Fewer than two qualified offers: the model does not rank, the placement is served at random.
             arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
+        elif plan.too_few_qualified:  # the model ranks nothing: a random order, 1 / |pool| per offer and slot
+            pool = [oid for oid in plan.candidates if allowed(oid)]
+            chosen = [(pool[j], None) for j in self._rng.permutation(len(pool))[:n_items]]
+            first_probability = lambda oid, rank=1: 1.0 / len(pool)  # noqa: E731
+            source, arm = RANDOM_TOO_FEW_QUALIFIED, "non_personalized"
         else:
             chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
@@ -422,10 +425,6 @@ class DecisionEngine:
         # the first-choice probability is exact (= selection.propensity for the first offer); later
         # slots' marginals are not computed (None)
         return chosen, pool, (lambda oid, rank=1: float(probabilities[position[oid]]) if rank == 1 else None), source
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
 def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime | None = None,

@@ -179,7 +179,7 @@ class _Request:
             out = {"kind": "ranking_table", "table_version": self.version, "table_rank": rank, "score": score,
                    "ai_model": self.result.ai_model, "model_version": self.result.model_version,
                    "text": f"rank {rank} in table v{self.version} with score {score:.4g}"
-                           + (f" ({self.result.ai_model} v{self.result.model_version})" if self.result.ai_model else "")}
+                           + (f" ({self.result.model_label})" if self.result.ai_model else "")}
             formula = self.plan.placement.ranking.formula
             if self.plan.placement.ranking.method == "formula" and formula:
                 explainer = self.explainer.formula(formula)
@@ -278,7 +278,7 @@ class _Request:
     def arm(self, not_shown: list[dict[str, Any]]) -> dict[str, Any]:
         plan, result = self.plan, self.result
         holdout, explore = plan.holdout_share, plan.exploration_share
-        model = f"{result.ai_model} v{result.model_version}" if result.ai_model else None
+        model = result.model_label
         if plan.posterior and self.samples:
             n_new = int((~self.post.qualified & self.eligible).sum())
             explore = explore if n_new else 0.0  # Thompson sampling explores only while an offer is new
@@ -306,10 +306,14 @@ class _Request:
         plan, result = self.plan, self.result
         if result.source == RANDOM_TOO_FEW_QUALIFIED:
             model = plan.model or self.engine.config.ai_model(plan.metadata["ai_model"])
-            n_qualified = sum(1 for oid in self.candidates() if oid in self.position
-                              and bool(self.post.qualified[self.position[oid]]) and oid not in self.used
-                              and self.engine.eligible(self.profile_id, oid))
-            return True, (f"cold start: {model.name} has {n_qualified} qualified among the eligible offers "
+            if plan.posterior:
+                n_qualified = sum(1 for oid in self.candidates() if oid in self.position
+                                  and bool(self.post.qualified[self.position[oid]]) and oid not in self.used
+                                  and self.engine.eligible(self.profile_id, oid))
+                among = "qualified among the eligible offers"
+            else:  # personalized: the offers its click model personalizes (table metadata)
+                n_qualified, among = int(plan.metadata["offers_qualified"]), "qualified offers"
+            return True, (f"cold start: {model.name} has {n_qualified} {among} "
                           f"(an offer qualifies after {model.min_displays} displays and {model.min_successes} "
                           "clicks), fewer than 2: it cannot rank yet, so the offers are served in a random order")
         if plan.model is not None:

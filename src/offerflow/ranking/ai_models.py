@@ -43,14 +43,14 @@ def traffic_split(model: AIModelConfig) -> dict[str, float]:
 def serving_state(model: AIModelConfig, metrics: dict[str, float]) -> tuple[str, dict[str, float]]:
     """What the model's placements are served by now, in words, and the traffic shares that follow.
 
-    An auto-optimization model needs at least two qualified offers to rank: with fewer (too few
-    displays or successes in the window) its placements are served in a uniformly random order,
-    and every decision says so (`source: random_too_few_qualified`). With `new_offers:
-    empirical_bayes` Thompson sampling ranks every offer from the start, with no exploration share."""
+    A model needs at least two qualified offers to rank: with fewer (too few displays or successes)
+    its placements are served in a uniformly random order, and every decision says so
+    (`source: random_too_few_qualified`). With `new_offers: empirical_bayes` Thompson sampling
+    ranks every offer from the start, with no exploration share."""
     if model.samples_every_offer:
         return "model", traffic_split(model.model_copy(update={"exploration_share": 0.0}))
     qualified = metrics.get("offers_qualified")
-    if model.type == "auto_optimization" and qualified is not None and qualified < 2:
+    if qualified is not None and qualified < 2:  # personalized too: every offer scores as the worst qualified
         return (f"random: {int(qualified)} of {int(metrics.get('offers_total', 0))} offers qualified"
                 f" (needs 2 with at least {model.min_displays} displays and {model.min_successes} successes)"),\
             {"model": 0.0, "exploration": 0.0, "holdout": 0.0, "random": 1.0}
