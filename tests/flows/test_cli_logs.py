@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 import offerflow.flows.pipeline  # noqa: F401  (Prefect's console handler binds to the stderr pytest captures)
 from offerflow.cli import app
 from offerflow.core.config import load_config
+from tests.prefect_console import drain, prefect_console  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -28,30 +29,6 @@ def last_run_logs():
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     return [log.message for log in logs], artifacts
-
-
-@pytest.fixture()
-def prefect_console():
-    """What Prefect's terminal handler prints, in a buffer (it writes to the stderr of the moment
-    Prefect was imported, which no capture fixture sees)."""
-    import io
-    import logging
-
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
-    buffer = io.StringIO()
-    previous = handler.console.file  # it prints through a rich Console on that stream
-    handler.console.file = buffer
-    yield buffer
-    handler.console.file = previous
-
-
-def drain(buffer) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
 
 
 def test_quiet_by_default_verbose_prints_every_step(pipeline_run, prefect_console):

@@ -14,6 +14,7 @@ from offerflow.cli import app
 from offerflow.core.config import load_config
 from offerflow.core.features import open_events
 from offerflow.core.tracking import CHALLENGER, CHAMPION, Tracker, resolve_tracking_uri
+from tests.prefect_console import prefect_console  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -181,7 +182,7 @@ def test_a_goal_too_long_for_the_history_is_skipped_and_the_others_train(project
     assert run.params["validation_split"] == "held-out profiles (20%)" and int(run.params["best_iteration"]) >= 20
 
 
-def test_train_prints_each_goals_population(project, prefect_harness, monkeypatch):
+def test_train_prints_each_goals_population(project, prefect_harness, monkeypatch, prefect_console):
     import os
 
     monkeypatch.chdir(project)
@@ -197,3 +198,6 @@ def test_train_prints_each_goals_population(project, prefect_harness, monkeypatc
     text = " ".join(result.output.split())
     assert re.search(r"purchase_14d: holdout AUC 0\.\d+, version \d+, .*population as of \d{4}-\d\d-\d\d: ([\d,]+)"
                      r" eligible, \1 scored; excluded: [\d,]+ no event before", text), result.output
+    # quiet: no Prefect INFO lines, no MLflow registration notes (a model was logged)
+    terminal = result.output + prefect_console.getvalue()
+    assert "INFO" not in terminal and "Successfully registered" not in terminal, terminal

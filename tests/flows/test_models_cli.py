@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from offerflow.cli import app
+from tests.prefect_console import prefect_console  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -57,7 +58,7 @@ def test_models_show_lists_offers_best_first(pipeline_run):
     assert "unknown AI model 'push-auto' (defined: web-personalized, email-auto)" in unknown.output
 
 
-def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path):
+def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path, prefect_console):
     import shutil
 
     from offerflow.core.store import RankingStore
@@ -69,6 +70,7 @@ def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"published email-hero: version {before + 1}" in result.output
     assert "email-auto:" in result.output and "offers qualified" in result.output
+    assert "INFO" not in result.output + prefect_console.getvalue()  # quiet: no Prefect step log lines
 
     empty = tmp_path / "empty"
     empty.mkdir()

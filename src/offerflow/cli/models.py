@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from offerflow.cli.common import (app, rankings_app, models_app, console, ConfigOption, JsonOption, check_before_work,
-                                 fail, load_project, prepare_prefect_environment, print_json)
+                                 fail, flow_progress, load_project, prepare_prefect_environment, print_json)
 from offerflow.core.paths import project_tracker, ranking_store
 
 
@@ -142,7 +142,8 @@ def models_retrain(config: ConfigOption = Path("offerflow.yaml"), as_json: JsonO
     from offerflow.core.project_lock import ProjectLocked
 
     try:
-        summary = retrain_auto_optimization(config_path=str(config))
+        with flow_progress("retrain"):
+            summary = retrain_auto_optimization(config_path=str(config))
     except (FileNotFoundError, ProjectLocked) as exc:
         fail(str(exc))
     if as_json:
@@ -225,11 +226,11 @@ def train(
     summary: dict = {}
     try:
         if goal or not model:
-            with console.status("training Customer AI " + ", ".join(goal or ["(every goal)"])):
+            with flow_progress("train"):
                 summary["customer_ai"] = train_customer_ai(str(config), CustomerAIOptions(goals=goal or [],
                                                                                           overrides=overrides))
         if model:
-            with console.status("training ranking models " + ", ".join(model)):
+            with flow_progress("train"):
                 summary["ranking_models"] = train_ranking_models(str(config), RankingModelOptions(
                     models=model, overrides=overrides))
     except (ConfigError, ValueError, FileNotFoundError, ProjectLocked) as exc:

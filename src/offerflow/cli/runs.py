@@ -10,7 +10,7 @@ import typer
 
 from offerflow.cli.common import (app, console, ConfigOption, JsonOption, fail, load_project, prepare_prefect_environment,
                                  print_json, project_check, report_problems, report_warnings, run_pipeline,
-                                 project_engine)
+                                 project_engine, flow_progress)
 
 StrictOption = Annotated[bool, typer.Option("--strict", help="Formulas and rules that rank nothing (no value or one"
                                             " value for every pair, no profile eligible) are errors, not warnings.")]
@@ -126,8 +126,9 @@ def evaluate(
     from offerflow.flows.evaluate import evaluate_models
 
     try:
-        result = evaluate_models(config_path=str(config), events=str(events) if events else None,
-                                 decision_log=str(decision_log) if decision_log else None)
+        with flow_progress("evaluate"):
+            result = evaluate_models(config_path=str(config), events=str(events) if events else None,
+                                     decision_log=str(decision_log) if decision_log else None)
     except (CatalogError, EventFileError, ValueError) as exc:
         fail(str(exc).splitlines()[0])
     if as_json:

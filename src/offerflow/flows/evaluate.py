@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from offerflow.flows.progress import StepProgress
 from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import reports_bad_input, retry_unless_bad_input
 from offerflow.core.config import ProjectConfig
@@ -91,22 +92,28 @@ def evaluate_models(config_path: str = "offerflow.yaml", events: str | None = No
     events_path, decision_log_dir = evaluation_inputs(config, events)
     if decision_log:
         decision_log_dir = Path(decision_log)
-    profiles, offers = load_catalog_task(config, return_state=True).result()  # raises what a BadInput carries
+    progress = StepProgress(3 + len(config.placements), key="evaluation-progress",
+                            description="Steps of this evaluation")
+    with progress.step("load catalog"):
+        profiles, offers = load_catalog_task(config, return_state=True).result()  # raises what a BadInput carries
 
     def evaluate_one(placement_id: str):
-        outcome = evaluate_placement_task(config, events_path, placement_id, profiles, offers)
+        with progress.step(f"evaluate {placement_id}"):
+            outcome = evaluate_placement_task(config, events_path, placement_id, profiles, offers)
         if isinstance(outcome, str):
             raise ValueError(outcome)
         return outcome
 
     result = run_evaluation(None, config, profiles, offers, str(events_path), decision_log_dir, [events_path],
                             evaluate_one=evaluate_one)
-    report_path, charts = write_report_task(config, result)
-    run_id = log_evaluation_task(config, result, report_path, charts,
-                                 {"flow_run_id": str(flow_run.get_id() or uuid.uuid4()),
-                                  **lineage_tags("evaluate-models")})
-    switched = switch_serving_task(config, result, run_id, profiles, offers) if any(
-        d.serve_candidate for d in result.serving.values()) else {}
+    with progress.step("write the report"):
+        report_path, charts = write_report_task(config, result)
+    with progress.step("log to MLflow, switch serving"):
+        run_id = log_evaluation_task(config, result, report_path, charts,
+                                     {"flow_run_id": str(flow_run.get_id() or uuid.uuid4()),
+                                      **lineage_tags("evaluate-models")})
+        switched = switch_serving_task(config, result, run_id, profiles, offers) if any(
+            d.serve_candidate for d in result.serving.values()) else {}
     for placement_id, done in switched.items():
         print(f"{placement_id} now serves {done['strategy']} (serving version {done['serving_version']}"
               + (f", table version {done['table_version']})" if done["table_version"] else
