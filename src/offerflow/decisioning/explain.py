@@ -329,7 +329,8 @@ class _Request:
             return f"the placement has no offers besides its fallback {self.plan.fallback}"
         counts = {r: sum(1 for c in not_shown if c["reason"] == r) for r in REASONS}
         parts = [f"{n} {_REASON_WORDS[r]}" for r, n in counts.items() if n]
-        return f"no offer was left for this profile ({len(not_shown)} candidates: " + ", ".join(parts) + ")"
+        counted = f"{len(not_shown)} candidate" + ("" if len(not_shown) == 1 else "s")
+        return f"no offer was left for this profile ({counted}: " + ", ".join(parts) + ")"
 
 
 def _offers(n: int) -> str:
