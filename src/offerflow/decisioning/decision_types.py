@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -136,7 +137,7 @@ class PlacementPlan:
         """Whether the table holds auto-optimization posteriors (Thompson-sampled)."""
         return self.snapshot is not None and self.snapshot.kind == "posterior"
 
-    @property
+    @cached_property  # asked on every decision; the plan is made once per table version
     def too_few_qualified(self) -> bool:
         """A personalized model's table, from a model that qualified fewer than two offers: every
         offer scores as the worst qualified one (`ClickModel.score_matrix`), so it ranks nothing and
