@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import offerflow.flows.pipeline  # noqa: F401  (see below)
 from offerflow.cli import app
 from offerflow.core.store import RankingStore
+from tests.prefect_console import prefect_console  # noqa: F401 (a fixture)
 
 # Importing the flow imports Prefect, which binds its console log handler to the sys.stderr of that
 # moment. Done inside the first `runner.invoke`, that is the runner's stream, closed when the invoke
@@ -193,11 +194,17 @@ def test_bad_input_never_replaces_good_output(after_a_good_run: Path, prefect_ha
     assert all(published(project)[p] == versions[p] + 1 for p in PLACEMENTS)
 
 
-def test_error_is_one_line(in_project: Path, prefect_harness):
+def test_error_is_one_line(in_project: Path, prefect_harness, prefect_console):
     events_path = in_project / "data" / "events.parquet"
     events_path.write_bytes(b"not parquet at all, just some text" * 10)
     result = run_cli(in_project)
     assert result.exit_code == 1
     assert len(f"error: {events_path}: not a Parquet file") > 80  # long enough to show the wrapping
     assert result.output == f"error: {events_path}: not a Parquet file\n"
+    # the same bad input again: the same line (Prefect records a returned failure under the task's
+    # cache key; it came back as a `Cached` result, then an AttributeError and a traceback)
+    again = run_cli(in_project)
+    assert (again.exit_code, again.output) == (1, result.output)
+    # and Prefect's terminal handler adds nothing: not the error, not "Finished in state BadInput(...)"
+    assert prefect_console.getvalue() == "", prefect_console.getvalue()
 

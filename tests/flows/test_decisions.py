@@ -284,6 +284,15 @@ def test_a_personalized_model_with_too_few_qualified_offers_serves_at_random_and
     assert shown["score"].isna().all() and shown.groupby("decision_id")["offer_id"].first().nunique() >= 4
     sizes = {pid: sum(engine.eligible(pid, oid) for oid in engine._by_priority["web-banner"]) for pid in ids}
     assert np.allclose(shown["propensity"], 1 / shown["profile_id"].map(sizes))
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+
+    config_file = tmp_path / "offerflow.yaml"
+    project_file = (config.root / "offerflow.yaml").read_text()
+    config_file.write_text(project_file.replace("path: data/rankings", f"path: {store_dir}"))
+    shown = CliRunner().invoke(app, ["rankings", "show", "web-banner", "--rows", "1", "--config", str(config_file)])
+    assert "qualified 1 offers (fewer than 2), so decisions do not read this table" in " ".join(shown.output.split())
     explained = explain_batch(_engine(local), result).decisions.to_pandas()
     assert "drawn by a uniformly random order" in explained.loc[~explained["fallback"], "why"].iat[0]
     assert "fewer than 2" in explained.loc[~explained["fallback"], "explanation"].iat[0]

@@ -32,6 +32,10 @@ def ingest(project):
      " validation.max_unknown_share 1%: fix the rows or raise the setting (expect_column_values_to_be_in_set(offer_id))"),
     ({"profile_id": None}, "events.csv: column profile_id: 1 of 5 rows (20.0%) null, above validation.max_null_share"
      " 1%: fix the rows or raise the setting (expect_column_values_to_not_be_null(profile_id))"),
+    # a value that does not parse counts as null: the line says what it was (naive times are refused)
+    ({"timestamp": "2026-10-05 08:00:00"}, "events.csv: column timestamp: 1 of 5 rows (20.0%) null (1 timestamp: no"
+     " timezone), above validation.max_null_share 1%: fix the rows or raise the setting"
+     " (expect_column_values_to_not_be_null(timestamp))"),
 ])
 def test_one_bad_row_of_five_names_the_threshold_and_its_setting(project_dir, bad, line):
     five_rows(project_dir, bad)

@@ -98,6 +98,11 @@ def call(task: Task, config: ProjectConfig, *args: Any, use_cache: bool = True,
     configured = in_project(task, config, use_cache)
     earlier = earlier_roots(config) if use_cache and config.cache.enabled else []
     state = configured(config, *args, return_state=True, **kwargs)
+    if state.name == CACHED and isinstance(state.result(raise_on_failure=False), BaseException):
+        # Prefect records what a task returns under its cache key, a returned failed state's exception
+        # too (bad input, `flows.bad_input`): the same bad input again would come back as a `Cached`
+        # "result". A failure is never reused: the task runs again (and fails again, in one line).
+        state = configured.with_options(refresh_cache=True)(config, *args, return_state=True, **kwargs)
     if state.name == CACHED and earlier:
         state = state.model_copy(update={"data": rebased(state.result(), earlier, config.root.resolve())})
     if state.name == CACHED and intact is not None and not intact(state.result()):

@@ -20,7 +20,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging.configuration import setup_logging
 from prefect.logging.handlers import PrefectConsoleHandler
 
-from offerflow.flows.bad_input import BAD_INPUT_RECORD
+from offerflow.flows.bad_input import BAD_INPUT, BAD_INPUT_RECORD
 
 STEP, STEPS, LABEL = "offerflow_step", "offerflow_steps", "offerflow_label"
 
@@ -44,10 +44,12 @@ class StepProgress:
 
 
 class _HideBadInput(logging.Filter):
-    """The CLI prints bad input as its own one-line error: not twice."""
+    """The CLI prints bad input as its own one-line error: not twice, nor a third time in the
+    engine's closing record of the task or flow run (`Finished in state BadInput(...)`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, BAD_INPUT_RECORD, False)
+        return not (getattr(record, BAD_INPUT_RECORD, False)
+                    or record.getMessage().startswith(f"Finished in state {BAD_INPUT}("))
 
 
 def quiet_prefect_console(verbose: bool) -> None:

@@ -25,13 +25,16 @@ class ExpectationOutcome:
     column: str = ""
     counts: tuple[int, int] | None = None
 
-    def failure_line(self, label: str) -> str:
-        """One line: the file, the column, the count and share, the threshold and its setting."""
+    def failure_line(self, label: str, causes: str = "") -> str:
+        """One line: the file, the column, the count and share (with `causes`, the rows' quarantine
+        reasons for the column, e.g. "10046 timestamp: no timezone"), the threshold and its setting."""
         if self.counts is None or self.limit is None or not self.counts[1]:
             return f"{label}: {self.name}: {self.observed}"
         bad, checked = self.counts
         sample = " in a sample" if "in a sample" in self.observed else ""
-        return (f"{label}: column {self.column}: {bad} of {checked} rows{sample} ({bad / checked:.1%}) {self.what},"
+        why = f" ({causes})" if causes else ""
+        share = f"{bad} of {checked} rows{sample} ({bad / checked:.1%})"
+        return (f"{label}: column {self.column}: {share} {self.what}{why},"
                 f" above {self.setting} {self.limit * 100:g}%: fix the rows or raise the setting ({self.name})")
 
 
@@ -65,7 +68,17 @@ class ValidationReport:
 
     def failure_lines(self, label: str) -> list[str]:
         """Each failed critical expectation as one line (`ExpectationOutcome.failure_line`)."""
-        return [o.failure_line(label) for o in self.critical_failures]
+        return [o.failure_line(label, self._causes(o.column) if o.what == "null" else "")
+                for o in self.critical_failures]
+
+    def _causes(self, column: str, most: int = 2) -> str:
+        """The commonest specific quarantine reasons of `column` ("10046 timestamp: no timezone"):
+        a value that did not parse counts as null, and the line should say which it was."""
+        if not column:
+            return ""
+        specific = [(kind, int(n)) for kind, n in self.quarantine_reasons.items()
+                    if str(kind).startswith(f"{column}: ") and "missing" not in str(kind)]
+        return ", ".join(f"{n} {kind}" for kind, n in sorted(specific, key=lambda kn: -kn[1])[:most])
 
     def reason_counts(self) -> pd.Series:
         """Quarantined rows per reason kind (quoted values and "(profile ...)" stripped)."""
