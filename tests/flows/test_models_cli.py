@@ -81,3 +81,37 @@ def test_models_retrain_publishes_new_posteriors(pipeline_run, tmp_path, prefect
     missing = invoke("models", "retrain", "--config", str(empty / "offerflow.yaml"))
     assert missing.exit_code == 1
     assert "no validated events yet; run the pipeline (offerflow run) first" in missing.output
+
+
+def test_a_personalized_model_that_cannot_be_trained_is_skipped_and_the_champion_keeps_ranking(
+        pipeline_run, tmp_path, prefect_console):
+    """A window without the success event (here: one no event has) cannot train a click model:
+    that model alone is not trained, with a one-line warning, and its @champion stays. With no
+    offer qualified in the window, the placement's table says so and decisions serve it at random
+    (tests/flows/test_decisions.py). It used to end the run with LightGBM's ValueError."""
+    import shutil
+
+    import yaml
+
+    from offerflow.core.store import RankingStore
+
+    project = tmp_path / "project"
+    shutil.copytree(pipeline_run[0], project)
+    raw = yaml.safe_load((project / "offerflow.yaml").read_text())
+    for model in raw["ai_models"]:
+        if model["name"] == "web-personalized":
+            model["success_event"] = "never-happens"
+    (project / "offerflow.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    store = RankingStore(project / "data/rankings")
+    before = store.read_metadata("web-banner")
+    result = invoke("train", "--model", "web-personalized", "--config", str(project / "offerflow.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.output)["ranking_models"]["models"]["web-personalized"]
+    assert trained["model_version"] == before["model_version"]  # the champion, not a new version
+    assert trained["reason"].startswith("not trained: ranking model 'web-personalized': ")
+    assert "successes in the window: too few to train a click model" in trained["reason"]
+    assert f"the @champion (version {before['model_version']}) stays" in trained["reason"]
+    assert trained["reason"] in " ".join(prefect_console.getvalue().split())  # the one warning line
+    after = store.read_metadata("web-banner")
+    assert after["version"] == before["version"] + 1 and after["model_version"] == before["model_version"]
+    assert after["offers_qualified"] == 0  # no success in the window: no offer qualifies

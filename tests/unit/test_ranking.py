@@ -247,3 +247,19 @@ def test_a_display_sample_keeps_every_display_of_the_profiles_drawn(world_dir):
     assert abs(len(sampled) / cfg.max_training_displays - 1) < 0.15
     everything, _ = _training_displays(con, cfg.model_copy(update={"max_training_displays": None}), start, end)
     pd.testing.assert_frame_equal(everything, full)
+
+
+def test_a_window_too_thin_to_train_a_click_model_says_why():
+    from offerflow.ranking.click_model import untrainable
+
+    def frame(successes):
+        return pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=len(successes), freq="h", tz="UTC"),
+                             "success": successes})
+
+    assert untrainable(frame([0, 1] * 50)) is None  # each time part has clicks and non-clicks
+    assert "0 displays and 0 successes" in untrainable(frame([]))
+    assert "100 displays and 0 successes in the window: too few to train" in untrainable(frame([0] * 100))
+    assert untrainable(frame([1] * 5 + [0] * 95)) is not None  # clicks only in the training part
+    late = frame([0] * 90 + [1] * 10)  # clicks only in the holdout part...
+    assert untrainable(late) is not None
+    assert untrainable(late.iloc[::-1]) is not None  # ...in time order, whatever the row order

@@ -262,8 +262,11 @@ def train_goal(config: ProjectConfig, events_path: Path, goal_name: str, profile
 
 def train_ranking(config: ProjectConfig, events_path: Path, model_name: str, profiles, offers, tags,
                   use_cache: bool = True) -> RankingModelResult:
-    return caching.result(train_ranking_task, config, events_path, model_name, profiles, offers, tags,
-                          use_cache=use_cache)
+    result = caching.result(train_ranking_task, config, events_path, model_name, profiles, offers, tags,
+                            use_cache=use_cache)
+    if result.reason.startswith("not trained"):  # this model alone; the run goes on
+        get_run_logger().warning("%s", result.reason)
+    return result
 
 
 def offer_stats_dir(config: ProjectConfig) -> Path:

@@ -21,8 +21,8 @@ from offerflow.core.config import AIModelConfig
 from offerflow.core.features import event_time_range, events_dataset
 from offerflow.ranking.offer_stats import OfferStatsStore, daily_stats, window_counts
 from offerflow.models.cluster import fit_click_model_with
-from offerflow.ranking.click_model import (ClickModel, displays_per_profile, holdout_rows, interaction_log,
-                                           training_frame)
+from offerflow.ranking.click_model import (ClickModel, TooFewToTrain, displays_per_profile, holdout_rows,
+                                           interaction_log, training_frame, untrainable)
 from offerflow.core.partitions import in_sample, sample_share
 from offerflow.core.schema import PROFILE_ID
 from offerflow.core.tracking import CHAMPION, Tracker, run_stamp
@@ -82,6 +82,8 @@ def fit_personalized_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelCon
     training frame, displays in the window)."""
     log, displays = _training_displays(con, model_cfg, start, end)
     frame = training_frame(log, profiles, model_offers(offers, model_cfg.placements))
+    if (reason := untrainable(frame)) is not None:
+        raise TooFewToTrain(f"ranking model {model_cfg.name!r}: {reason}")
     click_model, trainer = fit_click_model_with(frame, model_cfg.lightgbm, qualified, seed, dask_address,
                                                 ips=model_cfg.ips_weighting, interactions=model_cfg.interaction_base)
     return click_model, trainer, frame, displays
@@ -214,8 +216,17 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
     """The personalized part of a training run (inside it): fit, log, register, promote; sets the
     result's click model (the champion's when the new one lost), version and promotion."""
     start, end = result.window
-    click_model, trainer, frame, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
-                                                                  seed, start, end, dask_address)
+    try:
+        click_model, trainer, frame, displays = fit_personalized_model(con, model_cfg, profiles, offers, qualified,
+                                                                      seed, start, end, dask_address)
+    except TooFewToTrain as exc:  # this model alone: the champion keeps serving, or none does (random)
+        champion = tracker.alias_version(registered, CHAMPION)
+        result.reason = f"not trained: {exc}; " + (f"the @champion (version {champion}) stays" if champion else
+                                                  "its placements are served in a random order until it can be")
+        tracker.set_tags({"not_trained": str(exc)})
+        if champion:
+            result.click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
+        return
     result.metrics.update({f"holdout_{k}": v for k, v in click_model.holdout_metrics.items()})
     result.metrics["offers_personalized"] = float(len(qualified))
     tracker.log_params({"best_iteration": int(click_model.holdout_metrics.get("best_iteration", 0)),  # trees kept

@@ -249,6 +249,22 @@ def display_weights(propensity: pd.Series, ips: bool) -> np.ndarray:
 INTERACTIONS_BY_DEFAULT = True
 
 
+class TooFewToTrain(ValueError):
+    """A window whose displays cannot train a click model (see `untrainable`)."""
+
+
+def untrainable(frame: pd.DataFrame) -> str | None:
+    """Why `fit_click_model` cannot train on `frame`, or None: its time split (training, early
+    stopping, holdout) needs displays with and without a success in each part."""
+    success = frame.sort_values("timestamp", kind="stable")["success"].to_numpy() if len(frame) else np.zeros(0)
+    n = len(success)
+    parts = np.split(success, [int(n * 0.7), int(n * HOLDOUT_FROM)])
+    if all(len(part) and 0 < part.sum() < len(part) for part in parts):
+        return None
+    return (f"{n:,} displays and {int(success.sum()):,} successes in the window: too few to train a click model"
+            " (its training, early-stopping and holdout parts each need displays with and without a success)")
+
+
 def fit_click_model(frame: pd.DataFrame, params: LightGBMParams, qualified_offers: list[str],
                     seed: int, ips: bool = IPS_BY_DEFAULT, interactions: bool = INTERACTIONS_BY_DEFAULT) -> ClickModel:
     """Time split: first 70% of displays train, next 10% early-stop, last 20% are the holdout.

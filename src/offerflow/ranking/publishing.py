@@ -95,8 +95,9 @@ def ranking_metadata(placement: PlacementConfig, model: RankingModelResult | Non
         metadata.update(ai_model=model.name, ai_model_type=model.kind, model_version=model.model_version,
                         training_run_id=model.run_id,
                         training_window=[t.isoformat() for t in model.window] if model.window else None)
-        if model.click_model is not None:  # fewer than 2: the model ranks nothing (PlacementPlan.too_few_qualified)
-            metadata["offers_qualified"] = len(model.click_model.qualified_offers)
+        if model.kind == "personalized":  # fewer than 2: it ranks nothing (PlacementPlan.too_few_qualified)
+            # (no click model: never trained, too few displays; its table is the priority order)
+            metadata["offers_qualified"] = len(model.click_model.qualified_offers) if model.click_model else 0
     return metadata
 
 
