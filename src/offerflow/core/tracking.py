@@ -339,7 +339,8 @@ def _registration_notes_hidden() -> Iterator[None]:
     quiet mode): MLflow prints "Successfully registered model ..." and "Created version ..."
     with `print`, past its logger's level, and notes that a Python object is pickled (ours are
     our own predictors). Its other warnings still reach stderr (through a handler of its own
-    while this lasts); at INFO (--verbose) everything shows. Re-entrant across threads: flows log models concurrently."""
+    while this lasts); at INFO (--verbose) everything shows. Re-entrant across threads: flows log
+    models concurrently."""
     from mlflow.utils import logging_utils
 
     logger = logging.getLogger("mlflow")
