@@ -87,5 +87,12 @@ def prefect_harness():
     """A real, temporary Prefect server and database for the whole session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
+    from prefect.settings import temporary_settings
+
+    # No flow-run heartbeats: Prefect's heartbeat thread sleeps in 1 s steps and the flow's end joins
+    # it, so every flow run lasted up to 1 s longer (~0.9 s for the short ones, 8 of the 10 s of
+    # test_bad_config_is_one_line_in_every_flow). Heartbeats only let a server notice a crashed
+    # run; no test looks at them, and the CLI and deployments keep Prefect's default.
+    with prefect_test_harness(server_startup_timeout=180), \
+            temporary_settings(updates={"flows.heartbeat_frequency": None}):
         yield

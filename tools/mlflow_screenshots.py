@@ -106,7 +106,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def mlflow_server(project: Path, log: Path) -> Iterator[str]:
-    """The MLflow UI on the project's tracking store, on a free port: yields its base URL."""
+    """The MLflow UI on the project's tracking store, on a free port: yields its base URL as soon as
+    the server is started, before it answers (it takes the longest to start: `main` plans the pages
+    and starts Chromium meanwhile, then waits for `<base>/health`)."""
     from offerflow.core.config import load_config
     from offerflow.ops.servers import free_port, mlflow_server_argv
 
@@ -117,7 +119,6 @@ def mlflow_server(project: Path, log: Path) -> Iterator[str]:
         proc = subprocess.Popen(mlflow_server_argv(config, port), cwd=project, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", 120, "the MLflow server")
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(proc)
@@ -271,17 +272,18 @@ def main(argv: list[str] | None = None) -> int:
         print("no chromium binary (apt-get install chromium, or --chromium PATH)", file=sys.stderr)
         return 2
     project = args.project.resolve()
-    shots, missing = plan_shots(project)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.text_dir:
         args.text_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="offerflow-shots-") as work:
-        with mlflow_server(project, Path(work) / "mlflow.log") as base, \
-                headless_chromium(binary, Path(work) / "profile") as tools:
-            prepare_ui(tools, base)
-            for shot in shots:
-                path = capture(tools, base, shot, args.out, args.text_dir, args.timeout)
-                print(f"{path} ({path.stat().st_size // 1024} KB)")
+        with mlflow_server(project, Path(work) / "mlflow.log") as base:
+            shots, missing = plan_shots(project)  # while the server starts, as is Chromium
+            with headless_chromium(binary, Path(work) / "profile") as tools:
+                _wait_http(f"{base}/health", 120, "the MLflow server")
+                prepare_ui(tools, base)
+                for shot in shots:
+                    path = capture(tools, base, shot, args.out, args.text_dir, args.timeout)
+                    print(f"{path} ({path.stat().st_size // 1024} KB)")
     for reason in missing:
         print(f"skipped {reason}")
     return 0

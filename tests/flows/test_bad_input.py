@@ -72,6 +72,20 @@ def no_click_displays(events: pd.DataFrame) -> pd.Index:
     return pd.Index(keep)
 
 
+def cheaper_models(config_path: Path) -> None:
+    """Fewer, coarser trees and no interaction base for the models of the run that goes on: that run
+    is here to show the bad rows quarantined and every placement published, and model quality is
+    tested elsewhere (the default settings cost most of this test's time in that retraining)."""
+    config = yaml.safe_load(config_path.read_text())
+    fast = {"learning_rate": 0.3, "n_estimators": 40, "early_stopping_rounds": 5}
+    for goal in config["propensity_goals"]:
+        goal["lightgbm"] = fast
+    for model in config["ai_models"]:
+        if model["type"] == "personalized":
+            model.update(interaction_base=False, lightgbm=fast)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 @pytest.fixture()
 def in_project(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(project_dir)
@@ -178,6 +192,7 @@ def test_bad_input_never_replaces_good_output(after_a_good_run: Path, prefect_ha
     events.loc[zero_row, "propensity"] = 0.0
     bad = pd.concat([events, events.loc[dup_rows]], ignore_index=True)
     pq.write_table(pa.Table.from_pandas(bad, schema=good_table.schema, preserve_index=False), events_path)
+    cheaper_models(project / "offerflow.yaml")
     result = run_cli(project)
     assert result.exit_code == 0, result.output
     files = sorted(quarantine_dir.glob("*.parquet"))

@@ -3,6 +3,7 @@ crash, and the row and batch evaluators agree on every expression the parser acc
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -143,9 +144,11 @@ def quote(value: str) -> str:
     return "'" + escaped.replace("\r", "\\r") + "'"
 
 
+@functools.cache
 def grammar(type_: str, depth: int) -> st.SearchStrategy[str]:
     """Random well-typed expression text; chains of operators are left unparenthesized so that
-    precedence and the flattened chain compiling are exercised too."""
+    precedence and the flattened chain compiling are exercised too. Built once per (type, depth):
+    strategies are immutable, and rebuilding this tree in every example cost most of the test."""
     literals = {
         "number": st.one_of(st.sampled_from(["0", "1", "2.5", "1e308", ".5", "7", "1E3", "0.1"]),
                             st.integers(0, 10**6).map(str)),
