@@ -24,7 +24,8 @@ from offerflow.core.features import EVENTS_VIEW
 from offerflow.evaluation.logged_displays import load_logged_displays
 from offerflow.evaluation.offpolicy import Evaluation, WarningLimits, evaluate
 from offerflow.evaluation.policies import Strategy, score_policy, thompson_policy, uniform_policy
-from offerflow.ranking.click_model import ClickModel, fit_click_model, interaction_log, offer_counts, training_frame
+from offerflow.ranking.click_model import (ClickModel, fit_click_model, interaction_log, offer_counts, training_frame,
+                                           untrainable)
 from offerflow.ranking.tables import formula_scorer, priority_scores
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.evaluation.slates import (SlateEvaluation, SlateStrategy, evaluate_slates, load_logged_slates, random_slate_policy,
@@ -127,9 +128,13 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
                                                        new_offers=model.new_offers)))
             rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
             continue
-        try:
-            click_model = fit_click_model(training_frame(log, profiles, model_offers), model.lightgbm, qualified,
-                                          config.seed)
+        frame = training_frame(log, profiles, model_offers)
+        if (reason := untrainable(frame)) is not None:
+            notes.append(f"{model.name} skipped: {reason}")
+            continue
+        try:  # the served model's settings: the strategy evaluated is the one training would fit
+            click_model = fit_click_model(frame, model.lightgbm, qualified, config.seed, ips=model.ips_weighting,
+                                          interactions=model.interaction_base)
         except ValueError as exc:
             notes.append(f"{model.name} skipped: {exc}")
             continue
