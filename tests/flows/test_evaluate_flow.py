@@ -167,3 +167,33 @@ def test_switches_are_served_by_the_next_decision_and_a_person_can_revert_them(e
         meta = store.read_metadata(placement_id)  # re-published with the project file's ranking
         assert (meta["ranking_method"], meta.get("ai_model")) == (written.placement(placement_id).ranking.method,
                                                                   written.placement(placement_id).ranking.ai_model)
+
+
+def test_a_personalized_strategy_is_refit_with_the_served_models_settings(pipeline_run, monkeypatch) -> None:
+    """The evaluation refits each personalized model on the events before its window with that
+    model's own `ips_weighting` and `interaction_base` (it used `fit_click_model`'s defaults, so a
+    non-default model was not the one evaluated)."""
+    from offerflow.core.features import open_events
+    from offerflow.evaluation import strategies
+    from offerflow.ingest.catalog import load_offers, load_profiles
+
+    project, _ = pipeline_run
+    config = load_config(project / "offerflow.yaml")
+    models = [m.model_copy(update={"ips_weighting": True, "interaction_base": False})
+              if m.type == "personalized" else m for m in config.ai_models]
+    config = config.model_copy(update={"ai_models": models})
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("ips"), kwargs.get("interactions")))
+        return real(*args, **kwargs)
+
+    real = strategies.fit_click_model
+    monkeypatch.setattr(strategies, "fit_click_model", spy)
+    con = open_events(project / "data/outputs/validated/events.parquet")
+    start, _ = strategies.evaluation_window(con, ["web-banner"], 7)
+    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    profiles = load_profiles(config.paths.enriched_profiles)
+    candidates = strategies.placement_candidates(con, config, "web-banner", profiles, offers, start)
+    assert seen[0] == (True, False)  # the personalized model's refit (the reward model may follow)
+    assert "web-personalized" in {s.label for s in candidates.strategies}
