@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import offerflow.flows.pipeline  # noqa: F401  (see below)
 from offerflow.cli import app
 from offerflow.core.store import RankingStore
-from tests.prefect_console import prefect_console  # noqa: F401 (a fixture)
+from tests.prefect_console import drain, prefect_console  # noqa: F401 (a fixture)
 
 # Importing the flow imports Prefect, which binds its console log handler to the sys.stderr of that
 # moment. Done inside the first `runner.invoke`, that is the runner's stream, closed when the invoke
@@ -116,7 +116,7 @@ def after_a_good_run(pipeline_run, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     return project
 
 
-def test_bad_input_never_replaces_good_output(after_a_good_run: Path, prefect_harness):
+def test_bad_input_never_replaces_good_output(after_a_good_run: Path, prefect_harness, prefect_console):
     project = after_a_good_run
     events_path = project / "data" / "events.parquet"
     offers_path = project / "data" / "offers.yaml"
@@ -193,8 +193,16 @@ def test_bad_input_never_replaces_good_output(after_a_good_run: Path, prefect_ha
     bad = pd.concat([events, events.loc[dup_rows]], ignore_index=True)
     pq.write_table(pa.Table.from_pandas(bad, schema=good_table.schema, preserve_index=False), events_path)
     cheaper_models(project / "offerflow.yaml")
+    drain(prefect_console)
     result = run_cli(project)
     assert result.exit_code == 0, result.output
+    # the duplicates' expectation warning is printed once, by the run's summary: Prefect's terminal
+    # handler leaves it to the CLI (the flow run's logs keep it)
+    assert flat(result.output).count("validation warning: expect_column_values_to_be_between(duplicate_event_id_rows)"
+                                     ": 6 of") == 1, result.output
+    assert "expectation warning" not in drain(prefect_console)
+    assert any("expectation warning: expect_column_values_to_be_between(duplicate_event_id_rows)" in m
+               for m in last_flow_run()[1])
     files = sorted(quarantine_dir.glob("*.parquet"))
     assert len(files) == 1
     quarantined = pd.read_parquet(files[0])

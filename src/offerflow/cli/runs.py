@@ -88,22 +88,28 @@ def check(config: ConfigOption = Path("offerflow.yaml"),
 
 
 def _print_summary(summary: dict) -> None:
+    from rich.markup import escape
+
     v = summary["validation"]
     console.print(f"[bold]validation[/bold]: {v['accepted']:,} accepted, {v['quarantined']:,} quarantined"
                   f" of {v['rows']:,} rows")
     if v.get("data_docs"):
         console.print(f"[bold]Data Docs[/bold]: {v['data_docs']}", highlight=False)
     for warning in v.get("warnings", []):
-        console.print(f"[yellow]validation warning[/yellow]: {warning}", highlight=False)
+        console.print(f"[yellow]validation warning[/yellow]: {escape(warning)}", highlight=False)
     for name, r in summary["propensity"].items():
         m = r["metrics"]
         console.print(f"[bold]propensity {name}[/bold]: holdout AUC {m['auc']:.3f}, log loss {m['log_loss']:.3f},"
                       f" model v{r['model_version']} ({r['reason']})")
+    for name, reason in summary.get("propensity_skipped", {}).items():
+        console.print(f"[bold]propensity {name}[/bold]: [yellow]skipped[/yellow]: {escape(reason)}", highlight=False)
     for name, r in summary["ranking_models"].items():
         auc = r["metrics"].get("holdout_auc")
         extra = f", holdout AUC {auc:.3f}" if auc is not None else ""
+        if str(r.get("reason", "")).startswith("not trained"):
+            extra = f"; [yellow]{escape(r['reason'])}[/yellow]"
         console.print(f"[bold]ranking model {name}[/bold] ({r['kind']}):"
-                      f" {int(r['metrics']['offers_qualified'])} offers qualified{extra}")
+                      f" {int(r['metrics']['offers_qualified'])} offers qualified{extra}", highlight=False)
     for placement, version in summary["published"].items():
         console.print(f"[bold]published[/bold] {placement}: version {version}")
 

@@ -19,7 +19,7 @@ from offerflow.flows.locking import holds_project_lock
 from offerflow.flows.bad_input import reports_bad_input
 from offerflow.flows.options import CustomerAIOptions
 from offerflow.flows.pipeline import check_before_work, load_project_catalog, train_goal, training_run
-from offerflow.flows.progress import StepProgress
+from offerflow.flows.progress import StepProgress, summary_warning
 from offerflow.flows.scoring import score_goal_task
 from offerflow.core.config import load_config
 from offerflow.core.overrides import describe_overrides
@@ -46,7 +46,7 @@ def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOp
     for name in goals:
         with progress.step(f"train Customer AI goal {name}"):
             if (skipped := history_too_short(events_path, config.goal(name))) is not None:
-                get_run_logger().warning("%s", skipped)  # this goal alone; the others train
+                summary_warning(skipped)  # this goal alone; the others train
                 summary["skipped"][name] = skipped
                 continue
             result, scores[name], path = train_goal(config, events_path, name, profiles, tags, use_cache)

@@ -37,7 +37,7 @@ from offerflow.flows.guard_rails import guard_rails
 from offerflow.flows.bad_input import BAD_INPUT, bad_input, reports_bad_input, retry_unless_bad_input, stop
 from offerflow.flows.caching import InputFingerprints
 from offerflow.flows.locking import holds_project_lock
-from offerflow.flows.progress import StepProgress
+from offerflow.flows.progress import StepProgress, summary_warning
 from offerflow.ingest.catalog import CatalogError
 from offerflow.core.config import ProjectConfig
 from offerflow.core.overrides import VariantOptions, variant
@@ -150,7 +150,7 @@ def validate_task(config: ProjectConfig, offers, run_id: str) -> IngestionResult
     logger.info("validated %s", result.counts())
     _record_data_docs(result.report.data_docs_path)
     for warning in result.report.warnings:
-        logger.warning("expectation warning: %s (%s)", warning.name, warning.observed)
+        summary_warning(f"expectation warning: {warning.name} ({warning.observed})")
     return result
 
 
@@ -229,7 +229,7 @@ def check_before_work(config: ProjectConfig, config_path: str, strict: bool = Fa
     if strict:
         config = config.model_copy(update={"strict": True})
     for warning in require_valid_project(config, Path(config_path).name).warnings:
-        get_run_logger().warning("%s", warning)
+        summary_warning(warning)  # the CLI printed its own check's first
     return config
 
 
@@ -265,7 +265,7 @@ def train_ranking(config: ProjectConfig, events_path: Path, model_name: str, pro
     result = caching.result(train_ranking_task, config, events_path, model_name, profiles, offers, tags,
                             use_cache=use_cache)
     if result.reason.startswith("not trained"):  # this model alone; the run goes on
-        get_run_logger().warning("%s", result.reason)
+        summary_warning(f"{model_name}: {result.reason}")
     return result
 
 
@@ -353,7 +353,7 @@ def _pipeline_steps(config: ProjectConfig, run_id: str, tags: dict[str, str], us
     for goal in config.propensity_goals:
         with progress.step(f"train Customer AI goal {goal.name}"):
             if (reason := history_too_short(events_path, goal)) is not None:  # this goal alone; the run goes on
-                get_run_logger().warning("%s", reason)
+                summary_warning(reason)
                 skipped[goal.name] = reason
                 continue
             result, goal_scores, _ = train_goal(config, events_path, goal.name, profiles, tags, use_cache)
@@ -392,6 +392,6 @@ def _summary(run_id: str, ingestion: IngestionResult, propensity: dict[str, Trai
                        for k, v in propensity.items()},
         "propensity_skipped": skipped,
         "ranking_models": {k: {"kind": v.kind, "metrics": v.metrics, "model_version": v.model_version,
-                               "run_id": v.run_id} for k, v in ranking.items()},
+                               "run_id": v.run_id, "reason": v.reason} for k, v in ranking.items()},
         "published": published,
     }

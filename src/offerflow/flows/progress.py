@@ -23,6 +23,9 @@ from prefect.logging.handlers import PrefectConsoleHandler
 from offerflow.flows.bad_input import BAD_INPUT, BAD_INPUT_RECORD
 
 STEP, STEPS, LABEL = "offerflow_step", "offerflow_steps", "offerflow_label"
+#: On a record the command line prints itself (a warning of the run's summary or of the project
+#: check it ran before the flow): its quiet console skips it; Prefect's logs keep it.
+CLI_PRINTS = "offerflow_cli_prints"
 
 
 class StepProgress:
@@ -43,12 +46,18 @@ class StepProgress:
         update_progress_artifact(self.artifact, round(100.0 * self.done / self.total, 1))
 
 
+def summary_warning(message: str) -> None:
+    """A warning of the flow run that its result also carries (the CLI prints it from there)."""
+    get_run_logger().warning("%s", message, extra={CLI_PRINTS: True})
+
+
 class _HideBadInput(logging.Filter):
     """The CLI prints bad input as its own one-line error: not twice, nor a third time in the
-    engine's closing record of the task or flow run (`Finished in state BadInput(...)`)."""
+    engine's closing record of the task or flow run (`Finished in state BadInput(...)`); nor the
+    warnings it prints itself (`CLI_PRINTS`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (getattr(record, BAD_INPUT_RECORD, False)
+        return not (getattr(record, BAD_INPUT_RECORD, False) or getattr(record, CLI_PRINTS, False)
                     or record.getMessage().startswith(f"Finished in state {BAD_INPUT}("))
 
 

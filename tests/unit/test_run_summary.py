@@ -1,0 +1,32 @@
+"""`offerflow run`'s summary says what the run skipped: a Customer AI goal too long for the history
+and a ranking model that could not be trained are printed with their reasons (the flow's warnings
+about them are left to this summary on a quiet terminal)."""
+
+from __future__ import annotations
+
+from offerflow.cli.runs import _print_summary
+
+
+def test_summary_prints_skipped_goals_and_untrained_models(capsys):
+    summary = {
+        "validation": {"accepted": 10, "quarantined": 2, "rows": 12, "data_docs": "",
+                       "warnings": ["expect_column_values_to_be_between(duplicate_event_id_rows): 4 of 12 rows [x]"]},
+        "propensity": {},
+        "propensity_skipped": {"purchase_30d": "purchase_30d: 43 days of events; an outcome window of 30 days"
+                                               " needs at least 67; skipped"},
+        "ranking_models": {
+            "web-personalized": {"kind": "personalized", "metrics": {"offers_qualified": 0.0},
+                                 "reason": "not trained: 0 displays in the window; its placements are served in a"
+                                           " random order until it can be"},
+            "email-auto": {"kind": "auto_optimization", "metrics": {"offers_qualified": 6.0}, "reason": "trained"},
+        },
+        "published": {"web-banner": 2},
+    }
+    _print_summary(summary)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "validation warning: expect_column_values_to_be_between(duplicate_event_id_rows): 4 of 12 rows [x]" in text
+    assert ("propensity purchase_30d: skipped: purchase_30d: 43 days of events; an outcome window of 30 days needs"
+            " at least 67; skipped") in text
+    assert ("ranking model web-personalized (personalized): 0 offers qualified; not trained: 0 displays in the"
+            " window; its placements are served in a random order until it can be") in text
+    assert "ranking model email-auto (auto_optimization): 6 offers qualified published web-banner: version 2" in text
