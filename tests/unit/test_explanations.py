@@ -177,6 +177,29 @@ def test_thompson_sampling_explains_samples_posteriors_and_lower_samples(project
     assert seen > 10
 
 
+def test_thompson_counts_are_the_tables_not_the_prior_and_sharpening(project, tmp_path):
+    """Auto-optimization's defaults (a fitted Beta prior, posteriors sharpened 2x) make alpha and beta
+    differ from 1 + clicks and 1 + misses: the explanation reports the table's displays and successes."""
+    import shutil
+
+    copy = shutil.copytree(project, tmp_path / "sharpened")
+    displays, clicks = np.array([400, 300, 500, 20]), np.array([40.0, 9.0, 25.0, 1.0])
+    table = pd.DataFrame({"offer_id": ["o-1", "o-2", "o-3", "o-5"], "alpha": 3.0 + 2 * clicks,
+                          "beta": 60.0 + 2 * (displays - clicks), "displays": displays, "successes": clicks,
+                          "qualified": True, "value_weight": 1.0})
+    RankingStore(copy / "rankings").publish(
+        "email-hero", pa.Table.from_pandas(table, schema=POSTERIOR_SCHEMA, preserve_index=False),
+        {"kind": "posterior", "ranking_method": "ai_model", "ai_model": "email-auto", "model_version": "6"})
+    engine, truth = engine_of(copy, seed=11), dict(zip(table["offer_id"], zip(displays, clicks)))
+    shown = [p.explanation["shown"][0] for p in (explained(engine, "p2", ["email-hero"]).placements[0]
+                                                 for _ in range(20)) if p.source == "thompson_sampling"]
+    assert shown
+    for item in shown:
+        n, k = truth[item["offer_id"]]
+        assert (item["ranking"]["displays"], item["ranking"]["clicks"]) == (n, k)
+        assert f"from {n:,} displays and {int(k):,} clicks" in item["ranking"]["text"]
+
+
 def test_fallback_says_why_nothing_was_left(project):
     # p4: age 50, bronze, no email opt-in; email-hero offers: o-1 (age ok), o-2, o-3 (tier), o-5 (opt-in)
     rule = CapRule(event="display", scope="per_profile", limit=1)
