@@ -250,6 +250,14 @@ def test_blank_files_are_empty(tmp_path):
     assert error_of(write(tmp_path / "e.ndjson", "\n  \n")).endswith(": empty file")
 
 
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "'|'")])
+def test_a_csv_split_by_another_separator_says_so(tmp_path, separator, name):
+    header = separator.join(["event_id", "timestamp", "profile_id", "event_type"])
+    path = write(tmp_path / "events.csv", f"{header}\ne1{separator}2026-11-01T00:00:00Z{separator}p1{separator}buy\n")
+    assert error_of(path) == (f"{path}: the header is one column split by {name}, not commas: "
+                              "event CSV files must be comma-separated")
+
+
 def test_missing_required_columns(tmp_path):
     path = write(tmp_path / "events.csv", "event_id,event_type\ne1,display\n")
     assert error_of(path) == f"{path}: missing required column(s): profile_id, timestamp"

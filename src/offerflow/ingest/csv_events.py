@@ -43,6 +43,7 @@ def _csv_pieces(
     label: str, path: Path, profile_field: str | None, value_field: str | None
 ) -> Iterator[pd.DataFrame]:
     names, data_start = _csv_header(label, path)
+    _check_separator(label, names)
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise EventFileError(f"{label}: duplicate column name(s): {', '.join(dupes)}")
@@ -52,6 +53,16 @@ def _csv_pieces(
     for piece in _csv_spans(label, path, data_start, parser):
         piece[SOURCE_FILE] = label
         yield _apply_field_options(piece, profile_field, value_field)
+
+
+def _check_separator(label: str, names: list[str]) -> None:
+    """A header read as one column that holds another separator: say so, not which columns are missing."""
+    if len(names) != 1:
+        return
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if names[0].count(separator) >= 2:
+            raise EventFileError(f"{label}: the header is one column split by {name}, not commas: "
+                                 f"event CSV files must be comma-separated")
 
 
 def _csv_header(label: str, path: Path) -> tuple[list[str], int]:
