@@ -68,6 +68,18 @@ def test_csv_round_trip_with_pipe_separated_placements(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(offers, load_offers(write_yaml(tmp_path / "o.yaml", OFFERS), PLACEMENTS))
 
 
+def test_csv_ids_that_look_like_numbers_stay_as_written(tmp_path: Path) -> None:
+    """SKU-like ids ('007', '1e3', '12.50') must match the events' ids, which are read as text."""
+    offers = tmp_path / "offers.csv"
+    offers.write_text("offer_id,name,priority,placements,fallback\n007,a,2,web-banner|email-hero,false\n"
+                      "12.50,b,1,web-banner|email-hero,false\n0099,fb,0,web-banner|email-hero,true\n")
+    assert load_offers(offers, PLACEMENTS)["offer_id"].tolist() == ["007", "12.50", "0099"]
+    profiles = tmp_path / "profiles.csv"
+    profiles.write_text("profile_id,age\n007,30\n1e3,17\n")
+    assert load_profiles(profiles)["profile_id"].tolist() == ["007", "1e3"]
+    assert load_profiles(profiles, ["1e3"])["profile_id"].tolist() == ["1e3"]
+
+
 def test_parquet_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "offers.parquet"
     pd.DataFrame.from_records(OFFERS).to_parquet(path, index=False)

@@ -40,8 +40,8 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
             return pd.DataFrame.from_records(records)
-        if suffix == ".csv":
-            return pd.read_csv(path)
+        if suffix == ".csv":  # ids stay text: '007' and '1e3' are ids, not the numbers 7 and 1000.0
+            return pd.read_csv(path, dtype={"offer_id": str, PROFILE_ID: str})
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except CatalogError:
