@@ -56,6 +56,7 @@ CASES = {
     "missing profiles": (lambda p: (p / "data/profiles.parquet").unlink(), ["decide", "-p", "p1", "-x", "web-banner"],
                          2, "profiles file not found"),
     "bad catalog": (_write("data/offers.yaml", b"offers: [\n"), ["caps", "show"], 1, "cannot read offers"),
+    "unknown offer, caps reset": (_nothing, ["caps", "reset", "--offer", "nope"], 1, "unknown offer 'nope'"),
     "missing events": (_nothing, ["evaluate", "--events", "nope.parquet"], 1, "events file not found"),
     "bad date": (_nothing, ["generate", "--out", "g", "--end-date", "2026-13-01"], 1, "--end-date"),
     "no validated events": (_nothing, ["score"], 1, "no validated events yet"),
