@@ -80,6 +80,21 @@ def test_csv_ids_that_look_like_numbers_stay_as_written(tmp_path: Path) -> None:
     assert load_profiles(profiles, ["1e3"])["profile_id"].tolist() == ["1e3"]
 
 
+def test_yaml_ids_stay_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads `0012` as octal 10 and `1.50` as 1.5; ids are kept as the user wrote them."""
+    offers = tmp_path / "offers.yaml"
+    offers.write_text("offers:\n- {offer_id: 0012, name: a, priority: 2, placements: [web-banner, email-hero]}\n"
+                      "- offer_id: 1.50\n  name: b\n  priority: 1\n  placements: [web-banner, email-hero]\n"
+                      "- {offer_id: 7, name: fb, priority: 0, placements: [web-banner, email-hero], fallback: true,"
+                      " discount: 0012}\n")
+    loaded = load_offers(offers, PLACEMENTS)
+    assert loaded["offer_id"].tolist() == ["0012", "1.50", "7"]
+    assert loaded["discount"].iloc[2] == 10 and loaded["priority"].tolist() == [2, 1, 0]  # other columns: YAML
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("profiles:\n- {profile_id: 007, age: 30}\n- {profile_id: '1e3', age: 17}\n")
+    assert load_profiles(profiles)["profile_id"].tolist() == ["007", "1e3"]
+
+
 def test_parquet_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "offers.parquet"
     pd.DataFrame.from_records(OFFERS).to_parquet(path, index=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,13 +30,28 @@ class CatalogError(ValueError):
     """An offers catalog or profiles table that cannot be used; the message says why."""
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _IdsAsWritten(YAML_LOADER):  # type: ignore[misc,valid-type]
+    """YAML that keeps `offer_id`/`profile_id` values as written: `offer_id: 0012` is '0012', not
+    YAML 1.1's octal 10, and `offer_id: 1.50` is '1.50', not 1.5."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        for key, value in node.value:
+            if isinstance(value, yaml.ScalarNode) and key.value in ("offer_id", PROFILE_ID) \
+                    and value.tag != _STR_TAG and not value.style and value.value not in ("", "~", "null"):
+                value.tag = _STR_TAG
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_table(path: Path, what: str) -> pd.DataFrame:
     if not path.exists():
         raise CatalogError(f"{path}: {what} file not found")
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_IdsAsWritten)
             records = raw.get(what) if isinstance(raw, dict) else raw
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
