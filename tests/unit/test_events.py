@@ -468,6 +468,17 @@ def test_coerce_event_types_clean_frames_and_parquet_types():
     assert coerce_event_types(aware)[0]["timestamp"].tolist() == [pd.Timestamp("2026-10-01T08:00:00Z")]
 
 
+def test_epoch_numbers_are_refused_saying_they_are_numbers():
+    """Epoch seconds or milliseconds (CSV text or a Parquet int64 column): the unit is a guess."""
+    for column in (["1574553663979", "1574553663.5", "soon"], pd.array([1574553663979, 1574553663, 7], "int64")):
+        typed, reasons = coerce_event_types(frame(3, timestamp=column))
+        assert typed["timestamp"].isna().all()
+        assert reasons.tolist()[:2] == [f"timestamp: a number, not a date-time '{column[0]}'",
+                                        f"timestamp: a number, not a date-time '{column[1]}'"]
+    assert reasons.tolist()[2] == "timestamp: a number, not a date-time '7'"
+    assert coerce_event_types(frame(1, timestamp=["soon"]))[1].tolist() == ["timestamp: unparseable 'soon'"]
+
+
 def test_coerce_after_read_agrees_with_the_reader(tmp_path):
     path = write(tmp_path / "e.csv", csv_text(row(0), row(1, value=" 2 "), row(2, timestamp="2026-10-01")))
     got = read_events(path)
