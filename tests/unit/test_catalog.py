@@ -95,6 +95,16 @@ def test_yaml_ids_stay_as_written(tmp_path: Path) -> None:
     assert load_profiles(profiles)["profile_id"].tolist() == ["007", "1e3"]
 
 
+@pytest.mark.parametrize("what", ["offers", "profiles"])
+def test_a_catalog_csv_split_by_semicolons_says_so(tmp_path: Path, what) -> None:
+    path = tmp_path / f"{what}.csv"
+    path.write_text("offer_id;name;priority;placements\no-1;a;1;web-banner\n" if what == "offers"
+                    else "profile_id;age;tier\np1;30;gold\n")
+    with raises(f"{path}: the header is one column split by semicolons, not commas: {what} CSV files must be"
+                " comma-separated"):
+        load_offers(path, PLACEMENTS) if what == "offers" else load_profiles(path)
+
+
 def test_parquet_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "offers.parquet"
     pd.DataFrame.from_records(OFFERS).to_parquet(path, index=False)

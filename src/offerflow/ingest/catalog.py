@@ -24,6 +24,7 @@ from offerflow.rules.expressions import ExpressionError, parse_expression, schem
 from offerflow.core.config import YAML_LOADER
 from offerflow.core.parquet_rows import read_rows_of
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
+from offerflow.ingest.file_readers import wrong_separator
 
 
 class CatalogError(ValueError):
@@ -57,7 +58,11 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
             return pd.DataFrame.from_records(records)
         if suffix == ".csv":  # ids stay text: '007' and '1e3' are ids, not the numbers 7 and 1000.0
-            return pd.read_csv(path, dtype={"offer_id": str, PROFILE_ID: str})
+            table = pd.read_csv(path, dtype={"offer_id": str, PROFILE_ID: str})
+            wrong = wrong_separator(list(table.columns))
+            if wrong:
+                raise CatalogError(f"{path}: {wrong}: {what} CSV files must be comma-separated")
+            return table
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except CatalogError:

@@ -33,6 +33,7 @@ from offerflow.ingest.file_readers import (
     _decode,
     _rename_reserved,
     _too_long,
+    wrong_separator,
 )
 
 _CSV_CHUNK_BYTES = 8 * 2**20
@@ -43,7 +44,9 @@ def _csv_pieces(
     label: str, path: Path, profile_field: str | None, value_field: str | None
 ) -> Iterator[pd.DataFrame]:
     names, data_start = _csv_header(label, path)
-    _check_separator(label, names)
+    wrong = wrong_separator(names)
+    if wrong:
+        raise EventFileError(f"{label}: {wrong}: event CSV files must be comma-separated")
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise EventFileError(f"{label}: duplicate column name(s): {', '.join(dupes)}")
@@ -53,16 +56,6 @@ def _csv_pieces(
     for piece in _csv_spans(label, path, data_start, parser):
         piece[SOURCE_FILE] = label
         yield _apply_field_options(piece, profile_field, value_field)
-
-
-def _check_separator(label: str, names: list[str]) -> None:
-    """A header read as one column that holds another separator: say so, not which columns are missing."""
-    if len(names) != 1:
-        return
-    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
-        if names[0].count(separator) >= 2:
-            raise EventFileError(f"{label}: the header is one column split by {name}, not commas: "
-                                 f"event CSV files must be comma-separated")
 
 
 def _csv_header(label: str, path: Path) -> tuple[list[str], int]:
