@@ -242,6 +242,31 @@ def test_cold_start_models(project, tmp_path):
     assert e.explanation["shown"][0]["ranking"]["kind"] == "random"
 
 
+def test_a_table_decisions_do_not_read_says_so_when_read_directly(project, tmp_path):
+    """GET /rankings of a personalized table whose model qualified fewer than two offers: its rows,
+    and a note that decisions serve the placement at random instead (as `rankings show` prints)."""
+    import shutil
+
+    from offerflow.decisioning.http_models import PublishedRankingOut
+    from offerflow.decisioning.rankings_view import published_ranking
+
+    copy = shutil.copytree(project, tmp_path / "unread")
+    store = RankingStore(copy / "rankings")
+    table, meta = store.read_table("web-banner"), store.read_metadata("web-banner")
+    keep = {k: v for k, v in meta.items() if k not in ("version", "placement_id", "published_at", "sha256",
+                                                          "row_count", "staged_by")}
+    store.publish("web-banner", table, {**keep, "ai_model_type": "personalized", "offers_qualified": 1})
+    engine = engine_of(copy)
+    placements = [p.id for p in engine.config.placements]
+    body = PublishedRankingOut.model_validate(published_ranking(engine, placements, "web-banner", "p1", 10))
+    assert body.offers and body.note == ("web-personalized qualified 1 offers (fewer than 2), so decisions do not read"
+                                         " this table: they serve the placement in a random order"
+                                         " (source random_too_few_qualified)")
+    assert explained(engine, "p1", ["web-banner"]).placements[0].source == "random_too_few_qualified"
+    read = published_ranking(engine_of(project), placements, "web-banner", "p1", 10)
+    assert read["offers"] and read["note"] is None  # a table decisions read: no note
+
+
 def test_explaining_changes_nothing_and_is_off_by_default(project):
     plain, explaining = engine_of(project, seed=9), engine_of(project, seed=9)
     for profile in ["p1", "p2", "p3", "p4", "p-new"] * 4:
