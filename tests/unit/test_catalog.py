@@ -68,6 +68,43 @@ def test_csv_round_trip_with_pipe_separated_placements(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(offers, load_offers(write_yaml(tmp_path / "o.yaml", OFFERS), PLACEMENTS))
 
 
+def test_csv_ids_that_look_like_numbers_stay_as_written(tmp_path: Path) -> None:
+    """SKU-like ids ('007', '1e3', '12.50') must match the events' ids, which are read as text."""
+    offers = tmp_path / "offers.csv"
+    offers.write_text("offer_id,name,priority,placements,fallback\n007,a,2,web-banner|email-hero,false\n"
+                      "12.50,b,1,web-banner|email-hero,false\n0099,fb,0,web-banner|email-hero,true\n")
+    assert load_offers(offers, PLACEMENTS)["offer_id"].tolist() == ["007", "12.50", "0099"]
+    profiles = tmp_path / "profiles.csv"
+    profiles.write_text("profile_id,age\n007,30\n1e3,17\n")
+    assert load_profiles(profiles)["profile_id"].tolist() == ["007", "1e3"]
+    assert load_profiles(profiles, ["1e3"])["profile_id"].tolist() == ["1e3"]
+
+
+def test_yaml_ids_stay_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads `0012` as octal 10 and `1.50` as 1.5; ids are kept as the user wrote them."""
+    offers = tmp_path / "offers.yaml"
+    offers.write_text("offers:\n- {offer_id: 0012, name: a, priority: 2, placements: [web-banner, email-hero]}\n"
+                      "- offer_id: 1.50\n  name: b\n  priority: 1\n  placements: [web-banner, email-hero]\n"
+                      "- {offer_id: 7, name: fb, priority: 0, placements: [web-banner, email-hero], fallback: true,"
+                      " discount: 0012}\n")
+    loaded = load_offers(offers, PLACEMENTS)
+    assert loaded["offer_id"].tolist() == ["0012", "1.50", "7"]
+    assert loaded["discount"].iloc[2] == 10 and loaded["priority"].tolist() == [2, 1, 0]  # other columns: YAML
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("profiles:\n- {profile_id: 007, age: 30}\n- {profile_id: '1e3', age: 17}\n")
+    assert load_profiles(profiles)["profile_id"].tolist() == ["007", "1e3"]
+
+
+@pytest.mark.parametrize("what", ["offers", "profiles"])
+def test_a_catalog_csv_split_by_semicolons_says_so(tmp_path: Path, what) -> None:
+    path = tmp_path / f"{what}.csv"
+    path.write_text("offer_id;name;priority;placements\no-1;a;1;web-banner\n" if what == "offers"
+                    else "profile_id;age;tier\np1;30;gold\n")
+    with raises(f"{path}: the header is one column split by semicolons, not commas: {what} CSV files must be"
+                " comma-separated"):
+        load_offers(path, PLACEMENTS) if what == "offers" else load_profiles(path)
+
+
 def test_parquet_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "offers.parquet"
     pd.DataFrame.from_records(OFFERS).to_parquet(path, index=False)

@@ -53,6 +53,24 @@ def test_bad_config_gives_located_message(mutate, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("section, key, typo", [
+    (("placements", 0), "channel", "chanel"),
+    (("ai_models", 1), "type", "typ"),
+    (("propensity_goals", 0), "goal", "gaol"),
+    (("propensity_goals", 0, "goal", "all_of", 0), "field", "feild"),
+])
+def test_a_misspelled_required_key_is_one_line(section, key, typo):
+    raw = demo_raw()
+    where = raw
+    for part in section:
+        where = where[part]
+    where[typo] = where.pop(key)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    location = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(section))
+    assert str(info.value) == f"offerflow.yaml: {location}.{typo}: unknown setting {typo!r} (did you mean {key!r}?)"
+
+
 def test_invalid_yaml_names_line(tmp_path: Path):
     path = tmp_path / "offerflow.yaml"
     path.write_text("placements:\n  - id: [unclosed\n")

@@ -250,6 +250,14 @@ def test_blank_files_are_empty(tmp_path):
     assert error_of(write(tmp_path / "e.ndjson", "\n  \n")).endswith(": empty file")
 
 
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "'|'")])
+def test_a_csv_split_by_another_separator_says_so(tmp_path, separator, name):
+    header = separator.join(["event_id", "timestamp", "profile_id", "event_type"])
+    path = write(tmp_path / "events.csv", f"{header}\ne1{separator}2026-11-01T00:00:00Z{separator}p1{separator}buy\n")
+    assert error_of(path) == (f"{path}: the header is one column split by {name}, not commas: "
+                              "event CSV files must be comma-separated")
+
+
 def test_missing_required_columns(tmp_path):
     path = write(tmp_path / "events.csv", "event_id,event_type\ne1,display\n")
     assert error_of(path) == f"{path}: missing required column(s): profile_id, timestamp"
@@ -458,6 +466,17 @@ def test_coerce_event_types_clean_frames_and_parquet_types():
     assert coerce_event_types(naive)[1].tolist() == ["timestamp: no timezone '2026-10-01 08:00:00'", ""]
     aware = frame(1, timestamp=pd.to_datetime(["2026-10-01T10:00:00+02:00"]))
     assert coerce_event_types(aware)[0]["timestamp"].tolist() == [pd.Timestamp("2026-10-01T08:00:00Z")]
+
+
+def test_epoch_numbers_are_refused_saying_they_are_numbers():
+    """Epoch seconds or milliseconds (CSV text or a Parquet int64 column): the unit is a guess."""
+    for column in (["1574553663979", "1574553663.5", "soon"], pd.array([1574553663979, 1574553663, 7], "int64")):
+        typed, reasons = coerce_event_types(frame(3, timestamp=column))
+        assert typed["timestamp"].isna().all()
+        assert reasons.tolist()[:2] == [f"timestamp: a number, not a date-time '{column[0]}'",
+                                        f"timestamp: a number, not a date-time '{column[1]}'"]
+    assert reasons.tolist()[2] == "timestamp: a number, not a date-time '7'"
+    assert coerce_event_types(frame(1, timestamp=["soon"]))[1].tolist() == ["timestamp: unparseable 'soon'"]
 
 
 def test_coerce_after_read_agrees_with_the_reader(tmp_path):

@@ -177,6 +177,29 @@ def test_thompson_sampling_explains_samples_posteriors_and_lower_samples(project
     assert seen > 10
 
 
+def test_thompson_counts_are_the_tables_not_the_prior_and_sharpening(project, tmp_path):
+    """Auto-optimization's defaults (a fitted Beta prior, posteriors sharpened 2x) make alpha and beta
+    differ from 1 + clicks and 1 + misses: the explanation reports the table's displays and successes."""
+    import shutil
+
+    copy = shutil.copytree(project, tmp_path / "sharpened")
+    displays, clicks = np.array([400, 300, 500, 20]), np.array([40.0, 9.0, 25.0, 1.0])
+    table = pd.DataFrame({"offer_id": ["o-1", "o-2", "o-3", "o-5"], "alpha": 3.0 + 2 * clicks,
+                          "beta": 60.0 + 2 * (displays - clicks), "displays": displays, "successes": clicks,
+                          "qualified": True, "value_weight": 1.0})
+    RankingStore(copy / "rankings").publish(
+        "email-hero", pa.Table.from_pandas(table, schema=POSTERIOR_SCHEMA, preserve_index=False),
+        {"kind": "posterior", "ranking_method": "ai_model", "ai_model": "email-auto", "model_version": "6"})
+    engine, truth = engine_of(copy, seed=11), dict(zip(table["offer_id"], zip(displays, clicks)))
+    shown = [p.explanation["shown"][0] for p in (explained(engine, "p2", ["email-hero"]).placements[0]
+                                                 for _ in range(20)) if p.source == "thompson_sampling"]
+    assert shown
+    for item in shown:
+        n, k = truth[item["offer_id"]]
+        assert (item["ranking"]["displays"], item["ranking"]["clicks"]) == (n, k)
+        assert f"from {n:,} displays and {int(k):,} clicks" in item["ranking"]["text"]
+
+
 def test_fallback_says_why_nothing_was_left(project):
     # p4: age 50, bronze, no email opt-in; email-hero offers: o-1 (age ok), o-2, o-3 (tier), o-5 (opt-in)
     rule = CapRule(event="display", scope="per_profile", limit=1)
@@ -217,6 +240,31 @@ def test_cold_start_models(project, tmp_path):
     assert e.source == "random_too_few_qualified" and e.explanation["cold_start"]
     assert e.explanation["text"].startswith("cold start: email-auto has 1 qualified among the eligible offers")
     assert e.explanation["shown"][0]["ranking"]["kind"] == "random"
+
+
+def test_a_table_decisions_do_not_read_says_so_when_read_directly(project, tmp_path):
+    """GET /rankings of a personalized table whose model qualified fewer than two offers: its rows,
+    and a note that decisions serve the placement at random instead (as `rankings show` prints)."""
+    import shutil
+
+    from offerflow.decisioning.http_models import PublishedRankingOut
+    from offerflow.decisioning.rankings_view import published_ranking
+
+    copy = shutil.copytree(project, tmp_path / "unread")
+    store = RankingStore(copy / "rankings")
+    table, meta = store.read_table("web-banner"), store.read_metadata("web-banner")
+    keep = {k: v for k, v in meta.items() if k not in ("version", "placement_id", "published_at", "sha256",
+                                                          "row_count", "staged_by")}
+    store.publish("web-banner", table, {**keep, "ai_model_type": "personalized", "offers_qualified": 1})
+    engine = engine_of(copy)
+    placements = [p.id for p in engine.config.placements]
+    body = PublishedRankingOut.model_validate(published_ranking(engine, placements, "web-banner", "p1", 10))
+    assert body.offers and body.note == ("web-personalized qualified 1 offers (fewer than 2), so decisions do not read"
+                                         " this table: they serve the placement in a random order"
+                                         " (source random_too_few_qualified)")
+    assert explained(engine, "p1", ["web-banner"]).placements[0].source == "random_too_few_qualified"
+    read = published_ranking(engine_of(project), placements, "web-banner", "p1", 10)
+    assert read["offers"] and read["note"] is None  # a table decisions read: no note
 
 
 def test_explaining_changes_nothing_and_is_off_by_default(project):

@@ -50,6 +50,16 @@ def test_the_demo_project_passes_and_is_counted(project_dir):
     assert result.summary() == f"ok: 1 formulas, {result.rules} rules, 1 goal conditions"
 
 
+def test_a_missing_events_file_is_a_warning_and_an_error_when_strict(project_dir):
+    """`run` would stop on it; `decide` and `decide-batch` (no warnings) do not read it."""
+    edit_config(project_dir, lambda raw: raw["data"].__setitem__("events", "data/evnts.parquet"))
+    config = load_config(project_dir / "offerflow.yaml")
+    line = "offerflow.yaml: data.events: data/evnts.parquet: events file not found"
+    assert check_project(config).warnings == [line] and check_project(config).ok
+    assert check_project(config, strict=True).problems == [line]
+    assert check_project(config, warnings=False).warnings == []
+
+
 def test_a_formula_typo_is_one_located_line(project_dir):
     edit_config(project_dir, set_formula(TYPO_FORMULA))
     assert problems(project_dir) == ["offerflow.yaml: placements[2].ranking.formula: column 66: unexpected ','"]

@@ -87,6 +87,8 @@ def test_no_cutoff_fits_is_a_one_line_skip_reason(con, tmp_path):
     assert isinstance(raised.value, GoalError)
     assert str(raised.value) == ("propensity goal 'purchase_goal': the events span 43 days, but an outcome window of"
                                  " 30 days needs at least 67 (7 of history, a training outcome window, a holdout one)")
+    with pytest.raises(HistoryTooShort, match="the events span 1 day, but an outcome window of 1 day needs at least 9"):
+        plan_cutoffs(first, first + pd.Timedelta(hours=5), _goal(1))
     # the fixture's events span 52 days: a 14-day goal fits, a 30-day goal is skipped
     assert history_too_short(tmp_path / "events.parquet", _goal(14)) is None
     assert history_too_short(tmp_path / "events.parquet", _goal(30)).endswith("needs at least 67 (7 of history,"

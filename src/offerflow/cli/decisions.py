@@ -136,19 +136,25 @@ def decide_batch_command(
                   f" ({summary['items']:,} items) in {summary['seconds']:.1f} s -> {summary['decisions_path']}")
 
 
+def _catalog(project):
+    """The project's offers, or exit with the catalog's one-line error."""
+    from offerflow.ingest.catalog import CatalogError, load_offers
+
+    try:
+        return load_offers(project.path(project.data.offers), [p.id for p in project.placements])
+    except CatalogError as exc:
+        fail(str(exc))
+
+
 @caps_app.command("show")
 def caps_show(config: ConfigOption = Path("offerflow.yaml"),
               profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Counts of one profile.")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
     from offerflow.rules.capping import caps_of, load_cap_counters
-    from offerflow.ingest.catalog import CatalogError, load_offers
 
     project = load_project(config)
-    try:
-        offers = load_offers(project.path(project.data.offers), [p.id for p in project.placements])
-    except CatalogError as exc:
-        fail(str(exc))
+    offers = _catalog(project)
     validated = project.paths.validated_events
     counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
                                  project.paths.decision_log, project.paths.cap_resets)
@@ -175,6 +181,8 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     from offerflow.rules.capping import write_cap_reset
 
     project = load_project(config)
+    if offer is not None and offer not in set(_catalog(project)["offer_id"]):
+        fail(f"unknown offer {offer!r}")
     at = datetime.now(timezone.utc)
     write_cap_reset(project.paths.cap_resets, offer, at)
     if as_json:

@@ -65,6 +65,7 @@ def rankings_show(placement: Annotated[str, typer.Argument(help="Placement id.")
                   ) -> None:
     """A placement's published table: its version, how it was scored (metadata.json), its first rows."""
     from offerflow.core.store import StoreError
+    from offerflow.decisioning.rankings_view import unread_table_note
 
     project = load_project(config)
     store = ranking_store(project)
@@ -82,10 +83,9 @@ def rankings_show(placement: Annotated[str, typer.Argument(help="Placement id.")
     for key in sorted(metadata):
         if key not in ("version", "placement_id"):
             console.print(f"  {key}: {metadata[key]}", highlight=False)
-    if metadata.get("ai_model_type") == "personalized" and metadata.get("offers_qualified", 2) < 2:
-        console.print(f"[yellow]note:[/yellow] {metadata['ai_model']} qualified {metadata['offers_qualified']}"
-                      " offers (fewer than 2), so decisions do not read this table: they serve the placement"
-                      " in a random order (source random_too_few_qualified)", highlight=False)
+    note = unread_table_note(metadata)
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     table = Table(title=f"first {len(head)} of {metadata.get('row_count', len(head)):,} rows")
     for column in head.columns:
         table.add_column(str(column))

@@ -152,6 +152,21 @@ def evaluate(
     console.print(f"report: {result['report']}  (MLflow run {result['mlflow_run_id']})", highlight=False)
 
 
+def mlflow_ui_command(project: Path, tracking_uri: str, artifact_root: str, cwd: Path | None = None,
+                      python: Path | None = None) -> str:
+    """The `mlflow ui` line to copy: the `mlflow` next to this Python (relative when under the current
+    folder, as `.venv/bin/mlflow` after `make demo`), run from the project folder, where the
+    project's relative tracking URI and artifact root point."""
+    import sys
+
+    cwd, python = (cwd or Path.cwd()).resolve(), python or Path(sys.executable)
+    mlflow = python.parent / "mlflow"
+    if mlflow.is_absolute() and mlflow.is_relative_to(cwd):
+        mlflow = mlflow.relative_to(cwd)
+    command = f"{mlflow} ui --backend-store-uri {tracking_uri} --default-artifact-root {artifact_root} --port 5000"
+    return command if project.resolve() == cwd else f"cd {project.resolve()} && {command}"
+
+
 @app.command()
 def demo(
     project: Annotated[Path, typer.Option(help="Project directory (offerflow.yaml and data/).")] = Path("."),
@@ -171,8 +186,8 @@ def demo(
     _print_summary(summary)
     cfg, engine = project_engine(config_path)
     console.rule("what to open next")
-    console.print(f"MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {cfg.tracking.uri}"
-                  f" --default-artifact-root {cfg.tracking.artifact_root} --port 5000")
+    console.print(f"MLflow UI:    {mlflow_ui_command(project, cfg.tracking.uri, cfg.tracking.artifact_root)}",
+                  highlight=False)
     if summary["validation"]["data_docs"]:
         console.print(f"Data Docs:    {summary['validation']['data_docs']}")
     console.print(f"Rankings:     {cfg.paths.rankings}  (offerflow rankings list)")

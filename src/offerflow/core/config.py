@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from offerflow.core.config_errors import error_lines
 from offerflow.core.notifications import NotificationsConfig
 from offerflow.core.settings import CacheConfig, CapsConfig, StoreConfig, TrackingConfig, ValidationConfig
 
@@ -402,13 +403,6 @@ def _cross_check(raw: dict[str, Any], config: ProjectConfig) -> list[str]:
     return problems
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def parse_config(raw: Any, *, source: str = "offerflow.yaml", root: Path = Path(".")) -> ProjectConfig:
     """Validate a parsed project file; raise `ConfigError` with located messages."""
     if not isinstance(raw, dict):
@@ -416,11 +410,7 @@ def parse_config(raw: Any, *, source: str = "offerflow.yaml", root: Path = Path(
     try:
         config = ProjectConfig.model_validate({**raw, "root": root})
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {_format_location(err['loc'])}: {message}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(error_lines(exc.errors(), source))) from None
     problems = _cross_check(raw, config)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))

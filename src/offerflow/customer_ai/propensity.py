@@ -65,7 +65,8 @@ def plan_cutoffs(first_event: datetime, last_event: datetime, goal: PropensityGo
         cutoff -= timedelta(days=step_days)
     if not train:
         needed, days = 2 * goal.outcome_window_days + min_history_days, goal.outcome_window_days
-        raise HistoryTooShort(f"propensity goal {goal.name!r}: the events span {(end - start).days} days, but an"
+        span = f"{(end - start).days} day{'' if (end - start).days == 1 else 's'}"
+        raise HistoryTooShort(f"propensity goal {goal.name!r}: the events span {span}, but an"
                               f" outcome window of {days} day{'' if days == 1 else 's'} needs at least {needed}"
                               f" ({min_history_days} of history, a training outcome window, a holdout one)")
     return CutoffPlan(train=sorted(train), holdout=holdout, scoring=end)

@@ -98,10 +98,11 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
                  seed: int | None = None, chunk_size: int = 100_000) -> BatchResult:
     """Decide for every profile (sorted, deduplicated) in every placement, like `engine.decide`."""
     started = time.perf_counter()
-    unknown = [p for p in placement_ids if p not in {c.id for c in engine.config.placements}]
+    known = [c.id for c in engine.config.placements]
+    unknown = [p for p in placement_ids if p not in known]
     if not placement_ids or unknown:
-        raise DecisionError(f"unknown placement(s): {', '.join(unknown)}" if unknown else
-                            "at least one placement is required")
+        raise DecisionError(f"unknown placement(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+                            if unknown else "at least one placement is required")
     if items is not None and not 1 <= items <= MAX_ITEMS:
         raise DecisionError(f"items must be between 1 and {MAX_ITEMS}, got {items}")
     now = now or datetime.now(timezone.utc)

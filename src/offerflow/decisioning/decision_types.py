@@ -172,4 +172,7 @@ class PosteriorArrays:
     qualified: np.ndarray  # the offers Thompson sampling ranks (`bandits.sampled_offers`)
     means: np.ndarray
     in_placement: np.ndarray  # offers of the table that the catalog still lists for the placement
+    #: the training window's counts behind each posterior (a fitted prior and sharpening are not counts)
+    displays: np.ndarray
+    successes: np.ndarray
     weights: np.ndarray | None = None  # value per success of value-weighted models (None: all 1)

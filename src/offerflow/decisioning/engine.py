@@ -386,7 +386,8 @@ class DecisionEngine:
             cached = PosteriorArrays(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
                                      sampled_offers(post["qualified"].to_numpy(bool), new_offers),
                                      alpha / (alpha + beta) * weights, in_placement,
-                                 None if np.all(weights == 1.0) else weights)
+                                     post["displays"].to_numpy(np.int64), post["successes"].to_numpy(float),
+                                     None if np.all(weights == 1.0) else weights)
             self._posteriors[placement_id] = cached
         return cached
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from offerflow.ranking.bandits import PRIOR_ALPHA, PRIOR_BETA
 from offerflow.rules.values import missing
 from offerflow.rules.capping import next_window_start
 from offerflow.rules.explanations import FormulaExplainer, RuleExplainer, show_value
@@ -194,8 +193,7 @@ class _Request:
 
     def thompson(self, oid: str) -> dict[str, Any]:
         j = self.position[oid]
-        alpha, beta = float(self.post.alpha[j]), float(self.post.beta[j])
-        displays, clicks = round(alpha + beta - PRIOR_ALPHA - PRIOR_BETA), round(alpha - PRIOR_ALPHA)
+        displays, clicks = int(self.post.displays[j]), round(float(self.post.successes[j]))
         sample, mean = self.samples.get(j), float(self.post.means[j])
         text = (f"Thompson sample {sample:.4f}" if sample is not None else "Thompson-sampled (sample not kept)") + \
             f" (posterior mean {mean:.4f} from {displays:,} displays and {clicks:,} clicks, table v{self.version})"

@@ -164,6 +164,8 @@ class PublishedRankingOut(BaseModel):
     known_profile: bool | None = Field(default=None, description="False: the table has no row for this profile "
                                                                  "(decisions use the placement's priority order).")
     offers: list[PublishedOfferOut]
+    note: str | None = Field(default=None, description="Set when decisions do not read this table (a personalized "
+                                                       "model that qualified fewer than two offers), and why.")
 
 
 class ErrorOut(BaseModel):

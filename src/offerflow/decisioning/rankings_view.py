@@ -13,6 +13,15 @@ from typing import Any
 from offerflow.decisioning.decision_types import DecisionError
 
 
+def unread_table_note(metadata: dict[str, Any]) -> str | None:
+    """Why decisions do not read a published table, or None when they do: a personalized model that
+    qualified fewer than two offers ranks nothing (`PlacementPlan.too_few_qualified`)."""
+    if metadata.get("ai_model_type") != "personalized" or metadata.get("offers_qualified", 2) >= 2:
+        return None
+    return (f"{metadata.get('ai_model')} qualified {metadata['offers_qualified']} offers (fewer than 2), so decisions"
+            " do not read this table: they serve the placement in a random order (source random_too_few_qualified)")
+
+
 def published_ranking(engine: Any, placement_ids: list[str], placement_id: str,
                       profile_id: str | None, limit: int) -> dict[str, Any]:
     """The served version of `placement_id`'s table, as a JSON-ready dict (see the module docstring).
@@ -40,4 +49,5 @@ def published_ranking(engine: Any, placement_ids: list[str], placement_id: str,
     offer_ids, scores = snapshot.lookup(profile_id)
     return {**head, "profile_id": profile_id, "known_profile": bool(len(offer_ids)), "offers": [
         {"offer_id": str(o), "rank": k + 1, "score": float(s)}
-        for k, (o, s) in enumerate(zip(offer_ids[:limit], scores[:limit]))]}
+        for k, (o, s) in enumerate(zip(offer_ids[:limit], scores[:limit]))],
+        "note": unread_table_note(snapshot.metadata)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,26 @@ from offerflow.rules.expressions import ExpressionError, parse_expression, schem
 from offerflow.core.config import YAML_LOADER
 from offerflow.core.parquet_rows import read_rows_of
 from offerflow.core.schema import OFFER_REQUIRED_COLUMNS, PROFILE_ID
+from offerflow.ingest.file_readers import wrong_separator
 
 
 class CatalogError(ValueError):
     """An offers catalog or profiles table that cannot be used; the message says why."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _IdsAsWritten(YAML_LOADER):  # type: ignore[misc,valid-type]
+    """YAML that keeps `offer_id`/`profile_id` values as written: `offer_id: 0012` is '0012', not
+    YAML 1.1's octal 10, and `offer_id: 1.50` is '1.50', not 1.5."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        for key, value in node.value:
+            if isinstance(value, yaml.ScalarNode) and key.value in ("offer_id", PROFILE_ID) \
+                    and value.tag != _STR_TAG and not value.style and value.value not in ("", "~", "null"):
+                value.tag = _STR_TAG
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
@@ -35,13 +52,17 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_IdsAsWritten)
             records = raw.get(what) if isinstance(raw, dict) else raw
             if not isinstance(records, list):
                 raise CatalogError(f"{path}: expected a list of {what} (under the key '{what}:')")
             return pd.DataFrame.from_records(records)
-        if suffix == ".csv":
-            return pd.read_csv(path)
+        if suffix == ".csv":  # ids stay text: '007' and '1e3' are ids, not the numbers 7 and 1000.0
+            table = pd.read_csv(path, dtype={"offer_id": str, PROFILE_ID: str})
+            wrong = wrong_separator(list(table.columns))
+            if wrong:
+                raise CatalogError(f"{path}: {wrong}: {what} CSV files must be comma-separated")
+            return table
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except CatalogError:

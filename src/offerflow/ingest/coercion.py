@@ -17,6 +17,7 @@ from offerflow.core.schema import EVENT_COLUMNS
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("value", "propensity")
 ID_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in ("timestamp", *NUMERIC_COLUMNS))
+_NUMBER = r"^\s*[+-]?\d+(?:\.\d*)?\s*$"
 _TZ_SUFFIX = r"[Tt ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
 _REASON_CHARS = 100
 
@@ -112,9 +113,12 @@ def _parse_timestamps(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
     has_zone = pc.fill_null(pc.match_substring_regex(arrow, _TZ_SUFFIX), False).to_numpy(zero_copy_only=False)
     unparseable = present & parsed.isna().to_numpy()
+    # epoch seconds or milliseconds: which one is a guess, so the row is refused, saying what it is
+    number = unparseable & pc.fill_null(pc.match_substring_regex(arrow, _NUMBER), False).to_numpy(zero_copy_only=False)
     naive = present & ~unparseable & ~has_zone
     bad = unparseable | naive
-    reasons = pd.concat([_quoted("timestamp: unparseable", text, unparseable),
+    reasons = pd.concat([_quoted("timestamp: unparseable", text, unparseable & ~number),
+                         _quoted("timestamp: a number, not a date-time", text, number),
                          _quoted("timestamp: no timezone", text, naive)])
     return parsed.where(~bad).dt.as_unit("us"), reasons
 

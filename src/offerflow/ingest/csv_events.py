@@ -33,6 +33,7 @@ from offerflow.ingest.file_readers import (
     _decode,
     _rename_reserved,
     _too_long,
+    wrong_separator,
 )
 
 _CSV_CHUNK_BYTES = 8 * 2**20
@@ -43,6 +44,9 @@ def _csv_pieces(
     label: str, path: Path, profile_field: str | None, value_field: str | None
 ) -> Iterator[pd.DataFrame]:
     names, data_start = _csv_header(label, path)
+    wrong = wrong_separator(names)
+    if wrong:
+        raise EventFileError(f"{label}: {wrong}: event CSV files must be comma-separated")
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise EventFileError(f"{label}: duplicate column name(s): {', '.join(dupes)}")

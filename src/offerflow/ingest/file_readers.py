@@ -27,6 +27,15 @@ class EventFileError(ValueError):
     """A whole-file problem: one line naming the file and the problem."""
 
 
+def wrong_separator(names: list[str]) -> str | None:
+    """A CSV header read as one column that holds another separator: what to say instead of which
+    columns are missing (e.g. 'the header is one column split by semicolons, not commas')."""
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if len(names) == 1 and str(names[0]).count(separator) >= 2:
+            return f"the header is one column split by {name}, not commas"
+    return None
+
+
 def _rename_reserved(names: list[str]) -> list[str]:
     return [f"{n}_in_file" if n in PROVENANCE_COLUMNS else n for n in names]
 

@@ -245,6 +245,8 @@ def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict:
     goals, goal_problems = _goal_problems(config, source)
     found = (degenerate_warnings(config, source, offers_path.name, offers, *profile_sample(profiles_path))
              if warnings else [])
+    if warnings and not config.path(config.data.events).exists():  # `run` reads it; decisions do not
+        found.append(f"{source}: data.events: {config.data.events}: events file not found")
     problems = [*formula_problems, *rule_problems, *goal_problems]
     if warnings and (strict or config.strict):
         return CheckResult(formulas, rules, goals, [*problems, *found])
