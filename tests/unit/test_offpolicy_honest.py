@@ -105,3 +105,21 @@ def test_json_carries_every_estimate_with_its_interval() -> None:
     assert len(rows) == 9 and {r["estimator"] for r in rows} == {"ips", "snips", "dr"}
     assert all(0 <= r["low"] <= r["value"] <= r["high"] <= 1 for r in rows)
     assert payload["placements"]["web-banner"]["clicks"] == evaluation.clicks
+
+
+def test_a_current_strategy_without_an_estimate_says_why() -> None:
+    """A placement served by an AI model that the window left without training data: the serving
+    decision names the reason the model was skipped, not only that it has no estimate."""
+    evaluation = evaluate(thin_log(2_000, np.array([0.05, 0.1, 0.15, 0.2])), strategies(), None, n_bootstrap=100)
+    assert not evaluation.too_few
+    candidates = PlacementCandidates(strategies(), "web-personalized", None, [], {"priority": RankingMethod()})
+    candidates.skip("web-personalized", "0 displays and 0 successes in the window: too few to train a click model")
+    config = ProjectConfig(placements=[{"id": "web-banner", "channel": "web"}])
+    result = EvaluationResult("now", "events.parquet")
+    add_offline(result, config, evaluation, candidates)
+    decision = result.serving["web-banner"]
+    assert not decision.serve_candidate
+    assert decision.reason == ("current strategy 'web-personalized' has no estimate (web-personalized skipped: 0 displays"
+                               " and 0 successes in the window: too few to train a click model)")
+    assert candidates.notes == ["web-personalized skipped: 0 displays and 0 successes in the window: too few to train"
+                                " a click model"]

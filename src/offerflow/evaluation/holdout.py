@@ -57,9 +57,9 @@ def check_meta_schema(path: Path) -> None:
 def decision_outcomes(decision_log_dir: Path, click_sources: Sequence[Path], success_event: str = "click") -> pd.DataFrame:
     """One row per (decision, placement) of the metadata with `items` shown and `converted` 0/1.
 
-    Columns: decision_id, day, profile_id, placement_id, ai_model, model_version, arm, items, converted.
-    Clicks are looked up in `click_sources` (event Parquet files or directories) and in the
-    Parquet files directly inside the decision log directory.
+    Columns: decision_id, decided_at, day, profile_id, placement_id, ai_model, model_version, arm,
+    items, converted. Clicks are looked up in `click_sources` (event Parquet files or directories)
+    and in the Parquet files directly inside the decision log directory.
     """
     meta_files = sorted(Path(decision_log_dir).glob(META_GLOB))
     if not meta_files:
@@ -87,7 +87,7 @@ def decision_outcomes(decision_log_dir: Path, click_sources: Sequence[Path], suc
              hit AS (SELECT DISTINCT c.decision_id, COALESCE(c.placement_id, s.placement_id) AS placement_id
                      FROM clicks c LEFT JOIN shown s ON c.placement_id IS NULL AND c.decision_id = s.decision_id
                                                     AND c.offer_id = s.offer_id)
-        SELECT m.decision_id, CAST(m.decided_at AS DATE) AS day, m.profile_id, m.placement_id, m.ai_model,
+        SELECT m.decision_id, m.decided_at, CAST(m.decided_at AS DATE) AS day, m.profile_id, m.placement_id, m.ai_model,
                m.model_version, m.arm, COALESCE(items.items, 0) AS items,
                (hit.decision_id IS NOT NULL)::TINYINT AS converted
         FROM m LEFT JOIN items USING (decision_id, placement_id)
@@ -97,6 +97,44 @@ def decision_outcomes(decision_log_dir: Path, click_sources: Sequence[Path], suc
         return query_frame(con, sql)
     except duckdb.Error as exc:
         raise DecisionLogError(f"{decision_log_dir}: cannot read the decision log: {str(exc).splitlines()[0]}") from None
+
+
+def events_end(sources: Sequence[Path], decision_log_dir: Path | None = None) -> pd.Timestamp | None:
+    """The time of the last event in `sources` (event Parquet files or directories) and of the last
+    outcome event (not a display) filed in the decision-log directory; None when there is none: a
+    decision made after it cannot have its outcome in these events yet."""
+    parts = []
+    if files := _parquet_sources(sources):
+        parts.append(f"SELECT max(timestamp) AS t FROM read_parquet([{', '.join(map(_sql_str, files))}],"
+                     " union_by_name = true)")
+    if logged := _parquet_sources([decision_log_dir] if decision_log_dir is not None else []):
+        parts.append(f"SELECT max(timestamp) AS t FROM read_parquet([{', '.join(map(_sql_str, logged))}],"
+                     " union_by_name = true) WHERE event_type <> 'display'")
+    if not parts:
+        return None
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        last = con.sql(f"SELECT max(t) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise DecisionLogError(f"cannot read the events' times: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return None if last is None else pd.Timestamp(last).tz_convert("UTC")
+
+
+def observed_only(outcomes: pd.DataFrame, end: pd.Timestamp | None) -> tuple[pd.DataFrame, str | None]:
+    """The decisions made up to `end` (the events' last time; None: all), and a note on the others:
+    counted, they would read as decisions nobody clicked."""
+    if end is None or outcomes.empty:
+        return outcomes, None
+    decided = pd.to_datetime(outcomes["decided_at"], utc=True)
+    late = decided > end
+    if not late.any():
+        return outcomes, None
+    return outcomes[~late], (f"holdout report: {int(late.sum()):,} of {len(outcomes):,} decisions were made after the"
+                             f" events end ({end:%Y-%m-%d %H:%M} UTC) and are left out: their clicks are not in"
+                             " the events yet")
 
 
 def two_proportion(x1: int, n1: int, x0: int, n0: int, confidence: float = 0.95) -> dict[str, float]:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from offerflow.core.config import ProjectConfig
-from offerflow.evaluation.holdout import DecisionLogError, decision_outcomes, lift_table, traffic_allocation
+from offerflow.evaluation.holdout import (DecisionLogError, decision_outcomes, events_end, lift_table, observed_only,
+                                         traffic_allocation)
 from offerflow.evaluation.offpolicy import Evaluation, ServingDecision, serving_decision
 from offerflow.evaluation.strategies import PlacementCandidates, evaluate_placement
 
@@ -87,7 +88,8 @@ def add_offline(result: EvaluationResult, config: ProjectConfig, evaluation: Eva
     result.offline[evaluation.placement_id] = evaluation
     result.candidates[evaluation.placement_id] = candidates
     result.serving[evaluation.placement_id] = decide_serving(evaluation, candidates.current, ev.headline_estimator,
-                                                             ev.promotion_min_lift, set(candidates.rankings))
+                                                             ev.promotion_min_lift, set(candidates.rankings),
+                                                             candidates.skipped.get(candidates.current))
 
 
 def add_holdout(result: EvaluationResult, config: ProjectConfig, decision_log_dir: Path,
@@ -95,9 +97,12 @@ def add_holdout(result: EvaluationResult, config: ProjectConfig, decision_log_di
     """Model-versus-holdout lift and traffic allocation from the decision log, or a note why not."""
     try:
         outcomes = decision_outcomes(decision_log_dir, click_sources)
+        outcomes, late = observed_only(outcomes, events_end(click_sources, decision_log_dir))
     except DecisionLogError as exc:
         result.notes.append(f"no holdout report: {exc}")
         return
+    if late:
+        result.notes.append(late)
     result.lift = lift_table(outcomes, config.evaluation.confidence)
     result.traffic = traffic_allocation(outcomes)
 
@@ -113,15 +118,17 @@ def headline_estimator(evaluation: Evaluation, preferred: str) -> str:
 
 
 def decide_serving(evaluation: Evaluation, current: str, estimator: str, min_lift: float,
-                   servable: set[str] | None = None) -> ServingDecision:
+                   servable: set[str] | None = None, current_skipped: str | None = None) -> ServingDecision:
     """The best-estimated candidate that a placement can serve (`servable`: strategies with a
-    ranking method; never the logged policy, nor random) against the current strategy."""
+    ranking method; never the logged policy, nor random) against the current strategy
+    (`current_skipped`: why it was not estimated, if it was not)."""
     if evaluation.too_few:
         return ServingDecision(False, f"not enough data to rank strategies: {evaluation.too_few}", {}, None, current)
     estimator = headline_estimator(evaluation, estimator)
     table = evaluation.table[(evaluation.table["estimator"] == estimator) & (evaluation.table["kind"] != "logged")]
     if current not in set(table["strategy"]):
-        return ServingDecision(False, f"current strategy {current!r} has no estimate", {})
+        why = f" ({current} skipped: {current_skipped})" if current_skipped else ""
+        return ServingDecision(False, f"current strategy {current!r} has no estimate{why}", {})
     if servable is not None:
         table = table[table["strategy"].isin(servable | {current})]
     best = table.sort_values("value", ascending=False, kind="stable").iloc[0]

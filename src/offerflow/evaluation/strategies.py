@@ -83,6 +83,12 @@ class PlacementCandidates:
     notes: list[str]
     #: strategy name -> the ranking that serves it; random and logged cannot be served
     rankings: dict[str, RankingMethod] = field(default_factory=dict)
+    #: strategy name -> why it has no estimate (an AI model with too little data before the window)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped[slug(name)] = reason
+        self.notes.append(f"{name} skipped: {reason}")
 
 
 def _formulas(config: ProjectConfig) -> dict[str, str]:
@@ -97,62 +103,61 @@ def placement_candidates(con: duckdb.DuckDBPyConnection, config: ProjectConfig, 
     placement = config.placement(placement_id)
     placement_offers = placement_offer_set(offers, placement_id)
     schema = schema_from_frames(profiles=profiles, offers=placement_offers)
-    strategies = [Strategy("logged", "logged (what was served)", "logged", None),
-                  Strategy("random", "random", "random",
-                           lambda p, o, e: uniform_policy(e), slate=random_slate_policy),
-                  Strategy("priority", "priority", "priority", score_policy(priority_scores),
-                           slate=score_slate_policy(priority_scores))]
-    notes: list[str] = []
-    rankings = {"priority": RankingMethod(method="priority")}
+    ranking = placement.ranking
+    current = {"priority": "priority", "formula": f"formula-{placement.id}",
+               "ai_model": slug(ranking.ai_model or "")}[ranking.method]
+    out = PlacementCandidates([Strategy("logged", "logged (what was served)", "logged", None),
+                               Strategy("random", "random", "random",
+                                        lambda p, o, e: uniform_policy(e), slate=random_slate_policy),
+                               Strategy("priority", "priority", "priority", score_policy(priority_scores),
+                                        slate=score_slate_policy(priority_scores))],
+                              current, None, [], {"priority": RankingMethod(method="priority")})
     for name, formula in _formulas(config).items():
         try:
             scorer = formula_scorer(formula, schema)
-            strategies.append(Strategy(name, name.replace("formula-", "formula ", 1), "formula",
-                                       score_policy(scorer), slate=score_slate_policy(scorer)))
-            rankings[name] = RankingMethod(method="formula", formula=formula)
+            out.strategies.append(Strategy(name, name.replace("formula-", "formula ", 1), "formula",
+                                           score_policy(scorer), slate=score_slate_policy(scorer)))
+            out.rankings[name] = RankingMethod(method="formula", formula=formula)
         except ValueError as exc:  # a formula over columns this placement's data lacks
-            notes.append(f"{name} skipped: {exc}")
+            out.skip(name, str(exc))
     for model in config.ai_models:
-        if model.status != "active" or placement_id not in model.placements:
-            continue
-        log = pre_window_log(con, model.placements, window_start, model.training_window_days, model.success_event)
-        model_offers = pd.concat([offers_for_placement(offers, p) for p in model.placements]).drop_duplicates("offer_id")
-        if log.empty:
-            notes.append(f"{model.name} skipped: no displays in the {model.training_window_days} days before the window")
-            continue
-        posteriors = pre_window_posteriors(log, model, model_offers)
-        qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
-        if model.type == "auto_optimization":
-            strategies.append(Strategy(slug(model.name), model.name, model.type,
-                                       thompson_policy(posteriors, model.exploration_share, config.seed,
-                                                       new_offers=model.new_offers)))
-            rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
-            continue
+        if model.status == "active" and placement_id in model.placements:
+            _add_ai_model(out, con, config, model, profiles, offers, window_start)
+    try:
+        log = pre_window_log(con, [placement_id], window_start, config.evaluation.reward_model_days)
+        out.reward_model = fit_reward_model(log, profiles, offers_for_placement(offers, placement_id),
+                                            config.evaluation.reward_model, config.seed)
+    except ValueError as exc:
+        out.notes.append(f"no DR reward model: {exc}")
+    return out
+
+
+def _add_ai_model(out: PlacementCandidates, con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                  model: AIModelConfig, profiles: pd.DataFrame, offers: pd.DataFrame, window_start: datetime) -> None:
+    """An AI model as a candidate, fitted on its training window before `window_start`, or skipped
+    with the reason (`out.skip`)."""
+    log = pre_window_log(con, model.placements, window_start, model.training_window_days, model.success_event)
+    model_offers = pd.concat([offers_for_placement(offers, p) for p in model.placements]).drop_duplicates("offer_id")
+    if log.empty:
+        return out.skip(model.name, f"no displays in the {model.training_window_days} days before the window")
+    posteriors = pre_window_posteriors(log, model, model_offers)
+    qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
+    if model.type == "auto_optimization":
+        policy = thompson_policy(posteriors, model.exploration_share, config.seed, new_offers=model.new_offers)
+        out.strategies.append(Strategy(slug(model.name), model.name, model.type, policy))
+    else:
         frame = training_frame(log, profiles, model_offers)
         if (reason := untrainable(frame)) is not None:
-            notes.append(f"{model.name} skipped: {reason}")
-            continue
+            return out.skip(model.name, reason)
         try:  # the served model's settings: the strategy evaluated is the one training would fit
             click_model = fit_click_model(frame, model.lightgbm, qualified, config.seed, ips=model.ips_weighting,
                                           interactions=model.interaction_base)
         except ValueError as exc:
-            notes.append(f"{model.name} skipped: {exc}")
-            continue
-        strategies.append(Strategy(slug(model.name), model.name, model.type, score_policy(click_model.score_matrix),
-                                   offers_personalized=len(qualified),
-                                   slate=score_slate_policy(click_model.score_matrix)))
-        rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
-    reward_model = None
-    try:
-        log = pre_window_log(con, [placement_id], window_start, config.evaluation.reward_model_days)
-        reward_model = fit_reward_model(log, profiles, offers_for_placement(offers, placement_id),
-                                        config.evaluation.reward_model, config.seed)
-    except ValueError as exc:
-        notes.append(f"no DR reward model: {exc}")
-    ranking = placement.ranking
-    current = {"priority": "priority", "formula": f"formula-{placement.id}",
-               "ai_model": slug(ranking.ai_model or "")}[ranking.method]
-    return PlacementCandidates(strategies, current, reward_model, notes, rankings)
+            return out.skip(model.name, str(exc))
+        out.strategies.append(Strategy(slug(model.name), model.name, model.type, score_policy(click_model.score_matrix),
+                                       offers_personalized=len(qualified),
+                                       slate=score_slate_policy(click_model.score_matrix)))
+    out.rankings[slug(model.name)] = RankingMethod(method="ai_model", ai_model=model.name)
 
 
 def reward_matrix(model: ClickModel | None, logged) -> np.ndarray | None:
