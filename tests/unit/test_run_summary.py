@@ -17,7 +17,7 @@ def test_summary_prints_skipped_goals_and_untrained_models(capsys):
         "ranking_models": {
             "web-personalized": {"kind": "personalized", "metrics": {"offers_qualified": 0.0},
                                  "reason": "not trained: 0 displays in the window; its placements are served in a"
-                                           " random order until it can be"},
+                                           " random order until it can be trained"},
             "email-auto": {"kind": "auto_optimization", "metrics": {"offers_qualified": 6.0}, "reason": "trained"},
         },
         "published": {"web-banner": 2},
@@ -28,5 +28,5 @@ def test_summary_prints_skipped_goals_and_untrained_models(capsys):
     assert ("propensity purchase_30d: skipped: purchase_30d: 43 days of events; an outcome window of 30 days needs"
             " at least 67; skipped") in text
     assert ("ranking model web-personalized (personalized): 0 offers qualified; not trained: 0 displays in the"
-            " window; its placements are served in a random order until it can be") in text
+            " window; its placements are served in a random order until it can be trained") in text
     assert "ranking model email-auto (auto_optimization): 6 offers qualified published web-banner: version 2" in text

@@ -222,7 +222,7 @@ def _train_click_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig,
     except TooFewToTrain as exc:  # this model alone: the champion keeps serving, or none does (random)
         champion = tracker.alias_version(registered, CHAMPION)
         result.reason = f"not trained: {exc}; " + (f"the @champion (version {champion}) stays" if champion else
-                                                  "its placements are served in a random order until it can be")
+                                                  "its placements are served in a random order until it can be trained")
         tracker.set_tags({"not_trained": str(exc)})
         if champion:
             result.click_model, result.model_version = _load_champion_click_model(tracker, registered, qualified)
