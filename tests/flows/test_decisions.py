@@ -275,7 +275,7 @@ def test_a_personalized_model_with_too_few_qualified_offers_serves_at_random_and
     firsts = pd.Series([d.items[0].offer_id for d in served])
     assert firsts.nunique() >= 4  # not the table's or the priority's first offer every time
     why = json.dumps(next(d.explanation for d in decisions if d.arm != "fallback"))
-    assert "has 1 qualified offers" in why and "served in a random order" in why, why
+    assert "has 1 qualified offer (" in why and "served in a random order" in why, why
 
     result = decide_batch(_engine(local), ids, ["web-banner"], now=NOW, seed=2)
     meta, items = result.meta.to_pandas(), result.decisions.to_pandas()

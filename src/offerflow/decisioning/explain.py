@@ -310,7 +310,8 @@ class _Request:
                                   and self.engine.eligible(self.profile_id, oid))
                 among = "qualified among the eligible offers"
             else:  # personalized: the offers its click model personalizes (table metadata)
-                n_qualified, among = int(plan.metadata["offers_qualified"]), "qualified offers"
+                n_qualified = int(plan.metadata["offers_qualified"])
+                among = "qualified offer" if n_qualified == 1 else "qualified offers"
             return True, (f"cold start: {model.name} has {n_qualified} {among} "
                           f"(an offer qualifies after {model.min_displays} displays and {model.min_successes} "
                           "clicks), fewer than 2: it cannot rank yet, so the offers are served in a random order")
