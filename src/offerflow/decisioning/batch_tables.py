@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
+from offerflow.decisioning.decision_log import event_placements
 
 #: One row per decided item (rank 1..items per decision and placement).
 BATCH_DECISION_SCHEMA = pa.schema([
@@ -88,7 +89,9 @@ def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids:
         "fallback": pa.array(columns.get("fallback", np.zeros(0, bool))),
         "propensity": propensity,
         "arm": _repeated(columns.get("arm", np.zeros(0, np.int64)), ARM_CODES.tolist())}, schema=BATCH_DECISION_SCHEMA)
-    event_id = pc.binary_join_element_wise(decision, placement, pc.cast(rank, pa.string()), "-")
+    labels = event_placements(placement_ids)  # a placement named twice: `<id>#2` in the second's event ids
+    labelled = placement if labels == placement_ids else _repeated(placement_of, labels)
+    event_id = pc.binary_join_element_wise(decision, labelled, pc.cast(rank, pa.string()), "-")
     events = pa.table({"event_id": event_id, "timestamp": timestamp, "profile_id": decisions["profile_id"],
                        "event_type": _repeated(np.zeros(len(rows), np.int32), ["display"]),
                        "offer_id": decisions["offer_id"], "placement_id": placement,
