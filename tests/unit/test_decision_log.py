@@ -118,7 +118,8 @@ def test_a_placement_named_twice_gets_its_own_event_ids_after_a_failed_batch_too
 
 
 def _logged_event_ids(directory) -> list[str]:
-    return [i for path in sorted(directory.glob("decisions-*.parquet")) for i in pq.read_table(path)["event_id"].to_pylist()]
+    paths = sorted(directory.glob("decisions-*.parquet"))
+    return [event_id for path in paths for event_id in pq.read_table(path)["event_id"].to_pylist()]
 
 
 def test_http_cli_and_batch_log_unique_event_ids_for_a_placement_named_twice(project, tmp_path):
