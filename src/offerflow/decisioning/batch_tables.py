@@ -48,6 +48,8 @@ class BatchResult:
     seconds: float
     #: placement -> table version the batch decided with (one manifest); explanations use the same
     versions: Mapping[str, int] = field(default_factory=dict)
+    #: profile ids not in the profiles table (decided as unknown profiles: non-personalized)
+    unknown_profiles: int = 0
 
     def arm_counts(self) -> dict[str, int]:
         """Decisions (per placement) by traffic arm."""
@@ -68,7 +70,7 @@ def _repeated(codes: np.ndarray, values: Sequence[Any], type_: pa.DataType = pa.
 
 
 def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids: np.ndarray, run: str,
-                  now: datetime, started: float, versions: Mapping[str, int]) -> BatchResult:
+                  now: datetime, started: float, versions: Mapping[str, int], unknown_profiles: int = 0) -> BatchResult:
     """The batch's tables from its parts (one per chunk and placement, placements in `plans` order)."""
     n_plans = len(plans)
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
@@ -99,7 +101,8 @@ def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids:
                        "value": pa.nulls(len(rows), pa.float64()),
                        "propensity": propensity, "decision_id": decision}, schema=EVENT_SCHEMA)
     meta = _meta(decisions, placement_of, plans)
-    return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started, dict(versions))
+    return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started, dict(versions),
+                       unknown_profiles)
 
 
 def _meta(decisions: pa.Table, placement_of: np.ndarray, plans: Sequence[Any]) -> pa.Table:

@@ -79,8 +79,8 @@ class DecisionColumns:
 
     def add(self, d: Decision) -> None:
         self.decisions += 1
-        if len(d.placements) > 1:
-            self._note_repeats(d)
+        if len(d.placements) > 1 and len({p.placement_id for p in d.placements}) < len(d.placements):
+            self._note_repeats(d)  # a placement named twice (rare): its second set's event-id label
         for p in d.placements:
             row = len(self.decision_id)
             self.decision_id.append(d.decision_id)

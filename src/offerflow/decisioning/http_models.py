@@ -154,7 +154,9 @@ class PublishedOfferOut(BaseModel):
     alpha: float | None = Field(default=None, description="Posterior tables only: Beta posterior alpha.")
     beta: float | None = Field(default=None, description="Posterior tables only: Beta posterior beta.")
     displays: int | None = Field(default=None, description="Posterior tables only: displays in the window.")
-    successes: float | None = Field(default=None, description="Posterior tables only: clicks or conversions.")
+    successes: int | None = Field(default=None, description="Posterior tables only: clicks or conversions in the "
+                                                            "window (a count; value-weighted models weight the "
+                                                            "score, not this).")
 
 
 class PublishedRankingOut(BaseModel):
