@@ -38,7 +38,7 @@ def plant_typos(project: Path) -> tuple[str, ...]:
 def test_check_passes_on_the_demo_project_quickly_without_prefect(project_dir):
     done, wall, cpu = offerflow("check", "--config", str(project_dir / "offerflow.yaml"))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 1 formulas, ") and done.stdout.rstrip().endswith(" rules, 1 goal conditions")
+    assert done.stdout.startswith("ok: 1 formula, ") and done.stdout.rstrip().endswith(" rules, 1 goal condition")
     assert heavy(done) == []
     assert cpu < 2.0, (wall, cpu)
 

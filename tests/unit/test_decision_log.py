@@ -10,6 +10,7 @@ import pytest
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
 from offerflow.decisioning.decision_log import DecisionColumns, log_decisions
 from offerflow.decisioning.decision_types import Decision, DecisionItem, PlacementDecision
+from tests.unit.test_explanations import engine_of, project  # noqa: F401 (a fixture: a small published project)
 
 AT = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
 
@@ -98,3 +99,57 @@ def test_decision_ids_are_distinct_version_4_uuids_across_batches_and_forks():
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 100).decode() != new_decision_id()
+
+
+def test_a_placement_named_twice_gets_its_own_event_ids_after_a_failed_batch_too():
+    """Two sets of slots of one placement in a request: the second's event ids say `#2`, so ingested
+    back they are not quarantined as conflicting duplicates (and caps count both displays)."""
+    twice = _decision(1)
+    twice.placements.append(twice.placements[0])
+    columns, earlier = DecisionColumns(), DecisionColumns()
+    earlier.add(_decision(0))
+    columns.add(twice)
+    columns.prepend(earlier)
+    ids = columns.tables()[0]["event_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 8
+    assert ids[3:] == ["dec-1-web-banner-1", "dec-1-web-banner-2", "dec-1-email-hero-1", "dec-1-web-banner#2-1",
+                       "dec-1-web-banner#2-2"]
+    assert set(columns.tables()[0]["placement_id"].to_pylist()) == {"web-banner", "email-hero"}
+
+
+def _logged_event_ids(directory) -> list[str]:
+    paths = sorted(directory.glob("decisions-*.parquet"))
+    return [event_id for path in paths for event_id in pq.read_table(path)["event_id"].to_pylist()]
+
+
+def test_http_cli_and_batch_log_unique_event_ids_for_a_placement_named_twice(project, tmp_path):
+    import shutil
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+    from offerflow.core.config import load_config
+    from offerflow.decisioning.http_service import create_app
+
+    with warnings.catch_warnings():  # as in tests/flows/test_service.py: httpx is what is installed
+        warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
+        from fastapi.testclient import TestClient
+    root = tmp_path / "copy"
+    shutil.copytree(project, root)
+    config = load_config(root / "offerflow.yaml")
+    engine = engine_of(root)
+    with TestClient(create_app(engine.config, engine=engine, log_dir=tmp_path / "http")) as client:
+        body = {"profile_id": "p2", "placements": ["web-banner", "web-banner"], "allow_duplicates": True}
+        assert client.post("/decisions", json=body).status_code == 200
+    ids = _logged_event_ids(tmp_path / "http")
+    assert len(ids) == len(set(ids)) == 4 and sum("-web-banner#2-" in i for i in ids) == 2
+    runner = CliRunner()
+    args = ["-x", "web-sidebar", "-x", "web-sidebar", "--allow-duplicates", "--config", str(root / "offerflow.yaml")]
+    assert runner.invoke(app, ["decide", "-p", "p1", *args], catch_exceptions=False).exit_code == 0
+    ids = _logged_event_ids(config.paths.decision_log)
+    assert len(ids) == len(set(ids)) == 4 and sum("-web-sidebar#2-" in i for i in ids) == 2
+    batch = runner.invoke(app, ["decide-batch", *args, "--json"], catch_exceptions=False)
+    assert batch.exit_code == 0, batch.output
+    ids = _logged_event_ids(config.paths.decision_log)
+    assert len(ids) == len(set(ids)) == 4 + 4 * 2 * 2 and sum("-web-sidebar#2-" in i for i in ids) == 2 + 4 * 2

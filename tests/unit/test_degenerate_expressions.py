@@ -33,7 +33,7 @@ def test_a_formula_without_value_warns_and_is_an_error_when_strict(project_dir):
     placement = load_config(project_dir / "offerflow.yaml").placements[2].id
     result = checked(project_dir)
     assert result.ok and result.warnings == [NO_VALUE.format(placement)]
-    assert result.summary().endswith(", 1 warnings")
+    assert result.summary().endswith(", 1 warning")
     strict = checked(project_dir, strict=True)
     assert not strict.ok and strict.problems == [NO_VALUE.format(placement)] and strict.warnings == []
     edit_config(project_dir, lambda raw: raw.update(strict=True))  # the project file's setting
@@ -121,8 +121,8 @@ def test_cli_check_warns_and_check_or_run_with_strict_exit_2_in_one_line(project
     checked = runner.invoke(app, ["check", "-c", config])
     assert checked.exit_code == 0, checked.output
     assert checked.output.splitlines() == [f"warning: {NO_VALUE.format(placement)}",
-                                           f"ok: 1 formulas, {checked.output.split(' rules')[0].split(', ')[-1]} rules,"
-                                           " 1 goal conditions, 1 warnings"]
+                                           f"ok: 1 formula, {checked.output.split(' rules')[0].split(', ')[-1]} rules,"
+                                           " 1 goal condition, 1 warning"]
     for command in (["check", "--strict"], ["run", "--strict"]):
         strict = runner.invoke(app, [*command, "-c", config])
         assert strict.exit_code == 2, strict.output

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from offerflow.core.config import load_config
-from offerflow.models.project_check import ProjectCheckFailed, check_project, require_valid_project
+from offerflow.models.project_check import CheckResult, ProjectCheckFailed, check_project, require_valid_project
 
 DEMO_FORMULA = "if(offer.category == profile.favorite_category, offer.priority * 2, offer.priority)"
 TYPO_FORMULA = "if(offer.category == profile.favorite_category, offer.priority * , offer.priority)"
@@ -47,7 +47,17 @@ def test_the_demo_project_passes_and_is_counted(project_dir):
     assert result.ok and result.problems == []
     assert (result.formulas, result.goal_conditions) == (1, 1)
     assert result.rules == sum(1 for o in offers if o.get("eligibility"))
-    assert result.summary() == f"ok: 1 formulas, {result.rules} rules, 1 goal conditions"
+    assert result.summary() == f"ok: 1 formula, {result.rules} rules, 1 goal condition"
+
+
+@pytest.mark.parametrize(("counts", "warnings", "summary"), [
+    ((1, 1, 1), ["w"], "ok: 1 formula, 1 rule, 1 goal condition, 1 warning"),
+    ((0, 2, 3), ["w", "v"], "ok: 0 formulas, 2 rules, 3 goal conditions, 2 warnings"),
+    ((2, 0, 0), [], "ok: 2 formulas, 0 rules, 0 goal conditions"),
+])
+def test_the_summary_counts_in_the_singular_and_plural(counts, warnings, summary):
+    formulas, rules, goal_conditions = counts
+    assert CheckResult(formulas, rules, goal_conditions, warnings=warnings).summary() == summary
 
 
 def test_a_missing_events_file_is_a_warning_and_an_error_when_strict(project_dir):

@@ -122,9 +122,15 @@ def test_rollback_errors(store):
     store.publish(P, ranking_table(2), RANKING)
     with pytest.raises(StoreError, match="cannot roll back placement 'web-banner': no version before 1"):
         store.rollback(P)
-    with pytest.raises(StoreError, match=r"to version 7: .*available: \[1\]"):
+    with pytest.raises(StoreError, match=r"to version 7: .*\(available: 1\)$"):
         store.rollback(P, 7)
     assert store.current_version(P) == 1
+    store.publish(P, ranking_table(2), RANKING)
+    with pytest.raises(StoreError, match=r"to version 7: .*\(available: 1, 2\)$"):
+        store.rollback(P, 7)
+    with pytest.raises(StoreError, match=r"has no version 9 in .*\(available: 1, 2\)$"):
+        store.read_table(P, 9)
+    assert store.current_version(P) == 2
 
 
 def test_reading_an_unpublished_placement_is_a_one_line_error(store):

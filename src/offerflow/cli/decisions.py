@@ -74,17 +74,31 @@ def decide(
     for column in ("placement", "rank", "offer", "score", "source", "model"):
         table.add_column(column)
     for p in decision.placements:
+        model = _model_column(project, p)
         for item in p.items:
             score = "" if item.score is None else f"{item.score:.4f}"
-            model = p.model_label or p.ranking_method
             table.add_row(p.placement_id, str(item.rank), item.offer_id, score, p.source, model)
     console.print(table)
     for p in decision.placements if explain else ():
         print_explanation(p.placement_id, p.explanation)
 
 
+def _model_column(project, placement) -> str:
+    """What ranked a placement: its AI model and version, its method (formula, priority), or, for an
+    AI model that has published no table yet, its name and that (it decided by priority)."""
+    if placement.model_label:
+        return placement.model_label
+    if placement.ranking_method == "ai_model":
+        return f"{project.placement(placement.placement_id).ranking.ai_model} (not published yet)"
+    return placement.ranking_method
+
+
 def print_explanation(placement_id: str, explanation: dict) -> None:
-    """One placement's explanation as a table: the arm, then each offer shown or not and why."""
+    """One placement's explanation as a table: the arm, then each offer shown or not and why; the
+    offers a random order did not draw (all the others of a holdout or exploration decision) as one
+    row, which the JSON (--json) lists one by one."""
+    from offerflow.decisioning.explain import NOT_DRAWN
+
     table = Table(title=f"why, in {placement_id}: {explanation['text']} "
                         f"(arm {explanation['arm']}, {explanation['arm_share']:.0%} of decisions)",
                   title_justify="left")
@@ -92,8 +106,16 @@ def print_explanation(placement_id: str, explanation: dict) -> None:
         table.add_column(column, overflow="fold")
     for shown in explanation["shown"]:
         table.add_row(shown["offer_id"], f"shown, rank {shown['rank']}", shown["text"].split(", ", 1)[1])
-    for other in explanation["not_shown"]:
-        table.add_row(other["offer_id"], other["reason"].replace("_", " "), other["text"].split(": ", 1)[1])
+    whys = [other["text"].split(": ", 1)[1] for other in explanation["not_shown"]]
+    undrawn = [other["offer_id"] for other, why in zip(explanation["not_shown"], whys) if why.startswith(NOT_DRAWN)]
+    for other, why in zip(explanation["not_shown"], whys):
+        if len(undrawn) < 2 or not why.startswith(NOT_DRAWN):
+            table.add_row(other["offer_id"], other["reason"].replace("_", " "), why)
+    if len(undrawn) >= 2:
+        pool = next(why for why in whys if why.startswith(NOT_DRAWN)).removeprefix(NOT_DRAWN)
+        listed = ", ".join(undrawn[:5]) + (", ..." if len(undrawn) > 5 else "")
+        table.add_row(f"{len(undrawn)} others", "lower rank",
+                      f"{len(undrawn)} other eligible offers {NOT_DRAWN}{pool}: {listed} (--json lists each)")
     console.print(table)
 
 
@@ -132,7 +154,9 @@ def decide_batch_command(
     if as_json:
         print_json(summary)
         return
-    console.print(f"decided {summary['profiles']:,} profiles in {', '.join(summary['placements'])}"
+    unknown = summary["unknown_profiles"]
+    unknown_text = f" ({unknown:,} not in the profiles table: decided as unknown profiles)" if unknown else ""
+    console.print(f"decided {summary['profiles']:,} profiles{unknown_text} in {', '.join(summary['placements'])}"
                   f" ({summary['items']:,} items) in {summary['seconds']:.1f} s -> {summary['decisions_path']}")
 
 

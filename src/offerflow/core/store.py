@@ -59,7 +59,7 @@ import pyarrow.parquet as pq
 
 from offerflow.core.store_files import (METADATA_FILE, TABLE_FILE, TMP_PREFIX, StoreError, fsync_dir, load_metadata,
                                         locked, mark_version, next_version, remove_leftovers, remove_versions,
-                                        staged_by, version_list, version_name, write_durably)
+                                        staged_by, version_list, version_name, versions_text, write_durably)
 from offerflow.core.store_manifest import (Manifest, manifest_lock, manifest_stamp, read_manifest, run_alive,
                                            staging_lock, write_manifest)
 from offerflow.core.parquet_rows import read_rows_of
@@ -321,7 +321,7 @@ class RankingStore:
             version = older[-1]
         elif version not in available:
             raise StoreError(f"cannot roll back placement '{placement_id}' to version {version}: "
-                             f"not in {self.root} (available: {available})")
+                             f"not in {self.root} (available: {versions_text(available)})")
         if version != current:
             run_id = f"rollback-{uuid.uuid4().hex}"
             with self.staging(run_id):
@@ -420,7 +420,7 @@ class RankingStore:
                 if version is not None:
                     break
         raise StoreError(f"placement '{placement_id}' has no version {resolved} in {self.root} "
-                         f"(available: {self.versions(placement_id)})")
+                         f"(available: {versions_text(self.versions(placement_id))})")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ def version_name(version: int) -> str:
     return f"v{version:06d}"
 
 
+def versions_text(versions: list[int]) -> str:
+    """Versions for a message: `1, 2, 5` (`none` when there are none)."""
+    return ", ".join(map(str, versions)) or "none"
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -114,10 +114,12 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
     plans = [_Plan(engine, pid, items, versions) for pid in placement_ids]
     offer_pos = {oid: i for i, oid in enumerate(engine.offers["offer_id"])}
     parts: list[dict[str, np.ndarray]] = []
+    unknown = 0
     for c, start in enumerate(range(0, len(ids), chunk_size)):
         chunk_ids = ids[start:start + chunk_size]
         chunk = profiles.reindex(chunk_ids).rename_axis(PROFILE_ID).reset_index()
         known = profiles.index.get_indexer(chunk_ids) >= 0  # hashed; np.isin on strings is quadratic here
+        unknown += int(len(known) - known.sum())
         caps.start_chunk(chunk_ids)
         used = np.zeros((len(chunk_ids), len(offer_pos)), dtype=bool)
         rng = np.random.default_rng(None if seed is None else [seed, c])
@@ -125,7 +127,7 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
             part = plan.decide(chunk, chunk_ids, known, used, caps, rng, offer_pos, allow_duplicates)
             part["row"] = part["row"] + start
             parts.append(part)
-    return result_tables(plans, parts, ids, run, now, started, versions)
+    return result_tables(plans, parts, ids, run, now, started, versions, unknown)
 
 
 class _Plan:

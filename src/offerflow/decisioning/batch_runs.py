@@ -18,8 +18,10 @@ from offerflow.decisioning.engine import build_engine
 
 
 def batch_summary(result: BatchResult, placements: list[str], path: Path, run_id: str) -> dict[str, Any]:
-    """What a batch run reports: profiles, placements, items, the decisions file, the arms, seconds."""
-    return {"run_id": run_id, "profiles": result.profiles, "placements": placements,
+    """What a batch run reports: profiles (and how many of them the profiles table does not have:
+    decided as unknown profiles), placements, items, the decisions file, the arms, seconds."""
+    return {"run_id": run_id, "profiles": result.profiles, "unknown_profiles": result.unknown_profiles,
+            "placements": placements,
             "items": result.decisions.num_rows, "decisions_path": str(path), "arms": result.arm_counts(),
             "seconds": round(result.seconds, 3)}
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
+from offerflow.decisioning.decision_log import event_placements
 
 #: One row per decided item (rank 1..items per decision and placement).
 BATCH_DECISION_SCHEMA = pa.schema([
@@ -47,6 +48,8 @@ class BatchResult:
     seconds: float
     #: placement -> table version the batch decided with (one manifest); explanations use the same
     versions: Mapping[str, int] = field(default_factory=dict)
+    #: profile ids not in the profiles table (decided as unknown profiles: non-personalized)
+    unknown_profiles: int = 0
 
     def arm_counts(self) -> dict[str, int]:
         """Decisions (per placement) by traffic arm."""
@@ -67,7 +70,7 @@ def _repeated(codes: np.ndarray, values: Sequence[Any], type_: pa.DataType = pa.
 
 
 def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids: np.ndarray, run: str,
-                  now: datetime, started: float, versions: Mapping[str, int]) -> BatchResult:
+                  now: datetime, started: float, versions: Mapping[str, int], unknown_profiles: int = 0) -> BatchResult:
     """The batch's tables from its parts (one per chunk and placement, placements in `plans` order)."""
     n_plans = len(plans)
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
@@ -88,7 +91,9 @@ def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids:
         "fallback": pa.array(columns.get("fallback", np.zeros(0, bool))),
         "propensity": propensity,
         "arm": _repeated(columns.get("arm", np.zeros(0, np.int64)), ARM_CODES.tolist())}, schema=BATCH_DECISION_SCHEMA)
-    event_id = pc.binary_join_element_wise(decision, placement, pc.cast(rank, pa.string()), "-")
+    labels = event_placements(placement_ids)  # a placement named twice: `<id>#2` in the second's event ids
+    labelled = placement if labels == placement_ids else _repeated(placement_of, labels)
+    event_id = pc.binary_join_element_wise(decision, labelled, pc.cast(rank, pa.string()), "-")
     events = pa.table({"event_id": event_id, "timestamp": timestamp, "profile_id": decisions["profile_id"],
                        "event_type": _repeated(np.zeros(len(rows), np.int32), ["display"]),
                        "offer_id": decisions["offer_id"], "placement_id": placement,
@@ -96,7 +101,8 @@ def result_tables(plans: Sequence[Any], parts: list[dict[str, np.ndarray]], ids:
                        "value": pa.nulls(len(rows), pa.float64()),
                        "propensity": propensity, "decision_id": decision}, schema=EVENT_SCHEMA)
     meta = _meta(decisions, placement_of, plans)
-    return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started, dict(versions))
+    return BatchResult(decisions, events, meta, len(ids), time.perf_counter() - started, dict(versions),
+                       unknown_profiles)
 
 
 def _meta(decisions: pa.Table, placement_of: np.ndarray, plans: Sequence[Any]) -> pa.Table:

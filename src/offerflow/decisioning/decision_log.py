@@ -29,6 +29,19 @@ def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Pat
     return directory / name
 
 
+def event_placements(placement_ids: Sequence[str]) -> list[str]:
+    """The placement part of the event ids of one decision's placements, in request order: the id,
+    then `<id>#2`, `<id>#3`... for a placement named again in the same request (another set of slots
+    of that placement, filled after the earlier ones), so every display keeps a unique event id
+    (`<decision>-<placement>[#n]-<rank>`; its `placement_id` column stays the placement's id)."""
+    seen: dict[str, int] = {}
+    labels = []
+    for placement_id in placement_ids:
+        seen[placement_id] = n = seen.get(placement_id, 0) + 1
+        labels.append(placement_id if n == 1 else f"{placement_id}#{n}")
+    return labels
+
+
 class DecisionColumns:
     """Decisions as the decision log's columns, appended a decision at a time (`add`), made into the
     two tables at once (`tables`).
@@ -58,12 +71,16 @@ class DecisionColumns:
         self.offer_id: list[str] = []
         self.rank: list[int] = []
         self.propensity: list[float | None] = []
+        # placement rows of a placement named again in its request -> its event-id label (rare)
+        self.repeats: dict[int, str] = {}
 
     def __len__(self) -> int:
         return self.decisions
 
     def add(self, d: Decision) -> None:
         self.decisions += 1
+        if len(d.placements) > 1 and len({p.placement_id for p in d.placements}) < len(d.placements):
+            self._note_repeats(d)  # a placement named twice (rare): its second set's event-id label
         for p in d.placements:
             row = len(self.decision_id)
             self.decision_id.append(d.decision_id)
@@ -82,12 +99,20 @@ class DecisionColumns:
                 self.rank.append(item.rank)
                 self.propensity.append(item.propensity)
 
+    def _note_repeats(self, d: Decision) -> None:
+        first = len(self.decision_id)
+        ids = [p.placement_id for p in d.placements]
+        for k, (placement_id, label) in enumerate(zip(ids, event_placements(ids))):
+            if label != placement_id:
+                self.repeats[first + k] = label
+
     def prepend(self, earlier: DecisionColumns) -> None:
         """Put `earlier`'s decisions before this one's (a batch whose write failed, tried again)."""
         offset = len(earlier.decision_id)
         for name, values in vars(self).items():
             if isinstance(values, list):
                 setattr(self, name, getattr(earlier, name) + (values if name != "row" else [r + offset for r in values]))
+        self.repeats = {**earlier.repeats, **{row + offset: label for row, label in self.repeats.items()}}
         self.decisions += earlier.decisions
 
     def to_decisions(self) -> list[Decision]:
@@ -119,8 +144,11 @@ class DecisionColumns:
         rows, n = pa.array(self.row, pa.int64()), len(self.row)
         decision_id, placement_id = meta["decision_id"].take(rows), meta["placement_id"].take(rows)
         rank = pa.array(self.rank, pa.int64()).cast(pa.string())
+        labels = placement_id
+        if self.repeats:
+            labels = pa.array([self.repeats.get(r, p) for r, p in enumerate(self.placement_id)]).take(rows)
         events = pa.Table.from_pydict({
-            "event_id": pc.binary_join_element_wise(decision_id, placement_id, rank, "-"),
+            "event_id": pc.binary_join_element_wise(decision_id, labels, rank, "-"),
             "timestamp": decided_at.take(rows), "profile_id": meta["profile_id"].take(rows),
             "event_type": pa.array(["display"] * n, pa.string()), "offer_id": self.offer_id,
             "placement_id": placement_id, "channel": pa.array(self.channel, pa.string()).take(rows),

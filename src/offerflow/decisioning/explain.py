@@ -34,6 +34,9 @@ from offerflow.decisioning.decision_types import RANDOM_TOO_FEW_QUALIFIED, Place
 #: Why a candidate offer was not shown, in the order they are checked.
 REASONS = ("already_shown", "rule_failed", "cap_reached", "not_in_model", "lower_rank")
 _RANDOM_SOURCES = ("random_holdout", RANDOM_TOO_FEW_QUALIFIED)
+#: How a `lower_rank` offer of a randomly ordered placement is explained (`<offer>: NOT_DRAWN of <n> offers
+#: left`); `offerflow decide --explain` prints those as one row.
+NOT_DRAWN = "not drawn by the random order"
 _REASON_WORDS = {"already_shown": "already shown in an earlier placement", "rule_failed": "failed their eligibility rule",
                  "cap_reached": "reached a frequency cap", "not_in_model": "are not in the model's table",
                  "lower_rank": "ranked lower"}
@@ -237,7 +240,7 @@ class _Request:
         out: dict[str, Any] = {"offer_id": oid, "reason": "lower_rank"}
         source = self.result.source
         if source in _RANDOM_SOURCES:
-            return {**out, "text": f"{oid}: not drawn by the random order of {_offers(self.pool_size())} left"}
+            return {**out, "text": f"{oid}: {NOT_DRAWN} of {_offers(self.pool_size())} left"}
         if self.plan.posterior and self.post.qualified[self.position[oid]]:
             t = self.thompson(oid)
             out.update(sample=t["sample"], posterior_mean=t["posterior_mean"])
@@ -248,7 +251,7 @@ class _Request:
             return {**out, "text": f"{oid}: new offer ({t['displays']} displays, {t['clicks']} clicks{need}): "
                                    "shown first only by exploration"}
         if source == "exploration":
-            return {**out, "text": f"{oid}: not drawn by the random order of {_offers(self.pool_size())} left"}
+            return {**out, "text": f"{oid}: {NOT_DRAWN} of {_offers(self.pool_size())} left"}
         if oid in self.table:
             rank, score = self.table[oid]
             out.update(table_rank=rank, score=score)

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -77,6 +77,21 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     requests were malformed."""
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": safe_errors(exc)}, status_code=422)
+
+
+#: The 415 of a request body that is not JSON (a form or text/plain body read as JSON said "Input
+#: should be a valid dictionary", which named neither the problem nor the fix).
+NOT_JSON = "request body must be JSON: send Content-Type: application/json (got {})"
+
+
+async def require_json(request: Request) -> None:
+    """A FastAPI dependency: a body with a content type other than JSON (`application/json` or
+    `application/*+json`, which FastAPI parses as JSON; none at all is read as JSON too) is a 415."""
+    content_type = request.headers.get("content-type")
+    if content_type:
+        kind = content_type.split(";", 1)[0].strip().lower()
+        if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+            raise HTTPException(415, NOT_JSON.format(clip(kind or content_type)))
 
 
 def declared_length(scope: dict) -> int | None:

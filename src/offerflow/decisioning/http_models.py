@@ -19,10 +19,13 @@ class DecisionRequest(BaseModel):
     profile_id: Id = Field(description=f"Profile id (at most {MAX_ID_BYTES} bytes of UTF-8).")
     placements: list[Id] = Field(
         min_length=1, max_length=MAX_PLACEMENTS, description="Placement ids, in the order to fill them.")
-    items: int | None = Field(default=None, ge=1, le=MAX_ITEMS,
-                              description="Items per placement (default: the placement's own count).")
-    allow_duplicates: bool = Field(default=False, description="Allow an offer in several placements.")
-    explain: bool = Field(default=False, description="Also say why, per placement (`explanation`); off by default.")
+    # strict: a JSON integer or boolean, as documented; "3", 3.0 or "yes" is a 422 naming the field
+    items: int | None = Field(default=None, ge=1, le=MAX_ITEMS, strict=True,
+                              description="Items per placement, a JSON integer (default: the placement's own count).")
+    allow_duplicates: bool = Field(default=False, strict=True,
+                                   description="Allow an offer in several placements (true or false).")
+    explain: bool = Field(default=False, strict=True,
+                          description="Also say why, per placement (`explanation`; true or false); off by default.")
 
 
 class DecisionItemOut(BaseModel):
@@ -151,7 +154,9 @@ class PublishedOfferOut(BaseModel):
     alpha: float | None = Field(default=None, description="Posterior tables only: Beta posterior alpha.")
     beta: float | None = Field(default=None, description="Posterior tables only: Beta posterior beta.")
     displays: int | None = Field(default=None, description="Posterior tables only: displays in the window.")
-    successes: float | None = Field(default=None, description="Posterior tables only: clicks or conversions.")
+    successes: int | None = Field(default=None, description="Posterior tables only: clicks or conversions in the "
+                                                            "window (a count; value-weighted models weight the "
+                                                            "score, not this).")
 
 
 class PublishedRankingOut(BaseModel):

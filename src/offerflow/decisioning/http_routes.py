@@ -20,7 +20,7 @@ from offerflow.core.store import StoreError
 from offerflow.rules.capping import write_cap_reset
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
-from offerflow.decisioning.http_guards import clip
+from offerflow.decisioning.http_guards import clip, require_json
 from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
                                                HealthOut, PublishedRankingOut)
 from offerflow.decisioning.rankings_view import published_ranking
@@ -63,8 +63,10 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
         status = 404 if str(exc).startswith("unknown placement") or "no published table" in str(exc) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    @app.post("/decisions", response_model=DecisionOut, dependencies=[Depends(check_api_key)],
-              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "Unknown placement"}},
+    @app.post("/decisions", response_model=DecisionOut, dependencies=[Depends(check_api_key), Depends(require_json)],
+              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "Unknown placement"},
+                         415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type must be "
+                                                                 "application/json)"}},
               summary="Decide which offers to show a profile")
     async def decide(request: DecisionRequest):
         # Well-formed requests are answered by DecisionFastPath; this route documents the endpoint

@@ -38,12 +38,13 @@ def published_ranking(engine: Any, placement_ids: list[str], placement_id: str,
             "ai_model": snapshot.metadata.get("ai_model"), "model_version": snapshot.metadata.get("model_version")}
     if snapshot.kind == "posterior":  # the engine's arrays: its score is the decisions' (value-weighted means)
         post, table = engine.posterior_arrays(placement_id, snapshot), snapshot.posteriors
+        # counts (successes are stored as floats, but count 0/1 outcomes: value weighting is `value_weight`)
         displays, successes = table["displays"].to_numpy(), table["successes"].to_numpy(float)
         order = sorted(range(len(post.offer_ids)), key=lambda j: (-post.means[j], post.offer_ids[j]))[:limit]
         return {**head, "profile_id": None, "offers": [
             {"offer_id": post.offer_ids[j], "rank": k + 1, "score": float(post.means[j]),
              "alpha": float(post.alpha[j]), "beta": float(post.beta[j]), "displays": int(displays[j]),
-             "successes": float(successes[j])} for k, j in enumerate(order)]}
+             "successes": int(round(successes[j]))} for k, j in enumerate(order)]}
     if profile_id is None:
         raise DecisionError(f"placement '{placement_id}' ranks per profile: give ?profile_id=")
     offer_ids, scores = snapshot.lookup(profile_id)

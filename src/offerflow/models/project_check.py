@@ -67,13 +67,19 @@ class CheckResult:
         return not self.problems
 
     def summary(self) -> str:
-        extra = f", {len(self.warnings)} warnings" if self.warnings else ""
-        return f"ok: {self.formulas} formulas, {self.rules} rules, {self.goal_conditions} goal conditions{extra}"
+        extra = f", {_counted(len(self.warnings), 'warning')}" if self.warnings else ""
+        return (f"ok: {_counted(self.formulas, 'formula')}, {_counted(self.rules, 'rule')}, "
+                f"{_counted(self.goal_conditions, 'goal condition')}{extra}")
 
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "formulas": self.formulas, "rules": self.rules,
                 "goal_conditions": self.goal_conditions, "problems": list(self.problems),
                 "warnings": list(self.warnings)}
+
+
+def _counted(n: int, noun: str) -> str:
+    """`1 rule`, `0 rules`, `2 rules`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def profile_frame(path: Path) -> pd.DataFrame:
