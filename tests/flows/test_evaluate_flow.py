@@ -177,11 +177,18 @@ def test_a_personalized_strategy_is_refit_with_the_served_models_settings(pipeli
     from offerflow.evaluation import strategies
     from offerflow.ingest.catalog import load_offers, load_profiles
 
+    import yaml
+
+    from offerflow.core.config import LightGBMParams
+
     project, _ = pipeline_run
     config = load_config(project / "offerflow.yaml")
     models = [m.model_copy(update={"ips_weighting": True, "interaction_base": False})
               if m.type == "personalized" else m for m in config.ai_models]
-    config = config.model_copy(update={"ai_models": models})
+    # the reward model fitted after the candidates is not what this test checks: FAST's small trees
+    reward = LightGBMParams(**yaml.safe_load(FAST)["evaluation"]["reward_model"])
+    evaluation = config.evaluation.model_copy(update={"reward_model": reward})
+    config = config.model_copy(update={"ai_models": models, "evaluation": evaluation})
     seen = []
 
     def spy(*args, **kwargs):
