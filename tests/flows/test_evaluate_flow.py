@@ -59,8 +59,10 @@ def served_traffic(project: Path, days: int = 7, seed: int = 3) -> dict[str, flo
     clicks = clicked.assign(event_type="click", event_id=clicked["event_id"] + "-click", propensity=np.nan)
     pq.write_table(pa.Table.from_pandas(clicks[EVENT_SCHEMA.names].reset_index(drop=True), schema=EVENT_SCHEMA,
                                         preserve_index=False), log_dir / "clicks-served.parquet")
-    conv = (events.groupby(["decision_id", "placement_id"])["p_true"].agg(lambda p: 1 - np.prod(1 - p))
-                  .rename("p_convert").reset_index().merge(meta, on=["decision_id", "placement_id"]))
+    # P(at least one click) per decision: 1 - the product of (1 - p) over its items (a vectorised
+    # groupby product: a Python lambda per group took most of this function's time, 42,000 groups)
+    missed = events.assign(missed=1 - events["p_true"]).groupby(["decision_id", "placement_id"])["missed"].prod()
+    conv = (1 - missed).rename("p_convert").reset_index().merge(meta, on=["decision_id", "placement_id"])
     truth = {}
     for placement_id, rows in conv[conv["arm"].isin(["model", "holdout"])].groupby("placement_id"):
         rate = rows.groupby("arm")["p_convert"].mean()
