@@ -59,8 +59,10 @@ def served_traffic(project: Path, days: int = 7, seed: int = 3) -> dict[str, flo
     clicks = clicked.assign(event_type="click", event_id=clicked["event_id"] + "-click", propensity=np.nan)
     pq.write_table(pa.Table.from_pandas(clicks[EVENT_SCHEMA.names].reset_index(drop=True), schema=EVENT_SCHEMA,
                                         preserve_index=False), log_dir / "clicks-served.parquet")
-    conv = (events.groupby(["decision_id", "placement_id"])["p_true"].agg(lambda p: 1 - np.prod(1 - p))
-                  .rename("p_convert").reset_index().merge(meta, on=["decision_id", "placement_id"]))
+    # P(at least one click) per decision: 1 - the product of (1 - p) over its items (a vectorised
+    # groupby product: a Python lambda per group took most of this function's time, 42,000 groups)
+    missed = events.assign(missed=1 - events["p_true"]).groupby(["decision_id", "placement_id"])["missed"].prod()
+    conv = (1 - missed).rename("p_convert").reset_index().merge(meta, on=["decision_id", "placement_id"])
     truth = {}
     for placement_id, rows in conv[conv["arm"].isin(["model", "holdout"])].groupby("placement_id"):
         rate = rows.groupby("arm")["p_convert"].mean()
@@ -177,11 +179,18 @@ def test_a_personalized_strategy_is_refit_with_the_served_models_settings(pipeli
     from offerflow.evaluation import strategies
     from offerflow.ingest.catalog import load_offers, load_profiles
 
+    import yaml
+
+    from offerflow.core.config import LightGBMParams
+
     project, _ = pipeline_run
     config = load_config(project / "offerflow.yaml")
     models = [m.model_copy(update={"ips_weighting": True, "interaction_base": False})
               if m.type == "personalized" else m for m in config.ai_models]
-    config = config.model_copy(update={"ai_models": models})
+    # the reward model fitted after the candidates is not what this test checks: FAST's small trees
+    reward = LightGBMParams(**yaml.safe_load(FAST)["evaluation"]["reward_model"])
+    evaluation = config.evaluation.model_copy(update={"reward_model": reward})
+    config = config.model_copy(update={"ai_models": models, "evaluation": evaluation})
     seen = []
 
     def spy(*args, **kwargs):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,19 +65,39 @@ def _click_world(n_profiles=1500, n_offers=12, n_displays=30_000, seed=3):
     return public_profiles, public_offers, log, profiles, offers
 
 
+def _fitted(n_displays: int, **params):
+    """(public profiles, public offers, click model) on `_click_world(n_displays=...)`."""
+    from offerflow.core.config import LightGBMParams
+    from offerflow.ranking.click_model import fit_click_model, training_frame
+
+    profiles, offers, log, _, _ = _click_world(n_displays=n_displays)
+    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(**params),
+                            offers["offer_id"].tolist(), seed=1)
+    return profiles, offers, model
+
+
+# Fitted once per module (the interaction base's grid and the trees take seconds each time); every
+# test takes a `replace` copy, with its own predictor, `compile` and `offer_weights`.
+@pytest.fixture(scope="module")
+def pair_model():
+    return _fitted(30_000, n_estimators=60, num_leaves=15, min_child_samples=20)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return _fitted(20_000, n_estimators=30)
+
+
 @pytest.mark.parametrize("compile", ["never", "always"])
-def test_pair_scoring_equals_lightgbm_on_the_cross_joined_frame(compile, tmp_path, monkeypatch):
+def test_pair_scoring_equals_lightgbm_on_the_cross_joined_frame(compile, tmp_path, monkeypatch, pair_model):
     """The NumPy pair matrix gives what predicting on the cross-joined, encoded frame gives,
     including categories never seen in training and missing values (NaN, as LightGBM reads them),
     both through LightGBM's predict and through the compiled (lleaves) model."""
     monkeypatch.setenv("OFFERFLOW_CACHE_DIR", str(tmp_path))
-    from offerflow.core.config import LightGBMParams
-    from offerflow.ranking.click_model import fit_click_model, offer_features, profile_features, training_frame
+    from offerflow.ranking.click_model import offer_features, profile_features
 
-    profiles, offers, log, _, _ = _click_world()
-    params = LightGBMParams(n_estimators=60, num_leaves=15, min_child_samples=20)
-    model = fit_click_model(training_frame(log, profiles, offers), params, offers["offer_id"].tolist(), seed=1)
-    model.compile = compile
+    profiles, offers, fitted = pair_model
+    model = replace(fitted, compile=compile)
     scoring = profiles.head(300).copy()
     scoring.loc[0, "country"] = "atlantis"  # unseen category
     scoring.loc[1, "loyalty_tier"] = None  # missing
@@ -163,13 +185,9 @@ def test_interaction_log_joins_success_events_and_their_value_by_decision(tmp_pa
     assert clicks.set_index("profile_id").loc["p2", "success"] == 1
 
 
-def test_value_weighted_click_model_ranks_by_expected_value():
-    from offerflow.core.config import LightGBMParams
-    from offerflow.ranking.click_model import fit_click_model, training_frame
-
-    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
-    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
-                            offers["offer_id"].tolist(), seed=1)
+def test_value_weighted_click_model_ranks_by_expected_value(small_model):
+    profiles, offers, fitted = small_model
+    model = replace(fitted)
     plain = model.score_matrix(profiles.head(50), offers)
     weights = {oid: float(i + 1) for i, oid in enumerate(offers["offer_id"])}
     model.offer_weights = weights
@@ -177,15 +195,12 @@ def test_value_weighted_click_model_ranks_by_expected_value():
     np.testing.assert_allclose(weighted, plain * np.arange(1, len(offers) + 1)[None, :])
 
 
-def test_formula_reads_the_personalized_model_score_as_ai_score():
-    from offerflow.core.config import LightGBMParams
-    from offerflow.ranking.click_model import fit_click_model, training_frame
+def test_formula_reads_the_personalized_model_score_as_ai_score(small_model):
     from offerflow.ranking.tables import formula_scorer
     from offerflow.rules.expressions import ExpressionError
 
-    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
-    model = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
-                            offers["offer_id"].tolist(), seed=1)
+    profiles, offers, fitted = small_model
+    model = replace(fitted)
     schema = schema_from_frames(profiles=profiles, offers=offers)
     chunk = profiles.head(40)
     score = formula_scorer("ai_score * (1 + offer.discount_pct / 100)", schema, ai_scores=model.score_matrix)
@@ -195,20 +210,17 @@ def test_formula_reads_the_personalized_model_score_as_ai_score():
         formula_scorer("ai_score * 2", schema)  # no model named for the placement: a clear error
 
 
-def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan():
+def test_formula_with_ai_score_published_in_process_and_from_a_shipped_plan(small_model):
     """A formula placement that names a personalized model gets the same table in process and
     from the picklable plan a worker receives (the model travels as text)."""
     import pickle
 
-    from offerflow.core.config import LightGBMParams, PlacementConfig, RankingMethod
+    from offerflow.core.config import PlacementConfig, RankingMethod
     from offerflow.ranking.publishing import build_ranking_table, plan_scoring, rank_partition
-    from offerflow.ranking.click_model import fit_click_model, training_frame
     from offerflow.ranking.ai_models import RankingModelResult
 
-    profiles, offers, log, _, _ = _click_world(n_displays=20_000)
-    click = fit_click_model(training_frame(log, profiles, offers), LightGBMParams(n_estimators=30),
-                            offers["offer_id"].tolist(), seed=1)
-    click.compile = "never"
+    profiles, offers, fitted = small_model
+    click = replace(fitted, compile="never")
     model = RankingModelResult("m", "run", "1", {}, True, "", click_model=click)
     placement = PlacementConfig(id="web-banner", channel="web", items=2, ranking=RankingMethod(
         method="formula", formula="ai_score * offer.discount_pct", ai_model="m"))
