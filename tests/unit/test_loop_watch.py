@@ -26,6 +26,7 @@ def test_a_busy_callback_and_a_full_collection_are_found_and_told_apart(tmp_path
         watch.answered(started, time.perf_counter(), 0.015)
         await asyncio.sleep(0.02)
         garbage = [[i] for i in range(400_000)]
+        await asyncio.sleep(0.02)  # building it blocks too: the collection gets a loop turn of its own
         gc.collect()
         del garbage
         await asyncio.sleep(0.02)
