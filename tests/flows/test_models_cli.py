@@ -111,7 +111,8 @@ def test_a_personalized_model_that_cannot_be_trained_is_skipped_and_the_champion
     assert trained["reason"].startswith("not trained: ranking model 'web-personalized': ")
     assert "successes in the window: too few to train a click model" in trained["reason"]
     assert f"the @champion (version {before['model_version']}) stays" in trained["reason"]
-    assert trained["reason"] in " ".join(prefect_console.getvalue().split())  # the one warning line
+    # with --json the summary carries the reason; Prefect's terminal handler leaves it to the CLI
+    assert "not trained" not in prefect_console.getvalue(), prefect_console.getvalue()
     after = store.read_metadata("web-banner")
     assert after["version"] == before["version"] + 1 and after["model_version"] == before["model_version"]
     assert after["offers_qualified"] == 0  # no success in the window: no offer qualifies

@@ -30,3 +30,18 @@ def test_summary_prints_skipped_goals_and_untrained_models(capsys):
     assert ("ranking model web-personalized (personalized): 0 offers qualified; not trained: 0 displays in the"
             " window; its placements are served in a random order until it can be trained") in text
     assert "ranking model email-auto (auto_optimization): 6 offers qualified published web-banner: version 2" in text
+
+
+def test_train_prints_why_a_model_was_not_trained_and_what_auto_optimization_fitted(capsys):
+    from offerflow.cli.models import _print_training
+
+    reason = "not trained: ranking model 'web-personalized': 0 displays [x]; its placements are served at random"
+    _print_training({"ranking_models": {"models": {
+        "web-personalized": {"kind": "personalized", "metrics": {}, "model_version": None, "promoted": False,
+                             "reason": reason},
+        "email-auto": {"kind": "auto_optimization", "metrics": {}, "model_version": None, "promoted": False,
+                       "reason": ""}}}})
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"web-personalized (personalized): {reason}" in text
+    assert "email-auto (auto_optimization): posteriors fitted (no registered version)" in text
+    assert "version None" not in text

@@ -242,6 +242,14 @@ def train(
     if as_json:
         print_json(summary)
         return
+    _print_training(summary)
+
+
+def _print_training(summary: dict) -> None:
+    """What `offerflow train` trained, skipped or could not train, one line each (with --json, the
+    same in the summary)."""
+    from rich.markup import escape
+
     for name, r in summary.get("customer_ai", {}).get("goals", {}).items():
         console.print(f"[bold]{name}[/bold]: holdout AUC {r['metrics']['auc']:.4f}, version {r['model_version']},"
                       f" {'promoted to @champion' if r['promoted'] else 'kept as @challenger'} ({r['reason']})")
@@ -250,12 +258,15 @@ def train(
             console.print(f"  population as of {population['as_of']}: {population['eligible']:,} eligible,"
                           f" {population['scored']:,} scored; excluded: {excluded}", highlight=False)
     for name, reason in summary.get("customer_ai", {}).get("skipped", {}).items():
-        console.print(f"[bold]{name}[/bold]: {reason}", highlight=False)
+        console.print(f"[bold]{name}[/bold]: {escape(reason)}", highlight=False)
     for name, r in summary.get("ranking_models", {}).get("models", {}).items():
         auc = r["metrics"].get("holdout_auc")
+        if r["model_version"]:
+            status = f"version {r['model_version']}, promoted={r['promoted']} ({r['reason']})"
+        else:  # auto-optimization: posteriors, no registered version; or not trained and no @champion
+            status = r["reason"] or "posteriors fitted (no registered version)"
         console.print(f"[bold]{name}[/bold] ({r['kind']}): " + (f"holdout AUC {auc:.4f}, " if auc else "")
-                      + f"version {r['model_version']}" + (f", promoted={r['promoted']} ({r['reason']})"
-                                                            if r["model_version"] else ""))
+                      + escape(status), highlight=False)
 
 
 @app.command()
