@@ -209,3 +209,21 @@ def tmp_config(project_dir: Path, raw: dict) -> Path:
     path = project_dir / "ok.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@pytest.mark.slow  # waits for the 20 s connect timeout
+def test_an_unreachable_dask_scheduler_is_one_line(project_dir, prefect_harness):
+    """docs/scaling.md: "an unreachable scheduler is one line". It ended the run with the whole
+    traceback of the connection attempt (395 lines from `offerflow run`)."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    config_path = project_dir / "offerflow.yaml"
+    config_path.write_text(config_path.read_text() + f"compute:\n  dask_address: {address}\n")
+    snapshot = project_dir / "data/outputs/validated/events.parquet"
+    snapshot.parent.mkdir(parents=True)
+    shutil.copy(project_dir / "data/events.parquet", snapshot)
+    state = flows()["train-customer-ai"](config_path=str(config_path), return_state=True)
+    assert_bad_input(state, f"cannot reach the Dask scheduler at {address}")

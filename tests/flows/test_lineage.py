@@ -62,6 +62,11 @@ def test_first_scoring_run_has_nothing_to_compare_with_but_records_its_distribut
     [scoring] = client.search_runs([experiment], filter_string="tags.`offerflow.step` = 'score'")
     assert scoring.data.tags["compared_with_run"] == "" and scoring.data.metrics["scored_profiles"] > 0
     assert not any(k.startswith("psi_") for k in scoring.data.metrics)
+    # whom it covered, as docs/customer-ai.md "Who is scored" says every score-... run logs
+    metrics = scoring.data.metrics
+    assert metrics["population_scored"] == metrics["population_eligible"] == metrics["scored_profiles"]
+    assert metrics["population_excluded"] == metrics["population_profiles"] - metrics["population_eligible"]
+    assert " scored of " in scoring.data.params["population"]
     profile = client.download_artifacts(scoring.info.run_id, "drift/profile.json")
     assert '"score"' in Path(profile).read_text()
 

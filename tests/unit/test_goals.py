@@ -119,3 +119,20 @@ def test_misconfigured_goal_is_a_located_config_error(change, message):
     with pytest.raises(ConfigError) as raised:
         parse_config(raw)
     assert str(raised.value).startswith(f"offerflow.yaml: {message}")
+
+
+def test_a_backtest_window_that_ends_with_the_data_day_is_whole_not_partial(tmp_path):
+    """Daily data (CDNOW: one timestamp per day) ends on the window's last day: the window is
+    whole, as for the holdout cut-off (`plan_cutoffs` ends the data at midnight after the last
+    event). It printed `partial window: 89.5 days observed` for a 90-day backtest at the holdout."""
+    from offerflow.customer_ai.propensity import backtest_scores
+
+    days = pd.date_range(T0 - pd.Timedelta(days=20), T0 + pd.Timedelta(days=6), freq="D") + pd.Timedelta(hours=12)
+    frame = pd.DataFrame({"event_id": [f"e{i}" for i in range(2 * len(days))],
+                          "timestamp": list(days) * 2, "profile_id": ["p1"] * len(days) + ["p2"] * len(days),
+                          "event_type": "purchase", "value": 30.0, "channel": "web"})
+    frame = frame[(frame["profile_id"] == "p1") | (frame["timestamp"] < T0)]  # p2 stops buying at T0
+    frame.to_parquet(tmp_path / "events.parquet", index=False)
+    scores = pd.DataFrame({"profile_id": ["p1", "p2"], "probability": [0.9, 0.1]})
+    result = backtest_scores(open_events(tmp_path / "events.parquet"), goal(), scores, T0.to_pydatetime())
+    assert result["observed_days"] == 7.0 and result["auc"] == 1.0

@@ -18,6 +18,16 @@ def test_top_k_orders_and_skips_ineligible():
     assert best.tolist() == [0.3, 0.1]
 
 
+def test_no_candidate_offers_rank_nothing_instead_of_failing():
+    """A placement whose only offer is its fallback has no candidates to rank (the pipeline failed
+    with `cannot reshape array of size 0`)."""
+    rows, idx, best = top_k(np.empty((2, 0)), np.empty((2, 0), dtype=bool), 3)
+    assert rows.size == idx.size == best.size == 0
+    profiles, offers = make_frames()
+    score = formula_scorer("offer.priority", schema_from_frames(profiles=profiles, offers=offers))
+    assert pd.concat(rank_profiles(profiles, offers.head(0), score, k=1)).empty
+
+
 def make_frames():
     profiles = pd.DataFrame({"profile_id": ["p1", "p2", "p3"], "age": [17, 30, 45],
                              "favorite_category": ["home", "sports", "home"]})

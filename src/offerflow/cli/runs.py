@@ -167,6 +167,18 @@ def mlflow_ui_command(project: Path, tracking_uri: str, artifact_root: str, cwd:
     return command if project.resolve() == cwd else f"cd {project.resolve()} && {command}"
 
 
+def write_demo_config(project: Path) -> Path:
+    """The demo's `offerflow.yaml` in `project` (created if missing), unless one is there already."""
+    from offerflow.synthetic.world import demo_config_yaml
+
+    config_path = project / "offerflow.yaml"
+    if not config_path.exists():
+        project.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(demo_config_yaml("data"))
+        console.print(f"wrote {config_path}")
+    return config_path
+
+
 @app.command()
 def demo(
     project: Annotated[Path, typer.Option(help="Project directory (offerflow.yaml and data/).")] = Path("."),
@@ -175,12 +187,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
     """Generate a demo world, run the whole pipeline, and show what to open next."""
-    from offerflow.synthetic.world import demo_config_yaml
-
-    config_path = project / "offerflow.yaml"
-    if not config_path.exists():
-        config_path.write_text(demo_config_yaml("data"))
-        console.print(f"wrote {config_path}")
+    config_path = write_demo_config(project)
     generate(out=project / "data", profiles=profiles, offers=12, days=days, seed=seed, end_date=None, as_json=False)
     summary = run_pipeline(config_path)
     _print_summary(summary)

@@ -432,9 +432,10 @@ def backtest_scores(con: duckdb.DuckDBPyConnection, goal: PropensityGoalConfig, 
     from offerflow.core.features import event_time_range
 
     _, last = event_time_range(con)
-    observed = (pd.Timestamp(last) - pd.Timestamp(as_of)).total_seconds() / 86400
-    if observed <= 0:
+    if last <= as_of:
         raise GoalError(f"propensity goal {goal.name!r}: no events after {as_of:%Y-%m-%d}, nothing to backtest against")
+    # the data ends at midnight after its last event, as for the holdout cut-off (`plan_cutoffs`)
+    observed = (pd.Timestamp(last).ceil("D") - pd.Timestamp(as_of)).total_seconds() / 86400
     labels = label_goal(con, goal, as_of)
     joined = scores[[PROFILE_ID, "probability"]].merge(labels, on=PROFILE_ID, how="inner")
     metrics = classification_metrics(joined["label"].to_numpy(), joined["probability"].to_numpy())

@@ -42,7 +42,7 @@ def read_batch(scores_dir: Path, batch: int | None = None) -> tuple[pd.DataFrame
     else:
         chosen = batches[batches["batch"] == batch]
         if chosen.empty:
-            raise SegmentError(f"{scores_dir}: no batch {batch} (batches: {', '.join(map(str, batches['batch']))})")
+            raise SegmentError(f"{scores_dir}: no batch {batch} (batches: {', '.join(map(str, sorted(batches['batch'])))})")
         row = chosen.iloc[-1]
     return pd.read_parquet(row["path"]), int(row["batch"])
 
@@ -56,8 +56,9 @@ def select_segment(scores: pd.DataFrame, bucket: str | None = None, min_score: f
         keep &= scores["bucket"] == bucket
     if min_score is not None:
         keep &= scores["score"] >= min_score
-    return scores.loc[keep, list(SEGMENT_COLUMNS)].sort_values(["score", "profile_id"], ascending=[False, True],
-                                                                ignore_index=True)
+    # by the probability, not the score rounded to one decimal (ties by profile id, as the percentiles)
+    return scores.loc[keep, list(SEGMENT_COLUMNS)].sort_values(["probability", "profile_id"],
+                                                                ascending=[False, True], ignore_index=True)
 
 
 def write_segment(segment: pd.DataFrame, out: Path) -> Path:

@@ -66,11 +66,22 @@ class _QuietEngineExit(logging.Filter):
         return True
 
 
+class _QuietTaskFailure(logging.Filter):
+    """On Prefect's task-run logger: "Task run failed with state: BadInput(...)" (with an empty
+    `NoneType: None` traceback) repeats a message `bad_input` logged already, when bad input is met
+    inside a task (e.g. an unreachable `compute.dask_address` in `train-propensity`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(f"Task run failed with state: {BAD_INPUT}(")
+
+
 def quiet_engine_exit() -> None:
-    """Install `_QuietEngineExit` on Prefect's flow-run logger, once per process."""
-    runs = logging.getLogger("prefect.flow_runs")
-    if not any(isinstance(f, _QuietEngineExit) for f in runs.filters):
-        runs.addFilter(_QuietEngineExit())
+    """Install `_QuietEngineExit` on Prefect's flow-run logger and `_QuietTaskFailure` on its
+    task-run logger, once per process."""
+    for name, kind in (("prefect.flow_runs", _QuietEngineExit), ("prefect.task_runs", _QuietTaskFailure)):
+        runs = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in runs.filters):
+            runs.addFilter(kind())
 
 
 def reports_bad_input(fn: Callable[..., Any]) -> Callable[..., Any]:

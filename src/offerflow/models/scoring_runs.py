@@ -19,7 +19,9 @@ import pandas as pd
 from offerflow.core.config import PropensityGoalConfig
 from offerflow.core.features import events_dataset, safe_name
 from offerflow.core.tracking import DatasetSummary, Tracker, run_stamp
+from offerflow.core.schema import PROFILE_ID
 from offerflow.customer_ai.drift import distribution_profile, drift_table, drifted
+from offerflow.customer_ai.goals import population
 from offerflow.customer_ai.propensity import PropensityModel, feature_sample
 from offerflow.models.registry import propensity_model_name
 from offerflow.ranking.ai_models import RankingModelResult
@@ -58,12 +60,14 @@ def track_scoring(tracker: Tracker, experiment_prefix: str, con: duckdb.DuckDBPy
     columns = {name: values.to_numpy(dtype=float, na_value=float("nan")) for name, values in columns.items()}
     previous = tracker.load_run_dict(reference["run_id"], PROFILE_ARTIFACT) if reference else {}
     table = drift_table(previous, columns)
+    covered = population(con, goal, profiles[PROFILE_ID], as_of, scored=len(scores))
     run_tags = {**(tags or {}), STEP_TAG: SCORE_STEP, "goal": goal.name, "model_version": model_version or "",
                 "compared_with_run": reference["run_id"] if reference else ""}
     with tracker.run(experiment, run_name=f"score-{goal.name}-{run_stamp()}", tags=run_tags) as run_id:
         tracker.log_input(events_dataset(con), "scoring")
-        tracker.log_params({"as_of": as_of.date().isoformat(), "drift_psi_threshold": threshold})
-        tracker.log_metrics({"scored_profiles": float(len(scores)),
+        tracker.log_params({"as_of": as_of.date().isoformat(), "drift_psi_threshold": threshold,
+                            "population": covered.describe()})
+        tracker.log_metrics({"scored_profiles": float(len(scores)), **covered.as_metrics(),
                              **{f"psi_{safe_name(f)}": v for f, v in zip(table["feature"], table["psi"])}})
         tracker.log_dict(distribution_profile(columns), PROFILE_ARTIFACT)
         if len(table):

@@ -1,5 +1,5 @@
 """What counts as bad input, as opposed to a bug: the errors a user's project file, catalog, data,
-expression or command-line value can cause. Each carries a one-line, located message.
+expression or command-line value (or an unreachable `compute.dask_address`) can cause. Each carries a one-line, located message.
 
 Both ends report them in one line and never with a traceback: the CLI (`offerflow.cli.common`)
 prints `error: <message>`, and a flow run (`offerflow.flows.bad_input`) ends `BadInput` with the
@@ -21,10 +21,11 @@ from offerflow.evaluation.holdout import DecisionLogError
 from offerflow.ingest.catalog import CatalogError
 from offerflow.ingest.events import EventFileError
 from offerflow.ingest.snapshot import ValidationFailed
+from offerflow.models.cluster import ClusterError
 from offerflow.rules.capping import CapError
 from offerflow.rules.parser import ExpressionError
 
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, CatalogError, EventFileError, ValidationFailed, GoalError, SegmentError, DecisionError,
     ExpressionError, CapError, StoreError, ServingError, DecisionLogError, PartitionError, FileNotFoundError,
-    ProjectLocked)
+    ProjectLocked, ClusterError)

@@ -63,6 +63,9 @@ def top_k(scores: np.ndarray, eligible: np.ndarray, k: int) -> tuple[np.ndarray,
     """Best k eligible offers per row: (row index, offer index, score) flattened, rank order."""
     masked = np.where(eligible, scores, -np.inf)
     k = min(k, masked.shape[1])
+    if k == 0:  # no candidate offers (a placement with only its fallback): nothing to rank
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=float)
     part = np.argpartition(-masked, k - 1, axis=1)[:, :k] if k < masked.shape[1] else \
         np.tile(np.arange(masked.shape[1]), (masked.shape[0], 1))
     part_scores = np.take_along_axis(masked, part, axis=1)
