@@ -1,5 +1,6 @@
 """What counts as bad input, as opposed to a bug: the errors a user's project file, catalog, data,
-expression or command-line value (or an unreachable `compute.dask_address`) can cause. Each carries a one-line, located message.
+expression or command-line value (or an unreachable `compute.dask_address`) can cause. Each
+carries a one-line, located message.
 
 Both ends report them in one line and never with a traceback: the CLI (`offerflow.cli.common`)
 prints `error: <message>`, and a flow run (`offerflow.flows.bad_input`) ends `BadInput` with the
