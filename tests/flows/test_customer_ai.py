@@ -39,6 +39,7 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
     result = invoke("score", "--goal", "purchase_14d", "--as-of", "2026-10-18", "--config", config)
     assert result.exit_code == 0, result.output
     assert "as of 2026-10-18 (v1)" in result.output and "backtest vs what happened next: AUC 0." in result.output
+    assert "note:" not in result.output  # the champion's last training outcomes end on 2026-10-18: no overlap
     # every profile with history before the date is scored, and the output says who is left out
     line = re.search(r"population: ([\d,]+) scored of \1 eligible \(3,000 in the profiles table\) as of 2026-10-18;"
                      r" excluded: (none|([\d,]+) no event before 2026-10-18)", " ".join(result.output.split()))
@@ -64,6 +65,12 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
 
     (refit,) = json.loads(strict.output)
     assert refit["model"] == "refit before 2026-10-18" and refit["backtest"]["auc"] > 0.65
+    assert refit["note"] is None  # a strict backtest: nothing to warn about
+    # a week earlier, the champion's backtest scores outcomes it was trained on: the output says so
+    (early,) = json.loads(invoke("score", "--as-of", "2026-10-11", "--json", "--config", config).output)
+    assert early["note"] == ("purchase_14d: the @champion (v1) learned from outcomes up to 2026-10-18, after 2026-10-11:"
+                             " its backtest scores outcomes it was trained on and reads too well; `--refit` trains on"
+                             " the events before the date only")
 
 
 def test_bare_score_writes_a_new_batch_that_rules_read(project):

@@ -40,7 +40,7 @@ def score(
     from offerflow.customer_ai.goals import GoalError
     from offerflow.ingest.catalog import load_profiles
     from offerflow.models.customer_ai_training import fit_propensity_before, score_propensity_as_of
-    from offerflow.models.registry import load_propensity_champion, propensity_model_name
+    from rich.markup import escape
 
     events_path = project.paths.validated_events
     if not events_path.exists():
@@ -49,16 +49,13 @@ def score(
     day = _scoring_day(con, as_of, refit)
     tracker = project_tracker(project)
     profiles = load_profiles(project.paths.profiles)
-    results = []
+    results, notes = [], {}
     for g in goals:
         try:
             if refit:
                 model, label = fit_propensity_before(con, g, profiles, day, project.seed), f"refit before {day:%Y-%m-%d}"
             else:
-                loaded = load_propensity_champion(tracker, propensity_model_name(project.tracking.experiment_prefix, g.name))
-                if loaded is None:
-                    fail(f"{g.name}: no @champion yet; run `offerflow run` (or use --refit)")
-                model, label = loaded[0], f"v{loaded[1]}"
+                model, label, notes[g.name] = _champion(tracker, project, g.name, day)
             with console.status(f"scoring {g.name} as of {day:%Y-%m-%d}"):
                 results.append(score_propensity_as_of(con, model, g, profiles, day, label,
                                                       project.paths.propensity_scores(g.name),
@@ -66,11 +63,31 @@ def score(
         except GoalError as exc:
             fail(str(exc))
     if as_json:
-        print_json([{**r.__dict__, "path": str(r.path), "population": r.population.as_dict() if r.population else None}
-                    for r in results])
+        print_json([{**r.__dict__, "path": str(r.path), "population": r.population.as_dict() if r.population else None,
+                     "note": notes.get(r.goal)} for r in results])
         return
     for r in results:
         console.print(_describe_scores(r, project.goal(r.goal).outcome_window_days), highlight=False)
+        if notes.get(r.goal) and r.backtest is not None:
+            console.print(f"  [yellow]note:[/yellow] {escape(notes[r.goal])}", highlight=False)
+
+
+def _champion(tracker, project, goal: str, day):
+    """(the goal's @champion model, its label, a note when scoring as of `day` backtests it on
+    outcomes it was trained on, else None); exits with a one-line error when there is none yet."""
+    from offerflow.models.registry import load_propensity_champion, propensity_model_name, trained_outcomes_end
+
+    registered = propensity_model_name(project.tracking.experiment_prefix, goal)
+    loaded = load_propensity_champion(tracker, registered)
+    if loaded is None:
+        fail(f"{goal}: no @champion yet; run `offerflow run` (or use --refit)")
+    label = f"v{loaded[1]}"
+    seen = trained_outcomes_end(tracker, registered, loaded[1])
+    if seen is None or day >= seen:
+        return loaded[0], label, None
+    return loaded[0], label, (f"{goal}: the @champion ({label}) learned from outcomes up to {seen:%Y-%m-%d}, after"
+                              f" {day:%Y-%m-%d}: its backtest scores outcomes it was trained on and reads too well;"
+                              " `--refit` trains on the events before the date only")
 
 
 def _scoring_day(con, as_of: str | None, refit: bool):

@@ -10,8 +10,9 @@ UI shows the reason next to the metrics.
 from __future__ import annotations
 
 import getpass
+import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -114,6 +115,18 @@ def load_propensity_champion(tracker: Tracker, registered: str) -> tuple[Propens
     booster = tracker.load_lightgbm(f"models:/{registered}@{CHAMPION}")
     metrics = {k.removeprefix("holdout_"): v for k, v in tracker.run_metrics(run_id).items()}
     return PropensityModel(booster, spec["feature_columns"], spec["categories"], metrics), version
+
+
+def trained_outcomes_end(tracker: Tracker, registered: str, version: str) -> datetime | None:
+    """The end of the last outcome window a Customer AI version learned from (its training run's
+    latest `train_cutoffs` plus `outcome_window_days`), or None when its run does not say: a
+    backtest as of an earlier date scores outcomes the model was trained on."""
+    params = tracker.run_params(tracker.version_run_id(registered, version))
+    cutoffs = re.findall(r"\d{4}-\d{2}-\d{2}", params.get("train_cutoffs", ""))
+    window = params.get("outcome_window_days", "")
+    if not cutoffs or not window.isdigit():
+        return None
+    return datetime.fromisoformat(max(cutoffs)).replace(tzinfo=timezone.utc) + timedelta(days=int(window))
 
 
 def load_ranking_champion(tracker: Tracker, experiment_prefix: str,
