@@ -49,7 +49,8 @@ def test_score_as_of_backtests_and_keeps_earlier_batches(project):
     after = sorted(p.name for p in scores_dir.glob("scores-*.parquet"))
     assert set(before) < set(after) and "scores-2026-10-18-b00002.parquet" in after
     batch = pd.read_parquet(scores_dir / "scores-2026-10-18-b00002.parquet")
-    assert (batch["score_date"] == "2026-10-18").all() and (batch["model_version"] == "v1").all()
+    # the registry version, as the pipeline's batches hold it (it said "v1" here and "1" there)
+    assert (batch["score_date"] == "2026-10-18").all() and (batch["model_version"] == "1").all()
     assert {"factor_1", "factor_1_direction", "factor_1_importance", "percentile", "bucket"} <= set(batch.columns)
 
     cfg = load_config(project / "offerflow.yaml")
@@ -96,7 +97,7 @@ def test_bare_score_writes_a_new_batch_that_rules_read(project):
     new = f"scores-{day}-b{len(before) + 1:05d}.parquet"
     assert set(after) - set(before) == {new}  # earlier batches kept, none overwritten
     batch = pd.read_parquet(scores_dir / new)
-    assert (batch["score_date"] == day).all() and (batch["model_version"] == "v1").all()
+    assert (batch["score_date"] == day).all() and (batch["model_version"] == "1").all()
     assert (batch["batch"] == len(before) + 1).all()
     # the same champion as of the same day scores exactly as the pipeline's batch did
     pipeline_batch = pd.read_parquet(scores_dir / before[-1])

@@ -53,13 +53,14 @@ def score(
     for g in goals:
         try:
             if refit:
-                model, label = fit_propensity_before(con, g, profiles, day, project.seed), f"refit before {day:%Y-%m-%d}"
+                model, version = fit_propensity_before(con, g, profiles, day, project.seed), None
             else:
-                model, label, notes[g.name] = _champion(tracker, project, g.name, day)
+                model, version, notes[g.name] = _champion(tracker, project, g.name, day)
+            label = f"v{version}" if version else f"refit before {day:%Y-%m-%d}"
             with console.status(f"scoring {g.name} as of {day:%Y-%m-%d}"):
                 results.append(score_propensity_as_of(con, model, g, profiles, day, label,
                                                       project.paths.propensity_scores(g.name),
-                                                      tracker, project.tracking.experiment_prefix))
+                                                      tracker, project.tracking.experiment_prefix, version))
         except GoalError as exc:
             fail(str(exc))
     if as_json:
@@ -73,21 +74,21 @@ def score(
 
 
 def _champion(tracker, project, goal: str, day):
-    """(the goal's @champion model, its label, a note when scoring as of `day` backtests it on
-    outcomes it was trained on, else None); exits with a one-line error when there is none yet."""
+    """(the goal's @champion model, its registry version, a note when scoring as of `day` backtests
+    it on outcomes it was trained on, else None); a one-line error when there is none yet."""
     from offerflow.models.registry import load_propensity_champion, propensity_model_name, trained_outcomes_end
 
     registered = propensity_model_name(project.tracking.experiment_prefix, goal)
     loaded = load_propensity_champion(tracker, registered)
     if loaded is None:
         fail(f"{goal}: no @champion yet; run `offerflow run` (or use --refit)")
-    label = f"v{loaded[1]}"
-    seen = trained_outcomes_end(tracker, registered, loaded[1])
+    model, version = loaded
+    seen = trained_outcomes_end(tracker, registered, version)
     if seen is None or day >= seen:
-        return loaded[0], label, None
-    return loaded[0], label, (f"{goal}: the @champion ({label}) learned from outcomes up to {seen:%Y-%m-%d}, after"
-                              f" {day:%Y-%m-%d}: its backtest scores outcomes it was trained on and reads too well;"
-                              " `--refit` trains on the events before the date only")
+        return model, version, None
+    return model, version, (f"{goal}: the @champion (v{version}) learned from outcomes up to {seen:%Y-%m-%d}, after"
+                            f" {day:%Y-%m-%d}: its backtest scores outcomes it was trained on and reads too well;"
+                            " `--refit` trains on the events before the date only")
 
 
 def _scoring_day(con, as_of: str | None, refit: bool):

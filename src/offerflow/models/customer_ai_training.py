@@ -182,12 +182,15 @@ def fit_propensity_before(con: duckdb.DuckDBPyConnection, goal: PropensityGoalCo
 
 def score_propensity_as_of(con: duckdb.DuckDBPyConnection, model: PropensityModel, goal: PropensityGoalConfig,
                            profiles: pd.DataFrame, as_of: datetime, model_label: str, out_dir: Path,
-                           tracker: Tracker | None = None, experiment_prefix: str = "offerflow") -> AsOfScoring:
+                           tracker: Tracker | None = None, experiment_prefix: str = "offerflow",
+                           model_version: str | None = None) -> AsOfScoring:
     """Score as of `as_of` (features from earlier events only), write a new batch, and backtest it
-    against the goal events in the outcome window after `as_of`; logged as a `score-...` MLflow run."""
+    against the goal events in the outcome window after `as_of`; logged as a `score-...` MLflow run.
+    The batch's `model_version` column holds `model_version` (a registry version, as regular
+    scoring writes it), or the label of a model the registry does not have (a refit)."""
     from offerflow.customer_ai.propensity import backtest_scores
 
-    scores, path = score_propensity(con, model, goal, profiles, as_of, model_label, out_dir)
+    scores, path = score_propensity(con, model, goal, profiles, as_of, model_version or model_label, out_dir)
     _, last = event_time_range(con)
     backtest = backtest_scores(con, goal, scores, as_of) if last > as_of else None
     covered = goal_population(con, goal, profiles[PROFILE_ID], as_of, scored=len(scores))
