@@ -291,5 +291,5 @@ def promote(
         return
     console.print(f"{record.model}: version {record.version} is @champion"
                   + (f" (was {record.previous_champion}, now @challenger)" if record.previous_champion
-                     and record.previous_champion != record.version else "")
+                     else " (it was already)")
                   + f"; reason recorded: {record.reason}", highlight=False)

@@ -168,8 +168,10 @@ class ManualPromotion:
 
 def promote_by_hand(tracker: Tracker, registered: str, version: str, reason: str,
                     promoted_by: str | None = None) -> ManualPromotion:
-    """Point `@champion` at `version`; the previous champion becomes `@challenger`. The reason,
-    who and when go on the version (tags) and on its training run."""
+    """Point `@champion` at `version`; the previous champion becomes `@challenger` and its training
+    run's `promoted` tag False (with who replaced it, when and why). The reason, who and when go on
+    the version (tags) and on its training run. Promoting the champion again records the reason,
+    with no previous champion."""
     reason = reason.strip()
     if not reason:
         raise RegistryError("a promotion by hand needs a reason (--reason \"...\")")
@@ -180,11 +182,15 @@ def promote_by_hand(tracker: Tracker, registered: str, version: str, reason: str
         raise RegistryError(f"{registered} has no version {version} (versions: {', '.join(versions)})")
     version = str(version)
     previous = tracker.alias_version(registered, CHAMPION)
+    previous = None if previous == version else previous
     record = ManualPromotion(registered, version, previous, reason, promoted_by or getpass.getuser(),
                              datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tracker.set_alias(registered, CHAMPION, version)
-    if previous is not None and previous != version:
+    if previous is not None:
         tracker.set_alias(registered, CHALLENGER, previous)
+        tracker.set_run_tags(tracker.version_run_id(registered, previous), {
+            "promoted": "False", "replaced_by": f"version {version}, by hand by {record.promoted_by} at"
+                                                f" {record.promoted_at}: {reason}"})
     tags = {"promotion_reason": reason, "promotion": "manual", "promoted_by": record.promoted_by,
             "promoted_at": record.promoted_at, "previous_champion": previous or ""}
     for key, value in tags.items():
