@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -258,6 +260,27 @@ def test_profiles_of_some_ids_only(tmp_path: Path) -> None:
     numeric = tmp_path / "numeric.parquet"
     PROFILES.assign(profile_id=[1, 2]).to_parquet(numeric, index=False)
     assert load_profiles(numeric, ["2"])["profile_id"].tolist() == ["2"]
+
+
+def test_enriched_profiles_are_written_by_id_so_one_profile_decodes_one_row_group(tmp_path: Path) -> None:
+    """A run writes the profiles the decision step reads sorted by id, in the ranking store's row
+    groups: `offerflow decide` decodes the one group holding its profile, not the whole file (a
+    user's profiles come in any order; written as given, every group spans every id)."""
+    from offerflow.core.parquet_rows import _groups_that_may_hold
+    from offerflow.core.store_tables import ROW_GROUP_ROWS
+    from offerflow.models.customer_ai_training import enrich_profiles
+
+    n = 2 * ROW_GROUP_ROWS + 5
+    ids = [f"u{i:06d}" for i in np.random.default_rng(3).permutation(n)]
+    profiles = pd.DataFrame({"profile_id": ids, "age": np.arange(n)})
+    path = tmp_path / "profiles_enriched.parquet"
+    assert enrich_profiles(profiles, {}, path)["profile_id"].tolist() == ids  # the run's frame keeps its order
+    file = pq.ParquetFile(path)
+    assert file.metadata.num_row_groups == 3
+    assert file.read(columns=["profile_id"]).column(0).to_pylist() == sorted(ids)
+    assert _groups_that_may_hold(file, file.schema_arrow.get_field_index("profile_id"), "u040000", "u040000") == [1]
+    assert load_profiles(path, ["u040000"]).to_dict("records") == [{"profile_id": "u040000",
+                                                                    "age": ids.index("u040000")}]
 
 
 def test_profiles_with_duplicate_ids(tmp_path: Path) -> None:
