@@ -99,3 +99,23 @@ def test_json_bodies_still_decide_and_the_schema_documents_415_and_types(client,
     assert "application/json" in spec["paths"]["/decisions"]["post"]["responses"]["415"]["description"]
     request = spec["components"]["schemas"]["DecisionRequest"]["properties"]
     assert "JSON integer" in request["items"]["description"] and "true or false" in request["explain"]["description"]
+
+
+def test_every_field_of_the_schema_is_described_and_the_examples_are_answered(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    ours = [name for name in schemas if name not in ("HTTPValidationError", "ValidationError")]  # FastAPI's own
+    undocumented = [f"{m}.{f}" for m in ours for f, field in schemas[m].get("properties", {}).items()
+                    if not field.get("description")]
+    assert not undocumented
+    caps = spec["paths"]["/admin/caps"]["get"]
+    assert caps["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"].endswith(
+        "/CapRuleStateOut")
+    assert caps["parameters"][0]["description"]
+    for path, method in (("/admin/reload", "post"), ("/admin/caps", "get"), ("/admin/caps/reset", "post")):
+        assert {"401", "403"} <= set(spec["paths"][path][method]["responses"]), path  # wrong token / none set
+    assert "413" in spec["paths"]["/decisions"]["post"]["responses"]
+    examples = schemas["DecisionRequest"]["examples"]
+    assert examples
+    for example in examples:  # what /docs offers to send: valid, and answered (p0000001 is unknown here)
+        assert client.post("/decisions", json=example).status_code == 200
