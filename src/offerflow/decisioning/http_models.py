@@ -207,7 +207,7 @@ class CapRuleStateOut(BaseModel):
     window_start: str = Field(description="Start of the current counting window (ISO 8601, UTC).")
     resets_at: str | None = Field(description="When the current window ends (null: never).")
     limit: int = Field(description="The offer is capped once a count reaches this.")
-    count: int = Field(description="The count in the window: this profile's with `profile_id`, else the largest "
-                                    "counter (per-profile rules) or the total.")
+    count: int = Field(description="The count in the window: the largest of the rule's counters (one per profile "
+                                    "and/or placement it splits by, else one), this profile's with `profile_id`.")
     at_limit: int = Field(description="How many counters (profiles, placements) are at the limit.")
     capped: bool = Field(description="Whether `count` reached the limit.")
