@@ -45,14 +45,19 @@ class DecisionItemOut(BaseModel):
                                                  "computed: Thompson sampling's slots after the first).")
 
 
-class CapStateOut(BaseModel):
+class _CapRuleOut(BaseModel):
+    """What a cap rule is and when its window ends (shared by the explanation and `GET /admin/caps`)."""
+
     cap: str = Field(description="The cap rule, e.g. '3 displays per profile, daily, all placements'.")
+    limit: int = Field(description="The offer is capped once the count reaches this.")
+    resets_at: str | None = Field(description="When the current window ends (ISO 8601; null: never).")
+
+
+class CapStateOut(_CapRuleOut):
     event: str = Field(description="What the rule counts: display | click | decision.")
     scope: str = Field(description="total | per_profile.")
     count: int = Field(description="The count for this request's offer/placement/profile before this decision.")
-    limit: int = Field(description="The offer is capped once the count reaches this.")
     reset: str = Field(description="daily | weekly | monthly | never (00:00 UTC).")
-    resets_at: str | None = Field(description="When the current window ends (ISO 8601; null: never).")
     reached: bool = Field(description="Whether count >= limit.")
 
 
@@ -198,15 +203,12 @@ class CapResetOut(BaseModel):
     counters_cleared: int = Field(description="How many live counters (offer, placement, profile) were cleared.")
 
 
-class CapRuleStateOut(BaseModel):
+class CapRuleStateOut(_CapRuleOut):
     """One cap rule of one offer in `GET /admin/caps`."""
 
     offer_id: str = Field(description="The capped offer.")
     rule: int = Field(description="The rule's index in the offer's `caps` list.")
-    cap: str = Field(description="The rule, e.g. '3 displays per profile, daily, all placements'.")
     window_start: str = Field(description="Start of the current counting window (ISO 8601, UTC).")
-    resets_at: str | None = Field(description="When the current window ends (null: never).")
-    limit: int = Field(description="The offer is capped once a count reaches this.")
     count: int = Field(description="The count in the window: the largest of the rule's counters (one per profile "
                                     "and/or placement it splits by, else one), this profile's with `profile_id`.")
     at_limit: int = Field(description="How many counters (profiles, placements) are at the limit.")
