@@ -119,3 +119,15 @@ def test_every_field_of_the_schema_is_described_and_the_examples_are_answered(cl
     assert examples
     for example in examples:  # what /docs offers to send: valid, and answered (p0000001 is unknown here)
         assert client.post("/decisions", json=example).status_code == 200
+
+
+@pytest.mark.parametrize(("content_type", "body"), [("text/plain", '{"offer_id": "o-1"}'),
+                                                    ("application/x-www-form-urlencoded", "offer_id=o-1")])
+def test_a_cap_reset_that_is_not_json_is_a_415_as_for_decisions(project, tmp_path, content_type, body):
+    engine = engine_of(project)
+    auth = {"Authorization": "Bearer adm1n"}
+    with TestClient(create_app(engine.config, engine=engine, admin_token="adm1n", log_dir=tmp_path)) as c:
+        refused = c.post("/admin/caps/reset", content=body, headers={**auth, "content-type": content_type})
+        assert refused.status_code == 415 and "application/json" in refused.json()["detail"]  # was a 422
+        assert c.post("/admin/caps/reset", content=body, headers={"content-type": content_type}).status_code == 401
+        assert c.post("/admin/caps/reset", json={"offer_id": "o-1"}, headers=auth).json()["offer_id"] == "o-1"

@@ -146,9 +146,12 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
                                                                        "(default: the largest counter).")] = None):
         return app.state.engine.caps.state(profile_id=profile_id)
 
-    @app.post("/admin/caps/reset", response_model=CapResetOut, dependencies=[Depends(check_admin)],
+    @app.post("/admin/caps/reset", response_model=CapResetOut,
+              dependencies=[Depends(check_admin), Depends(require_json)],
               responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-                         404: {"model": ErrorOut, "description": "Unknown offer"}},
+                         404: {"model": ErrorOut, "description": "Unknown offer"},
+                         415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type must be "
+                                                                 "application/json)"}},
               summary="Reset cap counters (one offer or all); events before now stop counting")
     def caps_reset(request: CapResetRequest | None = None):
         offer_id = request.offer_id if request is not None else None
