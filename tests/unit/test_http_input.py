@@ -131,3 +131,14 @@ def test_a_cap_reset_that_is_not_json_is_a_415_as_for_decisions(project, tmp_pat
         assert refused.status_code == 415 and "application/json" in refused.json()["detail"]  # was a 422
         assert c.post("/admin/caps/reset", content=body, headers={"content-type": content_type}).status_code == 401
         assert c.post("/admin/caps/reset", json={"offer_id": "o-1"}, headers=auth).json()["offer_id"] == "o-1"
+
+
+def test_the_cap_state_rows_read_offer_first_and_match_their_documented_model(project, tmp_path):
+    from offerflow.decisioning.http_models import CapRuleStateOut
+    from offerflow.rules.capping import CapCounters, CapRule
+
+    engine = engine_of(project, caps=CapCounters({"o-2": (CapRule(event="display", limit=2, reset="daily"),)}))
+    with TestClient(create_app(engine.config, engine=engine, admin_token="adm1n", log_dir=tmp_path)) as c:
+        rows = c.get("/admin/caps", headers={"Authorization": "Bearer adm1n"}).json()
+    assert rows and all(list(row)[:2] == ["offer_id", "rule"] for row in rows)
+    assert all(set(row) == set(CapRuleStateOut.model_fields) for row in rows)

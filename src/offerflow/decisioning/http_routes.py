@@ -144,7 +144,8 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
              summary="Cap state: per offer and rule, the current count, the window and whether it is capped")
     def caps_state(profile_id: Annotated[str | None, Query(description="Show this profile's per-profile counts "
                                                                        "(default: the largest counter).")] = None):
-        return app.state.engine.caps.state(profile_id=profile_id)
+        # the rows as the cap store gives them (offer_id first); the response model documents them
+        return JSONResponse(app.state.engine.caps.state(profile_id=profile_id))
 
     @app.post("/admin/caps/reset", response_model=CapResetOut,
               dependencies=[Depends(check_admin), Depends(require_json)],
