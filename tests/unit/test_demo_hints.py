@@ -34,3 +34,17 @@ def test_demo_creates_a_project_folder_that_does_not_exist_yet(tmp_path):
     config_path.write_text(config_path.read_text() + "# edited\n")
     write_demo_config(tmp_path / "new" / "demo")  # an existing project file is kept
     assert config_path.read_text().endswith("# edited\n")
+
+
+def test_demo_refuses_a_world_too_small_to_train_before_running_anything(tmp_path):
+    """`offerflow demo --profiles 100` was accepted, then failed after the whole pipeline had run to
+    Customer AI training (`too little data: found 53 positive ... need at least 200`)."""
+    from typer.testing import CliRunner
+
+    from offerflow.cli import app
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")  # anything the command would do first fails at once
+    result = CliRunner().invoke(app, ["demo", "--profiles", "100", "--project", str(not_a_folder)])
+    assert result.exit_code == 2, result.output  # a usage error, before anything is written
+    assert "--profiles" in result.output and "greater than or equal to 500" in result.output

@@ -303,6 +303,15 @@ def test_http_explains_on_request_and_documents_every_field(project, tmp_path):
     assert not undocumented
 
 
+def test_offerflow_decide_from_python_explains_when_asked(project):
+    import offerflow
+
+    config = project / "offerflow.yaml"
+    asked = offerflow.decide("p1", ["web-sidebar"], config=config, log=False, explain=True)
+    assert reasons(asked.placements[0].explanation)["o-1"]["reason"] == "rule_failed"
+    assert offerflow.decide("p1", "web-sidebar", config=config, log=False).placements[0].explanation is None
+
+
 def test_cli_decide_explain_prints_a_table_and_json(project):
     import json
 

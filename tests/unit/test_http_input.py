@@ -99,3 +99,46 @@ def test_json_bodies_still_decide_and_the_schema_documents_415_and_types(client,
     assert "application/json" in spec["paths"]["/decisions"]["post"]["responses"]["415"]["description"]
     request = spec["components"]["schemas"]["DecisionRequest"]["properties"]
     assert "JSON integer" in request["items"]["description"] and "true or false" in request["explain"]["description"]
+
+
+def test_every_field_of_the_schema_is_described_and_the_examples_are_answered(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    ours = [name for name in schemas if name not in ("HTTPValidationError", "ValidationError")]  # FastAPI's own
+    undocumented = [f"{m}.{f}" for m in ours for f, field in schemas[m].get("properties", {}).items()
+                    if not field.get("description")]
+    assert not undocumented
+    caps = spec["paths"]["/admin/caps"]["get"]
+    assert caps["responses"]["200"]["content"]["application/json"]["schema"]["items"]["$ref"].endswith(
+        "/CapRuleStateOut")
+    assert caps["parameters"][0]["description"]
+    for path, method in (("/admin/reload", "post"), ("/admin/caps", "get"), ("/admin/caps/reset", "post")):
+        assert {"401", "403"} <= set(spec["paths"][path][method]["responses"]), path  # wrong token / none set
+    assert "413" in spec["paths"]["/decisions"]["post"]["responses"]
+    examples = schemas["DecisionRequest"]["examples"]
+    assert examples
+    for example in examples:  # what /docs offers to send: valid, and answered (p0000001 is unknown here)
+        assert client.post("/decisions", json=example).status_code == 200
+
+
+@pytest.mark.parametrize(("content_type", "body"), [("text/plain", '{"offer_id": "o-1"}'),
+                                                    ("application/x-www-form-urlencoded", "offer_id=o-1")])
+def test_a_cap_reset_that_is_not_json_is_a_415_as_for_decisions(project, tmp_path, content_type, body):
+    engine = engine_of(project)
+    auth = {"Authorization": "Bearer adm1n"}
+    with TestClient(create_app(engine.config, engine=engine, admin_token="adm1n", log_dir=tmp_path)) as c:
+        refused = c.post("/admin/caps/reset", content=body, headers={**auth, "content-type": content_type})
+        assert refused.status_code == 415 and "application/json" in refused.json()["detail"]  # was a 422
+        assert c.post("/admin/caps/reset", content=body, headers={"content-type": content_type}).status_code == 401
+        assert c.post("/admin/caps/reset", json={"offer_id": "o-1"}, headers=auth).json()["offer_id"] == "o-1"
+
+
+def test_the_cap_state_rows_read_offer_first_and_match_their_documented_model(project, tmp_path):
+    from offerflow.decisioning.http_models import CapRuleStateOut
+    from offerflow.rules.capping import CapCounters, CapRule
+
+    engine = engine_of(project, caps=CapCounters({"o-2": (CapRule(event="display", limit=2, reset="daily"),)}))
+    with TestClient(create_app(engine.config, engine=engine, admin_token="adm1n", log_dir=tmp_path)) as c:
+        rows = c.get("/admin/caps", headers={"Authorization": "Bearer adm1n"}).json()
+    assert rows and all(list(row)[:2] == ["offer_id", "rule"] for row in rows)
+    assert all(set(row) == set(CapRuleStateOut.model_fields) for row in rows)

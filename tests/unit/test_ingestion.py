@@ -266,3 +266,44 @@ def test_malformed_csv_conserves_rows_or_fails_as_one_line(rows, batch_rows, bad
             return
     assert accepted + quarantined == read == stage.rows
     assert len(reasons) == quarantined and all(reasons)
+
+
+def test_logged_displays_in_the_events_let_clicks_on_decisions_join_and_bad_ones_are_quarantined(project_dir):
+    """docs/data-contract.md, "Clicks on offerflow's decisions": ingestion reads `data.events` only;
+    with the decision log's display rows appended as they are, a click naming its decision joins,
+    and a click with an unknown offer, on no display, or in the future is quarantined with its reason."""
+    from datetime import datetime, timedelta, timezone
+
+    from offerflow.core.schema import EVENT_SCHEMA
+    from offerflow.decisioning.decision_log import log_decisions
+    from offerflow.decisioning.engine import build_engine
+
+    config = load_config(project_dir / "offerflow.yaml")
+    now = datetime.now(timezone.utc)
+    engine = build_engine(config)
+    decision = engine.decide(engine.profiles["profile_id"].iat[0], ["web-sidebar"])
+    log_decisions([decision], project_dir / "log")
+    logged = pd.concat([pd.read_parquet(p) for p in (project_dir / "log").glob("decisions-*.parquet")])
+    shown = decision.placements[0].items[0].offer_id
+
+    def click(event_id, offer, decision_id, at=now):
+        return {"event_id": event_id, "timestamp": at, "profile_id": decision.profile_id, "event_type": "click",
+                "offer_id": offer, "placement_id": "web-sidebar", "decision_id": decision_id}
+
+    world = pd.read_parquet(project_dir / "data" / "events.parquet").iloc[:500]
+    clicks = pd.DataFrame([click("c-ok", shown, decision.decision_id), click("c-offer", "o-nope", decision.decision_id),
+                           click("c-none", shown, "dec-none"), click("c-late", shown, decision.decision_id,
+                                                                      now + timedelta(days=1))])
+    events = pd.concat([world, logged, clicks], ignore_index=True)
+    pa.Table.from_pandas(events, schema=EVENT_SCHEMA, preserve_index=False).to_pandas().to_parquet(
+        project_dir / "data" / "loop.parquet", index=False)
+    offers = load_catalog(config, build_docs=False)[1]
+    result = ingest_events(with_events(config, "loop.parquet"), offers, "loop", now=now, build_docs=False)
+    assert result.counts() == {"rows": len(events), "accepted": len(events) - 3, "quarantined": 3}
+    accepted = pd.read_parquet(result.validated_path)
+    assert set(logged["event_id"]) | {"c-ok"} <= set(accepted["event_id"])
+    reasons = pd.read_parquet(result.quarantine_path).set_index("event_id")["reasons"]
+    assert reasons["c-offer"].startswith("offer_id: unknown offer 'o-nope'")
+    assert reasons["c-none"] == f"click: no matching display for decision 'dec-none' (profile {decision.profile_id}, " \
+                                f"offer {shown})"
+    assert reasons["c-late"].startswith("timestamp: in the future")

@@ -15,7 +15,10 @@ Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_BYTES), AfterValidator
 class DecisionRequest(BaseModel):
     """Which offers to show one profile in one or more placements (filled in request order)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"profile_id": "p0000001", "placements": ["web-banner", "email-hero"]},
+        {"profile_id": "p0000001", "placements": ["web-banner"], "items": 2, "allow_duplicates": False,
+         "explain": True}]})
     profile_id: Id = Field(description=f"Profile id (at most {MAX_ID_BYTES} bytes of UTF-8).")
     placements: list[Id] = Field(
         min_length=1, max_length=MAX_PLACEMENTS, description="Placement ids, in the order to fill them.")
@@ -29,22 +32,32 @@ class DecisionRequest(BaseModel):
 
 
 class DecisionItemOut(BaseModel):
-    placement_id: str
-    offer_id: str
-    rank: int
-    score: float | None
-    fallback: bool
-    propensity: float | None
+    placement_id: str = Field(description="The placement this item is shown in.")
+    offer_id: str = Field(description="The offer to show.")
+    rank: int = Field(description="Its slot in the placement, 1 first.")
+    score: float | None = Field(description="The score it was ranked by: the table's score (model score or "
+                                            "formula value), the Thompson posterior mean, or the priority when "
+                                            "filled by priority; null for a random order (holdout, exploration) "
+                                            "and the fallback.")
+    fallback: bool = Field(description="True: the placement's fallback offer (nothing else was left).")
+    propensity: float | None = Field(description="Probability that the logging policy put this offer in this slot "
+                                                 "(1 for priority, formula and fallback; null where it is not "
+                                                 "computed: Thompson sampling's slots after the first).")
 
 
-class CapStateOut(BaseModel):
+class _CapRuleOut(BaseModel):
+    """What a cap rule is and when its window ends (shared by the explanation and `GET /admin/caps`)."""
+
     cap: str = Field(description="The cap rule, e.g. '3 displays per profile, daily, all placements'.")
+    limit: int = Field(description="The offer is capped once the count reaches this.")
+    resets_at: str | None = Field(description="When the current window ends (ISO 8601; null: never).")
+
+
+class CapStateOut(_CapRuleOut):
     event: str = Field(description="What the rule counts: display | click | decision.")
     scope: str = Field(description="total | per_profile.")
     count: int = Field(description="The count for this request's offer/placement/profile before this decision.")
-    limit: int = Field(description="The offer is capped once the count reaches this.")
     reset: str = Field(description="daily | weekly | monthly | never (00:00 UTC).")
-    resets_at: str | None = Field(description="When the current window ends (ISO 8601; null: never).")
     reached: bool = Field(description="Whether count >= limit.")
 
 
@@ -121,13 +134,14 @@ class PlacementExplanationOut(BaseModel):
 
 
 class PlacementDecisionOut(BaseModel):
-    placement_id: str
-    channel: str
-    items: list[DecisionItemOut]
-    ranking_method: str
-    ai_model: str | None
-    model_version: str | None
-    table_version: int | None
+    placement_id: str = Field(description="The placement, as requested.")
+    channel: str = Field(description="Its channel (web, email, push, ...), from offerflow.yaml.")
+    items: list[DecisionItemOut] = Field(description="The offers to show, in rank order.")
+    ranking_method: str = Field(description="How the placement ranks: ai_model | formula | priority.")
+    ai_model: str | None = Field(description="The AI model serving the placement (null: not an ai_model placement).")
+    model_version: str | None = Field(description="The registered version of that model (null: none registered, "
+                                                  "e.g. auto-optimization).")
+    table_version: int | None = Field(description="The published ranking table version used (null: none).")
     source: str = Field(description="ranking_table | thompson_sampling | exploration | random_too_few_qualified"
                         " | non_personalized | random_holdout | fallback")
     arm: str = Field(description="model | holdout | non_personalized | fallback")
@@ -135,19 +149,20 @@ class PlacementDecisionOut(BaseModel):
 
 
 class DecisionOut(BaseModel):
-    decision_id: str
-    profile_id: str
-    decided_at: str
-    placements: list[PlacementDecisionOut]
+    decision_id: str = Field(description="Id of this decision: the `decision_id` of its logged displays, for a "
+                                         "click to name (docs/data-contract.md).")
+    profile_id: str = Field(description="The profile, as requested (an unknown one gets the non-personalized order).")
+    decided_at: str = Field(description="When it was decided (ISO 8601, UTC): the logged displays' timestamp.")
+    placements: list[PlacementDecisionOut] = Field(description="One per requested placement, in request order.")
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="ok (reload: reloaded).")
     placements: dict[str, int | None] = Field(description="Current published version per placement.")
 
 
 class PublishedOfferOut(BaseModel):
-    offer_id: str
+    offer_id: str = Field(description="The offer.")
     rank: int = Field(description="1 = best, as published.")
     score: float = Field(description="The table's score (ranking), or the posterior mean alpha / (alpha + beta) "
                                  "times the value per success of value-weighted models (the score decisions use).")
@@ -160,21 +175,21 @@ class PublishedOfferOut(BaseModel):
 
 
 class PublishedRankingOut(BaseModel):
-    placement_id: str
+    placement_id: str = Field(description="The placement, as requested.")
     version: int = Field(description="The published version served now.")
     kind: str = Field(description="ranking (per profile) or posterior (auto-optimization, every offer).")
-    ai_model: str | None = None
-    model_version: str | None = None
-    profile_id: str | None = None
+    ai_model: str | None = Field(default=None, description="The AI model that published the table.")
+    model_version: str | None = Field(default=None, description="Its registered version.")
+    profile_id: str | None = Field(default=None, description="The profile asked about (ranking tables).")
     known_profile: bool | None = Field(default=None, description="False: the table has no row for this profile "
                                                                  "(decisions use the placement's priority order).")
-    offers: list[PublishedOfferOut]
+    offers: list[PublishedOfferOut] = Field(description="At most `limit` offers, best first.")
     note: str | None = Field(default=None, description="Set when decisions do not read this table (a personalized "
                                                        "model that qualified fewer than two offers), and why.")
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    detail: str = Field(description="What was wrong, in one line.")
 
 
 class CapResetRequest(BaseModel):
@@ -183,6 +198,18 @@ class CapResetRequest(BaseModel):
 
 
 class CapResetOut(BaseModel):
-    status: str
-    offer_id: str | None
-    counters_cleared: int
+    status: str = Field(description="reset.")
+    offer_id: str | None = Field(description="The offer reset (null: every offer).")
+    counters_cleared: int = Field(description="How many live counters (offer, placement, profile) were cleared.")
+
+
+class CapRuleStateOut(_CapRuleOut):
+    """One cap rule of one offer in `GET /admin/caps`."""
+
+    offer_id: str = Field(description="The capped offer.")
+    rule: int = Field(description="The rule's index in the offer's `caps` list.")
+    window_start: str = Field(description="Start of the current counting window (ISO 8601, UTC).")
+    count: int = Field(description="The count in the window: the largest of the rule's counters (one per profile "
+                                    "and/or placement it splits by, else one), this profile's with `profile_id`.")
+    at_limit: int = Field(description="How many counters (profiles, placements) are at the limit.")
+    capped: bool = Field(description="Whether `count` reached the limit.")

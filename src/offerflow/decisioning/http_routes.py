@@ -20,9 +20,9 @@ from offerflow.core.store import StoreError
 from offerflow.rules.capping import write_cap_reset
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
-from offerflow.decisioning.http_guards import clip, require_json
-from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, DecisionOut, DecisionRequest, ErrorOut,
-                                               HealthOut, PublishedRankingOut)
+from offerflow.decisioning.http_guards import MAX_BODY_BYTES, clip, require_json
+from offerflow.decisioning.http_models import (CapResetOut, CapResetRequest, CapRuleStateOut, DecisionOut,
+                                               DecisionRequest, ErrorOut, HealthOut, PublishedRankingOut)
 from offerflow.decisioning.rankings_view import published_ranking
 
 _log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def add_decision_routes(app: FastAPI, config: ProjectConfig, buffer: Any, api_ke
 
     @app.post("/decisions", response_model=DecisionOut, dependencies=[Depends(check_api_key), Depends(require_json)],
               responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "Unknown placement"},
+                         413: {"model": ErrorOut, "description": f"The body is over {MAX_BODY_BYTES:,} bytes"},
                          415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type must be "
                                                                  "application/json)"}},
               summary="Decide which offers to show a profile")
@@ -138,13 +139,20 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
                 freeze_long_lived(unfreeze=True)
         return {"status": "reloaded", "placements": _versions(app, config)}
 
-    @app.get("/admin/caps", dependencies=[Depends(check_admin)], responses={401: {"model": ErrorOut}},
+    @app.get("/admin/caps", response_model=list[CapRuleStateOut], dependencies=[Depends(check_admin)],
+             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}},
              summary="Cap state: per offer and rule, the current count, the window and whether it is capped")
-    def caps_state(profile_id: str | None = None):
-        return app.state.engine.caps.state(profile_id=profile_id)
+    def caps_state(profile_id: Annotated[str | None, Query(description="Show this profile's per-profile counts "
+                                                                       "(default: the largest counter).")] = None):
+        # the rows as the cap store gives them (offer_id first); the response model documents them
+        return JSONResponse(app.state.engine.caps.state(profile_id=profile_id))
 
-    @app.post("/admin/caps/reset", response_model=CapResetOut, dependencies=[Depends(check_admin)],
-              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    @app.post("/admin/caps/reset", response_model=CapResetOut,
+              dependencies=[Depends(check_admin), Depends(require_json)],
+              responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                         404: {"model": ErrorOut, "description": "Unknown offer"},
+                         415: {"model": ErrorOut, "description": "The body is not JSON (Content-Type must be "
+                                                                 "application/json)"}},
               summary="Reset cap counters (one offer or all); events before now stop counting")
     def caps_reset(request: CapResetRequest | None = None):
         offer_id = request.offer_id if request is not None else None

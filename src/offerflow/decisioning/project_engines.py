@@ -15,10 +15,11 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def decide(profile_id: str, placements: str | Sequence[str], items: int | None = None,
-           config: str | Path = "offerflow.yaml", allow_duplicates: bool = False, log: bool = True) -> Decision:
+           config: str | Path = "offerflow.yaml", allow_duplicates: bool = False, log: bool = True,
+           explain: bool = False) -> Decision:
     """Decide for one profile from Python (`offerflow.decide`). The engine of each project file is
     built once per process and cached; the decision is appended to the decision log unless `log`
-    is False."""
+    is False; `explain` adds each placement's explanation."""
     from offerflow.decisioning.switches import load_serving_config
 
     path = Path(config).resolve()
@@ -27,7 +28,7 @@ def decide(profile_id: str, placements: str | Sequence[str], items: int | None =
         if engine is None:
             engine = _ENGINES[path] = build_engine(load_serving_config(path))
     decision = engine.decide(profile_id, [placements] if isinstance(placements, str) else list(placements),
-                             items=items, allow_duplicates=allow_duplicates)
+                             items=items, allow_duplicates=allow_duplicates, explain=explain)
     if log:
         log_decisions([decision], engine.config.paths.decision_log)
     return decision
