@@ -268,10 +268,12 @@ def test_malformed_csv_conserves_rows_or_fails_as_one_line(rows, batch_rows, bad
     assert len(reasons) == quarantined and all(reasons)
 
 
-def test_logged_displays_in_the_events_let_clicks_on_decisions_join_and_bad_ones_are_quarantined(project_dir):
-    """docs/data-contract.md, "Clicks on offerflow's decisions": ingestion reads `data.events` only;
-    with the decision log's display rows appended as they are, a click naming its decision joins,
-    and a click with an unknown offer, on no display, or in the future is quarantined with its reason."""
+def test_clicks_on_logged_decisions_join_their_display_and_bad_ones_are_quarantined(project_dir):
+    """docs/data-contract.md, "Clicks on offerflow's decisions": ingestion validates the displays of
+    the project's decision log with the events, so a click naming its decision joins its display,
+    and a click with an unknown offer, on no display, or in the future is quarantined with its
+    reason; logged displays the events file carries too (same event ids) are read once; with
+    `data.decision_log_displays: false` the log is not read and the good click has no display."""
     from datetime import datetime, timedelta, timezone
 
     from offerflow.core.schema import EVENT_SCHEMA
@@ -282,8 +284,8 @@ def test_logged_displays_in_the_events_let_clicks_on_decisions_join_and_bad_ones
     now = datetime.now(timezone.utc)
     engine = build_engine(config)
     decision = engine.decide(engine.profiles["profile_id"].iat[0], ["web-sidebar"])
-    log_decisions([decision], project_dir / "log")
-    logged = pd.concat([pd.read_parquet(p) for p in (project_dir / "log").glob("decisions-*.parquet")])
+    log_decisions([decision], config.paths.decision_log)
+    logged = pd.concat([pd.read_parquet(p) for p in config.paths.logged_display_files()])
     shown = decision.placements[0].items[0].offer_id
 
     def click(event_id, offer, decision_id, at=now):
@@ -294,16 +296,28 @@ def test_logged_displays_in_the_events_let_clicks_on_decisions_join_and_bad_ones
     clicks = pd.DataFrame([click("c-ok", shown, decision.decision_id), click("c-offer", "o-nope", decision.decision_id),
                            click("c-none", shown, "dec-none"), click("c-late", shown, decision.decision_id,
                                                                       now + timedelta(days=1))])
-    events = pd.concat([world, logged, clicks], ignore_index=True)
-    pa.Table.from_pandas(events, schema=EVENT_SCHEMA, preserve_index=False).to_pandas().to_parquet(
-        project_dir / "data" / "loop.parquet", index=False)
     offers = load_catalog(config, build_docs=False)[1]
-    result = ingest_events(with_events(config, "loop.parquet"), offers, "loop", now=now, build_docs=False)
-    assert result.counts() == {"rows": len(events), "accepted": len(events) - 3, "quarantined": 3}
-    accepted = pd.read_parquet(result.validated_path)
-    assert set(logged["event_id"]) | {"c-ok"} <= set(accepted["event_id"])
-    reasons = pd.read_parquet(result.quarantine_path).set_index("event_id")["reasons"]
-    assert reasons["c-offer"].startswith("offer_id: unknown offer 'o-nope'")
-    assert reasons["c-none"] == f"click: no matching display for decision 'dec-none' (profile {decision.profile_id}, " \
-                                f"offer {shown})"
-    assert reasons["c-late"].startswith("timestamp: in the future")
+
+    def ingest(*parts, **data):
+        events = pd.concat(parts, ignore_index=True)
+        pa.Table.from_pandas(events, schema=EVENT_SCHEMA, preserve_index=False).to_pandas().to_parquet(
+            project_dir / "data" / "loop.parquet", index=False)
+        project = with_events(config, "loop.parquet")
+        project = project.model_copy(update={"data": project.data.model_copy(update=data)})
+        result = ingest_events(project, offers, "loop", now=now, build_docs=False)
+        return result, pd.read_parquet(result.quarantine_path).set_index("event_id")["reasons"]
+
+    rows = len(world) + len(logged) + len(clicks)
+    for parts, in_events in (((world, clicks), 0), ((world, logged, clicks), len(logged))):
+        result, reasons = ingest(*parts)
+        assert result.counts() == {"rows": rows, "accepted": rows - 3, "quarantined": 3,
+                                   "logged_displays": len(logged) - in_events, "logged_displays_in_events": in_events}
+        accepted = pd.read_parquet(result.validated_path)
+        assert set(logged["event_id"]) | {"c-ok"} <= set(accepted["event_id"]) and accepted["event_id"].is_unique
+        assert reasons["c-offer"].startswith("offer_id: unknown offer 'o-nope'")
+        assert reasons["c-none"] == (f"click: no matching display for decision 'dec-none' "
+                                     f"(profile {decision.profile_id}, offer {shown})")
+        assert reasons["c-late"].startswith("timestamp: in the future")
+    result, reasons = ingest(world, clicks, decision_log_displays=False)
+    assert result.counts()["rows"] == len(world) + len(clicks) and result.counts()["logged_displays"] == 0
+    assert reasons["c-ok"].startswith(f"click: no matching display for decision '{decision.decision_id}'")

@@ -90,9 +90,11 @@ def check(config: ConfigOption = Path("offerflow.yaml"),
 def _print_summary(summary: dict) -> None:
     from rich.markup import escape
 
+    from offerflow.ingest.snapshot import logged_displays_note
+
     v = summary["validation"]
     console.print(f"[bold]validation[/bold]: {v['accepted']:,} accepted, {v['quarantined']:,} quarantined"
-                  f" of {v['rows']:,} rows")
+                  f" of {v['rows']:,} rows{logged_displays_note(v)}")
     if v.get("data_docs"):
         console.print(f"[bold]Data Docs[/bold]: {v['data_docs']}", highlight=False)
     for warning in v.get("warnings", []):

@@ -41,6 +41,11 @@ class DataConfig(_Strict):
     offers: Path = Path("data/offers.yaml")
     quarantine_dir: Path = Path("data/quarantine")
     outputs_dir: Path = Path("data/outputs")
+    #: Validate the displays offerflow logged (`<outputs>/decision_log`) with the events, so clicks
+    #: naming a decision join their display and the models learn from what was served; a logged
+    #: display whose event id is in `events` too is read once. Off when the events export carries
+    #: the displays shown under other event ids (they would count twice).
+    decision_log_displays: bool = True
 
 
 class RankingMethod(_Strict):

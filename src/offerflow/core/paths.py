@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from offerflow.core.tracking import Tracker
 
 
+#: The decision log's display files inside `<outputs>/decision_log` (their metadata is in `meta/`).
+LOGGED_DISPLAYS_GLOB = "decisions-*.parquet"
+
+
 def _output(*parts: str) -> property:
     """A path under `<data.outputs_dir>`, as a read-only attribute."""
     return property(lambda self: self.outputs.joinpath(*parts), doc=f"<outputs>/{'/'.join(parts)}")
@@ -61,6 +65,10 @@ class ProjectPaths:
 
     def propensity_scores(self, goal: str) -> Path:
         return self.outputs / "propensity" / goal
+
+    def logged_display_files(self) -> list[Path]:
+        """The decision log's display files (`decisions-*.parquet`, not the metadata), oldest first."""
+        return sorted(self.decision_log.glob(LOGGED_DISPLAYS_GLOB))
 
     validated = _output("validated")
     validated_events = _output("validated", "events.parquet")

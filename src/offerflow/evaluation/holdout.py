@@ -102,14 +102,19 @@ def decision_outcomes(decision_log_dir: Path, click_sources: Sequence[Path], suc
 def events_end(sources: Sequence[Path], decision_log_dir: Path | None = None) -> pd.Timestamp | None:
     """The time of the last event in `sources` (event Parquet files or directories) and of the last
     outcome event (not a display) filed in the decision-log directory; None when there is none: a
-    decision made after it cannot have its outcome in these events yet."""
+    decision made after it cannot have its outcome in these events yet. The logged displays that
+    validation copied into `sources` (`data.decision_log_displays`) are not events of the export:
+    they do not count."""
     parts = []
+    logged = _parquet_sources([decision_log_dir] if decision_log_dir is not None else [])
+    logged_sql = f"read_parquet([{', '.join(map(_sql_str, logged))}], union_by_name = true)"
     if files := _parquet_sources(sources):
+        not_logged = (f" WHERE event_type <> 'display' OR event_id NOT IN (SELECT event_id FROM {logged_sql}"
+                      " WHERE event_id IS NOT NULL)") if logged else ""
         parts.append(f"SELECT max(timestamp) AS t FROM read_parquet([{', '.join(map(_sql_str, files))}],"
-                     " union_by_name = true)")
-    if logged := _parquet_sources([decision_log_dir] if decision_log_dir is not None else []):
-        parts.append(f"SELECT max(timestamp) AS t FROM read_parquet([{', '.join(map(_sql_str, logged))}],"
-                     " union_by_name = true) WHERE event_type <> 'display'")
+                     f" union_by_name = true){not_logged}")
+    if logged:
+        parts.append(f"SELECT max(timestamp) AS t FROM {logged_sql} WHERE event_type <> 'display'")
     if not parts:
         return None
     con = duckdb.connect()

@@ -45,7 +45,7 @@ from offerflow.decisioning.switches import load_serving_config
 from offerflow.core.features import events_dataset, open_events
 from offerflow.ingest.events import EventFileError
 from offerflow.core.fingerprints import FileFingerprints, frame_fingerprint
-from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog,
+from offerflow.ingest.snapshot import (IngestionResult, ValidationFailed, ingest_events, load_catalog, logged_displays_note,
                                        validated_events, validated_run_id)
 from offerflow.ranking.publishing import publish_placement
 from offerflow.customer_ai.propensity import history_too_short
@@ -66,6 +66,8 @@ __all__ = ["BAD_INPUT", "pipeline"]
 def _validation_inputs(inputs: dict[str, Any], files: FileFingerprints) -> dict[str, Any]:
     config: ProjectConfig = inputs["config"]
     return {"events": files.of(config.path(config.data.events)), "data": config.data,
+            "logged_displays": ([files.of(p) for p in config.paths.logged_display_files()]
+                                if config.data.decision_log_displays else None),
             "offer_ids": sorted(map(str, inputs["offers"]["offer_id"])),
             "placements": [p.id for p in config.placements], "validation": config.validation,
             # future timestamps are judged against the clock: a validation is reused on its UTC day only
@@ -278,7 +280,8 @@ def offer_stats_dir(config: ProjectConfig) -> Path:
 def _summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["# offerflow pipeline run", "", "| step | result |", "|---|---|"]
     v = summary["validation"]
-    lines.append(f"| validation | {v['accepted']} accepted, {v['quarantined']} quarantined of {v['rows']} |")
+    lines.append(f"| validation | {v['accepted']} accepted, {v['quarantined']} quarantined of {v['rows']}"
+                 f"{logged_displays_note(v)} |")
     if v.get("data_docs"):
         lines.append(f"| Data Docs | `{v['data_docs']}` |")
     for warning in v.get("warnings", []):

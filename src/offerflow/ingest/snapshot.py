@@ -6,6 +6,11 @@ files, and the accepted rows and the quarantine are written from there in Arrow 
 memory is about one batch plus DuckDB's cap (`validation.duckdb_memory_mib`), whatever the
 file size. The stage lives in `<outputs>/validated/.stage-<run_id>/` and is removed afterwards.
 
+With `data.decision_log_displays` (the default), the displays offerflow logged
+(`<outputs>/decision_log/decisions-*.parquet`) are validated with the events, so a click that
+names its decision joins its display and the loop closes; one the events file has too (same event
+id) is read once.
+
 The validated snapshot (`<outputs>/validated/events.parquet`, sorted by time and event id) is
 what every later step reads; it is replaced atomically, so a failed run leaves the previous
 snapshot (and everything published from it) untouched. Rejected rows go to
@@ -47,10 +52,22 @@ class IngestionResult:
     validated_path: Path
     quarantine_path: Path | None
     report: ValidationReport
+    #: (logged displays among the rows, logged displays the events file had too: read once)
+    logged: tuple[int, int] = (0, 0)
 
     def counts(self) -> dict[str, int]:
         return {"rows": self.report.row_count, "accepted": self.report.accepted_count,
-                "quarantined": self.report.quarantined_count}
+                "quarantined": self.report.quarantined_count, "logged_displays": self.logged[0],
+                "logged_displays_in_events": self.logged[1]}
+
+
+def logged_displays_note(counts: dict[str, int]) -> str:
+    """How many of the validated rows came from the decision log, for a run's summary line."""
+    judged, in_events = counts.get("logged_displays", 0), counts.get("logged_displays_in_events", 0)
+    if not judged and not in_events:
+        return ""
+    also = f"; {in_events:,} more already in the events file, read once" if in_events else ""
+    return f" ({judged:,} of them displays from the decision log{also})"
 
 
 def load_catalog(config: ProjectConfig, *, run_id: str = "catalog",
@@ -139,6 +156,8 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
             typed, reasons = coerce_event_types(batch)
             stage_events(stage, typed, reasons, now=now_ts, **checks)
             del batch, typed, reasons
+        if config.data.decision_log_displays:
+            _stage_logged_displays(stage, config.paths.logged_display_files(), settings.batch_rows, now_ts, checks)
         report = judge_events(
             stage, **checks, context_dir=config.path(settings.great_expectations_dir), run_id=run_id,
             previous_row_count=_previous_row_count(state_file), build_docs=build_docs)
@@ -160,7 +179,17 @@ def ingest_events(config: ProjectConfig, offers: pd.DataFrame, run_id: str,
         written = stage.write(stage.accepted_batches(sort=True), tmp, schema=EVENT_SCHEMA)
         assert written == report.accepted_count, "accepted rows lost while writing the snapshot"
         tmp.replace(path)
+        logged = stage.logged_counts()
     state_file.write_text(json.dumps({"run_id": run_id, "row_count": report.row_count,
                                       "accepted": report.accepted_count,
                                       "quarantined": report.quarantined_count}))
-    return IngestionResult(path, quarantine_path, report)
+    return IngestionResult(path, quarantine_path, report, logged)
+
+
+def _stage_logged_displays(stage: EventStage, files: list[Path], batch_rows: int, now: pd.Timestamp,
+                           checks: dict) -> None:
+    """Stage the decision log's display files as logged batches (`EventStage`), file by file."""
+    for path in files:
+        for batch in read_events_batches(path, batch_rows=batch_rows):
+            typed, reasons = coerce_event_types(batch)
+            stage_events(stage, typed, reasons, now=now, logged=True, **checks)

@@ -19,6 +19,10 @@ frame. Staged row layout: ``_row`` (0-based input position), the contract column
 ``propensity`` when the input was not already typed), ``extra.<name>`` (every other input column,
 as text), ``_source_file``, ``_source_line``, ``_parse_error`` and ``_reasons`` (the row-level
 reasons, "" when none).
+
+Batches staged as *logged* (the displays offerflow's decision log holds) join the events, less
+those whose event id the events have too: an export that carries offerflow's displays under their
+logged ids has each display once.
 """
 
 from __future__ import annotations
@@ -72,8 +76,11 @@ class EventStage:
         if self.directory.exists():
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True)
-        self.rows = 0
+        self.staged_rows = 0  # rows added so far, logged ones included (they number `_row`)
+        self.events_rows = 0  # of which from the events
+        self._judged_rows: int | None = None
         self.files: list[Path] = []
+        self.logged_files: list[Path] = []
         self.extras: dict[str, None] = {}  # ordered set of extra input columns
         self.present: set[str] = set()  # contract columns that some batch had
         self._memory = memory_limit_mib
@@ -94,17 +101,36 @@ class EventStage:
 
     # -- staging -------------------------------------------------------------------------------
 
+    @property
+    def rows(self) -> int:
+        """The rows judged: every staged row of the events, and the logged ones whose event id
+        the events do not have (counting those runs the cross-row checks: stage everything first)."""
+        if not self.logged_files:
+            return self.staged_rows
+        if self._judged_rows is None:
+            self._judged_rows = self._scalar("SELECT count(*) FROM staged")
+        return self._judged_rows
+
+    def logged_counts(self) -> tuple[int, int]:
+        """(logged displays judged, logged displays read once already, as rows of the events)."""
+        if not self.logged_files:
+            return 0, 0
+        judged = self.rows - self.events_rows
+        return judged, self.staged_rows - self.events_rows - judged
+
     def add(self, original: pd.DataFrame, typed: pd.DataFrame, reasons: np.ndarray,
-            extras: list[str]) -> None:
+            extras: list[str], logged: bool = False) -> None:
         """Stage one batch: `typed` has the contract columns typed (absent ones as nulls) and
         the provenance columns; `original` the same rows as they came in; `reasons` the
-        row-level reasons ("" for none); `extras` the non-contract input columns."""
+        row-level reasons ("" for none); `extras` the non-contract input columns; `logged`:
+        displays of the decision log (module docstring)."""
         if self._con is not None:
             raise RuntimeError("cannot add batches after the cross-row checks ran")
         n = len(typed)
         self.present.update(c for c in EVENT_COLUMNS if c in original.columns)
         self.extras.update(dict.fromkeys(extras))
-        arrays: dict[str, pa.Array] = {"_row": pa.array(np.arange(self.rows, self.rows + n, dtype="int64"))}
+        arrays: dict[str, pa.Array] = {"_row": pa.array(np.arange(self.staged_rows, self.staged_rows + n,
+                                                                  dtype="int64"))}
         for field in _STAGE_FIELDS:
             column = typed[field.name]
             if field.type == pa.string():
@@ -124,10 +150,12 @@ class EventStage:
         parse_error = typed["_parse_error"] if "_parse_error" in typed.columns else pd.Series("", index=typed.index)
         arrays["_parse_error"] = _text_array(parse_error.fillna("").astype("str"))
         arrays["_reasons"] = pa.array(reasons, type=pa.string())
-        path = self.directory / f"batch-{len(self.files):05d}.parquet"
+        files = self.logged_files if logged else self.files
+        path = self.directory / f"{'logged' if logged else 'batch'}-{len(files):05d}.parquet"
         pq.write_table(pa.table(arrays), path, compression="zstd")
-        self.files.append(path)
-        self.rows += n
+        files.append(path)
+        self.staged_rows += n
+        self.events_rows += 0 if logged else n
 
     # -- cross-row checks ----------------------------------------------------------------------
 
@@ -152,9 +180,16 @@ class EventStage:
                         f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'",
                         f"SET threads = {self._threads}", "SET preserve_insertion_order = false"):
             con.execute(setting)
-        files = ", ".join("'" + str(f).replace("'", "''") + "'" for f in self.files)
-        if files:
-            con.execute(f"CREATE VIEW staged AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
+        if self.files and self.logged_files:
+            events = self._parquet(self.files)
+            con.execute(f"""
+                CREATE VIEW staged AS SELECT * FROM {events}
+                UNION ALL BY NAME
+                SELECT * FROM {self._parquet(self.logged_files)} logged
+                WHERE logged.event_id IS NULL
+                   OR logged.event_id NOT IN (SELECT event_id FROM {events} WHERE event_id IS NOT NULL)""")
+        elif self.files or self.logged_files:
+            con.execute(f"CREATE VIEW staged AS SELECT * FROM {self._parquet(self.files or self.logged_files)}")
         else:  # no batch at all: an empty table with the staged layout
             empty = pa.schema([pa.field("_row", pa.int64()), *_STAGE_FIELDS,
                                *[pa.field(f"raw.{c}", pa.string()) for c in RAW_COLUMNS],
@@ -325,6 +360,11 @@ class EventStage:
         return written
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parquet(files: list[Path]) -> str:
+        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        return f"read_parquet([{listed}], union_by_name = true)"
 
     def _scalar(self, sql: str) -> int:
         return int(self.con.execute(sql).fetchall()[0][0])

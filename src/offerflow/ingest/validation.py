@@ -124,10 +124,12 @@ def stage_events(
     placement_ids: Collection[str],
     settings: ValidationConfig,
     now: pd.Timestamp,
+    logged: bool = False,
 ) -> None:
-    """Row-level checks of one batch (vectorized), then the batch goes to the stage."""
+    """Row-level checks of one batch (vectorized), then the batch goes to the stage (`logged`:
+    displays of the decision log, `EventStage`)."""
     original = events.reset_index(drop=True)
-    frame, coerce_reasons = prepare_batch(original, first_line=stage.rows + 1)
+    frame, coerce_reasons = prepare_batch(original, first_line=stage.staged_rows + 1)
     reasons = row_reasons(frame, coerce_reasons, pre_reasons, offer_ids=offer_ids,
                            placement_ids=placement_ids, settings=settings, now=now)
     text = np.full(len(frame), "", dtype=object)
@@ -139,7 +141,7 @@ def stage_events(
     for name in [*extras, *PROVENANCE_COLUMNS]:
         if name in frame.columns:
             typed[name] = frame[name]
-    stage.add(original, typed, text, extras)
+    stage.add(original, typed, text, extras, logged=logged)
 
 
 def judge_events(
