@@ -45,3 +45,16 @@ def test_train_prints_why_a_model_was_not_trained_and_what_auto_optimization_fit
     assert f"web-personalized (personalized): {reason}" in text
     assert "email-auto (auto_optimization): posteriors fitted (no registered version)" in text
     assert "version None" not in text
+
+
+def test_summary_says_how_many_rows_came_from_the_decision_log(capsys):
+    """The validation line counts the logged displays validation read with the events, and those
+    the events file carried too (read once); nothing when the log held none."""
+    empty = {"propensity": {}, "ranking_models": {}, "published": {}}
+    for logged, in_events, said in ((0, 0, ""), (3, 0, " (3 of them displays from the decision log)"),
+                                     (0, 2, " (0 of them displays from the decision log; 2 more already in the "
+                                            "events file, read once)")):
+        _print_summary({**empty, "validation": {"accepted": 13_794, "quarantined": 0, "rows": 13_794,
+                                                "logged_displays": logged, "logged_displays_in_events": in_events}})
+        text = " ".join(capsys.readouterr().out.split())
+        assert text == "validation: 13,794 accepted, 0 quarantined of 13,794 rows" + said
