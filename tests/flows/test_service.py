@@ -237,6 +237,36 @@ def test_admin_cap_state_and_reset(pipeline_run, tmp_path):
     assert (copy / "data/outputs/caps/resets.json").exists()  # a reload does not count the old events again
 
 
+def test_a_running_service_counts_what_other_processes_decide_in_its_caps(pipeline_run, tmp_path):
+    """`offerflow decide` beside a running service (embedded cap store): the decisions it logs reach
+    the service's counters within the writer thread's interval, so the service does not show an
+    offer over its cap (o-001: 3 displays a day per profile) that the other process reached."""
+    from offerflow.decisioning.decision_log import log_decisions
+    from offerflow.decisioning.http_service import FLUSH_INTERVAL_S
+
+    project_dir, _ = pipeline_run
+    config = load_config(Path(shutil.copytree(project_dir, tmp_path / "project")) / "offerflow.yaml")
+    app = create_app(config, admin_token="adm1n", log_dir=config.paths.decision_log)
+    with TestClient(app) as c:
+        other = build_engine(config)  # another process's engine, as `offerflow decide` builds it
+        shows = lambda decision: "o-001" in [i.offer_id for p in decision.placements for i in p.items]  # noqa: E731
+        profile = next(p for p in other.profiles["profile_id"][:200] if shows(other.decide(p, ["web-banner"], items=9)))
+        other = build_engine(config)  # that probe was not logged: start the count again
+        for _ in range(3):
+            decision = other.decide(profile, ["web-banner"], items=9)
+            assert shows(decision)
+            log_decisions([decision], config.paths.decision_log)
+        started, count = time.monotonic(), 0
+        while count < 3 and time.monotonic() - started < 4 * FLUSH_INTERVAL_S:
+            state = c.get("/admin/caps", params={"profile_id": profile}, headers={"Authorization": "Bearer adm1n"})
+            count = {r["offer_id"]: r for r in state.json()}["o-001"]["count"]
+            time.sleep(0.1)
+        assert count == 3, f"the service counted {count} of the 3 displays decided beside it"
+        for _ in range(5):
+            body = c.post("/decisions", json={"profile_id": profile, "placements": ["web-banner"], "items": 9}).json()
+            assert "o-001" not in [i["offer_id"] for p in body["placements"] for i in p["items"]]
+
+
 def test_publishing_under_load_drops_no_request(pipeline_run, tmp_path):
     """A real uvicorn server on loopback, four client threads, a new version published mid-stream."""
     import socket

@@ -157,6 +157,30 @@ def test_counts_from_events_and_decision_log_without_double_counting(tmp_path):
     assert json.loads((tmp_path / "resets.json").read_text())["o-1"].startswith("2026-11-23T10:30")
 
 
+def test_a_serving_process_absorbs_the_decisions_other_processes_logged_once(tmp_path):
+    """`absorb_logs`: decision-log files that appeared after the counts were made (an `offerflow
+    decide` beside a running service) are counted once; the serving process's own files (it counted
+    their decisions as it made them) are not; an administrator's reset still drops what came before it."""
+    events, log, caps = _counted_project(tmp_path)
+    now = at("2026-11-23T12:00:00")
+    counters = load_cap_counters(caps, events, log, now=now)
+    display = caps["o-1"][0]
+    assert counters.count(display, "o-1", "web", "p1", now) == 3
+    assert counters.absorb_logs(log, now=now) == 0  # nothing new
+    _write_events(log / "decisions-2.parquet", [_event("dec-d-web-1", "2026-11-23T11:30:00Z", "p1", decision="dec-d")])
+    counters.record(["o-1"], "web", "p1", now)  # the service's own decision, logged in decisions-own
+    _write_events(log / "decisions-own.parquet", [_event("dec-e-web-1", "2026-11-23T11:40:00Z", "p1", decision="dec-e")])
+    assert counters.absorb_logs(log, own={"decisions-own.parquet"}, now=now) == 1
+    assert counters.count(display, "o-1", "web", "p1", now) == 5 and counters.capped("o-1", "web", "p1", now)
+    assert counters.absorb_logs(log, now=now) == 0 and counters.count(display, "o-1", "web", "p1", now) == 5
+    write_cap_reset(tmp_path / "resets.json", "o-1", at("2026-11-23T11:50:00"))
+    counters.reset("o-1")
+    _write_events(log / "decisions-3.parquet", [_event("dec-f-web-1", "2026-11-23T11:45:00Z", "p1", decision="dec-f"),
+                                                _event("dec-g-web-1", "2026-11-23T11:55:00Z", "p1", decision="dec-g")])
+    assert counters.absorb_logs(log, resets_path=tmp_path / "resets.json", now=now) == 1
+    assert counters.count(display, "o-1", "web", "p1", now) == 1  # dec-g only: dec-f came before the reset
+
+
 def test_counters_for_some_profiles_count_only_theirs_per_profile_and_everyone_in_totals(tmp_path):
     """`offerflow decide` counts per-profile caps for its profile only; total caps still count everyone."""
     events, log, caps = _counted_project(tmp_path)

@@ -26,7 +26,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,10 @@ class DecisionLogBuffer:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one writer at a time, so files appear in decision order
         self._due = threading.Event()
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_absorb = time.monotonic()
+        self._own_new: set[str] = set()  # files this buffer wrote since the last `absorb` call
+        #: Called from the writer thread every `interval_s` with those names (`absorb_others`).
+        self.absorb: Callable[[set[str]], Any] | None = None
         self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): flushes noted there
 
     def add(self, decision: Decision) -> bool:
@@ -105,9 +108,23 @@ class DecisionLogBuffer:
             with self._lock:
                 self._pending.prepend(batch)
             return None
+        self._own_new.add(written.name)
         if self.watch is not None:
             self.watch.flushed(started, time.perf_counter(), batch.decisions, time.thread_time() - started_cpu)
         return written
+
+    def absorb_others(self) -> None:
+        """Hand `absorb` the names of the files this buffer wrote since its last call, so it can
+        count the decision-log files of other processes (`CapCounters.absorb_logs`); under the
+        flush lock, so every file of this buffer is named by then."""
+        if self.absorb is None:
+            return
+        with self._flush_lock:
+            own, self._own_new, self._last_absorb = self._own_new, set(), time.monotonic()
+            try:
+                self.absorb(own)
+            except Exception:  # the next call tries again; decisions go on with the counts they have
+                _log.exception("counting the decisions other processes logged in %s failed", self.directory)
 
     @contextmanager
     def held(self) -> Iterator[Any]:
@@ -134,6 +151,8 @@ class DecisionLogBuffer:
                 woken = self._due.wait(max(0.0, self.interval_s - (time.monotonic() - self._last_flush)))
                 if woken or time.monotonic() - self._last_flush >= self.interval_s:
                     self.flush()
+                if time.monotonic() - self._last_absorb >= self.interval_s:
+                    self.absorb_others()
 
         thread = threading.Thread(target=loop, name="offerflow-decision-log", daemon=True)
         thread.start()
@@ -283,9 +302,18 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
     app.state.fast_decider = FastDecider(app, buffer, api_key, freeze_gc)
+    buffer.absorb = lambda own: absorb_other_decisions(app, buffer.directory, own, config.paths.cap_resets)
     if fast_path:
         app.add_middleware(DecisionFastPath, decider=app.state.fast_decider)
     return app
+
+
+def absorb_other_decisions(app: FastAPI, log_dir: Path, own: set[str], resets_path: Path) -> None:
+    """The decisions other processes logged since the service counted its caps (`offerflow decide`
+    beside a running service), into its embedded counters; a shared store (Redis) has them already."""
+    caps = app.state.engine.caps
+    if not caps.shared:
+        caps.absorb_logs(log_dir, own, resets_path)
 
 
 def serving_app(config: ProjectConfig, *, admin_token: str | None = None, api_key: str | None = None) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from offerflow.core.paths import LOGGED_DISPLAYS_GLOB
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CAP_EVENTS = ("display", "click", "decision")
@@ -144,7 +146,8 @@ def next_window_start(reset: str, now: datetime) -> datetime:
 def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
                      decision_log_dir: Path | None, now: datetime,
                      resets: Mapping[str, datetime] | None = None,
-                     profile_ids: Sequence[str] | None = None) -> dict[Family, pd.DataFrame]:
+                     profile_ids: Sequence[str] | None = None,
+                     log_files: Sequence[Path] | None = None) -> dict[Family, pd.DataFrame]:
     """Counts per family from the data: columns offer_id, placement_id, profile_id, n.
 
     `placement_id` / `profile_id` are "" when the family does not split by them. Displays are the
@@ -152,6 +155,7 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     the ingested events, decisions from the decision log. `resets` (offer_id -> time, "*" for all)
     drops events before an administrator's counter reset. `profile_ids`: per-profile families
     count only these profiles (total families count everyone), for deciding a few profiles.
+    `log_files`: these decision-log files rather than every one in `decision_log_dir`.
     """
     families = list(dict.fromkeys(families))
     empty = pd.DataFrame({"offer_id": [], "placement_id": [], "profile_id": [], "n": []}).astype(
@@ -159,7 +163,7 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     if not families or not offer_ids:
         return {f: empty for f in families}
     has_ingested = events_path is not None and Path(events_path).exists()
-    logs = sorted(Path(decision_log_dir).glob("decisions-*.parquet")) if decision_log_dir else []
+    logs = list(log_files) if log_files is not None else logged_files(decision_log_dir)
     if not has_ingested and not logs:  # nothing counted yet (and DuckDB not even imported)
         return {f: empty for f in families}
     import duckdb
@@ -211,6 +215,11 @@ def _family_sql(family: Family, wanted_only: bool, after_resets: bool) -> str:
             f"{after_reset}GROUP BY ALL")
 
 
+def logged_files(decision_log_dir: Path | None) -> list[Path]:
+    """The decision log's display files, oldest first (none without a directory)."""
+    return sorted(Path(decision_log_dir).glob(LOGGED_DISPLAYS_GLOB)) if decision_log_dir else []
+
+
 def _literal(path: Path) -> str:
     """A path as a SQL string literal (DuckDB cannot take parameters in a view definition)."""
     return "'" + str(path).replace("'", "''") + "'"
@@ -230,6 +239,8 @@ class CapCounters:
         now = now or datetime.now(timezone.utc)
         self.caps = {oid: tuple(rules) for oid, rules in caps.items() if rules}
         self.lock = threading.RLock()
+        #: Names of the decision-log files these counts include (`load_cap_counters`, `absorb_logs`).
+        self.counted_logs: set[str] = set()
         #: Times an offer was skipped because it was capped (the service's `offerflow_cap_hits_total`).
         self.hits = 0
         self._counts: dict[Family, dict[tuple[str, str, str], int]] = {}
@@ -240,10 +251,7 @@ class CapCounters:
                 self._window[rule.family] = window_start(rule.reset, now)
         for family, frame in (counts or {}).items():
             if family in self._counts and len(frame):
-                # plain lists first: iterating Arrow-backed string columns costs ~3 us a value
-                keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist()
-                             for c in ("offer_id", "placement_id", "profile_id")))
-                self._counts[family].update(zip(keys, frame["n"].to_numpy(np.int64).tolist()))
+                self._counts[family].update(_counted(frame))
         self._next_roll = min((next_window_start(f.reset, now) for f in self._counts), default=None)
         # The hot path of every decision, resolved once per offer: each rule's counter dict (never
         # replaced, only cleared, so these references stay live), how its key splits, its limit;
@@ -317,6 +325,28 @@ class CapCounters:
                 return counted, refused
         return len(placements), []
 
+    def absorb_logs(self, decision_log_dir: Path, own: Iterable[str] = (), resets_path: Path | None = None,
+                    now: datetime | None = None) -> int:
+        """Count the decision-log files that appeared since these counts were made, other than this
+        process's `own` (names; it counted those as it decided): what other processes (`offerflow
+        decide`, `decide-batch`, `offerflow.decide`) decided meanwhile. A serving process calls it
+        every few seconds. Returns how many files it counted."""
+        self.counted_logs.update(own)
+        new = [p for p in logged_files(decision_log_dir) if p.name not in self.counted_logs]
+        if not new:
+            return 0
+        now = now or datetime.now(timezone.utc)
+        resets = read_cap_resets(resets_path) if resets_path is not None else {}
+        counts = count_cap_events(self.families, sorted(self.caps), None, None, now, resets, log_files=new)
+        with self.lock:
+            self._roll(now)
+            for family, frame in counts.items():
+                target = self._counts[family]
+                for key, n in _counted(frame):
+                    target[key] = target.get(key, 0) + n
+            self.counted_logs.update(p.name for p in new)
+        return len(new)
+
     def reset(self, offer_id: str | None = None) -> int:
         """Forget the counts of one offer (None: all offers); returns how many counters were cleared."""
         cleared = 0
@@ -365,6 +395,13 @@ class CapCounters:
         return rows
 
 
+def _counted(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], int]]:
+    """(counter key, n) of `count_cap_events` rows (plain lists first: iterating Arrow-backed string
+    columns costs ~3 us a value)."""
+    keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist() for c in ("offer_id", "placement_id", "profile_id")))
+    return zip(keys, frame["n"].to_numpy(np.int64).tolist())
+
+
 def read_cap_resets(path: Path) -> dict[str, datetime]:
     """Administrator resets: offer_id (or "*") -> time; counts before it are ignored."""
     if not path.exists():
@@ -392,5 +429,8 @@ def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path |
     caps = {oid: rules for oid, rules in caps.items() if rules}
     families = [r.family for rules in caps.values() for r in rules]
     resets = read_cap_resets(resets_path) if resets_path is not None else {}
-    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets, profile_ids)
-    return CapCounters(caps, now, counts)
+    logs = logged_files(decision_log_dir)
+    counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets, profile_ids, logs)
+    counters = CapCounters(caps, now, counts)
+    counters.counted_logs.update(p.name for p in logs)
+    return counters
