@@ -20,8 +20,11 @@ Catalog form (YAML; a CSV or Parquet catalog carries the same list as JSON in a 
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -241,6 +244,7 @@ class CapCounters:
         self.lock = threading.RLock()
         #: Names of the decision-log files these counts include (`load_cap_counters`, `absorb_logs`).
         self.counted_logs: set[str] = set()
+        self._log_dir_stamp: int | None = None  # the log directory's mtime at the last `absorb_logs` listing
         #: Times an offer was skipped because it was capped (the service's `offerflow_cap_hits_total`).
         self.hits = 0
         self._counts: dict[Family, dict[tuple[str, str, str], int]] = {}
@@ -332,8 +336,18 @@ class CapCounters:
         decide`, `decide-batch`, `offerflow.decide`) decided meanwhile. A serving process calls it
         every few seconds. Returns how many files it counted."""
         self.counted_logs.update(own)
-        new = [p for p in logged_files(decision_log_dir) if p.name not in self.counted_logs]
+        try:  # names only, and only when a file came or went: ~1.2 us a file (0.2 s for 170,000)
+            stamp = os.stat(decision_log_dir).st_mtime_ns
+            if stamp == self._log_dir_stamp:
+                return 0
+            names = set(os.listdir(decision_log_dir)) - self.counted_logs
+        except FileNotFoundError:
+            return 0
+        new = [Path(decision_log_dir) / n for n in sorted(names) if fnmatch.fnmatchcase(n, LOGGED_DISPLAYS_GLOB)]
+        # a directory changed in the last second is listed again: a file can come in the same mtime tick
+        settled = stamp if stamp < time.time_ns() - 1_000_000_000 else None
         if not new:
+            self._log_dir_stamp = settled
             return 0
         now = now or datetime.now(timezone.utc)
         resets = read_cap_resets(resets_path) if resets_path is not None else {}
@@ -345,6 +359,7 @@ class CapCounters:
                 for key, n in _counted(frame):
                     target[key] = target.get(key, 0) + n
             self.counted_logs.update(p.name for p in new)
+        self._log_dir_stamp = settled
         return len(new)
 
     def reset(self, offer_id: str | None = None) -> int:
