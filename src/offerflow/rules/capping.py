@@ -411,8 +411,7 @@ class CapCounters:
 
 
 def _counted(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], int]]:
-    """(counter key, n) of `count_cap_events` rows (plain lists first: iterating Arrow-backed string
-    columns costs ~3 us a value)."""
+    """(counter key, n) of `count_cap_events` rows (lists first: Arrow-backed strings cost ~3 us a value)."""
     keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist() for c in ("offer_id", "placement_id", "profile_id")))
     return zip(keys, frame["n"].to_numpy(np.int64).tolist())
 
