@@ -104,5 +104,6 @@ def test_every_deployment_has_guard_rails(deployments):
         flow = _flow(d["entrypoint"])
         assert flow.timeout_seconds and 60 <= flow.timeout_seconds <= 4 * 3600, d["entrypoint"]
         assert [hook.__name__ for hook in flow.on_failure_hooks] == [notify_failure.__name__], d["entrypoint"]
+        assert [hook.__name__ for hook in flow.on_crashed_hooks] == [notify_failure.__name__], d["entrypoint"]
     every_15_minutes = next(d for d in deployments if d["name"] == "every-15-minutes")
     assert _flow(every_15_minutes["entrypoint"]).timeout_seconds < 15 * 60

@@ -1,7 +1,8 @@
 """Guard rails of the scheduled flows: a time limit per flow and a notification when a run fails.
 
 `TIMEOUT_SECONDS` is each project flow's `timeout_seconds` (a run over it ends `TimedOut`, a
-failed state); `notify_failure` is their `on_failure` hook: one JSON line with the flow, the run,
+failed state); `notify_failure` is their `on_failure` and `on_crashed` hook (Prefect runs
+`on_failure` hooks for failed states only, not for a run that crashed, e.g. killed by SIGTERM): one JSON line with the flow, the run,
 its state and message, appended to the project's `notifications.failure_file` and/or POSTed to
 `notifications.failure_webhook_url` (or the `OFFERFLOW_FAILURE_FILE` /
 `OFFERFLOW_FAILURE_WEBHOOK_URL` environment variables). The concurrency limit of one run per
@@ -60,5 +61,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def guard_rails(name: str) -> dict[str, Any]:
-    """The `@flow` options of a project flow: its name, time limit and failure hook."""
-    return {"name": name, "timeout_seconds": TIMEOUT_SECONDS[name], "on_failure": [notify_failure]}
+    """The `@flow` options of a project flow: its name, time limit and failure hook (on a failed
+    and on a crashed run)."""
+    return {"name": name, "timeout_seconds": TIMEOUT_SECONDS[name], "on_failure": [notify_failure],
+            "on_crashed": [notify_failure]}
