@@ -205,6 +205,19 @@ def test_a_failed_run_is_announced_by_the_failure_hook(project_dir, prefect_harn
     assert completed.is_completed() and len((project_dir / "env-failures.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_failure_that_cannot_be_announced_says_so_in_the_run_log(tmp_path, prefect_harness, monkeypatch):
+    """A project file that no longer loads hides its `notifications:`: the failed run announced
+    nothing and said nothing about it (a scheduled run then failed unheard)."""
+    monkeypatch.delenv("OFFERFLOW_FAILURE_FILE", raising=False)
+    monkeypatch.delenv("OFFERFLOW_FAILURE_WEBHOOK_URL", raising=False)
+    config_path = tmp_path / "offerflow.yaml"
+    config_path.write_text("placements: [\n")
+    state = flows()["validate-data"](config_path=str(config_path), return_state=True)
+    assert_bad_input(state, "invalid YAML")
+    (warning,) = [m for m in run_logs(state) if m.startswith("failure notification not sent")]
+    assert "OFFERFLOW_FAILURE_FILE" in warning and "OFFERFLOW_FAILURE_WEBHOOK_URL" in warning
+
+
 class _Killed(BaseException):
     """What the engine meets when a run is stopped from outside (SIGTERM, Ctrl-C): not an Exception."""
 

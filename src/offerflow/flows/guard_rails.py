@@ -18,6 +18,7 @@ from typing import Any
 from prefect.logging.loggers import flow_run_logger
 
 from offerflow.core.config import ConfigError, load_config
+from offerflow.core.notifications import FAILURE_FILE_ENV, FAILURE_WEBHOOK_ENV
 from offerflow.ops.notifications import announce_failure, failure_targets
 
 #: Flow name -> the longest a run may take, with room for a project ten times the demo's size.
@@ -45,15 +46,20 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """`on_failure` hook: announce the failed run where the project (or the environment) says.
     A project file that no longer loads still announces through the environment variables."""
     config_path = (flow_run.parameters or {}).get("config_path")
-    settings, root, project = None, Path.cwd(), None
+    settings, root, project, unreadable = None, Path.cwd(), None, False
     if config_path:
         try:
             config = load_config(config_path)
             settings, root, project = config.notifications, config.root, config.project
         except ConfigError:
-            pass
+            unreadable = True
     file, url = failure_targets(settings, root)
     if file is None and url is None:
+        if unreadable:  # its `notifications:` may name a file or webhook nobody hears from now
+            flow_run_logger(flow_run, flow).warning(
+                "failure notification not sent: the project file does not load, so its notifications:"
+                " settings are unknown; set %s or %s in the worker's environment (before `offerflow up`)"
+                " to be told of such failures", FAILURE_FILE_ENV, FAILURE_WEBHOOK_ENV)
         return
     timeout = settings.webhook_timeout_seconds if settings else 10.0
     for problem in announce_failure(failure_record(flow, flow_run, state, project), file, url, timeout):
