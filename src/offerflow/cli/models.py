@@ -67,8 +67,8 @@ def _check_same_ranking(project, store, placement_id: str, version: int) -> None
     serving = next((p.ranking for p in apply_serving(project).placements if p.id == placement_id), None)
     meta = store.read_metadata(placement_id, version)
     was = {"method": meta.get("ranking_method"), "ai_model": meta.get("ai_model")}
-    if serving is None or was["method"] is None or (was["method"] == serving.method
-                                                    and (serving.method != "ai_model" or was["ai_model"] == serving.ai_model)):
+    same_model = serving is not None and (serving.method != "ai_model" or was["ai_model"] == serving.ai_model)
+    if serving is None or was["method"] is None or (was["method"] == serving.method and same_model):
         return
     label = ranking_label(was) if was["method"] != "formula" else "a formula"
     fail(f"cannot roll back placement '{placement_id}' to version {version}: it was ranked by {label}, and the"

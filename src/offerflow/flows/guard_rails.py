@@ -2,11 +2,11 @@
 
 `TIMEOUT_SECONDS` is each project flow's `timeout_seconds` (a run over it ends `TimedOut`, a
 failed state); `notify_failure` is their `on_failure` and `on_crashed` hook (Prefect runs
-`on_failure` hooks for failed states only, not for a run that crashed, e.g. killed by SIGTERM): one JSON line with the flow, the run,
-its state and message, appended to the project's `notifications.failure_file` and/or POSTed to
-`notifications.failure_webhook_url` (or the `OFFERFLOW_FAILURE_FILE` /
-`OFFERFLOW_FAILURE_WEBHOOK_URL` environment variables). The concurrency limit of one run per
-deployment is declared in prefect.yaml. See docs/operations.md.
+`on_failure` hooks for failed states only, not for a run that crashed, e.g. on SIGTERM): one
+JSON line with the flow, the run, its state and message, appended to the project's
+`notifications.failure_file` and/or POSTed to `notifications.failure_webhook_url` (or the
+`OFFERFLOW_FAILURE_FILE` / `OFFERFLOW_FAILURE_WEBHOOK_URL` environment variables). The
+concurrency limit of one run per deployment is declared in prefect.yaml. See docs/operations.md.
 """
 
 from __future__ import annotations
