@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from offerflow.cli.runs import mlflow_ui_command
 
 TAIL = "ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root mlruns --port 5000"
@@ -36,28 +34,3 @@ def test_demo_creates_a_project_folder_that_does_not_exist_yet(tmp_path):
     config_path.write_text(config_path.read_text() + "# edited\n")
     write_demo_config(tmp_path / "new" / "demo")  # an existing project file is kept
     assert config_path.read_text().endswith("# edited\n")
-
-
-@pytest.mark.parametrize("seed", [5, 7])
-def test_the_smallest_demo_the_help_allows_has_enough_examples_for_its_goal(tmp_path, seed):
-    """`offerflow demo --profiles 100 --days 45` (the minimum its --help allowed) stopped with
-    `propensity goal 'purchase_14d': too little data: found 53 positive and 125 negative examples,
-    need at least 200 and 200`: the demo goal's training snapshots at the floor must clear it."""
-    import typing
-
-    from offerflow.cli.runs import demo, write_demo_config
-    from offerflow.core.config import load_config
-    from offerflow.core.features import event_time_range, open_events
-    from offerflow.customer_ai.propensity import build_examples, check_enough_examples, plan_cutoffs
-    from offerflow.ingest.catalog import load_profiles
-    from offerflow.synthetic.world import WorldSpec, generate_world
-
-    hints = typing.get_type_hints(demo, include_extras=True)
-    floor = {name: typing.get_args(hints[name])[1].min for name in ("profiles", "days")}
-    config = load_config(write_demo_config(tmp_path))
-    files = generate_world(WorldSpec(profiles=floor["profiles"], offers=12, days=floor["days"], seed=seed),
-                           tmp_path / "data")
-    con = open_events(files.events)
-    for goal in config.propensity_goals:
-        plan = plan_cutoffs(*event_time_range(con), goal)
-        check_enough_examples(build_examples(con, goal, load_profiles(files.profiles), plan.train), goal)

@@ -215,7 +215,7 @@ def write_demo_config(project: Path) -> Path:
 @app.command()
 def demo(
     project: Annotated[Path, typer.Option(help="Project directory (offerflow.yaml and data/).")] = Path("."),
-    profiles: Annotated[int, typer.Option(min=500, help="Number of profiles in the demo world.")] = 5_000,
+    profiles: Annotated[int, typer.Option(min=100, help="Number of profiles in the demo world.")] = 5_000,
     days: Annotated[int, typer.Option(min=45, help="Days of events.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
 ) -> None:
