@@ -231,3 +231,19 @@ def test_error_is_one_line(in_project: Path, prefect_harness, prefect_console):
     # and Prefect's terminal handler adds nothing: not the error, not "Finished in state BadInput(...)"
     assert prefect_console.getvalue() == "", prefect_console.getvalue()
 
+
+
+def test_a_run_that_fails_midway_says_what_serves(in_project: Path, prefect_harness, prefect_console):
+    """Not bad input: the store cannot take web-sidebar's table (a file where its folder goes) after
+    the other placements were staged. `offerflow run` ended in a third traceback (the CLI's own,
+    after Prefect's) and never said that nothing had been switched."""
+    cheaper_models(in_project / "offerflow.yaml")
+    obstacle = in_project / "data" / "rankings" / "web-sidebar"
+    obstacle.parent.mkdir(parents=True)
+    obstacle.write_text("not a folder")
+    result = run_cli(in_project)
+    assert result.exit_code == 1, result.output
+    assert flat(result.output).endswith(
+        f"error: the run failed: FileExistsError: [Errno 17] File exists: '{obstacle}'; nothing was switched:"
+        " every placement serves the version it served before the run (offerflow rankings list)")
+    assert "Traceback" not in result.output and published(in_project) == dict.fromkeys(PLACEMENTS)

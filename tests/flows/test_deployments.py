@@ -34,7 +34,8 @@ def test_every_entrypoint_is_a_flow_taking_its_parameters(deployments, tmp_path)
         full = f"{flow.name}/{d['name']}"
         assert full not in seen, f"duplicate deployment {full}"
         seen.add(full)
-        params = {k: v.replace("{{ $OFFERFLOW_PROJECT_DIR }}", str(tmp_path)) for k, v in d["parameters"].items()}
+        params = {k: v.replace("{{ $OFFERFLOW_PROJECT_DIR }}", str(tmp_path)) if isinstance(v, str) else v
+                  for k, v in d["parameters"].items()}
         assert flow.validate_parameters(params)["config_path"] == str(tmp_path / "offerflow.yaml")
         assert d["work_pool"]["name"] == "offerflow-process"
     assert {"offerflow-pipeline/daily", "validate-data/hourly", "retrain-auto-optimization/every-15-minutes",
@@ -104,5 +105,19 @@ def test_every_deployment_has_guard_rails(deployments):
         flow = _flow(d["entrypoint"])
         assert flow.timeout_seconds and 60 <= flow.timeout_seconds <= 4 * 3600, d["entrypoint"]
         assert [hook.__name__ for hook in flow.on_failure_hooks] == [notify_failure.__name__], d["entrypoint"]
+        assert [hook.__name__ for hook in flow.on_crashed_hooks] == [notify_failure.__name__], d["entrypoint"]
     every_15_minutes = next(d for d in deployments if d["name"] == "every-15-minutes")
     assert _flow(every_15_minutes["entrypoint"]).timeout_seconds < 15 * 60
+
+
+def test_scheduled_writers_do_not_fail_on_each_other(deployments):
+    """The daily and weekly writers start at the same minute as a 15-minute auto-optimization
+    retrain (03:30, 05:00, Monday 02:00): both held the project lock without waiting, so one of the
+    two ended `BadInput` and announced a failure. Now the daily/weekly ones wait longer than a
+    retrain may run, and a retrain that meets a writer is skipped."""
+    by_flow = {_flow(d["entrypoint"]).name: d for d in deployments}
+    retrain = by_flow["retrain-auto-optimization"]
+    assert retrain["parameters"].get("skip_when_locked") is True
+    for name in ("offerflow-pipeline", "train-ranking-models", "train-customer-ai", "score-and-publish"):
+        wait = by_flow[name]["parameters"].get("lock_wait_seconds", 0)
+        assert wait > _flow(retrain["entrypoint"]).timeout_seconds, name

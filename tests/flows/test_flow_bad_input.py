@@ -205,6 +205,46 @@ def test_a_failed_run_is_announced_by_the_failure_hook(project_dir, prefect_harn
     assert completed.is_completed() and len((project_dir / "env-failures.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_failure_that_cannot_be_announced_says_so_in_the_run_log(tmp_path, prefect_harness, monkeypatch):
+    """A project file that no longer loads hides its `notifications:`: the failed run announced
+    nothing and said nothing about it (a scheduled run then failed unheard)."""
+    monkeypatch.delenv("OFFERFLOW_FAILURE_FILE", raising=False)
+    monkeypatch.delenv("OFFERFLOW_FAILURE_WEBHOOK_URL", raising=False)
+    config_path = tmp_path / "offerflow.yaml"
+    config_path.write_text("placements: [\n")
+    state = flows()["validate-data"](config_path=str(config_path), return_state=True)
+    assert_bad_input(state, "invalid YAML")
+    (warning,) = [m for m in run_logs(state) if m.startswith("failure notification not sent")]
+    assert "OFFERFLOW_FAILURE_FILE" in warning and "OFFERFLOW_FAILURE_WEBHOOK_URL" in warning
+
+
+class _Killed(BaseException):
+    """What the engine meets when a run is stopped from outside (SIGTERM, Ctrl-C): not an Exception."""
+
+
+def test_a_crashed_run_is_announced_too(tmp_path, prefect_harness):
+    """docs/operations.md: "Bad input, a timeout and a crash all notify". Prefect runs `on_failure`
+    hooks for failed states only; a run killed by SIGTERM ends `Crashed` and announced nothing."""
+    import json
+
+    from prefect import flow
+
+    from offerflow.flows.guard_rails import guard_rails
+
+    config_path = tmp_path / "offerflow.yaml"
+    config_path.write_text(yaml.safe_dump({"placements": [{"id": "web-banner", "channel": "web"}],
+                                           "notifications": {"failure_file": "failures.jsonl"}}))
+
+    @flow(**guard_rails("validate-data"))
+    def killed(config_path: str) -> None:
+        raise _Killed()
+
+    with pytest.raises(_Killed):
+        killed(config_path=str(config_path))
+    (record,) = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert record["state"] == "Crashed" and record["flow"] == "validate-data", record
+
+
 def tmp_config(project_dir: Path, raw: dict) -> Path:
     path = project_dir / "ok.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

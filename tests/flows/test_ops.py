@@ -65,6 +65,24 @@ def test_up_fails_in_one_line_when_a_port_is_taken(project_dir):
     assert not ops.state_path(project_dir).exists()  # nothing was started
 
 
+def test_up_says_what_it_did_not_do():
+    """`offerflow up --no-deploy` printed `deployments: none` and then `to run one: ... prefect
+    deployment run 'offerflow-pipeline/daily'`, a deployment it had not registered; `--no-schedules`
+    was not mentioned at all."""
+    from offerflow.cli.servers import up_summary
+
+    server = ops.ManagedProcess("prefect-server", 11, 1, "")
+    bare = ops.ServerState("/p", "http://127.0.0.1:4200", "http://127.0.0.1:5000", [server])
+    lines = up_summary(bare, schedules=False)
+    assert "deployments: none (--no-deploy)" in lines
+    assert "schedules:   off (--no-schedules): deployments run only by hand" in lines
+    assert not any("deployment run" in line for line in lines)
+    bare.deployments = ["offerflow-pipeline/daily", "validate-data/hourly"]
+    lines = up_summary(bare, schedules=True)
+    assert "to run one:  PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run 'offerflow-pipeline/daily'" in lines
+    assert not any(line.startswith("schedules:") for line in lines) and lines[-1] == "to stop:     offerflow down"
+
+
 @pytest.mark.slow
 def test_up_run_a_deployment_by_hand_and_down(project_dir):
     """~3 minutes on 2 cores: servers start (~20 s each), 8 deployments registered, the pipeline

@@ -110,3 +110,28 @@ def test_the_pipeline_flow_holds_the_lock_when_not_started_by_the_cli(project_di
         with pytest.raises(ProjectLocked, match=f"pid {other.pid} on .* after waiting 0.2 s"):
             pipeline(config_path=str(project_dir / "offerflow.yaml"), lock_wait_seconds=0.2)
     assert not config.paths.rankings.exists() and not config.paths.validated.exists()  # nothing done
+
+
+@pytest.mark.flow
+def test_the_scheduled_retrain_is_skipped_not_failed_and_the_daily_writers_wait(project_dir, prefect_harness):
+    """prefect.yaml's 15-minute retrain (`skip_when_locked`) ends `Cancelled` on a locked project,
+    without a failure notification; the daily/weekly writers honour `lock_wait_seconds`."""
+    import yaml
+
+    from offerflow.flows.auto_optimization import retrain_auto_optimization
+    from offerflow.flows.customer_ai import train_customer_ai
+    from offerflow.flows.ranking_models import train_ranking_models
+    from offerflow.flows.scoring import score_and_publish
+
+    config_path = project_dir / "offerflow.yaml"
+    raw = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**raw, "notifications": {"failure_file": "failures.jsonl"}}, sort_keys=False))
+    config = load_config(config_path)
+    with held_elsewhere(config.paths.lock) as other:
+        state = retrain_auto_optimization(config_path=str(config_path), skip_when_locked=True, return_state=True)
+        assert state.is_cancelled() and state.message.startswith(f"skipped: {config.paths.lock}: the project is locked"), state
+        assert not (project_dir / "failures.jsonl").exists()
+        for flow in (train_ranking_models, train_customer_ai, score_and_publish):
+            with pytest.raises(ProjectLocked, match=f"pid {other.pid} on .* after waiting 0.2 s"):
+                flow(config_path=str(config_path), lock_wait_seconds=0.2)
+    assert not config.paths.rankings.exists()  # nothing done

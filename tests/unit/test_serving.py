@@ -114,3 +114,28 @@ def test_cli_lists_and_reverts(project: Path) -> None:
     assert run.data.tags["serving.reason"] == "marketing asked"
     assert run.data.tags["serving.placement"] == "email-hero"
     assert load_serving_config(project).placement("email-hero").ranking.method == "ai_model"
+
+
+def test_rollback_refuses_a_version_of_another_ranking_than_the_placement_serves(project: Path) -> None:
+    """After an evaluation switched email-hero to a formula and `serving revert` put its Thompson
+    model back, `rankings rollback email-hero` made the formula's table current again while
+    `serving list` said email-auto: decisions then said `ai_model` (model "not published yet") and
+    "ranked by priority" over the formula's scores."""
+    import json
+
+    from offerflow.cli import app
+    from offerflow.core.paths import ranking_store
+    from tests.unit.test_store import posterior_frame, ranking_table
+
+    store = ranking_store(load_config(project))
+    model = {"kind": "posterior", "ranking_method": "ai_model", "ai_model": "email-auto"}
+    store.publish("email-hero", posterior_frame(), model)
+    store.publish("email-hero", ranking_table(5, k=1), {"kind": "ranking", "ranking_method": "formula"})
+    store.publish("email-hero", posterior_frame(), model)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["rankings", "rollback", "email-hero", "--config", str(project)])
+    assert refused.exit_code == 1, refused.output
+    assert "to version 2: it was ranked by a formula, and the placement serves ai_model: email-auto" in refused.output
+    assert store.current_version("email-hero") == 3
+    done = runner.invoke(app, ["rankings", "rollback", "email-hero", "--version", "1", "--json", "--config", str(project)])
+    assert done.exit_code == 0 and json.loads(done.output) == {"placement_id": "email-hero", "current": 1}

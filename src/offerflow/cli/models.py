@@ -47,13 +47,33 @@ def rankings_rollback(placement: Annotated[str, typer.Argument(help="Placement i
     project = load_project(config)
     store = ranking_store(project)
     try:
-        current = store.rollback(placement, version)
+        target = store.rollback_target(placement, version)
+        _check_same_ranking(project, store, placement, target)
+        current = store.rollback(placement, target)
     except StoreError as exc:
         fail(str(exc))
     if as_json:
         print_json({"placement_id": placement, "current": current})
         return
     console.print(f"{placement}: version {current} is current")
+
+
+def _check_same_ranking(project, store, placement_id: str, version: int) -> None:
+    """Refuse a version published for another ranking than the placement serves now (a table of
+    the formula an evaluation had switched to, after `serving revert`): the engine would serve it
+    under the served ranking's name, e.g. a formula's scores as `ai_model`, "ranked by priority"."""
+    from offerflow.decisioning.switches import apply_serving, ranking_label
+
+    serving = next((p.ranking for p in apply_serving(project).placements if p.id == placement_id), None)
+    meta = store.read_metadata(placement_id, version)
+    was = {"method": meta.get("ranking_method"), "ai_model": meta.get("ai_model")}
+    same_model = serving is not None and (serving.method != "ai_model" or was["ai_model"] == serving.ai_model)
+    if serving is None or was["method"] is None or (was["method"] == serving.method and same_model):
+        return
+    label = ranking_label(was) if was["method"] != "formula" else "a formula"
+    fail(f"cannot roll back placement '{placement_id}' to version {version}: it was ranked by {label}, and the"
+         f" placement serves {ranking_label(serving.model_dump())} now (offerflow serving list); choose a version"
+         f" of that ranking with --version (offerflow rankings show {placement_id} --version N)")
 
 
 @rankings_app.command("show")

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
+from typer._click import exceptions as click_exceptions  # the Click that Typer vendors
 
-from offerflow.cli.common import (app, console, ConfigOption, JsonOption, fail, load_project, prepare_prefect_environment,
-                                 print_json, project_check, report_problems, report_warnings, run_pipeline,
-                                 project_engine, flow_progress)
+from offerflow.cli.common import (app, console, err, ConfigOption, JsonOption, fail, load_project,
+                                 prepare_prefect_environment, print_json, project_check, report_problems,
+                                 report_warnings, run_pipeline, project_engine, flow_progress)
 
 StrictOption = Annotated[bool, typer.Option("--strict", help="Formulas and rules that rank nothing (no value or one"
                                             " value for every pair, no profile eligible) are errors, not warnings.")]
@@ -54,11 +56,42 @@ def run(config: ConfigOption = Path("offerflow.yaml"),
                                             " project (it holds the project lock); default: stop at once.")] = 0.0,
         ) -> None:
     """Run the whole pipeline: validate, train, score, publish (steps whose inputs did not change are reused)."""
-    summary = run_pipeline(config, use_cache=not no_cache, strict=strict, wait_seconds=wait)
+    before = _serving_versions(config)
+    try:
+        summary = run_pipeline(config, use_cache=not no_cache, strict=strict, wait_seconds=wait)
+    except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+        raise
+    except (KeyboardInterrupt, Exception) as exc:  # bad input is the group's one line; the rest is said here
+        from offerflow.ops.bad_input import BAD_INPUT_ERRORS
+
+        if isinstance(exc, BAD_INPUT_ERRORS):
+            raise
+        _report_stopped_run(config, before, exc)
     if as_json:
         print_json(summary)
     else:
         _print_summary(summary)
+
+
+def _serving_versions(config: Path) -> dict[str, int]:
+    """Placement -> the version that serves now (the ranking store's manifest)."""
+    from offerflow.core.paths import ranking_store
+
+    return ranking_store(load_project(config)).manifest().versions()
+
+
+def _report_stopped_run(config: Path, before: dict[str, int], exc: BaseException) -> None:
+    """A run interrupted or failed by something other than bad input (its traceback, if any, was
+    logged by Prefect above): one last line saying what happened and what serves now."""
+    after = _serving_versions(config)
+    switched = {p: v for p, v in after.items() if before.get(p) != v}
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    what = "interrupted" if interrupted else f"the run failed: {type(exc).__name__}: {message}"
+    serves = ("nothing was switched: every placement serves the version it served before the run"
+              if not switched else "this run's versions serve: " + ", ".join(f"{p} v{v}" for p, v in switched.items()))
+    err.print(f"[red]error:[/red] {escape(what)}; {escape(serves)} (offerflow rankings list)", highlight=False)
+    raise typer.Exit(code=130 if interrupted else 1)
 
 
 @app.command()

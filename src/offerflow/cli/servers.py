@@ -39,15 +39,25 @@ def up(config: ConfigOption = Path("offerflow.yaml"),
     except OpsError as exc:
         fail(str(exc))
     if as_json:
-        print_json(asdict(state) | {"api_url": state.api_url})
+        print_json(asdict(state) | {"api_url": state.api_url, "schedules": schedules})
         return
-    console.print(f"Prefect UI:  {state.prefect_url}", highlight=False)
-    console.print(f"MLflow UI:   {state.mlflow_url}", highlight=False)
-    console.print(f"deployments: {', '.join(state.deployments) or 'none'}", highlight=False)
-    console.print(f"processes:   " + ", ".join(f"{p.name} (pid {p.pid})" for p in state.processes), highlight=False)
-    console.print(f"to run one:  PREFECT_API_URL={state.api_url} prefect deployment run 'offerflow-pipeline/daily'",
-                  highlight=False)
-    console.print("to stop:     offerflow down", highlight=False)
+    for line in up_summary(state, schedules):
+        console.print(line, highlight=False)
+
+
+def up_summary(state, schedules: bool) -> list[str]:
+    """What `offerflow up` prints: the URLs, the deployments, the processes, how to run and stop.
+    Without deployments (--no-deploy) or schedules (--no-schedules) it says so instead of naming a
+    deployment that is not there."""
+    lines = [f"Prefect UI:  {state.prefect_url}", f"MLflow UI:   {state.mlflow_url}",
+             f"deployments: {', '.join(state.deployments) or 'none (--no-deploy)'}",
+             "processes:   " + ", ".join(f"{p.name} (pid {p.pid})" for p in state.processes)]
+    if not schedules:
+        lines.append("schedules:   off (--no-schedules): deployments run only by hand")
+    if state.deployments:
+        example = next((d for d in state.deployments if d == "offerflow-pipeline/daily"), state.deployments[0])
+        lines.append(f"to run one:  PREFECT_API_URL={state.api_url} prefect deployment run '{example}'")
+    return [*lines, "to stop:     offerflow down"]
 
 
 @app.command()

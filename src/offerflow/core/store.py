@@ -305,9 +305,9 @@ class RankingStore:
                        and not run_alive(self.root, staged_by(placement_dir, v))]
             remove_versions(placement_dir, orphans)
 
-    def rollback(self, placement_id: str, version: int | None = None) -> int:
-        """Switch the placement to `version` (None: the newest published version older than the
-        current one) with a new manifest; returns it."""
+    def rollback_target(self, placement_id: str, version: int | None = None) -> int:
+        """The version `rollback` switches to: `version` if published (None: the newest published
+        version older than the current one)."""
         self._placement_dir(placement_id)
         current = self.manifest().version(placement_id)
         if current is None:
@@ -322,7 +322,12 @@ class RankingStore:
         elif version not in available:
             raise StoreError(f"cannot roll back placement '{placement_id}' to version {version}: "
                              f"not in {self.root} (available: {versions_text(available)})")
-        if version != current:
+        return version
+
+    def rollback(self, placement_id: str, version: int | None = None) -> int:
+        """Switch the placement to `version` (see `rollback_target`) with a new manifest; returns it."""
+        version = self.rollback_target(placement_id, version)
+        if version != self.manifest().version(placement_id):
             run_id = f"rollback-{uuid.uuid4().hex}"
             with self.staging(run_id):
                 self.commit({placement_id: version}, run_id)

@@ -52,8 +52,11 @@ def publish_task(config: ProjectConfig, placement_id: str, offers, model: Rankin
 @flow(**guard_rails("retrain-auto-optimization"), log_prints=True)
 @reports_bad_input
 @holds_project_lock
-def retrain_auto_optimization(config_path: str = "offerflow.yaml") -> dict[str, Any]:
-    """Update offer statistics, refit posteriors and publish them for every active auto-optimization model."""
+def retrain_auto_optimization(config_path: str = "offerflow.yaml", lock_wait_seconds: float = 0.0,
+                              skip_when_locked: bool = False) -> dict[str, Any]:
+    """Update offer statistics, refit posteriors and publish them for every active auto-optimization model.
+    A project another writer holds: wait up to `lock_wait_seconds`, then stop (`BadInput`), or end
+    `Cancelled` with `skip_when_locked` (the 15-minute schedule: the next run does the work)."""
     config = check_before_work(load_serving_config(config_path), config_path)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     validated_events(config)  # no validated snapshot yet: a clear error before any work

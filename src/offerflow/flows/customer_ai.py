@@ -33,9 +33,10 @@ from offerflow.models.customer_ai_training import enrich_profiles
 @reports_bad_input
 @holds_project_lock
 def train_customer_ai(config_path: str = "offerflow.yaml", options: CustomerAIOptions = CustomerAIOptions(),
-                      use_cache: bool = True) -> dict[str, Any]:
+                      use_cache: bool = True, lock_wait_seconds: float = 0.0) -> dict[str, Any]:
     """Train the selected Customer AI goals on the validated events, score profiles, refresh them
-    (a goal whose events, profiles and settings did not change since it was trained is `Cached`)."""
+    (a goal whose events, profiles and settings did not change since it was trained is `Cached`;
+    another writer of the project is waited for up to `lock_wait_seconds`)."""
     config = check_before_work(load_config(config_path), config_path)
     goals = options.goals or [g.name for g in config.propensity_goals]
     config, events_path, run_id, tags = training_run(config, "propensity_goals", goals, options)

@@ -1,11 +1,12 @@
 """Guard rails of the scheduled flows: a time limit per flow and a notification when a run fails.
 
 `TIMEOUT_SECONDS` is each project flow's `timeout_seconds` (a run over it ends `TimedOut`, a
-failed state); `notify_failure` is their `on_failure` hook: one JSON line with the flow, the run,
-its state and message, appended to the project's `notifications.failure_file` and/or POSTed to
-`notifications.failure_webhook_url` (or the `OFFERFLOW_FAILURE_FILE` /
-`OFFERFLOW_FAILURE_WEBHOOK_URL` environment variables). The concurrency limit of one run per
-deployment is declared in prefect.yaml. See docs/operations.md.
+failed state); `notify_failure` is their `on_failure` and `on_crashed` hook (Prefect runs
+`on_failure` hooks for failed states only, not for a run that crashed, e.g. on SIGTERM): one
+JSON line with the flow, the run, its state and message, appended to the project's
+`notifications.failure_file` and/or POSTed to `notifications.failure_webhook_url` (or the
+`OFFERFLOW_FAILURE_FILE` / `OFFERFLOW_FAILURE_WEBHOOK_URL` environment variables). The
+concurrency limit of one run per deployment is declared in prefect.yaml. See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from prefect.logging.loggers import flow_run_logger
 
 from offerflow.core.config import ConfigError, load_config
+from offerflow.core.notifications import FAILURE_FILE_ENV, FAILURE_WEBHOOK_ENV
 from offerflow.ops.notifications import announce_failure, failure_targets
 
 #: Flow name -> the longest a run may take, with room for a project ten times the demo's size.
@@ -44,15 +46,20 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """`on_failure` hook: announce the failed run where the project (or the environment) says.
     A project file that no longer loads still announces through the environment variables."""
     config_path = (flow_run.parameters or {}).get("config_path")
-    settings, root, project = None, Path.cwd(), None
+    settings, root, project, unreadable = None, Path.cwd(), None, False
     if config_path:
         try:
             config = load_config(config_path)
             settings, root, project = config.notifications, config.root, config.project
         except ConfigError:
-            pass
+            unreadable = True
     file, url = failure_targets(settings, root)
     if file is None and url is None:
+        if unreadable:  # its `notifications:` may name a file or webhook nobody hears from now
+            flow_run_logger(flow_run, flow).warning(
+                "failure notification not sent: the project file does not load, so its notifications:"
+                " settings are unknown; set %s or %s in the worker's environment (before `offerflow up`)"
+                " to be told of such failures", FAILURE_FILE_ENV, FAILURE_WEBHOOK_ENV)
         return
     timeout = settings.webhook_timeout_seconds if settings else 10.0
     for problem in announce_failure(failure_record(flow, flow_run, state, project), file, url, timeout):
@@ -60,5 +67,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def guard_rails(name: str) -> dict[str, Any]:
-    """The `@flow` options of a project flow: its name, time limit and failure hook."""
-    return {"name": name, "timeout_seconds": TIMEOUT_SECONDS[name], "on_failure": [notify_failure]}
+    """The `@flow` options of a project flow: its name, time limit and failure hook (on a failed
+    and on a crashed run)."""
+    return {"name": name, "timeout_seconds": TIMEOUT_SECONDS[name], "on_failure": [notify_failure],
+            "on_crashed": [notify_failure]}

@@ -30,8 +30,9 @@ from offerflow.decisioning.switches import load_serving_config
 @reports_bad_input
 @holds_project_lock
 def train_ranking_models(config_path: str = "offerflow.yaml", options: RankingModelOptions = RankingModelOptions(),
-                         use_cache: bool = True) -> dict[str, Any]:
-    """Train the selected ranking models and publish the placements they rank."""
+                         use_cache: bool = True, lock_wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Train the selected ranking models and publish the placements they rank (waiting up to
+    `lock_wait_seconds` for another writer of the project)."""
     config = check_before_work(load_serving_config(config_path), config_path)
     names = options.models or [m.name for m in config.ai_models if m.status == "active"]
     config, events_path, run_id, tags = training_run(config, "ai_models", names, options)

@@ -67,8 +67,10 @@ SCORING_FLOW = "score-and-publish"
 @flow(**guard_rails(SCORING_FLOW), log_prints=True)
 @reports_bad_input
 @holds_project_lock
-def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True) -> dict[str, Any]:
-    """Score Customer AI with the champions and re-publish the placements that depend on profiles."""
+def score_and_publish(config_path: str = "offerflow.yaml", use_cache: bool = True,
+                      lock_wait_seconds: float = 0.0) -> dict[str, Any]:
+    """Score Customer AI with the champions and re-publish the placements that depend on profiles
+    (waiting up to `lock_wait_seconds` for another writer of the project)."""
     config = check_before_work(load_serving_config(config_path), config_path)
     events_path = validated_events(config)
     run_id = str(flow_run.get_id() or uuid.uuid4())
