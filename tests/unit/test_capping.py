@@ -197,6 +197,13 @@ def test_counters_for_some_profiles_count_only_theirs_per_profile_and_everyone_i
         assert total > 0 and p2_only.count(decision, "o-1", placement, "p2", now) == total
 
 
+def test_a_cap_of_one_reads_in_the_singular():
+    assert CapRule(event="click", scope="per_profile", limit=1, reset="weekly").describe() == \
+        "1 click per profile, weekly, all placements"
+    assert CapRule(event="display", scope="total", limit=2, reset="never", per_placement=True).describe() == \
+        "2 displays total, never, per placement"
+
+
 def test_state_reports_counts_and_capped_offers():
     rule = CapRule(event="display", scope="per_profile", limit=1, reset="daily")
     now = at("2026-11-23T10:00:00")

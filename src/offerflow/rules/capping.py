@@ -65,7 +65,8 @@ class CapRule(BaseModel):
 
     def describe(self) -> str:
         where = "per placement" if self.per_placement else "all placements"
-        return f"{self.limit} {self.event}s {self.scope.replace('_', ' ')}, {self.reset}, {where}"
+        event = self.event if self.limit == 1 else f"{self.event}s"
+        return f"{self.limit} {event} {self.scope.replace('_', ' ')}, {self.reset}, {where}"
 
 
 @dataclass(frozen=True)
@@ -331,10 +332,9 @@ class CapCounters:
 
     def absorb_logs(self, decision_log_dir: Path, own: Iterable[str] = (), resets_path: Path | None = None,
                     now: datetime | None = None) -> int:
-        """Count the decision-log files that appeared since these counts were made, other than this
-        process's `own` (names; it counted those as it decided): what other processes (`offerflow
-        decide`, `decide-batch`, `offerflow.decide`) decided meanwhile. A serving process calls it
-        every few seconds. Returns how many files it counted."""
+        """Count the decision-log files that appeared since these counts were made, but this process's
+        `own` (names; counted as it decided): what other processes (`offerflow decide`, `decide-batch`,
+        `offerflow.decide`) decided meanwhile. A server calls it every 2 s. Returns the files counted."""
         self.counted_logs.update(own)
         try:  # names only, and only when a file came or went: ~1.2 us a file (0.2 s for 170,000)
             stamp = os.stat(decision_log_dir).st_mtime_ns
