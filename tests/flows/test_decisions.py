@@ -135,6 +135,11 @@ def test_segments(config, tmp_path):
         segment_profile_ids(profiles, goal="purchase_14d", bucket="top")
     with pytest.raises(SegmentError, match="profiles file not found"):
         segment_profile_ids(profiles, tmp_path / "missing.csv")
+    (tmp_path / "empty.txt").write_text("\n")  # an export that came out empty is a mistake, not "decided 0"
+    pd.DataFrame({"profile_id": pd.Series([], dtype=str)}).to_csv(tmp_path / "empty.csv", index=False)
+    for empty in ("empty.txt", "empty.csv"):
+        with pytest.raises(SegmentError, match=f"{empty}: no profile ids in the file"):
+            segment_profile_ids(profiles, tmp_path / empty)
 
 
 def test_batch_flow_writes_decisions_and_the_log_counts_for_caps(pipeline_run, tmp_path, prefect_harness):

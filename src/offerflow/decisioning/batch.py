@@ -333,24 +333,10 @@ def segment_profile_ids(profiles: pd.DataFrame, profiles_file: str | Path | None
     if profiles_file is not None and (goal or bucket):
         raise SegmentError("give either a profiles file or a goal and bucket, not both")
     if profiles_file is not None:
-        path = Path(profiles_file)
-        if not path.exists():
-            raise SegmentError(f"{path}: profiles file not found")
-        try:
-            if path.suffix.lower() in (".parquet", ".pq"):
-                frame = pd.read_parquet(path)
-            elif path.suffix.lower() == ".csv":
-                frame = pd.read_csv(path, dtype=str)
-            else:
-                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-                return np.asarray([line for line in lines if line], dtype=object)
-        except (OSError, ValueError, pa.ArrowException) as exc:  # UnicodeDecodeError, ParserError: ValueErrors
-            raise SegmentError(f"{path}: cannot read profile ids: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-                               " (a text file of ids, one per line, or a CSV or Parquet file with a profile_id"
-                               " column)") from None
-        if PROFILE_ID not in frame.columns:
-            raise SegmentError(f"{path}: missing column {PROFILE_ID}")
-        return frame[PROFILE_ID].dropna().astype(str).to_numpy(dtype=object)
+        ids = _ids_from_file(Path(profiles_file))
+        if not len(ids):
+            raise SegmentError(f"{profiles_file}: no profile ids in the file (nothing to decide)")
+        return ids
     if goal is not None or bucket is not None:
         column = f"propensity.{goal}.bucket"
         if goal is None or bucket is None:
@@ -363,6 +349,27 @@ def segment_profile_ids(profiles: pd.DataFrame, profiles_file: str | Path | None
                                f"(scored goals: {', '.join(known) or 'none; run the pipeline first'})")
         return profiles.loc[profiles[column].astype(str) == bucket, PROFILE_ID].astype(str).to_numpy(dtype=object)
     return profiles[PROFILE_ID].astype(str).to_numpy(dtype=object)
+
+
+def _ids_from_file(path: Path) -> np.ndarray:
+    """The profile ids of a segment file: text (one per line), or CSV or Parquet with `profile_id`."""
+    if not path.exists():
+        raise SegmentError(f"{path}: profiles file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str)
+        else:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            return np.asarray([line for line in lines if line], dtype=object)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # UnicodeDecodeError, ParserError: ValueErrors
+        raise SegmentError(f"{path}: cannot read profile ids: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                           " (a text file of ids, one per line, or a CSV or Parquet file with a profile_id"
+                           " column)") from None
+    if PROFILE_ID not in frame.columns:
+        raise SegmentError(f"{path}: missing column {PROFILE_ID}")
+    return frame[PROFILE_ID].dropna().astype(str).to_numpy(dtype=object)
 
 
 def write_batch(result: BatchResult, path: Path, decision_log: Path) -> Path:
