@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -62,6 +63,17 @@ def test_rankings_list_and_rollback(pipeline_run, tmp_path):
     store.publish("web-banner", store.read_table("web-banner"), {"kind": "ranking", "note": "republish"})
     rolled = invoke("rankings", "rollback", "web-banner", "--config", config)
     assert rolled.exit_code == 0 and "version 1 is current" in rolled.output
+
+
+def test_rankings_show_prints_posterior_counts_as_counts(pipeline_run):
+    """An auto-optimization table's clicks are counts (a float column, for value-weighted goals):
+    they print as 45, not 45.0000; a missing model version reads 'none', not 'None'."""
+    project, _ = pipeline_run
+    shown = invoke("rankings", "show", "email-hero", "--rows", "3", "--config", str(project / "offerflow.yaml"))
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in shown.output.splitlines() if "o-" in line and "│" in line]
+    assert rows and not any(re.search(r"│ +\d[\d,]*\.0000 +│", line) for line in rows), shown.output
+    assert "None" not in shown.output
 
 
 def test_bad_config_is_one_clear_message(tmp_path):

@@ -102,15 +102,17 @@ def rankings_show(placement: Annotated[str, typer.Argument(help="Placement id.")
                   + (" (current)" if metadata["version"] == current else f" (current: {current})"), highlight=False)
     for key in sorted(metadata):
         if key not in ("version", "placement_id"):
-            console.print(f"  {key}: {metadata[key]}", highlight=False)
+            console.print(f"  {key}: {'none' if metadata[key] is None else metadata[key]}", highlight=False)
     note = unread_table_note(metadata)
     if note:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     table = Table(title=f"first {len(head)} of {metadata.get('row_count', len(head)):,} rows")
+    counts = {c for c in head.columns if head[c].dtype.kind == "f" and (head[c].dropna() % 1 == 0).all()}
     for column in head.columns:
         table.add_column(str(column))
-    for record in head.itertuples(index=False):
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in record))
+    for record in head.itertuples(index=False):  # counts held as floats (successes) print as counts
+        table.add_row(*(f"{v:,.0f}" if c in counts and v == v else f"{v:.4f}" if isinstance(v, float) else str(v)
+                        for c, v in zip(head.columns, record)))
     console.print(table)
 
 
