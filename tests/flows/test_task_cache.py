@@ -92,6 +92,17 @@ def test_changed_events_rerun_validation(project_dir, prefect_harness):
     assert third.result()["rows"] == original.num_rows - 500
 
 
+def test_a_failure_is_not_recorded_as_a_cached_result(project_dir, prefect_harness):
+    """Bad input twice: the second run's validation runs once and fails, without first finishing
+    `Cached` with the first run's failure (what a worker's log showed before the step failed)."""
+    from offerflow.flows.validate import validate_data
+
+    (project_dir / "data" / "events.parquet").write_bytes(b"not parquet at all" * 10)
+    for _ in range(2):
+        assert task_states(in_project(project_dir, validate_data))["validate-events"] == ["BadInput"]
+    assert not [p for p in (project_dir / "data/outputs/task_cache").iterdir() if len(p.name) == 32]
+
+
 @pytest.mark.slow  # five validation runs: ~45 s on a busy 2-core machine
 def test_a_replaced_snapshot_is_not_trusted_and_the_cache_can_be_switched_off(project_dir, prefect_harness):
     from offerflow.flows.validate import validate_data

@@ -103,12 +103,23 @@ def call(task: Task, config: ProjectConfig, *args: Any, use_cache: bool = True,
         # too (bad input, `flows.bad_input`): the same bad input again would come back as a `Cached`
         # "result". A failure is never reused: the task runs again (and fails again, in one line).
         state = configured.with_options(refresh_cache=True)(config, *args, return_state=True, **kwargs)
+    if state.is_failed():
+        forget(state, config)
     if state.name == CACHED and earlier:
         state = state.model_copy(update={"data": rebased(state.result(), earlier, config.root.resolve())})
     if state.name == CACHED and intact is not None and not intact(state.result()):
         get_run_logger().info("%s: the cached result's outputs changed since; recomputing", task.name)
         state = configured.with_options(refresh_cache=True)(config, *args, return_state=True, **kwargs)
     return state
+
+
+def forget(state: State, config: ProjectConfig) -> None:
+    """Remove the cache record of a failed task run (Prefect writes a returned failure under the
+    cache key like a result), so the next run with the same input runs the task rather than first
+    logging it `Cached` and then running it again."""
+    key = getattr(getattr(state.data, "metadata", None), "storage_key", None)
+    if key and Path(key).resolve().parent == cache_dir(config).resolve():
+        Path(key).unlink(missing_ok=True)
 
 
 def result(task: Task, config: ProjectConfig, *args: Any, use_cache: bool = True,
