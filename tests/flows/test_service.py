@@ -246,6 +246,7 @@ def test_a_running_service_counts_what_other_processes_decide_in_its_caps(pipeli
 
     project_dir, _ = pipeline_run
     config = load_config(Path(shutil.copytree(project_dir, tmp_path / "project")) / "offerflow.yaml")
+    shutil.rmtree(config.paths.decision_log, ignore_errors=True)  # what other tests decided in the session's project
     app = create_app(config, admin_token="adm1n", log_dir=config.paths.decision_log)
     with TestClient(app) as c:
         other = build_engine(config)  # another process's engine, as `offerflow decide` builds it

@@ -272,8 +272,9 @@ def test_clicks_on_logged_decisions_join_their_display_and_bad_ones_are_quaranti
     """docs/data-contract.md, "Clicks on offerflow's decisions": ingestion validates the displays of
     the project's decision log with the events, so a click naming its decision joins its display,
     and a click with an unknown offer, on no display, or in the future is quarantined with its
-    reason; logged displays the events file carries too (same event ids) are read once; with
-    `data.decision_log_displays: false` the log is not read and the good click has no display."""
+    reason; logged displays the events file carries too (same event ids) are read once; displays
+    after the events' last (valid) time wait for a later run; with `data.decision_log_displays:
+    false` the log is not read and the good click has no display."""
     from datetime import datetime, timedelta, timezone
 
     from offerflow.core.schema import EVENT_SCHEMA
@@ -281,10 +282,10 @@ def test_clicks_on_logged_decisions_join_their_display_and_bad_ones_are_quaranti
     from offerflow.decisioning.engine import build_engine
 
     config = load_config(project_dir / "offerflow.yaml")
-    now = datetime.now(timezone.utc)
     engine = build_engine(config)
     decision = engine.decide(engine.profiles["profile_id"].iat[0], ["web-sidebar"])
     log_decisions([decision], config.paths.decision_log)
+    now = datetime.fromisoformat(decision.decided_at) + timedelta(seconds=1)  # the clicks' time, after the display
     logged = pd.concat([pd.read_parquet(p) for p in config.paths.logged_display_files()])
     shown = decision.placements[0].items[0].offer_id
 
@@ -311,13 +312,16 @@ def test_clicks_on_logged_decisions_join_their_display_and_bad_ones_are_quaranti
     for parts, in_events in (((world, clicks), 0), ((world, logged, clicks), len(logged))):
         result, reasons = ingest(*parts)
         assert result.counts() == {"rows": rows, "accepted": rows - 3, "quarantined": 3,
-                                   "logged_displays": len(logged) - in_events, "logged_displays_in_events": in_events}
+                                   "logged_displays": len(logged) - in_events, "logged_displays_in_events": in_events,
+                                   "logged_displays_after_events": 0}
         accepted = pd.read_parquet(result.validated_path)
         assert set(logged["event_id"]) | {"c-ok"} <= set(accepted["event_id"]) and accepted["event_id"].is_unique
         assert reasons["c-offer"].startswith("offer_id: unknown offer 'o-nope'")
         assert reasons["c-none"] == (f"click: no matching display for decision 'dec-none' "
                                      f"(profile {decision.profile_id}, offer {shown})")
         assert reasons["c-late"].startswith("timestamp: in the future")
+    result, _ = ingest(world, clicks.iloc[[3]])  # the world's events end before the decision: only a future click
+    assert result.counts()["rows"] == len(world) + 1 and result.counts()["logged_displays_after_events"] == len(logged)
     result, reasons = ingest(world, clicks, decision_log_displays=False)
     assert result.counts()["rows"] == len(world) + len(clicks) and result.counts()["logged_displays"] == 0
     assert reasons["c-ok"].startswith(f"click: no matching display for decision '{decision.decision_id}'")

@@ -42,3 +42,12 @@ def test_permutation_importance_finds_the_column_the_outcome_depends_on():
     assert drop["a"] > 0.2 and abs(drop["b"]) < 0.01, drop
     constant = permutation_importance(lambda f: f["a"].to_numpy(), frame, np.zeros(4000), ["a"], seed=1)
     assert constant["a"] == 0.0  # one class only: no AUC, nothing to lose
+
+
+def test_customer_ai_score_distribution_of_a_holdout_without_positives():
+    """A holdout whose window holds no goal event draws the one class it has (a density of no
+    scores divided by zero: a RuntimeWarning that failed training under warnings-as-errors)."""
+    from offerflow.customer_ai.charts import score_distribution_figure
+
+    figure = score_distribution_figure(np.zeros(50), np.linspace(0.01, 0.99, 50))
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["did not reach goal"]

@@ -53,8 +53,9 @@ def test_summary_says_how_many_rows_came_from_the_decision_log(capsys):
     empty = {"propensity": {}, "ranking_models": {}, "published": {}}
     for logged, in_events, said in ((0, 0, ""), (3, 0, " (3 of them displays from the decision log)"),
                                      (0, 2, " (0 of them displays from the decision log; 2 more already in the "
-                                            "events file, read once)")):
+                                            "events file, read once; 4 after the events' end, left for a later run)")):
         _print_summary({**empty, "validation": {"accepted": 13_794, "quarantined": 0, "rows": 13_794,
-                                                "logged_displays": logged, "logged_displays_in_events": in_events}})
+                                                "logged_displays": logged, "logged_displays_in_events": in_events,
+                                                "logged_displays_after_events": 4 if in_events else 0}})
         text = " ".join(capsys.readouterr().out.split())
         assert text == "validation: 13,794 accepted, 0 quarantined of 13,794 rows" + said

@@ -50,4 +50,5 @@ def test_raising_the_setting_keeps_the_good_rows_and_quarantines_the_bad_one(pro
     five_rows(project_dir, {"offer_id": "o-nope"})
     edit_config(project_dir, lambda raw: raw.setdefault("validation", {}).update(max_unknown_share=0.25))
     result = ingest(project_dir)
-    assert result.counts() == {"rows": 5, "accepted": 4, "quarantined": 1}
+    assert result.counts() == {"rows": 5, "accepted": 4, "quarantined": 1, "logged_displays": 0,
+                               "logged_displays_in_events": 0, "logged_displays_after_events": 0}

@@ -69,8 +69,9 @@ def score_distribution_figure(y_true: np.ndarray, probability: np.ndarray) -> Fi
     ax = fig.add_subplot()
     y = np.asarray(y_true).astype(bool)
     bins = np.linspace(0, 1, 41)
-    ax.hist(probability[~y], bins=bins, alpha=0.6, label="did not reach goal", density=True)
-    ax.hist(probability[y], bins=bins, alpha=0.6, label="reached goal", density=True)
+    for mask, label in ((~y, "did not reach goal"), (y, "reached goal")):
+        if mask.any():  # a density of no scores divides by zero (a holdout without positives)
+            ax.hist(probability[mask], bins=bins, alpha=0.6, label=label, density=True)
     ax.set(xlabel="predicted probability", ylabel="density", title="Score distribution (holdout)")
     ax.legend()
     return fig

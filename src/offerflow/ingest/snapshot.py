@@ -52,21 +52,24 @@ class IngestionResult:
     validated_path: Path
     quarantine_path: Path | None
     report: ValidationReport
-    #: (logged displays among the rows, logged displays the events file had too: read once)
-    logged: tuple[int, int] = (0, 0)
+    #: Logged displays: (among the rows, in the events file too: read once, after the events' end:
+    #: left for a later run), `EventStage.logged_counts`.
+    logged: tuple[int, int, int] = (0, 0, 0)
 
     def counts(self) -> dict[str, int]:
         return {"rows": self.report.row_count, "accepted": self.report.accepted_count,
                 "quarantined": self.report.quarantined_count, "logged_displays": self.logged[0],
-                "logged_displays_in_events": self.logged[1]}
+                "logged_displays_in_events": self.logged[1], "logged_displays_after_events": self.logged[2]}
 
 
 def logged_displays_note(counts: dict[str, int]) -> str:
     """How many of the validated rows came from the decision log, for a run's summary line."""
     judged, in_events = counts.get("logged_displays", 0), counts.get("logged_displays_in_events", 0)
-    if not judged and not in_events:
+    later = counts.get("logged_displays_after_events", 0)
+    if not judged and not in_events and not later:
         return ""
     also = f"; {in_events:,} more already in the events file, read once" if in_events else ""
+    also += f"; {later:,} after the events' end, left for a later run" if later else ""
     return f" ({judged:,} of them displays from the decision log{also})"
 
 

@@ -21,8 +21,10 @@ as text), ``_source_file``, ``_source_line``, ``_parse_error`` and ``_reasons`` 
 reasons, "" when none).
 
 Batches staged as *logged* (the displays offerflow's decision log holds) join the events, less
-those whose event id the events have too: an export that carries offerflow's displays under their
-logged ids has each display once.
+those whose event id the events have too (an export that carries offerflow's displays under their
+logged ids has each display once) and those after the events' last timestamp: the log is written
+as decisions are made, an export comes later, so a display after its end waits for the run whose
+export reaches it (read now, it would end the data before the clicks and purchases that follow it).
 """
 
 from __future__ import annotations
@@ -111,12 +113,14 @@ class EventStage:
             self._judged_rows = self._scalar("SELECT count(*) FROM staged")
         return self._judged_rows
 
-    def logged_counts(self) -> tuple[int, int]:
-        """(logged displays judged, logged displays read once already, as rows of the events)."""
-        if not self.logged_files:
-            return 0, 0
+    def logged_counts(self) -> tuple[int, int, int]:
+        """Logged displays: (judged, read once already as rows of the events, after the events' end)."""
+        if not self.logged_files or not self.files:
+            return 0, 0, self.staged_rows - self.events_rows
         judged = self.rows - self.events_rows
-        return judged, self.staged_rows - self.events_rows - judged
+        in_events = self._scalar(f"SELECT count(*) FROM {self._parquet(self.logged_files)} "
+                                 f"WHERE event_id IN (SELECT event_id FROM {self._parquet(self.files)})")
+        return judged, in_events, self.staged_rows - self.events_rows - judged - in_events
 
     def add(self, original: pd.DataFrame, typed: pd.DataFrame, reasons: np.ndarray,
             extras: list[str], logged: bool = False) -> None:
@@ -186,10 +190,11 @@ class EventStage:
                 CREATE VIEW staged AS SELECT * FROM {events}
                 UNION ALL BY NAME
                 SELECT * FROM {self._parquet(self.logged_files)} logged
-                WHERE logged.event_id IS NULL
-                   OR logged.event_id NOT IN (SELECT event_id FROM {events} WHERE event_id IS NOT NULL)""")
-        elif self.files or self.logged_files:
-            con.execute(f"CREATE VIEW staged AS SELECT * FROM {self._parquet(self.files or self.logged_files)}")
+                WHERE logged.timestamp <= (SELECT max(timestamp) FILTER (WHERE _reasons = '') FROM {events})
+                  AND (logged.event_id IS NULL
+                       OR logged.event_id NOT IN (SELECT event_id FROM {events} WHERE event_id IS NOT NULL))""")
+        elif self.files:
+            con.execute(f"CREATE VIEW staged AS SELECT * FROM {self._parquet(self.files)}")
         else:  # no batch at all: an empty table with the staged layout
             empty = pa.schema([pa.field("_row", pa.int64()), *_STAGE_FIELDS,
                                *[pa.field(f"raw.{c}", pa.string()) for c in RAW_COLUMNS],
