@@ -58,8 +58,10 @@ def test_guide_has_the_promised_commands():
 @pytest.mark.slow
 def test_every_command_of_the_guide_runs(project_dir):
     """~2-3 minutes: the pipeline, a variant, a promotion by hand, the notebook snippets."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(REPO)}
+    # a user's shell: not the MLflow URIs an earlier test's tracker left in this process's environment
+    # (mlflow.set_tracking_uri / set_registry_uri set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
     outputs = []
     for kind, code in guide_blocks():
         if kind == "python":

@@ -72,6 +72,11 @@ class InputFingerprints(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> Optional[str]:
+        if task_ctx.task.result_storage is None:
+            # called bare (not through `in_project`): no key, so nothing is looked up or written in
+            # Prefect's default storage, where projects with the same data (the key leaves out where
+            # a project is) would find each other's results, MLflow runs of another project included
+            return None
         config: ProjectConfig = inputs["config"]
         files = FileFingerprints(cache_dir(config) / "fingerprints.json")
         parts = self.depends_on(inputs, files) if self.depends_on else {}
