@@ -105,8 +105,8 @@ class EventStage:
 
     @property
     def rows(self) -> int:
-        """The rows judged: every staged row of the events, and the logged ones whose event id
-        the events do not have (counting those runs the cross-row checks: stage everything first)."""
+        """The rows judged: every staged row of the events, and the logged ones that the events
+        neither carry nor end before (counting those runs the cross-row checks: stage everything first)."""
         if not self.logged_files:
             return self.staged_rows
         if self._judged_rows is None:
