@@ -133,6 +133,21 @@ def test_a_cap_reset_that_is_not_json_is_a_415_as_for_decisions(project, tmp_pat
         assert c.post("/admin/caps/reset", json={"offer_id": "o-1"}, headers=auth).json()["offer_id"] == "o-1"
 
 
+def test_a_wrong_api_key_is_a_401_whatever_the_body(project, tmp_path):
+    """The key is checked before the body: a malformed body without the key got a 422 (FastAPI
+    parses the body before its dependencies), telling a caller without the key how it parses."""
+    engine = engine_of(project)
+    with TestClient(create_app(engine.config, engine=engine, api_key="s3cret", log_dir=tmp_path)) as c:
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            for body, content_type in ((b'{"profile_id": ', "application/json"), (b"p1", "text/plain")):
+                refused = c.post("/decisions", content=body, headers={**headers, "content-type": content_type})
+                assert (refused.status_code, refused.json()) == (401, {"detail": "missing or wrong X-API-Key header"})
+        key = {"X-API-Key": "s3cret"}
+        assert c.post("/decisions", content=b'{"profile_id": ', headers={**key, "content-type": "application/json"}
+                      ).status_code == 422
+        assert c.post("/decisions", json={"profile_id": "p1", "placements": ["web-banner"]}, headers=key).status_code == 200
+
+
 def test_the_cap_state_rows_read_offer_first_and_match_their_documented_model(project, tmp_path):
     from offerflow.decisioning.http_models import CapRuleStateOut
     from offerflow.rules.capping import CapCounters, CapRule

@@ -132,3 +132,4 @@ async def send_error(send: Any, status: int, detail: str) -> None:
 
 
 TOO_LARGE = f"request body is larger than {MAX_BODY_BYTES:,} bytes"
+WRONG_API_KEY = "missing or wrong X-API-Key header"

@@ -40,8 +40,8 @@ from offerflow.core.config import ProjectConfig
 from offerflow.decisioning.decision_log import DecisionColumns, write_decision_log
 from offerflow.decisioning.decision_types import Decision, DecisionError
 from offerflow.decisioning.engine import DecisionEngine, build_engine
-from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, BodyTooLarge, declared_length, read_body,
-                                               send_error, validation_error)
+from offerflow.decisioning.http_guards import (MAX_BODY_BYTES, TOO_LARGE, WRONG_API_KEY, BodyTooLarge, declared_length,
+                                               read_body, send_error, validation_error)
 from offerflow.decisioning.http_models import DecisionRequest
 from offerflow.decisioning.http_docs import add_offline_docs
 from offerflow.decisioning.loop_watch import LoopWatch, watch_from_env
@@ -178,6 +178,11 @@ class FastDecider:
         self._snapshot_loads = -1
         self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): answers noted there
 
+    def key_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """True without an API key, or when the request's `X-API-Key` is it."""
+        return self.api_key is None or any(name == b"x-api-key" and secrets.compare_digest(value, self.api_key)
+                                           for name, value in headers)
+
     def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
         """The JSON answer of a well-formed request, or None to let the FastAPI route answer
         (not JSON, a validation error, a wrong API key, a `DecisionError`)."""
@@ -231,6 +236,9 @@ class DecisionFastPath:
             return
         if not fast and declared is not None:  # the server holds the body to its declared length
             await self.app(scope, receive, send)
+            return
+        if fast and not self.decider.key_ok(scope["headers"]):  # the key first, as FastAPI cannot: it
+            await send_error(send, 401, WRONG_API_KEY)         # parses the body before the dependencies
             return
         try:  # a decision request, or a body of unknown length (chunked): read it, up to the limit
             body = await read_body(receive)
