@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 LOGGED_DISPLAYS_GLOB = "decisions-*.parquet"
 
 
+def logged_display_files(decision_log_dir: Path | None) -> list[Path]:
+    """The display files of a decision-log directory, oldest first (none without a directory)."""
+    return sorted(Path(decision_log_dir).glob(LOGGED_DISPLAYS_GLOB)) if decision_log_dir else []
+
+
 def _output(*parts: str) -> property:
     """A path under `<data.outputs_dir>`, as a read-only attribute."""
     return property(lambda self: self.outputs.joinpath(*parts), doc=f"<outputs>/{'/'.join(parts)}")
@@ -68,7 +73,7 @@ class ProjectPaths:
 
     def logged_display_files(self) -> list[Path]:
         """The decision log's display files (`decisions-*.parquet`, not the metadata), oldest first."""
-        return sorted(self.decision_log.glob(LOGGED_DISPLAYS_GLOB))
+        return logged_display_files(self.decision_log)
 
     validated = _output("validated")
     validated_events = _output("validated", "events.parquet")

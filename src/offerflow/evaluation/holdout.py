@@ -22,10 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offerflow.core.features import _sql_str, query_frame
+from offerflow.core.paths import LOGGED_DISPLAYS_GLOB
 from offerflow.core.schema import DECISION_META_SCHEMA
 
 META_GLOB = "meta/decisions-*.parquet"
-DISPLAY_GLOB = "decisions-*.parquet"
+DISPLAY_GLOB = LOGGED_DISPLAYS_GLOB
 
 
 class DecisionLogError(ValueError):

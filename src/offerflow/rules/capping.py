@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-
-from offerflow.core.paths import LOGGED_DISPLAYS_GLOB
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from offerflow.core.paths import LOGGED_DISPLAYS_GLOB, logged_display_files
 
 CAP_EVENTS = ("display", "click", "decision")
 #: Counted for every offer the engine decides: it is logged as a display, and it is a decision.
@@ -167,7 +167,7 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     if not families or not offer_ids:
         return {f: empty for f in families}
     has_ingested = events_path is not None and Path(events_path).exists()
-    logs = list(log_files) if log_files is not None else logged_files(decision_log_dir)
+    logs = list(log_files) if log_files is not None else logged_display_files(decision_log_dir)
     if not has_ingested and not logs:  # nothing counted yet (and DuckDB not even imported)
         return {f: empty for f in families}
     import duckdb
@@ -217,11 +217,6 @@ def _family_sql(family: Family, wanted_only: bool, after_resets: bool) -> str:
     return (f"SELECT offer_id, coalesce({placement}, '') AS placement_id, {profile} AS profile_id, "
             f"count(*)::BIGINT AS n FROM cap_events e WHERE event_type = ? AND timestamp >= ? {wanted}"
             f"{after_reset}GROUP BY ALL")
-
-
-def logged_files(decision_log_dir: Path | None) -> list[Path]:
-    """The decision log's display files, oldest first (none without a directory)."""
-    return sorted(Path(decision_log_dir).glob(LOGGED_DISPLAYS_GLOB)) if decision_log_dir else []
 
 
 def _literal(path: Path) -> str:
@@ -443,7 +438,7 @@ def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path |
     caps = {oid: rules for oid, rules in caps.items() if rules}
     families = [r.family for rules in caps.values() for r in rules]
     resets = read_cap_resets(resets_path) if resets_path is not None else {}
-    logs = logged_files(decision_log_dir)
+    logs = logged_display_files(decision_log_dir)
     counts = count_cap_events(families, sorted(caps), events_path, decision_log_dir, now, resets, profile_ids, logs)
     counters = CapCounters(caps, now, counts)
     counters.counted_logs.update(p.name for p in logs)
