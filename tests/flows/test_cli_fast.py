@@ -67,6 +67,17 @@ def test_read_commands_print_json_without_prefect(published, command):
     assert heavy(done) == [], f"{' '.join(command)} imported {heavy(done)}"
 
 
+def test_caps_reset_json_has_the_fields_of_the_http_reset(published):
+    from offerflow.decisioning.http_models import CapResetOut
+
+    done, _, _ = offerflow("caps", "reset", "--offer", "o-001", "--json", "--config", str(published))
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    # the same answer as POST /admin/caps/reset, but for the live counters of a service (none here)
+    assert set(answer) == set(CapResetOut.model_fields) - {"counters_cleared"}
+    assert answer["status"] == "reset" and answer["offer_id"] == "o-001" and answer["reset_at"].endswith("+00:00")
+
+
 def test_rankings_list_json_names_every_published_placement(published):
     done, _, _ = offerflow("rankings", "list", "--json", "--config", str(published))
     rows = {r["placement_id"]: r for r in json.loads(done.stdout)}

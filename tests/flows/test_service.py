@@ -232,6 +232,7 @@ def test_admin_cap_state_and_reset(pipeline_run, tmp_path):
         assert c.post("/admin/caps/reset", json={"offer_id": "o-999"}, headers=auth).status_code == 404
         reset = c.post("/admin/caps/reset", json={"offer_id": "o-001"}, headers=auth)
         assert reset.status_code == 200 and reset.json()["counters_cleared"] >= 1
+        assert datetime.fromisoformat(reset.json()["reset_at"]) >= now
         state = {r["offer_id"]: r for r in c.get("/admin/caps", params={"profile_id": "p0000007"}, headers=auth).json()}
         assert not state["o-001"]["capped"]
     assert (copy / "data/outputs/caps/resets.json").exists()  # a reload does not count the old events again

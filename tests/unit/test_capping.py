@@ -215,6 +215,25 @@ def test_state_reports_counts_and_capped_offers():
     assert not other["capped"] and other["count"] == 0
 
 
+def test_state_has_a_row_per_placement_for_a_rule_counted_per_placement():
+    per_placement = CapRule(event="display", scope="total", limit=2, reset="never", per_placement=True)
+    everywhere = CapRule(event="display", scope="per_profile", limit=1, reset="daily")
+    now = at("2026-11-23T10:00:00")
+    counters = CapCounters({"o-1": (per_placement, everywhere)}, now=now)
+    counters.record(["o-1"], "web", "p1", now)
+    counters.record(["o-1"], "web", "p2", now)
+    counters.record(["o-1"], "email", "p1", now)
+    rows = counters.state(now)
+    by_placement = {r["placement_id"]: r for r in rows if r["rule"] == 0}
+    assert {p: (r["count"], r["capped"]) for p, r in by_placement.items()} == {"web": (2, True), "email": (1, False)}
+    (overall,) = [r for r in rows if r["rule"] == 1]  # per profile, all placements: the busiest profile
+    assert overall["placement_id"] is None and overall["count"] == 2 and overall["at_limit"] == 2
+    assert (overall["event"], overall["scope"], overall["reset"], overall["per_placement"]) == \
+        ("display", "per_profile", "daily", False)
+    (untouched,) = CapCounters({"o-1": (per_placement,)}, now=now).state(now)  # nothing counted: one row
+    assert untouched["placement_id"] is None and untouched["count"] == 0
+
+
 def test_catalog_load_checks_caps_with_located_messages(tmp_path):
     good = tmp_path / "offers.csv"
     good.write_text('offer_id,name,priority,placements,fallback,caps\n'

@@ -23,8 +23,19 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 
+class CommandList(TyperGroup):
+    """A group whose help lists each command with its first paragraph on one line: Typer's rich
+    mode keeps a docstring's line breaks in that list, which then breaks mid-sentence in an
+    80-column terminal. Every `offerflow` group uses it."""
 
-class _OneLineErrors(TyperGroup):
+    def format_help(self, ctx, formatter):
+        for command in self.commands.values():
+            if command.short_help is None and command.help:
+                command.short_help = " ".join(command.help.strip().split("\n\n")[0].split())
+        return super().format_help(ctx, formatter)
+
+
+class _OneLineErrors(CommandList):
     """Every command: bad input that no command caught itself (`offerflow.ops.bad_input`) still
     ends as one `error:` line and exit 1, never a traceback; a usage error (an unknown option, a
     value out of range) is one `error:` line too, exit 2."""
@@ -100,11 +111,14 @@ def _skip_final_collection() -> None:
 
 app = _CommandLineApp(help="offerflow: rank marketing offers with machine learning, self-hosted.",
                        no_args_is_help=True, pretty_exceptions_enable=False, cls=_OneLineErrors)
-rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.", no_args_is_help=True)
+rankings_app = typer.Typer(help="Published ranking tables: list versions, show one (metadata and first rows), roll back.",
+                           no_args_is_help=True, cls=CommandList)
 app.add_typer(rankings_app, name="rankings")
-caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.", no_args_is_help=True)
+caps_app = typer.Typer(help="Frequency caps: show the counters, reset them.",
+                       no_args_is_help=True, cls=CommandList)
 app.add_typer(caps_app, name="caps")
-models_app = typer.Typer(help="The project's AI models: configuration, last training, quality.", no_args_is_help=True)
+models_app = typer.Typer(help="The project's AI models: configuration, last training, quality.",
+                         no_args_is_help=True, cls=CommandList)
 app.add_typer(models_app, name="models")
 # emoji=False: an id such as ':fire:' prints as written (and rich's emoji table is not loaded).
 console = Console(soft_wrap=True, emoji=False)

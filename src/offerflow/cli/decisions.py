@@ -186,13 +186,23 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
     if as_json:
         print_json(rows)
         return
-    table = Table(title="frequency caps" + (f" for {profile}" if profile else ""))
-    for column in ("offer", "cap", "count", "limit", "at limit", "capped", "resets at"):
-        table.add_column(column)
+    table = Table(title="frequency caps" + (f" for {profile}" if profile else "") + " (times in UTC)",
+                  title_justify="left")
+    for column in ("offer", "placement", "cap", "count", "capped", "resets"):
+        table.add_column(column, no_wrap=column != "cap")
     for r in rows:
-        table.add_row(r["offer_id"], r["cap"], str(r["count"]), str(r["limit"]), str(r["at_limit"]),
-                      "yes" if r["capped"] else "no", r["resets_at"] or "never")
+        cap = f"{r['limit']:,} {r['event']}{'s' if r['limit'] != 1 else ''} {r['scope'].replace('_', ' ')}, {r['reset']}"
+        table.add_row(r["offer_id"], r["placement_id"] or ("each" if r["per_placement"] else "all"), cap,
+                      f"{r['count']:,}", _capped(r, profile),
+                      r["resets_at"][:16].replace("T", " ") if r["resets_at"] else "never")
     console.print(table)
+
+
+def _capped(row: dict, profile: str | None) -> str:
+    """'yes' / 'no'; for a per-profile rule read for every profile, how many profiles are capped."""
+    if profile is None and row["scope"] == "per_profile":
+        return f"{row['at_limit']:,} profile{'s' if row['at_limit'] != 1 else ''}" if row["at_limit"] else "no"
+    return "yes" if row["capped"] else "no"
 
 
 @caps_app.command("reset")
@@ -210,6 +220,6 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     at = datetime.now(timezone.utc)
     write_cap_reset(project.paths.cap_resets, offer, at)
     if as_json:
-        print_json({"offer_id": offer, "reset_at": at.isoformat()})
+        print_json({"status": "reset", "offer_id": offer, "reset_at": at.isoformat()})
         return
     console.print(f"cap counters reset for {offer or 'every offer'}")

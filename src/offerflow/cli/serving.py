@@ -10,11 +10,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from offerflow.cli.common import app, console, ConfigOption, JsonOption, fail, print_json
+from offerflow.cli.common import CommandList, app, console, ConfigOption, JsonOption, fail, print_json
 from offerflow.core.paths import project_tracker
 
 serving_app = typer.Typer(help="What each placement serves: switches made by evaluations, history, revert.",
-                          no_args_is_help=True)
+                          no_args_is_help=True, cls=CommandList)
 app.add_typer(serving_app, name="serving")
 
 

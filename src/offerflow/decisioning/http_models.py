@@ -200,6 +200,7 @@ class CapResetRequest(BaseModel):
 class CapResetOut(BaseModel):
     status: str = Field(description="reset.")
     offer_id: str | None = Field(description="The offer reset (null: every offer).")
+    reset_at: str = Field(description="The reset's time (ISO 8601, UTC): events before it no longer count.")
     counters_cleared: int = Field(description="How many live counters (offer, placement, profile) were cleared.")
 
 
@@ -208,8 +209,14 @@ class CapRuleStateOut(_CapRuleOut):
 
     offer_id: str = Field(description="The capped offer.")
     rule: int = Field(description="The rule's index in the offer's `caps` list.")
+    placement_id: str | None = Field(description="For a rule counted per placement, the placement of this row (one "
+                                                 "row per placement with counts); null: every placement.")
+    event: str = Field(description="What the rule counts: display | click | decision.")
+    scope: str = Field(description="total | per_profile.")
+    reset: str = Field(description="daily | weekly | monthly | never (00:00 UTC).")
+    per_placement: bool = Field(description="Whether each placement is counted separately.")
     window_start: str = Field(description="Start of the current counting window (ISO 8601, UTC).")
-    count: int = Field(description="The count in the window: the largest of the rule's counters (one per profile "
-                                    "and/or placement it splits by, else one), this profile's with `profile_id`.")
-    at_limit: int = Field(description="How many counters (profiles, placements) are at the limit.")
+    count: int = Field(description="The count in the window: the largest of the row's counters (one per profile "
+                                    "for a per-profile rule, else one), this profile's with `profile_id`.")
+    at_limit: int = Field(description="How many of the row's counters (profiles, for a per-profile rule) are at the limit.")
     capped: bool = Field(description="Whether `count` reached the limit.")

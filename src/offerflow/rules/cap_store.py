@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
-                                     load_cap_counters, next_window_start, read_cap_resets, window_start)
+from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, cap_state_rows,
+                                     count_cap_events, load_cap_counters, next_window_start, read_cap_resets,
+                                     window_start)
 
 SEP = "\x1f"  # between the offer, placement and profile parts of a counter key (never in an id we accept)
 #: How long a worker remembers that a counter was at its limit (an admin reset elsewhere shows within this).
@@ -269,18 +270,7 @@ class RedisCapStore:
     def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
         """As `CapCounters.state`, read from Redis (a scan per offer and rule: for admins, not requests)."""
         now = now or datetime.now(timezone.utc)
-        rows = []
-        for offer_id, rules in sorted(self.caps.items()):
-            for i, rule in enumerate(rules):
-                counts = {k: n for k, n in self._counts(rule.family, now, offer_id).items()
-                          if profile_id is None or rule.scope == "total" or k[2] == profile_id}
-                top = max(counts.values(), default=0)
-                rows.append({"offer_id": offer_id, "rule": i, "cap": rule.describe(),
-                             "window_start": window_start(rule.reset, now).isoformat(),
-                             "resets_at": None if rule.reset == "never" else next_window_start(rule.reset, now).isoformat(),
-                             "limit": rule.limit, "count": top, "at_limit": sum(n >= rule.limit for n in counts.values()),
-                             "capped": top >= rule.limit})
-        return rows
+        return cap_state_rows(self.caps, lambda family, offer_id: self._counts(family, now, offer_id), now, profile_id)
 
     def ensure_seeded(self, count: Callable[[list[Family]], Mapping[Family, pd.DataFrame]], now: datetime,
                       wait_s: float = SEED_WAIT_S) -> list[Family]:

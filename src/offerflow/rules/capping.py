@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -384,25 +384,39 @@ class CapCounters:
         return frame
 
     def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
-        """One row per offer and rule: the window, the count (the largest for per-profile rules,
-        or this profile's when given), how many counters are at the limit, capped or not."""
+        """The counters as `cap_state_rows` says, read under the lock after rolling the windows."""
         now = now or datetime.now(timezone.utc)
-        rows = []
         with self.lock:
             self._roll(now)
-            for offer_id, rules in sorted(self.caps.items()):
-                for i, rule in enumerate(rules):
-                    counts = {k: n for k, n in self._counts[rule.family].items() if k[0] == offer_id
-                              and (profile_id is None or rule.scope == "total" or k[2] == profile_id)}
-                    top = max(counts.values(), default=0)
-                    rows.append({"offer_id": offer_id, "rule": i, "cap": rule.describe(),
-                                 "window_start": self._window[rule.family].isoformat(),
-                                 "resets_at": (None if rule.reset == "never"
-                                               else next_window_start(rule.reset, now).isoformat()),
-                                 "limit": rule.limit, "count": top,
-                                 "at_limit": sum(n >= rule.limit for n in counts.values()),
-                                 "capped": top >= rule.limit})
-        return rows
+            return cap_state_rows(self.caps, lambda family, offer_id: self._counts[family], now, profile_id)
+
+
+def cap_state_rows(caps: Mapping[str, Sequence[CapRule]],
+                   counts_of: Callable[[Family, str], Mapping[tuple[str, str, str], int]],
+                   now: datetime, profile_id: str | None = None) -> list[dict[str, Any]]:
+    """What `caps show` and `GET /admin/caps` print: one row per offer and rule, and for a rule
+    counted per placement one per placement with counts (`placement_id`; null: every placement, or
+    none counted yet). `count` is the largest counter of the row (the busiest profile's for a
+    per-profile rule, this profile's with `profile_id`), `at_limit` how many counters reached the
+    limit (profiles, for a per-profile rule), `capped` whether `count` did. `counts_of(family,
+    offer_id)` gives the family's counters ((offer, placement, profile) -> n), the offer's at least."""
+    rows = []
+    for offer_id, rules in sorted(caps.items()):
+        for i, rule in enumerate(rules):
+            groups: dict[str | None, list[int]] = {}
+            for (offer, placement, profile), n in counts_of(rule.family, offer_id).items():
+                if offer == offer_id and (profile_id is None or rule.scope == "total" or profile == profile_id):
+                    groups.setdefault(placement if rule.per_placement else None, []).append(n)
+            for placement, counts in sorted(groups.items()) or [(None, [])]:
+                top = max(counts, default=0)
+                rows.append({"offer_id": offer_id, "rule": i, "placement_id": placement, "cap": rule.describe(),
+                             "event": rule.event, "scope": rule.scope, "reset": rule.reset,
+                             "per_placement": rule.per_placement, "window_start": window_start(rule.reset, now).isoformat(),
+                             "resets_at": (None if rule.reset == "never"
+                                           else next_window_start(rule.reset, now).isoformat()),
+                             "limit": rule.limit, "count": top, "at_limit": sum(n >= rule.limit for n in counts),
+                             "capped": top >= rule.limit})
+    return rows
 
 
 def _counted(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], int]]:
