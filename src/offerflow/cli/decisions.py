@@ -217,8 +217,7 @@ def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
     project = load_project(config)
     if offer is not None and offer not in set(_catalog(project)["offer_id"]):
         fail(f"unknown offer {offer!r}")
-    at = datetime.now(timezone.utc)
-    write_cap_reset(project.paths.cap_resets, offer, at)
+    at = write_cap_reset(project.paths.cap_resets, offer, datetime.now(timezone.utc))
     if as_json:
         print_json({"status": "reset", "offer_id": offer, "reset_at": at.isoformat()})
         return

@@ -159,8 +159,7 @@ def add_admin_routes(app: FastAPI, config: ProjectConfig, buffer: Any, admin_tok
         engine: DecisionEngine = app.state.engine
         if offer_id is not None and offer_id not in engine.offers.index:
             raise HTTPException(404, f"unknown offer {offer_id!r}")
-        at = datetime.now(timezone.utc)
         with engine.caps.lock:
-            write_cap_reset(config.paths.cap_resets, offer_id, at)
+            at = write_cap_reset(config.paths.cap_resets, offer_id, datetime.now(timezone.utc))
             cleared = engine.caps.reset(offer_id)
         return {"status": "reset", "offer_id": offer_id, "reset_at": at.isoformat(), "counters_cleared": cleared}

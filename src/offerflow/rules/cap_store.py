@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, cap_state_rows,
-                                     count_cap_events, load_cap_counters, next_window_start, read_cap_resets,
-                                     window_start)
+from offerflow.rules.cap_windows import cap_state_rows, next_window_start, window_start
+from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
+                                     load_cap_counters, read_cap_resets)
 
 SEP = "\x1f"  # between the offer, placement and profile parts of a counter key (never in an id we accept)
 #: How long a worker remembers that a counter was at its limit (an admin reset elsewhere shows within this).

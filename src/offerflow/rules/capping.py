@@ -25,9 +25,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,12 +36,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offerflow.core.paths import LOGGED_DISPLAYS_GLOB, logged_display_files
+from offerflow.rules.cap_windows import cap_state_rows, next_window_start, window_start
 
 CAP_EVENTS = ("display", "click", "decision")
 #: Counted for every offer the engine decides: it is logged as a display, and it is a decision.
 DECIDED_EVENTS = ("display", "decision")
 RESETS = ("daily", "weekly", "monthly", "never")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ALL = ""  # the placement / profile part of a counter key when the rule does not split by it
 
 
@@ -120,31 +120,6 @@ def caps_of(offers: pd.DataFrame) -> dict[str, tuple[CapRule, ...]]:
     if "caps" not in offers.columns:
         return {}
     return {str(oid): tuple(rules) for oid, rules in zip(offers["offer_id"], offers["caps"]) if rules}
-
-
-def window_start(reset: str, now: datetime) -> datetime:
-    """Start (UTC) of the counting window that contains `now`."""
-    now = now.astimezone(timezone.utc)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if reset == "daily":
-        return day
-    if reset == "weekly":
-        return day - timedelta(days=day.weekday())
-    if reset == "monthly":
-        return day.replace(day=1)
-    return EPOCH
-
-
-def next_window_start(reset: str, now: datetime) -> datetime:
-    """When the window containing `now` ends (far future for `never`)."""
-    start = window_start(reset, now)
-    if reset == "daily":
-        return start + timedelta(days=1)
-    if reset == "weekly":
-        return start + timedelta(days=7)
-    if reset == "monthly":
-        return (start + timedelta(days=32)).replace(day=1)
-    return datetime.max.replace(tzinfo=timezone.utc)
 
 
 def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
@@ -391,34 +366,6 @@ class CapCounters:
             return cap_state_rows(self.caps, lambda family, offer_id: self._counts[family], now, profile_id)
 
 
-def cap_state_rows(caps: Mapping[str, Sequence[CapRule]],
-                   counts_of: Callable[[Family, str], Mapping[tuple[str, str, str], int]],
-                   now: datetime, profile_id: str | None = None) -> list[dict[str, Any]]:
-    """What `caps show` and `GET /admin/caps` print: one row per offer and rule, and for a rule
-    counted per placement one per placement with counts (`placement_id`; null: every placement, or
-    none counted yet). `count` is the largest counter of the row (the busiest profile's for a
-    per-profile rule, this profile's with `profile_id`), `at_limit` how many counters reached the
-    limit (profiles, for a per-profile rule), `capped` whether `count` did. `counts_of(family,
-    offer_id)` gives the family's counters ((offer, placement, profile) -> n), the offer's at least."""
-    rows = []
-    for offer_id, rules in sorted(caps.items()):
-        for i, rule in enumerate(rules):
-            groups: dict[str | None, list[int]] = {}
-            for (offer, placement, profile), n in counts_of(rule.family, offer_id).items():
-                if offer == offer_id and (profile_id is None or rule.scope == "total" or profile == profile_id):
-                    groups.setdefault(placement if rule.per_placement else None, []).append(n)
-            for placement, counts in sorted(groups.items()) or [(None, [])]:
-                top = max(counts, default=0)
-                rows.append({"offer_id": offer_id, "rule": i, "placement_id": placement, "cap": rule.describe(),
-                             "event": rule.event, "scope": rule.scope, "reset": rule.reset,
-                             "per_placement": rule.per_placement, "window_start": window_start(rule.reset, now).isoformat(),
-                             "resets_at": (None if rule.reset == "never"
-                                           else next_window_start(rule.reset, now).isoformat()),
-                             "limit": rule.limit, "count": top, "at_limit": sum(n >= rule.limit for n in counts),
-                             "capped": top >= rule.limit})
-    return rows
-
-
 def _counted(frame: pd.DataFrame) -> Iterator[tuple[tuple[str, str, str], int]]:
     """(counter key, n) of `count_cap_events` rows (lists first: Arrow-backed strings cost ~3 us a value)."""
     keys = zip(*(frame[c].astype(str).to_numpy(dtype=object).tolist() for c in ("offer_id", "placement_id", "profile_id")))
@@ -433,14 +380,16 @@ def read_cap_resets(path: Path) -> dict[str, datetime]:
     return {str(k): datetime.fromisoformat(v) for k, v in raw.items()}
 
 
-def write_cap_reset(path: Path, offer_id: str | None, now: datetime) -> None:
-    """Record a reset so a reload (or another process) does not count the old events again."""
+def write_cap_reset(path: Path, offer_id: str | None, now: datetime) -> datetime:
+    """Record a reset at `now` (returned) so a reload (or another process) does not count the old
+    events again."""
     resets = {k: v.isoformat() for k, v in read_cap_resets(path).items()}
     resets[offer_id or "*"] = now.isoformat()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(resets, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+    return now
 
 
 def load_cap_counters(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None,
