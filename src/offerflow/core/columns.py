@@ -8,14 +8,14 @@ A column comes out as a NumPy array of shape (n_rows,), nulls as None or NaN (an
 column with nulls: float64 with NaN, as pandas reads it).
 
 pyarrow imports pandas, when it is installed (~0.2 s), the first time it converts an array to
-NumPy (`to_numpy`) or builds one from Python or NumPy values (`pa.array`). So a few values convert
-here through Python lists (`arrow_to_numpy`: what `offerflow decide` reads, a profile's row and its
-ranking) and arrays are built from their buffers (`string_array`, `int64_array`, `bool_array`);
-larger columns still convert in C.
+NumPy (`to_numpy`) or builds one from Python or NumPy values (`pa.array`). So columns convert
+here from their buffers or through Python lists (`arrow_to_numpy`), and arrays are built from
+buffers (`string_array`, `int64_array`, `bool_array`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,30 +24,49 @@ import pyarrow as pa
 
 #: A table in any of the forms above.
 Table = Any
-#: Arrow arrays up to this long convert to NumPy through Python lists (no pandas import).
-SMALL_ARROW = 10_000
 _FLOATS = {"halffloat": np.float16, "float": np.float32, "double": np.float64}
 
 
 def arrow_to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """An Arrow array as `to_numpy(zero_copy_only=False)` gives it (numbers with nulls as float64
-    with NaN, bools with nulls and strings as objects with None); a short one of those types
-    through `to_pylist`, which does not import pandas."""
+    with NaN, bools with nulls and strings as objects with None). Until something imports pandas,
+    numbers and bools are read from their buffers and strings through `to_pylist`; other types,
+    and every type once pandas is loaded, convert through pyarrow's `to_numpy`."""
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
     type_ = array.type
-    numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_)
-    simple = numeric or pa.types.is_boolean(type_) or pa.types.is_string(type_) or pa.types.is_large_string(type_)
-    if len(array) > SMALL_ARROW or not simple:
+    fixed = pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
+    text = pa.types.is_string(type_) or pa.types.is_large_string(type_)
+    if "pandas" in sys.modules or not (fixed or text):
         return array.to_numpy(zero_copy_only=False)
-    values = array.to_pylist()
-    if numeric and array.null_count:
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    if numeric:
-        return np.array(values, dtype=_FLOATS.get(str(type_), str(type_)))
-    if pa.types.is_boolean(type_) and not array.null_count:
-        return np.array(values, dtype=bool)
-    return object_array(values)
+    if text:
+        return object_array(array.to_pylist())
+    chunk = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    validity, data = chunk.buffers()[:2]
+    start, n = chunk.offset, len(chunk)
+    if pa.types.is_boolean(type_):
+        values = _bits(data, start, n)
+    else:
+        dtype = np.dtype(_FLOATS.get(str(type_), str(type_)))
+        values = np.frombuffer(data, dtype=dtype, count=n, offset=start * dtype.itemsize) if n else np.empty(0, dtype)
+    if not chunk.null_count:
+        return values
+    valid = _bits(validity, start, n)
+    if pa.types.is_boolean(type_):
+        out = values.astype(object)
+        out[~valid] = None
+        return out
+    out = values.astype(np.float64)
+    out[~valid] = np.nan
+    return out
+
+
+def _bits(buffer: pa.Buffer, start: int, n: int) -> np.ndarray:
+    """Bits start:start + n of an Arrow bitmap (validity or bool data) as a bool array."""
+    if not n:
+        return np.empty(0, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little", count=start + n)
+    return bits[start:].astype(bool)
 
 
 def string_array(values: Sequence[str], type_: pa.DataType | None = None) -> pa.Array:
