@@ -1,5 +1,6 @@
 """The ranking store: the only module that reads and writes published ranking tables (with its
-private helpers `offerflow.core.store_files` and `offerflow.core.store_tables`).
+private helpers `offerflow.core.store_files`, `offerflow.core.store_tables` and, for the loaded
+versions it serves, `offerflow.core.store_snapshot`).
 
 On-disk layout under the store root (e.g. ``data/rankings``)::
 

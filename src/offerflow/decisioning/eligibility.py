@@ -40,8 +40,8 @@ class OfferEligibility:
             row["offer_id"]: parse_expression(row["eligibility"], schema, kind="rule",
                                               source=f"offer {row['offer_id']!r} eligibility")
             for row in self.offer_rows if isinstance(row["eligibility"], str)}
-        self._offer_values = {row["offer_id"]: {f"offer.{c}": v for c, v in row.items() if c not in ("placements", "caps")}
-                              for row in self.offer_rows}
+        self._offer_values = {row["offer_id"]: {f"offer.{c}": v for c, v in row.items()
+                                                if c not in ("placements", "caps")} for row in self.offer_rows}
         # Eligibility of every (profile, offer with a rule), evaluated once, column-wise: a request
         # reads one row instead of evaluating each rule. Rules read only profile and offer
         # attributes, both fixed for the engine's lifetime (a reload builds a new engine).

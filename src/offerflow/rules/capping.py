@@ -124,7 +124,8 @@ def caps_of(offers: Table) -> dict[str, tuple[CapRule, ...]]:
     """offer_id -> its cap rules, for offers that have any (the `caps` column of a catalog's rows or DataFrame)."""
     if "caps" not in column_names(offers):
         return {}
-    return {str(oid): tuple(rules) for oid, rules in zip(*(column_values(offers, c) for c in ("offer_id", "caps"))) if rules}
+    ids, caps = (column_values(offers, c) for c in ("offer_id", "caps"))
+    return {str(oid): tuple(rules) for oid, rules in zip(ids, caps) if rules}
 
 
 def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], events_path: Path | None,
@@ -142,7 +143,7 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     `log_files`: these decision-log files rather than every one in `decision_log_dir`.
     """
     families = list(dict.fromkeys(families))
-    empty = pa.Table.from_batches([], schema=pa.schema([*((c, pa.string()) for c in COUNT_KEYS), ("n", pa.int64())]))
+    empty = pa.Table.from_batches([], pa.schema([*((c, pa.string()) for c in COUNT_KEYS), ("n", pa.int64())]))
     if not families or not offer_ids:
         return {f: empty for f in families}
     has_ingested = events_path is not None and Path(events_path).exists()
