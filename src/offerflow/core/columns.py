@@ -28,7 +28,7 @@ _FLOATS = {"halffloat": np.float16, "float": np.float32, "double": np.float64}
 
 
 def arrow_to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """An Arrow array as `to_numpy(zero_copy_only=False)` gives it (numbers with nulls as float64
+    """An Arrow array as `to_numpy(zero_copy_only=False)` gives it (integers with nulls as float64
     with NaN, bools with nulls and strings as objects with None). Until something imports pandas,
     numbers and bools are read from their buffers and strings through `to_pylist`; other types,
     and every type once pandas is loaded, convert through pyarrow's `to_numpy`."""
@@ -56,7 +56,7 @@ def arrow_to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
         out = values.astype(object)
         out[~valid] = None
         return out
-    out = values.astype(np.float64)
+    out = values.astype(np.float64 if pa.types.is_integer(type_) else values.dtype)  # a copy: buffers are read-only
     out[~valid] = np.nan
     return out
 
