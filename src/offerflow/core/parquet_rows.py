@@ -32,7 +32,8 @@ def read_rows_of(path: Path | str, column: str, ids: pa.Array) -> tuple[pa.Table
     if index < 0:
         raise KeyError(column)
     if len(ids) == 0:
-        return file.schema_arrow.empty_table(), file.metadata.num_rows
+        # not Schema.empty_table: it imports pandas (for a file pandas wrote, its metadata)
+        return pa.Table.from_batches([], schema=file.schema_arrow), file.metadata.num_rows
     low, high = pc.min(ids).as_py(), pc.max(ids).as_py()
     table = file.read_row_groups(_groups_that_may_hold(file, index, low, high), use_threads=False)
     return table.filter(pc.is_in(table.column(column), value_set=ids)), file.metadata.num_rows

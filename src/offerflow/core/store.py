@@ -1,5 +1,6 @@
 """The ranking store: the only module that reads and writes published ranking tables (with its
-private helpers `offerflow.core.store_files` and `offerflow.core.store_tables`).
+private helpers `offerflow.core.store_files`, `offerflow.core.store_tables` and, for the loaded
+versions it serves, `offerflow.core.store_snapshot`).
 
 On-disk layout under the store root (e.g. ``data/rankings``)::
 
@@ -45,14 +46,11 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -62,82 +60,19 @@ from offerflow.core.store_files import (METADATA_FILE, TABLE_FILE, TMP_PREFIX, S
                                         staged_by, version_list, version_name, versions_text, write_durably)
 from offerflow.core.store_manifest import (Manifest, manifest_lock, manifest_stamp, read_manifest, run_alive,
                                            staging_lock, write_manifest)
+from offerflow.core.columns import string_array
 from offerflow.core.parquet_rows import read_rows_of
 from offerflow.core.store_tables import KIND_SCHEMAS, conform, merge_sorted_parts, sorted_ranking, write_table
+
+from offerflow.core.store_snapshot import RankingSnapshot
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["KIND_SCHEMAS", "Manifest", "Publication", "RankingSnapshot", "RankingStore", "StoreError"]
 
 _PLACEMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _T = TypeVar("_T")
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-@dataclass(frozen=True, eq=False)
-class RankingSnapshot:
-    """One published version of a placement, loaded for serving; immutable.
-
-    Kind "ranking": `lookup(profile_id)` binary-searches the sorted unique profile ids (shape
-    (n_profiles,)) and slices rows offsets[i]:offsets[i + 1] (offsets: shape (n_profiles + 1,)) out
-    of the flat offer id and score arrays (shape (n_rows,)). Kind "posterior": `posteriors`.
-    """
-
-    placement_id: str
-    version: int
-    metadata: Mapping[str, Any]
-    kind: str
-    _profile_ids: np.ndarray = field(default_factory=lambda: np.empty(0, object), repr=False)
-    _offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64), repr=False)
-    _offer_ids: np.ndarray = field(default_factory=lambda: np.empty(0, object), repr=False)
-    _scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64), repr=False)
-    _posteriors: pd.DataFrame | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_table(cls, placement_id: str, version: int, metadata: Mapping[str, Any],
-                   table: pa.Table) -> RankingSnapshot:
-        """Index a table as written by `RankingStore.publish` (rankings sorted by profile_id, rank)."""
-        kind, n = str(metadata.get("kind")), table.num_rows
-        head = dict(placement_id=placement_id, version=version, metadata=MappingProxyType(dict(metadata)), kind=kind)
-        if kind == "posterior":
-            return cls(**head, _posteriors=table.to_pandas())
-        if kind != "ranking":
-            raise StoreError(f"placement '{placement_id}' version {version}: unknown kind {kind!r}")
-        if n == 0:
-            return cls(**head)
-        pid = table.column("profile_id").combine_chunks()
-        changes = pc.not_equal(pid.slice(1), pid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-        starts = np.concatenate(([0], np.flatnonzero(changes) + 1)).astype(np.int64)
-        unique = pid.take(pa.array(starts))  # strictly increasing unless the table is not sorted
-        if len(unique) > 1 and not pc.all(pc.greater(unique.slice(1), unique.slice(0, len(unique) - 1))).as_py():
-            raise StoreError(f"placement '{placement_id}' version {version}: table is not sorted by profile_id")
-        offers = pc.dictionary_encode(table.column("offer_id")).combine_chunks()  # few distinct offer ids
-        offer_names = offers.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        return cls(**head, _profile_ids=_frozen(unique.to_numpy(zero_copy_only=False).astype(object)),
-                   _offsets=_frozen(np.append(starts, n)),
-                   _offer_ids=_frozen(offer_names[offers.indices.to_numpy(zero_copy_only=False)]),
-                   _scores=_frozen(table.column("score").to_numpy().astype(np.float64)))
-
-    def lookup(self, profile_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(offer_ids, scores) of one profile, each shape (k,), best rank first, read-only views;
-        empty arrays for an unknown profile. One np.searchsorted, O(log n_profiles), no pandas."""
-        if self.kind != "ranking":
-            raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
-                             "use .posteriors")
-        ids = self._profile_ids
-        i = int(ids.searchsorted(profile_id))  # the method: no NumPy dispatch wrapper
-        start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == profile_id else (0, 0)
-        return self._offer_ids[start:stop], self._scores[start:stop]
-
-    @property
-    def posteriors(self) -> pd.DataFrame:
-        """Copy of the posterior table: POSTERIOR_SCHEMA columns, one row per offer (kind "posterior")."""
-        if self._posteriors is None:
-            raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
-                             "use .lookup()")
-        return self._posteriors.copy()
 
 
 class RankingStore:
@@ -378,9 +313,9 @@ class RankingStore:
         """Metadata, table (only `profile_ids`' rows of a ranking table when set) and the file's row count."""
         metadata, path = load_metadata(version_dir), version_dir / TABLE_FILE
         if self.profile_ids is None or metadata.get("kind") != "ranking":
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # not pq.read_table: its dataset layer imports pandas
             return metadata, table, table.num_rows
-        table, rows = read_rows_of(path, "profile_id", pa.array(self.profile_ids, pa.string()))
+        table, rows = read_rows_of(path, "profile_id", string_array(self.profile_ids))
         return metadata, table, rows
 
     def verify(self) -> list[str]:

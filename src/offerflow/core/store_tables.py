@@ -4,16 +4,20 @@ into one Parquet file. Only `offerflow.core.store` uses them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
 from offerflow.core.store_files import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KIND_SCHEMAS: dict[str, pa.Schema] = {"ranking": RANKING_SCHEMA, "posterior": POSTERIOR_SCHEMA}
 
@@ -33,7 +37,8 @@ def _castable(source: pa.DataType, target: pa.DataType) -> bool:
 def conform(table: pa.Table | pd.DataFrame, kind: str) -> pa.Table:
     """`table` with exactly the columns and types of the kind's schema, or StoreError."""
     schema = KIND_SCHEMAS[kind]
-    if isinstance(table, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # a DataFrame exists only once something imported pandas
+    if pd is not None and isinstance(table, pd.DataFrame):
         try:
             table = pa.Table.from_pandas(table, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as exc:

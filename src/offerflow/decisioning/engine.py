@@ -21,65 +21,50 @@ Data types (with the `PlacementPlan` that `batch` shares) are in `decision_types
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
 from offerflow.rules.cap_store import CapStore, load_cap_store
 from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
-from offerflow.ingest.catalog import fallback_offer, load_offers, load_profiles, offers_for_placement
+from offerflow.ingest.catalog import fallback_offer, load_offer_rows, load_profile_table, offers_for_placement
+from offerflow.core.columns import Table
 from offerflow.core.config import ProjectConfig
-from offerflow.ranking.tables import eligibility_matrix
-from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
-from offerflow.rules.values import missing
-from offerflow.core.schema import PROFILE_ID
 from offerflow.core.store import RankingStore, StoreError
+from offerflow.decisioning.eligibility import OfferEligibility
 from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
                                                   DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays,
                                                   new_decision_id)
 
 
-class DecisionEngine:
+class DecisionEngine(OfferEligibility):
     """Answers decision requests from the published ranking tables of one project.
 
     `caps`: the live cap store (None: in-process counters for the catalog's caps, starting at zero;
     `offerflow.rules.cap_store` has the Redis store that several workers share).
     `seed` makes Thompson sampling and the holdout draw reproducible.
+
+    `offers`: the catalog's normalized rows (`ingest.catalog.load_offer_rows`) or their DataFrame;
+    `profiles`: a pyarrow Table (`load_profile_table`) or a DataFrame. The engine reads both
+    column-wise without pandas (`offerflow decide` never imports it); `offers` and `profiles`
+    give them as DataFrames to the callers that work on frames (batch decisions, tests).
     """
 
-    def __init__(self, config: ProjectConfig, store: RankingStore, offers: pd.DataFrame,
-                 profiles: pd.DataFrame, seed: int | None = None, caps: CapStore | None = None) -> None:
+    def __init__(self, config: ProjectConfig, store: RankingStore, offers: Table,
+                 profiles: Table, seed: int | None = None, caps: CapStore | None = None) -> None:
+        super().__init__(offers, profiles)
         self.config = config
         self.store = store
-        self.offers = offers.set_index("offer_id", drop=False)
-        self.profiles = profiles.reset_index(drop=True)
-        self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(offers))
-        # Per-request lookup without pandas: profile id -> row position (a list: Arrow-backed iteration is slow).
-        ids = self.profiles[PROFILE_ID].astype(str).to_numpy(object).tolist()
-        self._profile_pos = {pid: i for i, pid in enumerate(ids)}
-        schema = self.rule_schema = schema_from_frames(profiles=self.profiles, offers=offers)
-        self._rules: dict[str, Expression] = {
-            oid: parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
-            for oid, rule in zip(offers["offer_id"], offers["eligibility"]) if isinstance(rule, str)}
-        self._offer_values = {oid: {f"offer.{c}": v for c, v in row.items() if c not in ("placements", "caps")}
-                              for oid, row in self.offers.to_dict(orient="index").items()}
-        # Eligibility of every (profile, offer with a rule), evaluated once, column-wise: a request
-        # reads one row instead of evaluating each rule. Rules read only profile and offer
-        # attributes, both fixed for the engine's lifetime (a reload builds a new engine).
-        self._rule_column = {oid: j for j, oid in enumerate(self._rules)}
-        self._eligibility = self._eligibility_rows()
-        self._unknown_eligibility = np.array([self._eligible(oid, None) for oid in self._rules], dtype=bool)
-        self._by_priority = {p.id: offers_for_placement(offers, p.id)
-                             .sort_values(["priority", "offer_id"], ascending=[False, True])["offer_id"].tolist()
+        self.caps: CapStore = caps if caps is not None else CapCounters(caps_of(self.offer_rows))
+        self._by_priority = {p.id: [row["offer_id"] for row in sorted(offers_for_placement(self.offer_rows, p.id),
+                                                                        key=lambda r: (-r["priority"], r["offer_id"]))]
                              for p in config.placements}
-        self._priority = dict(zip(self.offers["offer_id"], self.offers["priority"].astype(float)))
-        self._fallback = {p.id: fallback_offer(offers, p.id) for p in config.placements}
+        self.priority = {row["offer_id"]: float(row["priority"]) for row in self.offer_rows}
+        self._fallback = {p.id: fallback_offer(self.offer_rows, p.id) for p in config.placements}
         self._snapshots: dict[str, Any] = {}
         self._plans: dict[tuple[str, int | None], PlacementPlan] = {}
         self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
@@ -92,45 +77,6 @@ class DecisionEngine:
         # seed for both would make every explored decision a holdout decision too).
         self._rng, self._holdout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self._explainer: Explainer | None = None  # built on the first decision asked to explain itself
-
-    def _eligibility_rows(self, chunk_rows: int = 250_000) -> np.ndarray:
-        """Bool matrix (n_profiles, n_offers with a rule) in `_rule_column` order, built in chunks."""
-        out = np.ones((len(self.profiles), len(self._rules)), dtype=bool)
-        if not self._rules:
-            return out
-        offers = self.offers.loc[list(self._rules)].reset_index(drop=True)
-        rules = list(self._rules.values())
-        for lo in range(0, len(self.profiles), chunk_rows):
-            out[lo:lo + chunk_rows] = eligibility_matrix(self.profiles.iloc[lo:lo + chunk_rows], offers, rules)
-        return out
-
-    def profile_values(self, profile_id: str) -> dict[str, Any] | None:
-        """One profile's attributes as rule inputs (`profile.<column>`, missing as None); None for a
-        profile the engine does not know. Row at a time: decisions read `_eligibility` instead."""
-        pos = self._profile_pos.get(profile_id)
-        if pos is None:
-            return None
-        return {f"profile.{c}": (None if missing(v) else v) for c, v in self.profiles.iloc[pos].items()}
-
-    def profile_position(self, profile_id: str) -> int | None:
-        """The profile's row in `profiles` (None: a profile the engine does not know)."""
-        return self._profile_pos.get(profile_id)
-
-    def offer_values(self, offer_id: str) -> dict[str, Any]:
-        """One catalog offer's attributes as rule inputs (`offer.<column>`)."""
-        return self._offer_values[offer_id]
-
-    def eligible(self, profile_id: str, offer_id: str) -> bool:
-        """Whether the offer's eligibility rule holds for the profile (precomputed; see `_eligible`)."""
-        j = self._rule_column.get(offer_id)
-        if j is None:
-            return True
-        pos = self._profile_pos.get(profile_id)
-        return bool((self._unknown_eligibility if pos is None else self._eligibility[pos])[j])
-
-    def _eligible(self, offer_id: str, profile_values: dict[str, Any] | None) -> bool:
-        rule = self._rules.get(offer_id)
-        return rule is None or bool(rule.evaluate_one({**(profile_values or {}), **self._offer_values[offer_id]}))
 
     def served_versions(self) -> Mapping[str, int]:
         """Placement -> version, as the store's manifest says now: every placement of one decision
@@ -267,10 +213,6 @@ class DecisionEngine:
             self._explainer = Explainer(self)
         return self._explainer
 
-    def eligibility_rule(self, offer_id: str) -> Expression | None:
-        """The offer's parsed eligibility rule (None: every profile is eligible)."""
-        return self._rules.get(offer_id)
-
     def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
                           used: set[str], now: datetime, versions: Mapping[str, int],
                           trace: dict[str, Any] | None = None) -> PlacementDecision:
@@ -370,23 +312,24 @@ class DecisionEngine:
                     chosen.append((offer_id, score))
         if len(chosen) < n_items:  # fewer ranked offers left than asked for: fill by priority
             taken = {oid for oid, _ in chosen}
-            chosen += [(oid, self._priority[oid]) for oid in pool if oid not in taken][:n_items - len(chosen)]
+            chosen += [(oid, self.priority[oid]) for oid in pool if oid not in taken][:n_items - len(chosen)]
         ranked = [offer_id for offer_id, _ in chosen]  # deterministic: each slot's offer has probability 1
         return chosen, pool, (lambda oid, rank=1: float(rank <= len(ranked) and ranked[rank - 1] == oid)), source
 
     def posterior_arrays(self, placement_id: str, snap: Any) -> PosteriorArrays:
         cached = self._posteriors.get(placement_id)
         if cached is None or cached.version != snap.version:
-            post = snap.posteriors
-            alpha, beta = post["alpha"].to_numpy(float), post["beta"].to_numpy(float)
+            post = snap.posterior_columns
+            alpha, beta = post["alpha"].astype(float), post["beta"].astype(float)
             new_offers = self.config.ai_model(snap.metadata["ai_model"]).new_offers
-            in_placement = np.isin(post["offer_id"].astype(str).to_numpy(), self._by_priority[placement_id])
+            offer_ids = [str(oid) for oid in post["offer_id"].tolist()]
+            in_placement = np.isin(np.array(offer_ids, dtype=object), self._by_priority[placement_id])
             # value per success (value-weighted models; tables published before it existed: 1)
-            weights = post["value_weight"].to_numpy(float) if "value_weight" in post else np.ones(len(alpha))
-            cached = PosteriorArrays(snap.version, post["offer_id"].astype(str).tolist(), alpha, beta,
-                                     sampled_offers(post["qualified"].to_numpy(bool), new_offers),
+            weights = post["value_weight"].astype(float) if "value_weight" in post else np.ones(len(alpha))
+            cached = PosteriorArrays(snap.version, offer_ids, alpha, beta,
+                                     sampled_offers(post["qualified"].astype(bool), new_offers),
                                      alpha / (alpha + beta) * weights, in_placement,
-                                     post["displays"].to_numpy(np.int64), post["successes"].to_numpy(float),
+                                     post["displays"].astype(np.int64), post["successes"].astype(float),
                                      None if np.all(weights == 1.0) else weights)
             self._posteriors[placement_id] = cached
         return cached
@@ -436,8 +379,8 @@ def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime |
     read with a filter, `offerflow decide`); any other profile is decided as an unknown one."""
     outputs = config.path(config.data.outputs_dir)
     enriched = outputs / "profiles_enriched.parquet"
-    profiles = load_profiles(enriched if enriched.exists() else config.path(config.data.profiles), profile_ids)
-    offers = load_offers(config.path(config.data.offers), [p.id for p in config.placements])
+    profiles = load_profile_table(enriched if enriched.exists() else config.path(config.data.profiles), profile_ids)
+    offers = load_offer_rows(config.path(config.data.offers), [p.id for p in config.placements])
     store = RankingStore(config.path(config.store.path), config.store.keep_versions, profile_ids)
     validated = outputs / "validated" / "events.parquet"
     events = validated if validated.exists() else None

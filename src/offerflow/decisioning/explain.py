@@ -24,8 +24,6 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from offerflow.rules.values import missing
 from offerflow.rules.capping import next_window_start
 from offerflow.rules.explanations import FormulaExplainer, RuleExplainer, show_value
@@ -47,26 +45,21 @@ class Explainer:
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self.priority = dict(zip(engine.offers["offer_id"], engine.offers["priority"].astype(float)))
+        self.priority = engine.priority
         self._rules: dict[str, RuleExplainer] = {}
         self._formulas: dict[str, FormulaExplainer] = {}
-        self._columns: dict[str, Any] = {}  # profile columns that rules and formulas read, as arrays
         self._failures: dict[tuple[Any, ...], dict[str, Any]] = {}  # rule_failed by the values it read
         self._cap_rules: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
 
     def values(self, position: int | None, names: list[str]) -> dict[str, Any]:
         """The profile values (`profile.<column>`) among `names` of the profile at `position`
-        (None: unknown, all null). Column arrays are made on first use, only for columns read."""
+        (None: unknown, all null). Column arrays are made on first use, only for columns read
+        (`engine.profile_column`)."""
         out: dict[str, Any] = {}
         for name in names:
             if not name.startswith("profile.") or position is None:
                 continue
-            column = self._columns.get(name)
-            if column is None:
-                frame = self.engine.profiles
-                column = self._columns[name] = (frame[name[8:]].to_numpy() if name[8:] in frame.columns
-                                                else np.full(len(frame), None))
-            value = column[position]
+            value = self.engine.profile_column(name[8:])[position]
             out[name] = None if missing(value) else value
         return out
 

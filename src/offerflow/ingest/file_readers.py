@@ -9,10 +9,12 @@ test's monkeypatch) changes every format.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from offerflow.core.schema import REQUIRED_EVENT_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SOURCE_FILE = "_source_file"
 SOURCE_LINE = "_source_line"

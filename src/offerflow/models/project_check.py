@@ -29,14 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from offerflow.core.columns import Table, row_count, slice_rows
 from offerflow.core.config import ConfigError, ProjectConfig
 from offerflow.core.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
-from offerflow.customer_ai.goals import condition_problems
-from offerflow.ingest.catalog import CatalogError, offers_for_placement, read_offers, read_profiles
+from offerflow.customer_ai.goal_conditions import condition_problems
+from offerflow.ingest.catalog import CatalogError, offers_for_placement, read_offer_rows, read_profiles
 from offerflow.ranking.degenerate import FORMULA_PROFILES, formula_warning, rule_warning
 from offerflow.ranking.tables import AI_SCORE, eligibility_matrix, rule_columns
 from offerflow.rules.expressions import Expression, ExpressionError, parse_expression, schema_from_frames
@@ -82,9 +82,9 @@ def _counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def profile_frame(path: Path) -> pd.DataFrame:
-    """An empty frame with the profiles' columns and dtypes: from the Parquet schema alone (no rows
-    read), else the whole table (CSV and YAML carry no schema)."""
+def profile_frame(path: Path) -> Table:
+    """An empty table with the profiles' columns and types: from the Parquet schema alone (no rows
+    read, an Arrow table), else the whole table read (CSV and YAML carry no schema; a DataFrame)."""
     if path.suffix.lower() in (".parquet", ".pq"):
         if not path.exists():
             raise CatalogError(f"{path}: profiles file not found")
@@ -92,7 +92,7 @@ def profile_frame(path: Path) -> pd.DataFrame:
             schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as exc:
             raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
-        return schema.empty_table().to_pandas()
+        return pa.Table.from_batches([], schema=schema)  # Schema.empty_table imports pandas
     return read_profiles(path).head(0)
 
 
@@ -100,9 +100,9 @@ def profile_frame(path: Path) -> pd.DataFrame:
 SAMPLE_PROFILES = 20_000
 
 
-def profile_sample(path: Path, rows: int = SAMPLE_PROFILES) -> tuple[pd.DataFrame, bool]:
-    """The first `rows` profiles (from the first Parquet batch only, when Parquet) and whether
-    that is all of them."""
+def profile_sample(path: Path, rows: int = SAMPLE_PROFILES) -> tuple[Table, bool]:
+    """The first `rows` profiles (from the first Parquet batch only, when Parquet: an Arrow table)
+    and whether that is all of them."""
     if path.suffix.lower() not in (".parquet", ".pq"):
         profiles = read_profiles(path)
         return profiles.head(rows), len(profiles) <= rows
@@ -112,17 +112,15 @@ def profile_sample(path: Path, rows: int = SAMPLE_PROFILES) -> tuple[pd.DataFram
         batch = next(parquet.iter_batches(batch_size=rows), None)
     except (OSError, pa.ArrowException) as exc:
         raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
-    table = pa.Table.from_batches([batch]) if batch is not None else parquet.schema_arrow.empty_table()
-    return table.to_pandas(), parquet.metadata.num_rows <= rows
+    table = pa.Table.from_batches([batch] if batch is not None else [], schema=parquet.schema_arrow)
+    return table, parquet.metadata.num_rows <= rows
 
 
-def with_propensity_columns(profiles: pd.DataFrame, config: ProjectConfig) -> pd.DataFrame:
-    """The profiles as Customer AI enriches them: `propensity.<goal>.<field>` for every goal."""
-    dtypes = {"number": "float64", "string": "object"}
-    return profiles.assign(**{
-        f"propensity.{goal.name}.{name}": pd.Series([], dtype=dtypes[kind]) if profiles.empty
-        else pd.Series(None, index=profiles.index, dtype=dtypes[kind])
-        for goal in config.propensity_goals for name, kind in PROPENSITY_FIELDS.items()})
+def propensity_schema(config: ProjectConfig) -> dict[str, str]:
+    """The profile columns Customer AI adds (`propensity.<goal>.<field>` of every goal), as
+    expression names and types: a schema's `extra`."""
+    return {f"profile.propensity.{goal.name}.{name}": kind
+            for goal in config.propensity_goals for name, kind in PROPENSITY_FIELDS.items()}
 
 
 def event_field_types(config: ProjectConfig) -> tuple[dict[str, pa.DataType], bool]:
@@ -142,15 +140,16 @@ def event_field_types(config: ProjectConfig) -> tuple[dict[str, pa.DataType], bo
     return types, False
 
 
-def _formula_problems(config: ProjectConfig, source: str, profiles: pd.DataFrame,
-                      offers: pd.DataFrame) -> tuple[int, list[str]]:
+def _formula_problems(config: ProjectConfig, source: str, profiles: Table,
+                      offers: list[dict]) -> tuple[int, list[str]]:
     count, problems = 0, []
     for i, placement in enumerate(config.placements):
         ranking = placement.ranking
         if ranking.method != "formula" or not ranking.formula:
             continue
         count += 1
-        schema = schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, placement.id))
+        schema = schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, placement.id),
+                                    extra=propensity_schema(config))
         if ranking.ai_model is not None:
             schema[AI_SCORE] = "number"
         try:
@@ -161,15 +160,16 @@ def _formula_problems(config: ProjectConfig, source: str, profiles: pd.DataFrame
     return count, problems
 
 
-def _rule_problems(config: ProjectConfig, offers_source: str, profiles: pd.DataFrame,
-                   offers: pd.DataFrame) -> tuple[int, list[str]]:
+def _rule_problems(config: ProjectConfig, offers_source: str, profiles: Table,
+                   offers: list[dict]) -> tuple[int, list[str]]:
     """Each rule against the whole catalog (as the catalog check) and against the regular offers of
     each of its placements (as scoring does); one line per rule, its first mistake."""
-    schemas = [schema_from_frames(profiles=profiles, offers=offers)]
-    schemas += [schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, p.id))
+    extra = propensity_schema(config)
+    schemas = [schema_from_frames(profiles=profiles, offers=offers, extra=extra)]
+    schemas += [schema_from_frames(profiles=profiles, offers=offers_for_placement(offers, p.id), extra=extra)
                 for p in config.placements]
     count, problems = 0, []
-    for i, (offer_id, rule) in enumerate(zip(offers["offer_id"], offers["eligibility"])):
+    for i, (offer_id, rule) in enumerate((row["offer_id"], row["eligibility"]) for row in offers):
         if not isinstance(rule, str):
             continue
         count += 1
@@ -183,7 +183,7 @@ def _rule_problems(config: ProjectConfig, offers_source: str, profiles: pd.DataF
     return count, problems
 
 
-def _parsed(text: str, kind: str, profiles: pd.DataFrame, offers: pd.DataFrame) -> Expression | None:
+def _parsed(text: str, kind: str, profiles: Table, offers: Table) -> Expression | None:
     """The expression over the sample's own columns, None when it names anything else (Customer AI
     scores, ai_score: known only when a run scores) or does not parse (reported as a mistake)."""
     try:
@@ -192,28 +192,31 @@ def _parsed(text: str, kind: str, profiles: pd.DataFrame, offers: pd.DataFrame) 
         return None
 
 
-def degenerate_warnings(config: ProjectConfig, source: str, offers_source: str, offers: pd.DataFrame,
-                        sample: pd.DataFrame, complete: bool) -> list[str]:
+def degenerate_warnings(config: ProjectConfig, source: str, offers_source: str, offers: list[dict],
+                        sample: Table, complete: bool) -> list[str]:
     """Formulas with no value or one value for every pair of the first profiles x the placement's
-    offers, and rules no profile of the sample meets (`ranking.degenerate`), one line each."""
-    if sample.empty:
+    offers, and rules no profile of the sample meets (`ranking.degenerate`), one line each.
+    `offers`: the catalog's rows; `sample`: the first profiles (`profile_sample`)."""
+    n_sample = row_count(sample)
+    if not n_sample:
         return []
     lines = []
-    head = sample.head(FORMULA_PROFILES)
-    scope = "" if complete and len(sample) <= FORMULA_PROFILES else f" (first {len(head):,} profiles)"
+    head = slice_rows(sample, 0, FORMULA_PROFILES)
+    n_head = row_count(head)
+    scope = "" if complete and n_sample <= FORMULA_PROFILES else f" (first {n_head:,} profiles)"
     for i, placement in enumerate(config.placements):
         candidates = offers_for_placement(offers, placement.id)
         formula = placement.ranking.formula if placement.ranking.method == "formula" else None
         expression = _parsed(formula, "formula", head, candidates) if formula and len(candidates) else None
         if expression is not None:
-            values = expression.evaluate_batch(rule_columns(head, candidates), n_rows=len(head) * len(candidates))
+            values = expression.evaluate_batch(rule_columns(head, candidates), n_rows=n_head * len(candidates))
             if message := formula_warning(values, placement.id, len(candidates), scope):
                 lines.append(f"{source}: placements[{i}].ranking.formula: {message}")
-    scope = "" if complete else f" (first {len(sample):,} profiles)"
-    for i, (offer_id, rule) in enumerate(zip(offers["offer_id"], offers["eligibility"])):
+    scope = "" if complete else f" (first {n_sample:,} profiles)"
+    for i, (offer_id, rule) in enumerate((row["offer_id"], row["eligibility"]) for row in offers):
         expression = _parsed(rule, "rule", sample, offers) if isinstance(rule, str) else None
         if expression is not None:
-            eligible = eligibility_matrix(sample, offers.iloc[[i]].reset_index(drop=True), [expression])[:, 0]
+            eligible = eligibility_matrix(sample, offers[i:i + 1], [expression])[:, 0]
             if message := rule_warning(eligible, str(offer_id), expression.names, scope):
                 lines.append(f"{offers_source}: offers[{i}].eligibility (offer {offer_id!r}): {message}")
     return lines
@@ -243,9 +246,9 @@ def check_project(config: ProjectConfig, source: str = "offerflow.yaml", strict:
     is not sampled: mistakes only, from the files' schemas, no warnings.
     """
     offers_path = config.path(config.data.offers)
-    offers = read_offers(offers_path)
+    offers = read_offer_rows(offers_path)
     profiles_path = config.path(config.data.profiles)
-    profiles = with_propensity_columns(profile_frame(profiles_path), config)
+    profiles = profile_frame(profiles_path)
     formulas, formula_problems = _formula_problems(config, source, profiles, offers)
     rules, rule_problems = _rule_problems(config, offers_path.name, profiles, offers)
     goals, goal_problems = _goal_problems(config, source)

@@ -14,11 +14,14 @@ already knows would only cost clicks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from offerflow.ranking.priors import fit_beta_prior
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRIOR_ALPHA = 1.0
 PRIOR_BETA = 1.0
@@ -49,6 +52,8 @@ def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
         value = np.nan_to_num(value)
         overall = value.sum() / successes.sum() if successes.sum() > 0 else 0.0
         weight = (value + value_prior_successes * overall) / (successes + value_prior_successes)
+    import pandas as pd
+
     prior_alpha, prior_beta = fit_beta_prior(displays, successes) if empirical_prior else (PRIOR_ALPHA, PRIOR_BETA)
     return pd.DataFrame({
         "offer_id": counts["offer_id"].astype(str).to_numpy(),

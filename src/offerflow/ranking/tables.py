@@ -9,53 +9,60 @@ memory is bounded by the chunk size, not by the number of profiles.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from offerflow.core.columns import Table, column_names, column_values, row_count
 from offerflow.core.schema import PROFILE_ID
 from offerflow.rules.expressions import Expression, parse_expression, schema_from_frames
 
-ScoreFn = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+if TYPE_CHECKING:
+    import pandas as pd
+
+ScoreFn = Callable[["pd.DataFrame", "pd.DataFrame"], np.ndarray]
 
 
-def rule_columns(profiles: pd.DataFrame | None = None, offers: pd.DataFrame | None = None,
+def rule_columns(profiles: Table | None = None, offers: Table | None = None,
                  n_profiles: int | None = None) -> dict[str, np.ndarray]:
-    """Columns for `Expression.evaluate_batch` over all profile x offer pairs (profile-major)."""
+    """Columns for `Expression.evaluate_batch` over all profile x offer pairs (profile-major).
+    The tables: DataFrames, pyarrow Tables or row dicts (`offerflow.core.columns`)."""
     columns: dict[str, np.ndarray] = {}
-    m = 1 if offers is None else len(offers)
-    n = n_profiles if profiles is None else len(profiles)
+    m = 1 if offers is None else row_count(offers)
+    n = n_profiles if profiles is None else row_count(profiles)
     if profiles is not None:
-        for c in profiles.columns:
-            columns[f"profile.{c}"] = np.repeat(profiles[c].to_numpy(), m)
+        for c in column_names(profiles):
+            columns[f"profile.{c}"] = np.repeat(column_values(profiles, c), m)
     if offers is not None:
-        for c in offers.columns:
+        for c in column_names(offers):
             if c not in ("placements",):
-                columns[f"offer.{c}"] = np.tile(offers[c].to_numpy(), n)
+                columns[f"offer.{c}"] = np.tile(column_values(offers, c), n)
     return columns
 
 
-def compile_rules(offers: pd.DataFrame, schema: Mapping[str, str]) -> list[Expression | None]:
+def compile_rules(offers: Table, schema: Mapping[str, str]) -> list[Expression | None]:
     """Parse every offer's eligibility rule once (None = always eligible)."""
     return [parse_expression(rule, schema, kind="rule", source=f"offer {oid!r} eligibility")
             if isinstance(rule, str) else None
-            for oid, rule in zip(offers["offer_id"], offers["eligibility"])]
+            for oid, rule in zip(column_values(offers, "offer_id"), column_values(offers, "eligibility"))]
 
 
-def eligibility_matrix(profiles: pd.DataFrame, offers: pd.DataFrame,
-                       rules: list[Expression | None] | None = None) -> np.ndarray:
-    """Which offers each profile may see, shape (n_profiles, n_offers)."""
+def eligibility_matrix(profiles: Table, offers: Table, rules: list[Expression | None] | None = None) -> np.ndarray:
+    """Which offers each profile may see, shape (n_profiles, n_offers). The tables: DataFrames,
+    pyarrow Tables or row dicts (`offerflow.core.columns`)."""
     if rules is None:
         rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
     read = {name for rule in rules if rule is not None for name in rule.names}
-    columns = {f"profile.{c}": profiles[c].to_numpy() for c in profiles.columns if f"profile.{c}" in read}
-    out = np.ones((len(profiles), len(offers)), dtype=bool)
+    n = row_count(profiles)
+    columns = {f"profile.{c}": column_values(profiles, c) for c in column_names(profiles) if f"profile.{c}" in read}
+    offer_columns = {c: column_values(offers, c) for c in column_names(offers) if f"offer.{c}" in read}
+    out = np.ones((n, row_count(offers)), dtype=bool)
     for j, rule in enumerate(rules):
         if rule is not None:
-            values = dict(columns)
-            values.update({f"offer.{c}": np.full(len(profiles), offers[c].iat[j], dtype=object)
-                           for c in offers.columns if f"offer.{c}" in rule.names})
-            out[:, j] = rule.evaluate_batch(values, n_rows=len(profiles))
+            values: dict[str, Any] = dict(columns)
+            values.update({f"offer.{c}": np.full(n, column[j], dtype=object)
+                           for c, column in offer_columns.items() if f"offer.{c}" in rule.names})
+            out[:, j] = rule.evaluate_batch(values, n_rows=n)
     return out
 
 
@@ -80,6 +87,8 @@ def top_k(scores: np.ndarray, eligible: np.ndarray, k: int) -> tuple[np.ndarray,
 def rank_profiles(profiles: pd.DataFrame, offers: pd.DataFrame, score_fn: ScoreFn, k: int,
                   chunk_profiles: int = 50_000) -> Iterator[pd.DataFrame]:
     """Ranking-table rows (profile_id, rank, offer_id, score) chunk by chunk."""
+    import pandas as pd
+
     rules = compile_rules(offers, schema_from_frames(profiles=profiles, offers=offers))
     offer_ids = offers["offer_id"].to_numpy(dtype=object)
     for start in range(0, len(profiles), chunk_profiles):

@@ -22,14 +22,16 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from offerflow.rules.cap_windows import cap_state_rows, next_window_start, window_start
 from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
                                      load_cap_counters, read_cap_resets)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SEP = "\x1f"  # between the offer, placement and profile parts of a counter key (never in an id we accept)
 #: How long a worker remembers that a counter was at its limit (an admin reset elsewhere shows within this).
@@ -262,6 +264,8 @@ class RedisCapStore:
 
     def counts_frame(self, family: Family, now: datetime | None = None) -> pd.DataFrame:
         """The counts of one family's current window: columns offer_id, placement_id, profile_id, n."""
+        import pandas as pd
+
         items = list(self._counts(family, now or datetime.now(timezone.utc)).items())
         frame = pd.DataFrame({"offer_id": [k[0] for k, _ in items], "placement_id": [k[1] for k, _ in items],
                               "profile_id": [k[2] for k, _ in items]}, dtype=object)

@@ -43,13 +43,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal as TypingLiteral
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from offerflow.core.columns import Table, arrow_type, column_names, column_values
 from offerflow.rules import values as rules_values
-from offerflow.rules.values import BOOL, NULL, NUMBER, STRING, TYPES, BatchFn, OneFn
+from offerflow.rules.values import BOOL, NULL, NUMBER, STRING, TYPES, BatchFn, OneFn, missing
 from offerflow.rules.compiler import Compiler
 from offerflow.rules.parser import ExpressionError, parse
 
@@ -85,6 +87,7 @@ class Expression:
 
     def evaluate_batch(self, columns: Mapping[str, Any], *, n_rows: int | None = None) -> np.ndarray:
         """Evaluate over equal-length columns (arrays or Series, or a DataFrame): bool or float64 array.
+        Columns are NumPy arrays (or pandas Series): `offerflow.core.columns` reads them out of a table.
 
         A column missing from `columns` is all null, as a missing key is in `evaluate_one`. The row
         count comes from `n_rows`, else from the columns; pass it when no column is at hand.
@@ -106,7 +109,7 @@ class Expression:
 def _row_count(columns: Mapping[str, Any], names: frozenset[str], n_rows: int | None) -> int:
     if n_rows is not None:
         return n_rows
-    if isinstance(columns, pd.DataFrame):
+    if hasattr(columns, "columns") and hasattr(columns, "index"):  # a DataFrame
         return len(columns)
     present = [name for name in sorted(names) if name in columns] or list(columns)
     if not present:
@@ -153,28 +156,53 @@ def parse_expression(
     )
 
 
-def _infer_type(values: pd.Series) -> str:
+_NUMBERS = (int, float, Decimal, np.integer, np.floating)
+
+
+def _infer_type(values: Any) -> str:
+    """The expression type of a column (a NumPy array or pandas Series) from its dtype; an object
+    column (Parquet bools or numbers with nulls arrive so, as do a YAML catalog's values) from its
+    non-null values: all bools "bool", all numbers "number", else (or none) "string"."""
     dtype = values.dtype
-    if pd.api.types.is_bool_dtype(dtype):
+    kind = getattr(dtype, "kind", "O")  # pandas' own dtypes have a NumPy kind too
+    if kind == "b":
         return BOOL
-    if pd.api.types.is_numeric_dtype(dtype):
+    if kind in "iufc":
         return NUMBER
     if dtype == object:
-        # Parquet bools or numbers with nulls arrive as object columns; look at the values.
-        inferred = pd.api.types.infer_dtype(values, skipna=True)
-        if inferred == "boolean":
+        seen = [v for v in values.tolist() if not missing(v)]
+        if seen and all(isinstance(v, (bool, np.bool_)) for v in seen):
             return BOOL
-        if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
+        if seen and all(isinstance(v, _NUMBERS) and not isinstance(v, (bool, np.bool_)) for v in seen):
             return NUMBER
     return STRING
 
 
+def _arrow_rule_type(type_: pa.DataType) -> str:
+    """The expression type of an Arrow column, as `_infer_type` types the column pandas reads from it."""
+    if pa.types.is_boolean(type_):
+        return BOOL
+    if pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+        return NUMBER
+    return STRING
+
+
+def column_type(table: Table, name: str) -> str:
+    """The expression type of one column of a table (`offerflow.core.columns`): an Arrow column's
+    from its Arrow type, a DataFrame column's from its dtype, a row dict column's from its values."""
+    arrow = arrow_type(table, name)
+    if arrow is not None:
+        return _arrow_rule_type(arrow)
+    return _infer_type(column_values(table, name) if isinstance(table, list) else table[name])
+
+
 def schema_from_frames(
-    profiles: pd.DataFrame | None = None,
-    offers: pd.DataFrame | None = None,
+    profiles: Table | None = None,
+    offers: Table | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Build a schema: `profile.<column>` and `offer.<column>` typed from the dtypes, plus `extra`.
+    The tables are DataFrames, pyarrow Tables or lists of row dicts (`column_type`).
 
     bool columns are "bool", numeric ones "number" and the rest "string"; an object column whose
     non-null values are all bools or numbers counts as such. `extra` (e.g. {"ai_score": "number"})
@@ -183,8 +211,8 @@ def schema_from_frames(
     schema: dict[str, str] = {}
     for prefix, frame in (("profile", profiles), ("offer", offers)):
         if frame is not None:
-            for column in frame.columns:
-                schema[f"{prefix}.{column}"] = _infer_type(frame[column])
+            for column in column_names(frame):
+                schema[f"{prefix}.{column}"] = column_type(frame, column)
     for name, type_ in (extra or {}).items():
         if type_ not in TYPES:
             raise ValueError(f"type of {name!r} must be one of {TYPES}, got {type_!r}")

@@ -8,11 +8,11 @@ Both must give identical answers, so the conversions they share live here.
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 NUMBER, STRING, BOOL, NULL = "number", "string", "bool", "null"
 TYPES = (NUMBER, STRING, BOOL)
@@ -31,8 +31,40 @@ BatchFn = Callable[[dict[str, Any]], Batch]
 # ---------------------------------------------------------------- scalar value helpers
 
 
+_NEVER_NULL = (str, int, bool)
+
+
+def _pandas() -> Any:
+    """pandas if something already imported it, else None: a value can be pandas' NA or a Series only
+    then, and the decision path never imports it (`offerflow decide` answers without pandas)."""
+    return sys.modules.get("pandas")
+
+
 def missing(x: Any) -> bool:
-    return x is None or x is pd.NA or x is pd.NaT or (isinstance(x, (float, np.floating)) and x != x)
+    if x is None:
+        return True
+    if type(x) in _NEVER_NULL:
+        return False
+    if isinstance(x, (float, np.floating)):
+        return x != x
+    pd = _pandas()
+    return pd is not None and (x is pd.NA or x is pd.NaT)
+
+
+def object_nulls(arr: np.ndarray) -> np.ndarray:
+    """Bool mask of the null values (`missing`) of an object array."""
+    pd = _pandas()
+    if pd is not None:  # the same answer as `missing`, in C: ranking tables scan millions of values
+        return pd.isna(arr)
+    return np.fromiter(map(missing, arr.ravel().tolist()), dtype=bool, count=arr.size).reshape(arr.shape)
+
+
+def all_strings(arr: np.ndarray) -> bool:
+    """Whether every value of an object array is a str (no nulls)."""
+    pd = _pandas()
+    if pd is not None:
+        return pd.api.types.infer_dtype(arr, skipna=False) == "string"
+    return all(isinstance(v, str) for v in arr.ravel().tolist())
 
 
 def one_number(x: Any) -> float | None:
@@ -153,7 +185,8 @@ def substring_data(test: Callable[[str, str], bool], how: str, s: Batch, sub: Ba
 
 def batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
     """Convert one input column (array, Series or sequence) into the batch representation of `type_`."""
-    if isinstance(col, pd.Series):
+    pd = _pandas()
+    if pd is not None and isinstance(col, pd.Series):
         null = col.isna().to_numpy()
         if type_ == NUMBER:
             data = col.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -164,10 +197,10 @@ def batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
     else:
         arr = np.asarray(col)
         kind = arr.dtype.kind
-        if type_ == STRING and kind == "O" and pd.api.types.infer_dtype(arr, skipna=False) == "string":
+        if type_ == STRING and kind == "O" and all_strings(arr):
             null, data = None, arr  # the common case: all str, so no null scan and no copy
         else:
-            null = np.isnan(arr) if kind == "f" else pd.isna(arr) if kind == "O" else np.zeros(arr.shape, dtype=bool)
+            null = np.isnan(arr) if kind == "f" else object_nulls(arr) if kind == "O" else np.zeros(arr.shape, dtype=bool)
             if type_ == NUMBER and kind in "biuf":
                 data = arr.astype(np.float64, copy=False)
             elif type_ == NUMBER:
@@ -189,7 +222,7 @@ def batch_column(col: Any, type_: str, n: int, name: str) -> Batch:
 
 def string_data(data: np.ndarray, null: np.ndarray) -> np.ndarray:
     # Non-str values (numbers in a string column) become `str(x)`, as in evaluate_one.
-    if len(data) and pd.api.types.infer_dtype(data, skipna=False) != "string":
+    if len(data) and not all_strings(data):
         data = data.astype(str).astype(object)
         data[null] = ""
     return data

@@ -1,0 +1,101 @@
+"""One published version of a placement, loaded for serving (`RankingSnapshot`): the ranking
+store's read side (`offerflow.core.store` reads the files and builds it). No pandas: a ranking is
+looked up in NumPy arrays, posteriors are read as arrays (`posterior_columns`) or, for callers
+that work on frames, as a DataFrame (`posteriors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from offerflow.core.columns import arrow_to_numpy, int64_array
+from offerflow.core.store_files import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class RankingSnapshot:
+    """One published version of a placement, loaded for serving; immutable.
+
+    Kind "ranking": `lookup(profile_id)` binary-searches the sorted unique profile ids (shape
+    (n_profiles,)) and slices rows offsets[i]:offsets[i + 1] (offsets: shape (n_profiles + 1,)) out
+    of the flat offer id and score arrays (shape (n_rows,)). Kind "posterior": `posteriors`.
+    """
+
+    placement_id: str
+    version: int
+    metadata: Mapping[str, Any]
+    kind: str
+    _profile_ids: np.ndarray = field(default_factory=lambda: np.empty(0, object), repr=False)
+    _offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64), repr=False)
+    _offer_ids: np.ndarray = field(default_factory=lambda: np.empty(0, object), repr=False)
+    _scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64), repr=False)
+    _posteriors: pa.Table | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_table(cls, placement_id: str, version: int, metadata: Mapping[str, Any],
+                   table: pa.Table) -> RankingSnapshot:
+        """Index a table as written by `RankingStore.publish` (rankings sorted by profile_id, rank)."""
+        kind, n = str(metadata.get("kind")), table.num_rows
+        head = dict(placement_id=placement_id, version=version, metadata=MappingProxyType(dict(metadata)), kind=kind)
+        if kind == "posterior":
+            return cls(**head, _posteriors=table)
+        if kind != "ranking":
+            raise StoreError(f"placement '{placement_id}' version {version}: unknown kind {kind!r}")
+        if n == 0:
+            return cls(**head)
+        pid = table.column("profile_id").combine_chunks()
+        changes = arrow_to_numpy(pc.not_equal(pid.slice(1), pid.slice(0, n - 1)))
+        starts = np.concatenate(([0], np.flatnonzero(changes) + 1)).astype(np.int64)
+        unique = pid.take(int64_array(starts))  # strictly increasing unless the table is not sorted
+        if len(unique) > 1 and not pc.all(pc.greater(unique.slice(1), unique.slice(0, len(unique) - 1))).as_py():
+            raise StoreError(f"placement '{placement_id}' version {version}: table is not sorted by profile_id")
+        offers = pc.dictionary_encode(table.column("offer_id")).combine_chunks()  # few distinct offer ids
+        offer_names = arrow_to_numpy(offers.dictionary).astype(object)
+        return cls(**head, _profile_ids=_frozen(arrow_to_numpy(unique).astype(object)),
+                   _offsets=_frozen(np.append(starts, n)),
+                   _offer_ids=_frozen(offer_names[arrow_to_numpy(offers.indices)]),
+                   _scores=_frozen(arrow_to_numpy(table.column("score")).astype(np.float64)))
+
+    def lookup(self, profile_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(offer_ids, scores) of one profile, each shape (k,), best rank first, read-only views;
+        empty arrays for an unknown profile. One np.searchsorted, O(log n_profiles), no pandas."""
+        if self.kind != "ranking":
+            raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
+                             "use .posteriors")
+        ids = self._profile_ids
+        i = int(ids.searchsorted(profile_id))  # the method: no NumPy dispatch wrapper
+        start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == profile_id else (0, 0)
+        return self._offer_ids[start:stop], self._scores[start:stop]
+
+    @property
+    def posteriors(self) -> pd.DataFrame:
+        """Copy of `posterior_table` as a DataFrame (imports pandas: the engine reads `posterior_columns`)."""
+        return self.posterior_table.to_pandas()
+
+    @property
+    def posterior_columns(self) -> dict[str, np.ndarray]:
+        """`posterior_table`'s columns as arrays, shape (n_offers,)."""
+        return {name: arrow_to_numpy(column) for name, column in zip(
+            self.posterior_table.column_names, self.posterior_table.columns)}
+
+    @property
+    def posterior_table(self) -> pa.Table:
+        """The posterior table: POSTERIOR_SCHEMA columns, one row per offer (kind "posterior")."""
+        if self._posteriors is None:
+            raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
+                             "use .lookup()")
+        return self._posteriors
