@@ -66,6 +66,28 @@ def test_cli_decide_imports_no_pandas(published, profile):
     assert all(p["items"] and p["explanation"]["shown"] for p in decision["placements"])
 
 
+def test_a_logged_decision_is_written_without_pandas(published):
+    """The default `offerflow decide` appends its decision to the log: still no pandas, and the log
+    holds what the decision shows, in the data contract's schemas."""
+    import pyarrow.parquet as pq
+
+    from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
+
+    decision, imported = probe("cli", ["decide", "-p", "never-seen", "-x", "web-banner", "-x", "web-banner", "--json",
+                                       "--config", str(published)], published.parent)
+    assert imported == []
+    log = published.parent / "data/outputs/decision_log"
+    (events,) = [pq.read_table(p) for p in log.glob("decisions-*.parquet")]
+    (meta,) = [pq.read_table(p) for p in (log / "meta").glob("decisions-*.parquet")]
+    assert events.schema.equals(EVENT_SCHEMA) and meta.schema.equals(DECISION_META_SCHEMA)
+    shown = [(p["placement_id"], i["offer_id"], i["rank"]) for p in decision["placements"] for i in p["items"]]
+    assert list(zip(events["placement_id"].to_pylist(), events["offer_id"].to_pylist())) == [s[:2] for s in shown]
+    labels = ["web-banner"] * len(decision["placements"][0]["items"]) + ["web-banner#2"] * len(decision["placements"][1]["items"])
+    assert events["event_id"].to_pylist() == [f"{decision['decision_id']}-{label}-{rank}"
+                                              for label, (_, _, rank) in zip(labels, shown)]
+    assert meta["decision_id"].to_pylist() == [decision["decision_id"]] * 2 and meta["table_version"].null_count == 0
+
+
 def test_library_decide_imports_no_pandas(published):
     decision, imported = probe("library", ["never-seen", ["web-sidebar", "web-banner"], 2, str(published)],
                                published.parent)

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from offerflow.core.columns import (arrow_to_numpy, bool_array, column_names, column_values, int64_array,
-                                    row_values, slice_rows, string_array)
+from offerflow.core.columns import (arrow_array, arrow_to_numpy, bool_array, column_names, column_values,
+                                    int64_array, row_values, slice_rows, string_array)
 from offerflow.rules.expressions import schema_from_frames
 from offerflow.rules.values import missing
 
@@ -49,6 +49,18 @@ def test_arrays_built_from_buffers():
     assert string_array(["a"], pa.large_string()).type == pa.large_string()
     assert int64_array(np.array([3, 0, 2])).to_pylist() == [3, 0, 2]
     assert bool_array(np.array([True, False] * 5 + [True])).to_pylist() == [True, False] * 5 + [True]
+
+
+@pytest.mark.parametrize("values, type_", [
+    (["p1", None, "é", ""], pa.string()), ([None, None], pa.string()), ([], pa.string()), (["a"], pa.large_string()),
+    ([3, None, -2, 2**40], pa.int64()), ([0.5, None, float("nan")], pa.float64()), ([1.0, 2.0], pa.float64()),
+])
+def test_arrow_array_without_pandas_matches_pyarrow(values, type_, monkeypatch):
+    expected = pa.array(values, type_)
+    monkeypatch.delitem(sys.modules, "pandas")  # the decision log of `offerflow decide`: built from buffers
+    got = arrow_array(values, type_)
+    assert got.type == expected.type and got.null_count == expected.null_count
+    assert [str(v) for v in got.to_pylist()] == [str(v) for v in expected.to_pylist()]
 
 
 ROWS = [{"offer_id": "a", "priority": 3, "discount": 10.0, "vip": True, "tags": ("x",)},

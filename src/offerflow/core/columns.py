@@ -10,7 +10,7 @@ column with nulls: float64 with NaN, as pandas reads it).
 pyarrow imports pandas, when it is installed (~0.2 s), the first time it converts an array to
 NumPy (`to_numpy`) or builds one from Python or NumPy values (`pa.array`). So columns convert
 here from their buffers or through Python lists (`arrow_to_numpy`), and arrays are built from
-buffers (`string_array`, `int64_array`, `bool_array`).
+buffers (`string_array`, `int64_array`, `bool_array`, and `arrow_array` until pandas is loaded).
 """
 
 from __future__ import annotations
@@ -69,13 +69,34 @@ def _bits(buffer: pa.Buffer, start: int, n: int) -> np.ndarray:
     return bits[start:].astype(bool)
 
 
-def string_array(values: Sequence[str], type_: pa.DataType | None = None) -> pa.Array:
-    """An Arrow string (or large_string) array of `values`, built from its buffers."""
+def string_array(values: Sequence[str | None], type_: pa.DataType | None = None) -> pa.Array:
+    """An Arrow string (or large_string) array of `values` (None: null), built from its buffers."""
     type_ = type_ or pa.string()
-    encoded = [str(v).encode("utf-8") for v in values]
+    encoded = [b"" if v is None else str(v).encode("utf-8") for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64 if pa.types.is_large_string(type_) else np.int32)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(type_, len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    return pa.Array.from_buffers(type_, len(encoded), [_validity(values), pa.py_buffer(offsets),
+                                                       pa.py_buffer(b"".join(encoded))])
+
+
+def arrow_array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """`pa.array(values, type_)` for strings, int64 and float64 values, None as null: pyarrow's own
+    (faster) once something has imported pandas, else built from buffers, so that writing a
+    decision's few rows does not load pandas."""
+    if "pandas" in sys.modules:
+        return pa.array(values, type_)
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return string_array(values, type_)
+    if type_ not in (pa.int64(), pa.float64()):
+        raise TypeError(f"arrow_array: {type_} is not string, int64 or float64")
+    data = np.array([0 if v is None else v for v in values], dtype=np.int64 if type_ == pa.int64() else np.float64)
+    return pa.Array.from_buffers(type_, len(data), [_validity(values), pa.py_buffer(data)])
+
+
+def _validity(values: Sequence[Any]) -> pa.Buffer | None:
+    """The validity bitmap of `values` (None where no value is None)."""
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
 def int64_array(values: np.ndarray) -> pa.Array:

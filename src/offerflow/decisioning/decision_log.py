@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from offerflow.core.columns import arrow_array
 from offerflow.core.schema import DECISION_META_SCHEMA, EVENT_SCHEMA
 from offerflow.decisioning.decision_types import Decision, DecisionItem, PlacementDecision
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def write_decision_log(events: pa.Table, meta: pa.Table, directory: Path) -> Path:
@@ -134,36 +137,37 @@ class DecisionColumns:
         return list(decisions.values())
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
-        """(display events in EVENT_SCHEMA, metadata in DECISION_META_SCHEMA), in the order added."""
+        """(display events in EVENT_SCHEMA, metadata in DECISION_META_SCHEMA), in the order added.
+        Arrays are built with `arrow_array`: `offerflow decide` logs its decision without pandas."""
         decided_at = _timestamps(self.decided_at, DECISION_META_SCHEMA.field("decided_at").type)
-        meta = pa.Table.from_pydict({
-            "decision_id": self.decision_id, "decided_at": decided_at, "profile_id": self.profile_id,
-            "placement_id": self.placement_id, "ai_model": self.ai_model, "model_version": self.model_version,
-            "table_version": self.table_version, "ranking_method": self.ranking_method, "arm": self.arm},
-            schema=DECISION_META_SCHEMA)
-        rows, n = pa.array(self.row, pa.int64()), len(self.row)
+        meta = pa.Table.from_arrays(
+            [decided_at if field.name == "decided_at" else arrow_array(getattr(self, field.name), field.type)
+             for field in DECISION_META_SCHEMA], schema=DECISION_META_SCHEMA)
+        rows, n = arrow_array(self.row, pa.int64()), len(self.row)
         decision_id, placement_id = meta["decision_id"].take(rows), meta["placement_id"].take(rows)
-        rank = pa.array(self.rank, pa.int64()).cast(pa.string())
+        rank = arrow_array(self.rank, pa.int64()).cast(pa.string())
         labels = placement_id
         if self.repeats:
-            labels = pa.array([self.repeats.get(r, p) for r, p in enumerate(self.placement_id)]).take(rows)
-        events = pa.Table.from_pydict({
-            "event_id": pc.binary_join_element_wise(decision_id, labels, rank, "-"),
+            labels = arrow_array([self.repeats.get(r, p) for r, p in enumerate(self.placement_id)], pa.string()).take(rows)
+        columns = {
+            "event_id": pc.binary_join_element_wise(decision_id, labels, rank, arrow_array(["-"] * n, pa.string())),
             "timestamp": decided_at.take(rows), "profile_id": meta["profile_id"].take(rows),
-            "event_type": pa.array(["display"] * n, pa.string()), "offer_id": self.offer_id,
-            "placement_id": placement_id, "channel": pa.array(self.channel, pa.string()).take(rows),
-            "value": pa.nulls(n, pa.float64()), "propensity": self.propensity, "decision_id": decision_id},
-            schema=EVENT_SCHEMA)
-        return events, meta
+            "event_type": arrow_array(["display"] * n, pa.string()), "offer_id": arrow_array(self.offer_id, pa.string()),
+            "placement_id": placement_id, "channel": arrow_array(self.channel, pa.string()).take(rows),
+            "value": pa.nulls(n, pa.float64()), "propensity": arrow_array(self.propensity, pa.float64()),
+            "decision_id": decision_id}
+        return pa.Table.from_arrays([columns[name] for name in EVENT_SCHEMA.names], schema=EVENT_SCHEMA), meta
 
 
 def _timestamps(texts: list[str], type_: pa.DataType) -> pa.Array:
     """ISO-8601 texts as timestamps, parsed by Arrow; texts without a zone offset (a caller's naive
-    `now`) as `datetime.fromisoformat` reads them, which Arrow then takes as UTC, as before."""
+    `now`) as `datetime.fromisoformat` reads them, taken as UTC, as before."""
     try:
-        return pa.array(texts, pa.string()).cast(type_)
+        return arrow_array(texts, pa.string()).cast(type_)
     except pa.ArrowInvalid:
-        return pa.array([datetime.fromisoformat(text) for text in texts], type_)
+        moments = [datetime.fromisoformat(text) for text in texts]
+        micros = [(m if m.tzinfo else m.replace(tzinfo=timezone.utc)) - _EPOCH for m in moments]
+        return arrow_array([m // timedelta(microseconds=1) for m in micros], pa.int64()).view(type_)
 
 
 def log_decisions(decisions: Sequence[Decision], directory: Path) -> Path:
