@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decision_bench import (REPO, build_project, cpu_seconds, drive_raw, http_requests, server_pids,  # noqa: E402
-                            summarize, wait_healthy)
+from decision_bench import (REPO, build_project, cpu_seconds, http_requests, server_pids, summarize,  # noqa: E402
+                            wait_healthy)
+from open_loop import Schedule  # noqa: E402
 
 MALFORMED = [b'{"profile_id": "p1", "placements": ', b'{"placements": ["web-banner"]}',
              b'{"profile_id": 7, "placements": "web-banner", "items": 99}']
@@ -69,7 +70,7 @@ def generator(args: tuple) -> tuple[np.ndarray, np.ndarray, float, float, np.nda
         from offerflow.decisioning.loop_watch import LoopWatch
 
         watching = LoopWatch().start(asyncio.get_running_loop()) if watch else None
-        figures = await drive_raw(port, requests, rate, seconds, connections, t0, phase)
+        figures = await Schedule(requests, rate, seconds, t0, phase).run(port, connections)
         return (*figures, None if watching is None else _watch_summary(watching.stop()))
 
     gc.collect()
