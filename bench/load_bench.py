@@ -117,6 +117,8 @@ def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
 
 def cap_violations(config_path: Path) -> int:
     """Counters of the decision log (and events) above their rule's limit: 0 when caps held."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from offerflow.core.config import load_config
     from offerflow.ingest.catalog import load_offers
     from offerflow.rules.capping import caps_of, count_cap_events
@@ -128,8 +130,9 @@ def cap_violations(config_path: Path) -> int:
     over = 0
     for offer_id, rules in caps.items():
         for rule in rules:
-            frame = counts[rule.family]
-            over += int((frame.loc[frame["offer_id"] == offer_id, "n"] > rule.limit).sum())
+            frame = counts[rule.family]  # a DataFrame, or (since `offerflow decide` left pandas) an Arrow table
+            table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+            over += pc.sum(pc.and_(pc.equal(table["offer_id"], offer_id), pc.greater(table["n"], rule.limit))).as_py() or 0
     return over
 
 
