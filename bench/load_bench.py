@@ -132,7 +132,8 @@ def cap_violations(config_path: Path) -> int:
         for rule in rules:
             frame = counts[rule.family]  # a DataFrame, or (since `offerflow decide` left pandas) an Arrow table
             table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-            over += pc.sum(pc.and_(pc.equal(table["offer_id"], offer_id), pc.greater(table["n"], rule.limit))).as_py() or 0
+            over_limit = pc.and_(pc.equal(table["offer_id"], offer_id), pc.greater(table["n"], rule.limit))
+            over += pc.sum(over_limit).as_py() or 0
     return over
 
 

@@ -38,10 +38,11 @@ class _CoalescingTransport:
     one. A fast-path answer waits for the end of the turn too: the loop answers every request that
     arrived (one turn reads every ready connection), then sends the answers one after the other, so
     a load generator is woken once per batch rather than once per answer, in the middle of the
-    batch (the first answer of a turn waits for the last one, ~0.15-0.3 ms each). Sending each answer as soon as it was made (round 3) measured worse in 4 of 4 alternated
-    pairs at 3,000-4,000/s: p99 60 ms-4 s against 12-646 ms, ~10% more server CPU per decision
-    and ~20% more generator CPU (docs/decisioning.md, round 4). Everything but writing and closing
-    is passed to the real transport."""
+    batch (the first answer of a turn waits for the last one, ~0.15-0.3 ms each). Sending each
+    answer as soon as it was made (round 3) measured worse in 4 of 4 alternated pairs at
+    3,000-4,000/s: p99 60 ms-4 s against 12-646 ms, ~10% more server CPU per decision and ~20%
+    more generator CPU (docs/decisioning.md, round 4). Everything but writing and closing is
+    passed to the real transport."""
 
     def __init__(self, transport: Any, loop: Any) -> None:
         self._transport, self._loop, self._pending = transport, loop, []
