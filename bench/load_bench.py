@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decision_bench import (REPO, build_project, cpu_seconds, drive_raw, http_requests, server_pids,  # noqa: E402
-                            summarize, wait_healthy)
+from decision_bench import (REPO, build_project, cpu_seconds, http_requests, server_pids, summarize,  # noqa: E402
+                            wait_healthy)
+from open_loop import Schedule  # noqa: E402
 
 MALFORMED = [b'{"profile_id": "p1", "placements": ', b'{"placements": ["web-banner"]}',
              b'{"profile_id": 7, "placements": "web-banner", "items": 99}']
@@ -69,7 +70,7 @@ def generator(args: tuple) -> tuple[np.ndarray, np.ndarray, float, float, np.nda
         from offerflow.decisioning.loop_watch import LoopWatch
 
         watching = LoopWatch().start(asyncio.get_running_loop()) if watch else None
-        figures = await drive_raw(port, requests, rate, seconds, connections, t0, phase)
+        figures = await Schedule(requests, rate, seconds, t0, phase).run(port, connections)
         return (*figures, None if watching is None else _watch_summary(watching.stop()))
 
     gc.collect()
@@ -116,6 +117,8 @@ def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
 
 def cap_violations(config_path: Path) -> int:
     """Counters of the decision log (and events) above their rule's limit: 0 when caps held."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from offerflow.core.config import load_config
     from offerflow.ingest.catalog import load_offers
     from offerflow.rules.capping import caps_of, count_cap_events
@@ -127,8 +130,10 @@ def cap_violations(config_path: Path) -> int:
     over = 0
     for offer_id, rules in caps.items():
         for rule in rules:
-            frame = counts[rule.family]
-            over += int((frame.loc[frame["offer_id"] == offer_id, "n"] > rule.limit).sum())
+            frame = counts[rule.family]  # a DataFrame, or (since `offerflow decide` left pandas) an Arrow table
+            table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+            over_limit = pc.and_(pc.equal(table["offer_id"], offer_id), pc.greater(table["n"], rule.limit))
+            over += pc.sum(over_limit).as_py() or 0
     return over
 
 

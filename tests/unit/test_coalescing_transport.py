@@ -1,5 +1,5 @@
-"""`http_protocol._CoalescingTransport`: writes of one loop turn leave in one send, in order; a
-fast-path answer leaves at once unless something of this turn is still waiting."""
+"""`http_protocol._CoalescingTransport`: the writes of one loop turn, fast-path answers included,
+leave in one send per connection at the end of the turn, in order."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from offerflow.decisioning.http_protocol import _CoalescingTransport
 class _Transport:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.sent.append(data)
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
 
 class _Loop:
@@ -30,16 +31,26 @@ class _Loop:
             callback()
 
 
-def test_writes_of_a_turn_are_joined_and_an_answer_goes_at_once_behind_them():
+def test_the_writes_of_a_turn_leave_together_at_its_end_in_order():
     raw, loop = _Transport(), _Loop()
     transport = _CoalescingTransport(raw, loop)
-    transport.write_now(b"answer-1")
-    assert raw.sent == [b"answer-1"] and not loop.soon  # sent now, nothing scheduled
+    transport.write(b"answer-1")
+    assert raw.sent == [] and len(loop.soon) == 1  # nothing sent before the end of the turn
     transport.write(b"head-2 ")
     transport.write(b"body-2")
-    transport.write_now(b"answer-3")  # behind what is pending: the same send, in order
-    assert raw.sent == [b"answer-1"]
+    assert len(loop.soon) == 1  # one flush per turn, however many writes
     loop.run_turn()
-    assert raw.sent == [b"answer-1", b"head-2 body-2answer-3"]
-    transport.write_now(b"answer-4")
-    assert raw.sent[-1] == b"answer-4" and len(raw.sent) == 3
+    assert raw.sent == [b"answer-1head-2 body-2"]
+    transport.write(b"answer-3")
+    loop.run_turn()
+    assert raw.sent == [b"answer-1head-2 body-2", b"answer-3"]
+
+
+def test_a_closing_connection_gets_nothing_and_asks_the_real_transport():
+    raw, loop = _Transport(), _Loop()
+    transport = _CoalescingTransport(raw, loop)
+    transport.write(b"answer")
+    raw.closing = True
+    assert transport.is_closing()
+    loop.run_turn()
+    assert raw.sent == []
