@@ -10,7 +10,8 @@ column with nulls: float64 with NaN, as pandas reads it).
 pyarrow imports pandas, when it is installed (~0.2 s), the first time it converts an array to
 NumPy (`to_numpy`) or builds one from Python or NumPy values (`pa.array`). So columns convert
 here from their buffers or through Python lists (`arrow_to_numpy`), and arrays are built from
-buffers (`string_array`, `int64_array`, `bool_array`, and `arrow_array` until pandas is loaded).
+buffers (`string_array`, `int64_array`, `bool_array`, and `arrow_array` until pandas is loaded); an
+empty table is `empty_table`.
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def _validity(values: Sequence[Any]) -> pa.Buffer | None:
     """The validity bitmap of `values` (None where no value is None)."""
     valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
     return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    """A table of `schema` with no rows (`Schema.empty_table` imports pandas: for a file pandas
+    wrote, it reads the schema's pandas metadata)."""
+    return pa.Table.from_batches([], schema=schema)
 
 
 def int64_array(values: np.ndarray) -> pa.Array:

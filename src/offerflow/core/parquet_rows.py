@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from offerflow.core.columns import empty_table
+
 
 def _groups_that_may_hold(file: pq.ParquetFile, column: int, low: str, high: str) -> list[int]:
     groups = []
@@ -32,8 +34,7 @@ def read_rows_of(path: Path | str, column: str, ids: pa.Array) -> tuple[pa.Table
     if index < 0:
         raise KeyError(column)
     if len(ids) == 0:
-        # not Schema.empty_table: it imports pandas (for a file pandas wrote, its metadata)
-        return pa.Table.from_batches([], schema=file.schema_arrow), file.metadata.num_rows
+        return empty_table(file.schema_arrow), file.metadata.num_rows
     low, high = pc.min(ids).as_py(), pc.max(ids).as_py()
     table = file.read_row_groups(_groups_that_may_hold(file, index, low, high), use_threads=False)
     return table.filter(pc.is_in(table.column(column), value_set=ids)), file.metadata.num_rows

@@ -62,9 +62,8 @@ from offerflow.core.store_manifest import (Manifest, manifest_lock, manifest_sta
                                            staging_lock, write_manifest)
 from offerflow.core.columns import string_array
 from offerflow.core.parquet_rows import read_rows_of
-from offerflow.core.store_tables import KIND_SCHEMAS, conform, merge_sorted_parts, sorted_ranking, write_table
-
 from offerflow.core.store_snapshot import RankingSnapshot
+from offerflow.core.store_tables import KIND_SCHEMAS, conform, merge_sorted_parts, sorted_ranking, write_table
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offerflow.core.columns import Table, row_count, slice_rows
+from offerflow.core.columns import Table, empty_table, row_count, slice_rows
 from offerflow.core.config import ConfigError, ProjectConfig
 from offerflow.core.schema import EVENT_SCHEMA, PROPENSITY_FIELDS
 from offerflow.customer_ai.goal_conditions import condition_problems
@@ -92,7 +92,7 @@ def profile_frame(path: Path) -> Table:
             schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as exc:
             raise CatalogError(f"{path}: cannot read profiles: {str(exc).splitlines()[0]}") from None
-        return pa.Table.from_batches([], schema=schema)  # Schema.empty_table imports pandas
+        return empty_table(schema)
     return read_profiles(path).head(0)
 
 

@@ -44,6 +44,8 @@ def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
     had `value_prior_successes` extra successes of average value, so an offer with two lucky large
     orders does not jump to the top.
     """
+    import pandas as pd  # training only: the decision path imports this module, not pandas
+
     displays = counts["displays"].to_numpy(np.int64)
     successes = np.minimum(counts["successes"].to_numpy(float), displays)
     weight = np.ones(len(counts))
@@ -52,8 +54,6 @@ def fit_posteriors(counts: pd.DataFrame, min_displays: int, min_successes: int,
         value = np.nan_to_num(value)
         overall = value.sum() / successes.sum() if successes.sum() > 0 else 0.0
         weight = (value + value_prior_successes * overall) / (successes + value_prior_successes)
-    import pandas as pd
-
     prior_alpha, prior_beta = fit_beta_prior(displays, successes) if empirical_prior else (PRIOR_ALPHA, PRIOR_BETA)
     return pd.DataFrame({
         "offer_id": counts["offer_id"].astype(str).to_numpy(),

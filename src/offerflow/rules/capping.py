@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from offerflow.core.columns import Table, column_names, column_values
+from offerflow.core.columns import Table, column_names, column_values, empty_table
 from offerflow.core.paths import LOGGED_DISPLAYS_GLOB, logged_display_files
 from offerflow.rules.cap_windows import cap_state_rows, next_window_start, window_start
 
@@ -143,7 +143,7 @@ def count_cap_events(families: Iterable[Family], offer_ids: Sequence[str], event
     `log_files`: these decision-log files rather than every one in `decision_log_dir`.
     """
     families = list(dict.fromkeys(families))
-    empty = pa.Table.from_batches([], pa.schema([*((c, pa.string()) for c in COUNT_KEYS), ("n", pa.int64())]))
+    empty = empty_table(pa.schema([*((c, pa.string()) for c in COUNT_KEYS), ("n", pa.int64())]))
     if not families or not offer_ids:
         return {f: empty for f in families}
     has_ingested = events_path is not None and Path(events_path).exists()
