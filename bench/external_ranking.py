@@ -205,10 +205,9 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
                 window = [b for q in sources for b in history[q][-window_batches:]]
                 d = np.sum([b[0] for b in window], axis=0) if window else np.zeros(m)
                 s = np.sum([b[1] for b in window], axis=0) if window else np.zeros(m)
-                eb = model_cfg.new_offers == "empirical_bayes"
                 post = fit_posteriors(pd.DataFrame({"offer_id": np.arange(m).astype(str), "displays": d, "successes": s}),
-                                      model_cfg.min_displays, model_cfg.min_successes, empirical_prior=eb,
-                                      sharpening=model_cfg.posterior_sharpening)
+                                      model_cfg.min_displays, model_cfg.min_successes,
+                                      empirical_prior=model_cfg.samples_every_offer, sharpening=model_cfg.posterior_sharpening)
                 post = post.set_index("offer_id").loc[np.arange(m).astype(str)]
                 everything = [b for q in sources for b in history[q]]  # qualification: the whole history
                 if everything:
@@ -217,7 +216,7 @@ def simulate_auto_optimization(true: dict[str, np.ndarray], eligible: np.ndarray
                     post["qualified"] = (lifetime_d >= model_cfg.min_displays) & (lifetime_s >= model_cfg.min_successes)
                 sampled = sampled_offers(post["qualified"].to_numpy(bool), model_cfg.new_offers)
                 choice = thompson_first_choices(post["alpha"].to_numpy(float), post["beta"].to_numpy(float),
-                                                sampled, elig, model_cfg.exploration_share, rng)
+                                                sampled, elig, model_cfg.exploration_share, rng, model_cfg.sampling)
                 rate = true[p][who, choice]
                 clicks = rng.random(len(who)) < rate
                 history[p].append((np.bincount(choice, minlength=m), np.bincount(choice, weights=clicks, minlength=m)))
@@ -292,7 +291,7 @@ def world_rows(world: WorldUnderTest, seed: int, auto_overrides: dict | None = N
 def _auto_rows(world: WorldUnderTest, seed: int, a_cfg, repeats: int = 1) -> list[dict]:
     """A row per placement: `ours` the mean of `repeats` runs (seeds `seed`, 1000 seed + r), the first's details."""
     rows = []
-    served_by = ("Thompson sampling over every offer" if a_cfg.samples_every_offer
+    served_by = (f"{a_cfg.sampling.rule} sampling over every offer" if a_cfg.samples_every_offer
                  else f"incl. the {a_cfg.exploration_share:.0%} exploration share")
     runs = [measure_auto_closed_loop(world, seed if r == 0 else 1000 * seed + r, a_cfg) for r in range(repeats)]
     for placement, a in runs[0].items():
@@ -433,16 +432,17 @@ def main() -> None:
     parser.add_argument("--exploration-share", type=float, help="auto-optimization exploration share (default: the model's)")
     parser.add_argument("--posterior-sharpening", type=float, help="auto-optimization's (default: the model's)")
     parser.add_argument("--new-offers", choices=["empirical_bayes", "exploration_share"], help="auto-optimization's")
+    parser.add_argument("--sampling", choices=["thompson", "top_two"], help="auto-optimization's sampling rule")
     parser.add_argument("--auto-repeats", type=int, default=1, help="closed loops averaged per auto row (seeds differ)")
     parser.add_argument("--auto-only", action="store_true", help="only the synthetic worlds' auto-optimization rows")
     parser.add_argument("--worlds-only", action="store_true", help="skip the Open Bandit Dataset rows")
     parser.add_argument("--personalized-only", action="store_true", help="only the personalized rows (both worlds)")
     args = parser.parse_args()
-    settings = (("training_window_days", args.auto_window_days), ("exploration_share", args.exploration_share),
-                ("new_offers", args.new_offers), ("posterior_sharpening", args.posterior_sharpening))
-    overrides = {key: value for key, value in settings if value is not None}
-    for row in rows(args.quick, args.seed, overrides, args.worlds_only, args.auto_only, args.personalized_only,
-                    args.auto_repeats):
+    settings = {"training_window_days": args.auto_window_days, "exploration_share": args.exploration_share,
+                "new_offers": args.new_offers, "posterior_sharpening": args.posterior_sharpening,
+                "sampling": args.sampling and {"rule": args.sampling}}
+    for row in rows(args.quick, args.seed, {key: value for key, value in settings.items() if value is not None},
+                    args.worlds_only, args.auto_only, args.personalized_only, args.auto_repeats):
         print(json.dumps(row))
 
 

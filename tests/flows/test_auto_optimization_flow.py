@@ -33,6 +33,7 @@ def test_retrain_updates_stats_incrementally_and_publishes(pipeline_run, tmp_pat
     per_placement = tracker.load_run_dict(run_id, "placement_posteriors.json")
     assert set(per_placement) == {"email-hero"}
     assert tracker.run_params(run_id)["pool_placements"] == "False"
+    assert "'rule': 'thompson'" in tracker.run_params(run_id)["sampling"]  # the sampling rule it serves with
 
     cwd = os.getcwd()
     os.chdir(project)

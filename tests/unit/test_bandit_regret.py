@@ -41,7 +41,7 @@ def daily_regret(rates: np.ndarray, model: AIModelConfig, seed: int) -> np.ndarr
                               model.min_displays, model.min_successes, empirical_prior=model.samples_every_offer,
                               sharpening=model.posterior_sharpening)
         shown = thompson_first_choices(post["alpha"].to_numpy(), post["beta"].to_numpy(),
-                                       np.ones(m, bool), np.ones((batch, m), bool), 0.0, rng)
+                                       np.ones(m, bool), np.ones((batch, m), bool), 0.0, rng, model.sampling)
         clicks = rng.random(batch) < rates[shown]
         history.append((np.bincount(shown, minlength=m), np.bincount(shown, weights=clicks, minlength=m)))
         served[divmod(step, RETRAINS_PER_DAY)] = rates[shown].mean()

@@ -177,6 +177,39 @@ def test_thompson_sampling_explains_samples_posteriors_and_lower_samples(project
     assert seen > 10
 
 
+def test_top_two_sampling_explains_the_draw_it_served(project, tmp_path):
+    """With `sampling.rule: top_two`, a decision served from a re-draw says so and names the first
+    draw's leader; the samples it shows are the served draw's, so every offer ranked lower has a
+    lower sample than the one shown."""
+    import re
+    import shutil
+
+    copy = shutil.copytree(project, tmp_path / "top-two")
+    settings = yaml.safe_load((copy / "offerflow.yaml").read_text())
+    settings["ai_models"][1]["sampling"] = {"rule": "top_two"}
+    (copy / "offerflow.yaml").write_text(yaml.safe_dump(settings))
+    displays, clicks = np.full(4, 600), np.array([30.0, 28.0, 25.0, 20.0])  # o-1 and o-2 close
+    table = pd.DataFrame({"offer_id": ["o-1", "o-2", "o-3", "o-5"], "alpha": 1.0 + clicks,
+                          "beta": 1.0 + displays - clicks, "displays": displays, "successes": clicks,
+                          "qualified": True, "value_weight": 1.0})
+    RankingStore(copy / "rankings").publish(
+        "email-hero", pa.Table.from_pandas(table, schema=POSTERIOR_SCHEMA, preserve_index=False),
+        {"kind": "posterior", "ranking_method": "ai_model", "ai_model": "email-auto", "model_version": "7"})
+    engine, redraws = engine_of(copy, seed=11), 0
+    for _ in range(60):
+        p = explained(engine, "p2", ["email-hero"]).placements[0]
+        if p.source != "thompson_sampling":
+            continue
+        shown = p.explanation["shown"][0]["ranking"]
+        lower = [c for c in p.explanation["not_shown"] if c["reason"] == "lower_rank" and c.get("sample") is not None]
+        assert lower and all(c["sample"] < shown["sample"] for c in lower)
+        led = re.search(r"in a top-two re-draw \((o-\d) led the first draw\)", shown["text"])
+        if led is not None:
+            redraws += 1
+            assert led.group(1) != p.items[0].offer_id and led.group(1) in {c["offer_id"] for c in lower}
+    assert redraws >= 5
+
+
 def test_thompson_counts_are_the_tables_not_the_prior_and_sharpening(project, tmp_path):
     """Auto-optimization's defaults (a fitted Beta prior, posteriors sharpened 2x) make alpha and beta
     differ from 1 + clicks and 1 + misses: the explanation reports the table's displays and successes."""

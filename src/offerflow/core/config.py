@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from offerflow.core.config_errors import error_lines
 from offerflow.core.notifications import NotificationsConfig
-from offerflow.core.settings import CacheConfig, CapsConfig, StoreConfig, TrackingConfig, ValidationConfig
+from offerflow.core.settings import (CacheConfig, CapsConfig, SamplingConfig, StoreConfig, TrackingConfig,
+                                     ValidationConfig)
 
 if TYPE_CHECKING:
     from offerflow.core.paths import ProjectPaths
@@ -140,6 +141,8 @@ class AIModelConfig(_Strict):
         "Auto-optimization: each display counts this many times in an offer's Beta posterior (the fitted"
         " prior once), so Thompson sampling concentrates on the best offers sooner; 1 = the plain"
         " posterior. Too high locks onto an offer that was unlucky early (3 did on the benchmark)."))
+    sampling: SamplingConfig = Field(SamplingConfig(), description=(
+        "Auto-optimization: the rule that orders a decision's offers from the posteriors (thompson, top_two)."))
     max_training_displays: int | None = Field(
         2_000_000, ge=1_000, description="A personalized model trains on the displays of a stable hash sample of"
         " profiles holding about this many displays; null: every display.")

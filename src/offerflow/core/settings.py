@@ -1,9 +1,11 @@
 """The operational sections of offerflow.yaml: tracking, the ranking store, the cap store,
-validation thresholds and the task cache (re-exported by `offerflow.core.config`)."""
+validation thresholds and the task cache, and an auto-optimization model's sampling rule
+(re-exported by `offerflow.core.config`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -66,3 +68,18 @@ class CacheConfig(_Strict):
 
     enabled: bool = True
     path: Path | None = Field(None, description="Where cached results are kept; default <data.outputs_dir>/task_cache.")
+
+
+class SamplingConfig(_Strict):
+    """How an auto-optimization model picks the first offer of a decision from its posteriors
+    (`ai_models[].sampling`; docs/ranking-models.md, "Sampling rule")."""
+
+    rule: Literal["thompson", "top_two"] = Field("thompson", description=(
+        "thompson: the offers in the order of one posterior draw. top_two: top-two Thompson sampling"
+        " (Russo 2016) with a bounded re-draw: with probability leader_share the order of one draw"
+        " (its winner, the leader, first); otherwise up to max_redraws further draws until one is won"
+        " by another offer, whose order is served (the challenger first); if none is, the first draw's."
+        " Close runners-up keep being measured while a clear leader is left alone."))
+    leader_share: float = Field(0.5, ge=0, le=1, description="top_two: share of decisions the first draw orders.")
+    max_redraws: int = Field(3, ge=0, le=50, description=(
+        "top_two: draws tried for a challenger before the leader is served after all."))

@@ -345,7 +345,7 @@ class DecisionEngine(OfferEligibility):
                 self._choice_probabilities.clear()
             probabilities = first_choice_probability(post.alpha, post.beta, post.qualified, eligible,
                                                      model.exploration_share, self._rng, draws=4000,
-                                                     weights=post.weights)
+                                                     weights=post.weights, sampling=model.sampling)
             self._choice_probabilities[key] = probabilities
         return probabilities
 
@@ -354,9 +354,10 @@ class DecisionEngine(OfferEligibility):
         post = self.posterior_arrays(placement_id, snap)
         eligible = np.array([ok and allowed(oid) for oid, ok in zip(post.offer_ids, post.in_placement)], dtype=bool)
         probabilities = self.choice_probabilities(placement_id, snap, eligible)
+        sampling = self.config.ai_model(snap.metadata["ai_model"]).sampling
         selection = thompson_select(post.alpha, post.beta, post.qualified, eligible, n_items,
                                     exploration_share, self._rng, first_probabilities=probabilities,
-                                    weights=post.weights)
+                                    weights=post.weights, sampling=sampling)
         if trace is not None:
             trace.update(selection=selection, eligible=eligible)
         chosen = [(post.offer_ids[j], float(post.means[j])) for j in selection.indices]

@@ -191,8 +191,11 @@ class _Request:
         j = self.position[oid]
         displays, clicks = int(self.post.displays[j]), round(float(self.post.successes[j]))
         sample, mean = self.samples.get(j), float(self.post.means[j])
-        text = (f"Thompson sample {sample:.4f}" if sample is not None else "Thompson-sampled (sample not kept)") + \
-            f" (posterior mean {mean:.4f} from {displays:,} displays and {clicks:,} clicks, table v{self.version})"
+        leader = None if self.selection is None else self.selection.leader  # top-two: a re-draw ranked the slate
+        drawn = "" if leader is None else f" in a top-two re-draw ({self.post.offer_ids[leader]} led the first draw)"
+        how = f"Thompson sample {sample:.4f}{drawn}" if sample is not None else "Thompson-sampled (sample not kept)"
+        text = how + f" (posterior mean {mean:.4f} from {displays:,} displays and {clicks:,} clicks, " \
+                     f"table v{self.version})"
         return {"kind": "thompson_sampling", "table_version": self.version, "sample": sample, "posterior_mean": mean,
                 "displays": displays, "clicks": clicks, "qualified": bool(self.post.qualified[j]), "text": text}
 

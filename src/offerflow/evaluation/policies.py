@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from offerflow.core.settings import SamplingConfig
 
 #: A target policy: (profiles, offers, eligible[n_profiles, n_offers]) -> probabilities, same shape,
 #: each row summing to 1 over the eligible offers (0 where nothing is eligible).
@@ -45,10 +49,11 @@ def score_policy(score_fn: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]) -
 
 
 def thompson_policy(posteriors: pd.DataFrame, exploration_share: float, seed: int,
-                    draws: int = 4000, new_offers: str = "exploration_share") -> PolicyFn:
+                    draws: int = 4000, new_offers: str = "exploration_share",
+                    sampling: SamplingConfig | None = None) -> PolicyFn:
     """Auto-optimization as served: the Thompson first-choice probability of each offer, computed
     once per distinct eligible set (offers without a posterior are never qualified; with
-    `new_offers: empirical_bayes` every offer is sampled)."""
+    `new_offers: empirical_bayes` every offer is sampled; `sampling`: the model's rule, None = plain)."""
     from offerflow.ranking.bandits import first_choice_probability, sampled_offers
 
     def policy(profiles: pd.DataFrame, offers: pd.DataFrame, eligible: np.ndarray) -> np.ndarray:
@@ -58,7 +63,8 @@ def thompson_policy(posteriors: pd.DataFrame, exploration_share: float, seed: in
         qualified = sampled_offers(post["qualified"].fillna(False).to_numpy(bool), new_offers)
         sets, inverse = np.unique(eligible, axis=0, return_inverse=True)
         rng = np.random.default_rng(seed)
-        per_set = np.stack([first_choice_probability(alpha, beta, qualified, row, exploration_share, rng, draws)
+        per_set = np.stack([first_choice_probability(alpha, beta, qualified, row, exploration_share, rng, draws,
+                                                     sampling=sampling)
                             for row in sets]) if len(sets) else np.zeros((0, len(offers)))
         return per_set[inverse.reshape(-1)]
     return policy

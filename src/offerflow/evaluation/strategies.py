@@ -143,7 +143,8 @@ def _add_ai_model(out: PlacementCandidates, con: duckdb.DuckDBPyConnection, conf
     posteriors = pre_window_posteriors(log, model, model_offers)
     qualified = posteriors.loc[posteriors["qualified"], "offer_id"].tolist()
     if model.type == "auto_optimization":
-        policy = thompson_policy(posteriors, model.exploration_share, config.seed, new_offers=model.new_offers)
+        policy = thompson_policy(posteriors, model.exploration_share, config.seed, new_offers=model.new_offers,
+                                 sampling=model.sampling)
         out.strategies.append(Strategy(slug(model.name), model.name, model.type, policy))
     else:
         frame = training_frame(log, profiles, model_offers)

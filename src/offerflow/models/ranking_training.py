@@ -189,6 +189,7 @@ def train_ranking_model(con: duckdb.DuckDBPyConnection, model_cfg: AIModelConfig
                             "min_displays": model_cfg.min_displays, "min_successes": model_cfg.min_successes,
                             "exploration_share": model_cfg.exploration_share, "new_offers": model_cfg.new_offers,
                             "posterior_sharpening": model_cfg.posterior_sharpening,
+                            "sampling": model_cfg.sampling.model_dump(),
                             "success_event": model_cfg.success_event, "value_weighted": model_cfg.value_weighted,
                             "n_displays": int(counts["displays"].sum()),
                             "pool_placements": model_cfg.pool_placements,
