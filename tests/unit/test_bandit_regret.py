@@ -1,23 +1,26 @@
 """Auto-optimization's regret on a seeded catalog with known click rates, shaped like the external
 benchmark world's feeds (bench/external_world.py): 60 offers at about 2%, a long right tail, a few
 thousand displays a day. The model defaults (window, posterior sharpening, empirical-Bayes prior)
-run in a closed loop from a cold start; the test fails if their regret gets worse than the bound."""
+run in a closed loop from a cold start; the test fails if their mean regret over several catalogs
+and simulation seeds gets worse than the bound. One loop can lock on an early-lucky runner-up (one of
+24 measured loops lost 0.22), so a single seeded loop would pass or fail with the random stream."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from offerflow.core.config import AIModelConfig
 from offerflow.ranking.bandits import fit_posteriors, thompson_first_choices
 
 DAYS, RETRAINS_PER_DAY, DISPLAYS_PER_DAY = 35, 4, 3_400
 #: Regret bound: clicks lost against always showing the best offer, as a share of its clicks, over
-#: the whole 35 days (cold start included). The defaults (28 days, sharpening 2) measured 0.069 /
-#: 0.119 / 0.092 on seeds 21 / 22 / 24; the former defaults (14 days, no sharpening) 0.199 / 0.151 /
-#: 0.148, over the bound on every seed. (A single week's regret moves too much between seeds to bound.)
-REGRET_BOUND = 0.14
+#: the whole 35 days (cold start included), averaged over 3 catalogs x 3 simulation seeds. Measured
+#: (2026-12-07): the defaults (28 days, sharpening 2) 0.085 (single loops 0.046-0.154); the former
+#: defaults (14 days, no sharpening) 0.154 (0.102-0.190). 8 seeds a catalog: 0.082 / 0.083 / 0.089
+#: against 0.119 / 0.161 / 0.151. (A single week's regret moves too much between seeds to bound.)
+REGRET_BOUND = 0.12
+CATALOG_SEEDS, LOOPS_PER_CATALOG = (21, 22, 24), 3
 
 
 def catalog(seed: int) -> np.ndarray:
@@ -48,8 +51,8 @@ def daily_regret(rates: np.ndarray, model: AIModelConfig, seed: int) -> np.ndarr
     return 1.0 - served.mean(axis=1) / rates.max()
 
 
-@pytest.mark.parametrize("seed", [21, 22, 24])
-def test_default_auto_optimization_regret_stays_within_its_bound(seed):
+def test_default_auto_optimization_regret_stays_within_its_bound():
     model = AIModelConfig(name="auto", type="auto_optimization", placements=["feed"])
-    regret = daily_regret(catalog(seed), model, seed)
-    assert regret.mean() <= REGRET_BOUND, regret.round(3)
+    regrets = {(seed, k): daily_regret(catalog(seed), model, seed * 100 + k).mean()
+               for seed in CATALOG_SEEDS for k in range(LOOPS_PER_CATALOG)}
+    assert np.mean(list(regrets.values())) <= REGRET_BOUND, {key: round(r, 3) for key, r in regrets.items()}
