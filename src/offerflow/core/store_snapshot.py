@@ -21,9 +21,35 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: Longest profile id (UTF-8 bytes) kept as fixed-width bytes; a table with a longer one keeps str objects.
+MAX_KEY_BYTES = 64
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
+
+
+def _fixed_width(ids: pa.Array) -> np.ndarray | None:
+    """Sorted profile ids as fixed-width bytes (NumPy ``S<w>``, w = the longest id's UTF-8 length),
+    built from the Arrow buffers. A binary search compares them with memcmp, ~3x faster than on
+    Python strings scattered over the heap, and each id takes w bytes instead of ~60 for a str
+    object and its pointer. UTF-8 byte order is code point order, so the order is the table's. None
+    when an id is over MAX_KEY_BYTES bytes or ends with a NUL byte (fixed-width values drop trailing
+    NULs: ``a\\0`` would read as ``a``)."""
+    ids = ids.cast(pa.large_string())
+    n = len(ids)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64, count=n + 1, offset=ids.offset * 8)
+    lengths = np.diff(offsets)
+    width = int(lengths.max()) if n else 0
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if offsets[-1] > offsets[0] else np.empty(0, np.uint8)
+    if width > MAX_KEY_BYTES or ids.null_count or np.any(data[offsets[1:][lengths > 0] - 1] == 0):
+        return None
+    width = max(width, 1)
+    out = np.zeros(n * width, dtype=np.uint8)
+    dest = np.arange(offsets[0], offsets[-1]) + np.repeat(np.arange(n, dtype=np.int64) * width - offsets[:-1], lengths)
+    out[dest] = data[offsets[0]:offsets[-1]]
+    return out.view(f"S{width}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +57,7 @@ class RankingSnapshot:
     """One published version of a placement, loaded for serving; immutable.
 
     Kind "ranking": `lookup(profile_id)` binary-searches the sorted unique profile ids (shape
-    (n_profiles,)) and slices rows offsets[i]:offsets[i + 1] (offsets: shape (n_profiles + 1,)) out
+    (n_profiles,); fixed-width UTF-8 bytes, `_fixed_width`, or str objects) and slices rows offsets[i]:offsets[i + 1] (offsets: shape (n_profiles + 1,)) out
     of the flat offer id and score arrays (shape (n_rows,)). Kind "posterior": `posteriors`.
     """
 
@@ -65,7 +91,8 @@ class RankingSnapshot:
             raise StoreError(f"placement '{placement_id}' version {version}: table is not sorted by profile_id")
         offers = pc.dictionary_encode(table.column("offer_id")).combine_chunks()  # few distinct offer ids
         offer_names = arrow_to_numpy(offers.dictionary).astype(object)
-        return cls(**head, _profile_ids=_frozen(arrow_to_numpy(unique).astype(object)),
+        keys = _fixed_width(unique)
+        return cls(**head, _profile_ids=_frozen(arrow_to_numpy(unique).astype(object) if keys is None else keys),
                    _offsets=_frozen(np.append(starts, n)),
                    _offer_ids=_frozen(offer_names[arrow_to_numpy(offers.indices)]),
                    _scores=_frozen(arrow_to_numpy(table.column("score")).astype(np.float64)))
@@ -76,9 +103,13 @@ class RankingSnapshot:
         if self.kind != "ranking":
             raise StoreError(f"placement '{self.placement_id}' version {self.version} is a {self.kind} table: "
                              "use .posteriors")
-        ids = self._profile_ids
-        i = int(ids.searchsorted(profile_id))  # the method: no NumPy dispatch wrapper
-        start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == profile_id else (0, 0)
+        ids, key = self._profile_ids, profile_id
+        if ids.dtype.kind == "S":  # no valid UTF-8 id has a lone surrogate: one passed through matches none
+            key = profile_id.encode("utf-8", "surrogatepass")
+            if len(key) > ids.itemsize or key.endswith(b"\0"):  # not a fixed-width value of the table's
+                return self._offer_ids[:0], self._scores[:0]
+        i = int(ids.searchsorted(key))  # the method: no NumPy dispatch wrapper
+        start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == key else (0, 0)
         return self._offer_ids[start:stop], self._scores[start:stop]
 
     @property
