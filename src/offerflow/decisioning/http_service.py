@@ -177,11 +177,26 @@ class FastDecider:
         self.api_key = None if api_key is None else api_key.encode()
         self._snapshot_loads = -1
         self.watch: LoopWatch | None = None  # opt-in diagnostics (`loop_watch`): answers noted there
+        self._held: DecisionEngine | None = None  # the engine whose table versions this loop turn holds
 
     def key_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """True without an API key, or when the request's `X-API-Key` is it."""
         return self.api_key is None or any(name == b"x-api-key" and secrets.compare_digest(value, self.api_key)
                                            for name, value in headers)
+
+    def hold_versions(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check for new ranking versions once per event-loop turn, not per request
+        (`DecisionEngine.hold_versions`), until the turn ends. For a caller running in `loop`
+        (`http_protocol`); `answer` alone checks on every request."""
+        if self._held is None:
+            loop.call_soon(self._release_versions)
+            self._held = self.service.state.engine
+            self._held.hold_versions()
+
+    def _release_versions(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release_versions()
 
     def answer(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes | None:
         """The JSON answer of a well-formed request, or None to let the FastAPI route answer
