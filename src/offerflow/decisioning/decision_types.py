@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
@@ -47,6 +48,25 @@ def _id_batch(n: int) -> list[str]:
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
     text = raw.tobytes().hex()
     return ["dec-" + text[i:i + 32] for i in range(0, 32 * n, 32)]
+
+
+#: (start, end, text) of the UTC second `iso_text` formatted last; the text without fraction and offset.
+_second: tuple[datetime, datetime, str] | None = None
+_ONE_SECOND = timedelta(seconds=1)
+
+
+def iso_text(now: datetime) -> str:
+    """`now.isoformat()`, with the date and time of day of a UTC time formatted once a second and
+    only the microseconds per call (isoformat was ~4% of a decision's CPU)."""
+    global _second
+    if now.tzinfo is not timezone.utc:
+        return now.isoformat()
+    second = _second  # one read: another thread may replace it
+    if second is None or not second[0] <= now < second[1]:
+        start = now.replace(microsecond=0)
+        second = _second = (start, start + _ONE_SECOND, start.isoformat()[:-6])  # less "+00:00"
+    micro = now.microsecond
+    return f"{second[2]}.{micro:06d}+00:00" if micro else second[2] + "+00:00"
 
 
 class DecisionError(ValueError):

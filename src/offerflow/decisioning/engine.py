@@ -38,7 +38,7 @@ from offerflow.decisioning.eligibility import OfferEligibility
 from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
                                                   DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays,
-                                                  new_decision_id)
+                                                  iso_text, new_decision_id)
 
 
 class DecisionEngine(OfferEligibility):
@@ -164,7 +164,7 @@ class DecisionEngine(OfferEligibility):
             while len(results) < len(placement_ids):  # each round refuses an offer more, so it ends
                 results += self._decide_round(profile_id, placement_ids, eligible, items, allow_duplicates, now,
                                               versions, explain, results, refused)
-        return Decision(new_decision_id(), profile_id, now.isoformat(), results)
+        return Decision(new_decision_id(), profile_id, iso_text(now), results)
 
     def _decide_round(self, profile_id: str, placement_ids: Sequence[str], eligible: Any, items: int | None,
                       allow_duplicates: bool, now: datetime, versions: Mapping[str, int], explain: bool,
