@@ -28,3 +28,38 @@ def test_the_decision_time_text_is_isoformat_and_ticks_with_every_second():
     now = datetime.now(timezone.utc)
     later = [now + timedelta(milliseconds=250 * k, microseconds=k) for k in range(12)]
     assert [iso_text(t) for t in later] == [t.isoformat() for t in later]
+
+
+def test_the_result_types_init_as_their_dataclass_fields_say_and_stay_frozen():
+    """`DecisionItem`, `PlacementDecision` and `Decision` have an `__init__` of their own: its
+    parameters are the fields, in order, with the fields' defaults; instances compare, replace and
+    refuse assignment as frozen dataclasses do."""
+    import dataclasses
+    import inspect
+
+    import pytest
+
+    from offerflow.decisioning.decision_types import Decision, DecisionItem, PlacementDecision
+
+    for cls in (DecisionItem, PlacementDecision, Decision):
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        fields = dataclasses.fields(cls)
+        assert [p.name for p in params] == [f.name for f in fields], cls
+        for p, f in zip(params, fields):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                None if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty)
+            assert p.default == default, (cls, f.name)
+    item = DecisionItem("web", "o-1", 1, 0.5)
+    assert (item.fallback, item.propensity) == (False, None) and item == DecisionItem("web", "o-1", 1, 0.5, False)
+    placement = PlacementDecision("web", "web", [item], "ai_model", "m", "2", 3, "ranking_table")
+    assert placement.arm == "non_personalized" and placement.explanation is None
+    decision = Decision("d-1", "p1", "2026-12-07T00:00:00+00:00")
+    assert decision.placements == [] and Decision("d-2", "p1", "t").placements is not decision.placements
+    assert dataclasses.replace(placement, explanation={"x": 1}).explanation == {"x": 1}
+    assert dataclasses.replace(item, rank=2) == DecisionItem("web", "o-1", 2, 0.5)
+    for obj, name in ((item, "rank"), (placement, "source"), (decision, "placements")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, None)
+    assert hash(item) == hash(DecisionItem("web", "o-1", 1, 0.5))
+    assert dataclasses.asdict(decision) == {"decision_id": "d-1", "profile_id": "p1",
+                                            "decided_at": "2026-12-07T00:00:00+00:00", "placements": []}
