@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from offerflow.decisioning import decision_types
 from offerflow.decisioning.decision_types import iso_text
+from tests.unit.test_explanations import project  # noqa: F401 (a fixture: a small published project)
 
 
 def test_the_decision_time_text_is_isoformat_and_ticks_with_every_second():
@@ -63,3 +64,32 @@ def test_the_result_types_init_as_their_dataclass_fields_say_and_stay_frozen():
     assert hash(item) == hash(DecisionItem("web", "o-1", 1, 0.5))
     assert dataclasses.asdict(decision) == {"decision_id": "d-1", "profile_id": "p1",
                                             "decided_at": "2026-12-07T00:00:00+00:00", "placements": []}
+
+
+def test_a_profile_s_ranked_offers_are_its_table_rows_before_and_after_a_new_version(project):  # noqa: F811
+    """The engine reads a known profile's rows at its index into the table (`table_rows`), made
+    again for a new version; unknown profiles are looked up: always what `lookup` gives."""
+    import pyarrow as pa
+
+    from offerflow.core.store import RankingStore
+    from tests.unit.test_explanations import engine_of
+
+    engine = engine_of(project)
+    profiles = ["p1", "p2", "p3", "p4", "p5", "nobody", ""]
+    snap = engine.snapshot("web-banner")
+    rows = engine.table_rows(snap)
+    assert rows is not None and len(rows) == engine.n_profiles and engine.table_rows(snap) is rows
+    for pid in profiles:
+        assert [a.tolist() for a in engine.ranked_offers(snap, pid)] == [a.tolist() for a in snap.lookup(pid)]
+    store = RankingStore(project / "rankings")
+    table = store.read_table("web-banner")
+    keep = pa.array([pid != "p2" for pid in table.column("profile_id").to_pylist()])
+    store.publish("web-banner", table.filter(keep), {**store.read_metadata("web-banner"), "kind": "ranking"})
+    try:
+        new = engine.snapshot("web-banner")
+        assert new is not snap and engine.table_rows(new) is not rows
+        assert engine.ranked_offers(new, "p2")[0].tolist() == [] and len(engine.ranked_offers(snap, "p2")[0])
+        for pid in profiles:
+            assert [a.tolist() for a in engine.ranked_offers(new, pid)] == [a.tolist() for a in new.lookup(pid)]
+    finally:
+        store.rollback("web-banner")

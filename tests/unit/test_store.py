@@ -21,6 +21,7 @@ import pytest
 
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
 from offerflow.core.store import RankingSnapshot, RankingStore, StoreError
+from offerflow.core.store_snapshot import profile_keys
 
 P = "web-banner"
 RANKING = {"kind": "ranking"}
@@ -216,6 +217,13 @@ def test_snapshot_lookup_finds_exactly_the_table_s_ids_whatever_their_bytes(long
                     "x" * (longest - 1), "zzz\0", "~", extra + "\0", extra[:-1]):
         offers, scores = snap.lookup(unknown)
         assert offers.shape == (0,) and scores.shape == (0,), repr(unknown)
+    # a server's index of its profiles into the table: the same rows as a lookup, or None (str ids)
+    queries = ["~", *ids[::-1], "a\0", "ab\0", "x" * (longest + 1), "", "日", extra + "\0", "b"]
+    rows = snap.rows_of(*profile_keys(queries))
+    assert rows is None if not fixed else rows.dtype == np.int32 and len(rows) == len(queries)
+    if fixed:
+        assert [snap.rows_at(int(r))[0].tolist() for r in rows] == [snap.lookup(q)[0].tolist() for q in queries]
+        assert (rows >= 0).sum() == len(ids) + 1  # every id of the table ("b" twice), nothing else
 
 
 def test_snapshot_of_a_large_table_matches_the_rows(store):

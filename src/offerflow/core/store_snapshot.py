@@ -5,7 +5,7 @@ that work on frames, as a DataFrame (`posteriors`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,15 @@ def _fixed_width(ids: pa.Array) -> np.ndarray | None:
     dest = np.arange(offsets[0], offsets[-1]) + np.repeat(np.arange(n, dtype=np.int64) * width - offsets[:-1], lengths)
     out[dest] = data[offsets[0]:offsets[-1]]
     return out.view(f"S{width}")
+
+
+def profile_keys(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Profile ids as `RankingSnapshot.rows_of` takes them: fixed-width UTF-8 bytes (shape (n,)) and
+    each id's length in bytes (-1 for an id ending with a NUL byte, which no fixed-width table
+    holds: its fixed-width value would read as the id without it)."""
+    encoded = [pid.encode("utf-8", "surrogatepass") for pid in ids]
+    lengths = np.fromiter((-1 if b.endswith(b"\0") else len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    return np.array(encoded, dtype=f"S{max(1, int(lengths.max(initial=0)))}"), lengths
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +119,31 @@ class RankingSnapshot:
                 return self._offer_ids[:0], self._scores[:0]
         i = int(ids.searchsorted(key))  # the method: no NumPy dispatch wrapper
         start, stop = (self._offsets[i], self._offsets[i + 1]) if i < len(ids) and ids[i] == key else (0, 0)
+        return self._offer_ids[start:stop], self._scores[start:stop]
+
+    def rows_of(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+        """For each profile of `profile_keys(ids)`, the index of its rows in this table (`rows_at`),
+        -1 for a profile it does not have; shape (n,), int32. One vectorized binary search (~0.1 s
+        for 1M sorted ids), so a server reads a known profile's rows with no search per request.
+        None when the table keeps its ids as str objects (`lookup` then)."""
+        ids = self._profile_ids
+        if self.kind != "ranking" or ids.dtype.kind != "S":
+            return None
+        out = np.full(len(keys), -1, dtype=np.int32)
+        fits = np.flatnonzero((lengths >= 0) & (lengths <= ids.itemsize))  # longer: not one of the table's
+        if not len(ids) or not len(fits):
+            return out
+        needles = keys[fits].astype(ids.dtype)  # no id is cut: each fits the table's width
+        i = ids.searchsorted(needles)
+        found = ids[np.minimum(i, len(ids) - 1)] == needles
+        out[fits[found]] = i[found]
+        return out
+
+    def rows_at(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup` of the profile at `index` of `rows_of` (< 0: none, empty arrays)."""
+        if index < 0:
+            return self._offer_ids[:0], self._scores[:0]
+        start, stop = self._offsets[index], self._offsets[index + 1]
         return self._offer_ids[start:stop], self._scores[start:stop]
 
     @property

@@ -136,8 +136,13 @@ class DecisionEngine(OfferEligibility):
         raise AssertionError("unreachable")
 
     def preload(self) -> DecisionEngine:
-        """Read every placement's current table now rather than on its first request."""
-        self.pinned_versions([p.id for p in self.config.placements])
+        """Read every placement's current table (and index its rows by profile) now rather than on
+        its first request."""
+        versions = self.pinned_versions([p.id for p in self.config.placements])
+        for placement in self.config.placements:
+            snap = self.snapshot(placement.id, versions)
+            if snap is not None and snap.kind == "ranking":
+                self.table_rows(snap)
         return self
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
@@ -327,7 +332,7 @@ class DecisionEngine(OfferEligibility):
         """The profile's ranked offers as (offer_id, score) pairs (table first, then priority to
         fill) among the eligible `pool`, the pool, and the logging probability of an offer in a slot
         (deterministic: 1 for the slot's offer, else 0)."""
-        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else ((), ()))
+        offer_ids, scores = self.ranked_offers(snap, profile_id) if snap is not None else ((), ())
         source = "ranking_table" if len(offer_ids) else "non_personalized"
         pool_set = set(pool)
         chosen: list[tuple[str, float | None]] = []
