@@ -93,3 +93,52 @@ def test_a_profile_s_ranked_offers_are_its_table_rows_before_and_after_a_new_ver
             assert [a.tolist() for a in engine.ranked_offers(new, pid)] == [a.tolist() for a in new.lookup(pid)]
     finally:
         store.rollback("web-banner")
+
+
+def test_a_plain_request_is_read_without_pydantic_as_the_model_reads_it():
+    """`plain_request` passes only bodies `DecisionRequest` accepts unchanged, with the same values;
+    anything else (wrong JSON types, bounds, unknown fields, non-ASCII or long ids) goes to the model."""
+    import itertools
+
+    import pytest
+    from pydantic import ValidationError
+
+    from offerflow.decisioning.http_models import DecisionRequest, plain_request
+
+    ids = ["p1", "", "x" * 256, "x" * 257, "é", "\ud800", 7, None, "a b"]
+    placements = [["web"], [], ["web", "email"], ["w"] * 10, ["w"] * 11, "web", [3], ["", "web"], None]
+    extras = [{}, {"items": 2}, {"items": 0}, {"items": 30}, {"items": 31}, {"items": True}, {"items": 2.0},
+              {"items": "2"}, {"items": None}, {"allow_duplicates": True}, {"allow_duplicates": 1},
+              {"allow_duplicates": None}, {"explain": False}, {"explain": "yes"}, {"other": 1},
+              {"items": 1, "allow_duplicates": False, "explain": True}]
+    plain = 0
+    for profile_id, chosen, extra in itertools.product(ids, placements, extras):
+        data = {**({"profile_id": profile_id} if profile_id is not None else {}),
+                **({"placements": chosen} if chosen is not None else {}), **extra}
+        fields = plain_request(data)
+        if fields is None:
+            continue
+        plain += 1
+        request = DecisionRequest.model_validate(data)  # never raises for a plain body
+        assert fields == (request.profile_id, request.placements, request.items, request.allow_duplicates,
+                          request.explain), data
+    assert plain >= 30  # the common bodies do take the plain path
+    assert plain_request({"profile_id": "p1", "placements": ["web"]}) == ("p1", ["web"], None, False, False)
+    for data in ([], "x", {"profile_id": "p1", "placements": ["web"], "items": True}):
+        assert plain_request(data) is None
+    with pytest.raises(ValidationError):
+        DecisionRequest.model_validate({"profile_id": "p1", "placements": ["web"], "items": True})
+
+
+def test_the_answer_s_json_is_to_dict_s_with_and_without_explanations(project):  # noqa: F811
+    """The service writes `orjson.dumps(decision)`: the same bytes as its `to_dict()`."""
+    import orjson
+
+    from tests.unit.test_explanations import NOW, engine_of
+
+    engine = engine_of(project)
+    for profile in ("p1", "p2", "p3", "p4", "unknown"):
+        for explain in (False, True):
+            decision = engine.decide(profile, ["web-banner", "web-sidebar", "email-hero"], now=NOW, explain=explain)
+            assert orjson.dumps(decision) == orjson.dumps(decision.to_dict())
+            assert (b'"explanation"' in orjson.dumps(decision)) == explain

@@ -115,7 +115,9 @@ class PlacementDecision:
                  arm: str = "non_personalized", explanation: dict[str, Any] | None = None) -> None:
         self.__dict__.update(placement_id=placement_id, channel=channel, items=items, ranking_method=ranking_method,
                              ai_model=ai_model, model_version=model_version, table_version=table_version,
-                             source=source, arm=arm, explanation=explanation)
+                             source=source, arm=arm)
+        if explanation is not None:  # else read from the class: orjson then writes no "explanation", as `to_dict`
+            self.__dict__["explanation"] = explanation
 
     @property
     def model_label(self) -> str | None:
@@ -142,7 +144,9 @@ class Decision:
         return [item.offer_id for p in self.placements for item in p.items]
 
     def to_dict(self) -> dict[str, Any]:
-        """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly)."""
+        """As plain JSON-ready values (built directly: `dataclasses.asdict` deep-copies, slowly).
+        `orjson.dumps(decision)` writes the same JSON without making them (it reads each instance's
+        `__dict__`, which holds the fields in this order and no `explanation` when it is None)."""
         placements = [{"placement_id": p.placement_id, "channel": p.channel,
                        "items": [{"placement_id": i.placement_id, "offer_id": i.offer_id, "rank": i.rank,
                                   "score": i.score, "fallback": i.fallback, "propensity": i.propensity}
@@ -199,7 +203,12 @@ class PlacementPlan:
                     table_version=self.snapshot.version if self.snapshot else None)
 
     def described(self) -> tuple[str, str | None, str | None, int | None]:
-        """`description()`'s ranking_method, ai_model, model_version and table_version, positionally."""
+        """`description()`'s ranking_method, ai_model, model_version and table_version, positionally
+        (made once: the plan is made once per table version)."""
+        return self._described
+
+    @cached_property
+    def _described(self) -> tuple[str, str | None, str | None, int | None]:
         return (self.placement.ranking.method, self.metadata.get("ai_model"), self.metadata.get("model_version"),
                 self.snapshot.version if self.snapshot else None)
 
