@@ -333,7 +333,12 @@ def create_app(config: ProjectConfig, *, engine: DecisionEngine | None = None, a
     add_decision_routes(app, config, buffer, api_key)
     add_admin_routes(app, config, buffer, admin_token, freeze_gc)
     app.state.fast_decider = FastDecider(app, buffer, api_key, freeze_gc)
-    buffer.absorb = lambda own: absorb_other_decisions(app, buffer.directory, own, config.paths.cap_resets)
+
+    def every_interval(own: set[str]) -> None:  # from the writer thread, every FLUSH_INTERVAL_S
+        app.state.metrics.flush()  # so a worker that stopped getting requests shows its last counts too
+        absorb_other_decisions(app, buffer.directory, own, config.paths.cap_resets)
+
+    buffer.absorb = every_interval
     if fast_path:
         app.add_middleware(DecisionFastPath, decider=app.state.fast_decider)
     return app
