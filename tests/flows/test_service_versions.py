@@ -16,32 +16,9 @@ from offerflow.core.store import RankingStore
 from offerflow.decisioning.engine import build_engine
 from offerflow.decisioning.http_service import coalescing_http_protocol, create_app
 
+from bench.answer_bench import MemoryTransport
+
 pytestmark = pytest.mark.flow
-
-
-class _Transport:
-    """What the protocol asks of an asyncio transport, keeping what it writes."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 8000) if name in ("peername", "sockname") else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _project(root: Path) -> Path:
@@ -95,7 +72,7 @@ def test_the_manifest_is_checked_once_per_loop_turn_and_a_new_version_served_fro
         connections = []
         for _ in range(4):
             protocol = coalescing_http_protocol()(config=uv_config, server_state=ServerState(), app_state={})
-            transport = _Transport()
+            transport = MemoryTransport()
             protocol.connection_made(transport)
             connections.append((protocol, transport))
         (a, _), (b, _), (c, _), (d, _) = connections
