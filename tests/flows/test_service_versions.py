@@ -1,5 +1,5 @@
-"""New ranking versions under `offerflow serve`'s protocol: the store's manifest is checked once per
-event-loop turn, not per request, and a version published before a turn is served in that turn."""
+"""New ranking versions under `offerflow serve`'s protocol: the store's manifest is checked at most
+once per event-loop turn and every `FastDecider.VERSION_CHECK_S`, not per request."""
 
 from __future__ import annotations
 
@@ -52,16 +52,18 @@ def _request(profile_id: str) -> bytes:
 
 
 def test_the_manifest_is_checked_once_per_loop_turn_and_a_new_version_served_from_the_next(tmp_path):
-    """Requests read in one loop turn share one stat of the manifest; a version published during a
-    turn is served from the next turn on; a version published between turns from the first request
-    after it. Without the protocol (`answer`, the ASGI path), every request checks."""
+    """Requests read in one loop turn share one stat of the manifest; with no minimum interval
+    between checks (VERSION_CHECK_S = 0), a version published during a turn is served from the next
+    turn on, one published between turns from the first request after it. With an interval, turns
+    within it keep the last check's versions; the first turn after it serves the new one. Without
+    the protocol (`answer`, the ASGI path), every request checks."""
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
     config = load_config(_project(tmp_path))
     store = RankingStore(config.path(config.store.path))
     app = create_app(config, engine=build_engine(config, seed=1), log_dir=tmp_path / "log")
-    engine = app.state.engine
+    engine, decider = app.state.engine, app.state.fast_decider
     stats = []
     stamp = engine.store.manifest_stamp
     engine.store.manifest_stamp = lambda: stats.append(1) or stamp()
@@ -76,6 +78,7 @@ def test_the_manifest_is_checked_once_per_loop_turn_and_a_new_version_served_fro
             protocol.connection_made(transport)
             connections.append((protocol, transport))
         (a, _), (b, _), (c, _), (d, _) = connections
+        decider.VERSION_CHECK_S = 0.0
         a.data_received(_request("p1"))
         b.data_received(_request("p2"))
         assert len(stats) == 1  # one check for both requests of the turn
@@ -87,18 +90,26 @@ def test_the_manifest_is_checked_once_per_loop_turn_and_a_new_version_served_fro
         _publish(store, "3")
         a.data_received(_request("p1"))
         await asyncio.sleep(0)
+        assert len(stats) == 3
+        decider.VERSION_CHECK_S = 3600.0  # a turn within the interval of the last check: no stat
+        _publish(store, "4")
+        b.data_received(_request("p2"))
+        await asyncio.sleep(0)
+        assert len(stats) == 3
+        decider.VERSION_CHECK_S = 0.0  # the interval has passed: the next turn checks
+        c.data_received(_request("p1"))
+        await asyncio.sleep(0)
         return [t.sent for _, t in connections]
 
     sent = asyncio.run(turns())
     versions = [[(json.loads(s.split(b"\r\n\r\n", 1)[1])["placements"][0]["table_version"]) for s in conn]
                 for conn in sent]
-    assert versions == [[1, 3], [1], [1], [2]]
-    assert len(stats) == 3
+    assert versions == [[1, 3], [1, 3], [1, 4], [2]]
+    assert len(stats) == 4
     # no loop turns: every answer checks the manifest
-    decider = app.state.fast_decider
     body = json.dumps({"profile_id": "p1", "placements": ["web-banner"]}).encode()
     headers = [(b"content-type", b"application/json")]
-    assert json.loads(decider.answer(headers, body))["placements"][0]["table_version"] == 3
-    _publish(store, "4")
     assert json.loads(decider.answer(headers, body))["placements"][0]["table_version"] == 4
-    assert len(stats) == 5
+    _publish(store, "5")
+    assert json.loads(decider.answer(headers, body))["placements"][0]["table_version"] == 5
+    assert len(stats) == 6

@@ -96,14 +96,14 @@ class DecisionEngine(OfferEligibility):
             self._manifest_stamp = stamp
         return self._served
 
-    def hold_versions(self) -> None:
-        """Check the manifest now, then serve its versions without a stat until `release_versions`.
-        `offerflow serve` holds them for one event-loop turn (`http_protocol`): the first request
-        answered in a turn checks, the others read in that turn use what it found (the stat was
-        ~10% of an answer's CPU). A request read after a switch is answered from the new version
-        unless it was read in the same turn as an earlier request that checked before the switch."""
+    def hold_versions(self, check: bool = True) -> None:
+        """Check the manifest now (`check`; else keep what the last check found), then serve its
+        versions without a stat until `release_versions`. `offerflow serve` holds them for one
+        event-loop turn (`FastDecider.hold_versions`, which checks at most every
+        `VERSION_CHECK_S`): the stat was ~10% of an answer's CPU."""
         self._versions_held = False
-        self.served_versions()
+        if check or self._manifest_stamp is None:
+            self.served_versions()
         self._versions_held = True
 
     def release_versions(self) -> None:
