@@ -17,6 +17,8 @@ from offerflow.decisioning.http_guards import MAX_BODY_BYTES
 from offerflow.decisioning.http_service import coalescing_http_protocol, create_app
 from offerflow.ops.servers import free_port
 
+from bench.answer_bench import MemoryTransport as _RecordedTransport  # records each write (one send each)
+
 pytestmark = pytest.mark.flow
 
 
@@ -125,31 +127,6 @@ def test_keep_alive_connections_close_after_the_timeout_without_a_request(server
         busy.settimeout(5)
         waited = time.monotonic()
         assert busy.recv(1) == b"" and 0.2 < time.monotonic() - waited < 2.5
-
-
-class _RecordedTransport:
-    """What the protocol asks of an asyncio transport, recording each `write` (one `send` each)."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str, default=None):
-        return ("127.0.0.1", 8000) if name in ("peername", "sockname") else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_the_answers_of_one_loop_turn_leave_together_at_its_end(server):

@@ -54,6 +54,10 @@ def test_arrays_built_from_buffers():
 @pytest.mark.parametrize("values, type_", [
     (["p1", None, "é", ""], pa.string()), ([None, None], pa.string()), ([], pa.string()), (["a"], pa.large_string()),
     ([3, None, -2, 2**40], pa.int64()), ([0.5, None, float("nan")], pa.float64()), ([1.0, 2.0], pa.float64()),
+    # all-ASCII values take a joined path; one non-ASCII value, a NUL or a str subclass must not change the result
+    ([f"dec-{i:032x}" for i in range(3000)], pa.string()), (["a", "bc", "", "d\0e"], pa.large_string()),
+    (["ab", None, "", "cd"], pa.large_string()), ([*(["x"] * 50), "é", "yz"], pa.string()),
+    (["日本", "a"], pa.string()), ([np.str_("np"), "a", None], pa.string()), ([3, 0, 7], pa.int64()),
 ])
 def test_arrow_array_without_pandas_matches_pyarrow(values, type_, monkeypatch):
     expected = pa.array(values, type_)
@@ -61,6 +65,8 @@ def test_arrow_array_without_pandas_matches_pyarrow(values, type_, monkeypatch):
     got = arrow_array(values, type_)
     assert got.type == expected.type and got.null_count == expected.null_count
     assert [str(v) for v in got.to_pylist()] == [str(v) for v in expected.to_pylist()]
+    got.validate(full=True)
+    assert got.equals(expected) or type_ == pa.float64()  # NaN != NaN
 
 
 ROWS = [{"offer_id": "a", "priority": 3, "discount": 10.0, "vip": True, "tags": ("x",)},

@@ -21,6 +21,7 @@ import pytest
 
 from offerflow.core.schema import POSTERIOR_SCHEMA, RANKING_SCHEMA
 from offerflow.core.store import RankingSnapshot, RankingStore, StoreError
+from offerflow.core.store_snapshot import profile_keys
 
 P = "web-banner"
 RANKING = {"kind": "ranking"}
@@ -194,6 +195,35 @@ def test_snapshot_lookup_known_and_unknown_profiles(store):
         snap.lookup("p2")[1][0] = 1.0  # read-only views: serving cannot corrupt the snapshot
     with pytest.raises(StoreError, match="ranking table: use .lookup"):
         _ = snap.posteriors
+
+
+@pytest.mark.parametrize("longest, extra, fixed", [(12, "c", True), (65, "c", False), (12, "c\0", False)])
+def test_snapshot_lookup_finds_exactly_the_table_s_ids_whatever_their_bytes(longest, extra, fixed):
+    """Ids as fixed-width bytes (up to 64 bytes, none ending with NUL) or str objects (a longer id,
+    or one ending with NUL): the same answers for ids that differ by a NUL, a prefix, a multi-byte
+    character or a trailing NUL."""
+    ids = sorted({"a", "a\0b", "ab", "b", "b\x01", "é", "éa", "z" * 3, "\U0001f600x", "日本", "x" * longest, extra},
+                 key=lambda s: s.encode())
+    rows = [(pid, r) for pid in ids for r in (1, 2)]
+    table = pa.table({"profile_id": [pid for pid, _ in rows], "rank": pa.array([r for _, r in rows], pa.int16()),
+                      "offer_id": [f"{pid}/{r}" for pid, r in rows], "score": [float(r) for _, r in rows]},
+                     schema=RANKING_SCHEMA)
+    snap = RankingSnapshot.from_table(P, 1, {**RANKING, "row_count": len(rows)}, table)
+    assert (snap._profile_ids.dtype.kind == "S") == fixed
+    for pid in ids:
+        offers, scores = snap.lookup(pid)
+        assert offers.tolist() == [f"{pid}/1", f"{pid}/2"] and scores.tolist() == [1.0, 2.0]
+    for unknown in ("", "\0", "a\0", "a\0\0", "ab\0", "a\0a", "b\0", "e", "é\0", "日", "\ud800", "x" * (longest + 1),
+                    "x" * (longest - 1), "zzz\0", "~", extra + "\0", extra[:-1]):
+        offers, scores = snap.lookup(unknown)
+        assert offers.shape == (0,) and scores.shape == (0,), repr(unknown)
+    # a server's index of its profiles into the table: the same rows as a lookup, or None (str ids)
+    queries = ["~", *ids[::-1], "a\0", "ab\0", "x" * (longest + 1), "", "日", extra + "\0", "b"]
+    rows = snap.rows_of(*profile_keys(queries))
+    assert rows is None if not fixed else rows.dtype == np.int32 and len(rows) == len(queries)
+    if fixed:
+        assert [snap.rows_at(int(r))[0].tolist() for r in rows] == [snap.lookup(q)[0].tolist() for q in queries]
+        assert (rows >= 0).sum() == len(ids) + 1  # every id of the table ("b" twice), nothing else
 
 
 def test_snapshot_of_a_large_table_matches_the_rows(store):

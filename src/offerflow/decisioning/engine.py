@@ -38,7 +38,7 @@ from offerflow.decisioning.eligibility import OfferEligibility
 from offerflow.decisioning.explain import Explainer
 from offerflow.decisioning.decision_types import (MAX_ITEMS, RANDOM_TOO_FEW_QUALIFIED, Decision, DecisionError,
                                                   DecisionItem, PlacementDecision, PlacementPlan, PosteriorArrays,
-                                                  new_decision_id)
+                                                  iso_text, new_decision_id)
 
 
 class DecisionEngine(OfferEligibility):
@@ -65,10 +65,15 @@ class DecisionEngine(OfferEligibility):
                              for p in config.placements}
         self.priority = {row["offer_id"]: float(row["priority"]) for row in self.offer_rows}
         self._fallback = {p.id: fallback_offer(self.offer_rows, p.id) for p in config.placements}
+        # per placement, its offers by priority, each with its eligibility column (-1: no rule) and
+        # whether it has caps: what `_pool` goes through on every decision
+        self._pool_specs = {p: [(oid, self._rule_column.get(oid, -1), oid in self.caps.caps) for oid in ids
+                                if oid in self._offer_values] for p, ids in self._by_priority.items()}
         self._snapshots: dict[str, Any] = {}
         self._plans: dict[tuple[str, int | None], PlacementPlan] = {}
         self.snapshot_loads = 0  # tables read so far (a server freezes them out of the GC's reach)
         self._manifest_stamp: tuple[int, int] | None = None
+        self._versions_held = False  # `hold_versions`: the manifest's versions are served without a stat
         self._served: Mapping[str, int] = MappingProxyType({})
         self._posteriors: dict[str, PosteriorArrays] = {}
         # First-choice probabilities of Thompson sampling, per (table version, eligible offers).
@@ -81,12 +86,29 @@ class DecisionEngine(OfferEligibility):
     def served_versions(self) -> Mapping[str, int]:
         """Placement -> version, as the store's manifest says now: every placement of one decision
         (or batch) is served from one manifest, so never from two runs. The manifest is read only
-        when its stamp changed (a stat; reading it every request costs as much as a decision)."""
+        when its stamp changed (a stat; reading it every request costs as much as a decision), and
+        not stat'ed at all while `hold_versions` holds them."""
+        if self._versions_held:
+            return self._served
         stamp = self.store.manifest_stamp()
         if stamp is None or stamp != self._manifest_stamp:
             self._served = MappingProxyType(self.store.manifest().versions())
             self._manifest_stamp = stamp
         return self._served
+
+    def hold_versions(self, check: bool = True) -> None:
+        """Check the manifest now (`check`; else keep what the last check found), then serve its
+        versions without a stat until `release_versions`. `offerflow serve` holds them for one
+        event-loop turn (`FastDecider.hold_versions`, which checks at most every
+        `VERSION_CHECK_S`): the stat was ~10% of an answer's CPU."""
+        self._versions_held = False
+        if check or self._manifest_stamp is None:
+            self.served_versions()
+        self._versions_held = True
+
+    def release_versions(self) -> None:
+        """Check the manifest on every call again (see `hold_versions`)."""
+        self._versions_held = False
 
     def snapshot(self, placement_id: str, versions: Mapping[str, int] | None = None):
         """The placement's table at its version in `versions` (None: the manifest's now), loaded
@@ -110,12 +132,17 @@ class DecisionEngine(OfferEligibility):
             except StoreError:
                 if attempt == 2:
                     raise
-                self._manifest_stamp = None
+                self._manifest_stamp, self._versions_held = None, False
         raise AssertionError("unreachable")
 
     def preload(self) -> DecisionEngine:
-        """Read every placement's current table now rather than on its first request."""
-        self.pinned_versions([p.id for p in self.config.placements])
+        """Read every placement's current table (and index its rows by profile) now rather than on
+        its first request."""
+        versions = self.pinned_versions([p.id for p in self.config.placements])
+        for placement in self.config.placements:
+            snap = self.snapshot(placement.id, versions)
+            if snap is not None and snap.kind == "ranking":
+                self.table_rows(snap)
         return self
 
     def decide(self, profile_id: str, placement_ids: Sequence[str], items: int | None = None,
@@ -133,33 +160,29 @@ class DecisionEngine(OfferEligibility):
         now = now or datetime.now(timezone.utc)
         pos = self._profile_pos.get(profile_id)
         row = (self._unknown_eligibility if pos is None else self._eligibility[pos]).tolist()  # list: fast [j]
-        rule_column = self._rule_column
-
-        def eligible(offer_id: str) -> bool:
-            j = rule_column.get(offer_id)
-            return j is None or row[j]
-
+        row.append(True)  # row[-1]: an offer without a rule (`_rule_column.get(offer_id, -1)`)
         versions = self.pinned_versions(placement_ids)
         refused: dict[str, set[str]] = {p: set() for p in placement_ids}
         results: list[PlacementDecision] = []
         with self.caps.lock:  # check-then-count as one step, so concurrent requests cannot overshoot a cap
             while len(results) < len(placement_ids):  # each round refuses an offer more, so it ends
-                results += self._decide_round(profile_id, placement_ids, eligible, items, allow_duplicates, now,
+                results += self._decide_round(profile_id, placement_ids, row, items, allow_duplicates, now,
                                               versions, explain, results, refused)
-        return Decision(new_decision_id(), profile_id, now.isoformat(), results)
+        return Decision(new_decision_id(), profile_id, iso_text(now), results)
 
-    def _decide_round(self, profile_id: str, placement_ids: Sequence[str], eligible: Any, items: int | None,
+    def _decide_round(self, profile_id: str, placement_ids: Sequence[str], row: list[bool], items: int | None,
                       allow_duplicates: bool, now: datetime, versions: Mapping[str, int], explain: bool,
                       counted: list[PlacementDecision], refused: dict[str, set[str]]) -> list[PlacementDecision]:
         """Decide the placements after the `counted` ones and count them in the cap store in one call
         (one round trip with Redis); returns those it counted, in order. When the store refuses an
         offer (another worker reached its cap meanwhile), it joins that placement's `refused` and
-        that placement and the ones after it are decided again in the next round."""
+        that placement and the ones after it are decided again in the next round. `row`: the
+        profile's eligibility, one bool per offer with a rule (`_rule_column`)."""
         used = set() if allow_duplicates else {i.offer_id for r in counted for i in r.items}
         results = []
         for placement_id in placement_ids[len(counted):]:
             trace: dict[str, Any] | None = {"earlier": [*counted, *results]} if explain else None
-            result = self._decide_placement(profile_id, placement_id, eligible, items, used | refused[placement_id],
+            result = self._decide_placement(profile_id, placement_id, row, items, used | refused[placement_id],
                                             now, versions, trace)
             if trace is not None:  # before counting, so the cap state is the one the decision saw
                 result = self.explainer().explain(result, trace["plan"], profile_id, used, now, trace)
@@ -213,7 +236,7 @@ class DecisionEngine(OfferEligibility):
             self._explainer = Explainer(self)
         return self._explainer
 
-    def _decide_placement(self, profile_id: str, placement_id: str, eligible: Any, items: int | None,
+    def _decide_placement(self, profile_id: str, placement_id: str, row: list[bool], items: int | None,
                           used: set[str], now: datetime, versions: Mapping[str, int],
                           trace: dict[str, Any] | None = None) -> PlacementDecision:
         """`trace` (explanations only): gets the plan and, for Thompson sampling, the selection.
@@ -222,10 +245,10 @@ class DecisionEngine(OfferEligibility):
         if trace is not None:
             trace["plan"] = plan
         snap, n_items, model = plan.snapshot, plan.n_items, plan.model
-        offer_values, caps, with_caps = self._offer_values, self.caps, self.caps.caps
+        offer_values, caps, with_caps, rule_column = self._offer_values, self.caps, self.caps.caps, self._rule_column
 
         def allowed(offer_id: str) -> bool:
-            return (offer_id not in used and offer_id in offer_values and eligible(offer_id)
+            return (offer_id not in used and offer_id in offer_values and row[rule_column.get(offer_id, -1)]
                     and (offer_id not in with_caps or not caps.capped(offer_id, placement_id, profile_id, now)))
 
         if plan.posterior:
@@ -233,12 +256,13 @@ class DecisionEngine(OfferEligibility):
                                                                      plan.exploration_share, trace)
             arm = "model" if model is not None and source != RANDOM_TOO_FEW_QUALIFIED else "non_personalized"
         elif plan.too_few_qualified:  # the model ranks nothing: a random order, 1 / |pool| per offer and slot
-            pool = [oid for oid in plan.candidates if allowed(oid)]
+            pool = self._pool(placement_id, row, used, profile_id, now)
             chosen = [(pool[j], None) for j in self._rng.permutation(len(pool))[:n_items]]
             first_probability = lambda oid, rank=1: 1.0 / len(pool)  # noqa: E731
             source, arm = RANDOM_TOO_FEW_QUALIFIED, "non_personalized"
         else:
-            chosen, pool, first_probability, source = self._ranked(placement_id, snap, profile_id, allowed, n_items)
+            chosen, pool, first_probability, source = self._ranked(snap, profile_id, n_items,
+                                                                   self._pool(placement_id, row, used, profile_id, now))
             arm = "model" if model is not None and source == "ranking_table" else "non_personalized"
             if arm == "model" and plan.exploration_share > 0 and chosen:
                 chosen, first_probability, source = self._explore(chosen, pool, plan.exploration_share, n_items,
@@ -295,13 +319,21 @@ class DecisionEngine(OfferEligibility):
         except KeyError:  # a table published by a model since removed from the project file
             return None
 
-    def _ranked(self, placement_id: str, snap: Any, profile_id: str, allowed: Any, n_items: int):
+    def _pool(self, placement_id: str, row: list[bool], used: set[str], profile_id: str, now: datetime) -> list[str]:
+        """The placement's offers, highest priority first, that the profile may see now: not in
+        `used`, eligible (`row`, as `decide` makes it), not at a cap; what `allowed` in
+        `_decide_placement` keeps, checked in the same order (a cap check that finds the offer
+        capped counts a cap hit), without a function call per offer."""
+        capped = self.caps.capped
+        return [oid for oid, j, has_caps in self._pool_specs[placement_id]
+                if oid not in used and row[j] and not (has_caps and capped(oid, placement_id, profile_id, now))]
+
+    def _ranked(self, snap: Any, profile_id: str, n_items: int, pool: list[str]):
         """The profile's ranked offers as (offer_id, score) pairs (table first, then priority to
-        fill), the eligible pool and the logging probability of an offer in a slot
+        fill) among the eligible `pool`, the pool, and the logging probability of an offer in a slot
         (deterministic: 1 for the slot's offer, else 0)."""
-        offer_ids, scores = (snap.lookup(profile_id) if snap is not None else ((), ()))
+        offer_ids, scores = self.ranked_offers(snap, profile_id) if snap is not None else ((), ())
         source = "ranking_table" if len(offer_ids) else "non_personalized"
-        pool = [oid for oid in self._by_priority[placement_id] if allowed(oid)]
         pool_set = set(pool)
         chosen: list[tuple[str, float | None]] = []
         if len(offer_ids):

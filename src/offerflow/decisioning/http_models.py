@@ -31,6 +31,30 @@ class DecisionRequest(BaseModel):
                           description="Also say why, per placement (`explanation`; true or false); off by default.")
 
 
+_REQUEST_FIELDS = frozenset(DecisionRequest.model_fields)
+
+
+def _plain_id(value: Any) -> bool:
+    """An id `DecisionRequest` takes as is: a str of 1 to MAX_ID_BYTES ASCII characters."""
+    return type(value) is str and 0 < len(value) <= MAX_ID_BYTES and value.isascii()
+
+
+def plain_request(data: Any) -> tuple[str, list[str], int | None, bool, bool] | None:
+    """(profile_id, placements, items, allow_duplicates, explain) of a parsed JSON body that
+    `DecisionRequest` would accept unchanged, checked without pydantic (its validation was ~4% of
+    a decision's CPU); None for anything else, which the model validates (and may refuse). Only
+    the plain case passes: ASCII ids, exact JSON types, no unknown field."""
+    if type(data) is not dict or not _REQUEST_FIELDS.issuperset(data):
+        return None
+    profile_id, placements = data.get("profile_id"), data.get("placements")
+    items, duplicates, explain = data.get("items"), data.get("allow_duplicates", False), data.get("explain", False)
+    if (not _plain_id(profile_id) or type(placements) is not list or not 0 < len(placements) <= MAX_PLACEMENTS
+            or not all(map(_plain_id, placements)) or type(duplicates) is not bool or type(explain) is not bool
+            or (items is not None and (type(items) is not int or not 1 <= items <= MAX_ITEMS))):
+        return None
+    return profile_id, placements, items, duplicates, explain
+
+
 class DecisionItemOut(BaseModel):
     placement_id: str = Field(description="The placement this item is shown in.")
     offer_id: str = Field(description="The offer to show.")

@@ -197,6 +197,7 @@ class DecisionHttpProtocol(CoalescingHttpToolsProtocol):
             return
         body, self._fast = bytes(self._fast), None
         try:
+            self._decider.hold_versions(self.loop)  # one stat of the store's manifest per loop turn
             answer = self._decider.answer(self.headers, body)
         except Exception:  # as uvicorn does for an app's exception: log it, 500, close
             _log.exception("Exception in the decision fast path")
