@@ -20,18 +20,30 @@ pytestmark = pytest.mark.flow
 EXPENSIVE = ("validate-events", "train-propensity", "train-ranking-model", "publish-ranking")
 
 
-def task_states(flow_state) -> dict[str, list[str]]:
-    """Task name -> the state names of its runs in the flow run that ended in `flow_state`."""
+def task_states(flow_state, timeout_s: float = 30.0) -> dict[str, list[str]]:
+    """Task name -> the state names of its runs in the flow run that ended in `flow_state`.
+
+    Prefect 3 records task runs from their events, after the flow has returned: a run can be read
+    without its state yet, or not at all. So the runs are read until every one has a final state
+    and two reads in a row agree."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+    previous, deadline = None, time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
-    states: dict[str, list[str]] = defaultdict(list)
-    for run in runs:
-        states[run.name.rsplit("-", 1)[0]].append(run.state.name)
-    return dict(states)
+        while True:
+            runs = client.read_task_runs(flow_run_filter=flow_run)
+            settled = all(run.state is not None and run.state.is_final() for run in runs)
+            states: dict[str, list[str]] = defaultdict(list)
+            for run in sorted(runs, key=lambda r: str(r.id)):
+                states[run.name.rsplit("-", 1)[0]].append(run.state.name if run.state is not None else "None")
+            if (settled and dict(states) == previous) or time.monotonic() > deadline:
+                return dict(states)
+            previous = dict(states)
+            time.sleep(0.2)
 
 
 def in_project(project: Path, fn, **kwargs):
