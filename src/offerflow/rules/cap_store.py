@@ -69,6 +69,56 @@ class CapStore(Protocol):
     @property
     def families(self) -> list[Family]: ...
 
+    def capped(self, offer_id: str, placement_id: str, profile_id: str, now: datetime) -> bool: ...
+
+    def reserve(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime,
+                unchecked: Sequence[str] = ()) -> list[str]: ...
+
+    def reserve_request(self, placements: Sequence[tuple[Sequence[str], Sequence[str], str]], profile_id: str,
+                        now: datetime) -> tuple[int, list[str]]: ...
+
+    def record(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime) -> None: ...
+
+    def reset(self, offer_id: str | None = None) -> int: ...
+
+    def counts_frame(self, family: Family) -> pd.DataFrame: ...
+
+    def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]: ...
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class RedisCapStore(SharedCapStore):
+    """Cap counters in Redis (`url`), under keys ``offerflow:<namespace>:...``."""
+
+    def __init__(self, caps: Mapping[str, Sequence[CapRule]], url: str, namespace: str, client: Any = None) -> None:
+        import redis
+
+        super().__init__(caps)
+        self.url = url
+        self.redis = client if client is not None else redis.Redis.from_url(url, socket_timeout=5)
+        self.prefix = f"offerflow:{namespace}"
+        self._reserve = self.redis.register_script(RESERVE_LUA)
+        self._connection: Any = None  # reserve's own connection (see `_run_reserve`), made on first use
+
+    def _head(self, family: Family, start: int) -> str:
+        return f"{self.prefix}:c:{family_name(family)}:{start}:"
+
+    def _expiry(self, family: Family, now: datetime) -> int:
+        """Seconds a counter of the window containing `now` lives (0: forever): to its end, plus a minute."""
+        end = self._window(family, now)[1]
+        return 0 if end == float("inf") else int(end - now.timestamp()) + 60
+
+    def ping(self) -> None:
+        import redis
+
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            raise CapStoreError(f"caps.store: cannot reach Redis at {self.url}: {exc}") from None
+
     def _reserve_groups(self, groups: list[Group], now: datetime) -> tuple[int, list[int]]:
         """One round trip: the reserve script over every group's keys (see RESERVE_LUA)."""
         keys: list[str] = []
