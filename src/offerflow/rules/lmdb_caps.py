@@ -19,7 +19,8 @@ crash may lose the last transactions or leave the file inconsistent: delete the 
 the next start seeds it again from the events and the decision log.
 
 An environment must not cross a fork nor be opened twice in one process: each process opens it
-once (`open_env`, keyed by process id and path) and every store of that process shares it.
+once (`open_env`, keyed by process id and path) and every store of that process shares it; a
+forked child closes the copies it inherited (which leaves the parent's open) and opens its own.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def open_env(path: Path, map_mib: int = DEFAULT_MAP_MIB) -> lmdb.Environment:
     with _ENVS_LOCK:
         env = _ENVS.get(key)
         if env is None:
-            for stale in [k for k in _ENVS if k[0] != key[0]]:  # inherited through a fork: never used here
-                del _ENVS[stale]
+            for stale in [k for k in _ENVS if k[0] != key[0]]:  # inherited through a fork: closed in the
+                _ENVS.pop(stale).close()  # child (its own mapping and descriptors; the parent's stay open)
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 env = lmdb.open(str(path), map_size=map_mib << 20, max_dbs=2, lock=True, sync=False,
