@@ -177,3 +177,29 @@ def test_the_store_setting_names_a_directory(tmp_path):
     assert CapsConfig(store="lmdb:///srv/caps").lmdb_path(tmp_path) == Path("/srv/caps")
     assert CapsConfig(store="lmdb").redis_url is None and CapsConfig(store="lmdb").shared
     assert CapsConfig(store="redis://h:1/0").lmdb_path(tmp_path) is None and not CapsConfig().shared
+
+
+def _killed_in_a_transaction(path: str) -> None:
+    """A worker that counts once, then dies by SIGKILL holding the write mutex, mid-transaction."""
+    import os
+    import signal
+
+    store = LmdbCapStore(HAMMER_CAPS, Path(path))
+    store.reserve(["o-1"], "web", "p0", NOW)
+    with store._write() as txn:
+        txn.put(b"c:uncommitted", b"1")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_inside_a_transaction_blocks_nobody(tmp_path):
+    """The write mutex is robust: the next writer gets it; the committed count stays, the rest goes."""
+    process = multiprocessing.get_context("fork").Process(target=_killed_in_a_transaction,
+                                                          args=(str(tmp_path / "x.lmdb"),))
+    process.start()
+    process.join(timeout=60)
+    assert process.exitcode == -9
+    store = LmdbCapStore(HAMMER_CAPS, tmp_path / "x.lmdb")
+    assert store.reserve(["o-1"], "web", "p1", NOW) == []
+    assert {r["offer_id"]: r["count"] for r in store.state(NOW) if r["rule"] == 0}["o-1"] == 2
+    with store.env.begin(db=store.counters) as txn:
+        assert txn.get(b"c:uncommitted") is None
