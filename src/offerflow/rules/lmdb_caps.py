@@ -33,11 +33,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lmdb
+
 from offerflow.rules.capping import CapRule, Family
 from offerflow.rules.shared_caps import SEP, CapStoreError, Group, SharedCapStore, family_name
 
 if TYPE_CHECKING:
-    import lmdb
     import pandas as pd
 
 DEFAULT_MAP_MIB = 1024
@@ -48,8 +49,6 @@ _ENVS_LOCK = threading.Lock()
 
 def open_env(path: Path, map_mib: int = DEFAULT_MAP_MIB) -> lmdb.Environment:
     """This process's environment of the LMDB directory `path` (created if missing)."""
-    import lmdb
-
     path = Path(path).resolve()
     key = (os.getpid(), str(path))
     with _ENVS_LOCK:
@@ -94,8 +93,6 @@ class LmdbCapStore(SharedCapStore):
     def _write(self) -> Iterator[Any]:
         """A write transaction (the cross-process mutex), committed on leaving; a full map is a
         CapStoreError."""
-        import lmdb
-
         env = self._environment()
         with self.lock:
             try:
@@ -107,8 +104,11 @@ class LmdbCapStore(SharedCapStore):
                 with txn:
                     yield txn
             except lmdb.MapFullError:
-                raise CapStoreError(f"caps.store: the LMDB cap store {self.path} is full ({self.map_mib} MiB "
-                                    "mapped): raise caps.lmdb_map_mib") from None
+                raise self._full() from None
+
+    def _full(self) -> CapStoreError:
+        return CapStoreError(f"caps.store: the LMDB cap store {self.path} is full ({self.map_mib} MiB mapped): "
+                             "raise caps.lmdb_map_mib")
 
     def _head(self, family: Family, start: int) -> str:
         return f"c:{family_name(family)}:{start:012d}:"
@@ -136,22 +136,20 @@ class LmdbCapStore(SharedCapStore):
         return deleted
 
     def _reserve_groups(self, groups: list[Group], now: datetime) -> tuple[int, list[int]]:
-        """One write transaction over every group (see RESERVE_LUA for the same in Redis)."""
+        """One write transaction over every group (see RESERVE_LUA for the same in Redis); the
+        transaction begun directly (this is every request's path; `_write` costs ~1.7 us more)."""
         if self._stale:
             self.purge()
-        with self._write() as txn:
-            get = txn.get
-            for g, (checks, check_keys, _, record_keys, _) in enumerate(groups):
-                refused = []
-                for i, key in enumerate(check_keys):
-                    value = get(key.encode())
-                    if value is not None and int.from_bytes(value, "little") >= checks[i][2]:
-                        refused.append(i)
-                if refused:
-                    return g, refused
-                for key in record_keys:
-                    _add(txn, key.encode(), 1)
-        return len(groups), []
+        env = self.env if self._env_pid == os.getpid() else self._environment()
+        try:
+            with self.lock, env.begin(write=True, db=self.counters) as txn:
+                return _check_and_count(txn, groups)
+        except lmdb.MapFullError:
+            raise self._full() from None
+        except lmdb.MapResizedError:  # another process opened it with a larger map: adopt that size, again
+            env.set_mapsize(0)
+            with self._write() as txn:
+                return _check_and_count(txn, groups)
 
     def reset(self, offer_id: str | None = None) -> int:
         """Delete the counters of one offer (None: all) in every window; returns how many were deleted."""
@@ -210,6 +208,23 @@ class LmdbCapStore(SharedCapStore):
     @staticmethod
     def _marker(family: Family) -> bytes:
         return f"seeded:{family_name(family)}".encode()
+
+
+def _check_and_count(txn: Any, groups: list[Group]) -> tuple[int, list[int]]:
+    """In one write transaction: each group's checks, then, if none is at its limit, its increments;
+    stops at the first group with a check at its limit (see `SharedCapStore._reserve_groups`)."""
+    get = txn.get
+    for g, (checks, check_keys, _, record_keys, _) in enumerate(groups):
+        refused = []
+        for i, key in enumerate(check_keys):
+            value = get(key.encode())
+            if value is not None and int.from_bytes(value, "little") >= checks[i][2]:
+                refused.append(i)
+        if refused:
+            return g, refused
+        for key in record_keys:
+            _add(txn, key.encode(), 1)
+    return len(groups), []
 
 
 def _add(txn: Any, key: bytes, n: int) -> None:

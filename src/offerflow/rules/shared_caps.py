@@ -41,6 +41,17 @@ def family_name(family: Family) -> str:
     return f"{family.event}.{family.scope}.{family.reset}.{'placement' if family.per_placement else 'all'}"
 
 
+class Window:
+    """A family's current counting window in this process: its key head, start and end (unix
+    seconds; a window not yet seen: an empty range) and whether its keys split by placement and profile."""
+
+    __slots__ = ("family", "head", "start", "end", "by_placement", "by_profile")
+
+    def __init__(self, family: Family) -> None:
+        self.family, self.head, self.start, self.end = family, "", float("inf"), float("-inf")
+        self.by_placement, self.by_profile = family.per_placement, family.scope == "per_profile"
+
+
 class SharedCapStore:
     """The part of a shared cap store that does not depend on where the counters live."""
 
@@ -51,11 +62,14 @@ class SharedCapStore:
         self.hits = 0  # this process's capped offers (hints and refusals), for the service's metrics
         self.lock = threading.RLock()  # the engine's interface; exactness comes from the store
         self._families = list(dict.fromkeys(r.family for rules in self.caps.values() for r in rules))
-        self._checks = {oid: [(r.family, r.limit) for r in rules] for oid, rules in self.caps.items()}
-        self._recorded = {oid: [f for f in dict.fromkeys(r.family for r in rules) if f.event in DECIDED_EVENTS]
-                          for oid, rules in self.caps.items()}
+        self._windows = {f: Window(f) for f in self._families}
+        # the hot path, resolved once per offer: each rule's family, limit and window; the distinct
+        # families a decided offer counts in, with their windows
+        self._checks = {oid: [(r.family, r.limit, self._windows[r.family]) for r in rules]
+                        for oid, rules in self.caps.items()}
+        self._recorded = {oid: [(f, self._windows[f]) for f in dict.fromkeys(r.family for r in rules)
+                                if f.event in DECIDED_EVENTS] for oid, rules in self.caps.items()}
         self._hints: dict[tuple[Family, str, str, str], float] = {}  # counters seen at their limit
-        self._windows: dict[Family, tuple[str, float, float]] = {}  # key head, window end, start
 
     @property
     def families(self) -> list[Family]:
@@ -68,19 +82,23 @@ class SharedCapStore:
     def _new_window(self, family: Family, start: int) -> None:
         """Called when this process first sees a window of `family` (LMDB purges the older ones)."""
 
+    def _roll(self, window: Window, now: datetime) -> None:
+        """Make `window` the one containing `now` (a new key head; the store told of it)."""
+        family = window.family
+        start = window_start(family.reset, now)
+        window.end = float("inf") if family.reset == "never" else next_window_start(family.reset, now).timestamp()
+        window.start, window.head = start.timestamp(), self._head(family, int(start.timestamp()))
+        self._new_window(family, int(start.timestamp()))
+
     def _window(self, family: Family, now: datetime) -> tuple[str, float]:
         """The key head of `family`'s window containing `now` and when that window ends (unix
-        seconds, inf for `never`); cached until it ends (datetime arithmetic is a third of a reserve)."""
-        cached = self._windows.get(family)
-        stamp = now.timestamp()
-        if cached is not None and cached[2] <= stamp < cached[1]:
-            return cached[0], cached[1]
-        start = window_start(family.reset, now)
-        end = float("inf") if family.reset == "never" else next_window_start(family.reset, now).timestamp()
-        head = self._head(family, int(start.timestamp()))
-        self._windows[family] = (head, end, start.timestamp())
-        self._new_window(family, int(start.timestamp()))
-        return head, end
+        seconds, inf for `never`); kept until it ends (datetime arithmetic is a third of a reserve)."""
+        window = self._windows.get(family)
+        if window is None:
+            window = self._windows[family] = Window(family)
+        if not window.start <= now.timestamp() < window.end:
+            self._roll(window, now)
+        return window.head, window.end
 
     def key(self, family: Family, now: datetime, offer_id: str, placement_id: str, profile_id: str) -> str:
         head = self._window(family, now)[0]
@@ -93,7 +111,7 @@ class SharedCapStore:
         if not checks or not self._hints:
             return False
         clock = time.monotonic()
-        for family, _ in checks:
+        for family, _, _ in checks:
             until = self._hints.get((family, *family.key(offer_id, placement_id, profile_id)))
             if until is not None and until > clock:
                 self.hits += 1
@@ -116,12 +134,24 @@ class SharedCapStore:
         call: counted in order, each as `reserve` does, up to the first with a capped offer. Returns
         how many were counted and the capped offers of the next one (empty: all counted)."""
         groups: list[Group] = []
+        stamp = now.timestamp()
         for offer_ids, unchecked, placement_id in placements:
-            checks = [(oid, f, limit) for oid in offer_ids for f, limit in self._checks.get(oid, ())]
-            records = [(oid, f) for oid in (*offer_ids, *unchecked) for f in self._recorded.get(oid, ())]
-            groups.append((checks, [self.key(f, now, oid, placement_id, profile_id) for oid, f, _ in checks],
-                           records, [self.key(f, now, oid, placement_id, profile_id) for oid, f in records],
-                           placement_id))
+            checks, check_keys, records, record_keys = [], [], [], []
+            for oid in offer_ids:
+                for family, limit, w in self._checks.get(oid, ()):
+                    if not w.start <= stamp < w.end:
+                        self._roll(w, now)
+                    checks.append((oid, family, limit))
+                    check_keys.append(f"{w.head}{oid}{SEP}{placement_id if w.by_placement else ALL}"
+                                      f"{SEP}{profile_id if w.by_profile else ALL}")
+            for oid in (*offer_ids, *unchecked):
+                for family, w in self._recorded.get(oid, ()):
+                    if not w.start <= stamp < w.end:
+                        self._roll(w, now)
+                    records.append((oid, family))
+                    record_keys.append(f"{w.head}{oid}{SEP}{placement_id if w.by_placement else ALL}"
+                                       f"{SEP}{profile_id if w.by_profile else ALL}")
+            groups.append((checks, check_keys, records, record_keys, placement_id))
         if not any(g[1] or g[3] for g in groups):
             return len(placements), []
         counted, refused = self._reserve_groups(groups, now)
