@@ -89,7 +89,8 @@ def main() -> None:
             part = work[r * args.reserves:(r + 1) * args.reserves]
             for name, (store, pid) in stores.items():
                 results[name].append(one_round(store, part, pid))
-        print(json.dumps({"reserves_per_round": args.reserves, "capped_only": args.capped_only, "load_avg_1m": round(os.getloadavg()[0], 2),
+        print(json.dumps({"reserves_per_round": args.reserves, "capped_only": args.capped_only,
+                          "load_avg_1m": round(os.getloadavg()[0], 2),
                           "lmdb_file_mib": round((scratch / "counters.lmdb" / "data.mdb").stat().st_blocks * 512
                                                  / 2**20, 1), **results}, indent=2))
     finally:

@@ -162,7 +162,8 @@ def _project_with_small_caps(root: Path, store: str) -> Path:
 def test_several_workers_never_show_an_offer_over_its_cap(store, request, tmp_path):
     from bench.decision_bench import wait_healthy
 
-    config_path = _project_with_small_caps(tmp_path, request.getfixturevalue("redis_url") if store == "redis" else store)
+    url = request.getfixturevalue("redis_url") if store == "redis" else store
+    config_path = _project_with_small_caps(tmp_path, url)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     log = (tmp_path / "serve.log").open("wb")

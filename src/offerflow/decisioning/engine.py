@@ -6,7 +6,7 @@ false for the profile's current attributes, drop offers already chosen for an ea
 the same request (unless duplicates are allowed), keep the top items, and fall back to the
 placement's fallback offer when nothing is left. A profile the table has never seen gets the
 placement's non-personalized ranking (priority). Offers at a frequency cap are skipped; a request's
-offers are reserved in one step in the cap store (`rules.cap_store`: in process, or Redis).
+offers are reserved in one step in the cap store (`rules.cap_store`: in process, LMDB or Redis).
 
 A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
 eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured; a model
@@ -45,7 +45,7 @@ class DecisionEngine(OfferEligibility):
     """Answers decision requests from the published ranking tables of one project.
 
     `caps`: the live cap store (None: in-process counters for the catalog's caps, starting at zero;
-    `offerflow.rules.cap_store` has the Redis store that several workers share).
+    `offerflow.rules.cap_store` has the LMDB and Redis stores that several workers share).
     `seed` makes Thompson sampling and the holdout draw reproducible.
 
     `offers`: the catalog's normalized rows (`ingest.catalog.load_offer_rows`) or their DataFrame;
