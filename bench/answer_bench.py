@@ -20,6 +20,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +36,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--turn", type=int, default=0, help="Requests per event-loop turn through the protocol "
                                                               "(0: call the answer directly).")
+    parser.add_argument("--caps", choices=["project", "embedded", "lmdb"], default="project",
+                        help="The cap store: the project file's, embedded, or LMDB in a fresh scratch directory.")
     args = parser.parse_args()
     import pandas as pd
     from offerflow.core.config import load_config
+    from offerflow.core.settings import CapsConfig
     from offerflow.decisioning.http_routes import freeze_long_lived
     from offerflow.decisioning.http_service import create_app
 
     config = load_config(args.workdir / "offerflow.yaml")
+    if args.caps != "project":
+        store = "embedded" if args.caps == "embedded" else f"lmdb://{tempfile.mkdtemp(prefix='answer-bench-caps-')}"
+        config = config.model_copy(update={"caps": CapsConfig(store=store)})
     ids = pd.read_parquet(args.workdir / "data/profiles.parquet", columns=["profile_id"])["profile_id"].to_numpy()
     picked = np.random.default_rng(args.seed).choice(ids, args.requests, replace=False)
     bodies = [json.dumps({"profile_id": str(p), "placements": ["web-banner"]}).encode() for p in picked]
@@ -68,7 +75,9 @@ def main() -> None:
             thread, process = time.thread_time() - thread, time.process_time() - process
             gc.callbacks.remove(count)
     n = len(bodies) - args.warmup
-    print(json.dumps({"answers": n, "thread_cpu_us_per_answer": round(thread / n * 1e6, 1),
+    if args.caps == "lmdb":
+        shutil.rmtree(config.caps.store.removeprefix("lmdb://"), ignore_errors=True)
+    print(json.dumps({"answers": n, "caps_store": args.caps, "thread_cpu_us_per_answer": round(thread / n * 1e6, 1),
                       "process_cpu_us_per_answer": round(process / n * 1e6, 1),
                       "collections_gen0_gen1_gen2": collections, "load_avg_1m": round(os.getloadavg()[0], 2)}))
 

@@ -1,11 +1,13 @@
-"""Open-loop load benchmark of `offerflow serve`: one or several workers, embedded or Redis caps.
+"""Open-loop load benchmark of `offerflow serve`: one or several workers, embedded, LMDB or Redis caps.
 
-    .venv/bin/python bench/load_bench.py --rate 4000 --seconds 30                       # 1 worker, embedded caps
-    .venv/bin/python bench/load_bench.py --rate 8000 --seconds 30 --workers 2 --redis   # shared Redis caps
+    .venv/bin/python bench/load_bench.py --rate 4000 --seconds 30                            # 1 worker, embedded caps
+    .venv/bin/python bench/load_bench.py --rate 8000 --seconds 30 --workers 2 --caps lmdb    # shared LMDB caps
+    .venv/bin/python bench/load_bench.py --rate 8000 --seconds 30 --workers 2 --redis        # shared Redis caps
 
 Builds the decision bench's project (`decision_bench.build_project`: N seeded profiles, the demo
-catalog with its caps, published tables), starts `offerflow serve --workers W` (with `--redis`: a
-private redis-server on a free port, `caps.store` pointing at it) and drives it from `--clients`
+catalog with its caps, published tables), starts `offerflow serve --workers W` (with `--redis`
+(`--caps redis`): a private redis-server on a free port, `caps.store` pointing at it; with
+`--caps lmdb`: `caps.store: lmdb`, its file emptied before the run) and drives it from `--clients`
 generator processes (uvloop, keep-alive connections) sharing one schedule: request k is due at
 t0 + k / rate and its latency counts from then, so a slow server cannot hide its queue. 1% of the
 requests are malformed (expected: 422). Prints JSON: served rate, p50/p95/p99 of the valid answers,
@@ -177,7 +179,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="Keep-alive connections, over all generators.")
     parser.add_argument("--clients", type=int, default=2, help="Load generator processes.")
     parser.add_argument("--workers", type=int, default=1, help="`offerflow serve --workers`.")
-    parser.add_argument("--redis", action="store_true", help="Shared Redis cap store (needed for --workers > 1).")
+    parser.add_argument("--caps", choices=["embedded", "lmdb", "redis"], default="embedded",
+                        help="The cap store (--workers > 1 needs lmdb or redis).")
+    parser.add_argument("--redis", action="store_true", help="The same as --caps redis.")
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None, help="Reuse a project built here (a fresh log each run).")
@@ -190,14 +194,18 @@ def main() -> None:
     if not config_path.exists():
         build_project(root, args.profiles, args.seed)
     base = config_path.read_text().split("\ncaps:\n")[0]
-    redis = None
-    if args.redis:
+    redis, caps = None, "redis" if args.redis else args.caps
+    if caps == "redis":
         redis, url = start_redis(root)
         base += f"\ncaps:\n  store: {url}\n"
+    elif caps == "lmdb":
+        base += "\ncaps:\n  store: lmdb\n"
     config_path.write_text(base)
     from offerflow.core.config import load_config
 
-    shutil.rmtree(load_config(config_path).paths.decision_log, ignore_errors=True)  # caps count this run only
+    paths = load_config(config_path).paths
+    shutil.rmtree(paths.decision_log, ignore_errors=True)  # caps count this run only
+    shutil.rmtree(paths.outputs / "caps" / "counters.lmdb", ignore_errors=True)
     watch_dir = root / "loop-watch" if args.loop_watch else None
     if watch_dir is not None:
         shutil.rmtree(watch_dir, ignore_errors=True)
@@ -221,7 +229,7 @@ def main() -> None:
             redis.terminate()
             redis.wait(timeout=10)
     wall, n = figures["elapsed_s"], figures["requests"]
-    print(json.dumps({"profiles": args.profiles, "workers": args.workers, "cap_store": "redis" if args.redis else "embedded",
+    print(json.dumps({"profiles": args.profiles, "workers": args.workers, "cap_store": caps,
                       "clients": args.clients, "connections": args.connections, "cores": os.cpu_count(), **figures,
                       "server_cpu_s": round(server_cpu, 1), "server_cpu_s_by_process": by_pid,
 "server_cpu_pct": round(100 * server_cpu / wall),

@@ -1,7 +1,9 @@
-"""The Redis cap store: exact caps under concurrency, seeded once, and `offerflow serve --workers N`.
+"""The Redis cap store: exact caps under concurrency, seeded once, and `offerflow serve --workers N`
+on Redis and on LMDB (`caps.store: lmdb`; its own tests: tests/flows/test_lmdb_caps.py).
 
-Needs `redis-server` (Debian: apt-get install redis-server; `.ci/run` installs it); skipped with
-the reason otherwise. Each test module starts its own Redis on a free port, without persistence.
+The Redis tests need `redis-server` (Debian: apt-get install redis-server; `.ci/run` installs it);
+skipped with the reason otherwise. Each test module starts its own Redis on a free port, without
+persistence.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -29,15 +32,15 @@ from offerflow.ops.servers import free_port, redis_argv
 from offerflow.rules.cap_store import RedisCapStore, load_cap_store
 from offerflow.rules.capping import CapRule, caps_of
 
-pytestmark = [pytest.mark.flow,
-              pytest.mark.skipif(shutil.which("redis-server") is None,
-                                 reason="redis-server is not installed (apt-get install redis-server)")]
+pytestmark = pytest.mark.flow
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen(redis_argv(port, tmp_path_factory.mktemp("redis")), stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
@@ -79,25 +82,28 @@ def test_reserve_is_exact_under_concurrent_threads(redis_url):
     assert stores[3].reserve(["o-1"], "web", "p0", NOW) == []
 
 
-def test_a_request_is_reserved_in_one_round_trip_in_placement_order(redis_url):
+def test_a_request_is_reserved_in_one_round_trip_in_placement_order(redis_url, tmp_path):
     """`reserve_request`: one EVALSHA for every placement of a request; each placement is checked
     after the increments of the ones before it, so an offer decided in two placements cannot pass
-    its cap; it stops at the first placement with a capped offer. The embedded store answers the same."""
+    its cap; it stops at the first placement with a capped offer. The embedded and LMDB stores
+    answer the same."""
     import redis
 
     caps = {"o-1": (CapRule(event="display", scope="total", limit=3),),
             "o-2": (CapRule(event="display", scope="per_profile", limit=1),)}
     store, admin = RedisCapStore(caps, redis_url, "request"), redis.Redis.from_url(redis_url)
     embedded = load_cap_store(caps, None, None, None, NOW)
+    on_lmdb = load_cap_store(caps, None, None, None, NOW, lmdb_path=tmp_path / "counters.lmdb")
     request = [(["o-1", "o-2"], [], "web"), (["o-1"], ["o-9"], "app"), (["o-1", "o-2"], [], "mail")]
     calls = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-    for cap_store in (store, embedded):
+    for cap_store in (store, embedded, on_lmdb):
         with cap_store.lock:
             assert cap_store.reserve_request(request, "p0", NOW) == (2, ["o-2"])  # o-1 at 2 of 3, o-2 at 1 of 1
             assert cap_store.reserve_request([(["o-1"], [], "web"), (["o-1"], [], "app")], "p1", NOW) == (1, ["o-1"])
             assert cap_store.reserve_request([([], ["o-9"], "web")], "p1", NOW) == (1, [])
     assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] - calls <= 3  # the first may be NOSCRIPT + EVAL
-    assert {(r["offer_id"], r["count"]) for r in store.state(NOW)} == {("o-1", 3), ("o-2", 1)}
+    for cap_store in (store, on_lmdb):
+        assert {(r["offer_id"], r["count"]) for r in cap_store.state(NOW)} == {("o-1", 3), ("o-2", 1)}
 
 
 def test_reserve_survives_a_lost_script_and_a_dropped_connection(redis_url):
@@ -135,9 +141,9 @@ def test_seeded_once_from_the_decision_log(redis_url, tmp_path, project_dir):
     assert counts.sort_index().to_dict() == shown.sort_index().to_dict()
 
 
-def _project_with_small_caps(root: Path, redis_url: str) -> Path:
+def _project_with_small_caps(root: Path, store: str) -> Path:
     """The bench's project (300 profiles, published tables) with small total and per-profile caps
-    on every offer but the fallbacks, and `caps.store` set to `redis_url`."""
+    on every offer but the fallbacks, and `caps.store` set to `store` (lmdb, or a Redis URL: its db 1)."""
     from bench.decision_bench import build_project
 
     config_path = build_project(root, 300, seed=5)
@@ -148,14 +154,16 @@ def _project_with_small_caps(root: Path, redis_url: str) -> Path:
             offer["caps"] = [{"event": "display", "scope": "total", "limit": 25, "reset": "daily"},
                              {"event": "display", "scope": "per_profile", "limit": 1, "reset": "never"}]
     offers_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
-    config_path.write_text(config_path.read_text() + f"caps:\n  store: {redis_url.replace('/0', '/1')}\n")
+    config_path.write_text(config_path.read_text() + f"caps:\n  store: {store.replace('/0', '/1')}\n")
     return config_path
 
 
-def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
+@pytest.mark.parametrize("store", ["redis", "lmdb"])
+def test_several_workers_never_show_an_offer_over_its_cap(store, request, tmp_path):
     from bench.decision_bench import wait_healthy
 
-    config_path = _project_with_small_caps(tmp_path, redis_url)
+    url = request.getfixturevalue("redis_url") if store == "redis" else store
+    config_path = _project_with_small_caps(tmp_path, url)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
     log = (tmp_path / "serve.log").open("wb")
@@ -178,6 +186,16 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
         with ThreadPoolExecutor(24) as pool:
             list(pool.map(post, range(600)))
         assert statuses.count(200) == 600
+        # the admin commands read and reset the counters the running workers share
+        rows = _cli(env, "caps", "show", "--config", str(config_path), "--json")
+        assert max(r["count"] for r in rows if r["rule"] == 0) == 25
+        assert max(r["count"] for r in rows if r["rule"] == 1) == 1
+        assert _cli(env, "caps", "reset", "--config", str(config_path), "--json")["status"] == "reset"
+        assert {r["count"] for r in _cli(env, "caps", "show", "--config", str(config_path), "--json")} == {0}
+        if store == "redis":  # the counters themselves, not only the log read after the reset
+            config = load_config(config_path)
+            shared = RedisCapStore(caps_of(build_engine(config).offers), config.caps.redis_url, config.project)
+            assert {r["count"] for r in shared.state()} == {0}
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -189,6 +207,14 @@ def test_several_workers_never_show_an_offer_over_its_cap(redis_url, tmp_path):
     assert len(displays) >= 600 * 2  # every decision was logged, by whichever worker made it
     assert shown.groupby("offer_id").size().max() == 25  # the total cap bit, exactly
     assert shown.groupby(["offer_id", "profile_id"]).size().max() == 1
+
+
+def _cli(env: dict, *args: str) -> Any:
+    """The JSON an `offerflow` command prints (in a process of its own, as an administrator runs it)."""
+    done = subprocess.run([sys.executable, "-m", "offerflow.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
 
 
 def _assert_connections_spread(server: subprocess.Popen, port: int, log: Path, workers: int) -> None:

@@ -43,7 +43,13 @@ def test_demo_config_is_valid(tmp_path: Path):
      "offerflow.yaml: placements[2].ranking.ai_model: AI model 'web-personalized' does not list placement"
      " 'web-sidebar' in its placements"),
     (lambda r: r.__setitem__("caps", {"store": "memcached://x"}),
-     "offerflow.yaml: caps.store: must be 'embedded' or a Redis URL (redis://host:6379/0), got 'memcached://x'"),
+     "offerflow.yaml: caps.store: must be 'embedded', 'lmdb' (or lmdb:///absolute/dir) or a Redis URL "
+     "(redis://host:6379/0), got 'memcached://x'"),
+    (lambda r: r.__setitem__("caps", {"store": "lmdb://caps"}),
+     "offerflow.yaml: caps.store: an lmdb:// store needs an absolute directory (lmdb:///var/lib/offerflow/caps), "
+     "got 'lmdb://caps'; 'lmdb' alone puts it under the outputs"),
+    (lambda r: r.__setitem__("caps", {"store": "lmdb", "lmdb_map_mib": 1}),
+     "offerflow.yaml: caps.lmdb_map_mib: Input should be greater than or equal to 16"),
 ])
 def test_bad_config_gives_located_message(mutate, message):
     raw = demo_raw()

@@ -24,16 +24,18 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request (off: decisions are in the decision log; "
                                                   "a line per request costs ~7% of the service's CPU).")] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; more than 1 needs caps.store: "
-                                                             "redis://... (cap counters shared by every worker).")] = 1,
+                                                             "lmdb or redis://... (cap counters shared by every "
+                                                             "worker).")] = 1,
 ) -> None:
     """Serve decisions over HTTP (POST /decisions, GET /health, OpenAPI docs at /docs)."""
     from offerflow.decisioning.http_service import run_server
     from offerflow.rules.cap_store import CapStoreError
 
     project = load_project(config)
-    if workers > 1 and project.caps.redis_url is None:
-        fail(f"{config}: caps.store: --workers {workers} needs a shared cap store; set caps.store to a Redis URL "
-             "(e.g. redis://127.0.0.1:6379/0): the embedded store counts caps in one process")
+    if workers > 1 and not project.caps.shared:
+        fail(f"{config}: caps.store: --workers {workers} needs a shared cap store; set caps.store to lmdb (the "
+             "workers of this machine) or a Redis URL (e.g. redis://127.0.0.1:6379/0): the embedded store counts "
+             "caps in one process")
     console.print(f"serving decisions on http://{host}:{port} with {workers} worker(s) (docs at /docs)")
     try:
         run_server(project, host=host, port=port, admin_token=admin_token, api_key=api_key, access_log=access_log,
@@ -174,15 +176,12 @@ def _catalog(project):
 def caps_show(config: ConfigOption = Path("offerflow.yaml"),
               profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Counts of one profile.")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
-    """Frequency caps: per offer and rule, the count in the current window and whether it is capped."""
-    from offerflow.rules.capping import caps_of, load_cap_counters
+    """Frequency caps: per offer and rule, the count in the current window and whether it is capped
+    (with caps.store lmdb or Redis: the shared counters a running service uses)."""
+    from offerflow.rules.capping import caps_of
 
     project = load_project(config)
-    offers = _catalog(project)
-    validated = project.paths.validated_events
-    counters = load_cap_counters(caps_of(offers), validated if validated.exists() else None,
-                                 project.paths.decision_log, project.paths.cap_resets)
-    rows = counters.state(profile_id=profile)
+    rows = _cap_store(project, caps_of(_catalog(project))).state(profile_id=profile)
     if as_json:
         print_json(rows)
         return
@@ -198,6 +197,17 @@ def caps_show(config: ConfigOption = Path("offerflow.yaml"),
     console.print(table)
 
 
+def _cap_store(project, caps: dict):
+    """The project's cap store (one line and exit 1 when a shared one cannot be used)."""
+    from offerflow.decisioning.engine import project_cap_store
+    from offerflow.rules.cap_store import CapStoreError
+
+    try:
+        return project_cap_store(project, caps)
+    except CapStoreError as exc:
+        fail(str(exc))
+
+
 def _capped(row: dict, profile: str | None) -> str:
     """'yes' / 'no'; for a per-profile rule read for every profile, how many profiles are capped."""
     if profile is None and row["scope"] == "per_profile":
@@ -209,15 +219,21 @@ def _capped(row: dict, profile: str | None) -> str:
 def caps_reset(config: ConfigOption = Path("offerflow.yaml"),
                offer: Annotated[Optional[str], typer.Option(help="Only this offer (default: all).")] = None,
                as_json: JsonOption = False) -> None:
-    """Reset cap counters: events before now stop counting (a running service: POST /admin/caps/reset)."""
+    """Reset cap counters: events before now stop counting (a running service with the embedded store:
+    POST /admin/caps/reset; with lmdb or Redis this resets the shared counters)."""
     from datetime import datetime, timezone
 
     from offerflow.rules.capping import write_cap_reset
 
     project = load_project(config)
-    if offer is not None and offer not in set(_catalog(project)["offer_id"]):
+    offers = _catalog(project)
+    if offer is not None and offer not in set(offers["offer_id"]):
         fail(f"unknown offer {offer!r}")
     at = write_cap_reset(project.paths.cap_resets, offer, datetime.now(timezone.utc))
+    if project.caps.shared:  # the counters every worker reads (LMDB or Redis), while the service runs too
+        from offerflow.rules.capping import caps_of
+
+        _cap_store(project, caps_of(offers)).reset(offer)
     if as_json:
         print_json({"status": "reset", "offer_id": offer, "reset_at": at.isoformat()})
         return

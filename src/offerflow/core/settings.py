@@ -31,19 +31,40 @@ class CapsConfig(_Strict):
     """Where frequency-cap counters live (see docs/decisioning.md, "Cap store")."""
 
     store: str = Field("embedded", description=(
-        "embedded: in the serving process (one worker); or a Redis URL (redis://host:6379/0) shared by"
-        " every worker and machine serving the project, as `offerflow serve --workers N` needs."))
+        "embedded: in the serving process (one worker); lmdb: a memory-mapped file shared by the workers"
+        " of this machine (<data.outputs_dir>/caps/counters.lmdb, or lmdb:///absolute/dir); or a Redis URL"
+        " (redis://host:6379/0) shared by every worker and machine serving the project."
+        " `offerflow serve --workers N` needs lmdb or Redis."))
+    lmdb_map_mib: int = Field(1024, ge=16, description=(
+        "The most the LMDB cap store's file may grow to, MiB (mapped, not allocated up front)."))
 
     @field_validator("store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        if value == "embedded" or value.startswith(("redis://", "rediss://", "unix://")):
+        if value in ("embedded", "lmdb") or value.startswith(("redis://", "rediss://", "unix://")):
             return value
-        raise ValueError(f"must be 'embedded' or a Redis URL (redis://host:6379/0), got {value!r}")
+        if value.startswith("lmdb://"):
+            if not value.removeprefix("lmdb://").startswith("/"):
+                raise ValueError(f"an lmdb:// store needs an absolute directory (lmdb:///var/lib/offerflow/caps), "
+                                 f"got {value!r}; 'lmdb' alone puts it under the outputs")
+            return value
+        raise ValueError(f"must be 'embedded', 'lmdb' (or lmdb:///absolute/dir) or a Redis URL "
+                         f"(redis://host:6379/0), got {value!r}")
 
     @property
     def redis_url(self) -> str | None:
-        return None if self.store == "embedded" else self.store
+        return None if self.store == "embedded" or self.store.startswith("lmdb") else self.store
+
+    @property
+    def shared(self) -> bool:
+        """Counters every process of the project sees (LMDB or Redis), not the embedded ones."""
+        return self.store != "embedded"
+
+    def lmdb_path(self, outputs: Path) -> Path | None:
+        """The LMDB store's directory (`outputs`: the project's <data.outputs_dir>), None for another store."""
+        if self.store == "lmdb":
+            return outputs / "caps" / "counters.lmdb"
+        return Path(self.store.removeprefix("lmdb://")) if self.store.startswith("lmdb://") else None
 
 
 class ValidationConfig(_Strict):

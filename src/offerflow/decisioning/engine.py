@@ -6,7 +6,7 @@ false for the profile's current attributes, drop offers already chosen for an ea
 the same request (unless duplicates are allowed), keep the top items, and fall back to the
 placement's fallback offer when nothing is left. A profile the table has never seen gets the
 placement's non-personalized ranking (priority). Offers at a frequency cap are skipped; a request's
-offers are reserved in one step in the cap store (`rules.cap_store`: in process, or Redis).
+offers are reserved in one step in the cap store (`rules.cap_store`: in process, LMDB or Redis).
 
 A share of an AI model's decisions (`holdout_share`) is served a uniformly random order of the
 eligible offers instead, and marked `arm="holdout"`, so the model's lift can be measured; a model
@@ -29,7 +29,7 @@ import numpy as np
 
 from offerflow.ranking.bandits import first_choice_probability, sampled_offers, thompson_select
 from offerflow.rules.cap_store import CapStore, load_cap_store
-from offerflow.rules.capping import CapCounters, caps_of, load_cap_counters
+from offerflow.rules.capping import CapCounters, CapRule, caps_of, load_cap_counters
 from offerflow.ingest.catalog import fallback_offer, load_offer_rows, load_profile_table, offers_for_placement
 from offerflow.core.columns import Table
 from offerflow.core.config import ProjectConfig
@@ -45,7 +45,7 @@ class DecisionEngine(OfferEligibility):
     """Answers decision requests from the published ranking tables of one project.
 
     `caps`: the live cap store (None: in-process counters for the catalog's caps, starting at zero;
-    `offerflow.rules.cap_store` has the Redis store that several workers share).
+    `offerflow.rules.cap_store` has the LMDB and Redis stores that several workers share).
     `seed` makes Thompson sampling and the holdout draw reproducible.
 
     `offers`: the catalog's normalized rows (`ingest.catalog.load_offer_rows`) or their DataFrame;
@@ -417,10 +417,20 @@ def build_engine(config: ProjectConfig, seed: int | None = None, now: datetime |
     store = RankingStore(config.path(config.store.path), config.store.keep_versions, profile_ids)
     validated = outputs / "validated" / "events.parquet"
     events = validated if validated.exists() else None
-    if profile_ids is not None and config.caps.redis_url is None:  # per-profile counters of these profiles only
+    if profile_ids is not None and not config.caps.shared:  # per-profile counters of these profiles only
         caps = load_cap_counters(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
                                  now=now, profile_ids=[str(p) for p in profile_ids])
     else:
-        caps = load_cap_store(caps_of(offers), events, config.paths.decision_log, config.paths.cap_resets,
-                              now=now, redis_url=config.caps.redis_url, namespace=config.project)
+        caps = project_cap_store(config, caps_of(offers), now)
     return DecisionEngine(config, store, offers, profiles, seed=seed, caps=caps)
+
+
+def project_cap_store(config: ProjectConfig, caps: Mapping[str, Sequence[CapRule]],
+                      now: datetime | None = None) -> CapStore:
+    """The project's cap store (`caps.store`) over these offers' `caps`: embedded counters counted
+    from the validated events and the decision log, or the LMDB or Redis store, seeded from them once."""
+    paths = config.paths
+    return load_cap_store(caps, paths.validated_events if paths.validated_events.exists() else None,
+                          paths.decision_log, paths.cap_resets, now=now, redis_url=config.caps.redis_url,
+                          namespace=config.project, lmdb_path=config.caps.lmdb_path(paths.outputs),
+                          lmdb_map_mib=config.caps.lmdb_map_mib)

@@ -402,20 +402,25 @@ def run_server(config: ProjectConfig, host: str = "127.0.0.1", port: int = 8000,
     the service's CPU. `workers` > 1 starts that many processes, each on a socket of its own
     (SO_REUSEPORT, `http_workers`: the kernel spreads the connections), each with its own
     engine (tables re-read on a version switch) and the project's shared cap store, each appending
-    its own decision-log files; it needs `caps.store` to be Redis (`config_path`: the project file
-    they load)."""
+    its own decision-log files; it needs `caps.store` to be LMDB or Redis (`config_path`: the project
+    file they load)."""
     import uvicorn
 
     if workers == 1:
         uvicorn.run(serving_app(config, admin_token=admin_token, api_key=api_key), host=host, port=port, workers=1,
                     http=PROTOCOL, loop="uvloop", access_log=access_log)
         return
-    if config.caps.redis_url is None or config_path is None:
-        raise ValueError(f"--workers {workers} needs a shared cap store: set caps.store to a Redis URL "
-                         "(redis://127.0.0.1:6379/0) in the project file; the embedded store counts caps in one process")
+    if not config.caps.shared or config_path is None:
+        raise ValueError(f"--workers {workers} needs a shared cap store: set caps.store to lmdb (this machine) or "
+                         "a Redis URL in the project file; the embedded store counts caps in one process")
     from offerflow.rules.cap_store import RedisCapStore
+    from offerflow.rules.lmdb_caps import open_env
 
-    RedisCapStore({}, config.caps.redis_url, config.project).ping()  # one clear error here, not one per worker
+    lmdb_path = config.caps.lmdb_path(config.paths.outputs)
+    if lmdb_path is not None:  # one clear error here, not one per worker
+        open_env(lmdb_path, config.caps.lmdb_map_mib)
+    else:
+        RedisCapStore({}, config.caps.redis_url or "", config.project).ping()
     os.environ[SERVE_CONFIG_ENV] = str(Path(config_path).resolve())
     for name, value in ((ADMIN_TOKEN_ENV, admin_token), (API_KEY_ENV, api_key)):
         if value is not None:

@@ -1,4 +1,4 @@
-"""Where cap counters live: one interface, the in-process store (embedded default) and Redis.
+"""Where cap counters live: one interface, the in-process store (embedded default), Redis and LMDB.
 
 `CapStore` is what the decision engine needs: `capped` (a hint while ranking), `reserve` (the
 atomic "count these offers as decided if none is capped, else say which are"), `reserve_request`
@@ -7,6 +7,8 @@ atomic "count these offers as decided if none is capped, else say which are"), `
 one Lua script per request (one round trip) checks every rule of every chosen offer of each
 placement and increments their counters only if none is at its limit, so totals and per-profile
 caps stay exact however many workers decide at once. Counter keys carry their window's start and expire when it ends.
+`LmdbCapStore` (`lmdb_caps`) does the same for the workers of one machine in a memory-mapped file,
+one write transaction per request. What the shared stores have in common is in `shared_caps`.
 
 Redis starts empty: the first process to find a cap family without its `seeded` marker counts it
 from the ingested events and the decision log (DuckDB, as the embedded store does) and writes the
@@ -16,7 +18,6 @@ counts; the others wait for the marker. A family is seeded once per Redis lifeti
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -24,19 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from offerflow.rules.cap_windows import cap_state_rows, next_window_start, window_start
-from offerflow.rules.capping import (ALL, DECIDED_EVENTS, CapCounters, CapRule, Family, count_cap_events,
-                                     load_cap_counters, read_cap_resets)
+from offerflow.rules.capping import CapCounters, CapRule, Family, count_cap_events, load_cap_counters, read_cap_resets
+from offerflow.rules.shared_caps import SEED_WAIT_S, SEP, CapStoreError, Group, SharedCapStore, family_name
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SEP = "\x1f"  # between the offer, placement and profile parts of a counter key (never in an id we accept)
-#: How long a worker remembers that a counter was at its limit (an admin reset elsewhere shows within this).
-CAPPED_HINT_S = 2.0
-SEED_WAIT_S = 300.0
 
 # The placements of one request, in order, as groups. ARGV[1]: the number of groups; then, per group:
 # its number of counters to check c and to increment n, the c limits, the n times to live (seconds,
@@ -63,10 +56,6 @@ for g = 1, tonumber(ARGV[1]) do
 end
 return {}
 """
-
-
-class CapStoreError(RuntimeError):
-    """The cap store cannot be used (Redis unreachable, seeding never finished); one line."""
 
 
 class CapStore(Protocol):
@@ -97,58 +86,25 @@ class CapStore(Protocol):
     def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]: ...
 
 
-def family_name(family: Family) -> str:
-    return f"{family.event}.{family.scope}.{family.reset}.{'placement' if family.per_placement else 'all'}"
-
-
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-class RedisCapStore:
+class RedisCapStore(SharedCapStore):
     """Cap counters in Redis (`url`), under keys ``offerflow:<namespace>:...``."""
-
-    shared = True
 
     def __init__(self, caps: Mapping[str, Sequence[CapRule]], url: str, namespace: str, client: Any = None) -> None:
         import redis
 
-        self.caps = {oid: tuple(rules) for oid, rules in caps.items() if rules}
-        self.hits = 0  # this process's capped offers (hints and refusals), for the service's metrics
-        self.lock = threading.RLock()  # the engine's interface; exactness comes from the script
+        super().__init__(caps)
         self.url = url
         self.redis = client if client is not None else redis.Redis.from_url(url, socket_timeout=5)
         self.prefix = f"offerflow:{namespace}"
         self._reserve = self.redis.register_script(RESERVE_LUA)
         self._connection: Any = None  # reserve's own connection (see `_run_reserve`), made on first use
-        self._families = list(dict.fromkeys(r.family for rules in self.caps.values() for r in rules))
-        self._checks = {oid: [(r.family, r.limit) for r in rules] for oid, rules in self.caps.items()}
-        self._recorded = {oid: [f for f in dict.fromkeys(r.family for r in rules) if f.event in DECIDED_EVENTS]
-                          for oid, rules in self.caps.items()}
-        self._hints: dict[tuple[Family, str, str, str], float] = {}  # counters seen at their limit
-        self._windows: dict[Family, tuple[str, float, float]] = {}  # key head, window end, start
 
-    @property
-    def families(self) -> list[Family]:
-        return list(self._families)
-
-    def _window(self, family: Family, now: datetime) -> tuple[str, float]:
-        """The key head of `family`'s window containing `now` and when that window ends (unix
-        seconds, inf for `never`); cached until it ends (datetime arithmetic is a third of a reserve)."""
-        cached = self._windows.get(family)
-        stamp = now.timestamp()
-        if cached is not None and cached[2] <= stamp < cached[1]:
-            return cached[0], cached[1]
-        start = window_start(family.reset, now)
-        end = float("inf") if family.reset == "never" else next_window_start(family.reset, now).timestamp()
-        head = f"{self.prefix}:c:{family_name(family)}:{int(start.timestamp())}:"
-        self._windows[family] = (head, end, start.timestamp())
-        return head, end
-
-    def key(self, family: Family, now: datetime, offer_id: str, placement_id: str, profile_id: str) -> str:
-        head = self._window(family, now)[0]
-        return (f"{head}{offer_id}{SEP}{placement_id if family.per_placement else ALL}"
-                f"{SEP}{profile_id if family.scope == 'per_profile' else ALL}")
+    def _head(self, family: Family, start: int) -> str:
+        return f"{self.prefix}:c:{family_name(family)}:{start}:"
 
     def _expiry(self, family: Family, now: datetime) -> int:
         """Seconds a counter of the window containing `now` lives (0: forever): to its end, plus a minute."""
@@ -163,54 +119,19 @@ class RedisCapStore:
         except redis.RedisError as exc:
             raise CapStoreError(f"caps.store: cannot reach Redis at {self.url}: {exc}") from None
 
-    def capped(self, offer_id: str, placement_id: str, profile_id: str, now: datetime) -> bool:
-        """A hint from this worker's recent refusals (no round trip); `reserve` has the last word."""
-        checks = self._checks.get(offer_id)
-        if not checks or not self._hints:
-            return False
-        clock = time.monotonic()
-        for family, _ in checks:
-            until = self._hints.get((family, *family.key(offer_id, placement_id, profile_id)))
-            if until is not None and until > clock:
-                self.hits += 1
-                return True
-        return False
-
-    def reserve(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime,
-                unchecked: Sequence[str] = ()) -> list[str]:
-        """One round trip: count these offers as decided if none of them is capped, else return the
-        capped ones (nothing counted). `unchecked` offers are counted without a check."""
-        return self.reserve_request([(offer_ids, unchecked, placement_id)], profile_id, now)[1]
-
-    def reserve_request(self, placements: Sequence[tuple[Sequence[str], Sequence[str], str]], profile_id: str,
-                        now: datetime) -> tuple[int, list[str]]:
-        """The placements of one request, (offers, unchecked offers, placement) each, in one round
-        trip: counted in order, each as `reserve` does, up to the first with a capped offer. Returns
-        how many were counted and the capped offers of the next one (empty: all counted)."""
+    def _reserve_groups(self, groups: list[Group], now: datetime) -> tuple[int, list[int]]:
+        """One round trip: the reserve script over every group's keys (see RESERVE_LUA)."""
         keys: list[str] = []
-        args: list[Any] = [len(placements)]
-        groups = []
-        for offer_ids, unchecked, placement_id in placements:
-            checks = [(oid, f, limit) for oid in offer_ids for f, limit in self._checks.get(oid, ())]
-            records = [(oid, f) for oid in (*offer_ids, *unchecked) for f in self._recorded.get(oid, ())]
-            keys += [self.key(f, now, oid, placement_id, profile_id) for oid, f, _ in checks]
-            keys += [self.key(f, now, oid, placement_id, profile_id) for oid, f in records]
+        args: list[Any] = [len(groups)]
+        for checks, check_keys, records, record_keys, _ in groups:
+            keys += check_keys
+            keys += record_keys
             args += [len(checks), len(records), *(limit for _, _, limit in checks),
                      *(self._expiry(f, now) for _, f in records)]
-            groups.append((checks, placement_id))
-        refused = self._run_reserve(keys, args) if keys else []
+        refused = self._run_reserve(keys, args)
         if not refused:
-            return len(placements), []
-        checks, placement_id = groups[int(refused[0]) - 1]
-        if len(self._hints) > 100_000:
-            self._hints.clear()
-        until = time.monotonic() + CAPPED_HINT_S
-        for i in refused[1:]:
-            oid, family, _ = checks[int(i) - 1]
-            self._hints[(family, *family.key(oid, placement_id, profile_id))] = until
-        denied = list(dict.fromkeys(checks[int(i) - 1][0] for i in refused[1:]))
-        self.hits += len(denied)
-        return int(refused[0]) - 1, denied
+            return len(groups), []
+        return int(refused[0]) - 1, [int(i) - 1 for i in refused[1:]]
 
     def _run_reserve(self, keys: list[str], args: list[Any]) -> list[int]:
         """The reserve script by EVALSHA on a connection of this store's own, under `lock`: redis-py's
@@ -233,10 +154,6 @@ class RedisCapStore:
                     if attempt:
                         raise
         raise AssertionError("unreachable")
-
-    def record(self, offer_ids: Sequence[str], placement_id: str, profile_id: str, now: datetime) -> None:
-        """Count these offers as decided, unchecked."""
-        self.reserve((), placement_id, profile_id, now, unchecked=offer_ids)
 
     def _scan(self, pattern: str) -> list[bytes]:
         return list(self.redis.scan_iter(match=pattern, count=1000))
@@ -261,20 +178,6 @@ class RedisCapStore:
                 offer_part, placement, profile = key.decode()[len(head):].split(SEP)
                 out[(offer_part, placement, profile)] = int(value)
         return out
-
-    def counts_frame(self, family: Family, now: datetime | None = None) -> pd.DataFrame:
-        """The counts of one family's current window: columns offer_id, placement_id, profile_id, n."""
-        import pandas as pd
-
-        items = list(self._counts(family, now or datetime.now(timezone.utc)).items())
-        frame = pd.DataFrame({"offer_id": [k[0] for k, _ in items], "placement_id": [k[1] for k, _ in items],
-                              "profile_id": [k[2] for k, _ in items]}, dtype=object)
-        return frame.assign(n=np.asarray([n for _, n in items], dtype=np.int64))
-
-    def state(self, now: datetime | None = None, profile_id: str | None = None) -> list[dict[str, Any]]:
-        """As `CapCounters.state`, read from Redis (a scan per offer and rule: for admins, not requests)."""
-        now = now or datetime.now(timezone.utc)
-        return cap_state_rows(self.caps, lambda family, offer_id: self._counts(family, now, offer_id), now, profile_id)
 
     def ensure_seeded(self, count: Callable[[list[Family]], Mapping[Family, pd.DataFrame]], now: datetime,
                       wait_s: float = SEED_WAIT_S) -> list[Family]:
@@ -304,30 +207,33 @@ class RedisCapStore:
 
     def _write_seed(self, counts: Mapping[Family, pd.DataFrame], families: list[Family], now: datetime) -> None:
         pipe = self.redis.pipeline(transaction=False)
+        for family, key, n in self.seed_items(counts, families, now):
+            pipe.incrby(key, n)
+            if self._expiry(family, now):
+                pipe.expire(key, self._expiry(family, now))
         for family in families:
-            frame = counts.get(family)
-            expiry = self._expiry(family, now)
-            if frame is not None:
-                for offer, placement, profile, n in zip(frame["offer_id"], frame["placement_id"],
-                                                        frame["profile_id"], frame["n"]):
-                    key = self.key(family, now, str(offer), str(placement), str(profile))
-                    pipe.incrby(key, int(n))
-                    if expiry:
-                        pipe.expire(key, expiry)
             pipe.set(self._marker(family), now.isoformat())
         pipe.execute()
 
 
 def load_cap_store(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None, decision_log_dir: Path | None,
                    resets_path: Path | None = None, now: datetime | None = None, redis_url: str | None = None,
-                   namespace: str = "offerflow") -> CapCounters | RedisCapStore:
-    """The cap store of a project: embedded counters counted from the data (`redis_url` None), or
-    the Redis store, seeded from the same data the first time (see the module docstring)."""
+                   namespace: str = "offerflow", lmdb_path: Path | None = None,
+                   lmdb_map_mib: int = 1024) -> CapCounters | SharedCapStore:
+    """The cap store of a project: embedded counters counted from the data (`redis_url` and
+    `lmdb_path` None), or the Redis store, or the LMDB store in the directory `lmdb_path`
+    (`lmdb_caps`), either seeded from the same data the first time (see the module docstring)."""
     now = now or datetime.now(timezone.utc)
-    if redis_url is None:
+    store: SharedCapStore
+    if lmdb_path is not None:
+        from offerflow.rules.lmdb_caps import LmdbCapStore
+
+        store = LmdbCapStore(caps, lmdb_path, lmdb_map_mib)
+    elif redis_url is not None:
+        store = RedisCapStore(caps, redis_url, namespace)
+        store.ping()
+    else:
         return load_cap_counters(caps, events_path, decision_log_dir, resets_path, now)
-    store = RedisCapStore(caps, redis_url, namespace)
-    store.ping()
     resets = read_cap_resets(resets_path) if resets_path is not None else {}
     store.ensure_seeded(lambda families: count_cap_events(families, sorted(store.caps), events_path,
                                                           decision_log_dir, now, resets), now)
