@@ -158,6 +158,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's processes have used so far, over every core (/proc/stat: user,
+    nice and system time; not interrupts, where the kernel counts loopback traffic, nor steal).
+    Over a run, this less the server's and the generators' CPU is what other processes took: the
+    figure that says whether a run had the machine to itself."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4]
+    return sum(int(v) for v in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(max_wait_s: float, busy_cores: float = 0.1, sample_s: float = 2.0) -> float:
+    """Block until the machine used under `busy_cores` of CPU over `sample_s` (at most `max_wait_s`);
+    returns the seconds waited. For a bench started while other jobs may still be running."""
+    started = time.monotonic()
+    while time.monotonic() - started < max_wait_s:
+        before = machine_busy_seconds()
+        time.sleep(sample_s)
+        if (machine_busy_seconds() - before) / sample_s < busy_cores:
+            break
+    return round(time.monotonic() - started, 1)
+
+
 def server_pids(root: int) -> list[int]:
     """The server process and its descendants (uvicorn's worker processes), from /proc."""
     parents = {}

@@ -13,7 +13,9 @@ t0 + k / rate and its latency counts from then, so a slow server cannot hide its
 requests are malformed (expected: 422). Prints JSON: served rate, p50/p95/p99 of the valid answers,
 errors by status, the CPU the server processes (workers and Redis) and the generators used per
 decision (and each server process's CPU seconds: how the workers share the load), the 1-minute
-load average before and after, `cap_violations`: counters of the decision log above their cap's
+load average before and after, `other_cpu_s`: the CPU every other process of the machine took
+during the run (a run that had the machine to itself shows ~0; `--wait-quiet S` waits for that
+first), `cap_violations`: counters of the decision log above their cap's
 limit afterwards (must be 0), and the decisions answered (warm-up included) next to those in the
 decision log once the server has stopped (SIGTERM; equal when a graceful stop lost none).
 """
@@ -37,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decision_bench import (REPO, build_project, cpu_seconds, http_requests, server_pids, summarize,  # noqa: E402
-                            wait_healthy)
+from decision_bench import (REPO, build_project, cpu_seconds, http_requests, machine_busy_seconds,  # noqa: E402
+                            server_pids, summarize, wait_healthy, wait_until_quiet)
 from open_loop import Schedule  # noqa: E402
 
 MALFORMED = [b'{"profile_id": "p1", "placements": ', b'{"placements": ["web-banner"]}',
@@ -188,6 +190,9 @@ def main() -> None:
     parser.add_argument("--loop-watch", action="store_true",
                         help="Report each worker's and generator's event-loop blocks >= 2 ms and their causes "
                              "(offerflow.decisioning.loop_watch; the worker's whole run, warm-up included).")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                        help="Before the measured run, wait up to S seconds for other processes to use under a "
+                             "tenth of a core (the JSON's other_cpu_s says what they took during the run).")
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="offerflow-load-bench-"))
     config_path = root / "offerflow.yaml"
@@ -217,9 +222,12 @@ def main() -> None:
         pids = server_pids(server.pid) + ([redis.pid] if redis else [])
         with ctx.Pool(args.clients) as pool:
             warm = drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)
+            waited = wait_until_quiet(args.wait_quiet) if args.wait_quiet else 0.0
             load_before, by_pid = os.getloadavg()[0], {pid: cpu_seconds([pid]) for pid in pids}
+            machine_before = machine_busy_seconds()
             figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool,
                                       args.loop_watch)
+            machine_cpu = machine_busy_seconds() - machine_before
             by_pid = {pid: round(cpu_seconds([pid]) - cpu, 2) for pid, cpu in by_pid.items()}
             server_cpu, load_after = sum(by_pid.values()), os.getloadavg()[0]
     finally:
@@ -236,7 +244,8 @@ def main() -> None:
                       "server_cpu_us_per_decision": round(1e6 * server_cpu / n),
                       "client_cpu_us_per_decision": round(1e6 * figures["client_cpu_s"] / n),
                       "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
-                      "cap_violations": cap_violations(config_path),
+                      "other_cpu_s": round(machine_cpu - server_cpu - figures["client_cpu_s"], 1),
+                      "waited_for_quiet_s": waited, "cap_violations": cap_violations(config_path),
                       "answered_decisions": warm["ok"] + figures["ok"], "logged_decisions": logged_decisions(config_path),
                       **({} if watch_dir is None else {"server_loop_watch": [
                           json.loads(p.read_text()) for p in sorted(watch_dir.glob("loop-watch-*.json"))]})},
