@@ -160,11 +160,49 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def machine_busy_seconds() -> float:
     """CPU seconds the machine's processes have used so far, over every core (/proc/stat: user,
-    nice and system time; not interrupts, where the kernel counts loopback traffic, nor steal).
-    Over a run, this less the server's and the generators' CPU is what other processes took: the
-    figure that says whether a run had the machine to itself."""
+    nice and system time)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4]
     return sum(int(v) for v in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu() -> dict[int, float]:
+    """CPU seconds of every process so far, by pid, with those of its exited children it reaped
+    (/proc/<pid>/stat: utime, stime, cutime, cstime)."""
+    ticks, out = os.sysconf("SC_CLK_TCK"), {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = sum(int(v) for v in fields[11:15]) / ticks
+    return out
+
+
+def other_cpu_seconds(before: dict[int, float], after: dict[int, float], ours: set[int]) -> float:
+    """What the processes other than `ours` (and this one) used between two `processes_cpu`
+    readings: ~0 when a bench had the machine to itself."""
+    ours = ours | {os.getpid()}
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid not in ours)
+
+
+def reference_ms() -> float:
+    """The best of 5 timings of a fixed pure-Python workload (JSON and dict work, ~20 ms): how fast
+    this machine runs Python right now. Printed next to a bench's figures, so runs made while the
+    machine was slower (a VM's neighbours) can be told apart from changes in the code."""
+    import json
+
+    doc = {"profile_id": "p0123456", "placements": [{"offer_id": f"o-{i:03d}", "rank": i, "score": i / 7}
+                                                    for i in range(5)]}
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for i in range(2000):
+            text = json.dumps(doc)
+            counts: dict[str, int] = {}
+            for item in json.loads(text)["placements"]:
+                counts[item["offer_id"]] = counts.get(item["offer_id"], 0) + i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
 
 
 def wait_until_quiet(max_wait_s: float, busy_cores: float = 0.1, sample_s: float = 2.0) -> float:
