@@ -10,7 +10,9 @@ Layout (directory `<outputs>/caps/counters.lmdb` by default): database ``counter
 ``c:<family>:<window start, 12 digits>:<offer>␟<placement>␟<profile>`` -> count (8 bytes, little
 endian), so one window's keys are one contiguous range and older windows sort before it; database
 ``meta`` holds ``seeded:<family>`` markers. When a process first sees a window of a family, it
-deletes that family's older windows, a few thousand keys a transaction, so the file stays bounded.
+hands the deleting of that family's older windows to its purge thread (`_Purger`: one daemon thread
+per process, `PURGE_CHUNK` keys a write transaction, a pause between them), so the file stays
+bounded and no request purges; correctness does not depend on it (keys carry their window start).
 
 Durability: the environment is opened with `writemap`, `sync=False` and `metasync=False`. A
 committed transaction is in the shared page cache at once, so a process that dies (even by
@@ -25,8 +27,11 @@ forked child closes the copies it inherited (which leaves the parent's open) and
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,7 +47,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_MAP_MIB = 1024
-PURGE_CHUNK = 5000  # keys deleted per write transaction when purging old windows
+#: Keys deleted per write transaction when purging old windows: ~0.1-0.2 ms holding the writer mutex
+#: (bench/cap_purge_bench.py), so another worker's reserve never waits long for it.
+PURGE_CHUNK = 256
+PURGE_PAUSE_S = 0.001  # the purge thread's pause between two transactions (the other writers go first)
 _ENVS: dict[tuple[int, str], Any] = {}
 _ENVS_LOCK = threading.Lock()
 
@@ -67,6 +75,136 @@ def open_env(path: Path, map_mib: int = DEFAULT_MAP_MIB) -> lmdb.Environment:
     return env
 
 
+class _Purger:
+    """This process's deleting of old windows, off the request path: one daemon thread at a time,
+    started when a store first sees a new window, deletes `PURGE_CHUNK` keys a write transaction
+    and pauses `PURGE_PAUSE_S` between them. Jobs: (directory, family prefix) -> (environment,
+    database, the newest window head seen); the keys of that family before the head go. At exit the
+    thread stops after its transaction (what is left, the next process that sees the window
+    deletes); a forked child starts with no jobs and no thread (the parent finishes its own)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # the jobs and the thread handle
+        self.txn_lock = threading.Lock()  # held for each transaction: a fork waits for it (`_before_fork`)
+        self.jobs: dict[tuple[str, bytes], tuple[Any, Any, bytes]] = {}
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+        self.forking = False  # `_before_fork` holds `txn_lock`
+        self.deleted = self.transactions = 0  # for the bench and the tests
+        self.longest_s = 0.0  # the longest time a purge transaction held the writer mutex
+
+    def add(self, directory: str, env: Any, db: Any, prefix: bytes, head: bytes) -> None:
+        with self.lock:
+            job = self.jobs.get((directory, prefix))
+            if job is None or job[2] < head:
+                self.jobs[(directory, prefix)] = (env, db, head)
+            if self.thread is None and not self.stopping:
+                self.thread = threading.Thread(target=self._run, name="offerflow-lmdb-purge", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping:
+                with self.lock:
+                    jobs = list(self.jobs.items())
+                    if not jobs:
+                        self.thread = None  # under the lock: a job added from now on starts a thread
+                        return
+                for key, (env, db, head) in jobs:
+                    self._step(key, env, db, head)
+                    if self.stopping:
+                        break
+        finally:
+            with self.lock:
+                if self.thread is threading.current_thread():
+                    self.thread = None
+
+    def _step(self, key: tuple[str, bytes], env: Any, db: Any, head: bytes) -> None:
+        """One transaction of one job; the job is done when it deletes less than a chunk."""
+        try:
+            n = self.delete(env, db, key[1], head)
+        except lmdb.Error as exc:  # e.g. another process grew the map: the next process purges
+            logging.getLogger(__name__).warning("LMDB cap store %s: old windows not purged: %s", key[0], exc)
+            n = 0
+        if n < PURGE_CHUNK:
+            with self.lock:
+                if self.jobs.get(key, (None, None, b""))[2] == head:
+                    del self.jobs[key]
+        if n:
+            time.sleep(PURGE_PAUSE_S)
+
+    def delete(self, env: Any, db: Any, prefix: bytes, head: bytes) -> int:
+        """Up to `PURGE_CHUNK` keys from `prefix` up to (not including) `head`, in one write
+        transaction (none when a read finds nothing to delete); how many were deleted."""
+        with env.begin(db=db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix) or cursor.key() >= head:
+                return 0
+        with self.txn_lock:
+            txn = env.begin(write=True, db=db)
+            started = time.perf_counter()
+            with txn:
+                cursor, n = txn.cursor(), 0
+                found = cursor.set_range(prefix)
+                while found and n < PURGE_CHUNK and cursor.key() < head:  # [prefix, head): the family's older keys
+                    found = cursor.delete()
+                    n += 1
+            self.longest_s = max(self.longest_s, time.perf_counter() - started)
+        self.deleted, self.transactions = self.deleted + n, self.transactions + 1
+        return n
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every job is done (True) or `timeout` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                thread = self.thread
+                if not self.jobs and thread is None:
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            if thread is not None:
+                thread.join(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
+            else:
+                time.sleep(0.01)
+
+
+_PURGER = _Purger()
+
+
+def purger() -> _Purger:
+    """This process's purger (its figures: `deleted`, `transactions`, `longest_s`; `wait`)."""
+    return _PURGER
+
+
+def _before_fork() -> None:
+    """No purge transaction is open while the process forks (at most one is waited for)."""
+    _PURGER.forking = _PURGER.txn_lock.acquire(timeout=5.0)
+
+
+def _after_fork_in_parent() -> None:
+    if _PURGER.forking:
+        _PURGER.forking = False
+        _PURGER.txn_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _PURGER
+    _PURGER = _Purger()  # the parent's thread is not in the child; the parent finishes its jobs
+
+
+def _stop_purging() -> None:
+    """At exit: the purge thread stops after its current transaction."""
+    _PURGER.stopping = True
+    thread = _PURGER.thread
+    if thread is not None:
+        thread.join(timeout=5.0)
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+atexit.register(_stop_purging)
+
+
 class LmdbCapStore(SharedCapStore):
     """Cap counters in the LMDB directory `path`, shared by every process of this machine that opens it."""
 
@@ -74,7 +212,7 @@ class LmdbCapStore(SharedCapStore):
         super().__init__(caps)
         self.path = Path(path)
         self.map_mib = map_mib
-        self._stale: set[tuple[Family, int]] = set()  # windows seen first here: their family's older ones to purge
+        self._directory = str(self.path.resolve())
         self._env_pid = -1
         self._open()
 
@@ -114,32 +252,16 @@ class LmdbCapStore(SharedCapStore):
         return f"c:{family_name(family)}:{start:012d}:"
 
     def _new_window(self, family: Family, start: int) -> None:
+        """This process sees `family`'s window `start` first: its purge thread deletes the older
+        windows (this call only queues them: a request never purges)."""
         if start > 0:  # `never` windows start at the epoch: nothing older
-            self._stale.add((family, start))
-
-    def purge(self) -> int:
-        """Delete the keys of the windows older than the ones this process has seen; returns how many."""
-        deleted = 0
-        while self._stale:
-            family, start = self._stale.pop()
-            prefix, head = f"c:{family_name(family)}:".encode(), self._head(family, start).encode()
-            while True:
-                with self._write() as txn:
-                    cursor, n = txn.cursor(), 0
-                    found = cursor.set_range(prefix)
-                    while found and n < PURGE_CHUNK and cursor.key() < head and cursor.key().startswith(prefix):
-                        found = cursor.delete()
-                        n += 1
-                deleted += n
-                if n < PURGE_CHUNK:
-                    break
-        return deleted
+            env = self._environment()
+            _PURGER.add(self._directory, env, self.counters, f"c:{family_name(family)}:".encode(),
+                        self._head(family, start).encode())
 
     def _reserve_groups(self, groups: list[Group], now: datetime) -> tuple[int, list[int]]:
         """One write transaction over every group (see RESERVE_LUA for the same in Redis); the
         transaction begun directly (this is every request's path; `_write` costs ~1.7 us more)."""
-        if self._stale:
-            self.purge()
         env = self.env if self._env_pid == os.getpid() else self._environment()
         try:
             with self.lock, env.begin(write=True, db=self.counters) as txn:
@@ -190,13 +312,11 @@ class LmdbCapStore(SharedCapStore):
         """Seed every family without its marker from `count(families)`, once per file: the markers
         are checked again and the counts written in one write transaction, so a process that waits
         for the mutex finds the markers set. Returns the families this call seeded."""
+        for family in self._families:  # every key head made (older windows queued for purging) first
+            self._window(family, now)
         with self._environment().begin(db=self.meta) as txn:
             if all(txn.get(self._marker(f)) is not None for f in self._families):
                 return []
-        for family in self._families:
-            self._window(family, now)  # every key head made (and old windows found) before the transaction
-        if self._stale:
-            self.purge()
         with self._write() as txn:
             missing = [f for f in self._families if txn.get(self._marker(f), db=self.meta) is None]
             for _, key, n in (self.seed_items(count(missing), missing, now) if missing else ()):
