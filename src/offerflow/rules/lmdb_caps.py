@@ -76,16 +76,18 @@ def open_env(path: Path, map_mib: int = DEFAULT_MAP_MIB) -> lmdb.Environment:
 
 
 class _Purger:
-    """This process's deleting of old windows, off the request path: one daemon thread at a time,
-    started when a store first sees a new window, deletes `PURGE_CHUNK` keys a write transaction
-    and pauses `PURGE_PAUSE_S` between them. Jobs: (directory, family prefix) -> (environment,
-    database, the newest window head seen); the keys of that family before the head go. At exit the
-    thread stops after its transaction (what is left, the next process that sees the window
-    deletes); a forked child starts with no jobs and no thread (the parent finishes its own)."""
+    """This process's deleting of old windows, off the request path: one daemon thread, started with
+    the first store (idle until a store first sees a new window: a request only queues the job and
+    wakes it), deletes `PURGE_CHUNK` keys a write transaction and pauses `PURGE_PAUSE_S` between
+    them. Jobs: (directory, family prefix) -> (environment, database, the newest window head seen);
+    the keys of that family before the head go. At exit the thread stops after its transaction
+    (what is left, the next process that sees the window deletes); a forked child starts with no
+    jobs and no thread (the parent finishes its own)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # the jobs and the thread handle
         self.txn_lock = threading.Lock()  # held for each transaction: a fork waits for it (`_before_fork`)
+        self.wake = threading.Event()
         self.jobs: dict[tuple[str, bytes], tuple[Any, Any, bytes]] = {}
         self.thread: threading.Thread | None = None
         self.stopping = False
@@ -93,27 +95,36 @@ class _Purger:
         self.deleted = self.transactions = 0  # for the bench and the tests
         self.longest_s = 0.0  # the longest time a purge transaction held the writer mutex
 
+    def start(self) -> None:
+        """Start the thread if it is not running (a thread start can cost a request milliseconds on
+        a busy machine: stores call this when they open, outside requests)."""
+        with self.lock:
+            if self.thread is None and not self.stopping:
+                self.thread = threading.Thread(target=self._run, name="offerflow-lmdb-purge", daemon=True)
+                self.thread.start()
+
     def add(self, directory: str, env: Any, db: Any, prefix: bytes, head: bytes) -> None:
         with self.lock:
             job = self.jobs.get((directory, prefix))
             if job is None or job[2] < head:
                 self.jobs[(directory, prefix)] = (env, db, head)
-            if self.thread is None and not self.stopping:
-                self.thread = threading.Thread(target=self._run, name="offerflow-lmdb-purge", daemon=True)
-                self.thread.start()
+        self.start()
+        self.wake.set()
 
     def _run(self) -> None:
         try:
             while not self.stopping:
-                with self.lock:
-                    jobs = list(self.jobs.items())
+                self.wake.wait()
+                self.wake.clear()  # before reading the jobs: one added from now on wakes it again
+                while not self.stopping:
+                    with self.lock:
+                        jobs = list(self.jobs.items())
                     if not jobs:
-                        self.thread = None  # under the lock: a job added from now on starts a thread
-                        return
-                for key, (env, db, head) in jobs:
-                    self._step(key, env, db, head)
-                    if self.stopping:
                         break
+                    for key, (env, db, head) in jobs:
+                        self._step(key, env, db, head)
+                        if self.stopping:
+                            break
         finally:
             with self.lock:
                 if self.thread is threading.current_thread():
@@ -158,15 +169,11 @@ class _Purger:
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:
-                thread = self.thread
-                if not self.jobs and thread is None:
+                if not self.jobs:
                     return True
             if time.monotonic() > deadline:
                 return False
-            if thread is not None:
-                thread.join(timeout=min(0.05, max(0.0, deadline - time.monotonic())))
-            else:
-                time.sleep(0.01)
+            time.sleep(0.005)
 
 
 _PURGER = _Purger()
@@ -196,6 +203,7 @@ def _after_fork_in_child() -> None:
 def _stop_purging() -> None:
     """At exit: the purge thread stops after its current transaction."""
     _PURGER.stopping = True
+    _PURGER.wake.set()
     thread = _PURGER.thread
     if thread is not None:
         thread.join(timeout=5.0)
@@ -221,6 +229,7 @@ class LmdbCapStore(SharedCapStore):
         self.counters = self.env.open_db(b"counters")
         self.meta = self.env.open_db(b"meta")
         self._env_pid = os.getpid()
+        _PURGER.start()
 
     def _environment(self) -> Any:
         if self._env_pid != os.getpid():  # this store crossed a fork: open the child's own environment
