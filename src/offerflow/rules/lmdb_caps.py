@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lmdb
+import numpy as np
 
 from offerflow.rules.capping import CapRule, Family
 from offerflow.rules.shared_caps import SEP, CapStoreError, Group, SharedCapStore, family_name
@@ -51,6 +52,8 @@ DEFAULT_MAP_MIB = 1024
 #: (bench/cap_purge_bench.py), so another worker's reserve never waits long for it.
 PURGE_CHUNK = 256
 PURGE_PAUSE_S = 0.001  # the purge thread's pause between two transactions (the other writers go first)
+#: Counters `decide-batch` adds per write transaction (`_add_counts`), each followed by a PURGE_PAUSE_S pause.
+ADD_CHUNK = 1000
 _ENVS: dict[tuple[int, str], Any] = {}
 _ENVS_LOCK = threading.Lock()
 
@@ -281,6 +284,26 @@ class LmdbCapStore(SharedCapStore):
             env.set_mapsize(0)
             with self._write() as txn:
                 return _check_and_count(txn, groups)
+
+    def _add_counts(self, groups: list[tuple[Family, np.ndarray, np.ndarray]], now: datetime) -> None:
+        """`ADD_CHUNK` counters a write transaction (read and written with one `getmulti` and one
+        `putmulti`), with a pause between two: LMDB's mutex is not fair, so a process that takes it
+        again at once keeps the other workers waiting through all its transactions."""
+        items = [(key.encode(), int(n)) for _, keys, ns in groups for key, n in zip(keys, ns)]
+        for lo in range(0, len(items), ADD_CHUNK):
+            part = items[lo:lo + ADD_CHUNK]
+            if lo:
+                time.sleep(PURGE_PAUSE_S)
+            with self._write() as txn:
+                cursor = txn.cursor()
+                found = dict(cursor.getmulti([key for key, _ in part]))
+                cursor.putmulti([(key, ((int.from_bytes(found[key], "little") if key in found else 0) + n)
+                                  .to_bytes(8, "little")) for key, n in part])
+
+    def read_counts(self, keys: Sequence[str]) -> list[int]:
+        with self._environment().begin(db=self.counters) as txn:
+            values = [txn.get(key.encode()) for key in keys]
+        return [0 if value is None else int.from_bytes(value, "little") for value in values]
 
     def reset(self, offer_id: str | None = None) -> int:
         """Delete the counters of one offer (None: all) in every window; returns how many were deleted."""
