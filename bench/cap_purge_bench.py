@@ -138,6 +138,7 @@ def _first_request_and_purge(path: Path, phase, stop, out, worker, baseline_s: f
     if purger is not None:
         figures.update(purge_transactions=purger.transactions, purge_deleted=purger.deleted,
                        purge_longest_txn_ms=round(1e3 * purger.longest_s, 3),
+                       purge_mean_txn_ms=round(1e3 * purger.held_s / max(1, purger.transactions), 3),
                        purge_chunk=lmdb_caps.PURGE_CHUNK, purge_pause_ms=1e3 * lmdb_caps.PURGE_PAUSE_S)
     return figures
 
