@@ -287,19 +287,24 @@ class LmdbCapStore(SharedCapStore):
                 return _check_and_count(txn, groups)
 
     def _add_counts(self, groups: list[tuple[Family, np.ndarray, np.ndarray]], now: datetime) -> None:
-        """`ADD_CHUNK` counters a write transaction (read and written with one `getmulti` and one
-        `putmulti`), with a pause between two: LMDB's mutex is not fair, so a process that takes it
-        again at once keeps the other workers waiting through all its transactions."""
-        items = [(key.encode(), int(n)) for _, keys, ns in groups for key, n in zip(keys, ns)]
-        for lo in range(0, len(items), ADD_CHUNK):
-            part = items[lo:lo + ADD_CHUNK]
+        """`ADD_CHUNK` counters a write transaction (read with one `getmulti`, written with one
+        `putmulti`; new counters, the usual case, take their value as made before the transaction),
+        with a pause between two: LMDB's mutex is not fair, so a process that takes it again at
+        once keeps the other workers waiting through all its transactions."""
+        keys = [key.encode() for _, part, _ in groups for key in part]
+        ns = [int(n) for _, _, part in groups for n in part]
+        values = [n.to_bytes(8, "little") for n in ns]
+        for lo in range(0, len(keys), ADD_CHUNK):
+            part = slice(lo, lo + ADD_CHUNK)
             if lo:
                 time.sleep(PURGE_PAUSE_S)
             with self._write() as txn:
                 cursor = txn.cursor()
-                found = dict(cursor.getmulti([key for key, _ in part]))
-                cursor.putmulti([(key, ((int.from_bytes(found[key], "little") if key in found else 0) + n)
-                                  .to_bytes(8, "little")) for key, n in part])
+                found = dict(cursor.getmulti(keys[part]))
+                items = zip(keys[part], values[part], ns[part])
+                cursor.putmulti([(key, value if key not in found else
+                                  (int.from_bytes(found[key], "little") + n).to_bytes(8, "little"))
+                                 for key, value, n in items])
 
     def read_counts(self, keys: Sequence[str]) -> list[int]:
         with self._environment().begin(db=self.counters) as txn:
