@@ -89,7 +89,7 @@ class _Purger:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # the jobs and the thread handle
-        self.txn_lock = threading.Lock()  # held for each transaction: a fork waits for it (`_before_fork`)
+        self.txn_lock = threading.Lock()  # held for each transaction: a fork and `set_mapsize` wait for it
         self.wake = threading.Event()
         self.jobs: dict[tuple[str, bytes], tuple[Any, Any, bytes]] = {}
         self.thread: threading.Thread | None = None
@@ -150,11 +150,11 @@ class _Purger:
     def delete(self, env: Any, db: Any, prefix: bytes, head: bytes) -> int:
         """Up to `PURGE_CHUNK` keys from `prefix` up to (not including) `head`, in one write
         transaction (none when a read finds nothing to delete); how many were deleted."""
-        with env.begin(db=db) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(prefix) or cursor.key() >= head:
-                return 0
-        with self.txn_lock:
+        with self.txn_lock:  # every transaction of the thread under it (a fork, `set_mapsize` wait for them)
+            with env.begin(db=db) as txn:
+                cursor = txn.cursor()
+                if not cursor.set_range(prefix) or cursor.key() >= head:
+                    return 0
             txn = env.begin(write=True, db=db)
             started = time.perf_counter()
             with txn:
@@ -249,7 +249,8 @@ class LmdbCapStore(SharedCapStore):
             try:
                 txn = env.begin(write=True, db=self.counters)
             except lmdb.MapResizedError:  # another process opened it with a larger map: adopt that size
-                env.set_mapsize(0)
+                with _PURGER.txn_lock:  # no purge transaction open in this process meanwhile
+                    env.set_mapsize(0)
                 txn = env.begin(write=True, db=self.counters)
             try:
                 with txn:
@@ -282,7 +283,8 @@ class LmdbCapStore(SharedCapStore):
         except lmdb.MapFullError:
             raise self._full() from None
         except lmdb.MapResizedError:  # another process opened it with a larger map: adopt that size, again
-            env.set_mapsize(0)
+            with _PURGER.txn_lock:  # no purge transaction open in this process meanwhile
+                env.set_mapsize(0)
             with self._write() as txn:
                 return _check_and_count(txn, groups)
 
