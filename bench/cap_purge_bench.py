@@ -52,7 +52,8 @@ def fill(path: Path, n: int) -> None:
     store, caps = LmdbCapStore(_caps(), path), _caps()
     family, yesterday = caps["o-1"][0].family, TODAY - timedelta(days=1)
     for lo in range(0, n, 100_000):
-        keys = [store.key(family, yesterday, "o-1", "web", f"old-{k:07d}").encode() for k in range(lo, min(n, lo + 100_000))]
+        keys = [store.key(family, yesterday, "o-1", "web", f"old-{k:07d}").encode()
+                for k in range(lo, min(n, lo + 100_000))]
         with store._write() as txn:
             for key in keys:
                 txn.put(key, (1).to_bytes(8, "little"))

@@ -67,8 +67,8 @@ class _Caps:
         self.rules: dict[tuple[Family, str, str], _CapRuleState] = {}
         self.store, self.now = engine.caps, now
         self.shared = bool(getattr(engine.caps, "shared", False))
-        self._frames = {family: engine.caps.counts_frame(family, now) if self.shared else engine.caps.counts_frame(family)
-                        for family in engine.caps.families}
+        self._frames = {family: engine.caps.counts_frame(family, now) if self.shared  # the window of the batch's now
+                        else engine.caps.counts_frame(family) for family in engine.caps.families}
         self._caps = engine.caps.caps
 
     def state(self, offer_id: str, rule: CapRule, placement_id: str) -> _CapRuleState:

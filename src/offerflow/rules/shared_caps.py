@@ -178,6 +178,7 @@ class SharedCapStore:
 
         parts: dict[Family, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for placement_id, offer_ids, profile_ids in decided:
+            profile_ids = np.asarray(profile_ids, dtype=object)
             codes, uniques = pd.factorize(np.asarray(offer_ids, dtype=object))
             for code, offer_id in enumerate(uniques):
                 recorded = self._recorded.get(offer_id)
@@ -188,7 +189,7 @@ class SharedCapStore:
                     prefix = self.key(family, now, offer_id, placement_id, "")
                     keys, ns = parts.setdefault(family, ([], []))
                     if family.scope == "per_profile":
-                        keys.append(prefix + np.asarray(profile_ids, dtype=object)[rows])  # elementwise str +
+                        keys.append(prefix + profile_ids[rows])  # an object array: str + per element
                         ns.append(np.ones(int(rows.sum()), dtype=np.int64))
                     else:
                         keys.append(np.array([prefix], dtype=object))
