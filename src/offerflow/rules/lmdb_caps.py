@@ -39,17 +39,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lmdb
-import numpy as np
 
 from offerflow.rules.capping import CapRule, Family
 from offerflow.rules.shared_caps import SEP, CapStoreError, Group, SharedCapStore, family_name
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 DEFAULT_MAP_MIB = 1024
-#: Keys deleted per write transaction when purging old windows: ~0.1-0.2 ms holding the writer mutex
-#: (bench/cap_purge_bench.py), so another worker's reserve never waits long for it.
+#: Keys deleted per write transaction when purging old windows: ~0.13 ms holding the writer mutex on
+#: average (bench/cap_purge_bench.py), so another worker's reserve never waits long for it.
 PURGE_CHUNK = 256
 PURGE_PAUSE_S = 0.001  # the purge thread's pause between two transactions (the other writers go first)
 #: Counters `decide-batch` adds per write transaction (`_add_counts`), each followed by a PURGE_PAUSE_S pause.
