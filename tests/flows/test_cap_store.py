@@ -256,3 +256,63 @@ def _logged(config_path: Path) -> pd.DataFrame:
     files = sorted(config.paths.decision_log.glob("decisions-*.parquet"))
     assert files, "no decision-log files were written"
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _batch_world(root: Path, store: str) -> tuple[Any, list[str]]:
+    """The small-caps project on `store`, with 20 decisions of a running service counted in the
+    store and logged (a seeded world); the project's config and every profile id."""
+    config = load_config(_project_with_small_caps(root, store))
+    service = build_engine(config, now=NOW)
+    profiles = pd.read_parquet(root / "data/profiles.parquet")["profile_id"].astype(str).tolist()
+    log_decisions([service.decide(p, ["web-banner", "web-sidebar"], now=NOW) for p in profiles[:20]],
+                  config.paths.decision_log)
+    return config, profiles
+
+
+def _expected_counts(before: pd.DataFrame, decisions: pd.DataFrame, family: Any, capped: set[str]) -> dict:
+    """A family's counts after a batch: the counts before plus one per decided item of a capped offer."""
+    items = decisions[decisions["offer_id"].isin(capped)]
+    profile = items["profile_id"] if family.scope == "per_profile" else ""
+    placement = items["placement_id"] if family.per_placement else ""
+    added = items.assign(placement_id=placement, profile_id=profile).groupby(
+        ["offer_id", "placement_id", "profile_id"]).size()
+    counts = before.set_index(["offer_id", "placement_id", "profile_id"])["n"]
+    return counts.add(added, fill_value=0).astype(int).to_dict()
+
+
+@pytest.mark.parametrize("store", ["lmdb", "redis"])
+def test_decide_batch_adds_its_decisions_to_the_shared_store(store, request, tmp_path):
+    """After `decide_batch`, the shared store's counts are what it held plus what the batch decided,
+    per (offer, placement, profile); a service deciding afterwards refuses what the batch capped;
+    the batch's answers are those it gives on the embedded store."""
+    from offerflow.decisioning.batch import decide_batch
+
+    url = request.getfixturevalue("redis_url").replace("/0", "/2") if store == "redis" else store
+    config, profiles = _batch_world(tmp_path, url)
+    engine = build_engine(config, now=NOW)
+    assert engine.caps.shared
+    families = engine.caps.families
+    before = {f: engine.caps.counts_frame(f, NOW) for f in families}
+    assert sum(int(b["n"].sum()) for b in before.values()) > 0  # the service's 20 decisions
+    result = decide_batch(engine, profiles, ["web-banner", "web-sidebar"], now=NOW, seed=3, chunk_size=64)
+    decided = result.decisions.to_pandas()
+    capped = set(engine.caps.caps)
+    for family in families:
+        after = engine.caps.counts_frame(family, NOW).set_index(["offer_id", "placement_id", "profile_id"])["n"]
+        assert after.to_dict() == _expected_counts(before[family], decided, family, capped)
+    totals = decided[decided["offer_id"].isin(capped)].groupby("offer_id").size()
+    at_cap = [oid for oid, n in engine.caps.counts_frame(families[0], NOW).groupby("offer_id")["n"].sum().items()
+              if n == 25]
+    assert at_cap and set(at_cap) <= set(totals.index)  # the batch took offers to their total cap of 25
+    service = build_engine(config, now=NOW)  # a worker of the running service (the same store)
+    later = [service.decide(p, ["web-banner", "web-sidebar"], now=NOW) for p in profiles[20:80]]
+    shown = {(p, i.offer_id) for p, d in zip(profiles[20:80], later) for r in d.placements for i in r.items}
+    assert not {oid for _, oid in shown} & set(at_cap)
+    batch_shown = set(zip(decided["profile_id"], decided["offer_id"]))
+    assert not {(p, oid) for p, oid in shown if oid in capped} & batch_shown  # per profile: 1, ever
+    embedded = build_engine(config.model_copy(update={"caps": config.caps.model_copy(update={"store": "embedded"})}),
+                            now=NOW)
+    assert not embedded.caps.shared
+    alone = decide_batch(embedded, profiles, ["web-banner", "web-sidebar"], now=NOW, seed=3, chunk_size=64)
+    columns = ["profile_id", "placement_id", "rank", "offer_id", "arm"]
+    pd.testing.assert_frame_equal(decided[columns], alone.decisions.to_pandas()[columns])

@@ -16,7 +16,7 @@ import pytest
 from offerflow.core.settings import CapsConfig
 from offerflow.rules.cap_store import load_cap_store
 from offerflow.rules.capping import CapRule, load_cap_counters
-from offerflow.rules.lmdb_caps import LmdbCapStore
+from offerflow.rules.lmdb_caps import LmdbCapStore, purger
 from offerflow.rules.shared_caps import CapStoreError
 
 pytestmark = pytest.mark.flow
@@ -136,13 +136,111 @@ def test_older_windows_are_purged(tmp_path):
     for day in range(3):
         for k in range(20):
             store.reserve(["o-1"], "web", f"p{k}", NOW + timedelta(days=day))
-    with store.env.begin(db=store.counters) as txn:
-        keys = [bytes(k) for k, _ in txn.cursor()]
-    assert len(keys) == 20 + 1  # today's 20 per-profile counters and the never-resetting total
+    assert purger().wait(60)
+    assert _entries(store) == 20 + 1  # today's 20 per-profile counters and the never-resetting total
     assert {r["count"] for r in store.state(NOW + timedelta(days=2))} == {1, 60}
     other = LmdbCapStore(caps, tmp_path / "x.lmdb")  # a worker started yesterday, still in yesterday's window
+    deleted = purger().deleted
     other._window(caps["o-1"][0].family, NOW + timedelta(days=3))  # sees a new day first
-    assert other.purge() == 20 and other.state(NOW + timedelta(days=3))[1]["count"] == 60
+    assert purger().wait(60) and purger().deleted - deleted == 20
+    assert other.state(NOW + timedelta(days=3))[1]["count"] == 60
+
+
+DAILY = {"o-1": (CapRule(event="display", scope="per_profile", limit=2, reset="daily"),
+                 CapRule(event="display", scope="total", limit=10_000))}
+OLD_KEYS = 100_000  # at PURGE_CHUNK keys and a PURGE_PAUSE_S pause a transaction: > 0.3 s to purge
+
+
+def _entries(store: LmdbCapStore) -> int:
+    with store.env.begin(db=store.counters) as txn:
+        return txn.stat(store.counters)["entries"]
+
+
+def _old_window(path: Path, yesterday: datetime) -> None:
+    """OLD_KEYS per-profile counters of `yesterday`'s window, written directly (one transaction)."""
+    writer = LmdbCapStore(DAILY, path)
+    family = DAILY["o-1"][0].family
+    keys = [writer.key(family, yesterday, "o-1", "web", f"old-{k:06d}").encode() for k in range(OLD_KEYS)]
+    with writer._write() as txn:
+        for key in keys:
+            txn.put(key, (1).to_bytes(8, "little"))
+
+
+def test_a_request_after_the_window_rolls_returns_without_purging(tmp_path):
+    """The first request of a new day is answered while the old day's counters are still there;
+    the purge thread deletes them afterwards; the new day's counts are exact."""
+    path, today = tmp_path / "x.lmdb", NOW + timedelta(days=1)
+    _old_window(path, NOW)
+    assert purger().wait(60)  # the writer's own window: nothing older
+    store = LmdbCapStore(DAILY, path)
+    assert store.reserve(["o-1"], "web", "first", today) == []  # the first request that sees the new day
+    assert _entries(store) > OLD_KEYS // 2  # returned before the purge (a synchronous one deletes them all)
+    assert not purger().wait(0)  # pending, in the purge thread
+    answers = [store.reserve(["o-1"], "web", f"p{k % 10}", today) for k in range(30)]  # while it purges
+    assert answers == [[]] * 20 + [["o-1"]] * 10
+    assert purger().wait(120)
+    assert _entries(store) == 11 + 1  # the new day's 11 profiles and the total
+    counts = store.counts_frame(DAILY["o-1"][0].family, today)
+    assert counts.set_index("profile_id")["n"].to_dict() == {"first": 1, **{f"p{k}": 2 for k in range(10)}}
+    assert store.state(today)[1]["count"] == 21  # the never-resetting total
+
+
+SHORT_LIVED = """
+import sys, time
+from datetime import datetime
+from pathlib import Path
+from offerflow.rules.capping import CapRule
+from offerflow.rules.lmdb_caps import LmdbCapStore, purger
+caps = {"o-1": (CapRule(event="display", scope="per_profile", limit=2, reset="daily"),
+                CapRule(event="display", scope="total", limit=10_000))}
+store = LmdbCapStore(caps, Path(sys.argv[1]))
+started = time.perf_counter()
+assert store.reserve(["o-1"], "web", "short", datetime.fromisoformat(sys.argv[2])) == []
+print(time.perf_counter() - started)
+"""
+
+
+def test_a_short_lived_process_leaves_old_windows_that_a_later_one_purges(tmp_path):
+    """`offerflow decide` style: a process that counts one decision and exits stops its purge at
+    exit (the old windows stay); the next process that sees the new window deletes them."""
+    import subprocess
+    import sys
+
+    path, today = tmp_path / "x.lmdb", NOW + timedelta(days=1)
+    _old_window(path, NOW)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run([sys.executable, "-c", SHORT_LIVED, str(path), today.isoformat()], capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": src})
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 0.1  # the request: no purge in it
+    later = LmdbCapStore(DAILY, path)
+    assert _entries(later) > OLD_KEYS // 2  # left by the short-lived process
+    assert later.counts_frame(DAILY["o-1"][0].family, today)["n"].tolist() == [1]
+    assert purger().wait(120)  # `counts_frame` saw today's window first in this process: purged
+    assert _entries(later) == 1 + 1
+
+
+def _forked_child(path: str, today: datetime) -> tuple[int, bool, int]:
+    """In a child forked while the parent purges: its jobs and thread, then its own purge."""
+    inherited = len(purger().jobs) + (purger().thread is not None)
+    store = LmdbCapStore(DAILY, Path(path))
+    assert store.reserve(["o-1"], "web", "child", today) == []
+    return inherited, purger().wait(120), _entries(store)
+
+
+def test_a_forked_child_does_not_inherit_the_purge(tmp_path):
+    path, today = tmp_path / "x.lmdb", NOW + timedelta(days=1)
+    _old_window(path, NOW)
+    store = LmdbCapStore(DAILY, path)
+    assert store.reserve(["o-1"], "web", "parent", today) == []
+    assert not purger().wait(0)  # the parent purges
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        inherited, purged, entries = pool.apply(_forked_child, (str(path), today))
+    assert (inherited, purged, entries) == (0, True, 2 + 1)  # a thread of its own, all old keys gone
+    assert purger().wait(120) and _entries(store) == 2 + 1
+    counts = store.counts_frame(DAILY["o-1"][0].family, today)
+    assert counts.set_index("profile_id")["n"].to_dict() == {"parent": 1, "child": 1}
+    assert store.state(today)[1]["count"] == 2
 
 
 def _reset(path: str) -> int:

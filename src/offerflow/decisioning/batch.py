@@ -9,6 +9,13 @@ holdout share), the top items of every row at once, and the fallback offer for e
 Caps: per-profile counters are columns aligned with the chunk's profiles. A total cap has a
 remaining budget, allocated in a deterministic order (profile id order, as the batch is sorted):
 rows beyond the budget lose the offer and are ranked again, until no budget is exceeded.
+
+With a shared cap store (LMDB, Redis: `engine.caps.shared`) the batch adds each chunk's decisions
+to the store once the chunk is decided (`SharedCapStore.record_decided`), so running services see
+them at once, and reads the total caps' counters again before each chunk (a few keys), so what
+the services counted meanwhile comes off the budgets. Per-profile counts are read once, at the
+start: a service deciding for the same profile while the batch runs can take that profile past
+a per-profile cap by what it counted after the batch read it.
 """
 
 from __future__ import annotations
@@ -56,9 +63,12 @@ class _CapRuleState:
 class _Caps:
     """The engine's cap counters, turned into per-chunk columns and total budgets."""
 
-    def __init__(self, engine: DecisionEngine) -> None:
+    def __init__(self, engine: DecisionEngine, now: datetime) -> None:
         self.rules: dict[tuple[Family, str, str], _CapRuleState] = {}
-        self._frames = {family: engine.caps.counts_frame(family) for family in engine.caps.families}
+        self.store, self.now = engine.caps, now
+        self.shared = bool(getattr(engine.caps, "shared", False))
+        self._frames = {family: engine.caps.counts_frame(family, now) if self.shared  # the window of the batch's now
+                        else engine.caps.counts_frame(family) for family in engine.caps.families}
         self._caps = engine.caps.caps
 
     def state(self, offer_id: str, rule: CapRule, placement_id: str) -> _CapRuleState:
@@ -85,6 +95,17 @@ class _Caps:
         self._chunk_ids = pd.Index(profile_ids)
         for state in self.rules.values():
             state.increments = None
+        if self.shared:  # the total counters now: the batch's earlier chunks and what services counted
+            totals = [s for s in self.rules.values() if s.rule.scope != "per_profile"]
+            keys = [self.store.key(s.rule.family, self.now, s.offer_id, s.placement_key, ALL) for s in totals]
+            for state, n in zip(totals, self.store.read_counts(keys)):
+                state.remaining = state.rule.limit - n
+
+    def record(self, plans: Sequence[_Plan], parts: Sequence[dict[str, np.ndarray]], chunk_ids: np.ndarray) -> None:
+        """Add a decided chunk's items (`parts`, one per plan, rows local to the chunk) to a shared store."""
+        if self.shared:
+            self.store.record_decided([(plan.placement_id, part["offer_id"], chunk_ids[part["row"]])
+                                       for plan, part in zip(plans, parts)], self.now)
 
     def per_profile_count(self, state: _CapRuleState) -> np.ndarray:
         if state.increments is None:
@@ -108,7 +129,7 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
     now = now or datetime.now(timezone.utc)
     ids = np.unique(np.asarray(profile_ids, dtype=object).astype(str)).astype(object)
     run = uuid.uuid4().hex[:12]
-    caps = _Caps(engine)
+    caps = _Caps(engine, now)
     profiles = engine.profiles.set_index(PROFILE_ID)
     versions = engine.pinned_versions(placement_ids)  # every placement from one manifest
     plans = [_Plan(engine, pid, items, versions) for pid in placement_ids]
@@ -123,10 +144,12 @@ def decide_batch(engine: DecisionEngine, profile_ids: Sequence[str] | np.ndarray
         caps.start_chunk(chunk_ids)
         used = np.zeros((len(chunk_ids), len(offer_pos)), dtype=bool)
         rng = np.random.default_rng(None if seed is None else [seed, c])
-        for plan in plans:
-            part = plan.decide(chunk, chunk_ids, known, used, caps, rng, offer_pos, allow_duplicates)
+        chunk_parts = [plan.decide(chunk, chunk_ids, known, used, caps, rng, offer_pos, allow_duplicates)
+                       for plan in plans]
+        caps.record(plans, chunk_parts, chunk_ids)
+        for part in chunk_parts:
             part["row"] = part["row"] + start
-            parts.append(part)
+        parts += chunk_parts
     return result_tables(plans, parts, ids, run, now, started, versions, unknown)
 
 

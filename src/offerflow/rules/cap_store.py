@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +29,7 @@ from offerflow.rules.capping import CapCounters, CapRule, Family, count_cap_even
 from offerflow.rules.shared_caps import SEED_WAIT_S, SEP, CapStoreError, Group, SharedCapStore, family_name
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 # The placements of one request, in order, as groups. ARGV[1]: the number of groups; then, per group:
@@ -206,14 +207,36 @@ class RedisCapStore(SharedCapStore):
         return f"{self.prefix}:seeded:{family_name(family)}"
 
     def _write_seed(self, counts: Mapping[Family, pd.DataFrame], families: list[Family], now: datetime) -> None:
+        self._incr(self.seed_items(counts, families, now), now)
         pipe = self.redis.pipeline(transaction=False)
-        for family, key, n in self.seed_items(counts, families, now):
-            pipe.incrby(key, n)
-            if self._expiry(family, now):
-                pipe.expire(key, self._expiry(family, now))
         for family in families:
             pipe.set(self._marker(family), now.isoformat())
         pipe.execute()
+
+    def _add_counts(self, groups: list[tuple[Family, np.ndarray, np.ndarray]], now: datetime) -> None:
+        self._incr(((family, key, int(n)) for family, keys, ns in groups for key, n in zip(keys, ns)), now)
+
+    def _incr(self, items: Iterable[tuple[Family, str, int]], now: datetime, batch: int = 10_000) -> None:
+        """INCRBY each (family, key, n), and EXPIRE the key as the reserve script does (to its
+        window's end plus a minute; never for `never`), in pipelines of `batch` counters."""
+        expiries: dict[Family, int] = {}
+        pipe, queued = self.redis.pipeline(transaction=False), 0
+        for family, key, n in items:
+            expiry = expiries.get(family)
+            if expiry is None:
+                expiry = expiries[family] = self._expiry(family, now)
+            pipe.incrby(key, n)
+            if expiry:
+                pipe.expire(key, expiry)
+            queued += 1
+            if queued == batch:
+                pipe.execute()
+                pipe, queued = self.redis.pipeline(transaction=False), 0
+        if queued:
+            pipe.execute()
+
+    def read_counts(self, keys: Sequence[str]) -> list[int]:
+        return [0 if value is None else int(value) for value in self.redis.mget(keys)] if keys else []
 
 
 def load_cap_store(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None, decision_log_dir: Path | None,

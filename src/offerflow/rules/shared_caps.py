@@ -4,14 +4,15 @@ their limit, the grouping of a request's placements into checks and increments, 
 refusal back, seeding rows, and the admin views (`counts_frame`, `state`).
 
 A store supplies `_head` (the key prefix of a family's window), `_reserve_groups` (one atomic
-check-then-count of a request's groups) and `_counts` (a window's counters, for admins).
+check-then-count of a request's groups), `_counts` (a window's counters, for admins), and for
+`decide-batch` `_add_counts` (counts added in bulk) and `read_counts` (a few counters' values).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +168,47 @@ class SharedCapStore:
         denied = list(dict.fromkeys(checks[i][0] for i in refused))
         self.hits += len(denied)
         return counted, denied
+
+    def record_decided(self, decided: Iterable[tuple[str, np.ndarray, np.ndarray]], now: datetime) -> int:
+        """Count decisions made in bulk (a `decide-batch` chunk), unchecked, as `record` counts each:
+        `decided` is (placement, offer ids, profile ids) per placement, one item a row (object
+        arrays of str). Keys are `key`'s (its prefix for a profile, the profile ids appended); equal
+        keys are summed and written in key order (`_add_counts`). Returns how many counters changed."""
+        import pandas as pd
+
+        parts: dict[Family, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        for placement_id, offer_ids, profile_ids in decided:
+            profile_ids = np.asarray(profile_ids, dtype=object)
+            codes, uniques = pd.factorize(np.asarray(offer_ids, dtype=object))
+            for code, offer_id in enumerate(uniques):
+                recorded = self._recorded.get(offer_id)
+                if not recorded:
+                    continue
+                rows = codes == code
+                for family, _ in recorded:
+                    prefix = self.key(family, now, offer_id, placement_id, "")
+                    keys, ns = parts.setdefault(family, ([], []))
+                    if family.scope == "per_profile":
+                        keys.append(prefix + profile_ids[rows])  # an object array: str + per element
+                        ns.append(np.ones(int(rows.sum()), dtype=np.int64))
+                    else:
+                        keys.append(np.array([prefix], dtype=object))
+                        ns.append(np.array([rows.sum()], dtype=np.int64))
+        groups = []
+        for family, (keys, ns) in parts.items():
+            summed = pd.Series(np.concatenate(ns), index=np.concatenate(keys)).groupby(level=0, sort=True).sum()
+            groups.append((family, summed.index.to_numpy(dtype=object), summed.to_numpy(dtype=np.int64)))
+        if groups:
+            self._add_counts(groups, now)
+        return sum(len(keys) for _, keys, _ in groups)
+
+    def _add_counts(self, groups: list[tuple[Family, np.ndarray, np.ndarray]], now: datetime) -> None:
+        """Add each n to its counter key, per family (keys sorted), in bulk."""
+        raise NotImplementedError
+
+    def read_counts(self, keys: Sequence[str]) -> list[int]:
+        """The current value of each counter key (0: absent), in one read."""
+        raise NotImplementedError
 
     def _reserve_groups(self, groups: list[Group], now: datetime) -> tuple[int, list[int]]:
         """Check and count the groups in order, atomically, up to the first with a check at its
