@@ -213,8 +213,17 @@ def _stop_purging() -> None:
         thread.join(timeout=5.0)
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
-atexit.register(_stop_purging)
+_HOOKS: list[bool] = []
+
+
+def _install_hooks() -> None:
+    """The fork and exit hooks of the purger, installed when the first store opens (not at import;
+    a forked child inherits them, so they are installed once per process tree)."""
+    if not _HOOKS:
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+        atexit.register(_stop_purging)
+        _HOOKS.append(True)
 
 
 class LmdbCapStore(SharedCapStore):
@@ -233,6 +242,7 @@ class LmdbCapStore(SharedCapStore):
         self.counters = self.env.open_db(b"counters")
         self.meta = self.env.open_db(b"meta")
         self._env_pid = os.getpid()
+        _install_hooks()
         _PURGER.start()
 
     def _environment(self) -> Any:
