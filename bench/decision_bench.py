@@ -185,26 +185,6 @@ def other_cpu_seconds(before: dict[int, float], after: dict[int, float], ours: s
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items() if pid not in ours)
 
 
-def reference_ms() -> float:
-    """The best of 5 timings of a fixed pure-Python workload (JSON and dict work, ~20 ms): how fast
-    this machine runs Python right now. Printed next to a bench's figures, so runs made while the
-    machine was slower (a VM's neighbours) can be told apart from changes in the code."""
-    import json
-
-    doc = {"profile_id": "p0123456", "placements": [{"offer_id": f"o-{i:03d}", "rank": i, "score": i / 7}
-                                                    for i in range(5)]}
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        for i in range(2000):
-            text = json.dumps(doc)
-            counts: dict[str, int] = {}
-            for item in json.loads(text)["placements"]:
-                counts[item["offer_id"]] = counts.get(item["offer_id"], 0) + i
-        best = min(best, time.perf_counter() - started)
-    return round(best * 1000, 2)
-
-
 def wait_until_quiet(max_wait_s: float, busy_cores: float = 0.1, sample_s: float = 2.0) -> float:
     """Block until the machine used under `busy_cores` of CPU over `sample_s` (at most `max_wait_s`);
     returns the seconds waited. For a bench started while other jobs may still be running."""

@@ -15,8 +15,7 @@ errors by status, the CPU the server processes (workers and Redis) and the gener
 decision (and each server process's CPU seconds: how the workers share the load), the 1-minute
 load average before and after, `other_cpu_s`: the CPU every other process of the machine took
 during the run (a run that had the machine to itself shows ~0; `--wait-quiet S` waits for that
-first), `python_reference_ms`: a fixed pure-Python workload timed just before (how fast the machine
-ran Python then: a VM's speed moves with its neighbours), `cap_violations`: counters of the decision log above their cap's
+first), `cap_violations`: counters of the decision log above their cap's
 limit afterwards (must be 0), and the decisions answered (warm-up included) next to those in the
 decision log once the server has stopped (SIGTERM; equal when a graceful stop lost none).
 """
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decision_bench import (REPO, build_project, cpu_seconds, http_requests, other_cpu_seconds,  # noqa: E402
-                            processes_cpu, reference_ms, server_pids, summarize, wait_healthy, wait_until_quiet)
+                            processes_cpu, server_pids, summarize, wait_healthy, wait_until_quiet)
 from open_loop import Schedule  # noqa: E402
 
 MALFORMED = [b'{"profile_id": "p1", "placements": ', b'{"placements": ["web-banner"]}',
@@ -224,7 +223,6 @@ def main() -> None:
         with ctx.Pool(args.clients) as pool:
             warm = drive_processes(args.port, bodies, min(args.rate, 1000), 3, args.connections, args.clients, pool)
             waited = wait_until_quiet(args.wait_quiet) if args.wait_quiet else 0.0
-            reference = reference_ms()
             load_before, by_pid = os.getloadavg()[0], {pid: cpu_seconds([pid]) for pid in pids}
             everyone = processes_cpu()
             figures = drive_processes(args.port, bodies, args.rate, args.seconds, args.connections, args.clients, pool,
@@ -242,11 +240,11 @@ def main() -> None:
     print(json.dumps({"profiles": args.profiles, "workers": args.workers, "cap_store": caps,
                       "clients": args.clients, "connections": args.connections, "cores": os.cpu_count(), **figures,
                       "server_cpu_s": round(server_cpu, 1), "server_cpu_s_by_process": by_pid,
-"server_cpu_pct": round(100 * server_cpu / wall),
+                      "server_cpu_pct": round(100 * server_cpu / wall),
                       "server_cpu_us_per_decision": round(1e6 * server_cpu / n),
                       "client_cpu_us_per_decision": round(1e6 * figures["client_cpu_s"] / n),
                       "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(load_after, 2),
-                      "other_cpu_s": round(other_cpu, 1), "python_reference_ms": reference,
+                      "other_cpu_s": round(other_cpu, 1),
                       "waited_for_quiet_s": waited, "cap_violations": cap_violations(config_path),
                       "answered_decisions": warm["ok"] + figures["ok"], "logged_decisions": logged_decisions(config_path),
                       **({} if watch_dir is None else {"server_loop_watch": [
