@@ -316,3 +316,35 @@ def test_decide_batch_adds_its_decisions_to_the_shared_store(store, request, tmp
     alone = decide_batch(embedded, profiles, ["web-banner", "web-sidebar"], now=NOW, seed=3, chunk_size=64)
     columns = ["profile_id", "placement_id", "rank", "offer_id", "arm"]
     pd.testing.assert_frame_equal(decided[columns], alone.decisions.to_pandas()[columns])
+
+
+@pytest.mark.parametrize("store", ["lmdb", "redis"])
+def test_decide_batch_reads_what_a_service_counted_during_the_batch(store, request, tmp_path):
+    """A service that decides for a profile of a later chunk while the batch runs (here: right after
+    the batch's first chunk is in the store) has counted that profile's capped offers (1 per profile,
+    ever); the batch, reading per-profile counts per chunk, does not show them to it again."""
+    from offerflow.decisioning.batch import decide_batch
+
+    url = request.getfixturevalue("redis_url").replace("/0", "/3") if store == "redis" else store
+    config, profiles = _batch_world(tmp_path, url)
+    engine, service = build_engine(config, now=NOW), build_engine(config, now=NOW)
+    capped = set(engine.caps.caps)
+    later = [p for p in sorted(profiles)[64:] if p not in profiles[:20]]  # chunks after the first, no earlier decisions
+    service_shown: dict[str, set[str]] = {}
+    record = engine.caps.record_decided
+
+    def record_then_serve(decided, now):  # the first chunk counted; a running service decides meanwhile
+        counted = record(decided, now)
+        if not service_shown:
+            for profile in later[:40]:
+                d = service.decide(profile, ["web-banner", "web-sidebar"], now=NOW)
+                service_shown[profile] = {i.offer_id for r in d.placements for i in r.items} & capped
+        return counted
+
+    engine.caps.record_decided = record_then_serve
+    decided = decide_batch(engine, profiles, ["web-banner", "web-sidebar"], now=NOW, seed=3,
+                           chunk_size=64).decisions.to_pandas()
+    assert sum(map(len, service_shown.values())) >= 10  # the service did show capped offers to them
+    batch_shown = decided[decided["profile_id"].isin(service_shown)].groupby("profile_id")["offer_id"].agg(set)
+    twice = {p: offers & service_shown[p] for p, offers in batch_shown.items() if offers & service_shown[p]}
+    assert not twice, f"shown again by the batch over a per-profile cap of 1: {twice}"

@@ -12,10 +12,11 @@ rows beyond the budget lose the offer and are ranked again, until no budget is e
 
 With a shared cap store (LMDB, Redis: `engine.caps.shared`) the batch adds each chunk's decisions
 to the store once the chunk is decided (`SharedCapStore.record_decided`), so running services see
-them at once, and reads the total caps' counters again before each chunk (a few keys), so what
-the services counted meanwhile comes off the budgets. Per-profile counts are read once, at the
-start: a service deciding for the same profile while the batch runs can take that profile past
-a per-profile cap by what it counted after the batch read it.
+them at once. It reads the store where it needs a count: the total caps' counters before each
+chunk (a few keys) and the per-profile counters of a chunk's profiles when the chunk first needs
+them (one read of a key per profile and capped offer), so what services counted meanwhile is
+decided with; only what a service counts for a profile while that profile's chunk is being
+decided can take it past a cap.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class _CapRuleState:
     offer_id: str
     rule: CapRule
     placement_key: str
-    per_profile: pd.Series | None = None  # profile_id -> count before the batch
+    per_profile: pd.Series | None = None  # embedded store: profile_id -> count before the batch
     increments: np.ndarray | None = None  # this chunk's decisions, aligned with its rows
     remaining: int = 0                    # total scope: budget left
 
@@ -67,8 +68,9 @@ class _Caps:
         self.rules: dict[tuple[Family, str, str], _CapRuleState] = {}
         self.store, self.now = engine.caps, now
         self.shared = bool(getattr(engine.caps, "shared", False))
-        self._frames = {family: engine.caps.counts_frame(family, now) if self.shared  # the window of the batch's now
-                        else engine.caps.counts_frame(family) for family in engine.caps.families}
+        # a shared store is read where a count is needed (`state`, `start_chunk`, `per_profile_count`)
+        self._frames = {} if self.shared else {family: engine.caps.counts_frame(family)
+                                               for family in engine.caps.families}
         self._caps = engine.caps.caps
 
     def state(self, offer_id: str, rule: CapRule, placement_id: str) -> _CapRuleState:
@@ -77,15 +79,24 @@ class _Caps:
         key = (family, offer_id, placement_key, rule.limit)
         found = self.rules.get(key)
         if found is None:
-            frame = self._frames[family]
-            rows = frame[(frame["offer_id"] == offer_id) & (frame["placement_id"] == placement_key)]
             found = _CapRuleState(offer_id, rule, placement_key)
-            if rule.scope == "per_profile":
-                found.per_profile = rows.set_index("profile_id")["n"]
+            if self.shared:
+                if rule.scope != "per_profile":  # per-profile counts: read per chunk
+                    found.remaining = rule.limit - self.store.read_counts([self._key(found, ALL)])[0]
             else:
-                found.remaining = int(rule.limit - rows["n"].sum())
+                frame = self._frames[family]
+                rows = frame[(frame["offer_id"] == offer_id) & (frame["placement_id"] == placement_key)]
+                if rule.scope == "per_profile":
+                    found.per_profile = rows.set_index("profile_id")["n"]
+                else:
+                    found.remaining = int(rule.limit - rows["n"].sum())
             self.rules[key] = found
         return found
+
+    def _key(self, state: _CapRuleState, profile_id: str) -> str:
+        """The shared store's counter key of `state` in the batch's window (`profile_id` "": the prefix
+        that a profile id completes)."""
+        return self.store.key(state.rule.family, self.now, state.offer_id, state.placement_key, profile_id)
 
     def states(self, offer_ids: Sequence[str], placement_id: str) -> list[tuple[int, _CapRuleState]]:
         return [(j, self.state(oid, rule, placement_id)) for j, oid in enumerate(offer_ids)
@@ -97,8 +108,7 @@ class _Caps:
             state.increments = None
         if self.shared:  # the total counters now: the batch's earlier chunks and what services counted
             totals = [s for s in self.rules.values() if s.rule.scope != "per_profile"]
-            keys = [self.store.key(s.rule.family, self.now, s.offer_id, s.placement_key, ALL) for s in totals]
-            for state, n in zip(totals, self.store.read_counts(keys)):
+            for state, n in zip(totals, self.store.read_counts([self._key(s, ALL) for s in totals])):
                 state.remaining = state.rule.limit - n
 
     def record(self, plans: Sequence[_Plan], parts: Sequence[dict[str, np.ndarray]], chunk_ids: np.ndarray) -> None:
@@ -109,8 +119,12 @@ class _Caps:
 
     def per_profile_count(self, state: _CapRuleState) -> np.ndarray:
         if state.increments is None:
-            base = state.per_profile.reindex(self._chunk_ids, fill_value=0).to_numpy(np.int64, copy=True)
-            state.increments = base  # counts before the batch plus this chunk's decisions so far
+            if self.shared:  # the chunk's profiles now: what services counted for them up to this chunk
+                keys = self._key(state, "") + self._chunk_ids.to_numpy(dtype=object)  # str + each id
+                base = np.asarray(self.store.read_counts(keys), dtype=np.int64)
+            else:
+                base = state.per_profile.reindex(self._chunk_ids, fill_value=0).to_numpy(np.int64, copy=True)
+            state.increments = base  # counts before this chunk plus this chunk's decisions so far
         return state.increments
 
 

@@ -235,8 +235,10 @@ class RedisCapStore(SharedCapStore):
         if queued:
             pipe.execute()
 
-    def read_counts(self, keys: Sequence[str]) -> list[int]:
-        return [0 if value is None else int(value) for value in self.redis.mget(keys)] if keys else []
+    def read_counts(self, keys: Sequence[str], batch: int = 10_000) -> list[int]:
+        """MGET in batches of `batch` keys (a chunk of a `decide-batch` reads one key per profile)."""
+        values = [value for lo in range(0, len(keys), batch) for value in self.redis.mget(list(keys[lo:lo + batch]))]
+        return [0 if value is None else int(value) for value in values]
 
 
 def load_cap_store(caps: Mapping[str, Sequence[CapRule]], events_path: Path | None, decision_log_dir: Path | None,
